@@ -1,0 +1,32 @@
+# Quick start: `make demo` then `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -q -n 2
+
+.PHONY: demo test test-x32 test-x64 bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py
+	$(PY) -m qnjax bench --quick --out bench-results/quick
+
+test: test-x32 test-x64
+
+test-x32: $(VENV)/.installed
+	JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-x64: $(VENV)/.installed
+	JAX_ENABLE_X64=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m qnjax bench --out bench-results/full
+	$(PY) benchmarks/inplace.py
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache

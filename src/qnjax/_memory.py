@@ -1,0 +1,132 @@
+"""The L-BFGS memory: a ring buffer of curvature pairs and the two-loop recursion.
+
+Notation (Nocedal & Wright 2006, Sec. 7.2): s_k = x_{k+1} - x_k,
+y_k = g_{k+1} - g_k, rho_k = 1 / <s_k, y_k>. The inverse-Hessian approximation
+is the BFGS recursion (N&W eq. 7.19) applied to the last m pairs,
+
+    H_{k+1} = (I - rho_k s_k y_k^T) H_k (I - rho_k y_k s_k^T) + rho_k s_k s_k^T,
+
+started from H^0 = gamma I with gamma = <s, y> / <y, y> of the newest pair
+(N&W eq. 7.20); gamma = 1 with an empty memory. The product H g is the
+two-loop recursion (N&W Algorithm 7.4), which never forms H.
+
+Storage, per leaf: ``s`` and ``y`` are pytrees shaped like the parameters with a
+new leading axis of length m, in each leaf's own dtype; ``rho`` is an (m,) array
+in the scalar dtype. ``head`` (int32) is the slot the next pair is written to,
+so the newest pair is at ``(head - 1) mod m``. A slot with ``rho == 0`` is
+empty and contributes nothing, so the memory is dropped by zeroing ``rho``.
+
+Curvature guard: a pair is stored only when
+
+    <s, y> > eps * ||s|| * ||y||      (eps = machine epsilon of the scalar dtype)
+
+and both s and y are finite, i.e. when the angle between s and y is
+measurably below 90 degrees. This keeps H positive definite (N&W Sec. 6.1,
+the curvature condition) and is invariant to scaling f or x; under a Wolfe
+step <s, y> >= (1 - c2) |<g, s>| > 0, so it only rejects pairs spoiled by
+rounding. The new pair is written with ``.at[head].set`` into the
+loop-carried buffer so XLA updates it in place.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _tree
+
+
+class Memory(NamedTuple):
+    s: object  # pytree, leaves (m, *leaf.shape) in leaf dtype
+    y: object
+    rho: jax.Array  # (m,) scalar dtype; 0 marks an empty slot
+    head: jax.Array  # int32: slot of the next write
+
+
+def init(params, memory_size: int, sdt) -> Memory:
+    def stack(p):
+        return jnp.zeros((memory_size,) + jnp.shape(p), jnp.result_type(p))
+
+    return Memory(
+        s=jax.tree.map(stack, params),
+        y=jax.tree.map(stack, params),
+        rho=jnp.zeros((memory_size,), sdt),
+        head=jnp.zeros((), jnp.int32),
+    )
+
+
+def clear(memory: Memory, where=True) -> Memory:
+    """Drop every pair if ``where`` (the buffers keep their contents, masked by rho = 0)."""
+    return memory._replace(
+        rho=jnp.where(where, jnp.zeros_like(memory.rho), memory.rho),
+        head=jnp.where(where, jnp.zeros_like(memory.head), memory.head),
+    )
+
+
+def is_empty(memory: Memory):
+    return jnp.all(memory.rho == 0)
+
+
+def _slot(tree, i):
+    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
+
+
+def gamma(memory: Memory):
+    """Initial scaling <s, y> / <y, y> of the newest pair (1 if the memory is empty)."""
+    sdt = memory.rho.dtype
+    m = memory.rho.shape[0]
+    newest = (memory.head - 1) % m
+    y = _slot(memory.y, newest)
+    rho = memory.rho[newest]
+    yy = _tree.inner(y, y, sdt)
+    g = 1 / (rho * yy)
+    return jnp.where((rho > 0) & (yy > 0) & jnp.isfinite(g), g, jnp.ones((), sdt))
+
+
+def two_loop(memory: Memory, g):
+    """H g by N&W Algorithm 7.4 over the stored pairs, newest first (positive: the
+    search direction is its negative)."""
+    sdt = memory.rho.dtype
+    m = memory.rho.shape[0]
+
+    def first(k, carry):
+        q, alpha = carry
+        i = (memory.head - 1 - k) % m
+        a = memory.rho[i] * _tree.inner(_slot(memory.s, i), q, sdt)
+        q = _tree.axpy(-a, _slot(memory.y, i), q)
+        return q, alpha.at[i].set(a)
+
+    q, alpha = jax.lax.fori_loop(0, m, first, (g, jnp.zeros((m,), sdt)))
+    r = _tree.scale(gamma(memory), q)
+
+    def second(k, r):
+        i = (memory.head - m + k) % m
+        b = memory.rho[i] * _tree.inner(_slot(memory.y, i), r, sdt)
+        return _tree.axpy(alpha[i] - b, _slot(memory.s, i), r)
+
+    return jax.lax.fori_loop(0, m, second, r)
+
+
+def push(memory: Memory, s, y, allow=True):
+    """Store the pair (s, y) at ``head`` if ``allow`` and it passes the curvature guard.
+
+    Returns the new memory and whether the pair was stored."""
+    sdt = memory.rho.dtype
+    sy = _tree.inner(s, y, sdt)
+    size = jnp.sqrt(_tree.inner(s, s, sdt)) * jnp.sqrt(_tree.inner(y, y, sdt))
+    eps = jnp.finfo(sdt).eps
+    store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(1 / sy)
+    h = memory.head
+
+    def write(buf, new):
+        return buf.at[h].set(jnp.where(store, new.astype(buf.dtype), buf[h]))
+
+    stored = Memory(
+        s=jax.tree.map(write, memory.s, s),
+        y=jax.tree.map(write, memory.y, y),
+        rho=memory.rho.at[h].set(jnp.where(store, 1 / sy, memory.rho[h])),
+        head=jnp.where(store, (h + 1) % memory.rho.shape[0], h).astype(jnp.int32),
+    )
+    return stored, store

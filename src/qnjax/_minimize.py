@@ -1,0 +1,198 @@
+"""``qnjax.minimize``: the scipy-shaped front door, one compiled loop.
+
+    res = qnjax.minimize(fun, x0, args=(), gtol=..., maxiter=...)
+
+runs L-BFGS (the same ``_step`` as :func:`qnjax.lbfgs`) inside one
+``lax.while_loop`` and returns an :class:`OptimizeResult` pytree with scipy's
+names. It is jitted on ``fun``, the tree structure and the dtypes/shapes, with
+the tolerances and the line-search settings traced, so re-calling it with the
+same ``fun`` and shapes does not recompile; it works under ``jax.jit`` and
+``jax.vmap`` (batched ``x0`` and/or ``args``).
+
+Stopping, checked at x0 and after every iteration, first match wins:
+
+* NONFINITE   f(x0) or grad f(x0) not finite (x = x0, nothing else is tried);
+* GTOL        max_i |g_i| <= gtol                 (scipy's pgtol; default 0, off);
+* GTOL_REL    max_i |g_i| <= gtol_rel max_i |g0_i|  (default sqrt(eps));
+* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|)  (default 1e7 eps, at most 1e-6);
+* LINESEARCH_FAILED  no decrease along the quasi-Newton direction nor along -g;
+* MAXITER, MAXFEV    the budgets (defaults 15000 each, scipy's).
+
+eps is the machine epsilon of the scalar dtype (see ``_tree``). The defaults
+are all relative, so multiplying f by any constant gives the same iterates
+and the same stop; scipy's absolute ``gtol = 1e-5`` and the ``max(..., 1)`` in
+its ftol test are not, which is why they differ here (pass ``gtol=1e-5`` for
+scipy's rule). ``success`` is true for GTOL, GTOL_REL and FTOL only. The line
+search's evaluations are capped by what is left of ``maxfev``; ``nfev``
+counts every evaluation of ``fun`` (with its gradient), the one at x0 included.
+The returned ``x`` and ``fun`` always belong to the same point, never worse
+than x0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _memory, _tree
+from ._status import Status, code
+from ._step import lbfgs_step
+from .linesearch import Zoom
+
+
+class OptimizeResult(NamedTuple):
+    x: Any
+    fun: jax.Array
+    grad: Any
+    nit: jax.Array
+    nfev: jax.Array
+    status: jax.Array
+    success: jax.Array
+    aux: Any = None
+
+    @property
+    def jac(self):
+        return self.grad
+
+    @property
+    def message(self):
+        """Human-readable message(s) for ``status`` (host only; an array of them when batched)."""
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return Status(int(codes)).message
+        return np.vectorize(lambda c: Status(int(c)).message, otypes=[object])(codes)
+
+
+class _Tolerances(NamedTuple):
+    gtol: jax.Array
+    gtol_rel: jax.Array
+    ftol: jax.Array
+    maxiter: jax.Array
+    maxfev: jax.Array
+
+
+def default_tolerances(sdt) -> dict:
+    """The default ``gtol``, ``gtol_rel`` and ``ftol`` for a scalar dtype (module docstring)."""
+    eps = float(jnp.finfo(sdt).eps)
+    return dict(gtol=0.0, gtol_rel=eps**0.5, ftol=min(1e7 * eps, 1e-6))
+
+
+def minimize(
+    fun,
+    x0,
+    args=(),
+    *,
+    method: str = "lbfgs",
+    gtol=None,
+    gtol_rel=None,
+    ftol=None,
+    maxiter=15000,
+    maxfev=15000,
+    memory_size: int = 10,
+    linesearch=None,
+    has_aux: bool = False,
+    scalar_dtype=None,
+) -> OptimizeResult:
+    """Minimise ``fun(x, *args)`` from ``x0`` (any pytree of float/complex arrays).
+
+    ``fun`` returns a real scalar, or ``(scalar, aux)`` with ``has_aux=True``.
+    See the module docstring for the stopping rules and their defaults.
+    """
+    if method.lower() not in ("lbfgs", "l-bfgs"):
+        raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
+    _tree.check_params(x0, "x0")
+    sdt = _tree.scalar_dtype(x0, scalar_dtype)
+    defaults = default_tolerances(sdt)
+    pick = lambda v, name: defaults[name] if v is None else v  # noqa: E731
+    tols = _Tolerances(
+        gtol=jnp.asarray(pick(gtol, "gtol"), sdt),
+        gtol_rel=jnp.asarray(pick(gtol_rel, "gtol_rel"), sdt),
+        ftol=jnp.asarray(pick(ftol, "ftol"), sdt),
+        maxiter=jnp.asarray(maxiter, jnp.int32),
+        maxfev=jnp.asarray(maxfev, jnp.int32),
+    )
+    linesearch = Zoom() if linesearch is None else linesearch
+    return _solve(fun, bool(has_aux), int(memory_size), jnp.dtype(sdt), x0, args, tols, linesearch)
+
+
+class _Carry(NamedTuple):
+    x: Any
+    value: jax.Array
+    payload: Any  # (raw grad, aux)
+    memory: _memory.Memory
+    nit: jax.Array
+    nfev: jax.Array
+    status: jax.Array
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
+    def value_and_grad(x):
+        if has_aux:
+            (f, aux), g = jax.value_and_grad(fun, has_aux=True)(x, *args)
+        else:
+            (f, g), aux = jax.value_and_grad(fun)(x, *args), None
+        f = jnp.asarray(f)
+        if f.shape != ():
+            raise ValueError(f"fun must return a scalar, got an array of shape {f.shape}")
+        if not jnp.issubdtype(f.dtype, jnp.floating):
+            raise TypeError(f"fun must return a real float scalar, got dtype {f.dtype}")
+        return f.astype(sdt), (_tree.cast_like(g, x0), aux)
+
+    value0, payload0 = value_and_grad(x0)
+    gnorm0 = _tree.norm_inf(payload0[0], sdt)
+
+    def converged(gnorm):
+        return jnp.where(
+            gnorm <= tols.gtol, code(Status.GTOL),
+            jnp.where(gnorm <= tols.gtol_rel * gnorm0, code(Status.GTOL_REL), code(Status.RUNNING)),
+        )
+
+    finite0 = jnp.isfinite(value0) & _tree.all_finite(payload0[0])
+    start = _Carry(
+        x=x0,
+        value=value0,
+        payload=payload0,
+        memory=_memory.init(x0, memory_size, sdt),
+        nit=jnp.zeros((), jnp.int32),
+        nfev=jnp.ones((), jnp.int32),
+        status=jnp.where(finite0, converged(gnorm0), code(Status.NONFINITE)),
+    )
+
+    def cond(c):
+        return c.status == Status.RUNNING
+
+    def body(c):
+        budget = jnp.minimum(jnp.asarray(linesearch.max_steps, jnp.int32), (tols.maxfev - c.nfev) // 2)
+        ls = dataclasses.replace(linesearch, max_steps=jnp.maximum(budget, 0))
+        step = lbfgs_step(ls, c.memory, c.x, c.value, c.payload, value_and_grad)
+        nit, nfev = c.nit + 1, c.nfev + step.nfev
+        reduction = c.value - step.value
+        ftol_met = reduction <= tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value))
+        status = converged(_tree.norm_inf(step.payload[0], sdt))
+        status = jnp.where(status != Status.RUNNING, status, jnp.where(ftol_met, code(Status.FTOL), status))
+        out_of_budget = budget < linesearch.max_steps  # a failure then is the budget's
+        failed_code = jnp.where(out_of_budget, code(Status.MAXFEV), code(Status.LINESEARCH_FAILED))
+        status = jnp.where(step.failed, failed_code, status)
+        status = jnp.where((status == Status.RUNNING) & (nit >= tols.maxiter), code(Status.MAXITER), status)
+        status = jnp.where((status == Status.RUNNING) & (nfev >= tols.maxfev), code(Status.MAXFEV), status)
+        return _Carry(step.params, step.value, step.payload, step.memory, nit, nfev, status)
+
+    c = jax.lax.while_loop(cond, body, start)
+    return OptimizeResult(
+        x=c.x,
+        fun=c.value,
+        grad=c.payload[0],
+        nit=c.nit,
+        nfev=c.nfev,
+        status=c.status,
+        success=c.status <= Status.FTOL,
+        aux=c.payload[1],
+    )

@@ -1,0 +1,114 @@
+"""One L-BFGS iteration, shared by the Optax face and :func:`qnjax.minimize`.
+
+Given x_k, f_k, the gradient g_k and the memory (``_memory``):
+
+1. direction d = -H_k g_k by the two-loop recursion (N&W Alg. 7.4);
+2. first trial step t = 1 when the memory holds a pair, else t = 1 / ||g_k||_2,
+   a first step of unit length in x (as scipy's L-BFGS-B). This makes the
+   iterates invariant to multiplying f by a constant (H_0 = gamma I scales
+   with 1/f too), where a capped ``min(1, 1/||g||)`` would not be;
+3. a line search along phi(t) = f(x_k + t d) (any object with ``search``);
+4. if the search found no decrease (or d is not a descent direction), the memory
+   is dropped and the search is retried once along steepest descent -g_k; if that
+   also fails, x stays x_k (t = 0) and the caller reports the failure;
+5. x_{k+1} = x_k + t d, and the pair s = x_{k+1} - x_k, y = g_{k+1} - g_k goes to
+   the memory under the curvature guard.
+
+The gradient payload ``grad`` carried through the line search is the raw
+``jax.grad`` output (plus aux), so faces can store it as is; the real-space
+gradient (complex leaves conjugated, see ``_tree``) is used for the algebra.
+Steps 3-4 form one ``while_loop`` of at most two attempts, so the line search
+is traced and compiled once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _memory, _tree
+from .linesearch import LineSearchStatus
+
+
+class StepResult(NamedTuple):
+    params: object
+    updates: object  # params - old params, leaf by leaf, as optax.apply_updates adds
+    value: jax.Array
+    payload: object  # (raw grad, aux) at params
+    memory: _memory.Memory
+    stepsize: jax.Array
+    nfev: jax.Array  # int32, evaluations made by this iteration
+    failed: jax.Array  # bool: no decrease along either direction; params unchanged
+
+
+def lbfgs_step(
+    linesearch,
+    memory: _memory.Memory,
+    params,
+    value,
+    payload,
+    value_and_grad: Callable,
+    direction_grad=None,
+) -> StepResult:
+    """One iteration (see module docstring).
+
+    ``value_and_grad(params) -> (value in the scalar dtype, payload)`` where
+    ``payload[0]`` is the raw gradient; ``payload`` is the same at ``params``.
+    ``direction_grad`` (default: the gradient) is what the two-loop multiplies:
+    the Optax face passes its incoming ``updates`` there.
+    """
+    sdt = memory.rho.dtype
+    g = _tree.real_grad(payload[0])
+    q = g if direction_grad is None else _tree.real_grad(direction_grad)
+
+    def phi_along(d):
+        def phi(t):
+            x = _tree.add(params, _tree.step_update(t, d, params))
+            f, p = value_and_grad(x)
+            return f, _tree.inner(_tree.real_grad(p[0]), d, sdt), p
+
+        return phi
+
+    def attempt(use_memory):
+        mem = memory._replace(rho=jnp.where(use_memory, memory.rho, 0).astype(sdt))
+        d = _tree.scale(-jnp.ones((), sdt), _memory.two_loop(mem, q))
+        slope0 = _tree.inner(g, d, sdt)
+        qnorm = jnp.sqrt(_tree.inner(q, q, sdt))
+        t0 = jnp.where(_memory.is_empty(mem), 1 / qnorm, jnp.ones((), sdt))
+        return d, linesearch.search(phi_along(d), value, slope0, payload, t0)
+
+    def cond(c):
+        k, use_memory, _, res = c
+        return (k == 0) | ((res.status == LineSearchStatus.FAILED) & use_memory)
+
+    def body(c):
+        k, use_memory, _, res = c
+        use_memory = use_memory & (k == 0)
+        d, new = attempt(use_memory)
+        return k + 1, use_memory, d, new._replace(nfev=res.nfev + new.nfev)
+
+    first = jax.eval_shape(attempt, jnp.asarray(True))
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), first)
+    start = (jnp.zeros((), jnp.int32), ~_memory.is_empty(memory), *zeros)
+    k, used_memory, d, res = jax.lax.while_loop(cond, body, start)
+
+    failed = res.status == LineSearchStatus.FAILED
+    dropped = ~used_memory | failed
+    memory = _memory.clear(memory, dropped)
+    u = _tree.step_update(res.stepsize, d, params)
+    u = jax.tree.map(lambda a: jnp.where(failed, jnp.zeros_like(a), a), u)
+    new_params = _tree.add(params, u)
+    y = _tree.sub(_tree.real_grad(res.grad[0]), g)
+    memory, _ = _memory.push(memory, u, y, allow=~failed)
+    return StepResult(
+        params=new_params,
+        updates=u,
+        value=res.value,
+        payload=res.grad,
+        memory=memory,
+        stepsize=res.stepsize,
+        nfev=res.nfev,
+        failed=failed,
+    )

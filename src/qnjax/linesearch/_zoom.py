@@ -1,0 +1,155 @@
+"""Strong-Wolfe line search by bracketing and zoom (N&W 2006, Algorithms 3.5 and 3.6).
+
+A step t is accepted when it satisfies the strong Wolfe conditions (N&W eq. 3.7)
+
+    phi(t) <= phi(0) + c1 t phi'(0)          (sufficient decrease)
+    |phi'(t)| <= c2 |phi'(0)|                (curvature)
+
+with 0 < c1 < c2 < 1. Bracketing (Alg. 3.5) tries t_0 = ``stepsize`` and then
+extrapolates with the cubic through the last two trials, kept within
+[1.1, ``expand``] times the last increment, until an interval [lo, hi] is
+known to contain acceptable steps; zoom (Alg. 3.6) then shrinks the interval
+with the safeguarded cubic/quadratic interpolant of ``_interpolate``,
+keeping lo the lowest sufficient-decrease trial and phi'(lo) (hi - lo) < 0.
+
+Rounding (Hager & Zhang 2005, Sec. 4, the approximate Wolfe conditions): once
+the predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|``, f's
+change is within rounding noise and sufficient decrease cannot be observed;
+then the decrease test becomes phi(t) <= phi(0) together with the approximate
+Wolfe slope test phi'(t) <= (2 c1 - 1) phi'(0). A step never raises phi.
+
+Trials where phi or phi' is not finite are outside the domain: they become hi
+and the next trial is lo + 0.1 (hi - lo) while no decrease has been found
+(lo = 0), the midpoint afterwards. The search stops after ``max_steps``
+evaluations or when the interval is below rounding, returning (``_base``) the
+best decrease point seen, or the zero step with a failure flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._base import LineSearchResult, finish
+from ._interpolate import extrapolate, safeguarded
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Zoom:
+    """Strong-Wolfe zoom line search; every setting is a pytree leaf (no recompile on change)."""
+
+    c1: float = 1e-4
+    c2: float = 0.9
+    max_steps: int = 30
+    expand: float = 4.0
+    delta: float = 0.1  # interpolation safeguard: keep trials this fraction inside the interval
+    approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
+
+    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
+        return _search(self, phi, value0, slope0, grad0, stepsize)
+
+
+class _Carry(NamedTuple):
+    k: jax.Array  # evaluations made
+    t: jax.Array  # next trial
+    bracketed: jax.Array
+    done: jax.Array
+    success: jax.Array
+    lo: tuple  # (t, f, slope): bracketing: previous trial; zoom: best end
+    hi: tuple
+    best: tuple  # (t, f, slope, grad): lowest sufficient-decrease trial
+
+
+def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
+    sdt = jnp.result_type(value0)
+    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
+    zero = jnp.zeros((), sdt)
+    noise = as_s(cfg.approx_eps) * jnp.abs(value0)
+    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
+
+    init = _Carry(
+        k=jnp.zeros((), jnp.int32),
+        t=as_s(stepsize),
+        bracketed=jnp.asarray(False),
+        done=~start_ok,
+        success=jnp.asarray(False),
+        lo=(zero, value0, slope0),
+        hi=(zero, value0, slope0),
+        best=(zero, value0, slope0, grad0),
+    )
+
+    def cond(c):
+        return ~c.done & (c.k < cfg.max_steps)
+
+    def body(c):
+        t = c.t
+        f, d, g = phi(t)
+        f, d = as_s(f), as_s(d)
+        finite = jnp.isfinite(f) & jnp.isfinite(d)
+        predicted = c1 * t * slope0
+        armijo = f <= value0 + predicted
+        approx = (-predicted <= noise) & (f <= value0) & (d <= (2 * c1 - 1) * slope0)
+        decrease = finite & (armijo | approx)
+        curvature = jnp.abs(d) <= -c2 * slope0
+        lo_t, lo_f, lo_d = c.lo
+        hi_t, hi_f, hi_d = c.hi
+
+        # Bracketing phase (Alg. 3.5), lo = previous trial.
+        to_zoom_hi = ~finite | ~decrease | ((f >= lo_f) & (c.k > 0))
+        accept_b = ~to_zoom_hi & curvature
+        to_zoom_swap = ~to_zoom_hi & ~curvature & (d >= 0)
+        # Zoom phase (Alg. 3.6).
+        shrink_hi = ~finite | ~decrease | (f >= lo_f)
+        accept_z = ~shrink_hi & curvature
+        flip = ~shrink_hi & (d * (hi_t - lo_t) >= 0)
+
+        point = (t, f, d)
+        b = c.bracketed
+        new_lo = jax.tree.map(
+            lambda cur, old: jnp.where(b, jnp.where(shrink_hi, old, cur), jnp.where(to_zoom_hi, old, cur)),
+            point, c.lo,
+        )
+        old_lo_as_hi = jax.tree.map(lambda o, h: jnp.where(flip, o, h), c.lo, c.hi)
+        new_hi = jax.tree.map(
+            lambda cur, keep_old, old_lo: jnp.where(
+                b,
+                jnp.where(shrink_hi, cur, keep_old),
+                jnp.where(to_zoom_hi, cur, jnp.where(to_zoom_swap, old_lo, keep_old)),
+            ),
+            point, old_lo_as_hi, c.lo,
+        )
+        bracketed = b | to_zoom_hi | to_zoom_swap
+        success = jnp.where(b, accept_z, accept_b)
+
+        better = decrease & (f < c.best[1])
+        best = jax.tree.map(lambda n, o: jnp.where(better | success, n, o), (t, f, d, g), c.best)
+
+        # Next trial.
+        nl_t, nl_f, nl_d = new_lo
+        nh_t, nh_f, nh_d = new_hi
+        hi_bad = ~(jnp.isfinite(nh_f) & jnp.isfinite(nh_d))
+        frac = jnp.where(nl_t == 0, as_s(0.1), as_s(0.5))
+        t_zoom = jnp.where(
+            hi_bad, nl_t + frac * (nh_t - nl_t), safeguarded(nl_t, nl_f, nl_d, nh_t, nh_f, nh_d, delta)
+        )
+        t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
+        t_next = jnp.where(bracketed, t_zoom, t_ext)
+        collapsed = bracketed & (jnp.abs(nh_t - nl_t) <= jnp.finfo(sdt).eps * jnp.maximum(nl_t, nh_t))
+        return _Carry(
+            k=c.k + 1,
+            t=as_s(t_next),
+            bracketed=bracketed,
+            done=success | collapsed | ~jnp.isfinite(t_next),
+            success=success,
+            lo=new_lo,
+            hi=new_hi,
+            best=best,
+        )
+
+    c = jax.lax.while_loop(cond, body, init)
+    return finish(c.success, *c.best, value0, slope0, grad0, c.k)

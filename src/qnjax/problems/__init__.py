@@ -1,0 +1,122 @@
+"""Catalogue of unconstrained test problems for benchmarking and testing qnjax.
+
+* :func:`mgh` -- the 35 problems of Moré, Garbow & Hillstrom (1981), at the paper's
+  standard starting points and standard dimensions (see :mod:`qnjax.problems._mgh`
+  for the references and the local-minimum caveats).
+* :func:`scalable` -- a few of them at large ``n`` plus an ill-conditioned separable
+  quadratic, for speed and memory benchmarks.
+* :func:`get` / :func:`names` -- lookup by name.
+
+Every :attr:`Problem.fun` is pure, jittable and dtype-generic: a float32 ``x`` gives a
+float32 (strongly typed) scalar and a float64 ``x`` a float64 one; all data constants
+are cast to ``x.dtype`` inside the function.
+
+Names: fixed-dimension problems use a plain snake_case name (``"rosenbrock"``,
+``"helical_valley"``); variable-dimension ones append the dimension
+(``"extended_rosenbrock_n10"``, ``"watson_n6"``). :func:`get` also accepts the family
+name without the suffix (``get("extended_rosenbrock", n=1000)``) to build an instance
+at another dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Problem", "get", "mgh", "names", "scalable"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """One unconstrained minimisation problem ``min_x fun(x)``, ``x`` of shape ``(n,)``.
+
+    ``eq=False``: problems compare and hash by identity (their arrays make value
+    equality ambiguous), so they can be used as dict keys or static jit arguments.
+    """
+
+    name: str
+    number: int | None
+    n: int
+    fun: Callable[[jax.Array], jax.Array]
+    x0: np.ndarray
+    fstar: float
+    xstar: np.ndarray | None = None
+    f0: float | None = None
+
+    def __post_init__(self) -> None:
+        x0 = _frozen_vector(self.x0, self.n, "x0")
+        object.__setattr__(self, "x0", x0)
+        if self.xstar is not None:
+            object.__setattr__(self, "xstar", _frozen_vector(self.xstar, self.n, "xstar"))
+        object.__setattr__(self, "fstar", float(self.fstar))
+        if self.f0 is not None:
+            object.__setattr__(self, "f0", float(self.f0))
+
+    def x0_as(self, dtype) -> jax.Array:
+        """The standard starting point as a jax array of ``dtype``."""
+        return jnp.asarray(self.x0, dtype=dtype)
+
+    def __repr__(self) -> str:
+        num = "" if self.number is None else f", number={self.number}"
+        return f"Problem({self.name!r}{num}, n={self.n}, fstar={self.fstar:.6g})"
+
+
+def _frozen_vector(value, n: int, what: str) -> np.ndarray:
+    arr = np.array(value, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{what} has shape {arr.shape}, expected ({n},)")
+    arr.setflags(write=False)
+    return arr
+
+
+# The submodules import Problem from this package, so they must be imported after it
+# is defined.
+from qnjax.problems import _mgh, _mgh2, _scalable  # noqa: E402
+
+# family name -> (builder(n) -> Problem, default dimensions in catalogue order)
+_FAMILIES = {**_mgh.FAMILIES, **_mgh2.FAMILIES, **_scalable.FAMILIES}
+
+
+def mgh() -> tuple[Problem, ...]:
+    """The Moré-Garbow-Hillstrom catalogue in the paper's order (1..35)."""
+    out = []
+    for families in (_mgh.FAMILIES, _mgh2.FAMILIES):
+        for build, dims in families.values():
+            out.extend(build(n) for n in dims)
+    return tuple(out)
+
+
+def scalable(n: int = 10_000) -> tuple[Problem, ...]:
+    """Large-``n`` problems: extended Rosenbrock (21), extended Powell singular (22,
+    ``n`` must be a multiple of 4), Broyden tridiagonal (30), discrete boundary value
+    (28) and an ill-conditioned separable quadratic (``number=None``)."""
+    return _scalable.scalable(n)
+
+
+def names() -> tuple[str, ...]:
+    """Names of the problems in :func:`mgh` and ``scalable()`` (default ``n``)."""
+    return tuple(p.name for p in mgh()) + tuple(p.name for p in scalable())
+
+
+def get(name: str, n: int | None = None) -> Problem:
+    """Look a problem up by name.
+
+    ``name`` is either an instance name from :func:`names` (``"watson_n6"``) or a family
+    name (``"watson"``, ``"extended_rosenbrock"``), in which case ``n`` picks the
+    dimension (default: the first standard one). Raises ``KeyError`` (listing the known
+    names) for an unknown name, and ``ValueError`` for an unsupported ``n``.
+    """
+    if name in _FAMILIES:
+        build, dims = _FAMILIES[name]
+        return build(dims[0] if n is None else int(n))
+    for p in mgh() + scalable():
+        if p.name == name:
+            if n is not None and int(n) != p.n:
+                raise ValueError(f"{name!r} has n={p.n}; use its family name to pick n={n}")
+            return p
+    known = ", ".join(names()) + "; families: " + ", ".join(_FAMILIES)
+    raise KeyError(f"unknown problem {name!r}; known problems: {known}")
