@@ -94,7 +94,7 @@ def _leaf_type(x: Any) -> _LeafType | None:
     """Abstract type of a state leaf, or None when it is not a JAX value."""
     try:
         aval = _typeof(x)
-        return _LeafType(tuple(aval.shape), aval.dtype, False)
+        return _LeafType(tuple(aval.shape), aval.dtype, bool(getattr(aval, "weak_type", False)))
     except (TypeError, AttributeError):
         return None
 

@@ -65,7 +65,10 @@ def lbfgs_step(
 
     def phi_along(d):
         def phi(t):
-            x = _tree.add(params, _tree.step_update(t, d, params))
+            # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
+            # precision makes the evaluated point differ from params + updates.
+            u = jax.lax.optimization_barrier(_tree.step_update(t, d, params))
+            x = jax.lax.optimization_barrier(_tree.add(params, u))
             f, p = value_and_grad(x)
             return f, _tree.inner(_tree.real_grad(p[0]), d, sdt), p
 

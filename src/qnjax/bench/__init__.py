@@ -1,0 +1,135 @@
+"""``qnjax bench``: qnjax against scipy, optax, jaxopt and optimistix on the MGH problems.
+
+    python -m qnjax bench [--quick] [--dtype float32,float64] [--solvers ...]
+                          [--problems ...] [--linesearch zoom,...] [--out DIR] [--per-problem]
+
+Every solver gets the same budgets, the closest equivalent of the same stopping
+tolerance (see :mod:`qnjax.bench._solvers`), its evaluations counted the same way on
+the host, and is judged the same way by the bench (see :mod:`qnjax.bench._run`).
+Results go to ``<out>/results.json`` (every record, the summary and the environment)
+and ``<out>/profile.png`` (a Dolan-Moré performance profile of evaluations).
+
+Only :func:`main` / :func:`cli` touch the JAX configuration (they turn x64 on when
+float64 is requested, before any array is made); :func:`run_bench` never does, and
+skips float64 with a notice when x64 is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ._run import FULL_BUDGET, QUICK_BUDGET, QUICK_PROBLEMS, TOL_F, TOL_GRAD, clean_json, environment, run_all, summarize
+from ._solvers import FTOL, GTOL, LINESEARCHES, SOLVER_NAMES, Budget, make_adapters
+
+__all__ = ["add_arguments", "cli", "main", "run_bench"]
+
+DTYPES = ("float32", "float64")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--quick", action="store_true",
+                   help=f"{len(QUICK_PROBLEMS)} fast MGH problems and a small budget {tuple(QUICK_BUDGET)}")
+    p.add_argument("--dtype", type=_csv, default=DTYPES, help="comma-separated, default float32,float64")
+    p.add_argument("--solvers", type=_csv, default=SOLVER_NAMES,
+                   help=f"comma-separated, default all installed: {','.join(SOLVER_NAMES)}")
+    p.add_argument("--problems", type=_csv, default=None, help="comma-separated problem names, default all MGH")
+    p.add_argument("--linesearch", type=_csv, default=("zoom",),
+                   help=f"qnjax line searches, one solver entry each: {','.join(LINESEARCHES)} (default zoom)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
+    p.add_argument("--per-problem", action="store_true", help="also print a per-problem table")
+    return p
+
+
+def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearches=("zoom",), quick=False,
+              out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None):
+    """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from qnjax import problems as catalogue
+
+    from . import _report
+
+    import jax
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    notice = lambda msg: console.print(msg, style="yellow", markup=False, highlight=False)  # noqa: E731
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"unknown dtype {d!r}; known: {', '.join(DTYPES)}")
+    dtypes = tuple(dict.fromkeys(dtypes))
+    if "float64" in dtypes and not jax.config.jax_enable_x64:
+        notice("skipping float64: x64 is off (python -m qnjax bench turns it on; set JAX_ENABLE_X64=1 here)")
+        dtypes = tuple(d for d in dtypes if d != "float64")
+    budget = budget or (QUICK_BUDGET if quick else FULL_BUDGET)
+    if problems is None:
+        probs = [catalogue.get(n) for n in QUICK_PROBLEMS] if quick else list(catalogue.mgh())
+    else:
+        probs = [catalogue.get(n) for n in problems]
+    adapters = make_adapters(solvers, linesearches, notice)
+
+    t0 = time.perf_counter()
+    with _report.progress(console) as bar:
+        task = bar.add_task("bench", total=len(adapters) * len(probs) * len(dtypes))
+
+        def done(rec):
+            mark = "ok" if rec["solved"] else "FAIL"
+            bar.update(task, advance=1, description=escape(f"{rec['solver']} {rec['problem']} {rec['dtype']}: {mark}"))
+
+        records = run_all(adapters, probs, dtypes, budget, done)
+    wall = time.perf_counter() - t0
+
+    results = dict(
+        summary=summarize(records),
+        records=records,
+        settings=dict(
+            budget=budget._asdict(), dtypes=list(dtypes), problems=[p.name for p in probs],
+            solvers=[a.name for a in adapters], quick=bool(quick), wall_s=wall,
+            stopping=dict(gtol=GTOL, ftol=FTOL, note="what each solver is told is in each record's 'given'"),
+            judgement=dict(tol_f=TOL_F, tol_grad=TOL_GRAD,
+                           rule="solved if f <= fstar + tol_f*max(1,|fstar|), else if max|grad| <= tol_grad; "
+                                "f and grad recomputed by the bench at the returned x"),
+            timing="compile_s = first call - second call (same jitted solve, same x0); run_s = second call; "
+                   "nfev counted on the host during the second call",
+        ),
+        environment=environment(argv, dtypes, adapters),
+    )
+    _report.print_report(console, results, per_problem)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(clean_json(results), indent=1, allow_nan=False))
+    console.print(f"wrote {json_path}", markup=False, highlight=False)
+    try:
+        png = _report.performance_profile(records, out / "profile.png")
+        console.print(f"wrote {png}", markup=False, highlight=False)
+    except ImportError as e:
+        notice(f"skipping the performance profile: {e}")
+    console.print(f"bench wall time {wall:.1f} s", markup=False, highlight=False)
+    return results
+
+
+def cli(ns: argparse.Namespace, argv=None) -> int:
+    """Run from parsed arguments; turns x64 on first when float64 is requested."""
+    if "float64" in ns.dtype:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
+              quick=ns.quick, out=ns.out, per_problem=ns.per_problem,
+              argv=list(sys.argv if argv is None else argv))
+    return 0
+
+
+def main(argv=None) -> int:
+    """``qnjax-bench``-style entry point: ``main(["--quick"])``."""
+    ns = add_arguments(argparse.ArgumentParser(prog="qnjax bench", description=__doc__.splitlines()[0])).parse_args(argv)
+    return cli(ns, argv)

@@ -1,0 +1,143 @@
+"""What the bench shows: a progress bar, rich tables, and a Dolan-Moré profile PNG.
+
+Performance profile (Dolan & Moré, Math. Program. 91, 2002): for each dtype, the
+cost of solver s on problem p is the number of evaluations it needed if it solved
+p (by the bench's judgement), else infinite; ``r_ps = cost_ps / min_s cost_ps``;
+each solver's line is ``rho_s(tau) = #{p : r_ps <= tau} / #problems`` against
+``log2 tau``. Problems nobody solved stay in the denominator.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def progress(console: Console) -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _fmt(v, spec: str, scale: float = 1.0) -> str:
+    return "-" if v is None else format(v * scale, spec)
+
+
+def summary_table(summary: list[dict], title: str = "qnjax bench") -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAVY)
+    t.add_column("solver", no_wrap=True)
+    for col, just in ( ("dtype", "left"), ("solved", "right"), ("median nit", "right"),
+                      ("median nfev", "right"), ("median compile (s)", "right"), ("median run (ms)", "right"),
+                      ("errors", "right")):
+        t.add_column(col, justify=just)
+    for row in summary:
+        t.add_row(escape(row["solver"]), row["dtype"], f"{row['solved']}/{row['total']}", _fmt(row["median_nit"], ".0f"),
+                  _fmt(row["median_nfev"], ".0f"), _fmt(row["median_compile_s"], ".2f"),
+                  _fmt(row["median_run_s"], ".1f", 1e3), str(row["errors"]))
+    return t
+
+
+def _cell(rec: dict) -> str:
+    if rec["error"] is not None:
+        return "error: " + rec["error"].split(":")[0]
+    if rec["solved"]:
+        return f"ok {rec['nfev']}" + (" (grad)" if rec["judged_by"] == "grad" else "")
+    f = rec["f"]
+    return f"FAIL f={f:.3g}" if f is not None and math.isfinite(f) else "FAIL f=nan"
+
+
+def per_problem_tables(records: list[dict]) -> list[Table]:
+    """One table per dtype: problems x solvers, 'ok <nfev>' or 'FAIL f=<f>'."""
+    tables = []
+    for dtype in dict.fromkeys(r["dtype"] for r in records):
+        rs = [r for r in records if r["dtype"] == dtype]
+        solvers = list(dict.fromkeys(r["solver"] for r in rs))
+        t = Table(title=f"per problem ({dtype}): evaluations when solved", box=box.SIMPLE)
+        t.add_column("problem", no_wrap=True)
+        t.add_column("n", justify="right")
+        t.add_column("fstar", justify="right")
+        for s in solvers:
+            t.add_column(escape(s), justify="right")
+        for name in dict.fromkeys(r["problem"] for r in rs):
+            row = {r["solver"]: r for r in rs if r["problem"] == name}
+            first = next(iter(row.values()))
+            t.add_row(escape(name), str(first["n"]), f"{first['fstar']:.4g}",
+                      *[escape(_cell(row[s])) if s in row else "" for s in solvers])
+        tables.append(t)
+    return tables
+
+
+def qnjax_behind_scipy(records: list[dict]) -> list[dict]:
+    """Records of qnjax entries that failed where scipy solved the same problem and dtype."""
+    scipy_ok = {(r["problem"], r["dtype"]) for r in records if r["solver"] == "scipy" and r["solved"]}
+    return [r for r in records if r["solver"].startswith("qnjax") and not r["solved"]
+            and (r["problem"], r["dtype"]) in scipy_ok]
+
+
+def print_report(console: Console, results: dict, per_problem: bool = False) -> None:
+    console.print(summary_table(results["summary"]))
+    if per_problem:
+        for t in per_problem_tables(results["records"]):
+            console.print(t)
+    behind = qnjax_behind_scipy(results["records"])
+    if behind:
+        console.print("qnjax failed where scipy succeeded:", style="bold")
+        for r in behind:
+            why = r["error"] or r["message"]
+            console.print(f"  {r['solver']} {r['problem']} ({r['dtype']}): f={_fmt(r['f'], '.6g')} "
+                          f"fstar={r['fstar']:.6g} nit={r['nit']} nfev={r['nfev']}: {why}",
+                          markup=False, highlight=False)
+
+
+def profile_ratios(records: list[dict], dtype: str) -> dict[str, list[float]]:
+    """Per solver, the performance ratios r_ps (inf when unsolved) over the problems of ``dtype``."""
+    rs = [r for r in records if r["dtype"] == dtype]
+    problems = list(dict.fromkeys(r["problem"] for r in rs))
+    solvers = list(dict.fromkeys(r["solver"] for r in rs))
+    cost = {(r["problem"], r["solver"]): (max(r["nfev"], 1) if r["solved"] and r["nfev"] is not None
+                                          else math.inf) for r in rs}
+    out = {s: [] for s in solvers}
+    for p in problems:
+        best = min(cost.get((p, s), math.inf) for s in solvers)
+        for s in solvers:
+            c = cost.get((p, s), math.inf)
+            out[s].append(c / best if math.isfinite(c) else math.inf)
+    return out
+
+
+def performance_profile(records: list[dict], path: Path) -> Path:
+    """Write the Dolan-Moré profile of evaluations (one panel per dtype) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    dtypes = list(dict.fromkeys(r["dtype"] for r in records))
+    fig, axes = plt.subplots(1, max(len(dtypes), 1), figsize=(6.5 * max(len(dtypes), 1), 4.5), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        ratios = profile_ratios(records, dtype)
+        finite = [math.log2(r) for rs in ratios.values() for r in rs if math.isfinite(r)]
+        right = max(max(finite, default=0.0) * 1.05, 1.0)
+        for solver, rs in ratios.items():
+            logs = [math.log2(r) for r in rs if math.isfinite(r)]
+            xs = [0.0] + sorted({v for v in logs if v > 0.0}) + [right]
+            ys = [sum(v <= x for v in logs) / max(len(rs), 1) for x in xs]
+            ax.step(xs, ys, where="post", label=solver)
+        ax.set_xlim(0.0, right)
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel(r"$\log_2 \tau$  (evaluations / best solver's evaluations)")
+        ax.set_ylabel(r"fraction of problems solved within $\tau$")
+        n = len(next(iter(ratios.values()), []))
+        ax.set_title(f"performance profile, {dtype} ({n} problems)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

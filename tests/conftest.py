@@ -1,0 +1,26 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+X64 = bool(jax.config.read("jax_enable_x64"))
+needs_x64 = pytest.mark.skipif(not X64, reason="needs jax_enable_x64")
+
+
+def leaf_types(tree):
+    """(path, shape, dtype, weak_type) of every leaf, for exact type comparisons."""
+    out = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        aval = jax.typeof(leaf) if hasattr(jax, "typeof") else jax.core.get_aval(leaf)
+        out.append((jax.tree_util.keystr(path), tuple(aval.shape), str(aval.dtype), bool(aval.weak_type)))
+    return out
+
+
+def assert_same_types(before, after):
+    assert jax.tree.structure(before) == jax.tree.structure(after)
+    for b, a in zip(leaf_types(before), leaf_types(after)):
+        assert b == a, f"state leaf changed type: {b} -> {a}"
+    assert not [t for t in leaf_types(after) if t[3]], "weak-typed state leaf"
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)

@@ -1,0 +1,219 @@
+"""qnjax.minimize: status codes, consistency, jit/vmap/no recompile, aux and args."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import qnjax
+from qnjax import Status
+from conftest import X64, rosenbrock
+
+DT = jnp.float64 if X64 else jnp.float32
+EPS = float(jnp.finfo(DT).eps)
+
+
+def quadratic(x, scale=1.0):
+    return scale * jnp.sum(jnp.arange(1, x.size + 1, dtype=x.dtype) * (x - 1) ** 2)
+
+
+@jax.custom_jvp
+def uphill(x):
+    """f = sum x^2, whose custom gradient points uphill: no line search can succeed."""
+    return jnp.sum(x**2)
+
+
+@uphill.defjvp
+def _uphill_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return uphill(x), jnp.sum(-2 * x * t)
+
+
+def check_consistent(res, fun, x0):
+    """Returned x and fun agree (to f's rounding at x0's scale: near a minimum a
+    recompiled f differs by many relative ulps; the exact pairing is tested with a
+    host-evaluated f below); x is never worse than x0; nothing NaN."""
+    f_x = float(fun(res.x))
+    np.testing.assert_allclose(float(res.fun), f_x, rtol=8 * EPS, atol=8 * EPS * float(fun(x0)))
+    assert float(res.fun) <= float(fun(x0))
+    assert bool(qnjax._tree.all_finite(res.x)) and np.isfinite(float(res.fun))
+
+
+def test_rosenbrock_converges():
+    x0 = jnp.array([-1.2, 1.0] * 3, DT)
+    res = qnjax.minimize(rosenbrock, x0)
+    assert res.status == Status.GTOL_REL and bool(res.success)
+    np.testing.assert_allclose(res.x, np.ones(6), atol=1e-5 if X64 else 3e-2)
+    check_consistent(res, rosenbrock, x0)
+    assert res.x.dtype == DT and res.fun.dtype == DT
+    assert res.nit.dtype == jnp.int32 and res.nfev.dtype == jnp.int32
+    assert res.nfev >= res.nit + 1
+    assert res.message == Status.GTOL_REL.message
+    assert res.jac is res.grad
+
+
+@pytest.mark.parametrize(
+    "kwargs, status",
+    [
+        (dict(gtol=1e-2, gtol_rel=0.0), Status.GTOL),
+        (dict(gtol_rel=0.0, ftol=1e-1), Status.FTOL),
+        (dict(maxiter=3), Status.MAXITER),
+        (dict(maxfev=7), Status.MAXFEV),
+    ],
+)
+def test_stopping_rules(kwargs, status):
+    x0 = jnp.array([-1.2, 1.0] * 3, DT)
+    res = qnjax.minimize(rosenbrock, x0, **kwargs)
+    assert int(res.status) == status, res.message
+    assert bool(res.success) == status.success
+    check_consistent(res, rosenbrock, x0)
+    gnorm = float(jnp.max(jnp.abs(res.grad)))
+    if status == Status.GTOL:
+        assert gnorm <= 1e-2
+    if status == Status.MAXITER:
+        assert int(res.nit) == 3
+    if status == Status.MAXFEV:
+        assert int(res.nfev) <= 7
+    if status == Status.FTOL:
+        assert gnorm > 1e-2  # stopped by the f test, not the gradient test
+
+
+def test_linesearch_failure_keeps_last_good_point():
+    x0 = jnp.array([1.0, -2.0], DT)
+    res = qnjax.minimize(uphill, x0)
+    assert res.status == Status.LINESEARCH_FAILED and not bool(res.success)
+    np.testing.assert_array_equal(res.x, x0)
+    assert float(res.fun) == float(uphill(x0))
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_nonfinite_at_x0(bad):
+    f = lambda x: jnp.sum(x**2) * bad  # noqa: E731
+    x0 = jnp.array([1.0, 2.0], DT)
+    res = qnjax.minimize(f, x0)
+    assert res.status == Status.NONFINITE and not bool(res.success)
+    np.testing.assert_array_equal(res.x, x0)
+    assert int(res.nfev) == 1 and int(res.nit) == 0
+
+
+def test_already_at_minimum():
+    res = qnjax.minimize(quadratic, jnp.ones(3, DT))
+    assert bool(res.success) and int(res.nit) == 0 and int(res.nfev) == 1
+
+
+def test_no_recompile_and_traced_options():
+    traces = []
+
+    def f(x, a):
+        traces.append(1)
+        return jnp.sum(a * (x - 1.0) ** 2 + (x - 1.0) ** 4)
+
+    x0 = jnp.zeros(4, DT)
+    r1 = qnjax.minimize(f, x0, (jnp.asarray(2.0, DT),))
+    n = len(traces)
+    r2 = qnjax.minimize(f, x0 + 0.5, (jnp.asarray(3.0, DT),), ftol=1e-3, gtol_rel=1e-3, maxiter=50,
+                        linesearch=qnjax.linesearch.Zoom(c2=0.5))
+    assert len(traces) == n  # new data, tolerances and line-search settings: no retrace
+    assert bool(r1.success) and bool(r2.success)
+
+
+def test_jit_of_minimize():
+    x0 = jnp.array([-1.2, 1.0], DT)
+    res = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)
+    ref = qnjax.minimize(rosenbrock, x0)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-5)
+    assert int(res.nit) == int(ref.nit)
+
+
+def test_vmap_thousand_curve_fits():
+    """1,000 independent fits of y = a exp(-b t) + c in one call, batched over the data."""
+    t = jnp.linspace(0.0, 4.0, 30, dtype=DT)
+    key = jax.random.PRNGKey(0)
+    truth = jnp.stack([jax.random.uniform(key, (1000,), DT, 1.0, 3.0),
+                       jax.random.uniform(jax.random.fold_in(key, 1), (1000,), DT, 0.5, 1.5),
+                       jax.random.uniform(jax.random.fold_in(key, 2), (1000,), DT, -1.0, 1.0)], 1)
+    ys = truth[:, :1] * jnp.exp(-truth[:, 1:2] * t) + truth[:, 2:]
+
+    def loss(p, y):
+        return jnp.mean((p["a"] * jnp.exp(-p["b"] * t) + p["c"] - y) ** 2)
+
+    p0 = {"a": jnp.asarray(1.0, DT), "b": jnp.asarray(1.0, DT), "c": jnp.asarray(0.0, DT)}
+    res = jax.vmap(lambda y: qnjax.minimize(loss, p0, (y,)))(ys)
+    assert res.x["a"].shape == (1000,) and res.status.shape == (1000,)
+    assert float(jnp.mean(res.success)) > 0.99
+    fitted = jnp.stack([res.x["a"], res.x["b"], res.x["c"]], 1)
+    assert float(jnp.median(jnp.abs(fitted - truth))) < (1e-5 if X64 else 1e-2)
+    assert len(res.message) == 1000
+
+
+def test_vmap_over_x0_matches_single_solves():
+    x0s = jnp.array([[-1.2, 1.0], [0.0, 0.0], [2.0, 2.0]], DT)
+    batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(x0s)
+    for i in range(3):
+        single = qnjax.minimize(rosenbrock, x0s[i])
+        # Batched reductions round differently, and Rosenbrock amplifies that in float32.
+        np.testing.assert_allclose(batched.x[i], single.x, rtol=1e-4 if X64 else 3e-2)
+        assert bool(batched.success[i]) and bool(single.success)
+
+
+def test_aux_and_args_pytree_params():
+    def fun(p, target, weight):
+        r = p["w"] @ p["m"] - target
+        loss = weight * jnp.sum(r**2) + (jnp.sum(p["m"] ** 2) + jnp.sum(p["w"] ** 2)) * 1e-3
+        return loss, {"residual": r}
+
+    p0 = {"w": jnp.ones(3, DT), "m": jnp.ones((3, 2), DT)}
+    target = jnp.asarray([1.0, -2.0], DT)
+    res = qnjax.minimize(fun, p0, (target, jnp.asarray(2.0, DT)), has_aux=True)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.aux["residual"], res.x["w"] @ res.x["m"] - target, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(float(res.fun), float(fun(res.x, target, 2.0)[0]), rtol=8 * EPS)
+
+
+def test_mixed_precision_pytree_and_complex():
+    c = jnp.asarray([1.0 + 2.0j, -0.5j], jnp.complex64)
+
+    def f(p):
+        return jnp.sum(jnp.abs(p["z"] - c) ** 2) + jnp.sum((p["h"].astype(jnp.float32) - 3.0) ** 2)
+
+    p0 = {"z": jnp.zeros(2, jnp.complex64), "h": jnp.zeros(3, jnp.bfloat16)}
+    res = qnjax.minimize(f, p0)
+    assert res.x["h"].dtype == jnp.bfloat16 and res.x["z"].dtype == jnp.complex64
+    np.testing.assert_allclose(res.x["z"], c, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(res.x["h"], np.float32), 3.0, atol=2e-2)
+
+
+def _host_rosenbrock(x):
+    x = np.asarray(x, np.float64)
+    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return f, g
+
+
+@jax.custom_jvp
+def host_rosenbrock(x):
+    """Rosenbrock evaluated by numpy on the host: the same x always gives the same bits."""
+    shape = (jax.ShapeDtypeStruct((), x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype))
+    out = lambda x: tuple(np.asarray(a, x.dtype) for a in _host_rosenbrock(x))  # noqa: E731
+    return jax.pure_callback(out, shape, x)[0]
+
+
+@host_rosenbrock.defjvp
+def _host_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    shape = (jax.ShapeDtypeStruct((), x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype))
+    out = lambda x: tuple(np.asarray(a, x.dtype) for a in _host_rosenbrock(x))  # noqa: E731
+    f, g = jax.pure_callback(out, shape, x)
+    return f, jnp.sum(g * t)
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(maxiter=7), dict(maxfev=9), dict(ftol=1e-3, gtol_rel=0.0)])
+def test_returned_x_and_fun_are_the_same_point_exactly(kwargs):
+    x0 = jnp.array([-1.2, 1.0, 0.5], DT)
+    res = qnjax.minimize(host_rosenbrock, x0, **kwargs)
+    f, g = _host_rosenbrock(np.asarray(res.x))
+    assert float(res.fun) == float(np.asarray(f, DT))
+    np.testing.assert_array_equal(np.asarray(res.grad), np.asarray(g, DT))
+    assert float(res.fun) < float(host_rosenbrock(x0))
