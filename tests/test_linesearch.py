@@ -215,7 +215,7 @@ def catalogue(name, dtype, **changes):
     return res, at0, again, np.array(calls)
 
 
-def f64_eval(i, t, dtype):
+def f64_eval(i, t, *, dtype):
     """phi and phi' of case i at t, from scratch in float64 (parameters rounded to ``dtype`` as the search saw them)."""
     with np.errstate(all="ignore"):
         f, d = FNS[FID[i]](np.float64(t), PAR[i].astype(dtype).astype(np.float64), np)
@@ -263,43 +263,53 @@ def slack(dtype, t, F, D, F0, D0, value, slope, value0, slope0):
     return tf, td
 
 
-def postcondition_errors(name, dtype, **changes):
-    """Every violated post-condition, as readable strings (empty when all hold)."""
-    cfg = dataclasses.replace(SEARCHES[name], **changes)
-    res, (v0, s0, g0), (fa, da, ga), _ = catalogue(name, dtype, **changes)
+def result_errors(cfg, dtype, r, at0, again, f64):
+    """Violated post-conditions of one result ``r`` (numpy leaves), as strings.
+
+    ``at0`` = phi(0) and ``again`` = phi(r.stepsize), both in ``dtype``;
+    ``f64(t) -> (phi, phi')`` recomputes phi from scratch in float64."""
+    v0, s0, g0 = at0
+    fa, da, ga = again
+    t, f, d, st, nfev = r.stepsize, r.value, r.slope, int(r.status), int(r.nfev)
     eps = np.finfo(dtype).eps
+    same = lambda a, b: np.allclose(a, b, rtol=4 * eps, atol=0)  # noqa: E731
+    bad = []
+    # (b) never above value0; the result is phi at the returned step.
+    if not (np.isfinite(t) and t >= 0 and np.isfinite(f) and np.isfinite(d)):
+        bad.append(f"non-finite result t={t} f={f} d={d}")
+    if not f <= v0:
+        bad.append(f"value {f!r} above value0 {v0!r}")
+    if not (same(f, fa) and same(d, da)):
+        bad.append(f"(value, slope) = {(f, d)} but phi(t) = {(fa, da)}")
+    if not all(same(a, b) for a, b in zip(jax.tree.leaves(r.grad), jax.tree.leaves(ga))):
+        bad.append(f"grad {r.grad} but phi(t) gives {ga}")
+    if not (0 <= nfev <= cfg.max_steps and st in (SUCCESS, DECREASE, FAILED)):
+        bad.append(f"nfev {nfev} / status {st}")
+    if not s0 < 0 and nfev != 0:
+        bad.append(f"slope0 = {s0} >= 0 but {nfev} evaluations")
+    # (a) the status' own post-condition, recomputed in float64.
+    (F, D), (F0, D0) = f64(float(t)), f64(0.0)
+    tf, td = slack(dtype, float(t), F, D, F0, D0, float(f), float(d), float(v0), float(s0))
+    if st == SUCCESS and not ACCEPT[type(cfg)](cfg, float(t), F, D, F0, D0, tf, td):
+        bad.append(f"SUCCESS but not acceptable in float64: t={t} F-F0={F - F0:.3g} D={D:.3g} D0={D0:.3g}")
+    if st == DECREASE and not (t > 0 and f < v0 and F <= F0 + tf):
+        bad.append("DECREASE without a decrease")
+    if st == FAILED:
+        grads_same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(r.grad), jax.tree.leaves(g0)))
+        if not (t == 0 and f == v0 and d == s0 and grads_same):
+            bad.append("FAILED but not the zero step with phi(0)")
+    return bad
+
+
+def postcondition_errors(name, dtype, **changes):
+    """Every violated post-condition on the catalogue, as readable strings (empty when all hold)."""
+    cfg = dataclasses.replace(SEARCHES[name], **changes)
+    res, at0, again, _ = catalogue(name, dtype, **changes)
+    pick = lambda tree, i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
     errors = []
     for i in range(len(CASES)):
-        t, f, d, st, nfev = res.stepsize[i], res.value[i], res.slope[i], res.status[i], res.nfev[i]
-        bad = []
-        # (b) never above value0, and the result is phi at the returned step.
-        if not (np.isfinite(t) and t >= 0 and np.isfinite(f) and np.isfinite(d)):
-            bad.append("non-finite result")
-        if not f <= v0[i]:
-            bad.append(f"value {f!r} above value0 {v0[i]!r}")
-        same = lambda a, b: np.allclose(a, b, rtol=4 * eps, atol=0)  # noqa: E731
-        if not (same(f, fa[i]) and same(d, da[i])):
-            bad.append(f"(value, slope) = {(f, d)} but phi(t) = {(fa[i], da[i])}")
-        for leaf, want in zip(jax.tree.leaves(res.grad), jax.tree.leaves(ga)):
-            if not same(leaf[i], want[i]):
-                bad.append(f"grad {leaf[i]} but phi(t) gives {want[i]}")
-        if not (0 <= nfev <= cfg.max_steps and st in (SUCCESS, DECREASE, FAILED)):
-            bad.append(f"nfev {nfev} / status {st}")
-        # (a) the status' own post-condition, recomputed in float64.
-        F, D = f64_eval(i, t, dtype)
-        F0, D0 = f64_eval(i, 0.0, dtype)
-        tf, td = slack(dtype, t, F, D, F0, D0, f, d, v0[i], s0[i])
-        if st == SUCCESS and not ACCEPT[type(cfg)](cfg, float(t), F, D, F0, D0, tf, td):
-            bad.append(f"SUCCESS but not acceptable in float64: F-F0={F - F0:.3g} D={D:.3g} D0={D0:.3g}")
-        if st == DECREASE and not (t > 0 and f < v0[i] and F <= F0 + tf):
-            bad.append("DECREASE without a decrease")
-        if st == FAILED:
-            zero_step = t == 0 and f == v0[i] and d == s0[i]
-            if not (zero_step and all(np.array_equal(a[i], b[i]) for a, b in
-                                      zip(jax.tree.leaves(res.grad), jax.tree.leaves(g0)))):
-                bad.append("FAILED but not the zero step with phi(0)")
-        if not s0[i] < 0 and nfev != 0:
-            bad.append(f"slope0 = {s0[i]} >= 0 but {nfev} evaluations")
+        f64 = functools.partial(f64_eval, i, dtype=dtype)
+        bad = result_errors(cfg, dtype, pick(res, i), pick(at0, i), pick(again, i), f64)
         errors += [f"{case_name(i)}: {b}" for b in bad]
     return errors
 
@@ -393,3 +403,148 @@ def test_zoom_mt2_tie():
     st = mt_statuses("zoom")
     bug = [i for i in st if (NAMES[FID[i]], T0[i]) == ZOOM_MT2_BUG]
     assert bug and all(st[i] == SUCCESS for i in bug)
+
+
+# --------------------------------------------------------------------------
+# (d) nfev is the exact number of phi evaluations.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", SEARCHES)
+def test_nfev_counted_on_host(name, dtype):
+    """Compiled: a jax.debug.callback in phi ticks once per evaluation (read after effects_barrier)."""
+    for changes in ({}, {"max_steps": 3}):
+        res, _, _, calls = catalogue(name, dtype, **changes)
+        assert np.array_equal(res.nfev, calls), [
+            (case_name(i), res.nfev[i], calls[i]) for i in np.flatnonzero(res.nfev != calls)]
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_nfev_counted_eagerly(name):
+    """Un-jitted (jax.disable_jit runs while_loop as a Python loop): a Python counter in phi."""
+    dtype = DTYPES[-1]
+    for i in range(0, len(CASES), 9):
+        fn, p, count = FNS[FID[i]], jnp.asarray(PAR[i], dtype), [0]
+
+        def phi(t, fn=fn, p=p, count=count):
+            count[0] += 1
+            f, d = fn(t, p, jnp)
+            return f, d, {"t": t}
+
+        with jax.disable_jit():
+            f0, d0, g0 = phi(jnp.zeros((), dtype))
+            count[0] = 0
+            r = SEARCHES[name].search(phi, f0, d0, g0, jnp.asarray(T0[i], dtype))
+        assert count[0] == int(r.nfev), case_name(i)
+
+
+# --------------------------------------------------------------------------
+# (e) The failure policy.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", SEARCHES)
+def test_nonfinite_policy(name, dtype):
+    res, (v0, s0, _), _, calls = catalogue(name, dtype)
+    for i in range(len(CASES)):
+        fn, t, f, st = NAMES[FID[i]], res.stepsize[i], res.value[i], res.status[i]
+        if fn == "nan_beyond":  # NaN beyond 0.5, first trials 1e-3 ... 1e3 (1 included)
+            assert st != FAILED and np.isfinite(f) and 0 < t <= 0.5 and f < v0[i], case_name(i)
+        if fn == "nan_but_zero":
+            assert st == FAILED and t == 0 and f == v0[i] and res.slope[i] == s0[i], case_name(i)
+        if fn == "parabola":  # slope0 >= 0
+            assert s0[i] >= 0 and st == FAILED and res.nfev[i] == 0 and calls[i] == 0, case_name(i)
+            assert t == 0 and f == v0[i], case_name(i)
+
+
+# --------------------------------------------------------------------------
+# (f) Types: every result leaf in the scalar dtype (counters int32), nothing weak.
+# --------------------------------------------------------------------------
+
+
+def type_errors(res, dtype):
+    want = [(x, dtype) for x in (res.stepsize, res.value, res.slope, *jax.tree.leaves(res.grad))]
+    want += [(res.nfev, np.int32), (res.status, np.int32)]
+    return [(jax.typeof(x) if isinstance(x, jax.Array) else x, w) for x, w in want
+            if x.dtype != w or getattr(x, "weak_type", False)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", SEARCHES)
+def test_types(name, dtype):
+    search = SEARCHES[name]  # Python-float settings: weakly typed leaves must not leak
+
+    def single(fid, p, t0):
+        phi = make_phi(fid, p)
+        return search.search(phi, *phi(jnp.zeros((), p.dtype)), t0)
+
+    p, fid = jnp.asarray(PAR[:8], dtype), jnp.asarray(FID[:8])
+    first_steps = [1.0, jnp.asarray(1.0, jnp.result_type(float)), jnp.asarray(1.0, dtype)]
+    for t0 in first_steps:  # a weak Python float, the default float dtype, the scalar dtype
+        assert type_errors(jax.eval_shape(single, fid[0], p[0], t0), dtype) == []
+        assert type_errors(jax.jit(single)(fid[0], p[0], t0), dtype) == []
+    t0s = jnp.asarray(T0[:8], dtype)
+    assert type_errors(jax.eval_shape(jax.vmap(single), fid, p, t0s), dtype) == []
+    assert type_errors(jax.jit(jax.vmap(single))(fid, p, t0s), dtype) == []
+    # a traced int32 max_steps, as minimize passes it
+    short = dataclasses.replace(search, max_steps=jnp.int32(2))
+    out = jax.eval_shape(lambda s: s.search(make_phi(fid[0], p[0]), *make_phi(fid[0], p[0])(p[0, 0] * 0), 1.0), short)
+    assert type_errors(out, dtype) == []
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_settings_are_leaves(name):
+    """Every setting is a pytree leaf: another value reuses the compiled search."""
+    search = SEARCHES[name]
+    assert len(jax.tree.leaves(search)) == len(dataclasses.fields(search))
+    traces = [0]
+
+    @jax.jit
+    def run(s):
+        traces[0] += 1
+        phi = make_phi(jnp.int32(NAMES.index("quadratic")), jnp.asarray([1.0, 3.0, 0, 0, 0, 0]))
+        return s.search(phi, *phi(jnp.zeros(())), 1e-3)
+
+    outs = []
+    for value in (0.5, 0.25):
+        changed = {f.name: jnp.asarray(getattr(search, f.name)) for f in dataclasses.fields(search)}
+        key = {"zoom": "c2", "hager-zhang": "sigma", "backtracking": "hi_frac"}[name]
+        changed[key] = jnp.asarray(value)
+        outs.append(run(dataclasses.replace(search, **changed)))
+    assert traces[0] == 1
+    assert all(o.status == SUCCESS for o in outs)
+
+
+# --------------------------------------------------------------------------
+# vmap: a batch of different phi (lanes finishing at different times) gives
+# what the one-by-one runs give.
+# --------------------------------------------------------------------------
+
+VMAP_FNS = ("mt3", "barrier", "rosen_line", "nan_beyond")
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_vmap_matches_one_by_one(name):
+    dtype = DTYPES[0]
+    fns = tuple(FUNCTIONS[n][0] for n in VMAP_FNS)
+    rows = np.array([i for i in range(len(CASES)) if NAMES[FID[i]] in VMAP_FNS])
+    local = np.array([VMAP_FNS.index(NAMES[FID[i]]) for i in rows], np.int32)
+    search = normalize(SEARCHES[name])
+
+    @jax.jit
+    def batch(fid, p, t0):
+        def one(fid, p, t0):
+            phi = make_phi(fid, p, fns)
+            return search.search(phi, *phi(jnp.zeros((), p.dtype)), t0)
+
+        return jax.vmap(one)(fid, p, t0)
+
+    got = to_np(batch(jnp.asarray(local), jnp.asarray(PAR[rows], dtype), jnp.asarray(T0[rows], dtype)))
+    want = catalogue(name, dtype)[0]
+    assert np.array_equal(got.status, want.status[rows])
+    assert np.array_equal(got.nfev, want.nfev[rows])
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got.stepsize, want.stepsize[rows], rtol=16 * eps)
+    np.testing.assert_allclose(got.value, want.value[rows], rtol=16 * eps)

@@ -1,4 +1,11 @@
-"""qnjax: type-stable, pytree-native L-BFGS for JAX."""
+"""qnjax: type-stable, pytree-native L-BFGS for JAX.
+
+* :func:`lbfgs`: an ``optax.GradientTransformationExtraArgs``, a drop-in for ``optax.lbfgs``;
+* :func:`minimize`: the scipy-shaped front door, one compiled loop, jit/vmap-able;
+* :mod:`linesearch`: line searches as small immutable config objects;
+* :func:`check_state_types` / :func:`keep_state_types`: state-type tools for any optax optimizer;
+* :mod:`problems`: the Moré-Garbow-Hillstrom catalogue (imported on use).
+"""
 
 from . import linesearch
 from ._minimize import OptimizeResult, minimize
@@ -7,8 +14,15 @@ from ._status import Status
 from ._transform import LbfgsState, lbfgs, value_and_grad_from_state
 
 __all__ = [
+    "LbfgsState",
     "LeafChange",
+    "OptimizeResult",
+    "Status",
     "check_state_types",
     "keep_state_types",
-    "LbfgsState", "OptimizeResult", "Status", "minimize", "lbfgs", "linesearch", "value_and_grad_from_state"]
+    "lbfgs",
+    "linesearch",
+    "minimize",
+    "value_and_grad_from_state",
+]
 __version__ = "0.1.0"

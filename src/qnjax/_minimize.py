@@ -13,12 +13,14 @@ Stopping, checked at x0 and after every iteration, first match wins:
 
 * NONFINITE   f(x0) or grad f(x0) not finite (x = x0, nothing else is tried);
 * GTOL        max_i |g_i| <= gtol                 (scipy's pgtol; default 0, off);
-* GTOL_REL    max_i |g_i| <= gtol_rel max_i |g0_i|  (default sqrt(eps));
-* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|)  (default 1e7 eps, at most 1e-6);
+* GTOL_REL    max_i |g_i| <= gtol_rel max_i |g0_i|  (default 1e-8 in float64, 1e-5 in float32);
+* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|)  (default 2.2e-9 = scipy's
+              factr 1e7 times eps in float64, 1e-6 in float32);
 * LINESEARCH_FAILED  no decrease along the quasi-Newton direction nor along -g;
 * MAXITER, MAXFEV    the budgets (defaults 15000 each, scipy's).
 
-eps is the machine epsilon of the scalar dtype (see ``_tree``). The defaults
+The defaults follow the precision of the scalar dtype (see ``_tree``): about
+the relative gradient and f reduction that rounding still lets one measure. They
 are all relative, so multiplying f by any constant gives the same iterates
 and the same stop; scipy's absolute ``gtol = 1e-5`` and the ``max(..., 1)`` in
 its ftol test are not, which is why they differ here (pass ``gtol=1e-5`` for
@@ -78,8 +80,9 @@ class _Tolerances(NamedTuple):
 
 def default_tolerances(sdt) -> dict:
     """The default ``gtol``, ``gtol_rel`` and ``ftol`` for a scalar dtype (module docstring)."""
-    eps = float(jnp.finfo(sdt).eps)
-    return dict(gtol=0.0, gtol_rel=eps**0.5, ftol=min(1e7 * eps, 1e-6))
+    if jnp.finfo(sdt).bits >= 64:
+        return dict(gtol=0.0, gtol_rel=1e-8, ftol=1e7 * float(jnp.finfo(sdt).eps))
+    return dict(gtol=0.0, gtol_rel=1e-5, ftol=1e-6)
 
 
 def minimize(

@@ -18,9 +18,9 @@ and ``update`` builds each leaf in exactly that type, for any float or complex
 leaves, mixed pytrees and a loss of another dtype (cast to the scalar dtype).
 
 ``status`` (a :class:`qnjax.Status` code) is RUNNING after an update that moved,
-LINESEARCH_FAILED after one that found no decrease even along steepest
-descent (updates are zero), NONFINITE when the given value or gradient is not
-finite (updates are zero). ``extra_args`` are passed on to ``value_fn``.
+GTOL when the given gradient is exactly zero, LINESEARCH_FAILED after one that
+found no decrease even along steepest descent, NONFINITE when the given value
+or gradient is not finite; in the last three the updates are zero. ``extra_args`` are passed on to ``value_fn``.
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def lbfgs(memory_size: int = 10, linesearch=None, scalar_dtype=None) -> optax.Gr
 
         finite = jnp.isfinite(value) & _tree.all_finite(grad) & _tree.all_finite(updates)
         step = lbfgs_step(linesearch, state.memory, params, value, (grad,), value_and_grad, updates)
-        status = jnp.where(
-            ~finite, code(Status.NONFINITE), jnp.where(step.failed, code(Status.LINESEARCH_FAILED), code(Status.RUNNING))
-        )
+        stationary = _tree.norm_inf(grad, sdt) == 0
+        status = jnp.where(step.failed, code(Status.LINESEARCH_FAILED), code(Status.RUNNING))
+        status = jnp.where(stationary, code(Status.GTOL), status)
+        status = jnp.where(finite, status, code(Status.NONFINITE))
         new_state = LbfgsState(
             count=state.count + 1,
             value=step.value,
