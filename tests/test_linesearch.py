@@ -424,7 +424,7 @@ def test_nfev_counted_on_host(name, dtype):
 def test_nfev_counted_eagerly(name):
     """Un-jitted (jax.disable_jit runs while_loop as a Python loop): a Python counter in phi."""
     dtype = DTYPES[-1]
-    for i in range(0, len(CASES), 9):
+    for i in range(0, len(CASES), 13):
         fn, p, count = FNS[FID[i]], jnp.asarray(PAR[i], dtype), [0]
 
         def phi(t, fn=fn, p=p, count=count):
@@ -484,14 +484,17 @@ def test_types(name, dtype):
     first_steps = [1.0, jnp.asarray(1.0, jnp.result_type(float)), jnp.asarray(1.0, dtype)]
     for t0 in first_steps:  # a weak Python float, the default float dtype, the scalar dtype
         assert type_errors(jax.eval_shape(single, fid[0], p[0], t0), dtype) == []
-        assert type_errors(jax.jit(single)(fid[0], p[0], t0), dtype) == []
+        assert type_errors(jax.eval_shape(jax.jit(single), fid[0], p[0], t0), dtype) == []
     t0s = jnp.asarray(T0[:8], dtype)
     assert type_errors(jax.eval_shape(jax.vmap(single), fid, p, t0s), dtype) == []
-    assert type_errors(jax.jit(jax.vmap(single))(fid, p, t0s), dtype) == []
+    assert type_errors(jax.eval_shape(jax.vmap(single, (0, 0, None)), fid, p, 1.0), dtype) == []
     # a traced int32 max_steps, as minimize passes it
     short = dataclasses.replace(search, max_steps=jnp.int32(2))
-    out = jax.eval_shape(lambda s: s.search(make_phi(fid[0], p[0]), *make_phi(fid[0], p[0])(p[0, 0] * 0), 1.0), short)
-    assert type_errors(out, dtype) == []
+    phi = make_phi(fid[0], p[0])
+    assert type_errors(jax.eval_shape(lambda s: s.search(phi, *phi(p[0, 0] * 0), 1.0), short), dtype) == []
+    # and the arrays a compiled search returns (the catalogue's compiled runner)
+    res = _run_one(normalize(search), fid[0], p[0], jnp.asarray(1.0, dtype))[0]
+    assert type_errors(res, dtype) == []
 
 
 @pytest.mark.parametrize("name", SEARCHES)
@@ -541,7 +544,9 @@ def test_vmap_matches_one_by_one(name):
 
         return jax.vmap(one)(fid, p, t0)
 
-    got = to_np(batch(jnp.asarray(local), jnp.asarray(PAR[rows], dtype), jnp.asarray(T0[rows], dtype)))
+    got = batch(jnp.asarray(local), jnp.asarray(PAR[rows], dtype), jnp.asarray(T0[rows], dtype))
+    assert type_errors(got, dtype) == []
+    got = to_np(got)
     want = catalogue(name, dtype)[0]
     assert np.array_equal(got.status, want.status[rows])
     assert np.array_equal(got.nfev, want.nfev[rows])

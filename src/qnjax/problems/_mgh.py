@@ -1,15 +1,17 @@
-"""Moré-Garbow-Hillstrom problems 1-19 (fixed dimension).
+"""Moré-Garbow-Hillstrom problems 1-20 (small, mostly fixed dimension).
 
 Source: J. J. Moré, B. S. Garbow and K. E. Hillstrom, "Testing Unconstrained
 Optimization Software", ACM Trans. Math. Softw. 7(1):17-41, 1981 (the "paper"), and
-its Fortran companion, Algorithm 566 (same issue, pp. 136-140). Problems 20-35 (the
-variable-dimension ones) are in :mod:`qnjax.problems._mgh2`.
+its Fortran companion, Algorithm 566 (same issue, pp. 136-140). Problems 21-35 (the
+ones defined for any ``n``) are in :mod:`qnjax.problems._mgh2`.
 
 Form. Every problem is the paper's least-squares sum ``f(x) = sum_i f_i(x)**2`` of
 ``m`` residuals ``f_i``, written here with 0-based ``x[0] = x_1`` etc. Data tables,
 starting points ``x0`` and the dimensions ``m`` are the paper's; where it leaves ``m``
 free we use the paper's tabulated choice: Jennrich-Sampson m=10, Gulf m=99, Box m=10,
-Brown-Dennis m=20, Biggs m=13. Gulf uses ``|y_i - x_2|`` (the printed "y_i m i x_2" is a
+Brown-Dennis m=20, Biggs m=13. Watson (20, m=31) is registered at n = 6, 9 and 12,
+the dimensions for which the paper gives the minimum (2.28767e-3, 1.39976e-6 and
+4.72238e-10). Gulf uses ``|y_i - x_2|`` (the printed "y_i m i x_2" is a
 typesetting error for the minus sign, as in Algorithm 566). The helical valley angle
 is ``atan2(x_2, x_1)/(2 pi)`` mapped into ``(-1/4, 3/4]``, which equals the paper's
 piecewise ``arctan`` definition wherever that is defined.
@@ -37,9 +39,9 @@ minima they are:
   minimum, but badly scaled (exponentials); a generic L-BFGS may stop short of it
   (see the known-failure list in ``tests/test_problems.py``).
 
-Minimisers ``xstar`` given to 17 digits were computed here by Gauss-Newton refinement
-in float64 and agree with the paper's printed digits; the refined ``fstar`` equals
-``fun(xstar)`` and agrees with the paper's value to all printed digits.
+Minimisers ``xstar`` given to 17 digits were computed here (L-BFGS-B, then Newton's
+method with the exact Hessian, in float64) and match the solutions printed by MINPACK;
+``fstar = fun(xstar)`` and agrees with the paper's value to the printed digits.
 
 ``f0 = f(x0)``: values confirmed against published initial values -- the MINPACK-1
 least-squares driver reference output (``initial l2 norm of the residuals``, 8
@@ -47,12 +49,15 @@ digits, problems Rosenbrock, Freudenstein-Roth, helical valley, Powell singular,
 Bard, Kowalik-Osborne, Meyer, Box (m=10), Jennrich-Sampson (m=10), Brown-Dennis
 (m=20), Osborne 1, Osborne 2) and J. Burkardt's TEST_OPT output (6 digits: Powell
 badly scaled, Brown badly scaled, Beale, Gaussian, Wood, Biggs); the value stored is
-the full-precision one. Gulf (m=99) has no published ``f(x0)`` that we could find; its
-``f0`` is derived (evaluated in extended precision from the formula) and marked so.
+the full-precision one, and Watson's is 30 for every n (all 29 residuals are -1 at
+``x0 = 0``, plus ``f_31 = -1``). Gulf (m=99) has no published ``f(x0)`` that we could
+find; its ``f0`` is derived (an independent scalar evaluation with compensated
+summation) and marked so.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -259,6 +264,46 @@ def osborne2(x):
     return sumsq(const(_OSBORNE2_Y, x) - model)
 
 
+# ----------------------------------------------------------------------------- 20
+
+
+def watson(x):
+    n = x.shape[0]
+    t = np.arange(1, 30) / 29.0
+    powers = const(t[:, None] ** np.arange(n), x)  # t_i ** (j - 1), j = 1..n
+    b = jnp.sum(powers * x, axis=1)
+    a = jnp.sum(powers[:, : n - 1] * (index(n - 1, x) * x[1:]), axis=1)
+    r = a - b * b - 1
+    return sumsq(r) + x[0] * x[0] + (x[1] - x[0] * x[0] - 1) ** 2
+
+
+# Minimisers refined by Newton's method in float64 from MINPACK's printed solutions.
+# fmt: off
+_WATSON = {  # n: (fstar, xstar)
+    6: (2.2876700535523513e-03, [
+        -0.015725086401458248, 1.01243486936911, -0.23299162595673872, 1.2604300877996124,
+        -1.5137289227222848, 0.992996432431137]),
+    9: (1.3997601380950402e-06, [
+        -1.5307036521406e-05, 0.9997897039319482, 0.01476396369357118, 0.14634232829921465,
+        1.0008211030053817, -2.6177311405206094, 4.104403164480901, -3.143612278557787,
+        1.0526264080105212]),
+    12: (4.72238110585743e-10, [
+        -6.638060466233847e-09, 1.0000016441178619, -0.0005639322103187322,
+        0.3478205405035279, -0.15673150409160624, 1.0528151771855025, -3.247271153397692,
+        7.2884348978260975, -10.271848241192561, 9.074113646982738, -4.541375466654817,
+        1.0120118885461267]),
+}
+# fmt: on
+
+
+@functools.lru_cache(maxsize=None)
+def build_watson(n: int) -> Problem:
+    if n not in _WATSON:
+        raise ValueError(f"watson: n={n} unsupported (minimum known for n in {sorted(_WATSON)})")
+    fstar, xstar = _WATSON[n]
+    return Problem(f"watson_n{n}", 20, n, watson, np.zeros(n), fstar, xstar, f0=30.0)
+
+
 # ---------------------------------------------------------------------- catalogue
 
 # fmt: off
@@ -321,3 +366,4 @@ _PROBLEMS = [
 # fmt: on
 
 FAMILIES = {p.name: fixed_family(p) for p in _PROBLEMS}
+FAMILIES["watson"] = (build_watson, (6, 9, 12))

@@ -1,20 +1,18 @@
-"""Moré-Garbow-Hillstrom problems 20-35 (variable dimension).
+"""Moré-Garbow-Hillstrom problems 21-35 (variable dimension, any ``n``).
 
 Same paper, form and conventions as :mod:`qnjax.problems._mgh` (which documents the
 references): ``f(x) = sum_i f_i(x)**2`` with the paper's residuals and starting points.
 Every function reads ``n`` from ``x.shape`` and is vectorised with ``jnp`` (shifted
 slices, ``cumsum``), so the same code serves n = 10 and n = 10**5.
 
-Standard instances (``mgh()``): Watson n = 6, 9, 12 (m = 31); extended Rosenbrock
-n = 10; extended Powell singular n = 12; penalty I and II n = 4, 10; variably
+Standard instances (``mgh()``): extended Rosenbrock n = 10; extended Powell singular n = 12; penalty I and II n = 4, 10; variably
 dimensioned, trigonometric, Brown almost-linear, discrete boundary value, discrete
 integral equation, Broyden tridiagonal and banded n = 10; the linear functions
 n = 10, m = 20; Chebyquad n = m = 8, 10. Any other ``n`` can be built through
 ``qnjax.problems.get(family, n=...)`` where the minimum value is known for it.
 
-Minimum values (paper, "..." = truncated):
+Minimum values (as printed in the paper, 6 digits):
 
-* Watson: 2.28767e-3 (n=6), 1.39976e-6 (n=9), 4.72238e-10 (n=12).
 * Penalty I: 2.24997e-5 (n=4), 7.08765e-5 (n=10). The minimiser is ``c * ones`` with
   ``c`` the root of ``4 n c**3 + (2a - 1) c - 2a = 0`` (stationarity forces all
   components equal), so ``xstar``/``fstar`` are computed exactly for any ``n``.
@@ -30,7 +28,7 @@ Minimum values (paper, "..." = truncated):
 * Chebyquad (m = n): 0 for n = 1..7 and 9, 3.51687e-3 (n=8), 6.50395e-3 (n=10).
 * All others: 0.
 
-``f0``: Watson 30 for every n; closed forms (derived here from ``x0``) for extended
+``f0``: closed forms (derived here from ``x0``) for extended
 Rosenbrock (24.2 per pair), extended Powell (215 per block), penalty I, penalty II,
 variably dimensioned, trigonometric, Brown almost-linear, discrete boundary value
 (``x0`` is quadratic, so ``f_i = h**2 ((t_i**2 + 1)**3/2 - 2)``), Broyden tridiagonal
@@ -38,7 +36,7 @@ variably dimensioned, trigonometric, Brown almost-linear, discrete boundary valu
 published MINPACK-1 initial residual norms (linear functions n=5, m=10 and 50; Brown
 almost-linear n=10; Chebyquad n=8, 10) and Burkardt's TEST_OPT values at n=4 (penalty
 I and II, trigonometric, variably dimensioned, Chebyquad). The discrete integral
-equation (n=10) value is derived (extended-precision evaluation) and marked so.
+equation (n=10) value is derived (exact rational arithmetic) and marked so.
 """
 
 from __future__ import annotations
@@ -53,16 +51,6 @@ from qnjax.problems import Problem
 from qnjax.problems._mgh import const, index, sumsq
 
 # ------------------------------------------------------------------ functions
-
-
-def watson(x):
-    n = x.shape[0]
-    t = np.arange(1, 30) / 29.0
-    powers = const(t[:, None] ** np.arange(n), x)  # t_i ** (j - 1), j = 1..n
-    b = jnp.sum(powers * x, axis=1)
-    a = jnp.sum(powers[:, : n - 1] * (index(n - 1, x) * x[1:]), axis=1)
-    r = a - b * b - 1
-    return sumsq(r) + x[0] * x[0] + (x[1] - x[0] * x[0] - 1) ** 2
 
 
 def extended_rosenbrock(x):
@@ -187,45 +175,41 @@ def chebyquad(x, m=None):
 # MINPACK's printed solutions; f(xstar) reproduces the paper's values to all digits.
 
 # fmt: off
-_WATSON = {  # n: (fstar, xstar)
-    6: (2.2876700535523513e-03, [
-        -0.015725086401458248, 1.01243486936911, -0.23299162595673872,
-        1.2604300877996124, -1.5137289227222848, 0.992996432431137]),
-    9: (1.3997601380950402e-06, [
-        -1.5307036521406e-05, 0.9997897039319482, 0.01476396369357118,
-        0.14634232829921465, 1.0008211030053817, -2.6177311405206094,
-        4.104403164480901, -3.143612278557787, 1.0526264080105212]),
-    12: (4.72238110585743e-10, [
-        -6.638060466233847e-09, 1.0000016441178619, -0.0005639322103187322,
-        0.3478205405035279, -0.15673150409160624, 1.0528151771855025,
-        -3.247271153397692, 7.2884348978260975, -10.271848241192561,
-        9.074113646982738, -4.541375466654817, 1.0120118885461267]),
-}
 _PENALTY_II = {  # n: (fstar, xstar)
     4: (9.376293007355442e-06, [
-        0.1999993333503804, 0.19131670099277248, 0.48010148533262326,
-        0.5188454043902002]),
+        0.1999993333503804, 0.19131670099277248, 0.48010148533262326, 0.5188454043902002]),
     10: (2.9366053745674605e-04, [
-        0.19998360519782363, 0.010350648471292303, 0.019604934480438405,
-        0.032089067220685656, 0.04993267739964131, 0.07651399515399361,
-        0.11862407286950417, 0.19214487233557667, 0.34732058694184365,
-        0.3691643741593508]),
+        0.19998360519782363, 0.010350648471292303, 0.019604934480438405, 0.032089067220685656,
+        0.04993267739964131, 0.07651399515399361, 0.11862407286950417, 0.19214487233557667,
+        0.34732058694184365, 0.3691643741593508]),
 }
-_CHEBYQUAD = {  # n = m: (fstar, xstar or None, f0 or None)
+_CHEBYQUAD = {  # n = m: (fstar, xstar, f0)
     8: (3.5168737256779286e-03, [
         0.043152760151016635, 0.19309084038418609, 0.26632870689027294, 0.5, 0.5,
-        0.7336712931097271, 0.8069091596158139, 0.9568472398489833],
-        0.03861769828593029),
+        0.7336712931097271, 0.8069091596158139, 0.9568472398489833], 0.03861769828593029),
     10: (6.5039548008823085e-03, [
-        0.05961990053581272, 0.16670828183586145, 0.2391706589426085,
-        0.3988842923060445, 0.3988842923060445, 0.6011157076939555,
-        0.6011157076939555, 0.7608293410573915, 0.8332917181641386,
-        0.9403800994641873],
-        0.033763265462880075),
+        0.05961990053581272, 0.16670828183586145, 0.2391706589426085, 0.3988842923060445,
+        0.3988842923060445, 0.6011157076939555, 0.6011157076939555, 0.7608293410573915,
+        0.8332917181641386, 0.9403800994641873], 0.033763265462880075),
 }
 _CHEBYQUAD.update({n: (0.0, None, None) for n in (1, 2, 3, 4, 5, 6, 7, 9)})
-# Discrete integral equation, n = 10: f(x0) derived (no published value found).
-_DIE_F0 = {10: 0.06341684157945264}  # exact rational arithmetic, rounded
+# Zeros of the n = 10 systems (Newton-refined; |f| < 1e-29). Problems 28 and 29 are two
+# discretisations of the same boundary value problem and share their solution.
+_BVP_XSTAR = {10: [
+    -0.04316498251876486, -0.08157715653538687, -0.11448571438052926, -0.14097357686259665,
+    -0.1599086961819831, -0.16987720231277492, -0.16908998378120835, -0.15524953522183182,
+    -0.125355891678935, -0.07541653368589209]}
+_BROYDEN_TRIDIAGONAL_XSTAR = {10: [
+    -0.5707221320112248, -0.681806949984275, -0.70221007601766, -0.7055106298950804,
+    -0.7049061557287436, -0.7014966070298512, -0.6918893223547983, -0.6657965144058537,
+    -0.5960351090263657, -0.4164122575286934]}
+_BROYDEN_BANDED_XSTAR = {10: [
+    -0.4283028635872503, -0.47659642435629024, -0.5196524636468617, -0.5580993248321808,
+    -0.5925061568294574, -0.6245036821994678, -0.6232394714405911, -0.6213938417965734,
+    -0.6204535966590874, -0.5864692707204351]}
+# Discrete integral equation, n = 10: f(x0) derived by exact rational arithmetic (no
+# published value found).
+_DIE_F0 = {10: 0.06341684157945264}
 # fmt: on
 
 
@@ -237,13 +221,6 @@ def _need(cond: bool, family: str, n: int, what: str) -> None:
 def _grid(n: int) -> np.ndarray:
     """``t_i = i/(n+1)``, the grid of problems 28 and 29."""
     return np.arange(1, n + 1) / (n + 1)
-
-
-@functools.lru_cache(maxsize=None)
-def build_watson(n: int) -> Problem:
-    _need(n in _WATSON, "watson", n, f"minimum known for n in {sorted(_WATSON)}")
-    fstar, xstar = _WATSON[n]
-    return Problem(f"watson_n{n}", 20, n, watson, np.zeros(n), fstar, xstar, f0=30.0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,7 +306,7 @@ def build_discrete_boundary_value(n: int) -> Problem:
     # x0 = t(t-1) is quadratic, so 2x_i - x_{i-1} - x_{i+1} = -2h^2 exactly.
     f0 = h**4 * math.fsum(((t * t + 1) ** 3 / 2 - 2) ** 2)
     return Problem(f"discrete_boundary_value_n{n}", 28, n, discrete_boundary_value,
-                   t * (t - 1), 0.0, None, f0=f0)  # fmt: skip
+                   t * (t - 1), 0.0, _BVP_XSTAR.get(n), f0=f0)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
@@ -337,7 +314,7 @@ def build_discrete_integral_equation(n: int) -> Problem:
     _need(n >= 1, "discrete_integral_equation", n, "n >= 1")
     t = _grid(n)
     return Problem(f"discrete_integral_equation_n{n}", 29, n, discrete_integral_equation,
-                   t * (t - 1), 0.0, None, f0=_DIE_F0.get(n))  # fmt: skip
+                   t * (t - 1), 0.0, _BVP_XSTAR.get(n), f0=_DIE_F0.get(n))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
@@ -345,15 +322,15 @@ def build_broyden_tridiagonal(n: int) -> Problem:
     _need(n >= 2, "broyden_tridiagonal", n, "n >= 2")
     # at x0 = -1: f_1 = -2, f_n = -3, all others -1
     return Problem(f"broyden_tridiagonal_n{n}", 30, n, broyden_tridiagonal, -np.ones(n),
-                   0.0, None, f0=float(n + 11))  # fmt: skip
+                   0.0, _BROYDEN_TRIDIAGONAL_XSTAR.get(n), f0=float(n + 11))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
 def build_broyden_banded(n: int) -> Problem:
     _need(n >= 1, "broyden_banded", n, "n >= 1")
     # at x0 = -1 every x_j (1 + x_j) = 0, so f_i = -7 + 1 = -6
-    return Problem(f"broyden_banded_n{n}", 31, n, broyden_banded, -np.ones(n), 0.0, None,
-                   f0=36.0 * n)  # fmt: skip
+    return Problem(f"broyden_banded_n{n}", 31, n, broyden_banded, -np.ones(n), 0.0,
+                   _BROYDEN_BANDED_XSTAR.get(n), f0=36.0 * n)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
@@ -397,7 +374,6 @@ def build_chebyquad(n: int) -> Problem:
 
 
 FAMILIES = {
-    "watson": (build_watson, (6, 9, 12)),
     "extended_rosenbrock": (build_extended_rosenbrock, (10,)),
     "extended_powell_singular": (build_extended_powell_singular, (12,)),
     "penalty_i": (build_penalty_i, (4, 10)),
