@@ -24,3 +24,14 @@ def assert_same_types(before, after):
 
 def rosenbrock(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def available_linesearches():
+    """The line-search catalogue: adding a search is one line here."""
+    import qnjax
+
+    names = {"zoom": "Zoom", "hager-zhang": "HagerZhang", "backtracking": "Backtracking"}
+    return {k: getattr(qnjax.linesearch, v)() for k, v in names.items() if hasattr(qnjax.linesearch, v)}
+
+
+LINESEARCHES = available_linesearches()

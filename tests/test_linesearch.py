@@ -27,10 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qnjax.linesearch import LineSearchStatus
-from qnjax.linesearch._backtracking import Backtracking
-from qnjax.linesearch._hager_zhang import HagerZhang
-from qnjax.linesearch._zoom import Zoom
+from qnjax.linesearch import Backtracking, HagerZhang, LineSearchStatus, Zoom
 
 X64 = bool(jax.config.read("jax_enable_x64"))
 needs_x64 = pytest.mark.skipif(not X64, reason="needs JAX_ENABLE_X64=1")
@@ -268,27 +265,31 @@ def result_errors(cfg, dtype, r, at0, again, f64):
 
     ``at0`` = phi(0) and ``again`` = phi(r.stepsize), both in ``dtype``;
     ``f64(t) -> (phi, phi')`` recomputes phi from scratch in float64."""
-    v0, s0, g0 = at0
-    fa, da, ga = again
-    t, f, d, st, nfev = r.stepsize, r.value, r.slope, int(r.status), int(r.nfev)
+    w = lambda x: np.asarray(x, np.float64)  # noqa: E731  (exact: dtype is float32 or float64)
+    v0, s0, g0 = w(at0[0]), w(at0[1]), at0[2]
+    fa, da, ga = w(again[0]), w(again[1]), again[2]
+    t, f, d, st, nfev = w(r.stepsize), w(r.value), w(r.slope), int(r.status), int(r.nfev)
     eps = np.finfo(dtype).eps
-    same = lambda a, b: np.allclose(a, b, rtol=4 * eps, atol=0)  # noqa: E731
+    (F, D), (F0, D0) = f64(float(t)), f64(0.0)
+    # Two evaluations of phi in ``dtype`` may differ by its rounding error (XLA fuses
+    # the loop's copy differently): allow twice the error against float64.
+    noise = abs(fa - F) + 2 * abs(da - D) if np.isfinite(F) and np.isfinite(D) else 0.0
+    same = lambda a, b, err: np.all(np.abs(w(a) - w(b)) <= 2 * err + 4 * eps * np.abs(w(b)))  # noqa: E731
     bad = []
     # (b) never above value0; the result is phi at the returned step.
     if not (np.isfinite(t) and t >= 0 and np.isfinite(f) and np.isfinite(d)):
         bad.append(f"non-finite result t={t} f={f} d={d}")
     if not f <= v0:
         bad.append(f"value {f!r} above value0 {v0!r}")
-    if not (same(f, fa) and same(d, da)):
-        bad.append(f"(value, slope) = {(f, d)} but phi(t) = {(fa, da)}")
-    if not all(same(a, b) for a, b in zip(jax.tree.leaves(r.grad), jax.tree.leaves(ga))):
+    if not (same(f, fa, abs(fa - F)) and same(d, da, abs(da - D))):
+        bad.append(f"(value, slope) = {(f, d)} but phi(t) = {(fa, da)}, float64 {(F, D)}")
+    if not all(same(a, b, noise) for a, b in zip(jax.tree.leaves(r.grad), jax.tree.leaves(ga))):
         bad.append(f"grad {r.grad} but phi(t) gives {ga}")
     if not (0 <= nfev <= cfg.max_steps and st in (SUCCESS, DECREASE, FAILED)):
         bad.append(f"nfev {nfev} / status {st}")
     if not s0 < 0 and nfev != 0:
         bad.append(f"slope0 = {s0} >= 0 but {nfev} evaluations")
     # (a) the status' own post-condition, recomputed in float64.
-    (F, D), (F0, D0) = f64(float(t)), f64(0.0)
     tf, td = slack(dtype, float(t), F, D, F0, D0, float(f), float(d), float(v0), float(s0))
     if st == SUCCESS and not ACCEPT[type(cfg)](cfg, float(t), F, D, F0, D0, tf, td):
         bad.append(f"SUCCESS but not acceptable in float64: t={t} F-F0={F - F0:.3g} D={D:.3g} D0={D0:.3g}")
@@ -424,7 +425,8 @@ def test_nfev_counted_on_host(name, dtype):
 def test_nfev_counted_eagerly(name):
     """Un-jitted (jax.disable_jit runs while_loop as a Python loop): a Python counter in phi."""
     dtype = DTYPES[-1]
-    for i in range(0, len(CASES), 13):
+    eager = ("mt1", "mt3", "barrier", "rosen_line", "nan_beyond", "parabola")
+    for i in [i for i in range(len(CASES)) if NAMES[FID[i]] in eager and T0[i] == 10.0]:
         fn, p, count = FNS[FID[i]], jnp.asarray(PAR[i], dtype), [0]
 
         def phi(t, fn=fn, p=p, count=count):
@@ -553,3 +555,149 @@ def test_vmap_matches_one_by_one(name):
     eps = np.finfo(dtype).eps
     np.testing.assert_allclose(got.stepsize, want.stepsize[rows], rtol=16 * eps)
     np.testing.assert_allclose(got.value, want.value[rows], rtol=16 * eps)
+
+
+# --------------------------------------------------------------------------
+# (c) Zoom against scipy.optimize.line_search (strong Wolfe, same c1, c2) on
+# Rosenbrock in R^2 and R^10, along -grad and along Newton's direction.
+# --------------------------------------------------------------------------
+
+
+def rosen_np(x):
+    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+
+
+def rosen_grad_np(x):
+    g = np.zeros_like(x)
+    r = x[1:] - x[:-1] ** 2
+    g[:-1] += -400 * x[:-1] * r - 2 * (1 - x[:-1])
+    g[1:] += 200 * r
+    return g
+
+
+def rosen_hess_np(x):
+    n = len(x)
+    h = np.zeros((n, n))
+    for i in range(n - 1):
+        h[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        h[i + 1, i + 1] += 200
+        h[i, i + 1] = h[i + 1, i] = -400 * x[i]
+    return h
+
+
+@jax.jit
+def _zoom_along(search, x, d):
+    def rosen(x):
+        return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    vg = jax.value_and_grad(rosen)
+
+    def phi(t):
+        f, g = vg(x + t * d)
+        return f, g @ d, g
+
+    f0, g0 = vg(x)
+    return search.search(phi, f0, g0 @ d, g0, jnp.ones((), x.dtype))
+
+
+def strong_wolfe_f64(x, d, t, c1, c2):
+    f0, g0 = rosen_np(x), rosen_grad_np(x)
+    f, g = rosen_np(x + t * d), rosen_grad_np(x + t * d)
+    eps = np.finfo(np.float64).eps
+    tol_f = 16 * eps * (abs(f0) + abs(f))
+    tol_d = 16 * eps * (np.abs(g * d).sum() + np.abs(g0 * d).sum())
+    return f <= f0 + c1 * t * (g0 @ d) + tol_f and abs(g @ d) <= c2 * abs(g0 @ d) + tol_d
+
+
+# Measured (seed 0, 92 problems where both succeed, none where only one does):
+# the steps agree within 10% on 31 of 32 along Newton's direction (both take
+# t = 1) but on only 22 of 60 along -grad, where the first trial t = 1 is far
+# too long and the two interpolate differently (zoom extrapolates/zooms with
+# the safeguarded cubic of ``_interpolate``; scipy with cubic then quadratic).
+@needs_x64
+def test_zoom_agrees_with_scipy():
+    from scipy.optimize import line_search
+
+    rng = np.random.default_rng(0)
+    search = SEARCHES["zoom"]
+    both = agree = zoom_only = scipy_only = 0
+    for n, count in ((2, 40), (10, 20)):
+        for _ in range(count):
+            x = rng.uniform(-2, 2, n)
+            g = rosen_grad_np(x)
+            h = rosen_hess_np(x)
+            newton = -np.linalg.solve(h, g) if np.all(np.linalg.eigvalsh(h) > 0) else None
+            for d in (-g, newton):
+                if d is None:
+                    continue
+                r = _zoom_along(normalize(search), jnp.asarray(x), jnp.asarray(d))
+                ok_zoom = int(r.status) == SUCCESS
+                t_zoom = float(r.stepsize)
+                t_scipy = line_search(rosen_np, rosen_grad_np, x, d, gfk=g, old_fval=rosen_np(x),
+                                      c1=search.c1, c2=search.c2)[0]
+                ok_scipy = t_scipy is not None
+                if ok_zoom:
+                    assert strong_wolfe_f64(x, d, t_zoom, search.c1, search.c2), (x, d, t_zoom)
+                if ok_scipy:
+                    assert strong_wolfe_f64(x, d, t_scipy, search.c1, search.c2), (x, d, t_scipy)
+                both += ok_zoom and ok_scipy
+                agree += ok_zoom and ok_scipy and abs(t_zoom - t_scipy) <= 0.1 * t_scipy
+                zoom_only += ok_zoom and not ok_scipy
+                scipy_only += ok_scipy and not ok_zoom
+    print(f"both succeed {both}, agree within 10% {agree}, zoom only {zoom_only}, scipy only {scipy_only}")
+    assert scipy_only == 0 and both > 0
+
+
+# --------------------------------------------------------------------------
+# (g) Property test: random smooth 1-D functions over 24 orders of magnitude.
+# --------------------------------------------------------------------------
+
+
+def random_fn(t, q, xp):
+    """s (o - a1 t + a2 t^2 + a3 t^3 + a4 t^4 + b (e^{ct} - 1 - ct)), slope0 = -s a1 < 0."""
+    s, o, a1, a2, a3, a4, b, c = (q[i] for i in range(8))
+    e = xp.exp(c * t)
+    f = s * (o - a1 * t + a2 * t**2 + a3 * t**3 + a4 * t**4 + b * (e - 1 - c * t))
+    d = s * (-a1 + 2 * a2 * t + 3 * a3 * t**2 + 4 * a4 * t**3 + b * c * (e - 1))
+    return f, d
+
+
+@jax.jit
+def _run_random(search, q, t0):
+    def phi(t):
+        f, d = random_fn(t, q, jnp)
+        return f, d, {"t": t}
+
+    at0 = phi(jnp.zeros((), q.dtype))
+    res = search.search(phi, *at0, t0)
+    return res, at0, phi(res.stepsize)
+
+
+_exp10 = lambda lo, hi: st.floats(lo, hi).map(lambda e: 10.0**e)  # noqa: E731
+RANDOM_FN = st.tuples(
+    _exp10(-12, 12),  # s: the scale of f
+    st.floats(-10, 10),  # o
+    _exp10(-3, 1),  # a1 > 0: descent
+    st.floats(-5, 5),
+    st.floats(-3, 3),
+    _exp10(-3, 1),  # a4 > 0
+    st.floats(-1, 1),
+    st.floats(-3, 3),
+)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", SEARCHES)
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(q=RANDOM_FN, t0=_exp10(-3, 3))
+def test_random_functions(name, dtype, q, t0):
+    search = normalize(SEARCHES[name])
+    qa = jnp.asarray(q, dtype)
+    r, at0, again = to_np(_run_random(search, qa, jnp.asarray(t0, dtype)))
+    q64 = np.asarray(qa, np.float64)
+
+    def f64(t):
+        with np.errstate(all="ignore"):
+            return tuple(float(v) for v in random_fn(np.float64(t), q64, np))
+
+    assert result_errors(SEARCHES[name], dtype, r, at0, again, f64) == []

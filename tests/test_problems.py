@@ -17,6 +17,7 @@ Reference values:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -157,14 +158,8 @@ def test_problem_fields():
         assert p.name.islower() and " " not in p.name
     for p in MGH:
         assert p.f0 is not None, p.name
-    with pytest.raises(dataclasses_frozen_error()):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         MGH[0].n = 3  # type: ignore[misc]
-
-
-def dataclasses_frozen_error():
-    import dataclasses
-
-    return dataclasses.FrozenInstanceError
 
 
 def test_x0_as():

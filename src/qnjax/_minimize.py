@@ -14,8 +14,9 @@ Stopping, checked at x0 and after every iteration, first match wins:
 * NONFINITE   f(x0) or grad f(x0) not finite (x = x0, nothing else is tried);
 * GTOL        max_i |g_i| <= gtol                 (scipy's pgtol; default 0, off);
 * GTOL_REL    max_i |g_i| <= gtol_rel max_i |g0_i|  (default 1e-8 in float64, 1e-5 in float32);
-* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|)  (default 2.2e-9 = scipy's
-              factr 1e7 times eps in float64, 1e-6 in float32);
+* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|) after a step that met the
+              line search's acceptance test (default 2.2e-9 = scipy's factr 1e7
+              times eps in float64, 1e-6 in float32);
 * LINESEARCH_FAILED  no decrease along the quasi-Newton direction nor along -g;
 * MAXITER, MAXFEV    the budgets (defaults 15000 each, scipy's).
 
@@ -41,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _memory, _tree
+from . import _memory, _objective, _tree
 from ._status import Status, code
 from ._step import lbfgs_step
-from .linesearch import Zoom
+from .linesearch import LineSearchStatus, Zoom
 
 
 class OptimizeResult(NamedTuple):
@@ -137,17 +138,8 @@ class _Carry(NamedTuple):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
-    def value_and_grad(x):
-        if has_aux:
-            (f, aux), g = jax.value_and_grad(fun, has_aux=True)(x, *args)
-        else:
-            (f, g), aux = jax.value_and_grad(fun)(x, *args), None
-        f = jnp.asarray(f)
-        if f.shape != ():
-            raise ValueError(f"fun must return a scalar, got an array of shape {f.shape}")
-        if not jnp.issubdtype(f.dtype, jnp.floating):
-            raise TypeError(f"fun must return a real float scalar, got dtype {f.dtype}")
-        return f.astype(sdt), (_tree.cast_like(g, x0), aux)
+    evaluate = _objective.value_and_grad(fun, x0, sdt, has_aux)
+    value_and_grad = lambda x: evaluate(x, *args)  # noqa: E731
 
     value0, payload0 = value_and_grad(x0)
     gnorm0 = _tree.norm_inf(payload0[0], sdt)
@@ -178,7 +170,10 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         step = lbfgs_step(ls, c.memory, c.x, c.value, c.payload, value_and_grad)
         nit, nfev = c.nit + 1, c.nfev + step.nfev
         reduction = c.value - step.value
-        ftol_met = reduction <= tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value))
+        # A small reduction means convergence only after a normal (acceptance-test) step;
+        # after a stalled search (e.g. pinned at the edge of f's domain) it means nothing.
+        normal = step.searched == LineSearchStatus.SUCCESS
+        ftol_met = normal & (reduction <= tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value)))
         status = converged(_tree.norm_inf(step.payload[0], sdt))
         status = jnp.where(status != Status.RUNNING, status, jnp.where(ftol_met, code(Status.FTOL), status))
         out_of_budget = budget < linesearch.max_steps  # a failure then is the budget's

@@ -41,6 +41,7 @@ class StepResult(NamedTuple):
     stepsize: jax.Array
     nfev: jax.Array  # int32, evaluations made by this iteration
     failed: jax.Array  # bool: no decrease along either direction; params unchanged
+    searched: jax.Array  # int32 LineSearchStatus of the last search (SUCCESS: its test was met)
 
 
 def lbfgs_step(
@@ -114,4 +115,5 @@ def lbfgs_step(
         stepsize=res.stepsize,
         nfev=res.nfev,
         failed=failed,
+        searched=res.status,
     )

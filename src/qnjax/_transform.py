@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from . import _memory, _tree
+from . import _memory, _objective, _tree
 from ._status import Status, code
 from ._step import lbfgs_step
 from .linesearch import Zoom
@@ -80,14 +80,13 @@ def lbfgs(memory_size: int = 10, linesearch=None, scalar_dtype=None) -> optax.Gr
         sdt = state.value.dtype
         grad = updates if grad is None else grad
         grad = _tree.cast_like(grad, state.grad)
-        value = _check_scalar(value).astype(sdt)
-
-        def value_and_grad(x):
-            f, g = jax.value_and_grad(lambda p: value_fn(p, **extra_args))(x)
-            return _check_scalar(f).astype(sdt), (_tree.cast_like(g, state.grad),)
+        _objective.check_loss(value)
+        value = jnp.asarray(value).astype(sdt)
+        evaluate = _objective.value_and_grad(value_fn, state.grad, sdt)
+        value_and_grad = lambda x: evaluate(x, **extra_args)  # noqa: E731
 
         finite = jnp.isfinite(value) & _tree.all_finite(grad) & _tree.all_finite(updates)
-        step = lbfgs_step(linesearch, state.memory, params, value, (grad,), value_and_grad, updates)
+        step = lbfgs_step(linesearch, state.memory, params, value, (grad, None), value_and_grad, updates)
         stationary = _tree.norm_inf(grad, sdt) == 0
         status = jnp.where(step.failed, code(Status.LINESEARCH_FAILED), code(Status.RUNNING))
         status = jnp.where(stationary, code(Status.GTOL), status)
@@ -106,15 +105,6 @@ def lbfgs(memory_size: int = 10, linesearch=None, scalar_dtype=None) -> optax.Gr
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check_scalar(value):
-    value = jnp.asarray(value)
-    if value.shape != ():
-        raise ValueError(f"the loss must be a scalar, got an array of shape {value.shape}")
-    if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"the loss must be a real float scalar, got dtype {value.dtype}")
-    return value
-
-
 def value_and_grad_from_state(value_fn):
     """Like ``optax.value_and_grad_from_state``, for any state holding one ``value``
     and one ``grad`` field: returns the stored pair when it is set, else evaluates
@@ -128,8 +118,8 @@ def value_and_grad_from_state(value_fn):
             raise ValueError("the state has no 'value' and 'grad' fields (expected exactly one of each)")
 
         def evaluate():
-            f, g = jax.value_and_grad(value_fn)(params, *args, **kwargs)
-            return _check_scalar(f).astype(value.dtype), _tree.cast_like(g, grad)
+            f, (g, _) = _objective.value_and_grad(value_fn, grad, value.dtype)(params, *args, **kwargs)
+            return f, g
 
         return jax.lax.cond(jnp.isinf(value), evaluate, lambda: (value, grad))
 

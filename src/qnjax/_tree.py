@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _path_str(path) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
+    return jax.tree_util.keystr(path)
 
 
 def check_params(params, what: str = "params") -> None:

@@ -1,52 +1,57 @@
-"""The Hager-Zhang line search (Hager & Zhang 2005, Sec. 4; CG_DESCENT, 2006).
+"""The Hager-Zhang line search (Hager & Zhang 2005, Sec. 4; CG_DESCENT, HZ 2006).
 
-Notation: phi(t) = f(x + t d), phi'(0) < 0, 0 < delta < 1/2, delta <= sigma < 1.
-A trial t is accepted when it satisfies the Wolfe conditions (HZ 2005, eq. 4.1)
+Notation: phi(t) = f(x + t d), phi'(0) < 0, 0 < delta < 1/2, delta <= sigma < 1;
+the labels T1, T2, U0-U3, B0-B3, S1-S4, L0-L3 are the papers'. A trial t is
+accepted when it satisfies the Wolfe conditions
 
-    phi(t) - phi(0) <= delta t phi'(0),      phi'(t) >= sigma phi'(0),         (T1)
+    (T1)  phi(t) - phi(0) <= delta t phi'(0)   and   phi'(t) >= sigma phi'(0),
 
-or the approximate Wolfe conditions (HZ 2005, eq. 4.2; CG_DESCENT eq. 2.2)
+or the approximate Wolfe conditions
 
-    (2 delta - 1) phi'(0) >= phi'(t) >= sigma phi'(0),   phi(t) <= phi(0) + eps_k,   (T2)
+    (T2)  (2 delta - 1) phi'(0) >= phi'(t) >= sigma phi'(0)   and   phi(t) <= phi(0) + eps_k,
 
-with eps_k = epsilon |phi(0)| (HZ 2006, eq. 27). T2 is T1 for the quadratic
-interpolant of phi, written with slopes only, which stay accurate where
+eps_k = epsilon |phi(0)|. T2's first inequality is T1's decrease condition
+with phi replaced by its quadratic interpolant, phi(t) - phi(0) ~ t (phi'(0) +
+phi'(t)) / 2: it is written with slopes only, which stay accurate where
 rounding hides f's decrease. qnjax's failure policy (``_base``) overrides the
 paper here: T2 is accepted only with phi(t) <= phi(0), never above it.
 
-The search keeps an interval [a, b] with (HZ 2005, the opposite slope condition)
+The search keeps an interval [a, b] with the opposite slope condition
 
-    phi(a) <= phi(0) + eps_k,   phi'(a) < 0,   phi'(b) >= 0,                     (4.3)
+    (OS)  phi(a) <= phi(0) + eps_k,   phi'(a) < 0,   phi'(b) >= 0,
 
-so it contains a T2 point. The paper's procedures, with c a trial:
+so [a, b] contains a T2 point. The paper's procedures, with c a trial:
 
-update(a, b, c) (HZ 2005, U0-U3): c outside (a, b): keep [a, b]. phi'(c) >= 0:
+update(a, b, c) (U0-U3): c outside (a, b): keep [a, b] (U0). phi'(c) >= 0:
     [a, c] (U1). phi'(c) < 0 and phi(c) <= phi(0) + eps_k: [c, b] (U2).
-    Else (U3) the function rose above phi(0) + eps_k with a negative slope: b = c
-    and d = (1 - theta) a + theta b is tried repeatedly, replacing a (phi'(d) < 0,
-    phi(d) low) or b (phi'(d) < 0, phi(d) high) until phi'(d) >= 0 gives [a, d].
-bracket(c) (HZ 2005, B0-B3): c_0 = ``stepsize``; phi'(c_j) >= 0: [a, c_j] with a
-    the last trial with phi low (0 if none); phi'(c_j) < 0 with phi(c_j) high:
-    the U3 loop on [a, c_j]; else c_{j+1} = rho c_j. (The paper starts the U3
-    loop from a = 0; the last low trial, which also satisfies 4.3, is used.)
-secant(a, b) = (a phi'(b) - b phi'(a)) / (phi'(b) - phi'(a))  (HZ 2005, eq. 4.4).
-secant^2(a, b) (S1-S4): c = secant(a, b), [A, B] = update(a, b, c); if c = B
-    then c' = secant(b, B), if c = A then c' = secant(a, A); when c is an end,
-    [A, B] = update(A, B, c'). The double secant step converges with order
-    1 + sqrt(2) (HZ 2005, Theorem 4.1).
-Main loop (L0-L3): [a_0, b_0] = bracket(c_0); [a, b] = secant^2(a_j, b_j); if
-    b - a > gamma (b_j - a_j), also update(a, b, (a + b) / 2) (bisection); repeat.
-    It stops as soon as a trial satisfies T1 or T2.
+    Else (U3) phi rose above phi(0) + eps_k with a negative slope: b = c and
+    d = (1 - theta) a + theta b is tried repeatedly, replacing a (phi'(d) < 0,
+    phi(d) low, U3b) or b (phi'(d) < 0, phi(d) high, U3c) until phi'(d) >= 0
+    gives [a, d] (U3a).
+bracket(c) (B0-B3): c_0 = ``stepsize``; phi'(c_j) >= 0: [a, c_j] with a the
+    last trial with phi low, else 0 (B1); phi'(c_j) < 0 with phi(c_j) high: the
+    U3 loop on [a, c_j] (B2); else c_{j+1} = rho c_j (B3). (The paper's B2
+    starts from a = 0; the last low trial, which satisfies OS too, is used.)
+secant(a, b) = (a phi'(b) - b phi'(a)) / (phi'(b) - phi'(a)), the zero of the
+    linear interpolant of phi' (in [a, b] under OS).
+secant^2(a, b) (S1-S4): c = secant(a, b), [A, B] = update(a, b, c) (S1); if
+    c = B then c' = secant(b, B) (S2), if c = A then c' = secant(a, A) (S3);
+    when c is an end, [A, B] = update(A, B, c') (S4). Near a root of phi' the
+    double secant step converges with order 1 + sqrt(2) (HZ 2005, Sec. 4).
+Main loop (L0-L3): [a_0, b_0] = bracket(c_0) (L0); [a, b] = secant^2(a_j, b_j)
+    (L1); if b - a > gamma (b_j - a_j), update(a, b, (a + b) / 2) (L2, bisection);
+    j = j + 1 (L3). It stops as soon as any trial satisfies T1 or T2.
 
 Here the nested procedures are one ``while_loop`` with exactly one evaluation
-of phi per iteration: ``stage`` names the procedure the next trial belongs to
-(EXPAND = B3, SHRINK = U3a, SEC1 = S1, SEC2 = S4, MID = L2) and steps that
+of phi per iteration: ``stage`` names the step the next trial belongs to
+(EXPAND = B3, SHRINK = U3, SEC1 = S1, SEC2 = S4, MID = L2) and steps that
 evaluate nothing (a secant outside (a, b), a bisection not needed) are
 resolved when the next trial is chosen. Each evaluated trial updates the
 interval by one rule: phi'(c) >= 0 makes c the end b (U1, B1); phi'(c) < 0 and
 phi(c) low makes it a (U2, B3, U3b); phi'(c) < 0 and phi(c) high makes it b of
-``kind`` HIGH (U3, B2, U3c), which is shrunk by theta-bisection until a slope
-end is found, then the main loop resumes where the paper's U3 returns.
+``kind`` HIGH (U3, B2, U3c), shrunk by theta-bisection until a slope end is
+found; then the main loop resumes where the paper's U3 returns (after S1 or
+S4: the L2 test; after B2 or L2: a new L1).
 
 Domain (qnjax policy): a trial with non-finite value or slope becomes b of kind
 BAD and the next trial is a + 0.1 (b - a) while a = 0, a + 0.5 (b - a) after.

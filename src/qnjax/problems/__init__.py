@@ -34,6 +34,13 @@ __all__ = ["Problem", "get", "mgh", "names", "scalable"]
 class Problem:
     """One unconstrained minimisation problem ``min_x fun(x)``, ``x`` of shape ``(n,)``.
 
+    Fields: ``name`` (unique snake_case id), ``number`` (MGH number 1..35, ``None``
+    otherwise), ``n``, ``fun`` (pure, jittable, dtype-generic), ``x0`` (the standard
+    start, read-only float64), ``fstar`` (the minimum value expected from ``x0``; where
+    the paper lists several minima this is the one descent methods reach from ``x0``,
+    see :mod:`qnjax.problems._mgh`), ``xstar`` (a minimiser with ``fun(xstar) == fstar``,
+    or ``None``) and ``f0`` (published or exactly derived ``fun(x0)``, or ``None``).
+
     ``eq=False``: problems compare and hash by identity (their arrays make value
     equality ambiguous), so they can be used as dict keys or static jit arguments.
     """

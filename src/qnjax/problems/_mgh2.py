@@ -5,11 +5,12 @@ references): ``f(x) = sum_i f_i(x)**2`` with the paper's residuals and starting 
 Every function reads ``n`` from ``x.shape`` and is vectorised with ``jnp`` (shifted
 slices, ``cumsum``), so the same code serves n = 10 and n = 10**5.
 
-Standard instances (``mgh()``): extended Rosenbrock n = 10; extended Powell singular n = 12; penalty I and II n = 4, 10; variably
-dimensioned, trigonometric, Brown almost-linear, discrete boundary value, discrete
-integral equation, Broyden tridiagonal and banded n = 10; the linear functions
-n = 10, m = 20; Chebyquad n = m = 8, 10. Any other ``n`` can be built through
-``qnjax.problems.get(family, n=...)`` where the minimum value is known for it.
+Standard instances (``mgh()``): extended Rosenbrock n = 10; extended Powell singular
+n = 12; penalty I and II n = 4, 10; variably dimensioned, trigonometric, Brown
+almost-linear, discrete boundary value, discrete integral equation, Broyden
+tridiagonal and banded n = 10; the linear functions n = 10, m = 2n = 20; Chebyquad
+n = m = 8, 10. Any other ``n`` can be built with ``qnjax.problems.get(family, n=...)``
+(the linear functions keep m = 2n) where the minimum value is known for it.
 
 Minimum values (as printed in the paper, 6 digits):
 
@@ -28,15 +29,17 @@ Minimum values (as printed in the paper, 6 digits):
 * Chebyquad (m = n): 0 for n = 1..7 and 9, 3.51687e-3 (n=8), 6.50395e-3 (n=10).
 * All others: 0.
 
-``f0``: closed forms (derived here from ``x0``) for extended
+``f0``: closed forms (derived here from ``x0``, valid for every ``n``) for extended
 Rosenbrock (24.2 per pair), extended Powell (215 per block), penalty I, penalty II,
 variably dimensioned, trigonometric, Brown almost-linear, discrete boundary value
 (``x0`` is quadratic, so ``f_i = h**2 ((t_i**2 + 1)**3/2 - 2)``), Broyden tridiagonal
-(``n + 11``), Broyden banded (``36 n``) and the linear functions. These agree with the
-published MINPACK-1 initial residual norms (linear functions n=5, m=10 and 50; Brown
-almost-linear n=10; Chebyquad n=8, 10) and Burkardt's TEST_OPT values at n=4 (penalty
-I and II, trigonometric, variably dimensioned, Chebyquad). The discrete integral
-equation (n=10) value is derived (exact rational arithmetic) and marked so.
+(``n + 11``), Broyden banded (``36 n``) and the linear functions. They agree with the
+published MINPACK-1 initial residual norms (linear functions n=5, m=10; Brown
+almost-linear n=10, 30, 40) and Burkardt's TEST_OPT values at n=4 (extended
+Rosenbrock and Powell, penalty I and II, trigonometric, variably dimensioned).
+Chebyquad n=8, 10 match MINPACK-1's published norms. Derived, with no published value
+found: penalty II, trigonometric, discrete boundary value at n=10 (closed forms above)
+and the discrete integral equation n=10 (exact rational arithmetic).
 """
 
 from __future__ import annotations
@@ -267,7 +270,8 @@ def build_penalty_ii(n: int) -> Problem:
     _need(n in _PENALTY_II, "penalty_ii", n, f"minimum known for n in {sorted(_PENALTY_II)}")
     fstar, xstar = _PENALTY_II[n]
     a, e = _PENALTY_A, math.exp(0.05)  # x0 = 1/2: every exp(x_j/10) = e^0.05
-    mid = math.fsum((2 * e - math.exp(i / 10) - math.exp((i - 1) / 10)) ** 2 for i in range(2, n + 1))
+    ys = [math.exp(i / 10) + math.exp((i - 1) / 10) for i in range(2, n + 1)]
+    mid = math.fsum((2 * e - y) ** 2 for y in ys)
     f0 = 0.3**2 + a * mid + a * (n - 1) * (e - math.exp(-0.1)) ** 2 + (n * (n + 1) / 8 - 1) ** 2
     return Problem(f"penalty_ii_n{n}", 24, n, penalty_ii, np.full(n, 0.5), fstar, xstar, f0=f0)
 
