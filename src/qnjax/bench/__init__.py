@@ -123,9 +123,13 @@ def cli(ns: argparse.Namespace, argv=None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
-              quick=ns.quick, out=ns.out, per_problem=ns.per_problem,
-              argv=list(sys.argv if argv is None else argv))
+    try:
+        run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
+                  quick=ns.quick, out=ns.out, per_problem=ns.per_problem,
+                  argv=list(sys.argv if argv is None else argv))
+    except (KeyError, ValueError) as e:  # bad names on the command line
+        print(f"qnjax bench: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,6 +11,12 @@ extrapolates with the cubic through the last two trials, kept within
 known to contain acceptable steps; zoom (Alg. 3.6) then shrinks the interval
 with the safeguarded cubic/quadratic interpolant of ``_interpolate``,
 keeping lo the lowest sufficient-decrease trial and phi'(lo) (hi - lo) < 0.
+Two departures from the textbook: a trial meeting both conditions is accepted
+at once (even if phi(lo) is lower), and a trial whose value *ties* phi(lo)
+after rounding counts as not higher, so its slope decides where the
+minimiser lies (as in Hager & Zhang's update rule); the textbook's
+phi(t) >= phi(lo) test brackets or collapses on the wrong side when f's
+changes are at the rounding level.
 
 Rounding (Hager & Zhang 2005, Sec. 4, the approximate Wolfe conditions): once
 the predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|``, f's
@@ -99,13 +105,14 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
         lo_t, lo_f, lo_d = c.lo
         hi_t, hi_f, hi_d = c.hi
 
-        # Bracketing phase (Alg. 3.5), lo = previous trial.
-        to_zoom_hi = ~finite | ~decrease | ((f >= lo_f) & (c.k > 0))
-        accept_b = ~to_zoom_hi & curvature
-        to_zoom_swap = ~to_zoom_hi & ~curvature & (d >= 0)
-        # Zoom phase (Alg. 3.6).
-        shrink_hi = ~finite | ~decrease | (f >= lo_f)
-        accept_z = ~shrink_hi & curvature
+        # Any trial meeting both conditions is accepted, before comparing it with lo.
+        success = decrease & curvature
+        # Bracketing phase (Alg. 3.5), lo = previous trial. A value that ties lo's after
+        # rounding is not "higher": the slope decides (extrapolate or swap).
+        to_zoom_hi = ~success & (~decrease | (f > lo_f))
+        to_zoom_swap = ~success & ~to_zoom_hi & (d >= 0)
+        # Zoom phase (Alg. 3.6), with the same tie rule.
+        shrink_hi = ~success & (~decrease | (f > lo_f))
         flip = ~shrink_hi & (d * (hi_t - lo_t) >= 0)
 
         point = (t, f, d)
@@ -124,7 +131,6 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
             point, old_lo_as_hi, c.lo,
         )
         bracketed = b | to_zoom_hi | to_zoom_swap
-        success = jnp.where(b, accept_z, accept_b)
 
         better = decrease & (f < c.best[1])
         best = jax.tree.map(lambda n, o: jnp.where(better | success, n, o), (t, f, d, g), c.best)
