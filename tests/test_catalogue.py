@@ -48,5 +48,7 @@ def test_against_scipy_lbfgsb(name):
     assert f <= fs + tol, f"qnjax {f} vs scipy {fs}: {res.message}"
     if fs <= problem.fstar + tol:
         assert f <= problem.fstar + tol, res.message
-    # Work in the same range as scipy's (L-BFGS both; line searches differ).
-    assert int(res.nit) <= 3 * ref.nit + 20, (int(res.nit), ref.nit)
+        # Same work under the same stopping rule (scipy's pgtol = 1e-5; qnjax's defaults are
+        # relative and tighter, and go on to f* where scipy's stop early: watson_n9, osborne1).
+        like_scipy = qnjax.minimize(problem.fun, problem.x0_as(np.float64), maxiter=5000, maxfev=10000, gtol=1e-5)
+        assert int(like_scipy.nit) <= 2 * ref.nit + 10, (int(like_scipy.nit), ref.nit)
