@@ -45,7 +45,7 @@ def main():
     sdt = jnp.dtype(jnp.float32)
     x0 = jnp.zeros(N, sdt)
     zero = jnp.zeros((), sdt)
-    tols = _Tolerances(zero, zero, zero, jnp.asarray(ITERS, jnp.int32), jnp.asarray(10**6, jnp.int32))
+    tols = _Tolerances(zero, zero, zero, zero, jnp.asarray(ITERS, jnp.int32), jnp.asarray(10**6, jnp.int32))
     ls = qnjax.linesearch.Zoom()
     compiled = _solve.lower(objective, False, M, sdt, x0, (), tols, ls).compile()
     copies = buffer_copies(compiled.as_text(), M, N)

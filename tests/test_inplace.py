@@ -26,7 +26,7 @@ def test_no_history_copy_in_the_loop(linesearch):
     n, m = 4099, 7  # shapes that appear nowhere else in the program
     sdt = jnp.dtype(jnp.float32)
     zero = jnp.zeros((), sdt)
-    tols = _Tolerances(zero, zero, zero, jnp.asarray(5, jnp.int32), jnp.asarray(100, jnp.int32))
+    tols = _Tolerances(zero, zero, zero, zero, jnp.asarray(5, jnp.int32), jnp.asarray(100, jnp.int32))
     x0 = jnp.zeros(n, sdt)
     ls = getattr(qnjax.linesearch, linesearch)()
     text = _solve.lower(inplace.objective, False, m, sdt, x0, (), tols, ls).compile().as_text()

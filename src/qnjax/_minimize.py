@@ -14,9 +14,9 @@ Stopping, checked at x0 and after every iteration, first match wins:
 * NONFINITE   f(x0) or grad f(x0) not finite (x = x0, nothing else is tried);
 * GTOL        max_i |g_i| <= gtol                 (scipy's pgtol; default 0, off);
 * GTOL_REL    max_i |g_i| <= gtol_rel max_i |g0_i|  (default 1e-8 in float64, 1e-5 in float32);
-* FTOL        f_k - f_{k+1} <= ftol max(|f_k|, |f_{k+1}|) after a step that met the
-              line search's acceptance test (default 2.2e-9 = scipy's factr 1e7
-              times eps in float64, 1e-6 in float32);
+* FTOL        f_k - f_{k+1} <= max(ftol max(|f_k|, |f_{k+1}|), fatol) after a step that
+              met the line search's acceptance test (ftol default 2.2e-9 = scipy's
+              factr 1e7 times eps in float64, 1e-6 in float32; fatol default 0);
 * LINESEARCH_FAILED  no decrease along the quasi-Newton direction nor along -g;
 * MAXITER, MAXFEV    the budgets (defaults 15000 each, scipy's).
 
@@ -24,8 +24,8 @@ The defaults follow the precision of the scalar dtype (see ``_tree``): about
 the relative gradient and f reduction that rounding still lets one measure. They
 are all relative, so multiplying f by any constant gives the same iterates
 and the same stop; scipy's absolute ``gtol = 1e-5`` and the ``max(..., 1)`` in
-its ftol test are not, which is why they differ here (pass ``gtol=1e-5`` for
-scipy's rule). ``success`` is true for GTOL, GTOL_REL and FTOL only. The line
+its ftol test are not, which is why they differ here: ``gtol=1e-5, fatol=ftol``
+is scipy's rule exactly (its max(|f_k|, |f_{k+1}|, 1) floor is an absolute test). ``success`` is true for GTOL, GTOL_REL and FTOL only. The line
 search's evaluations are capped by what is left of ``maxfev``; ``nfev``
 counts every evaluation of ``fun`` (with its gradient), the one at x0 included.
 The returned ``x`` and ``fun`` always belong to the same point, never worse
@@ -75,15 +75,16 @@ class _Tolerances(NamedTuple):
     gtol: jax.Array
     gtol_rel: jax.Array
     ftol: jax.Array
+    fatol: jax.Array
     maxiter: jax.Array
     maxfev: jax.Array
 
 
 def default_tolerances(sdt) -> dict:
-    """The default ``gtol``, ``gtol_rel`` and ``ftol`` for a scalar dtype (module docstring)."""
+    """The default tolerances for a scalar dtype (module docstring)."""
     if jnp.finfo(sdt).bits >= 64:
-        return dict(gtol=0.0, gtol_rel=1e-8, ftol=1e7 * float(jnp.finfo(sdt).eps))
-    return dict(gtol=0.0, gtol_rel=1e-5, ftol=1e-6)
+        return dict(gtol=0.0, gtol_rel=1e-8, ftol=1e7 * float(jnp.finfo(sdt).eps), fatol=0.0)
+    return dict(gtol=0.0, gtol_rel=1e-5, ftol=1e-6, fatol=0.0)
 
 
 def minimize(
@@ -95,6 +96,7 @@ def minimize(
     gtol=None,
     gtol_rel=None,
     ftol=None,
+    fatol=None,
     maxiter=15000,
     maxfev=15000,
     memory_size: int = 10,
@@ -119,6 +121,7 @@ def minimize(
         gtol=jnp.asarray(pick(gtol, "gtol"), sdt),
         gtol_rel=jnp.asarray(pick(gtol_rel, "gtol_rel"), sdt),
         ftol=jnp.asarray(pick(ftol, "ftol"), sdt),
+        fatol=jnp.asarray(pick(fatol, "fatol"), sdt),
         maxiter=jnp.asarray(maxiter, jnp.int32),
         maxfev=jnp.asarray(maxfev, jnp.int32),
     )
@@ -173,7 +176,8 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         # A small reduction means convergence only after a normal (acceptance-test) step;
         # after a stalled search (e.g. pinned at the edge of f's domain) it means nothing.
         normal = step.searched == LineSearchStatus.SUCCESS
-        ftol_met = normal & (reduction <= tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value)))
+        bound = jnp.maximum(tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value)), tols.fatol)
+        ftol_met = normal & (reduction <= bound)
         status = converged(_tree.norm_inf(step.payload[0], sdt))
         status = jnp.where(status != Status.RUNNING, status, jnp.where(ftol_met, code(Status.FTOL), status))
         out_of_budget = budget < linesearch.max_steps  # a failure then is the budget's

@@ -38,7 +38,7 @@ class Status(enum.IntEnum):
 _MESSAGES = {
     Status.GTOL: "converged: max |grad| <= gtol",
     Status.GTOL_REL: "converged: max |grad| <= gtol_rel * max |grad(x0)|",
-    Status.FTOL: "converged: relative reduction of f <= ftol",
+    Status.FTOL: "converged: reduction of f <= ftol relative (or fatol absolute)",
     Status.MAXITER: "stopped: maximum number of iterations (maxiter) reached",
     Status.MAXFEV: "stopped: maximum number of function evaluations (maxfev) reached",
     Status.LINESEARCH_FAILED: (
