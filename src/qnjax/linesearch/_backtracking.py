@@ -35,12 +35,11 @@ keep its inverse Hessian positive definite.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, finish
+from ._base import LineSearchResult, run
 from ._interpolate import quadratic_min
 
 
@@ -56,15 +55,6 @@ class Backtracking:
 
     def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
         return _search(self, phi, value0, slope0, grad0, stepsize)
-
-
-class _Carry(NamedTuple):
-    k: jax.Array  # evaluations made
-    t: jax.Array  # next trial
-    done: jax.Array
-    success: jax.Array
-    prev: tuple  # (t, f, finite) of the last trial; finite False before the first
-    best: tuple  # (t, f, slope, grad): the Armijo point, else the lowest trial below phi(0)
 
 
 def _cubic_step(value0, slope0, tp, fp, t, f):
@@ -84,43 +74,17 @@ def _search(cfg: Backtracking, phi, value0, slope0, grad0, stepsize):
     c1, lo_frac, hi_frac = as_s(cfg.c1), as_s(cfg.lo_frac), as_s(cfg.hi_frac)
     value0, slope0 = as_s(value0), as_s(slope0)
     zero = jnp.zeros((), sdt)
-    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
 
-    init = _Carry(
-        k=jnp.zeros((), jnp.int32),
-        t=as_s(stepsize),
-        done=~start_ok,
-        success=jnp.asarray(False),
-        prev=(zero, value0, jnp.asarray(False)),
-        best=(zero, value0, slope0, grad0),
-    )
-
-    def cond(c):
-        return ~c.done & (c.k < cfg.max_steps)
-
-    def body(c):
-        t = c.t
-        f, d, g = phi(t)
-        f, d = as_s(f), as_s(d)
-        finite = jnp.isfinite(f) & jnp.isfinite(d)
+    def update(prev, t, f, d, finite):
+        """prev = (t, f, finite) of the last trial; finite False before the first."""
         armijo = finite & (f <= value0 + c1 * t * slope0)
-        better = finite & (f < c.best[1])
-        best = jax.tree.map(lambda n, o: jnp.where(armijo | better, n, o), (t, f, d, g), c.best)
-
-        tp, fp, prev_finite = c.prev
+        tp, fp, prev_finite = prev
         quad = quadratic_min(zero, value0, slope0, t, f)
         cubic = _cubic_step(value0, slope0, tp, fp, t, f)
         trial = jnp.where(prev_finite & jnp.isfinite(cubic), cubic, quad)
         trial = jnp.where(jnp.isfinite(trial), trial, hi_frac * t)
         t_next = jnp.where(finite, jnp.clip(trial, lo_frac * t, hi_frac * t), lo_frac * t)
-        return _Carry(
-            k=c.k + 1,
-            t=as_s(t_next),
-            done=armijo | ~(t_next > 0),
-            success=armijo,
-            prev=(t, f, finite),
-            best=best,
-        )
+        return (t, f, finite), t_next, armijo, finite, jnp.asarray(False)
 
-    c = jax.lax.while_loop(cond, body, init)
-    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
+    prev0 = (zero, value0, jnp.asarray(False))
+    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, prev0, update)

@@ -18,13 +18,14 @@ Failure policy, shared by all searches: a trial whose value or slope is not
 finite is outside the domain and the step is shrunk; a search that runs out of
 steps returns the best sufficient-decrease point it saw (``DECREASE``), or the
 zero step with phi(0)'s value and grad (``FAILED``); it never returns a step
-whose value is above value0.
+whose value is above value0. :func:`run` is that shared loop; a search only
+supplies its update rule.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,3 +62,51 @@ def finish(success, best_t, best_f, best_d, best_grad, value0, slope0, grad0, nf
         nfev=nfev.astype(jnp.int32),
         status=status,
     )
+
+
+class _Loop(NamedTuple):
+    k: jax.Array  # evaluations made
+    t: jax.Array  # next trial
+    done: jax.Array
+    success: jax.Array
+    rule: Any  # the search's own state
+    best: tuple  # (t, f, slope, grad): the lowest admissible trial, or the accepted one
+
+
+def run(phi, value0, slope0, grad0, stepsize, max_steps, rule0, update: Callable) -> LineSearchResult:
+    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
+
+    ``update(rule, t, f, d, finite) -> (rule, t_next, accept, admissible, stop)``:
+    ``accept`` ends the search with success at t; an ``admissible`` trial becomes the
+    best point if it is the lowest so far; ``stop`` ends it otherwise (e.g. the
+    interval collapsed). A next trial that is not finite and positive also ends it.
+    """
+    sdt = jnp.result_type(value0)
+    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    value0, slope0 = as_s(value0), as_s(slope0)
+    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
+    zero = jnp.zeros((), sdt)
+    init = _Loop(
+        k=jnp.zeros((), jnp.int32),
+        t=as_s(stepsize),
+        done=~start_ok,
+        success=jnp.asarray(False),
+        rule=rule0,
+        best=(zero, value0, slope0, grad0),
+    )
+
+    def cond(c):
+        return ~c.done & (c.k < max_steps)
+
+    def body(c):
+        f, d, g = phi(c.t)
+        f, d = as_s(f), as_s(d)
+        finite = jnp.isfinite(f) & jnp.isfinite(d)
+        rule, t_next, accept, admissible, stop = update(c.rule, c.t, f, d, finite)
+        keep = accept | (admissible & finite & (f < c.best[1]))
+        best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (c.t, f, d, g), c.best)
+        usable = jnp.isfinite(t_next) & (t_next > 0)
+        return _Loop(c.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
+
+    c = jax.lax.while_loop(cond, body, init)
+    return finish(c.success, *c.best, value0, slope0, grad0, c.k)

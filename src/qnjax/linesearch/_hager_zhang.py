@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, finish
+from ._base import LineSearchResult, run
 
 # Stages: which procedure the next trial belongs to.
 _EXPAND, _SHRINK, _SEC1, _SEC2, _MID = 0, 1, 2, 3, 4
@@ -97,19 +97,14 @@ class HagerZhang:
         return _search(self, phi, value0, slope0, grad0, stepsize)
 
 
-class _Carry(NamedTuple):
-    k: jax.Array  # evaluations made
-    t: jax.Array  # next trial
+class _Rule(NamedTuple):
     stage: jax.Array  # int32, of the next trial
     ret: jax.Array  # int32, where a SHRINK returns to
     kind: jax.Array  # int32, kind of b
-    done: jax.Array
-    success: jax.Array
     a: tuple  # (t, f, slope)
     b: tuple
     aj: tuple  # (t, slope) of a and b at the start of the current secant^2 step
     bj: tuple
-    best: tuple  # (t, f, slope, grad)
 
 
 def _secant(a, da, b, db):
@@ -125,39 +120,13 @@ def _search(cfg: HagerZhang, phi, value0, slope0, grad0, stepsize):
     value0, slope0 = as_s(value0), as_s(slope0)
     zero = jnp.zeros((), sdt)
     high_level = value0 + as_s(cfg.epsilon) * jnp.abs(value0)  # phi(0) + eps_k
-    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
 
-    init = _Carry(
-        k=i32(0),
-        t=as_s(stepsize),
-        stage=i32(_EXPAND),
-        ret=i32(_TO_L1),
-        kind=i32(_OPEN),
-        done=~start_ok,
-        success=jnp.asarray(False),
-        a=(zero, value0, slope0),
-        b=(zero, value0, slope0),
-        aj=(zero, slope0),
-        bj=(zero, slope0),
-        best=(zero, value0, slope0, grad0),
-    )
-
-    def cond(c):
-        return ~c.done & (c.k < cfg.max_steps)
-
-    def body(c):
-        t = c.t
-        f, d, g = phi(t)
-        f, d = as_s(f), as_s(d)
-        finite = jnp.isfinite(f) & jnp.isfinite(d)
-
+    def update(c, t, f, d, finite):
         # Acceptance: T1 or T2 (the latter never above phi(0)).
         curvature = d >= sigma * slope0
         wolfe = f <= value0 + delta * t * slope0
         approx = (f <= value0) & (d <= (2 * delta - 1) * slope0)
         success = finite & curvature & (wolfe | approx)
-        better = finite & (f < c.best[1])
-        best = jax.tree.map(lambda n, o: jnp.where(success | better, n, o), (t, f, d, g), c.best)
 
         # The interval update (module docstring: one rule for U1-U3, B1-B3).
         move_a = finite & (d < 0) & (f <= high_level)
@@ -198,20 +167,24 @@ def _search(cfg: HagerZhang, phi, value0, slope0, grad0, stepsize):
         bj = jax.tree.map(lambda n, o: jnp.where(new_start, n, o), (b_t, b_d), c.bj)
 
         collapsed = ~is_open & (width <= jnp.finfo(sdt).eps * b_t)
-        return _Carry(
-            k=c.k + 1,
-            t=as_s(t_next),
+        rule = _Rule(
             stage=stage.astype(jnp.int32),
             ret=jnp.where(shrinking, ret_new, c.ret).astype(jnp.int32),
             kind=kind,
-            done=success | collapsed | ~(jnp.isfinite(t_next) & (t_next > 0)),
-            success=success,
             a=a,
             b=b,
             aj=aj,
             bj=bj,
-            best=best,
         )
+        return rule, t_next, success, finite, collapsed
 
-    c = jax.lax.while_loop(cond, body, init)
-    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
+    rule0 = _Rule(
+        stage=i32(_EXPAND),
+        ret=i32(_TO_L1),
+        kind=i32(_OPEN),
+        a=(zero, value0, slope0),
+        b=(zero, value0, slope0),
+        aj=(zero, slope0),
+        bj=(zero, slope0),
+    )
+    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, rule0, update)

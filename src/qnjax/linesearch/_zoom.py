@@ -39,7 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, finish
+from ._base import LineSearchResult, run
 from ._interpolate import extrapolate, safeguarded
 
 
@@ -59,15 +59,10 @@ class Zoom:
         return _search(self, phi, value0, slope0, grad0, stepsize)
 
 
-class _Carry(NamedTuple):
-    k: jax.Array  # evaluations made
-    t: jax.Array  # next trial
+class _Rule(NamedTuple):
     bracketed: jax.Array
-    done: jax.Array
-    success: jax.Array
     lo: tuple  # (t, f, slope): bracketing: previous trial; zoom: best end
     hi: tuple
-    best: tuple  # (t, f, slope, grad): lowest sufficient-decrease trial
 
 
 def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
@@ -76,34 +71,15 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
     c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
     zero = jnp.zeros((), sdt)
     noise = as_s(cfg.approx_eps) * jnp.abs(value0)
-    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
 
-    init = _Carry(
-        k=jnp.zeros((), jnp.int32),
-        t=as_s(stepsize),
-        bracketed=jnp.asarray(False),
-        done=~start_ok,
-        success=jnp.asarray(False),
-        lo=(zero, value0, slope0),
-        hi=(zero, value0, slope0),
-        best=(zero, value0, slope0, grad0),
-    )
-
-    def cond(c):
-        return ~c.done & (c.k < cfg.max_steps)
-
-    def body(c):
-        t = c.t
-        f, d, g = phi(t)
-        f, d = as_s(f), as_s(d)
-        finite = jnp.isfinite(f) & jnp.isfinite(d)
+    def update(r, t, f, d, finite):
         predicted = c1 * t * slope0
         armijo = f <= value0 + predicted
         approx = (-predicted <= noise) & (f <= value0) & (d <= (2 * c1 - 1) * slope0)
         decrease = finite & (armijo | approx)
         curvature = jnp.abs(d) <= -c2 * slope0
-        lo_t, lo_f, lo_d = c.lo
-        hi_t, hi_f, hi_d = c.hi
+        lo_t, lo_f, lo_d = r.lo
+        hi_t, hi_f, hi_d = r.hi
 
         # Any trial meeting both conditions is accepted, before comparing it with lo.
         success = decrease & curvature
@@ -116,24 +92,21 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
         flip = ~shrink_hi & (d * (hi_t - lo_t) >= 0)
 
         point = (t, f, d)
-        b = c.bracketed
+        b = r.bracketed
         new_lo = jax.tree.map(
             lambda cur, old: jnp.where(b, jnp.where(shrink_hi, old, cur), jnp.where(to_zoom_hi, old, cur)),
-            point, c.lo,
+            point, r.lo,
         )
-        old_lo_as_hi = jax.tree.map(lambda o, h: jnp.where(flip, o, h), c.lo, c.hi)
+        old_lo_as_hi = jax.tree.map(lambda o, h: jnp.where(flip, o, h), r.lo, r.hi)
         new_hi = jax.tree.map(
             lambda cur, keep_old, old_lo: jnp.where(
                 b,
                 jnp.where(shrink_hi, cur, keep_old),
                 jnp.where(to_zoom_hi, cur, jnp.where(to_zoom_swap, old_lo, keep_old)),
             ),
-            point, old_lo_as_hi, c.lo,
+            point, old_lo_as_hi, r.lo,
         )
         bracketed = b | to_zoom_hi | to_zoom_swap
-
-        better = decrease & (f < c.best[1])
-        best = jax.tree.map(lambda n, o: jnp.where(better | success, n, o), (t, f, d, g), c.best)
 
         # Next trial.
         nl_t, nl_f, nl_d = new_lo
@@ -146,16 +119,8 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
         t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
         t_next = jnp.where(bracketed, t_zoom, t_ext)
         collapsed = bracketed & (jnp.abs(nh_t - nl_t) <= jnp.finfo(sdt).eps * jnp.maximum(nl_t, nh_t))
-        return _Carry(
-            k=c.k + 1,
-            t=as_s(t_next),
-            bracketed=bracketed,
-            done=success | collapsed | ~jnp.isfinite(t_next),
-            success=success,
-            lo=new_lo,
-            hi=new_hi,
-            best=best,
-        )
+        return _Rule(bracketed, new_lo, new_hi), t_next, success, decrease, collapsed
 
-    c = jax.lax.while_loop(cond, body, init)
-    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
+    start = (zero, value0, slope0)
+    rule0 = _Rule(jnp.asarray(False), start, start)
+    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, rule0, update)
