@@ -22,6 +22,22 @@ def assert_same_types(before, after):
     assert not [t for t in leaf_types(after) if t[3]], "weak-typed state leaf"
 
 
+def make_step(opt, loss, value_and_grad_from_state=None):
+    """One optax-style L-BFGS step: value and grad from the state, update, apply."""
+    import optax
+
+    import qnjax
+
+    vg = (value_and_grad_from_state or qnjax.value_and_grad_from_state)(loss)
+
+    def step(params, state):
+        value, grad = vg(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
 def rosenbrock(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 

@@ -8,13 +8,12 @@ Optax face keeps every state leaf's type."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qnjax
 from qnjax import Status
-from conftest import X64, assert_same_types
+from conftest import X64, assert_same_types, make_step
 
 STRUCTURES = [
     lambda d: [jnp.zeros((3,), d[0])],
@@ -77,13 +76,7 @@ def test_optax_face_state_types_unchanged(data):
     x0, args, _ = problem(data)
     opt = qnjax.lbfgs(memory_size=4)
     fn = lambda p: family(p, *args)  # noqa: E731
-    vg = qnjax.value_and_grad_from_state(fn)
-
-    @jax.jit
-    def step(params, state):
-        value, grad = vg(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fn)
-        return optax.apply_updates(params, updates), state
+    step = jax.jit(make_step(opt, fn))
 
     state0 = opt.init(x0)
     params, state = x0, state0

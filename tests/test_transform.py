@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import qnjax
-from conftest import X64, assert_same_types, leaf_types, needs_x64, rosenbrock
+from conftest import X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
 
 
 def loss_any(params):
@@ -19,17 +19,6 @@ def loss_any(params):
         r = jnp.abs(p - jnp.asarray(0.5, p.dtype)) ** 2 + 0.1 * jnp.abs(p) ** 4
         total = total + jnp.sum(r).astype(jnp.promote_types(total.dtype, r.dtype))
     return total
-
-
-def make_step(opt, loss):
-    vg = qnjax.value_and_grad_from_state(loss)
-
-    def step(params, state):
-        value, grad = vg(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(params, updates), state
-
-    return step
 
 
 def f64(shape=(3,)):
@@ -189,15 +178,9 @@ def test_float32_params_float64_loss():
 @needs_x64
 def test_optax_value_and_grad_from_state_works_on_our_state():
     opt = qnjax.lbfgs()
-    vg = optax.value_and_grad_from_state(rosenbrock)
     params = jnp.array([-1.2, 1.0])
     state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        value, grad = vg(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=rosenbrock)
-        return optax.apply_updates(params, updates), state
+    step = jax.jit(make_step(opt, rosenbrock, optax.value_and_grad_from_state))
 
     for _ in range(40):
         params, state = step(params, state)
