@@ -195,6 +195,6 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         nit=c.nit,
         nfev=c.nfev,
         status=c.status,
-        success=c.status <= Status.FTOL,
+        success=c.status <= Status.FTOL,  # GTOL, GTOL_REL, FTOL: Status.success
         aux=c.payload[1],
     )

@@ -50,11 +50,6 @@ _MESSAGES = {
 }
 
 
-def is_success(status):
-    """Traced test: ``status`` is one of the convergence codes."""
-    return status <= Status.FTOL
-
-
 def code(status: Status):
     """A status as a non-weak int32 array (state leaves are never weak)."""
     return jnp.asarray(int(status), dtype=jnp.int32)

@@ -51,11 +51,6 @@ def scalar_dtype(params, dtype=None) -> np.dtype:
     return jax.dtypes.canonicalize_dtype(widest)
 
 
-def scalar(x, sdt):
-    """``x`` as a non-weak scalar array of dtype ``sdt``."""
-    return jax.lax.convert_element_type(jnp.asarray(x), sdt).astype(sdt)
-
-
 def real_grad(grad):
     """Conjugate complex leaves: JAX's grad of a real loss -> real-space gradient."""
     return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
