@@ -168,10 +168,12 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         return c.status == Status.RUNNING
 
     def body(c):
-        budget = jnp.minimum(jnp.asarray(linesearch.max_steps, jnp.int32), (tols.maxfev - c.nfev) // 2)
+        budget = jnp.minimum(jnp.asarray(linesearch.max_steps, jnp.int32), tols.maxfev - c.nfev)
         ls = dataclasses.replace(linesearch, max_steps=jnp.maximum(budget, 0))
         step = lbfgs_step(ls, c.memory, c.x, c.value, c.payload, value_and_grad)
-        nit, nfev = c.nit + 1, c.nfev + step.nfev
+        # A retry (the memory's direction gave no decrease; next: steepest descent) is
+        # not an iteration: x did not move.
+        nit, nfev = c.nit + jnp.where(step.retry, 0, 1).astype(jnp.int32), c.nfev + step.nfev
         reduction = c.value - step.value
         # A small reduction means convergence only after a normal (acceptance-test) step;
         # after a stalled search (e.g. pinned at the edge of f's domain) it means nothing.

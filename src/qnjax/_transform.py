@@ -18,9 +18,11 @@ and ``update`` builds each leaf in exactly that type, for any float or complex
 leaves, mixed pytrees and a loss of another dtype (cast to the scalar dtype).
 
 ``status`` (a :class:`qnjax.Status` code) is RUNNING after an update that moved,
-GTOL when the given gradient is exactly zero, LINESEARCH_FAILED after one that
-found no decrease even along steepest descent, NONFINITE when the given value
-or gradient is not finite; in the last three the updates are zero. ``extra_args`` are passed on to ``value_fn``.
+or after one whose quasi-Newton direction gave no decrease (its updates are
+zero and the memory is dropped, so the next update searches along steepest
+descent); GTOL when the given gradient is exactly zero; LINESEARCH_FAILED
+when even steepest descent gave no decrease; NONFINITE when the given value
+or gradient is not finite. In the last three the updates are zero. ``extra_args`` are passed on to ``value_fn``.
 """
 
 from __future__ import annotations
