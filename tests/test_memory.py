@@ -88,3 +88,30 @@ def test_clear_and_low_precision_leaves_accumulate_in_scalar_dtype():
     assert d["h"].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(d["h"], np.float32), np.asarray(s["h"], np.float32), rtol=1e-2)
     assert bool(_memory.is_empty(_memory.clear(mem)))
+
+
+def test_step_retries_along_steepest_descent_after_a_bad_memory():
+    """A memory whose direction goes uphill: the step does not move, drops the memory and
+    flags a retry; the next step searches along -g and moves; only then can failure be final."""
+    from qnjax import _objective, _step
+    from qnjax.linesearch import Zoom
+
+    fun = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    x = jnp.zeros(3, DT)
+    vg = _objective.value_and_grad(fun, x, DT)
+    mem = _memory.init(x, 2, DT)
+    s = jnp.ones(3, DT)
+    # y = -s, rho = -1/3 (bypassing push's curvature guard): H = P - s s^T / 3 with P the
+    # projector orthogonal to s, and g is parallel to s, so H g = -g: d = -H g goes uphill.
+    mem = mem._replace(s=mem.s.at[0].set(s), y=mem.y.at[0].set(-s), rho=mem.rho.at[0].set(-1.0 / 3),
+                       head=jnp.asarray(1, jnp.int32))
+    f0, p0 = vg(x)
+    d = -_memory.two_loop(mem, p0[0])
+    assert float(jnp.dot(p0[0], d)) > 0  # the planted direction is not a descent direction
+    first = jax.jit(_step.lbfgs_step, static_argnums=(5,))(Zoom(), mem, x, f0, p0, vg)
+    assert bool(first.retry) and not bool(first.failed)
+    np.testing.assert_array_equal(first.params, x)
+    assert bool(_memory.is_empty(first.memory)) and int(first.nfev) == 0
+    second = jax.jit(_step.lbfgs_step, static_argnums=(5,))(Zoom(), first.memory, x, first.value, first.payload, vg)
+    assert not bool(second.retry) and not bool(second.failed)
+    assert float(second.value) < float(f0)
