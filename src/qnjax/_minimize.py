@@ -25,7 +25,8 @@ the relative gradient and f reduction that rounding still lets one measure. They
 are all relative, so multiplying f by any constant gives the same iterates
 and the same stop; scipy's absolute ``gtol = 1e-5`` and the ``max(..., 1)`` in
 its ftol test are not, which is why they differ here: ``gtol=1e-5, fatol=ftol``
-is scipy's rule exactly (its max(|f_k|, |f_{k+1}|, 1) floor is an absolute test). ``success`` is true for GTOL, GTOL_REL and FTOL only. The line
+is scipy's rule exactly (its max(|f_k|, |f_{k+1}|, 1) floor is an absolute test).
+``success`` is true for GTOL, GTOL_REL and FTOL only. The line
 search's evaluations are capped by what is left of ``maxfev``; ``nfev``
 counts every evaluation of ``fun`` (with its gradient), the one at x0 included.
 The returned ``x`` and ``fun`` always belong to the same point, never worse
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _memory, _objective, _tree
-from ._status import Status, code
+from ._status import Status, code, is_success
 from ._step import lbfgs_step
 from .linesearch import LineSearchStatus, Zoom
 
@@ -197,6 +198,6 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         nit=c.nit,
         nfev=c.nfev,
         status=c.status,
-        success=c.status <= Status.FTOL,  # GTOL, GTOL_REL, FTOL: Status.success
+        success=is_success(c.status),
         aux=c.payload[1],
     )

@@ -32,7 +32,7 @@ class Status(enum.IntEnum):
 
     @property
     def success(self) -> bool:
-        return self in (Status.GTOL, Status.GTOL_REL, Status.FTOL)
+        return bool(is_success(self))
 
 
 _MESSAGES = {
@@ -48,6 +48,12 @@ _MESSAGES = {
     Status.NONFINITE: "stopped: f or its gradient is not finite at x0; x is x0",
     Status.RUNNING: "running: the last update made progress",
 }
+
+
+def is_success(status):
+    """Whether ``status`` (a Status, an int or a traced int32 array) is a convergence code:
+    GTOL, GTOL_REL or FTOL, the codes below MAXITER."""
+    return status <= Status.FTOL
 
 
 def code(status: Status):

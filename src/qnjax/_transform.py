@@ -22,7 +22,8 @@ or after one whose quasi-Newton direction gave no decrease (its updates are
 zero and the memory is dropped, so the next update searches along steepest
 descent); GTOL when the given gradient is exactly zero; LINESEARCH_FAILED
 when even steepest descent gave no decrease; NONFINITE when the given value
-or gradient is not finite. In the last three the updates are zero. ``extra_args`` are passed on to ``value_fn``.
+or gradient is not finite. In the last three the updates are zero.
+``extra_args`` are passed on to ``value_fn``.
 """
 
 from __future__ import annotations

@@ -21,17 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _path_str(path) -> str:
-    return jax.tree_util.keystr(path)
-
-
 def check_params(params, what: str = "params") -> None:
     """Raise ``TypeError`` naming the first leaf whose dtype is not float/complex."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
-                f"{what}{_path_str(path)} has dtype {dtype}; qnjax optimises "
+                f"{what}{jax.tree_util.keystr(path)} has dtype {dtype}; qnjax optimises "
                 "floating-point or complex leaves only (cast it with .astype, "
                 "or close over it as a constant)"
             )
