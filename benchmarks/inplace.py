@@ -48,7 +48,7 @@ def main():
     tols = _Tolerances(zero, zero, zero, zero, jnp.asarray(ITERS, jnp.int32), jnp.asarray(10**6, jnp.int32))
     ls = qnjax.linesearch.Zoom()
     compiled = _solve.lower(objective, False, M, sdt, x0, (), tols, ls).compile()
-    copies = buffer_copies(compiled.as_text(), M, N)
+    copies = buffer_copies(compiled.as_text(), M + 1, N)  # m pairs and the spare slot
     res = compiled(x0, (), tols, ls)
     per_iter = best_of(lambda: compiled(x0, (), tols, ls), reps=3) / int(res.nit)
 

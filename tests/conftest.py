@@ -46,7 +46,8 @@ def available_linesearches():
     """The line-search catalogue: adding a search is one line here."""
     import qnjax
 
-    names = {"zoom": "Zoom", "hager-zhang": "HagerZhang", "backtracking": "Backtracking"}
+    names = {"zoom": "Zoom", "more-thuente": "MoreThuente", "hager-zhang": "HagerZhang",
+             "backtracking": "Backtracking"}
     return {k: getattr(qnjax.linesearch, v)() for k, v in names.items() if hasattr(qnjax.linesearch, v)}
 
 

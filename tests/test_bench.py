@@ -30,12 +30,12 @@ def test_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert bool(jax.config.jax_enable_x64) == X64  # the x64 mode was not flipped
     printed = capsys.readouterr().out
-    assert "results.json" in printed and "profile.png" in printed and "qnjax[zoom]" in printed
+    assert "results.json" in printed and "profile.png" in printed and "qnjax[more-thuente]" in printed
 
     results = json.loads((out / "results.json").read_text())
     records = results["records"]
     got = sorted((r["solver"], r["problem"], r["dtype"]) for r in records)
-    want = sorted((s, p, d) for s in ("qnjax[zoom]", "scipy") for p in ("rosenbrock", "beale") for d in DTYPES)
+    want = sorted((s, p, d) for s in ("qnjax[more-thuente]", "scipy") for p in ("rosenbrock", "beale") for d in DTYPES)
     assert got == want
     for r in records:
         assert r["error"] is None, r["error"]

@@ -19,7 +19,7 @@ inplace = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(inplace)
 
 
-@pytest.mark.parametrize("linesearch", ["Zoom", "HagerZhang", "Backtracking"])
+@pytest.mark.parametrize("linesearch", ["Zoom", "MoreThuente", "HagerZhang", "Backtracking"])
 def test_no_history_copy_in_the_loop(linesearch):
     if not hasattr(qnjax.linesearch, linesearch):
         pytest.skip(f"{linesearch} not available")
@@ -30,8 +30,9 @@ def test_no_history_copy_in_the_loop(linesearch):
     x0 = jnp.zeros(n, sdt)
     ls = getattr(qnjax.linesearch, linesearch)()
     text = _solve.lower(inplace.objective, False, m, sdt, x0, (), tols, ls).compile().as_text()
-    assert f"f32[{m},{n}]" in text  # the buffers are there...
-    assert inplace.buffer_copies(text, m, n) == []  # ...and never copied whole
+    slots = m + 1  # m pairs and the spare slot
+    assert f"f32[{slots},{n}]" in text  # the buffers are there...
+    assert inplace.buffer_copies(text, slots, n) == []  # ...and never copied whole
     # The detector itself finds a copy when there is one.
-    fake = f"  %copy.1 = f32[{m},{n}]{{1,0}} copy(%get-tuple-element.5)"
-    assert len(inplace.buffer_copies(fake, m, n)) == 1
+    fake = f"  %copy.1 = f32[{slots},{n}]{{1,0}} copy(%get-tuple-element.5)"
+    assert len(inplace.buffer_copies(fake, slots, n)) == 1

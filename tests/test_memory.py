@@ -75,7 +75,7 @@ def test_curvature_guard_skips_bad_pairs():
             assert int(new.head) == int(mem.head)
         mem = new
     assert float(mem.rho[0]) == pytest.approx(0.5)
-    assert float(_memory.gamma(mem)) == pytest.approx(0.5)
+    assert float(mem.gamma) == pytest.approx(0.5)
 
 
 def test_clear_and_low_precision_leaves_accumulate_in_scalar_dtype():

@@ -112,7 +112,7 @@ def test_no_recompile_and_traced_options():
     r1 = qnjax.minimize(f, x0, (jnp.asarray(2.0, DT),))
     n = len(traces)
     r2 = qnjax.minimize(f, x0 + 0.5, (jnp.asarray(3.0, DT),), ftol=1e-3, gtol_rel=1e-3, maxiter=50,
-                        linesearch=qnjax.linesearch.Zoom(c2=0.5))
+                        linesearch=qnjax.linesearch.MoreThuente(c2=0.5))
     assert len(traces) == n  # new data, tolerances and line-search settings: no retrace
     assert bool(r1.success) and bool(r2.success)
 

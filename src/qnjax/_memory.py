@@ -11,10 +11,13 @@ started from H^0 = gamma I with gamma = <s, y> / <y, y> of the newest pair
 two-loop recursion (N&W Algorithm 7.4), which never forms H.
 
 Storage, per leaf: ``s`` and ``y`` are pytrees shaped like the parameters with a
-new leading axis of length m, in each leaf's own dtype; ``rho`` is an (m,) array
-in the scalar dtype. ``head`` (int32) is the slot the next pair is written to,
-so the newest pair is at ``(head - 1) mod m``. A slot with ``rho == 0`` is
-empty and contributes nothing, so the memory is dropped by zeroing ``rho``.
+new leading axis of length m + 1, in each leaf's own dtype (slot m is a spare
+that a rejected pair is written to, so a write never reads the buffer);
+``rho`` is an (m,) array in the scalar dtype. ``head`` (int32) is the slot the
+next pair is written to, so the newest pair is at ``(head - 1) mod m``. A slot
+with ``rho == 0`` is empty and contributes nothing, so the memory is dropped
+by zeroing ``rho``. ``gamma`` is kept from the newest pair's <s, y> and <y, y>,
+which ``push`` computes anyway.
 
 Curvature guard: a pair is stored only when
 
@@ -43,17 +46,19 @@ class Memory(NamedTuple):
     y: object
     rho: jax.Array  # (m,) scalar dtype; 0 marks an empty slot
     head: jax.Array  # int32: slot of the next write
+    gamma: jax.Array  # scalar dtype: <s, y> / <y, y> of the newest pair, 1 when empty
 
 
 def init(params, memory_size: int, sdt) -> Memory:
-    def stack(p):
-        return jnp.zeros((memory_size,) + jnp.shape(p), jnp.result_type(p))
+    def stack(p):  # m slots and a spare one (see ``push``)
+        return jnp.zeros((memory_size + 1,) + jnp.shape(p), jnp.result_type(p))
 
     return Memory(
         s=jax.tree.map(stack, params),
         y=jax.tree.map(stack, params),
         rho=jnp.zeros((memory_size,), sdt),
         head=jnp.zeros((), jnp.int32),
+        gamma=jnp.ones((), sdt),
     )
 
 
@@ -62,6 +67,7 @@ def clear(memory: Memory, where=True) -> Memory:
     return memory._replace(
         rho=jnp.where(where, jnp.zeros_like(memory.rho), memory.rho),
         head=jnp.where(where, jnp.zeros_like(memory.head), memory.head),
+        gamma=jnp.where(where, jnp.ones_like(memory.gamma), memory.gamma),
     )
 
 
@@ -71,18 +77,6 @@ def is_empty(memory: Memory):
 
 def _slot(tree, i):
     return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
-
-
-def gamma(memory: Memory):
-    """Initial scaling <s, y> / <y, y> of the newest pair (1 if the memory is empty)."""
-    sdt = memory.rho.dtype
-    m = memory.rho.shape[0]
-    newest = (memory.head - 1) % m
-    y = _slot(memory.y, newest)
-    rho = memory.rho[newest]
-    yy = _tree.inner(y, y, sdt)
-    g = 1 / (rho * yy)
-    return jnp.where((rho > 0) & (yy > 0) & jnp.isfinite(g), g, jnp.ones((), sdt))
 
 
 def two_loop(memory: Memory, g):
@@ -99,7 +93,7 @@ def two_loop(memory: Memory, g):
         return q, alpha.at[i].set(a)
 
     q, alpha = jax.lax.fori_loop(0, m, first, (g, jnp.zeros((m,), sdt)))
-    r = _tree.scale(gamma(memory), q)
+    r = _tree.scale(memory.gamma, q)
 
     def second(k, r):
         i = (memory.head - m + k) % m
@@ -114,19 +108,21 @@ def push(memory: Memory, s, y, allow=True):
 
     Returns the new memory and whether the pair was stored."""
     sdt = memory.rho.dtype
-    sy = _tree.inner(s, y, sdt)
-    size = jnp.sqrt(_tree.inner(s, s, sdt)) * jnp.sqrt(_tree.inner(y, y, sdt))
+    sy, yy = _tree.inner(s, y, sdt), _tree.inner(y, y, sdt)
+    size = jnp.sqrt(_tree.inner(s, s, sdt)) * jnp.sqrt(yy)
     eps = jnp.finfo(sdt).eps
     store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(1 / sy)
     h = memory.head
+    slot = jnp.where(store, h, memory.rho.shape[0])  # a rejected pair goes to the spare slot
 
     def write(buf, new):
-        return buf.at[h].set(jnp.where(store, new.astype(buf.dtype), buf[h]))
+        return buf.at[slot].set(new.astype(buf.dtype))
 
     stored = Memory(
         s=jax.tree.map(write, memory.s, s),
         y=jax.tree.map(write, memory.y, y),
         rho=memory.rho.at[h].set(jnp.where(store, 1 / sy, memory.rho[h])),
         head=jnp.where(store, (h + 1) % memory.rho.shape[0], h).astype(jnp.int32),
+        gamma=jnp.where(store & jnp.isfinite(sy / yy), sy / yy, memory.gamma),
     )
     return stored, store

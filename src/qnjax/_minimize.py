@@ -46,7 +46,7 @@ import numpy as np
 from . import _memory, _objective, _tree
 from ._status import Status, code, is_success
 from ._step import lbfgs_step
-from .linesearch import LineSearchStatus, Zoom
+from .linesearch import LineSearchStatus, MoreThuente
 
 
 class OptimizeResult(NamedTuple):
@@ -126,7 +126,7 @@ def minimize(
         maxiter=jnp.asarray(maxiter, jnp.int32),
         maxfev=jnp.asarray(maxfev, jnp.int32),
     )
-    linesearch = Zoom() if linesearch is None else linesearch
+    linesearch = MoreThuente() if linesearch is None else linesearch
     return _solve(fun, bool(has_aux), int(memory_size), jnp.dtype(sdt), x0, args, tols, linesearch)
 
 

@@ -38,7 +38,7 @@ import optax.tree_utils as otu
 from . import _memory, _objective, _tree
 from ._status import Status, code
 from ._step import lbfgs_step
-from .linesearch import Zoom
+from .linesearch import MoreThuente
 
 
 class LbfgsState(NamedTuple):
@@ -56,13 +56,13 @@ def lbfgs(memory_size: int = 10, linesearch=None, scalar_dtype=None) -> optax.Gr
 
     Args:
       memory_size: number m of (s, y) pairs kept.
-      linesearch: a line-search config (default ``qnjax.linesearch.Zoom()``).
+      linesearch: a line-search config (default ``qnjax.linesearch.MoreThuente()``, L-BFGS-B's).
       scalar_dtype: dtype of values, step sizes and inner products; default the
         widest real float among the params, at least float32.
     """
     if int(memory_size) < 1:
         raise ValueError(f"memory_size must be >= 1, got {memory_size}")
-    linesearch = Zoom() if linesearch is None else linesearch
+    linesearch = MoreThuente() if linesearch is None else linesearch
 
     def init_fn(params):
         _tree.check_params(params)

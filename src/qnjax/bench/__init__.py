@@ -41,14 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--solvers", type=_csv, default=SOLVER_NAMES,
                    help=f"comma-separated, default all installed: {','.join(SOLVER_NAMES)}")
     p.add_argument("--problems", type=_csv, default=None, help="comma-separated problem names, default all MGH")
-    p.add_argument("--linesearch", type=_csv, default=("zoom",),
-                   help=f"qnjax line searches, one solver entry each: {','.join(LINESEARCHES)} (default zoom)")
+    p.add_argument("--linesearch", type=_csv, default=("more-thuente",),
+                   help=f"qnjax line searches, one solver entry each: {','.join(LINESEARCHES)} (default more-thuente)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     p.add_argument("--per-problem", action="store_true", help="also print a per-problem table")
     return p
 
 
-def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearches=("zoom",), quick=False,
+def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearches=("more-thuente",), quick=False,
               out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None):
     """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results."""
     from rich.console import Console

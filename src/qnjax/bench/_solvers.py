@@ -32,7 +32,8 @@ FTOL = {"float64": 1e7 * 2.0**-52, "float32": 1e-6}  # scipy's factr=1e7 * eps; 
 MEMORY = 10  # history size for every L-BFGS
 
 SOLVER_NAMES = ("qnjax", "scipy", "optax", "jaxopt", "optimistix")
-LINESEARCHES = {"zoom": "Zoom", "hager-zhang": "HagerZhang", "backtracking": "Backtracking"}
+LINESEARCHES = {"zoom": "Zoom", "more-thuente": "MoreThuente", "hager-zhang": "HagerZhang",
+                "backtracking": "Backtracking"}
 
 
 class Budget(NamedTuple):
@@ -67,7 +68,7 @@ class Adapter:
 class Qnjax(Adapter):
     module = "qnjax"
 
-    def __init__(self, linesearch: str = "zoom"):
+    def __init__(self, linesearch: str = "more-thuente"):
         self.linesearch = linesearch
         self.name = f"qnjax[{linesearch}]"
 

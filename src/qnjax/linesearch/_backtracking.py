@@ -39,13 +39,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, run
+from ._base import LineSearch
 from ._interpolate import quadratic_min
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Backtracking:
+class Backtracking(LineSearch):
     """Armijo backtracking line search; every setting is a pytree leaf."""
 
     c1: float = 1e-4
@@ -53,8 +53,8 @@ class Backtracking:
     hi_frac: float = 0.5  # new trial <= hi_frac * t
     max_steps: int = 30
 
-    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
-        return _search(self, phi, value0, slope0, grad0, stepsize)
+    def rule(self, value0, slope0, stepsize):
+        return _rule(self, value0, slope0, stepsize)
 
 
 def _cubic_step(value0, slope0, tp, fp, t, f):
@@ -68,7 +68,7 @@ def _cubic_step(value0, slope0, tp, fp, t, f):
     return jnp.where(den > 0, -slope0 / den, jnp.nan)
 
 
-def _search(cfg: Backtracking, phi, value0, slope0, grad0, stepsize):
+def _rule(cfg: Backtracking, value0, slope0, stepsize):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, lo_frac, hi_frac = as_s(cfg.c1), as_s(cfg.lo_frac), as_s(cfg.hi_frac)
@@ -87,4 +87,4 @@ def _search(cfg: Backtracking, phi, value0, slope0, grad0, stepsize):
         return (t, f, finite), t_next, armijo, finite, jnp.asarray(False)
 
     prev0 = (zero, value0, jnp.asarray(False))
-    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, prev0, update)
+    return prev0, update

@@ -18,8 +18,10 @@ Failure policy, shared by all searches: a trial whose value or slope is not
 finite is outside the domain and the step is shrunk; a search that runs out of
 steps returns the best sufficient-decrease point it saw (``DECREASE``), or the
 zero step with phi(0)'s value and grad (``FAILED``); it never returns a step
-whose value is above value0. :func:`run` is that shared loop; a search only
-supplies its update rule.
+whose value is above value0. :func:`run` is that shared loop, written as
+:func:`start`, :func:`step` (one evaluation) and :func:`result` so a caller can
+drive it one evaluation at a time; a search only supplies its update rule
+(:class:`LineSearch`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,22 @@ def finish(success, best_t, best_f, best_d, best_grad, value0, slope0, grad0, nf
     )
 
 
-class _Loop(NamedTuple):
+def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
+    """Sufficient decrease phi(t) <= phi(0) + c1 t phi'(0) (N&W eq. 3.4), or, once the
+    predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|`` (rounding
+    noise), the approximate Wolfe test of Hager & Zhang (2005, Sec. 4):
+    phi(t) <= phi(0) and phi'(t) <= (2 c1 - 1) phi'(0). Never true for a higher value."""
+    predicted = c1 * t * slope0
+    armijo = f <= value0 + predicted
+    noise = jnp.asarray(approx_eps).astype(f.dtype) * jnp.abs(value0)
+    approx = (-predicted <= noise) & (f <= value0) & (d <= (2 * c1 - 1) * slope0)
+    return finite & (armijo | approx)
+
+
+class Search(NamedTuple):
+    """A search in progress, one trial at a time (what :func:`run` loops over, and what
+    ``qnjax.minimize`` carries in its single loop)."""
+
     k: jax.Array  # evaluations made
     t: jax.Array  # next trial
     done: jax.Array
@@ -73,40 +90,67 @@ class _Loop(NamedTuple):
     best: tuple  # (t, f, slope, grad): the lowest admissible trial, or the accepted one
 
 
-def run(phi, value0, slope0, grad0, stepsize, max_steps, rule0, update: Callable) -> LineSearchResult:
-    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
+class LineSearch:
+    """What a search config supplies: ``max_steps`` and
 
-    ``update(rule, t, f, d, finite) -> (rule, t_next, accept, admissible, stop)``:
+    ``rule(value0, slope0, stepsize) -> (rule0, update)``, its initial state and its
+    update ``update(rule, t, f, d, finite) -> (rule, t_next, accept, admissible, stop)``:
     ``accept`` ends the search with success at t; an ``admissible`` trial becomes the
     best point if it is the lowest so far; ``stop`` ends it otherwise (e.g. the
     interval collapsed). A next trial that is not finite and positive also ends it.
     """
+
+    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
+        return run(self, phi, value0, slope0, grad0, stepsize)
+
+
+def _as(value0):
     sdt = jnp.result_type(value0)
-    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    return lambda v: jnp.asarray(v).astype(sdt)
+
+
+def start(search, value0, slope0, grad0, stepsize) -> Search:
+    """The search before its first trial (already done if slope0 >= 0 or the step is not usable)."""
+    as_s = _as(value0)
     value0, slope0 = as_s(value0), as_s(slope0)
     start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
-    zero = jnp.zeros((), sdt)
-    init = _Loop(
+    return Search(
         k=jnp.zeros((), jnp.int32),
         t=as_s(stepsize),
         done=~start_ok,
         success=jnp.asarray(False),
-        rule=rule0,
-        best=(zero, value0, slope0, grad0),
+        rule=search.rule(value0, slope0, as_s(stepsize))[0],
+        best=(jnp.zeros_like(value0), value0, slope0, grad0),
     )
 
-    def cond(c):
-        return ~c.done & (c.k < max_steps)
 
-    def body(c):
-        f, d, g = phi(c.t)
-        f, d = as_s(f), as_s(d)
-        finite = jnp.isfinite(f) & jnp.isfinite(d)
-        rule, t_next, accept, admissible, stop = update(c.rule, c.t, f, d, finite)
-        keep = accept | (admissible & finite & (f < c.best[1]))
-        best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (c.t, f, d, g), c.best)
-        usable = jnp.isfinite(t_next) & (t_next > 0)
-        return _Loop(c.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
+def running(s: Search, max_steps):
+    return ~s.done & (s.k < max_steps)
 
-    c = jax.lax.while_loop(cond, body, init)
-    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
+
+def step(search, s: Search, value0, slope0, f, d, g) -> Search:
+    """Take in phi(s.t) = (f, d, g): one evaluation, counted exactly."""
+    as_s = _as(value0)
+    value0, slope0, f, d = as_s(value0), as_s(slope0), as_s(f), as_s(d)
+    update = search.rule(value0, slope0, s.t)[1]
+    finite = jnp.isfinite(f) & jnp.isfinite(d)
+    rule, t_next, accept, admissible, stop = update(s.rule, s.t, f, d, finite)
+    keep = accept | (admissible & finite & (f < s.best[1]))
+    best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (s.t, f, d, g), s.best)
+    usable = jnp.isfinite(t_next) & (t_next > 0)
+    return Search(s.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
+
+
+def result(s: Search, value0, slope0, grad0) -> LineSearchResult:
+    as_s = _as(value0)
+    return finish(s.success, *s.best, as_s(value0), as_s(slope0), grad0, s.k)
+
+
+def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None) -> LineSearchResult:
+    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``."""
+    max_steps = search.max_steps if max_steps is None else max_steps
+    s = start(search, value0, slope0, grad0, stepsize)
+    s = jax.lax.while_loop(
+        lambda s: running(s, max_steps), lambda s: step(search, s, value0, slope0, *phi(s.t)), s
+    )
+    return result(s, value0, slope0, grad0)

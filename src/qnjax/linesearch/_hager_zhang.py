@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, run
+from ._base import LineSearch
 
 # Stages: which procedure the next trial belongs to.
 _EXPAND, _SHRINK, _SEC1, _SEC2, _MID = 0, 1, 2, 3, 4
@@ -82,7 +82,7 @@ _TO_L1, _TO_L2 = 0, 1
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class HagerZhang:
+class HagerZhang(LineSearch):
     """Hager-Zhang (approximate) Wolfe line search; every setting is a pytree leaf."""
 
     delta: float = 0.1  # sufficient decrease (T1) and the slope bound of T2
@@ -93,8 +93,8 @@ class HagerZhang:
     rho: float = 5.0  # bracket expansion
     max_steps: int = 30
 
-    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
-        return _search(self, phi, value0, slope0, grad0, stepsize)
+    def rule(self, value0, slope0, stepsize):
+        return _rule(self, value0, slope0, stepsize)
 
 
 class _Rule(NamedTuple):
@@ -111,7 +111,7 @@ def _secant(a, da, b, db):
     return (a * db - b * da) / (db - da)
 
 
-def _search(cfg: HagerZhang, phi, value0, slope0, grad0, stepsize):
+def _rule(cfg: HagerZhang, value0, slope0, stepsize):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
@@ -187,4 +187,4 @@ def _search(cfg: HagerZhang, phi, value0, slope0, grad0, stepsize):
         aj=(zero, slope0),
         bj=(zero, slope0),
     )
-    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, rule0, update)
+    return rule0, update

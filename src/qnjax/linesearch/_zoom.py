@@ -39,13 +39,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearchResult, run
+from ._base import LineSearch, decrease_test
 from ._interpolate import extrapolate, safeguarded
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Zoom:
+class Zoom(LineSearch):
     """Strong-Wolfe zoom line search; every setting is a pytree leaf (no recompile on change)."""
 
     c1: float = 1e-4
@@ -55,8 +55,8 @@ class Zoom:
     delta: float = 0.1  # interpolation safeguard: keep trials this fraction inside the interval
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
-    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
-        return _search(self, phi, value0, slope0, grad0, stepsize)
+    def rule(self, value0, slope0, stepsize):
+        return _rule(self, value0, slope0, stepsize)
 
 
 class _Rule(NamedTuple):
@@ -65,18 +65,14 @@ class _Rule(NamedTuple):
     hi: tuple
 
 
-def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
+def _rule(cfg: Zoom, value0, slope0, stepsize):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
     zero = jnp.zeros((), sdt)
-    noise = as_s(cfg.approx_eps) * jnp.abs(value0)
 
     def update(r, t, f, d, finite):
-        predicted = c1 * t * slope0
-        armijo = f <= value0 + predicted
-        approx = (-predicted <= noise) & (f <= value0) & (d <= (2 * c1 - 1) * slope0)
-        decrease = finite & (armijo | approx)
+        decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
         curvature = jnp.abs(d) <= -c2 * slope0
         lo_t, lo_f, lo_d = r.lo
         hi_t, hi_f, hi_d = r.hi
@@ -123,4 +119,4 @@ def _search(cfg: Zoom, phi, value0, slope0, grad0, stepsize):
 
     start = (zero, value0, slope0)
     rule0 = _Rule(jnp.asarray(False), start, start)
-    return run(phi, value0, slope0, grad0, stepsize, cfg.max_steps, rule0, update)
+    return rule0, update

@@ -1,0 +1,173 @@
+"""Moré-Thuente line search (Moré & Thuente 1994, "Line search algorithms with
+guaranteed sufficient decrease", ACM TOMS 20(3)), the search of MINPACK-2 and of
+L-BFGS-B.
+
+It looks for a step in the set T(mu) of the strong Wolfe conditions (their eqs.
+1.1-1.2, N&W eq. 3.7), with c1 = mu (``ftol``) and c2 = eta (``gtol``):
+
+    phi(t) <= phi(0) + c1 t phi'(0),     |phi'(t)| <= c2 |phi'(0)|.
+
+It keeps an interval I = [t_x, t_y] (either order) and the trial t_p, where t_x
+is the best step so far (the lowest value of the auxiliary function), and
+updates them by the paper's rules (Sec. 2 and the "updating algorithm"):
+
+    psi(t) = phi(t) - phi(0) - c1 t phi'(0)         (their eq. 2.1)
+
+is used while no trial has had psi(t) <= 0 and phi'(t) >= 0 ("stage 1", when
+phi(t) <= phi(t_x) but psi(t) > 0), phi itself afterwards. A new trial comes from
+the four cases of Sec. 4, with t_c the minimiser of the cubic through
+(t_x, t_p), t_q that of the quadratic through phi(t_x), phi'(t_x), phi(t_p), and
+t_s the secant (minimiser of the quadratic through phi'(t_x), phi'(t_p)):
+
+1. phi(t_p) > phi(t_x): t_c if it is closer to t_x than t_q, else (t_c + t_q) / 2;
+   the minimiser is bracketed, t_y = t_p.
+2. phi'(t_p) phi'(t_x) < 0: t_c if it is farther from t_p than t_s, else t_s;
+   bracketed, t_y = t_x, t_x = t_p.
+3. |phi'(t_p)| < |phi'(t_x)| (same sign): the cubic if its minimiser lies
+   beyond t_p, else the extrapolation bound; bracketed: the one closer to t_p,
+   and at most 0.66 of the way to t_y; otherwise the farther one.
+4. otherwise: bracketed, the minimiser of the cubic through (t_p, t_y); else the
+   extrapolation bound.
+
+Unbracketed trials stay in [t_p + 1.1 (t_p - t_x), t_p + 4 (t_p - t_x)]
+(``expand`` = 4); once bracketed, an interval that did not shrink by 0.66 over
+two trials is bisected. The search ends when a trial meets the strong Wolfe
+conditions (SUCCESS), or when the next trial would leave the interval or the
+interval is below ``xtol`` relative width (the paper's rounding and xtol
+tests); then ``_base`` returns the best sufficient-decrease trial (DECREASE),
+where MINPACK-2 spends one more evaluation at t_x.
+
+Shared with ``Zoom`` (``_base.decrease``): the approximate-Wolfe decrease test
+once phi's change is below rounding, and the non-finite policy (a trial where
+phi or phi' is not finite becomes t_y and the next trial is t_x + 0.1 (t - t_x)
+while nothing has decreased, the midpoint afterwards). Defaults are L-BFGS-B's:
+c1 = 1e-3, c2 = 0.9, xtol = 0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._base import LineSearch, decrease_test
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MoreThuente(LineSearch):
+    """Moré-Thuente strong-Wolfe line search; every setting is a pytree leaf."""
+
+    c1: float = 1e-3
+    c2: float = 0.9
+    xtol: float = 0.1  # relative width of the interval below which the search stops
+    max_steps: int = 30
+    expand: float = 4.0  # unbracketed trials: at most this many times the last increment
+    approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
+
+    def rule(self, value0, slope0, stepsize):
+        return _rule(self, value0, slope0, stepsize)
+
+
+class _Rule(NamedTuple):
+    bracketed: jax.Array
+    stage1: jax.Array  # psi is used while True
+    x: tuple  # (t, f, slope): the best step t_x
+    y: tuple  # the other end t_y
+    lo: jax.Array  # the bounds the next trial must stay strictly inside (bracketed)
+    hi: jax.Array
+    width: jax.Array  # |t_y - t_x| one and two trials ago
+    width1: jax.Array
+
+
+def _cubic(a, fa, da, b, fb, db):
+    """Minimiser of the cubic through (a, fa, da), (b, fb, db), scaled against overflow,
+    and whether it is defined; the step is measured from b towards a."""
+    theta = 3 * (fa - fb) / (b - a) + da + db
+    s = jnp.maximum(jnp.maximum(jnp.abs(theta), jnp.abs(da)), jnp.abs(db))
+    disc = (theta / s) ** 2 - (da / s) * (db / s)
+    gamma = s * jnp.sqrt(jnp.maximum(disc, 0)) * jnp.sign(a - b)
+    r = ((gamma - db) + theta) / (((gamma - db) + gamma) + da)
+    return b + r * (a - b), r, gamma, disc
+
+
+def _trial(x, y, p, bracketed, lo, hi):
+    """The four cases of Moré & Thuente (1994, Sec. 4): the new trial, and whether
+    t_p is higher than t_x (case 1) and the slopes have opposite signs."""
+    (tx, fx, dx), (ty, fy, dy), (tp, fp, dp) = x, y, p
+    opposite = dp * jnp.sign(dx) < 0
+    cubic_xp, r, gamma, _ = _cubic(tx, fx, dx, tp, fp, dp)
+    secant = tp + dp / (dp - dx) * (tx - tp)
+    quad = tx + dx / ((fx - fp) / (tp - tx) + dx) / 2 * (tp - tx)
+    # Case 1: higher value.
+    t1 = jnp.where(jnp.abs(cubic_xp - tx) < jnp.abs(quad - tx), cubic_xp, cubic_xp + (quad - cubic_xp) / 2)
+    # Case 2: slopes of opposite sign.
+    t2 = jnp.where(jnp.abs(cubic_xp - tp) > jnp.abs(secant - tp), cubic_xp, secant)
+    # Case 3: slope magnitude decreases. The cubic is used only if it tends to
+    # infinity in the direction of the step and its minimiser lies beyond tp.
+    beyond = (r < 0) & (gamma != 0)
+    c3 = jnp.where(beyond, cubic_xp, jnp.where(tp > tx, hi, lo))
+    near = jnp.where(jnp.abs(c3 - tp) < jnp.abs(secant - tp), c3, secant)
+    far = jnp.clip(jnp.where(jnp.abs(c3 - tp) > jnp.abs(secant - tp), c3, secant), lo, hi)
+    limit = tp + 0.66 * (ty - tp)
+    t3 = jnp.where(bracketed, jnp.where(tp > tx, jnp.minimum(limit, near), jnp.maximum(limit, near)), far)
+    # Case 4: slope magnitude does not decrease.
+    cubic_py = _cubic(ty, fy, dy, tp, fp, dp)[0]
+    t4 = jnp.where(bracketed, cubic_py, jnp.where(tp > tx, hi, lo))
+
+    case1 = fp > fx
+    case2 = ~case1 & opposite
+    case3 = ~case1 & ~case2 & (jnp.abs(dp) < jnp.abs(dx))
+    t_new = jnp.where(case1, t1, jnp.where(case2, t2, jnp.where(case3, t3, t4)))
+    return t_new, case1, opposite
+
+
+def _rule(cfg: MoreThuente, value0, slope0, stepsize):
+    sdt = jnp.result_type(value0)
+    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    c1, c2, xtol, expand = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.xtol), as_s(cfg.expand)
+    value0, slope0 = as_s(value0), as_s(slope0)
+    gtest = c1 * slope0
+
+    def update(r, t, f, d, finite):
+        decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
+        success = decrease & (jnp.abs(d) <= -c2 * slope0)
+        # psi (eq. 2.1) while in stage 1 and the trial is below t_x but not sufficiently low.
+        use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
+        shift = lambda p: (p[0], p[1] - jnp.where(use_psi, p[0] * gtest, 0), p[2] - jnp.where(use_psi, gtest, 0))  # noqa: E731
+        t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift((t, f, d)), r.bracketed, r.lo, r.hi)
+
+        # The interval update: a higher trial becomes t_y; a lower one t_x (and the old
+        # t_x becomes t_y if the slopes changed sign). A non-finite trial is outside the
+        # domain: it becomes t_y, and the step shrinks towards t_x.
+        to_y = higher | ~finite
+        x = jax.tree.map(lambda a, b: jnp.where(to_y, a, b), r.x, (t, f, d))
+        bad = (t, jnp.where(finite, f, jnp.inf), jnp.where(finite, d, 0))
+        y = jax.tree.map(lambda a, b, c: jnp.where(to_y, a, jnp.where(opposite, b, c)), bad, r.x, r.y)
+        bracketed = r.bracketed | to_y | opposite
+        t_bad = r.x[0] + jnp.where(r.x[0] == 0, as_s(0.1), as_s(0.5)) * (t - r.x[0])
+        t_new = jnp.where(finite, t_new, t_bad)
+
+        # Bisect an interval that shrinks too slowly (or a trial that is not finite).
+        width_now = jnp.abs(y[0] - x[0])
+        bisect = bracketed & finite & ((width_now >= 0.66 * r.width1) | ~jnp.isfinite(t_new))
+        t_new = jnp.where(bisect, x[0] + 0.5 * (y[0] - x[0]), t_new)
+        width1 = jnp.where(bracketed, r.width, r.width1)
+        width = jnp.where(bracketed, width_now, r.width)
+
+        lo = jnp.where(bracketed, jnp.minimum(x[0], y[0]), t_new + 1.1 * (t_new - x[0]))
+        hi = jnp.where(bracketed, jnp.maximum(x[0], y[0]), t_new + expand * (t_new - x[0]))
+        # The paper's rounding and xtol tests: the next trial would be t_x itself.
+        stuck = bracketed & ((t_new <= lo) | (t_new >= hi) | (hi - lo <= xtol * hi))
+        stage1 = r.stage1 & ~(decrease & (d >= 0))
+        rule = _Rule(bracketed, stage1, x, y, lo, hi, width, width1)
+        return rule, t_new, success, decrease, stuck
+
+    zero = jnp.zeros((), sdt)
+    inf = jnp.asarray(jnp.inf, sdt)
+    start = (zero, value0, slope0)
+    t0 = as_s(stepsize)
+    rule0 = _Rule(jnp.asarray(False), jnp.asarray(True), start, start, zero, t0 + expand * t0, inf, inf)
+    return rule0, update
