@@ -27,7 +27,7 @@ drive it one evaluation at a time; a search only supplies its update rule
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,8 +79,7 @@ def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
 
 
 class Search(NamedTuple):
-    """A search in progress, one trial at a time (what :func:`run` loops over, and what
-    ``qnjax.minimize`` carries in its single loop)."""
+    """A search in progress, one trial at a time (what :func:`run` loops over)."""
 
     k: jax.Array  # evaluations made
     t: jax.Array  # next trial
