@@ -7,17 +7,13 @@ Given x_k, f_k, the gradient g_k and the memory (``_memory``):
    a first step of unit length in x (as scipy's L-BFGS-B). This makes the
    iterates invariant to multiplying f by a constant (H_0 = gamma I scales
    with 1/f too), where a capped ``min(1, 1/||g||)`` would not be;
-3. a line search along phi(t) = f(x_k + t d) (``linesearch._base``);
+3. a line search along phi(t) = f(x_k + t d) (any object with ``search``);
 4. if the search found no decrease (or d is not a descent direction), x stays x_k
    (t = 0); if the memory held pairs, it is dropped, so the next iteration
    searches along steepest descent -g_k (``retry``); if that search fails too,
    the failure is final (``failed``) and the caller reports it;
 5. x_{k+1} = x_k + t d, and the pair s = x_{k+1} - x_k, y = g_{k+1} - g_k goes to
    the memory under the curvature guard.
-
-The iteration is split where the objective is called: :func:`begin` (steps 1-2),
-then :func:`trial` and :func:`advance` once per evaluation, then :func:`end`
-(steps 4-5); :func:`lbfgs_step` loops over the evaluations.
 
 The gradient payload ``grad`` carried through the line search is the raw
 ``jax.grad`` output (plus aux), so faces can store it as is; the real-space
@@ -35,20 +31,6 @@ import jax.numpy as jnp
 
 from . import _memory, _tree
 from .linesearch import LineSearchStatus
-from .linesearch import _base as _search
-
-
-class Iteration(NamedTuple):
-    """An iteration in progress: the iterate x_k, its direction and its line search."""
-
-    params: object
-    value: jax.Array  # f(x_k), scalar dtype
-    payload: object  # (raw grad, aux) at x_k
-    memory: _memory.Memory
-    direction: object  # d, in the real space of the params
-    slope0: jax.Array  # phi'(0) = <g_k, d>
-    search: _search.Search
-    limit: jax.Array  # int32: evaluations this search may make
 
 
 class StepResult(NamedTuple):
@@ -64,49 +46,43 @@ class StepResult(NamedTuple):
     searched: jax.Array  # int32 LineSearchStatus of the last search (SUCCESS: its test was met)
 
 
-def begin(linesearch, memory, params, value, payload, direction_grad=None, limit=None) -> Iteration:
-    """Steps 1-2. ``direction_grad`` (default: the gradient) is what the two-loop
-    multiplies: the Optax face passes its incoming ``updates`` there."""
+def lbfgs_step(
+    linesearch,
+    memory: _memory.Memory,
+    params,
+    value,
+    payload,
+    value_and_grad: Callable,
+    direction_grad=None,
+) -> StepResult:
+    """One iteration (module docstring).
+
+    ``value_and_grad(params) -> (value in the scalar dtype, payload)`` where
+    ``payload[0]`` is the raw gradient; ``payload`` is the same at ``params``.
+    ``direction_grad`` (default: the gradient) is what the two-loop multiplies:
+    the Optax face passes its incoming ``updates`` there.
+    """
     sdt = memory.rho.dtype
     g = _tree.real_grad(payload[0])
     q = g if direction_grad is None else _tree.real_grad(direction_grad)
     d = _tree.scale(-jnp.ones((), sdt), _memory.two_loop(memory, q))
-    slope0 = _tree.inner(g, d, sdt)
-    t0 = jnp.where(_memory.is_empty(memory), 1 / jnp.sqrt(_tree.inner(q, q, sdt)), jnp.ones((), sdt))
-    limit = linesearch.max_steps if limit is None else limit
-    return Iteration(
-        params, value, payload, memory, d, slope0,
-        _search.start(linesearch, value, slope0, payload, t0), jnp.asarray(limit, jnp.int32),
-    )
 
+    def phi(t):
+        # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
+        # precision makes the evaluated point differ from params + updates.
+        u = jax.lax.optimization_barrier(_tree.step_update(t, d, params))
+        x = jax.lax.optimization_barrier(_tree.add(params, u))
+        f, p = value_and_grad(x)
+        return f, _tree.inner(_tree.real_grad(p[0]), d, sdt), p
 
-def trial(it: Iteration):
-    """The point x_k + t d of the next evaluation. Barriers materialise the update and
-    the point in the leaves' dtypes, so no FMA or excess precision makes the evaluated
-    point differ from params + updates (``end`` computes the same)."""
-    u = jax.lax.optimization_barrier(_tree.step_update(it.search.t, it.direction, it.params))
-    return jax.lax.optimization_barrier(_tree.add(it.params, u))
-
-
-def searching(it: Iteration):
-    return _search.running(it.search, it.limit)
-
-
-def advance(linesearch, it: Iteration, value, payload) -> Iteration:
-    """Take in the evaluation (value, payload) at ``trial(it)``."""
-    slope = _tree.inner(_tree.real_grad(payload[0]), it.direction, it.slope0.dtype)
-    return it._replace(search=_search.step(linesearch, it.search, it.value, it.slope0, value, slope, payload))
-
-
-def end(it: Iteration) -> StepResult:
-    """Steps 4-5, once the search is over."""
-    res = _search.result(it.search, it.value, it.slope0, it.payload)
-    memory, params = it.memory, it.params
-    no_decrease = res.status == LineSearchStatus.FAILED
     empty = _memory.is_empty(memory)
-    u = _tree.step_update(res.stepsize, it.direction, params)
+    t0 = jnp.where(empty, 1 / jnp.sqrt(_tree.inner(q, q, sdt)), jnp.ones((), sdt))
+    res = linesearch.search(phi, value, _tree.inner(g, d, sdt), payload, t0)
+
+    no_decrease = res.status == LineSearchStatus.FAILED
+    u = _tree.step_update(res.stepsize, d, params)
     u = jax.tree.map(lambda a: jnp.where(no_decrease, jnp.zeros_like(a), a), u)
-    y = _tree.sub(_tree.real_grad(res.grad[0]), _tree.real_grad(it.payload[0]))
+    y = _tree.sub(_tree.real_grad(res.grad[0]), g)
     memory, _ = _memory.push(_memory.clear(memory, no_decrease), u, y, allow=~no_decrease)
     return StepResult(
         params=jax.tree.map(lambda a, b: jnp.where(no_decrease, b, a), _tree.add(params, u), params),
@@ -120,22 +96,3 @@ def end(it: Iteration) -> StepResult:
         failed=no_decrease & empty,
         searched=res.status,
     )
-
-
-def lbfgs_step(
-    linesearch,
-    memory: _memory.Memory,
-    params,
-    value,
-    payload,
-    value_and_grad: Callable,
-    direction_grad=None,
-) -> StepResult:
-    """One whole iteration (module docstring).
-
-    ``value_and_grad(params) -> (value in the scalar dtype, payload)`` where
-    ``payload[0]`` is the raw gradient; ``payload`` is the same at ``params``.
-    """
-    it = begin(linesearch, memory, params, value, payload, direction_grad)
-    it = jax.lax.while_loop(searching, lambda it: advance(linesearch, it, *value_and_grad(trial(it))), it)
-    return end(it)

@@ -18,10 +18,8 @@ Failure policy, shared by all searches: a trial whose value or slope is not
 finite is outside the domain and the step is shrunk; a search that runs out of
 steps returns the best sufficient-decrease point it saw (``DECREASE``), or the
 zero step with phi(0)'s value and grad (``FAILED``); it never returns a step
-whose value is above value0. :func:`run` is that shared loop, written as
-:func:`start`, :func:`step` (one evaluation) and :func:`result` so a caller can
-drive it one evaluation at a time; a search only supplies its update rule
-(:class:`LineSearch`).
+whose value is above value0. :func:`run` is that shared loop; a search only
+supplies its update rule (:class:`LineSearch`).
 """
 
 from __future__ import annotations
@@ -78,17 +76,6 @@ def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
     return finite & (armijo | approx)
 
 
-class Search(NamedTuple):
-    """A search in progress, one trial at a time (what :func:`run` loops over)."""
-
-    k: jax.Array  # evaluations made
-    t: jax.Array  # next trial
-    done: jax.Array
-    success: jax.Array
-    rule: Any  # the search's own state
-    best: tuple  # (t, f, slope, grad): the lowest admissible trial, or the accepted one
-
-
 class LineSearch:
     """What a search config supplies: ``max_steps`` and
 
@@ -103,53 +90,40 @@ class LineSearch:
         return run(self, phi, value0, slope0, grad0, stepsize)
 
 
-def _as(value0):
+class _Loop(NamedTuple):
+    k: jax.Array  # evaluations made
+    t: jax.Array  # next trial
+    done: jax.Array
+    success: jax.Array
+    rule: Any  # the search's own state
+    best: tuple  # (t, f, slope, grad): the lowest admissible trial, or the accepted one
+
+
+def run(search, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
+    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``."""
     sdt = jnp.result_type(value0)
-    return lambda v: jnp.asarray(v).astype(sdt)
-
-
-def start(search, value0, slope0, grad0, stepsize) -> Search:
-    """The search before its first trial (already done if slope0 >= 0 or the step is not usable)."""
-    as_s = _as(value0)
-    value0, slope0 = as_s(value0), as_s(slope0)
+    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    value0, slope0, stepsize = as_s(value0), as_s(slope0), as_s(stepsize)
+    rule0, update = search.rule(value0, slope0, stepsize)
     start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
-    return Search(
+    init = _Loop(
         k=jnp.zeros((), jnp.int32),
-        t=as_s(stepsize),
+        t=stepsize,
         done=~start_ok,
         success=jnp.asarray(False),
-        rule=search.rule(value0, slope0, as_s(stepsize))[0],
-        best=(jnp.zeros_like(value0), value0, slope0, grad0),
+        rule=rule0,
+        best=(jnp.zeros((), sdt), value0, slope0, grad0),
     )
 
+    def body(c):
+        f, d, g = phi(c.t)
+        f, d = as_s(f), as_s(d)
+        finite = jnp.isfinite(f) & jnp.isfinite(d)
+        rule, t_next, accept, admissible, stop = update(c.rule, c.t, f, d, finite)
+        keep = accept | (admissible & finite & (f < c.best[1]))
+        best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (c.t, f, d, g), c.best)
+        usable = jnp.isfinite(t_next) & (t_next > 0)
+        return _Loop(c.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
 
-def running(s: Search, max_steps):
-    return ~s.done & (s.k < max_steps)
-
-
-def step(search, s: Search, value0, slope0, f, d, g) -> Search:
-    """Take in phi(s.t) = (f, d, g): one evaluation, counted exactly."""
-    as_s = _as(value0)
-    value0, slope0, f, d = as_s(value0), as_s(slope0), as_s(f), as_s(d)
-    update = search.rule(value0, slope0, s.t)[1]
-    finite = jnp.isfinite(f) & jnp.isfinite(d)
-    rule, t_next, accept, admissible, stop = update(s.rule, s.t, f, d, finite)
-    keep = accept | (admissible & finite & (f < s.best[1]))
-    best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (s.t, f, d, g), s.best)
-    usable = jnp.isfinite(t_next) & (t_next > 0)
-    return Search(s.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
-
-
-def result(s: Search, value0, slope0, grad0) -> LineSearchResult:
-    as_s = _as(value0)
-    return finish(s.success, *s.best, as_s(value0), as_s(slope0), grad0, s.k)
-
-
-def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None) -> LineSearchResult:
-    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``."""
-    max_steps = search.max_steps if max_steps is None else max_steps
-    s = start(search, value0, slope0, grad0, stepsize)
-    s = jax.lax.while_loop(
-        lambda s: running(s, max_steps), lambda s: step(search, s, value0, slope0, *phi(s.t)), s
-    )
-    return result(s, value0, slope0, grad0)
+    c = jax.lax.while_loop(lambda c: ~c.done & (c.k < search.max_steps), body, init)
+    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
