@@ -60,7 +60,7 @@ CASES = {
     "badly_scaled": (ill_conditioned, [0.0] * 6, {Status.GTOL_REL, Status.FTOL},
                      lambda x: ill_conditioned(x) <= 1e-6 * ill_conditioned(jnp.zeros(6, x.dtype))),
     "nearly_singular": (lambda x: (x[0] - x[1]) ** 2 + 1e-6 * (x[0] + x[1] - 2) ** 2, [3.0, -1.0],
-                        {Status.GTOL_REL, Status.FTOL, Status.LINESEARCH_FAILED}, lambda x: abs(x[0] - x[1]) < 1e-2),
+                        {Status.GTOL, Status.GTOL_REL, Status.FTOL, Status.LINESEARCH_FAILED}, lambda x: abs(x[0] - x[1]) < 1e-2),
     "unbounded_below": (lambda x: -jnp.sum(x), [0.0, 0.0], {Status.MAXITER, Status.LINESEARCH_FAILED}, None),
 }
 

@@ -79,28 +79,40 @@ def _slot(tree, i):
     return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
 
 
-def two_loop(memory: Memory, g):
-    """H g by N&W Algorithm 7.4 over the stored pairs, newest first (positive: the
-    search direction is its negative)."""
+def two_loop(memory: Memory, g, scale=1.0):
+    """H (scale g) by N&W Algorithm 7.4 over the stored pairs (``scale=-1`` gives the
+    search direction; applied in the first step, so it costs no separate pass).
+
+    Both loops of Algorithm 7.4 run as one loop of 2m steps (one compiled loop body
+    instead of two): steps k < m are the first loop, newest pair first,
+
+        a_i = rho_i <s_i, q>,   q <- q - a_i y_i,
+
+    and steps k >= m the second, oldest first, on r = H0 q = gamma q (the scaling is
+    applied at k = m),
+
+        b = rho_i <y_i, r>,     r <- r + (a_i - b) s_i.
+
+    An empty slot has rho_i = 0 and changes nothing."""
     sdt = memory.rho.dtype
     m = memory.rho.shape[0]
 
-    def first(k, carry):
+    def step(k, carry):
         q, alpha = carry
-        i = (memory.head - 1 - k) % m
-        a = memory.rho[i] * _tree.inner(_slot(memory.s, i), q, sdt)
-        q = _tree.axpy(-a, _slot(memory.y, i), q)
-        return q, alpha.at[i].set(a)
+        second = k >= m
+        # q <- h0 q, folded into the update below: scale at k = 0, gamma at k = m.
+        h0 = jnp.where(k == m, memory.gamma, jnp.where(k == 0, jnp.asarray(scale, sdt), jnp.ones((), sdt)))
+        i = jnp.where(second, memory.head + (k - m), memory.head + (m - 1 - k)) % m
+        s_i, y_i = _slot(memory.s, i), _slot(memory.y, i)
+        dot_with = jax.tree.map(lambda s, y: jnp.where(second, y, s), s_i, y_i)
+        move_along = jax.tree.map(lambda s, y: jnp.where(second, s, y), s_i, y_i)
+        c = memory.rho[i] * (h0 * _tree.inner(dot_with, q, sdt))
+        coef = jnp.where(second, alpha[i], 0) - c
+        q = _tree.combine(coef, move_along, h0, q)
+        return q, alpha.at[i].set(jnp.where(second, alpha[i], c))
 
-    q, alpha = jax.lax.fori_loop(0, m, first, (g, jnp.zeros((m,), sdt)))
-    r = _tree.scale(memory.gamma, q)
-
-    def second(k, r):
-        i = (memory.head - m + k) % m
-        b = memory.rho[i] * _tree.inner(_slot(memory.y, i), r, sdt)
-        return _tree.axpy(alpha[i] - b, _slot(memory.s, i), r)
-
-    return jax.lax.fori_loop(0, m, second, r)
+    # alpha starts as any (m,) array: every slot is written before it is read.
+    return jax.lax.fori_loop(0, 2 * m, step, (g, memory.rho))[0]
 
 
 def push(memory: Memory, s, y, allow=True):
@@ -108,8 +120,8 @@ def push(memory: Memory, s, y, allow=True):
 
     Returns the new memory and whether the pair was stored."""
     sdt = memory.rho.dtype
-    sy, yy = _tree.inner(s, y, sdt), _tree.inner(y, y, sdt)
-    size = jnp.sqrt(_tree.inner(s, s, sdt)) * jnp.sqrt(yy)
+    sy, yy, ss = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    size = jnp.sqrt(ss) * jnp.sqrt(yy)
     eps = jnp.finfo(sdt).eps
     store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(1 / sy)
     h = memory.head

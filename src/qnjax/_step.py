@@ -65,7 +65,7 @@ def lbfgs_step(
     sdt = memory.rho.dtype
     g = _tree.real_grad(payload[0])
     q = g if direction_grad is None else _tree.real_grad(direction_grad)
-    d = _tree.scale(-jnp.ones((), sdt), _memory.two_loop(memory, q))
+    d = _memory.two_loop(memory, q, scale=-1.0)
 
     def phi(t):
         # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess

@@ -59,14 +59,24 @@ def _work_dtype(leaf, sdt):
 
 def inner(a, b, sdt):
     """Real inner product <a, b> of two pytrees, accumulated in ``sdt``."""
-    total = jnp.zeros((), sdt)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        wd = _work_dtype(x, sdt)
-        x, y = x.astype(wd), y.astype(wd)
-        if jnp.iscomplexobj(x):
-            total = total + jnp.sum(x.real * y.real + x.imag * y.imag).astype(sdt)
-        else:
-            total = total + jnp.sum(x * y).astype(sdt)
+    return inners([(a, b)], sdt)[0]
+
+
+def inners(pairs, sdt):
+    """The inner products <a, b> of several pairs of pytrees, as a (len(pairs),) array.
+
+    Each leaf's products are summed in one reduction (one compiled kernel for all
+    the pairs: XLA:CPU's compile time grows with the number of kernels)."""
+    total = jnp.zeros((len(pairs),), sdt)
+    leaves = [(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)) for a, b in pairs]
+    for j in range(len(leaves[0][0])):
+        wd = _work_dtype(leaves[0][0][j], sdt)
+        terms = []
+        for xs, ys in leaves:
+            x, y = xs[j].astype(wd), ys[j].astype(wd)
+            terms.append(x.real * y.real + x.imag * y.imag if jnp.iscomplexobj(x) else x * y)
+        stacked = jnp.stack(terms).reshape(len(pairs), -1)
+        total = total + jnp.sum(stacked, axis=1).astype(sdt)
     return total
 
 
@@ -86,16 +96,12 @@ def all_finite(a):
     return ok
 
 
-def scale(alpha, a):
-    """alpha * a, leaf by leaf, computed at the scalar precision, kept in each leaf's dtype."""
-    return jax.tree.map(lambda x: (alpha * x.astype(_work_dtype(x, alpha.dtype))).astype(x.dtype), a)
-
-
-def axpy(alpha, x, y):
-    """alpha * x + y, leaf by leaf (as :func:`scale`)."""
+def combine(alpha, x, beta, y):
+    """alpha * x + beta * y, leaf by leaf, computed at the scalar precision (the
+    dtype of ``alpha``), kept in each leaf's dtype."""
     def one(u, v):
         wd = _work_dtype(u, alpha.dtype)
-        return (alpha * u.astype(wd) + v.astype(wd)).astype(v.dtype)
+        return (alpha * u.astype(wd) + beta * v.astype(wd)).astype(v.dtype)
 
     return jax.tree.map(one, x, y)
 

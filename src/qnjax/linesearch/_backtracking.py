@@ -75,8 +75,9 @@ def _rule(cfg: Backtracking, value0, slope0, stepsize):
     value0, slope0 = as_s(value0), as_s(slope0)
     zero = jnp.zeros((), sdt)
 
-    def update(prev, t, f, d, finite):
+    def update(prev, p, finite):
         """prev = (t, f, finite) of the last trial; finite False before the first."""
+        t, f, _ = p
         armijo = finite & (f <= value0 + c1 * t * slope0)
         tp, fp, prev_finite = prev
         quad = quadratic_min(zero, value0, slope0, t, f)
@@ -84,7 +85,7 @@ def _rule(cfg: Backtracking, value0, slope0, stepsize):
         trial = jnp.where(prev_finite & jnp.isfinite(cubic), cubic, quad)
         trial = jnp.where(jnp.isfinite(trial), trial, hi_frac * t)
         t_next = jnp.where(finite, jnp.clip(trial, lo_frac * t, hi_frac * t), lo_frac * t)
-        return (t, f, finite), t_next, armijo, finite, jnp.asarray(False)
+        return (t, f, finite), t_next, armijo, finite
 
     prev0 = (zero, value0, jnp.asarray(False))
-    return prev0, update
+    return prev0, update, lambda prev, t: jnp.asarray(False)

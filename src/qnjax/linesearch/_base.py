@@ -46,24 +46,6 @@ class LineSearchResult(NamedTuple):
     status: jax.Array  # int32, a LineSearchStatus
 
 
-def finish(success, best_t, best_f, best_d, best_grad, value0, slope0, grad0, nfev):
-    """The common exit: success, else best decrease point, else the zero step."""
-    moved = best_t > 0
-    status = jnp.where(
-        success, LineSearchStatus.SUCCESS, jnp.where(moved, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)
-    ).astype(jnp.int32)
-    keep = success | moved
-    pick = lambda a, b: jnp.where(keep, a, b)  # noqa: E731
-    return LineSearchResult(
-        stepsize=pick(best_t, jnp.zeros_like(best_t)),
-        value=pick(best_f, value0),
-        slope=pick(best_d, slope0),
-        grad=jax.tree.map(pick, best_grad, grad0),
-        nfev=nfev.astype(jnp.int32),
-        status=status,
-    )
-
-
 def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
     """Sufficient decrease phi(t) <= phi(0) + c1 t phi'(0) (N&W eq. 3.4), or, once the
     predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|`` (rounding
@@ -76,14 +58,26 @@ def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
     return finite & (armijo | approx)
 
 
+def point(t, f, d):
+    """A point of phi: the (3,) array [t, phi(t), phi'(t)] in the scalar dtype.
+
+    Searches keep the points they remember (interval ends, the best trial) in this
+    form and update them with one ``jnp.where`` each: XLA compiles each loop-carried
+    value into its own kernel, so one array per point compiles faster than three
+    scalars (``t, f, d = p`` unpacks one)."""
+    return jnp.stack([t, f, d])
+
+
 class LineSearch:
     """What a search config supplies: ``max_steps`` and
 
-    ``rule(value0, slope0, stepsize) -> (rule0, update)``, its initial state and its
-    update ``update(rule, t, f, d, finite) -> (rule, t_next, accept, admissible, stop)``:
-    ``accept`` ends the search with success at t; an ``admissible`` trial becomes the
-    best point if it is the lowest so far; ``stop`` ends it otherwise (e.g. the
-    interval collapsed). A next trial that is not finite and positive also ends it.
+    ``rule(value0, slope0, stepsize) -> (rule0, update, stop)``: its initial state,
+    ``update(rule, p, finite) -> (rule, t_next, accept, admissible)`` with ``p`` the
+    trial's :func:`point` (``accept`` ends the search with success at p; an
+    ``admissible`` trial becomes the best point if it is the lowest so far), and
+    ``stop(rule, t_next) -> bool``, true when the next trial is not worth evaluating
+    (e.g. the interval collapsed). A next trial that is not finite and positive
+    also ends the search.
     """
 
     def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
@@ -93,37 +87,50 @@ class LineSearch:
 class _Loop(NamedTuple):
     k: jax.Array  # evaluations made
     t: jax.Array  # next trial
-    done: jax.Array
-    success: jax.Array
+    accepted: jax.Array  # bool: the last trial met the acceptance test
     rule: Any  # the search's own state
-    best: tuple  # (t, f, slope, grad): the lowest admissible trial, or the accepted one
+    best: jax.Array  # point(t, f, slope): the lowest admissible trial, or the accepted one
+    grad: Any  # phi's grad payload at best
 
 
 def run(search, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
-    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``."""
+    """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
+
+    ``best`` starts as the zero step (phi(0)) and is replaced only by an evaluated
+    trial, so at the end it is the accepted trial, the best decrease point, or the
+    zero step: the three outcomes of the module docstring."""
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     value0, slope0, stepsize = as_s(value0), as_s(slope0), as_s(stepsize)
-    rule0, update = search.rule(value0, slope0, stepsize)
-    start_ok = (slope0 < 0) & jnp.isfinite(stepsize) & (stepsize > 0) & jnp.isfinite(value0)
+    rule0, update, stop = search.rule(value0, slope0, stepsize)
+    start_ok = (slope0 < 0) & jnp.isfinite(value0)
     init = _Loop(
         k=jnp.zeros((), jnp.int32),
-        t=stepsize,
-        done=~start_ok,
-        success=jnp.asarray(False),
+        t=jnp.where(start_ok, stepsize, jnp.nan),  # a NaN trial ends the loop before it starts
+        accepted=jnp.asarray(False),
         rule=rule0,
-        best=(jnp.zeros((), sdt), value0, slope0, grad0),
+        best=point(jnp.zeros((), sdt), value0, slope0),
+        grad=grad0,
     )
 
     def body(c):
         f, d, g = phi(c.t)
         f, d = as_s(f), as_s(d)
         finite = jnp.isfinite(f) & jnp.isfinite(d)
-        rule, t_next, accept, admissible, stop = update(c.rule, c.t, f, d, finite)
+        p = point(c.t, f, d)
+        rule, t_next, accept, admissible = update(c.rule, p, finite)
         keep = accept | (admissible & finite & (f < c.best[1]))
-        best = jax.tree.map(lambda n, o: jnp.where(keep, n, o), (c.t, f, d, g), c.best)
-        usable = jnp.isfinite(t_next) & (t_next > 0)
-        return _Loop(c.k + 1, as_s(t_next), accept | stop | ~usable, accept, rule, best)
+        best = jnp.where(keep, p, c.best)
+        g = jax.tree.map(lambda n, o: jnp.where(keep, n, o), g, c.grad)
+        return _Loop(c.k + 1, as_s(t_next), accept, rule, best, g)
 
-    c = jax.lax.while_loop(lambda c: ~c.done & (c.k < search.max_steps), body, init)
-    return finish(c.success, *c.best, value0, slope0, grad0, c.k)
+    def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
+        usable = jnp.isfinite(c.t) & (c.t > 0)
+        return ~c.accepted & (c.k < search.max_steps) & usable & ~stop(c.rule, c.t)
+
+    c = jax.lax.while_loop(proceed, body, init)
+    t, f, d = c.best
+    status = jnp.where(
+        c.accepted, LineSearchStatus.SUCCESS, jnp.where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)
+    ).astype(jnp.int32)
+    return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status)

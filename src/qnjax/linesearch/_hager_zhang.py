@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch
+from ._base import LineSearch, point
 
 # Stages: which procedure the next trial belongs to.
 _EXPAND, _SHRINK, _SEC1, _SEC2, _MID = 0, 1, 2, 3, 4
@@ -101,8 +101,8 @@ class _Rule(NamedTuple):
     stage: jax.Array  # int32, of the next trial
     ret: jax.Array  # int32, where a SHRINK returns to
     kind: jax.Array  # int32, kind of b
-    a: tuple  # (t, f, slope)
-    b: tuple
+    a: jax.Array  # point (t, f, slope)
+    b: jax.Array
     aj: tuple  # (t, slope) of a and b at the start of the current secant^2 step
     bj: tuple
 
@@ -121,7 +121,8 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
     zero = jnp.zeros((), sdt)
     high_level = value0 + as_s(cfg.epsilon) * jnp.abs(value0)  # phi(0) + eps_k
 
-    def update(c, t, f, d, finite):
+    def update(c, p, finite):
+        t, f, d = p
         # Acceptance: T1 or T2 (the latter never above phi(0)).
         curvature = d >= sigma * slope0
         wolfe = f <= value0 + delta * t * slope0
@@ -131,9 +132,8 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
         # The interval update (module docstring: one rule for U1-U3, B1-B3).
         move_a = finite & (d < 0) & (f <= high_level)
         kind_c = jnp.where(~finite, _BAD, jnp.where(d >= 0, _SLOPE, _HIGH))
-        point = (t, f, d)
-        a = jax.tree.map(lambda n, o: jnp.where(move_a, n, o), point, c.a)
-        b = jax.tree.map(lambda n, o: jnp.where(move_a, o, n), point, c.b)
+        a = jnp.where(move_a, p, c.a)
+        b = jnp.where(move_a, c.b, p)
         kind = jnp.where(move_a, c.kind, kind_c).astype(jnp.int32)
 
         # The next trial.
@@ -166,7 +166,6 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
         aj = jax.tree.map(lambda n, o: jnp.where(new_start, n, o), (a_t, a_d), c.aj)
         bj = jax.tree.map(lambda n, o: jnp.where(new_start, n, o), (b_t, b_d), c.bj)
 
-        collapsed = ~is_open & (width <= jnp.finfo(sdt).eps * b_t)
         rule = _Rule(
             stage=stage.astype(jnp.int32),
             ret=jnp.where(shrinking, ret_new, c.ret).astype(jnp.int32),
@@ -176,15 +175,18 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
             aj=aj,
             bj=bj,
         )
-        return rule, t_next, success, finite, collapsed
+        return rule, t_next, success, finite
+
+    def stop(c, t):  # the interval collapsed to rounding
+        return (c.kind != _OPEN) & (c.b[0] - c.a[0] <= jnp.finfo(sdt).eps * c.b[0])
 
     rule0 = _Rule(
         stage=i32(_EXPAND),
         ret=i32(_TO_L1),
         kind=i32(_OPEN),
-        a=(zero, value0, slope0),
-        b=(zero, value0, slope0),
+        a=point(zero, value0, slope0),
+        b=point(zero, value0, slope0),
         aj=(zero, slope0),
         bj=(zero, slope0),
     )
-    return rule0, update
+    return rule0, update, stop

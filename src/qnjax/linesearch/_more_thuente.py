@@ -52,7 +52,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, decrease_test
+from ._base import LineSearch, decrease_test, point
 
 
 @jax.tree_util.register_dataclass
@@ -74,10 +74,8 @@ class MoreThuente(LineSearch):
 class _Rule(NamedTuple):
     bracketed: jax.Array
     stage1: jax.Array  # psi is used while True
-    x: tuple  # (t, f, slope): the best step t_x
-    y: tuple  # the other end t_y
-    lo: jax.Array  # the bounds the next trial must stay strictly inside (bracketed)
-    hi: jax.Array
+    x: jax.Array  # point (t, f, slope) of the best step t_x
+    y: jax.Array  # point of the other end t_y
     width: jax.Array  # |t_y - t_x| one and two trials ago
     width1: jax.Array
 
@@ -130,22 +128,34 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
     c1, c2, xtol, expand = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.xtol), as_s(cfg.expand)
     value0, slope0 = as_s(value0), as_s(slope0)
     gtest = c1 * slope0
+    zero, inf = as_s(0), as_s(jnp.inf)
 
-    def update(r, t, f, d, finite):
+    def bounds(x, y, bracketed, t):
+        # Where trial t may go: bracketed, the interval; else [t + 1.1 (t - t_x), t + expand (t - t_x)]
+        # (before the first evaluation, t_x = 0 and the lower bound is 0).
+        first = ~bracketed & (x[0] == 0)
+        lo = jnp.where(bracketed, jnp.minimum(x[0], y[0]), jnp.where(first, 0, t + 1.1 * (t - x[0])))
+        hi = jnp.where(bracketed, jnp.maximum(x[0], y[0]), t + expand * (t - x[0]))
+        return lo, hi
+
+    def update(r, p, finite):
+        t, f, d = p
+        lo, hi = bounds(r.x, r.y, r.bracketed, t)
         decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
         success = decrease & (jnp.abs(d) <= -c2 * slope0)
         # psi (eq. 2.1) while in stage 1 and the trial is below t_x but not sufficiently low.
         use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
-        shift = lambda p: (p[0], p[1] - jnp.where(use_psi, p[0] * gtest, 0), p[2] - jnp.where(use_psi, gtest, 0))  # noqa: E731
-        t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift((t, f, d)), r.bracketed, r.lo, r.hi)
+        psi = jnp.where(use_psi, gtest, zero)
+        shift = lambda q: (q[0], q[1] - psi * q[0], q[2] - psi)  # noqa: E731  phi -> psi
+        t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift(p), r.bracketed, lo, hi)
 
         # The interval update: a higher trial becomes t_y; a lower one t_x (and the old
         # t_x becomes t_y if the slopes changed sign). A non-finite trial is outside the
         # domain: it becomes t_y, and the step shrinks towards t_x.
         to_y = higher | ~finite
-        x = jax.tree.map(lambda a, b: jnp.where(to_y, a, b), r.x, (t, f, d))
-        bad = (t, jnp.where(finite, f, jnp.inf), jnp.where(finite, d, 0))
-        y = jax.tree.map(lambda a, b, c: jnp.where(to_y, a, jnp.where(opposite, b, c)), bad, r.x, r.y)
+        x = jnp.where(to_y, r.x, p)
+        bad = jnp.where(finite, p, point(t, inf, zero))
+        y = jnp.where(to_y, bad, jnp.where(opposite, r.x, r.y))
         bracketed = r.bracketed | to_y | opposite
         t_bad = r.x[0] + jnp.where(r.x[0] == 0, as_s(0.1), as_s(0.5)) * (t - r.x[0])
         t_new = jnp.where(finite, t_new, t_bad)
@@ -157,17 +167,15 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
         width1 = jnp.where(bracketed, r.width, r.width1)
         width = jnp.where(bracketed, width_now, r.width)
 
-        lo = jnp.where(bracketed, jnp.minimum(x[0], y[0]), t_new + 1.1 * (t_new - x[0]))
-        hi = jnp.where(bracketed, jnp.maximum(x[0], y[0]), t_new + expand * (t_new - x[0]))
-        # The paper's rounding and xtol tests: the next trial would be t_x itself.
-        stuck = bracketed & ((t_new <= lo) | (t_new >= hi) | (hi - lo <= xtol * hi))
         stage1 = r.stage1 & ~(decrease & (d >= 0))
-        rule = _Rule(bracketed, stage1, x, y, lo, hi, width, width1)
-        return rule, t_new, success, decrease, stuck
+        rule = _Rule(bracketed, stage1, x, y, width, width1)
+        return rule, t_new, success, decrease
 
-    zero = jnp.zeros((), sdt)
-    inf = jnp.asarray(jnp.inf, sdt)
-    start = (zero, value0, slope0)
-    t0 = as_s(stepsize)
-    rule0 = _Rule(jnp.asarray(False), jnp.asarray(True), start, start, zero, t0 + expand * t0, inf, inf)
-    return rule0, update
+    def stop(r, t):
+        # The paper's rounding and xtol tests: the next trial would be t_x itself.
+        lo, hi = bounds(r.x, r.y, r.bracketed, t)
+        return r.bracketed & ((t <= lo) | (t >= hi) | (hi - lo <= xtol * hi))
+
+    start = point(zero, value0, slope0)
+    rule0 = _Rule(jnp.asarray(False), jnp.asarray(True), start, start, inf, inf)
+    return rule0, update, stop

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, decrease_test
+from ._base import LineSearch, decrease_test, point
 from ._interpolate import extrapolate, safeguarded
 
 
@@ -61,8 +61,8 @@ class Zoom(LineSearch):
 
 class _Rule(NamedTuple):
     bracketed: jax.Array
-    lo: tuple  # (t, f, slope): bracketing: previous trial; zoom: best end
-    hi: tuple
+    lo: jax.Array  # point (t, f, slope): bracketing: previous trial; zoom: best end
+    hi: jax.Array
 
 
 def _rule(cfg: Zoom, value0, slope0, stepsize):
@@ -71,7 +71,8 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
     c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
     zero = jnp.zeros((), sdt)
 
-    def update(r, t, f, d, finite):
+    def update(r, p, finite):
+        t, f, d = p
         decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
         curvature = jnp.abs(d) <= -c2 * slope0
         lo_t, lo_f, lo_d = r.lo
@@ -87,20 +88,13 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
         shrink_hi = ~success & (~decrease | (f > lo_f))
         flip = ~shrink_hi & (d * (hi_t - lo_t) >= 0)
 
-        point = (t, f, d)
         b = r.bracketed
-        new_lo = jax.tree.map(
-            lambda cur, old: jnp.where(b, jnp.where(shrink_hi, old, cur), jnp.where(to_zoom_hi, old, cur)),
-            point, r.lo,
-        )
-        old_lo_as_hi = jax.tree.map(lambda o, h: jnp.where(flip, o, h), r.lo, r.hi)
-        new_hi = jax.tree.map(
-            lambda cur, keep_old, old_lo: jnp.where(
-                b,
-                jnp.where(shrink_hi, cur, keep_old),
-                jnp.where(to_zoom_hi, cur, jnp.where(to_zoom_swap, old_lo, keep_old)),
-            ),
-            point, old_lo_as_hi, r.lo,
+        new_lo = jnp.where(b, jnp.where(shrink_hi, r.lo, p), jnp.where(to_zoom_hi, r.lo, p))
+        old_lo_as_hi = jnp.where(flip, r.lo, r.hi)
+        new_hi = jnp.where(
+            b,
+            jnp.where(shrink_hi, p, old_lo_as_hi),
+            jnp.where(to_zoom_hi, p, jnp.where(to_zoom_swap, r.lo, old_lo_as_hi)),
         )
         bracketed = b | to_zoom_hi | to_zoom_swap
 
@@ -114,9 +108,12 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
         )
         t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
         t_next = jnp.where(bracketed, t_zoom, t_ext)
-        collapsed = bracketed & (jnp.abs(nh_t - nl_t) <= jnp.finfo(sdt).eps * jnp.maximum(nl_t, nh_t))
-        return _Rule(bracketed, new_lo, new_hi), t_next, success, decrease, collapsed
+        return _Rule(bracketed, new_lo, new_hi), t_next, success, decrease
 
-    start = (zero, value0, slope0)
+    def stop(r, t):  # the interval collapsed to rounding
+        lo_t, hi_t = r.lo[0], r.hi[0]
+        return r.bracketed & (jnp.abs(hi_t - lo_t) <= jnp.finfo(sdt).eps * jnp.maximum(lo_t, hi_t))
+
+    start = point(zero, value0, slope0)
     rule0 = _Rule(jnp.asarray(False), start, start)
-    return rule0, update
+    return rule0, update, stop
