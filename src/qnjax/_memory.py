@@ -27,8 +27,9 @@ and both s and y are finite, i.e. when the angle between s and y is
 measurably below 90 degrees. This keeps H positive definite (N&W Sec. 6.1,
 the curvature condition) and is invariant to scaling f or x; under a Wolfe
 step <s, y> >= (1 - c2) |<g, s>| > 0, so it only rejects pairs spoiled by
-rounding. The new pair is written with ``.at[head].set`` into the
-loop-carried buffer so XLA updates it in place.
+rounding. The new pair is written with a dynamic update slice at ``head``
+(``.at[head].set`` without its scatter) into the loop-carried buffer so XLA
+updates it in place.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def is_empty(memory: Memory):
     return jnp.all(memory.rho == 0)
 
 
+def _write(buf, i, value):
+    """buf with row i set to value: ``buf.at[i].set(value)`` for an index known to be in
+    range, as a dynamic update slice (no scatter for XLA to expand)."""
+    return jax.lax.dynamic_update_index_in_dim(buf, value, i, 0)
+
+
 def _slot(tree, i):
     return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
 
@@ -109,7 +116,8 @@ def two_loop(memory: Memory, g, scale=1.0):
         c = memory.rho[i] * (h0 * _tree.inner(dot_with, q, sdt))
         coef = jnp.where(second, alpha[i], 0) - c
         q = _tree.combine(coef, move_along, h0, q)
-        return q, alpha.at[i].set(jnp.where(second, alpha[i], c))
+        # In the second loop alpha_i has just been read for the last time: overwriting it is harmless.
+        return q, _write(alpha, i, c)
 
     # alpha starts as any (m,) array: every slot is written before it is read.
     return jax.lax.fori_loop(0, 2 * m, step, (g, memory.rho))[0]
@@ -120,21 +128,25 @@ def push(memory: Memory, s, y, allow=True):
 
     Returns the new memory and whether the pair was stored."""
     sdt = memory.rho.dtype
-    sy, yy, ss = _tree.inners([(s, y), (y, y), (s, s)], sdt)
-    size = jnp.sqrt(ss) * jnp.sqrt(yy)
+    products = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    sy = products[0]
+    # Divisions and roots as one array each (each is one compiled kernel):
+    # [rho, gamma] = [1 / sy, sy / yy] and ||y|| ||s||.
+    rho_gamma = jnp.stack([jnp.ones((), sdt), sy]) / products[:2]
+    size = jnp.prod(jnp.sqrt(products[1:]))
     eps = jnp.finfo(sdt).eps
-    store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(1 / sy)
+    store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(rho_gamma[0])
     h = memory.head
     slot = jnp.where(store, h, memory.rho.shape[0])  # a rejected pair goes to the spare slot
 
     def write(buf, new):
-        return buf.at[slot].set(new.astype(buf.dtype))
+        return _write(buf, slot, new.astype(buf.dtype))
 
     stored = Memory(
         s=jax.tree.map(write, memory.s, s),
         y=jax.tree.map(write, memory.y, y),
-        rho=memory.rho.at[h].set(jnp.where(store, 1 / sy, memory.rho[h])),
+        rho=_write(memory.rho, h, jnp.where(store, rho_gamma[0], memory.rho[h])),
         head=jnp.where(store, (h + 1) % memory.rho.shape[0], h).astype(jnp.int32),
-        gamma=jnp.where(store & jnp.isfinite(sy / yy), sy / yy, memory.gamma),
+        gamma=jnp.where(store & jnp.isfinite(rho_gamma[1]), rho_gamma[1], memory.gamma),
     )
     return stored, store

@@ -140,6 +140,15 @@ class _Carry(NamedTuple):
     status: jax.Array
 
 
+def _first_match(rules):
+    """The status of the first true condition in ``[(condition, Status), ...]``, else
+    RUNNING: one chain of selects, each condition used once (one compiled kernel)."""
+    status = code(Status.RUNNING)
+    for condition, s in reversed(rules):
+        status = jnp.where(condition, code(s), status)
+    return status
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
     evaluate = _objective.value_and_grad(fun, x0, sdt, has_aux)
@@ -147,12 +156,6 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
 
     value0, payload0 = value_and_grad(x0)
     gnorm0 = _tree.norm_inf(payload0[0], sdt)
-
-    def converged(gnorm):
-        return jnp.where(
-            gnorm <= tols.gtol, code(Status.GTOL),
-            jnp.where(gnorm <= tols.gtol_rel * gnorm0, code(Status.GTOL_REL), code(Status.RUNNING)),
-        )
 
     finite0 = jnp.isfinite(value0) & _tree.all_finite(payload0[0])
     start = _Carry(
@@ -162,7 +165,8 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         memory=_memory.init(x0, memory_size, sdt),
         nit=jnp.zeros((), jnp.int32),
         nfev=jnp.ones((), jnp.int32),
-        status=jnp.where(finite0, converged(gnorm0), code(Status.NONFINITE)),
+        status=_first_match([(~finite0, Status.NONFINITE), (gnorm0 <= tols.gtol, Status.GTOL),
+                             (gnorm0 <= tols.gtol_rel * gnorm0, Status.GTOL_REL)]),
     )
 
     def cond(c):
@@ -180,14 +184,14 @@ def _solve(fun, has_aux, memory_size, sdt, x0, args, tols, linesearch):
         # after a stalled search (e.g. pinned at the edge of f's domain) it means nothing.
         normal = step.searched == LineSearchStatus.SUCCESS
         bound = jnp.maximum(tols.ftol * jnp.maximum(jnp.abs(c.value), jnp.abs(step.value)), tols.fatol)
-        ftol_met = normal & (reduction <= bound)
-        status = converged(_tree.norm_inf(step.payload[0], sdt))
-        status = jnp.where(status != Status.RUNNING, status, jnp.where(ftol_met, code(Status.FTOL), status))
+        gnorm = _tree.norm_inf(step.payload[0], sdt)
         out_of_budget = budget < linesearch.max_steps  # a failure then is the budget's
-        failed_code = jnp.where(out_of_budget, code(Status.MAXFEV), code(Status.LINESEARCH_FAILED))
-        status = jnp.where(step.failed, failed_code, status)
-        status = jnp.where((status == Status.RUNNING) & (nit >= tols.maxiter), code(Status.MAXITER), status)
-        status = jnp.where((status == Status.RUNNING) & (nfev >= tols.maxfev), code(Status.MAXFEV), status)
+        status = _first_match(
+            [(step.failed & out_of_budget, Status.MAXFEV), (step.failed, Status.LINESEARCH_FAILED),
+             (gnorm <= tols.gtol, Status.GTOL), (gnorm <= tols.gtol_rel * gnorm0, Status.GTOL_REL),
+             (normal & (reduction <= bound), Status.FTOL), (nit >= tols.maxiter, Status.MAXITER),
+             (nfev >= tols.maxfev, Status.MAXFEV)],
+        )
         return _Carry(step.params, step.value, step.payload, step.memory, nit, nfev, status)
 
     c = jax.lax.while_loop(cond, body, start)

@@ -46,16 +46,32 @@ class LineSearchResult(NamedTuple):
     status: jax.Array  # int32, a LineSearchStatus
 
 
-def decrease_test(t, f, d, value0, slope0, c1, approx_eps, finite):
-    """Sufficient decrease phi(t) <= phi(0) + c1 t phi'(0) (N&W eq. 3.4), or, once the
-    predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|`` (rounding
-    noise), the approximate Wolfe test of Hager & Zhang (2005, Sec. 4):
-    phi(t) <= phi(0) and phi'(t) <= (2 c1 - 1) phi'(0). Never true for a higher value."""
-    predicted = c1 * t * slope0
-    armijo = f <= value0 + predicted
-    noise = jnp.asarray(approx_eps).astype(f.dtype) * jnp.abs(value0)
-    approx = (-predicted <= noise) & (f <= value0) & (d <= (2 * c1 - 1) * slope0)
-    return finite & (armijo | approx)
+def wolfe_tests(value0, slope0, c1, c2, approx_eps):
+    """The acceptance tests of a trial, ``tests(t, f, d, finite) -> (decrease, curvature)``,
+    and c1 phi'(0) (Moré-Thuente's psi needs it); returns ``(tests, c1 phi'(0))``.
+
+    ``decrease``: sufficient decrease phi(t) <= phi(0) + c1 t phi'(0) (N&W eq. 3.4), or,
+    once the predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|``
+    (rounding noise), the approximate Wolfe test of Hager & Zhang (2005, Sec. 4):
+    phi(t) <= phi(0) and phi'(t) <= (2 c1 - 1) phi'(0); never true for a higher value
+    or a non-finite trial. ``curvature``: |phi'(t)| <= c2 |phi'(0)| (N&W eq. 3.7b).
+
+    The levels that do not depend on t are computed once, as one array (one compiled
+    kernel rather than one per level)."""
+    sdt = jnp.result_type(value0)
+    as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
+    c1 = as_s(c1)
+    factors = jnp.stack([c1, 2 * c1 - 1, -as_s(c2), as_s(approx_eps)])
+    levels = factors * jnp.stack([slope0, slope0, slope0, jnp.abs(value0)])
+
+    def tests(t, f, d, finite):
+        slope_level, curvature_level, noise = levels[1], levels[2], levels[3]
+        predicted = c1 * t * slope0
+        armijo = f <= value0 + predicted
+        approx = (-predicted <= noise) & (f <= value0) & (d <= slope_level)
+        return finite & (armijo | approx), jnp.abs(d) <= curvature_level
+
+    return tests, levels[0]
 
 
 def point(t, f, d):

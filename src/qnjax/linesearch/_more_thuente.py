@@ -52,7 +52,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, decrease_test, point
+from ._base import LineSearch, point, wolfe_tests
 
 
 @jax.tree_util.register_dataclass
@@ -127,7 +127,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, xtol, expand = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.xtol), as_s(cfg.expand)
     value0, slope0 = as_s(value0), as_s(slope0)
-    gtest = c1 * slope0
+    tests, gtest = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
     zero, inf = as_s(0), as_s(jnp.inf)
 
     def bounds(x, y, bracketed, t):
@@ -141,8 +141,8 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
     def update(r, p, finite):
         t, f, d = p
         lo, hi = bounds(r.x, r.y, r.bracketed, t)
-        decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
-        success = decrease & (jnp.abs(d) <= -c2 * slope0)
+        decrease, curvature = tests(t, f, d, finite)
+        success = decrease & curvature
         # psi (eq. 2.1) while in stage 1 and the trial is below t_x but not sufficiently low.
         use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
         psi = jnp.where(use_psi, gtest, zero)

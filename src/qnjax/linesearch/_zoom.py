@@ -39,7 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, decrease_test, point
+from ._base import LineSearch, point, wolfe_tests
 from ._interpolate import extrapolate, safeguarded
 
 
@@ -70,11 +70,11 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
     zero = jnp.zeros((), sdt)
+    tests, _ = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
 
     def update(r, p, finite):
         t, f, d = p
-        decrease = decrease_test(t, f, d, value0, slope0, c1, cfg.approx_eps, finite)
-        curvature = jnp.abs(d) <= -c2 * slope0
+        decrease, curvature = tests(t, f, d, finite)
         lo_t, lo_f, lo_d = r.lo
         hi_t, hi_f, hi_d = r.hi
 
