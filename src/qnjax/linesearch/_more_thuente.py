@@ -37,7 +37,7 @@ interval is below ``xtol`` relative width (the paper's rounding and xtol
 tests); then ``_base`` returns the best sufficient-decrease trial (DECREASE),
 where MINPACK-2 spends one more evaluation at t_x.
 
-Shared with ``Zoom`` (``_base.decrease``): the approximate-Wolfe decrease test
+Shared with ``Zoom`` (``_base.wolfe_tests``): the approximate-Wolfe decrease test
 once phi's change is below rounding, and the non-finite policy (a trial where
 phi or phi' is not finite becomes t_y and the next trial is t_x + 0.1 (t - t_x)
 while nothing has decreased, the midpoint afterwards). Defaults are L-BFGS-B's:
