@@ -82,13 +82,13 @@ class _Rule(NamedTuple):
 
 def _cubic(a, fa, da, b, fb, db):
     """Minimiser of the cubic through (a, fa, da), (b, fb, db), scaled against overflow,
-    and whether it is defined; the step is measured from b towards a."""
+    with the ratio r (the minimiser is b + r (a - b)) and gamma that case 3 tests."""
     theta = 3 * (fa - fb) / (b - a) + da + db
     s = jnp.maximum(jnp.maximum(jnp.abs(theta), jnp.abs(da)), jnp.abs(db))
     disc = (theta / s) ** 2 - (da / s) * (db / s)
     gamma = s * jnp.sqrt(jnp.maximum(disc, 0)) * jnp.sign(a - b)
     r = ((gamma - db) + theta) / (((gamma - db) + gamma) + da)
-    return b + r * (a - b), r, gamma, disc
+    return b + r * (a - b), r, gamma
 
 
 def _trial(x, y, p, bracketed, lo, hi):
@@ -96,7 +96,7 @@ def _trial(x, y, p, bracketed, lo, hi):
     t_p is higher than t_x (case 1) and the slopes have opposite signs."""
     (tx, fx, dx), (ty, fy, dy), (tp, fp, dp) = x, y, p
     opposite = dp * jnp.sign(dx) < 0
-    cubic_xp, r, gamma, _ = _cubic(tx, fx, dx, tp, fp, dp)
+    cubic_xp, r, gamma = _cubic(tx, fx, dx, tp, fp, dp)
     secant = tp + dp / (dp - dx) * (tx - tp)
     quad = tx + dx / ((fx - fp) / (tp - tx) + dx) / 2 * (tp - tx)
     # Case 1: higher value.
