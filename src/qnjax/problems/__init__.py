@@ -1,10 +1,13 @@
 """Catalogue of unconstrained test problems for benchmarking and testing qnjax.
 
 * :func:`mgh` -- the 35 problems of Moré, Garbow & Hillstrom (1981), at the paper's
-  standard starting points and standard dimensions (see :mod:`qnjax.problems._mgh`
+  standard starting points and standard dimensions (see :mod:`qnjax.problems._mgh_fixed`
   for the references and the local-minimum caveats).
 * :func:`scalable` -- a few of them at large ``n`` plus an ill-conditioned separable
   quadratic, for speed and memory benchmarks.
+* :func:`cutest` -- 38 large-scale problems of the CUTEst collection plus the extended
+  cliff function, at any ``n`` (default 100), defined as in their SIF files (see
+  :mod:`qnjax.problems._cutest` for the sources and how each ``fstar`` was obtained).
 * :func:`get` / :func:`names` -- lookup by name.
 
 Every :attr:`Problem.fun` is pure, jittable and dtype-generic: a float32 ``x`` gives a
@@ -13,9 +16,10 @@ are cast to ``x.dtype`` inside the function.
 
 Names: fixed-dimension problems use a plain snake_case name (``"rosenbrock"``,
 ``"helical_valley"``); variable-dimension ones append the dimension
-(``"extended_rosenbrock_n10"``, ``"watson_n6"``). :func:`get` also accepts the family
-name without the suffix (``get("extended_rosenbrock", n=1000)``) to build an instance
-at another dimension.
+(``"extended_rosenbrock_n10"``, ``"watson_n6"``, ``"woods_n100"``; CUTEst families are
+the lower-case CUTEst names). :func:`get` also accepts the family name without the
+suffix (``get("extended_rosenbrock", n=1000)``, ``get("woods", n=1000)``) to build an
+instance at another dimension.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Problem", "get", "mgh", "names", "scalable"]
+__all__ = ["Problem", "cutest", "get", "mgh", "names", "scalable"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,8 +42,9 @@ class Problem:
     otherwise), ``n``, ``fun`` (pure, jittable, dtype-generic), ``x0`` (the standard
     start, read-only float64), ``fstar`` (the minimum value expected from ``x0``; where
     the paper lists several minima this is the one descent methods reach from ``x0``,
-    see :mod:`qnjax.problems._mgh`), ``xstar`` (a minimiser with ``fun(xstar) == fstar``,
-    or ``None``) and ``f0`` (published or exactly derived ``fun(x0)``, or ``None``).
+    see :mod:`qnjax.problems._mgh_fixed`), ``xstar`` (a minimiser with
+    ``fun(xstar) == fstar``, or ``None``) and ``f0`` (published or exactly derived
+    ``fun(x0)``, or ``None``).
 
     ``eq=False``: problems compare and hash by identity (their arrays make value
     equality ambiguous), so they can be used as dict keys or static jit arguments.
@@ -82,16 +87,21 @@ def _frozen_vector(value, n: int, what: str) -> np.ndarray:
 
 # The submodules import Problem from this package, so they must be imported after it
 # is defined.
-from qnjax.problems import _mgh, _mgh2, _scalable  # noqa: E402
+from qnjax.problems import _cutest, _mgh_fixed, _mgh_variable, _scalable  # noqa: E402
 
 # family name -> (builder(n) -> Problem, default dimensions in catalogue order)
-_FAMILIES = {**_mgh.FAMILIES, **_mgh2.FAMILIES, **_scalable.FAMILIES}
+_FAMILIES = {
+    **_mgh_fixed.FAMILIES,
+    **_mgh_variable.FAMILIES,
+    **_scalable.FAMILIES,
+    **_cutest.FAMILIES,
+}
 
 
 def mgh() -> tuple[Problem, ...]:
     """The Moré-Garbow-Hillstrom catalogue in the paper's order (1..35)."""
     out = []
-    for families in (_mgh.FAMILIES, _mgh2.FAMILIES):
+    for families in (_mgh_fixed.FAMILIES, _mgh_variable.FAMILIES):
         for build, dims in families.values():
             out.extend(build(n) for n in dims)
     return tuple(out)
@@ -104,9 +114,21 @@ def scalable(n: int = 10_000) -> tuple[Problem, ...]:
     return _scalable.scalable(n)
 
 
+def cutest(n: int = 100) -> tuple[Problem, ...]:
+    """The CUTEst families at dimension ``n`` (default 100), in alphabetical order.
+
+    Every family is available at n = 100 and n = 1000; other ``n`` raise ``ValueError``
+    where a family needs a divisibility (WOODS, POWELLSG: multiple of 4; even for
+    BROYDN7D, CHAINWOO, CRAGGLVY, EXTCLIFF, SROSENBR) or where its minimum value was
+    computed numerically for 100 and 1000 only.
+    """
+    return _cutest.cutest(n)
+
+
 def names() -> tuple[str, ...]:
-    """Names of the problems in :func:`mgh` and ``scalable()`` (default ``n``)."""
-    return tuple(p.name for p in mgh()) + tuple(p.name for p in scalable())
+    """Names of the problems in :func:`mgh`, ``scalable()`` and ``cutest()`` (default
+    ``n``)."""
+    return tuple(p.name for p in mgh() + scalable() + cutest())
 
 
 def get(name: str, n: int | None = None) -> Problem:
@@ -120,7 +142,7 @@ def get(name: str, n: int | None = None) -> Problem:
     if name in _FAMILIES:
         build, dims = _FAMILIES[name]
         return build(dims[0] if n is None else int(n))
-    for p in mgh() + scalable():
+    for p in mgh() + scalable() + cutest():
         if p.name == name:
             if n is not None and int(n) != p.n:
                 raise ValueError(f"{name!r} has n={p.n}; use its family name to pick n={n}")

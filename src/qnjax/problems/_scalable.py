@@ -14,7 +14,7 @@
   ``x0 = ones``, minimum 0 at the origin (``number=None``: not an MGH problem).
 
 The MGH ones are the same objects as ``get(family, n=n)`` (see
-:mod:`qnjax.problems._mgh2`); all are vectorised (no Python loop over ``n``).
+:mod:`qnjax.problems._mgh_variable`); all are vectorised (no Python loop over ``n``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qnjax.problems import Problem
-from qnjax.problems._mgh2 import (
+from qnjax.problems._mgh_variable import (
     build_broyden_tridiagonal,
     build_discrete_boundary_value,
     build_extended_powell_singular,

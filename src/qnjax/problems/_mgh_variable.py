@@ -1,9 +1,9 @@
 """Moré-Garbow-Hillstrom problems 21-35 (variable dimension, any ``n``).
 
-Same paper, form and conventions as :mod:`qnjax.problems._mgh` (which documents the
-references): ``f(x) = sum_i f_i(x)**2`` with the paper's residuals and starting points.
-Every function reads ``n`` from ``x.shape`` and is vectorised with ``jnp`` (shifted
-slices, ``cumsum``), so the same code serves n = 10 and n = 10**5.
+Same paper, form and conventions as :mod:`qnjax.problems._mgh_fixed` (which documents
+the references): ``f(x) = sum_i f_i(x)**2`` with the paper's residuals and starting
+points. Every function reads ``n`` from ``x.shape`` and is vectorised with ``jnp``
+(shifted slices, ``cumsum``), so the same code serves n = 10 and n = 10**5.
 
 Standard instances (``mgh()``): extended Rosenbrock n = 10; extended Powell singular
 n = 12; penalty I and II n = 4, 10; variably dimensioned, trigonometric, Brown
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qnjax.problems import Problem
-from qnjax.problems._mgh import const, index, sumsq
+from qnjax.problems._mgh_fixed import const, index, sumsq
 
 # ------------------------------------------------------------------ functions
 

@@ -3,7 +3,7 @@
 Source: J. J. Moré, B. S. Garbow and K. E. Hillstrom, "Testing Unconstrained
 Optimization Software", ACM Trans. Math. Softw. 7(1):17-41, 1981 (the "paper"), and
 its Fortran companion, Algorithm 566 (same issue, pp. 136-140). Problems 21-35 (the
-ones defined for any ``n``) are in :mod:`qnjax.problems._mgh2`.
+ones defined for any ``n``) are in :mod:`qnjax.problems._mgh_variable`.
 
 Form. Every problem is the paper's least-squares sum ``f(x) = sum_i f_i(x)**2`` of
 ``m`` residuals ``f_i``, written here with 0-based ``x[0] = x_1`` etc. Data tables,
