@@ -42,13 +42,26 @@ def rosenbrock(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
-def available_linesearches():
-    """The line-search catalogue: adding a search is one line here."""
+def _line_searches():
+    """Every registered line search with its default settings (``qnjax.linesearch.REGISTRY``)."""
     import qnjax
 
-    names = {"zoom": "Zoom", "more-thuente": "MoreThuente", "hager-zhang": "HagerZhang",
-             "backtracking": "Backtracking"}
-    return {k: getattr(qnjax.linesearch, v)() for k, v in names.items() if hasattr(qnjax.linesearch, v)}
+    return {name: cls() for name, cls in qnjax.linesearch.REGISTRY.items()}
 
 
-LINESEARCHES = available_linesearches()
+LINESEARCHES = _line_searches()
+
+
+class _Compiles:
+    """Counts XLA compilations (JAX's monitoring event), so tests can assert none happened."""
+
+    count = 0
+
+    @classmethod
+    def listen(cls, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            cls.count += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_Compiles.listen)
+COMPILES = _Compiles

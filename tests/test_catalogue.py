@@ -53,6 +53,6 @@ def test_against_scipy_lbfgsb(name):
         # early: watson_n9, osborne1). The default line search is L-BFGS-B's (MoreThuente),
         # so the evaluation counts agree, up to rounding in the last iterations.
         like_scipy = qnjax.minimize(problem.fun, problem.x0_as(np.float64), maxiter=5000, maxfev=10000,
-                                    gtol=1e-5, gtol_rel=0.0, fatol=1e7 * np.finfo(np.float64).eps)
+                                    gtol=1e-5, fatol=1e7 * np.finfo(np.float64).eps)
         assert abs(int(like_scipy.nfev) - ref.nfev) <= 2, (int(like_scipy.nfev), ref.nfev)
         assert abs(int(like_scipy.nit) - ref.nit) <= 2, (int(like_scipy.nit), ref.nit)

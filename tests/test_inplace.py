@@ -1,16 +1,16 @@
 """The ring buffer is updated in place: no whole-buffer copy in the compiled loop.
 
-A structural check of the optimised HLO (deterministic); the timing at n = 1e6
-is `benchmarks/inplace.py` (make bench)."""
+A structural check of the optimised HLO of ``qnjax.minimize`` (deterministic); the
+timing at n = 1e6 is `benchmarks/inplace.py` (make bench)."""
 
 import importlib.util
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import pytest
 
 import qnjax
-from qnjax._minimize import _solve, _Tolerances
 
 spec = importlib.util.spec_from_file_location(
     "inplace", pathlib.Path(__file__).parents[1] / "benchmarks" / "inplace.py"
@@ -19,18 +19,15 @@ inplace = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(inplace)
 
 
-@pytest.mark.parametrize("linesearch", ["Zoom", "MoreThuente", "HagerZhang", "Backtracking"])
-def test_no_history_copy_in_the_loop(linesearch):
-    if not hasattr(qnjax.linesearch, linesearch):
-        pytest.skip(f"{linesearch} not available")
+@pytest.mark.parametrize("direction", ["compact", "two-loop"])
+@pytest.mark.parametrize("linesearch", sorted(qnjax.linesearch.REGISTRY))
+def test_no_history_copy_in_the_loop(linesearch, direction):
     n, m = 4099, 7  # shapes that appear nowhere else in the program
-    sdt = jnp.dtype(jnp.float32)
-    zero = jnp.zeros((), sdt)
-    tols = _Tolerances(zero, zero, zero, zero, jnp.asarray(5, jnp.int32), jnp.asarray(100, jnp.int32))
-    x0 = jnp.zeros(n, sdt)
-    ls = getattr(qnjax.linesearch, linesearch)()
-    text = _solve.lower(inplace.objective, False, m, sdt, x0, (), tols, ls).compile().as_text()
-    slots = m + 1  # m pairs and the spare slot
+    x0 = jnp.zeros(n, jnp.float32)
+    ls = qnjax.linesearch.get(linesearch)
+    run = jax.jit(lambda x: inplace.solve(x, direction, memory_size=m, maxiter=5, linesearch=ls))
+    text = run.lower(x0).compile().as_text()
+    slots = m + 1  # m pairs and the free slot
     assert f"f32[{slots},{n}]" in text  # the buffers are there...
     assert inplace.buffer_copies(text, slots, n) == []  # ...and never copied whole
     # The detector itself finds a copy when there is one.

@@ -37,7 +37,8 @@ needs_x64 = pytest.mark.skipif(not X64, reason="needs JAX_ENABLE_X64=1")
 SEARCHES = {"zoom": Zoom(), "more-thuente": MoreThuente(), "hager-zhang": HagerZhang(),
             "backtracking": Backtracking()}
 DTYPES = [np.dtype(np.float32)] + ([np.dtype(np.float64)] if X64 else [])
-SUCCESS, DECREASE, FAILED = (int(s) for s in LineSearchStatus)
+SUCCESS, NOISE, DECREASE, FAILED = (int(s) for s in LineSearchStatus)
+ACCEPTED = (SUCCESS, NOISE)  # the search's acceptance test held (NOISE: through the approximate Wolfe test)
 
 
 def normalize(search):
@@ -289,13 +290,13 @@ def result_errors(cfg, dtype, r, at0, again, f64):
         bad.append(f"(value, slope) = {(f, d)} but phi(t) = {(fa, da)}, float64 {(F, D)}")
     if not all(same(a, b, noise) for a, b in zip(jax.tree.leaves(r.grad), jax.tree.leaves(ga))):
         bad.append(f"grad {r.grad} but phi(t) gives {ga}")
-    if not (0 <= nfev <= cfg.max_steps and st in (SUCCESS, DECREASE, FAILED)):
+    if not (0 <= nfev <= cfg.max_steps and st in (SUCCESS, NOISE, DECREASE, FAILED)):
         bad.append(f"nfev {nfev} / status {st}")
     if not s0 < 0 and nfev != 0:
         bad.append(f"slope0 = {s0} >= 0 but {nfev} evaluations")
     # (a) the status' own post-condition, recomputed in float64.
     tf, td = slack(dtype, float(t), F, D, F0, D0, float(f), float(d), float(v0), float(s0))
-    if st == SUCCESS and not ACCEPT[type(cfg)](cfg, float(t), F, D, F0, D0, tf, td):
+    if st in ACCEPTED and not ACCEPT[type(cfg)](cfg, float(t), F, D, F0, D0, tf, td):
         bad.append(f"SUCCESS but not acceptable in float64: t={t} F-F0={F - F0:.3g} D={D:.3g} D0={D0:.3g}")
     if st == DECREASE and not (t > 0 and f < v0 and F <= F0 + tf):
         bad.append("DECREASE without a decrease")
@@ -337,8 +338,10 @@ def test_postconditions_traced_max_steps(name, dtype):
 # More-Thuente 2: strong Wolfe needs |phi'(t)| <= 0.9 |phi'(0)| = 4.6e-7, but
 # phi' = 5u^4 - 8u^3 near t* = 1.596 is computed with an error ~1e-5 (terms ~30
 # cancel) and the float32 spacing there is 1.2e-7: no float32 step is provably
-# acceptable. Zoom on "flat" in float32 is the rounding-tie bug (see below).
+# acceptable. "flat" in float32: the decrease is below rounding, no trial may be
+# lower (test_decrease_below_rounding_float32).
 NOT_EXPECTED = {(name, np.dtype(np.float32)): {"mt2", "flat"} for name in ("zoom", "more-thuente")}
+NOT_EXPECTED.update({(name, np.dtype(np.float32)): {"flat"} for name in ("hager-zhang", "backtracking")})
 # MoreThuente's default xtol = 0.1 (MINPACK-2's and L-BFGS-B's) ends a search once
 # the bracket is within 10% of its ends, with a sufficient-decrease step (DECREASE,
 # checked by the post-condition tests); asking for the strong Wolfe conditions
@@ -352,15 +355,26 @@ def test_success_on_smooth_functions(name, dtype):
     res = catalogue(name, dtype, **STRICT.get(name, {}))[0]
     skip = POLICY | NOT_EXPECTED.get((name, dtype), set())
     failed = [f"{case_name(i)}: status {res.status[i]}" for i in range(len(CASES))
-              if NAMES[FID[i]] not in skip and res.status[i] != SUCCESS]
+              if NAMES[FID[i]] not in skip and res.status[i] not in ACCEPTED]
     assert failed == []
 
 
-def test_zoom_rounding_ties_float32():
-    res = catalogue("zoom", np.dtype(np.float32))[0]
-    flat_cases = [i for i in range(len(CASES)) if NAMES[FID[i]] == "flat"]
-    assert all(res.status[i] == SUCCESS for i in flat_cases), [
-        (case_name(i), res.status[i]) for i in flat_cases]
+@pytest.mark.parametrize("name", SEARCHES)
+def test_decrease_below_rounding_float32(name):
+    """phi = c + s (t - 1)^2 with the decrease at most trials below float32 rounding: a
+    search accepts only a trial that is lower in float32, else reports FAILED; and a
+    search that brackets (all but backtracking) has seen phi' >= 0 only at or beyond the
+    minimiser t = 1 (``rising``): a tie in f never puts the bracket on the wrong side (a
+    former Zoom bug; the slope decides)."""
+    dtype = np.dtype(np.float32)
+    res, at0 = catalogue(name, dtype)[:2]
+    for i in [i for i in range(len(CASES)) if NAMES[FID[i]] == "flat"]:
+        st = int(res.status[i])
+        assert st in ACCEPTED + (FAILED,), (case_name(i), st)
+        if st in ACCEPTED:
+            assert res.value[i] < at0[0][i], case_name(i)
+        if name != "backtracking":
+            assert res.rising[i] >= np.float32(1) - 4 * np.finfo(dtype).eps, (case_name(i), res.rising[i])
 
 
 # More & Thuente's own settings: (c1, c2) = (1e-3, 0.1) on functions 1-3 and
@@ -390,14 +404,14 @@ def test_more_thuente_settings(name):
         assert postcondition_errors(name, np.dtype(np.float64), **changes, **STRICT.get(name, {})) == []
     st = mt_statuses(name)
     known = {i for i in st if name == "zoom" and (NAMES[FID[i]], T0[i]) == ZOOM_MT2_BUG}
-    assert {case_name(i): s for i, s in st.items() if s != SUCCESS and i not in known} == {}
+    assert {case_name(i): s for i, s in st.items() if s not in ACCEPTED and i not in known} == {}
 
 
 @needs_x64
 def test_zoom_mt2_tie():
     st = mt_statuses("zoom")
     bug = [i for i in st if (NAMES[FID[i]], T0[i]) == ZOOM_MT2_BUG]
-    assert bug and all(st[i] == SUCCESS for i in bug)
+    assert bug and all(st[i] in ACCEPTED for i in bug)
 
 
 # --------------------------------------------------------------------------
@@ -513,7 +527,7 @@ def test_settings_are_leaves(name):
         changed[key] = jnp.asarray(value)
         outs.append(run(dataclasses.replace(search, **changed)))
     assert traces[0] == 1
-    assert all(o.status == SUCCESS for o in outs)
+    assert all(int(o.status) in ACCEPTED for o in outs)
 
 
 # --------------------------------------------------------------------------
@@ -625,7 +639,7 @@ def test_zoom_agrees_with_scipy():
                 if d is None:
                     continue
                 r = _zoom_along(normalize(search), jnp.asarray(x), jnp.asarray(d))
-                ok_zoom = int(r.status) == SUCCESS
+                ok_zoom = int(r.status) in ACCEPTED
                 t_zoom = float(r.stepsize)
                 t_scipy = line_search(rosen_np, rosen_grad_np, x, d, gfk=g, old_fval=rosen_np(x),
                                       c1=search.c1, c2=search.c2)[0]
@@ -669,7 +683,7 @@ def test_more_thuente_agrees_with_minpack(xtol):
             t, f, _, task = dcsrch(phi, lambda t, fn=fn, p=p: fn(t, p, np)[1], ftol=1e-3, gtol=c2, xtol=xtol,
                                    stpmin=0.0, stpmax=1e10)(T0[i], phi0=f0, derphi0=d0, maxiter=30)
             if task.startswith(b"CONV"):
-                assert int(res.status[i]) == SUCCESS, case_name(i)
+                assert int(res.status[i]) in ACCEPTED, case_name(i)
                 assert res.stepsize[i] == pytest.approx(t, rel=1e-6), case_name(i)  # rounding: formulas differ
                 assert int(res.nfev[i]) == calls[0], case_name(i)
             else:

@@ -1,23 +1,30 @@
-"""The two-loop recursion equals the dense BFGS inverse-Hessian recursion."""
+"""The memory's products equal the dense BFGS inverse-Hessian recursion.
+
+The memory is driven exactly as the solver drives it (``push`` the tentative pair,
+compute the direction, record the update taken), along L-BFGS iterations on a
+quadratic with random step sizes, so the vector-free bookkeeping of the Gram
+matrices is exercised; the buffer wraps (k > m). Both products (compact and
+two-loop) are compared with N&W eq. 7.19 over the stored pairs, recomputed in
+float64 from the stored vectors, and the Gram matrices with S^T Y etc."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import qnjax
 from conftest import X64
-from qnjax import _memory
+from qnjax import _compact, _memory, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32
-RTOL = 1e-10 if X64 else 2e-4
+CT = jnp.complex128 if X64 else jnp.complex64
+RTOL = 1e-10 if X64 else 3e-4
+METHODS = {"compact": _compact, "two-loop": _two_loop}
 
 
-def dense_h(pairs, n):
+def dense_h(pairs, n, gamma):
     """H from N&W eq. 7.19 over (s, y) pairs, oldest first, H0 = gamma I (eq. 7.20)."""
-    if not pairs:
-        return np.eye(n)
-    s, y = pairs[-1]
-    h = np.eye(n) * (s @ y) / (y @ y)
+    h = np.eye(n) * gamma
     for s, y in pairs:
         rho = 1.0 / (s @ y)
         v = np.eye(n) - rho * np.outer(y, s)
@@ -25,19 +32,9 @@ def dense_h(pairs, n):
     return h
 
 
-def random_pairs(rng, k, n):
-    a = rng.normal(size=(n, n))
-    hess = a @ a.T + n * np.eye(n)  # SPD, so <s, y> > 0
-    pairs = []
-    for _ in range(k):
-        s = rng.normal(size=n)
-        pairs.append((s, hess @ s + 0.01 * rng.normal(size=n)))
-    return pairs
-
-
 def as_tree(v):
     """A flat vector as a pytree: a (2, 2) leaf, a complex leaf (2 numbers) and a 0-d leaf."""
-    c = jnp.asarray(v[4:5] + 1j * v[5:6], jnp.complex128 if X64 else jnp.complex64)
+    c = jnp.asarray(v[4:5] + 1j * v[5:6], CT)
     return {"a": jnp.asarray(v[:4].reshape(2, 2), DT), "c": c, "z": jnp.asarray(v[6], DT)}
 
 
@@ -46,72 +43,143 @@ def as_vec(tree):
     return np.concatenate([np.ravel(tree["a"]), c.real, c.imag, np.ravel(tree["z"])]).astype(np.float64)
 
 
-@pytest.mark.parametrize("k", [0, 1, 3, 5, 9])
-def test_two_loop_matches_dense_bfgs(k):
+def drive(method, hess, m, k, rng):
+    """k L-BFGS iterations on f = x^T hess x / 2 with random steps, the memory driven as
+    the solver drives it; returns the memory, the last q and H q computed from it."""
+    n = hess.shape[0]
+    mem = _memory.init(as_tree(np.zeros(n)), m, DT)
+    push = jax.jit(lambda mem, q: _memory.push(mem, q, compact=method == "compact")[0])
+    product = jax.jit(METHODS[method].inverse_hessian)
+    record = jax.jit(_memory.record_step)
+    q = rng.normal(size=n)
+    for it in range(k + 1):
+        mem = push(mem, as_tree(q))
+        hq, mem = product(mem, as_tree(q))
+        if it == k:
+            return mem, q, as_vec(hq)
+        t = rng.uniform(0.3, 1.5)
+        u = as_vec(as_tree(-t * as_vec(hq)))  # the update as stored (rounded to the leaves' dtypes)
+        mem = record(mem, as_tree(u), -t)
+        q = q + hess @ u
+
+
+def spd(rng, n, cond):
+    """An SPD matrix with condition number ``cond``."""
+    qmat, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("k, cond", [(0, 10.0), (1, 10.0), (3, 10.0), (5, 10.0), (9, 10.0), (9, 1e6)])
+def test_products_match_dense_bfgs(method, k, cond):
     m, n = 5, 7
     rng = np.random.default_rng(k)
-    pairs = random_pairs(rng, k, n)
-    mem = _memory.init(as_tree(np.zeros(n)), m, DT)
-    push = jax.jit(_memory.push)
-    for s, y in pairs:
-        mem, stored = push(mem, as_tree(s), as_tree(y))
-        assert bool(stored)
-    g = rng.normal(size=n)
-    got = as_vec(jax.jit(_memory.two_loop)(mem, as_tree(g)))
-    want = dense_h(pairs[-m:], n) @ g  # only the last m pairs are kept (ring buffer)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
-    assert int(mem.head) == k % m
-    assert int(jnp.sum(mem.rho > 0)) == min(k, m)
+    hess = spd(rng, n, cond)
+    mem, q, hq = drive(method, hess, m, k, rng)
+    # The stored pairs, oldest first, read back from the ring in float64.
+    count = int(mem.count)
+    assert count == min(k, m)
+    slots = [int(_memory.slot(mem, j)) for j in range(m - count, m)]
+    s_buf = [as_vec(jax.tree.map(lambda b, i=i: b[i], mem.s)) for i in slots]
+    y_buf = [as_vec(jax.tree.map(lambda b, i=i: b[i], mem.y)) for i in slots]
+    pairs = list(zip(s_buf, y_buf))
+    gamma = (pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1.0
+    want = dense_h(pairs, n, gamma) @ q
+    np.testing.assert_allclose(hq, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+    if method == "compact" and pairs:
+        # The Gram matrices are the products of the stored vectors (slot order).
+        S, Y = np.stack(s_buf), np.stack(y_buf)
+        g = np.asarray(mem.gram)
+        idx = np.ix_(slots, slots)
+        scale = max(np.abs(S @ Y.T).max(), np.abs(Y @ Y.T).max())
+        for got, exact in ((g[_memory.SY][idx], S @ Y.T), (g[_memory.SS][idx], S @ S.T)):
+            np.testing.assert_allclose(got, exact, atol=RTOL * 10 * scale)
+        # YY's newest column is pending until the next product: check the older block.
+        np.testing.assert_allclose(g[_memory.YY][idx][:-1, :-1], (Y @ Y.T)[:-1, :-1], atol=RTOL * 10 * scale)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_secant_equation_on_the_newest_pair(method):
+    """H y = s for the newest pair (the defining property of the BFGS update)."""
+    m, n = 4, 7
+    rng = np.random.default_rng(7)
+    hess = spd(rng, n, 100.0)
+    mem, _, _ = drive(method, hess, m, 6, rng)
+    newest = int(_memory.slot(mem, m - 1))
+    s = as_vec(jax.tree.map(lambda b: b[newest], mem.s))
+    y = as_vec(jax.tree.map(lambda b: b[newest], mem.y))
+    hy = as_vec(METHODS[method].inverse_hessian(mem, as_tree(y))[0])
+    np.testing.assert_allclose(hy, s, rtol=RTOL * 10, atol=RTOL * 10 * np.abs(s).max())
 
 
 def test_curvature_guard_skips_bad_pairs():
-    mem = _memory.init(jnp.zeros(3, DT), 4, DT)
+    m = 4
+    mem = _memory.init(jnp.zeros(3, DT), m, DT)
     s = jnp.asarray([1.0, 0.0, 0.0], DT)
+    q_old = jnp.zeros(3, DT)
     for y, ok in [([-1.0, 0, 0], False), ([0.0, 1, 0], False), ([np.nan, 0, 0], False), ([2.0, 0, 0], True)]:
-        new, stored = _memory.push(mem, s, jnp.asarray(y, DT))
+        with_q = mem._replace(y=mem.y.at[mem.head].set(q_old))  # what push left in the free slot
+        tentative = _memory.record_step(with_q, s, 1.0)
+        new, stored = _memory.push(tentative, q_old + jnp.asarray(y, DT))
         assert bool(stored) == ok
         if not ok:
-            np.testing.assert_array_equal(new.rho, mem.rho)
-            assert int(new.head) == int(mem.head)
+            assert int(new.count) == int(mem.count) and int(new.head) == int(mem.head)
         mem = new
-    assert float(mem.rho[0]) == pytest.approx(0.5)
+    assert int(mem.count) == 1
+    newest = int(_memory.slot(mem, m - 1))
+    assert float(mem.gram[_memory.SY, newest, newest]) == pytest.approx(2.0)
     assert float(mem.gamma) == pytest.approx(0.5)
+    # Without a tentative pair (nothing recorded since the last push) nothing is stored.
+    assert not bool(_memory.push(mem, q_old)[1])
 
 
-def test_clear_and_low_precision_leaves_accumulate_in_scalar_dtype():
+def test_low_precision_leaves_accumulate_in_scalar_dtype():
     mem = _memory.init({"h": jnp.zeros(4, jnp.bfloat16)}, 3, jnp.float32)
-    assert mem.s["h"].dtype == jnp.bfloat16 and mem.rho.dtype == jnp.float32
-    s = {"h": jnp.full(4, 0.1, jnp.bfloat16)}
-    mem, stored = _memory.push(mem, s, s)
-    assert bool(stored) and mem.rho.dtype == jnp.float32
-    d = _memory.two_loop(mem, s)
+    assert mem.s["h"].dtype == jnp.bfloat16 and mem.gram.dtype == jnp.float32
+    q = {"h": jnp.full(4, 0.1, jnp.bfloat16)}
+    mem, stored = _memory.push(mem, q)  # nothing to store yet; q goes to the free slot
+    assert not bool(stored)
+    hq, mem = _compact.inverse_hessian(mem, q)
+    mem = _memory.record_step(mem, q, 1.0)
+    q_new = {"h": jnp.full(4, 0.2, jnp.bfloat16)}  # y = s = 0.1: H y = s, so H q_new = 0.2
+    mem, stored = _memory.push(mem, q_new)
+    assert bool(stored) and mem.gram.dtype == jnp.float32
+    d, _ = _compact.inverse_hessian(mem, q_new)  # the product after a push is with the q pushed
     assert d["h"].dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(d["h"], np.float32), np.asarray(s["h"], np.float32), rtol=1e-2)
-    assert bool(_memory.is_empty(_memory.clear(mem)))
+    np.testing.assert_allclose(np.asarray(d["h"], np.float32), 0.2, rtol=1e-2)
+    assert int(_memory.clear(mem).count) == 0
 
 
 def test_step_retries_along_steepest_descent_after_a_bad_memory():
-    """A memory whose direction goes uphill: the step does not move, drops the memory and
-    flags a retry; the next step searches along -g and moves; only then can failure be final."""
-    from qnjax import _objective, _step
-    from qnjax.linesearch import Zoom
+    """A memory whose direction goes uphill: the step does not move, drops the memory
+    (a retry, status RUNNING); the next step searches along -g and moves."""
+    from qnjax._objective import Objective
 
     fun = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
     x = jnp.zeros(3, DT)
-    vg = _objective.value_and_grad(fun, x, DT)
-    mem = _memory.init(x, 2, DT)
+    solver = qnjax.LBFGS(memory_size=2, linesearch=qnjax.linesearch.Zoom())
+    objective = Objective.build(fun, x, (), DT)
+    evaluate = lambda p: objective(p, ())  # noqa: E731
+    f0, g0, _ = evaluate(x)
+    state = solver.init(x, f0, g0)
+    # One stored pair with y = -s (bypassing the curvature guard): H = P - s s^T / 3 with P
+    # the projector orthogonal to s, and g is parallel to s, so d = -H g goes uphill.
     s = jnp.ones(3, DT)
-    # y = -s, rho = -1/3 (bypassing push's curvature guard): H = P - s s^T / 3 with P the
-    # projector orthogonal to s, and g is parallel to s, so H g = -g: d = -H g goes uphill.
-    mem = mem._replace(s=mem.s.at[0].set(s), y=mem.y.at[0].set(-s), rho=mem.rho.at[0].set(-1.0 / 3),
-                       head=jnp.asarray(1, jnp.int32))
-    f0, p0 = vg(x)
-    d = -_memory.two_loop(mem, p0[0])
-    assert float(jnp.dot(p0[0], d)) > 0  # the planted direction is not a descent direction
-    first = jax.jit(_step.lbfgs_step, static_argnums=(5,))(Zoom(), mem, x, f0, p0, vg)
-    assert bool(first.retry) and not bool(first.failed)
+    m = 2
+    g = state.memory.gram
+    h = 0
+    gram = g.at[_memory.SY, h, h].set(-3.0).at[_memory.SS, h, h].set(3.0).at[_memory.YY, h, h].set(3.0)
+    gram = gram.at[_memory.RI, h, h].set(-1 / 3)
+    mem = state.memory._replace(s=state.memory.s.at[h].set(s), y=state.memory.y.at[h].set(-s), gram=gram,
+                                scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1], jnp.int32))
+    assert int(_memory.slot(mem, m - 1)) == h
+    state = state._replace(memory=mem)
+    d, _ = solver.direction(mem, g0, 1.0)
+    assert float(jnp.dot(g0, d)) > 0  # the planted direction is not a descent direction
+    step = jax.jit(lambda st: solver.step(st, evaluate)[1])
+    first = step(state)
+    assert int(first.status) == qnjax.Status.RUNNING and int(first.count) == 0
     np.testing.assert_array_equal(first.params, x)
-    assert bool(_memory.is_empty(first.memory)) and int(first.nfev) == 0
-    second = jax.jit(_step.lbfgs_step, static_argnums=(5,))(Zoom(), first.memory, x, first.value, first.payload, vg)
-    assert not bool(second.retry) and not bool(second.failed)
-    assert float(second.value) < float(f0)
+    assert int(first.memory.count) == 0 and int(first.nfev) == 0
+    second = step(first)
+    assert int(second.count) == 1 and float(second.value) < float(f0)

@@ -7,7 +7,7 @@ import pytest
 
 import qnjax
 from qnjax import Status
-from conftest import X64, rosenbrock
+from conftest import COMPILES, X64, rosenbrock
 
 DT = jnp.float64 if X64 else jnp.float32
 EPS = float(jnp.finfo(DT).eps)
@@ -42,21 +42,23 @@ def check_consistent(res, fun, x0):
 def test_rosenbrock_converges():
     x0 = jnp.array([-1.2, 1.0] * 3, DT)
     res = qnjax.minimize(rosenbrock, x0)
-    assert res.status == Status.GTOL_REL and bool(res.success)
-    np.testing.assert_allclose(res.x, np.ones(6), atol=1e-5 if X64 else 3e-2)
+    # Stationary to working precision, or (float32) exactly at the minimum with a zero gradient.
+    assert int(res.status) in (Status.PRECISION, Status.GTOL) and bool(res.success)
+    # Stationary to working precision: Rosenbrock's valley makes x as accurate as sqrt(eps).
+    np.testing.assert_allclose(res.x, np.ones(6), atol=1e-7 if X64 else 2e-3)
     check_consistent(res, rosenbrock, x0)
     assert res.x.dtype == DT and res.fun.dtype == DT
     assert res.nit.dtype == jnp.int32 and res.nfev.dtype == jnp.int32
     assert res.nfev >= res.nit + 1
-    assert res.message == Status.GTOL_REL.message
+    assert res.message == Status(int(res.status)).message
     assert res.jac is res.grad
 
 
 @pytest.mark.parametrize(
     "kwargs, status",
     [
-        (dict(gtol=1e-2, gtol_rel=0.0), Status.GTOL),
-        (dict(gtol_rel=0.0, ftol=1e-1), Status.FTOL),
+        (dict(gtol=1e-2), Status.GTOL),
+        (dict(ftol=1e-1), Status.FTOL),
         (dict(maxiter=3), Status.MAXITER),
         (dict(maxfev=7), Status.MAXFEV),
     ],
@@ -102,19 +104,40 @@ def test_already_at_minimum():
 
 
 def test_no_recompile_and_traced_options():
-    traces = []
-
     def f(x, a):
-        traces.append(1)
         return jnp.sum(a * (x - 1.0) ** 2 + (x - 1.0) ** 4)
 
-    x0 = jnp.zeros(4, DT)
-    r1 = qnjax.minimize(f, x0, (jnp.asarray(2.0, DT),))
-    n = len(traces)
-    r2 = qnjax.minimize(f, x0 + 0.5, (jnp.asarray(3.0, DT),), ftol=1e-3, gtol_rel=1e-3, maxiter=50,
+    x0, x1 = jnp.zeros(4, DT), jnp.full(4, 0.5, DT)
+    a1, a2 = jnp.asarray(2.0, DT), jnp.asarray(3.0, DT)
+    r1 = qnjax.minimize(f, x0, (a1,))
+    before = COMPILES.count
+    r2 = qnjax.minimize(f, x1, (a2,), ftol=1e-3, gtol=1e-3, maxiter=50,
                         linesearch=qnjax.linesearch.MoreThuente(c2=0.5))
-    assert len(traces) == n  # new data, tolerances and line-search settings: no retrace
+    assert COMPILES.count == before  # new data, tolerances and line-search settings: no recompile
     assert bool(r1.success) and bool(r2.success)
+
+
+def test_fun_is_data_fresh_closures_compile_once():
+    """The scipy habit: a fresh lambda (or partial) over new data on every call."""
+    import functools
+
+    def loss(p, d):
+        return jnp.sum((p - d) ** 2 * (1 + jnp.arange(p.size, dtype=p.dtype)))
+
+    x0 = jnp.zeros(3, DT)
+    data = [jnp.full(3, i, DT) for i in range(6)]
+    qnjax.minimize(lambda p: loss(p, data[0]), x0)
+    before = COMPILES.count
+    for d in data[1:3]:
+        res = qnjax.minimize(lambda p: loss(p, d), x0)  # noqa: B023
+        np.testing.assert_allclose(res.x, d, atol=1e-6 if X64 else 1e-3)
+    for d in data[3:]:
+        res = qnjax.minimize(functools.partial(loss, d=d), x0)
+        np.testing.assert_allclose(res.x, d, atol=1e-6 if X64 else 1e-3)
+        res = qnjax.minimize(jax.tree_util.Partial(loss, d=d), x0)
+        np.testing.assert_allclose(res.x, d, atol=1e-6 if X64 else 1e-3)
+    # a partial over keywords differs from a lambda only in how fun is called: at most one more program
+    assert COMPILES.count - before <= 2
 
 
 def test_jit_of_minimize():
@@ -209,7 +232,7 @@ def _host_jvp(primals, tangents):
     return f, jnp.sum(g * t)
 
 
-@pytest.mark.parametrize("kwargs", [{}, dict(maxiter=7), dict(maxfev=9), dict(ftol=1e-3, gtol_rel=0.0)])
+@pytest.mark.parametrize("kwargs", [{}, dict(maxiter=7), dict(maxfev=9), dict(ftol=1e-3)])
 def test_returned_x_and_fun_are_the_same_point_exactly(kwargs):
     x0 = jnp.array([-1.2, 1.0, 0.5], DT)
     res = qnjax.minimize(host_rosenbrock, x0, **kwargs)

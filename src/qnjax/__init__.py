@@ -1,22 +1,25 @@
 """qnjax: type-stable, pytree-native L-BFGS for JAX.
 
-* :func:`lbfgs`: an ``optax.GradientTransformationExtraArgs``, a drop-in for ``optax.lbfgs``;
 * :func:`minimize`: the scipy-shaped front door, one compiled loop, jit/vmap-able;
+* :func:`lbfgs`: an ``optax.GradientTransformationExtraArgs``, a drop-in for ``optax.lbfgs``;
+* :class:`LBFGS` and :class:`State`: the one solver and state both faces run on;
 * :mod:`linesearch`: line searches as small immutable config objects;
 * :func:`check_state_types` / :func:`keep_state_types`: state-type tools for any optax optimizer;
-* :mod:`problems`: the Moré-Garbow-Hillstrom catalogue (imported on use).
+* :mod:`problems`: test-problem catalogues (imported on use).
 """
 
 from . import linesearch
 from ._minimize import OptimizeResult, minimize
+from ._solver import LBFGS, State
 from ._state_types import LeafChange, check_state_types, keep_state_types
 from ._status import Status
-from ._transform import LbfgsState, lbfgs, value_and_grad_from_state
+from ._transform import lbfgs, value_and_grad_from_state
 
 __all__ = [
-    "LbfgsState",
+    "LBFGS",
     "LeafChange",
     "OptimizeResult",
+    "State",
     "Status",
     "check_state_types",
     "keep_state_types",

@@ -1,152 +1,257 @@
-"""The L-BFGS memory: a ring buffer of curvature pairs and the two-loop recursion.
+"""The L-BFGS memory: curvature pairs in a ring buffer and their small Gram matrices.
 
-Notation (Nocedal & Wright 2006, Sec. 7.2): s_k = x_{k+1} - x_k,
-y_k = g_{k+1} - g_k, rho_k = 1 / <s_k, y_k>. The inverse-Hessian approximation
-is the BFGS recursion (N&W eq. 7.19) applied to the last m pairs,
+Notation (Nocedal & Wright 2006, Sec. 7.2; Byrd, Nocedal & Schnabel 1994, "BNS"):
+s_k = x_{k+1} - x_k, y_k = q_{k+1} - q_k with q the gradient, S = [s_0 .. s_{k-1}]
+and Y likewise, at most m pairs. The products with the memory (``_compact``,
+``_two_loop``) need
 
-    H_{k+1} = (I - rho_k s_k y_k^T) H_k (I - rho_k y_k s_k^T) + rho_k s_k s_k^T,
+    SY = S^T Y,   SS = S^T S,   YY = Y^T Y        (BNS eqs. 2.17, 3.5),   RI = R^-1,
 
-started from H^0 = gamma I with gamma = <s, y> / <y, y> of the newest pair
-(N&W eq. 7.20); gamma = 1 with an empty memory. The product H g is the
-two-loop recursion (N&W Algorithm 7.4), which never forms H.
+R the upper triangle of SY in *chronological* order (R_ij = <s_i, y_j> for pair i
+no newer than pair j). They are kept in the ring's slot order, (m + 1) x (m + 1),
+with chronological order carried by each slot's position ``pos`` (0 oldest,
+m - 1 newest, m the free slot); so a new pair writes one row and column at its
+slot, nothing is rolled or gathered, and ring order never leaks into the
+algebra (a known bug of another JAX L-BFGS-B built R from storage order). R^-1
+is kept by appending columns: [[R, r], [0, rho]]^-1 = [[R^-1, -R^-1 r / rho],
+[0, 1 / rho]]; dropping the oldest pair only masks its row and column (the
+inverse of a trailing block of a triangular matrix is the trailing block of its
+inverse), so no triangular solve is needed.
 
-Storage, per leaf: ``s`` and ``y`` are pytrees shaped like the parameters with a
-new leading axis of length m + 1, in each leaf's own dtype (slot m is a spare
-that a rejected pair is written to, so a write never reads the buffer);
-``rho`` is an (m,) array in the scalar dtype. ``head`` (int32) is the slot the
-next pair is written to, so the newest pair is at ``(head - 1) mod m``. A slot
-with ``rho == 0`` is empty and contributes nothing, so the memory is dropped
-by zeroing ``rho``. ``gamma`` is kept from the newest pair's <s, y> and <y, y>,
-which ``push`` computes anyway.
+Storage, per leaf: ``s`` and ``y`` have a new leading axis of m + 1 slots in the
+leaf's dtype. Slot ``head`` is free and holds the *tentative* pair of the current
+iteration: ``y[head] = q_k`` (written by ``push``), ``s[head] = u_k`` (the update
+taken) after the line search. The next iteration turns it into a pair
+in place, y[head] = q_{k+1} - q_k, and stores it (``push``: head moves on, the
+oldest pair's slot becomes free when m are stored) if it passes the curvature guard
 
-Curvature guard: a pair is stored only when
+    <s, y> > eps ||s|| ||y||      (eps of the scalar dtype)
 
-    <s, y> > eps * ||s|| * ||y||      (eps = machine epsilon of the scalar dtype)
+with every product finite: the angle between s and y is measurably below 90
+degrees, which keeps H positive definite (N&W Sec. 6.1) and is invariant to
+scaling f or x. A rejected pair stays in the free slot and is overwritten.
+Writes are dynamic update slices of the loop-carried buffers (in place).
 
-and both s and y are finite, i.e. when the angle between s and y is
-measurably below 90 degrees. This keeps H positive definite (N&W Sec. 6.1,
-the curvature condition) and is invariant to scaling f or x; under a Wolfe
-step <s, y> >= (1 - c2) |<g, s>| > 0, so it only rejects pairs spoiled by
-rounding. The new pair is written with a dynamic update slice at ``head``
-(``.at[head].set`` without its scatter) into the loop-carried buffer so XLA
-updates it in place.
+Vector-free bookkeeping (Chen, Wang, Zhou & Gao, NeurIPS 2014): one pass computes
+a = S^T q, b = Y^T q for the direction, and the new pair's row and column of the
+Gram matrices come from what is known without another pass: with
+H q = gamma q + S c_s + Y c_y and s = step H q,
+
+    S^T s = step (gamma a + SS c_s + SY c_y),   Y^T s = step (gamma b + SY^T c_s + YY c_y),
+
+and, one iteration later, S^T y = a' - a, Y^T y = b' - b with a' = S^T q_{k+1}
+(``pending``, filled by :func:`complete`). The new pair's own <s, y>, <y, y>,
+<s, s> are computed directly. So an iteration reads S and Y twice: once for a, b
+and once for the weighted sum. Small values are packed into few arrays and updated
+with masks (each loop-carried value and each scatter costs compiled kernels).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from . import _tree
 
+SY, SS, YY, RI = 0, 1, 2, 3  # the Gram stack
+A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
+
 
 class Memory(NamedTuple):
-    s: object  # pytree, leaves (m, *leaf.shape) in leaf dtype
-    y: object
-    rho: jax.Array  # (m,) scalar dtype; 0 marks an empty slot
-    head: jax.Array  # int32: slot of the next write
-    gamma: jax.Array  # scalar dtype: <s, y> / <y, y> of the newest pair, 1 when empty
+    s: Any  # pytree, leaves (m + 1, *leaf.shape) in the leaf dtype
+    y: Any
+    gram: jax.Array  # (4, m + 1, m + 1) scalar dtype, slot order: SY, SS, YY, R^-1
+    last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
+    scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
+    index: jax.Array  # (2,) int32: count (pairs stored), head (the free slot)
+    flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
+
+    @property
+    def count(self):
+        return self.index[0]
+
+    @property
+    def head(self):
+        return self.index[1]
+
+    @property
+    def gamma(self):
+        return self.scalars[0]
+
+
+def matvec(mat, v):
+    """mat @ v for the small matrices, as a multiply and a reduction (XLA fuses it with
+    its neighbours; a dot would be a kernel of its own, with its operands copied)."""
+    return jnp.sum(mat * v[..., None, :], axis=-1)
 
 
 def init(params, memory_size: int, sdt) -> Memory:
-    def stack(p):  # m slots and a spare one (see ``push``)
-        return jnp.zeros((memory_size + 1,) + jnp.shape(p), jnp.result_type(p))
+    m = int(memory_size)
+
+    def ring(p):
+        return jnp.zeros((m + 1,) + jnp.shape(p), _tree.dtype_of(p))
 
     return Memory(
-        s=jax.tree.map(stack, params),
-        y=jax.tree.map(stack, params),
-        rho=jnp.zeros((memory_size,), sdt),
-        head=jnp.zeros((), jnp.int32),
-        gamma=jnp.ones((), sdt),
+        s=jax.tree.map(ring, params), y=jax.tree.map(ring, params),
+        gram=jnp.zeros((4, m + 1, m + 1), sdt), last=jnp.zeros((4, m + 1), sdt),
+        scalars=jnp.ones((2,), sdt), index=jnp.zeros((2,), jnp.int32), flags=jnp.zeros((3,), bool),
     )
+
+
+def size(memory: Memory) -> int:
+    return memory.gram.shape[-1] - 1
+
+
+def position(memory: Memory):
+    """(m + 1,) int32: each slot's chronological position (m - 1 newest, m the free slot)."""
+    m = size(memory)
+    return (jnp.arange(m + 1, dtype=jnp.int32) - memory.head - 1) % (m + 1)
+
+
+def valid(memory: Memory):
+    """(m + 1,) bool: which slots hold a pair."""
+    pos = position(memory)
+    return (pos >= size(memory) - memory.count) & (pos < size(memory))
+
+
+def slot(memory: Memory, j):
+    """The slot of chronological position j."""
+    return (memory.head + 1 + j) % (size(memory) + 1)
 
 
 def clear(memory: Memory, where=True) -> Memory:
-    """Drop every pair if ``where`` (the buffers keep their contents, masked by rho = 0)."""
+    """Drop every pair if ``where`` (the buffers keep their contents, masked by ``count``).
+    gamma is kept: with no pairs H = gamma I, the last curvature scale seen."""
+    where = jnp.asarray(where)
     return memory._replace(
-        rho=jnp.where(where, jnp.zeros_like(memory.rho), memory.rho),
-        head=jnp.where(where, jnp.zeros_like(memory.head), memory.head),
-        gamma=jnp.where(where, jnp.ones_like(memory.gamma), memory.gamma),
+        index=jnp.where(where & (jnp.arange(2) == 0), 0, memory.index).astype(jnp.int32),
+        flags=memory.flags & ~(where & (jnp.arange(3) == 1)),
     )
 
 
-def is_empty(memory: Memory):
-    return jnp.all(memory.rho == 0)
-
-
 def _write(buf, i, value):
-    """buf with row i set to value: ``buf.at[i].set(value)`` for an index known to be in
-    range, as a dynamic update slice (no scatter for XLA to expand)."""
-    return jax.lax.dynamic_update_index_in_dim(buf, value, i, 0)
+    """``buf.at[i].set(value)`` for an index known to be in range, as a dynamic update
+    slice (no scatter for XLA to expand), so the loop-carried buffer is updated in place."""
+    return jax.lax.dynamic_update_index_in_dim(buf, value.astype(buf.dtype), i, 0)
 
 
-def _slot(tree, i):
+def row(tree, i):
     return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
 
 
-def two_loop(memory: Memory, g, scale=1.0):
-    """H (scale g) by N&W Algorithm 7.4 over the stored pairs (``scale=-1`` gives the
-    search direction; applied in the first step, so it costs no separate pass).
-
-    Both loops of Algorithm 7.4 run as one loop of 2m steps (one compiled loop body
-    instead of two): steps k < m are the first loop, newest pair first,
-
-        a_i = rho_i <s_i, q>,   q <- q - a_i y_i,
-
-    and steps k >= m the second, oldest first, on r = H0 q = gamma q (the scaling is
-    applied at k = m),
-
-        b = rho_i <y_i, r>,     r <- r + (a_i - b) s_i.
-
-    An empty slot has rho_i = 0 and changes nothing."""
-    sdt = memory.rho.dtype
-    m = memory.rho.shape[0]
-
-    def step(k, carry):
-        q, alpha = carry
-        second = k >= m
-        # q <- h0 q, folded into the update below: scale at k = 0, gamma at k = m.
-        h0 = jnp.where(k == m, memory.gamma, jnp.where(k == 0, jnp.asarray(scale, sdt), jnp.ones((), sdt)))
-        i = jnp.where(second, memory.head + (k - m), memory.head + (m - 1 - k)) % m
-        s_i, y_i = _slot(memory.s, i), _slot(memory.y, i)
-        dot_with = jax.tree.map(lambda s, y: jnp.where(second, y, s), s_i, y_i)
-        move_along = jax.tree.map(lambda s, y: jnp.where(second, s, y), s_i, y_i)
-        c = memory.rho[i] * (h0 * _tree.inner(dot_with, q, sdt))
-        coef = jnp.where(second, alpha[i], 0) - c
-        q = _tree.combine(coef, move_along, h0, q)
-        # In the second loop alpha_i has just been read for the last time: overwriting it is harmless.
-        return q, _write(alpha, i, c)
-
-    # alpha starts as any (m,) array: every slot is written before it is read.
-    return jax.lax.fori_loop(0, 2 * m, step, (g, memory.rho))[0]
+def products(memory: Memory, q):
+    """(2, m + 1) [S^T q, Y^T q] in slot order, zero where no pair: one matrix-vector
+    product per leaf and buffer (each buffer read once), accumulated in the scalar dtype."""
+    m = size(memory)
+    sdt = memory.gram.dtype
+    total = jnp.zeros((2, m + 1), sdt)
+    for sb, yb, v in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
+                         jax.tree_util.tree_leaves(q)):
+        wd = _tree.work_dtype(sb.dtype, sdt)
+        vec = v.reshape(-1).astype(wd)
+        vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
+        prods = [jnp.dot(b.reshape(m + 1, -1).astype(wd), vec, preferred_element_type=wd) for b in (sb, yb)]
+        total = total + jnp.real(jnp.stack(prods)).astype(sdt)
+    return jnp.where(valid(memory), total, 0)
 
 
-def push(memory: Memory, s, y, allow=True):
-    """Store the pair (s, y) at ``head`` if ``allow`` and it passes the curvature guard.
+def weighted_sum(memory: Memory, h0, q, c_s, c_y):
+    """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y."""
+    m = size(memory)
+    sdt = memory.gram.dtype
 
+    def one(sb, yb, v):
+        wd = _tree.work_dtype(sb.dtype, sdt)
+        flat = lambda b: b.reshape(m + 1, -1).astype(wd)  # noqa: E731
+        out = h0.astype(wd) * v.reshape(-1).astype(wd) + c_s.astype(wd) @ flat(sb) + c_y.astype(wd) @ flat(yb)
+        return out.reshape(v.shape).astype(v.dtype)
+
+    return jax.tree.map(one, memory.s, memory.y, q)
+
+
+def complete(memory: Memory, a, b) -> Memory:
+    """Fill the newest pair's column of SY and YY (and R^-1) from a = S^T q, b = Y^T q at
+    the point after it (slot order, masked): S^T y = a - a_old, Y^T y = b - b_old."""
+    m = size(memory)
+    newest = (memory.head + m) % (m + 1)
+    i = jnp.arange(m + 1)
+    fill = memory.flags[1] & valid(memory) & (i != newest)
+    r = jnp.where(fill, a - memory.last[A], 0)
+    yv = jnp.where(fill, b - memory.last[B], 0)
+    g = memory.gram
+    ri = -matvec(g[RI], r) * g[RI, newest, newest]
+    in_col = (i == newest)[None, :] & fill[:, None]
+    new = jnp.stack([r, jnp.zeros_like(r), yv, ri])[:, :, None]  # the column, per matrix (SS is complete)
+    gram = jnp.where(in_col[None] & (jnp.arange(4) != SS)[:, None, None], new, g)
+    gram = gram.at[YY].set(jnp.where(in_col.T, yv[None, :], gram[YY]))  # YY is symmetric
+    return memory._replace(gram=gram, flags=memory.flags & jnp.array([True, False, True]))
+
+
+def record(memory: Memory, last) -> Memory:
+    """Keep the direction's data for the next ``push``: ``last`` = [a, b, c_s, c_y] (q is
+    in the free slot already, and the update is recorded by :func:`record_step`)."""
+    return memory._replace(last=last)
+
+
+def record_step(memory: Memory, u, step) -> Memory:
+    """The update u = step * H q taken after the line search goes to the free slot of s."""
+    step = jnp.asarray(step).astype(memory.scalars.dtype)
+    return memory._replace(
+        s=jax.tree.map(lambda buf, v: _write(buf, memory.head, v), memory.s, u),
+        scalars=jnp.stack([memory.gamma, step]),
+        flags=memory.flags | jnp.array([True, False, False]),
+    )
+
+
+def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
+    """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
+    the curvature guard; q goes to the free slot of y, the next tentative pair's start.
     Returns the new memory and whether the pair was stored."""
-    sdt = memory.rho.dtype
-    products = _tree.inners([(s, y), (y, y), (s, s)], sdt)
-    sy = products[0]
-    # Divisions and roots as one array each (each is one compiled kernel):
-    # [rho, gamma] = [1 / sy, sy / yy] and ||y|| ||s||.
-    rho_gamma = jnp.stack([jnp.ones((), sdt), sy]) / products[:2]
-    size = jnp.prod(jnp.sqrt(products[1:]))
-    eps = jnp.finfo(sdt).eps
-    store = allow & (sy > eps * size) & jnp.isfinite(sy) & jnp.isfinite(size) & jnp.isfinite(rho_gamma[0])
+    m = size(memory)
+    sdt = memory.gram.dtype
     h = memory.head
-    slot = jnp.where(store, h, memory.rho.shape[0])  # a rejected pair goes to the spare slot
+    # y = q - q_old in place, and the products read back from the written buffer: every
+    # read of the loop-carried buffer then precedes or depends on every write to it, so
+    # XLA updates it in place.
+    ybuf = jax.tree.map(lambda buf, new: _write(buf, h, new.astype(buf.dtype) - row(buf, h)), memory.y, q)
+    s, y = row(memory.s, h), row(ybuf, h)
+    prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    sy, yy, ss = prods[0], prods[1], prods[2]
+    store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
+    store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
 
-    def write(buf, new):
-        return _write(buf, slot, new.astype(buf.dtype))
+    i = jnp.arange(m + 1)
+    at = i == h
+    in_row, in_col = at[:, None], at[None, :]
+    corner = in_row & in_col
+    g = memory.gram
+    diag = jnp.stack([sy, ss, yy, 1 / sy])[:, None, None]
+    if compact:
+        c = jnp.where(valid(memory), memory.last[CS:], 0)
+        step, gamma = memory.scalars[1], memory.gamma
+        # [SS c_s + SY c_y, SY^T c_s + YY c_y] as one batched product
+        mats = jnp.stack([jnp.stack([g[SS], g[SY]]), jnp.stack([jnp.swapaxes(g[SY], 0, 1), g[YY]])])
+        both = jnp.sum(matvec(mats, c[:, None, :].swapaxes(0, 1)), axis=1)
+        st_s = step * (gamma * memory.last[A] + both[0])  # S^T s
+        yt_s = step * (gamma * memory.last[B] + both[1])  # Y^T s
+        zero = jnp.zeros_like(st_s)
+        rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
+        cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending
+        gram = jnp.where(corner[None], diag, jnp.where(in_row[None], rows, jnp.where(in_col[None], cols, g)))
+    else:  # the two-loop recursion needs <s, y> of each pair only
+        gram = jnp.where(corner[None], diag, g)
 
+    gamma = sy / yy if scale_init else jnp.ones((), sdt)
+    new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = Memory(
-        s=jax.tree.map(write, memory.s, s),
-        y=jax.tree.map(write, memory.y, y),
-        rho=_write(memory.rho, h, jnp.where(store, rho_gamma[0], memory.rho[h])),
-        head=jnp.where(store, (h + 1) % memory.rho.shape[0], h).astype(jnp.int32),
-        gamma=jnp.where(store & jnp.isfinite(rho_gamma[1]), rho_gamma[1], memory.gamma),
+        s=memory.s,
+        y=jax.tree.map(lambda buf, new: _write(buf, new_head, new), ybuf, q),  # q: the next tentative pair
+        gram=jnp.where(store, gram, g),
+        last=memory.last,
+        scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
+        index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head]).astype(jnp.int32),
+        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact, memory.flags[1]), memory.flags[2] | store]),
     )
     return stored, store

@@ -1,19 +1,44 @@
-"""The objective as every qnjax algorithm sees it: value in the scalar dtype,
-gradient in the params' dtypes, checked once at trace time.
+"""The objective as data: what every qnjax algorithm evaluates, and how ``fun`` is keyed.
 
 ``fun(params, *args)`` must return a real floating scalar (or ``(scalar, aux)``
 with ``has_aux``). A non-scalar loss raises ``ValueError`` and a non-float loss
 ``TypeError`` before anything is differentiated, with a message that says so.
 The value is cast to the scalar dtype (so a float64 loss of float32 params
-works) and each gradient leaf to its parameter's dtype.
+works) and each gradient leaf to its parameter's dtype; gradients are returned
+in the real-space convention (``_tree.conj`` of ``jax.grad``).
+
+``fun`` is data, not a cache key (:class:`Objective`): ``jax.value_and_grad(fun)``
+is traced once per call into a jaxpr over (params, args); the arrays it closes
+over, however deeply (a lambda's cells, a ``functools.partial``, a
+``jax.tree_util.Partial``, an equinox Module's fields, module-level arrays),
+become the Objective's pytree leaves, so they are traced inputs of the compiled
+solve (and can be differentiated), and the jaxpr's text is the static part that
+keys the compilation. A fresh lambda that computes the same thing with other
+arrays therefore reuses the compiled solve. Python and NumPy scalars are
+compile-time constants, as under ``jax.jit``: a new value is a new program (pass
+it in ``args`` or as a ``jnp`` array instead). The text of a jaxpr hides the
+identity of host callbacks (``jax.pure_callback`` prints their function with its
+address masked), so the key also holds the callback functions themselves: an
+objective with a callback defined inside it compiles on every call. Custom
+derivative rules appear in the text by name.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 
 from . import _tree
+
+
+class Evaluated(NamedTuple):
+    """What a line search carries along with a point besides its value."""
+
+    grad: Any  # real-space gradient, in the params' dtypes
+    aux: Any  # fun's auxiliary output (None without has_aux)
 
 
 def check_loss(out, has_aux: bool = False):
@@ -29,8 +54,8 @@ def check_loss(out, has_aux: bool = False):
         raise TypeError(f"the loss must be a real floating-point scalar, got dtype {dtype}")
 
 
-def value_and_grad(fun, like, sdt, has_aux: bool = False):
-    """``fun`` -> ``(params, *args) -> (value in sdt, (grad like ``like``, aux))``."""
+def value_and_grad(fun: Callable, like, sdt, has_aux: bool = False):
+    """``fun`` -> ``(params, *args, **kwargs) -> (value in sdt, real-space grad like ``like``, aux)``."""
 
     def evaluate(params, *args, **kwargs):
         check_loss(jax.eval_shape(lambda p: fun(p, *args, **kwargs), params), has_aux)
@@ -38,6 +63,76 @@ def value_and_grad(fun, like, sdt, has_aux: bool = False):
             (f, aux), g = jax.value_and_grad(fun, has_aux=True)(params, *args, **kwargs)
         else:
             (f, g), aux = jax.value_and_grad(fun)(params, *args, **kwargs), None
-        return jnp.asarray(f).astype(sdt), (_tree.cast_like(g, like), aux)
+        return jnp.asarray(f).astype(sdt), _tree.conj(_tree.cast_like(g, like)), aux
 
     return evaluate
+
+
+def _callbacks(jaxpr, found: list) -> list:
+    """The host functions of every callback in ``jaxpr`` and its sub-jaxprs, in order."""
+    for eqn in jaxpr.eqns:
+        for name, value in eqn.params.items():
+            if "callback" in name:
+                found.append(getattr(value, "callback_func", value))
+        for sub in jex.core.jaxprs_in_params(eqn.params):
+            _callbacks(sub, found)
+    return found
+
+
+class _Key:
+    """The static part of an :class:`Objective`: equal when the computation is."""
+
+    def __init__(self, closed, in_tree, out_tree, sdt, has_aux):
+        self.closed = closed  # a ClosedJaxpr whose consts are *not* used (the leaves are)
+        self.in_tree, self.out_tree = in_tree, out_tree
+        self.sdt, self.has_aux = jnp.dtype(sdt), has_aux
+        self.callbacks = tuple(_callbacks(closed.jaxpr, []))
+        self.text = str(closed.jaxpr)
+        self._hash = hash((self.text, in_tree, out_tree, self.sdt, has_aux))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (isinstance(other, _Key) and self._hash == other._hash and self.text == other.text
+                and self.in_tree == other.in_tree and self.out_tree == other.out_tree
+                and self.sdt == other.sdt and self.has_aux == other.has_aux
+                and len(self.callbacks) == len(other.callbacks)
+                and all(a is b for a, b in zip(self.callbacks, other.callbacks)))
+
+
+@jax.tree_util.register_pytree_node_class
+class Objective:
+    """``fun`` as a pytree: its closed-over arrays are the leaves, its computation the key.
+
+    ``objective(params, args) -> (value in the scalar dtype, real-space grad, aux)``."""
+
+    def __init__(self, key: _Key, consts):
+        self.key, self.consts = key, list(consts)
+
+    @classmethod
+    def build(cls, fun: Callable, params, args: tuple, sdt, has_aux: bool = False) -> Objective:
+        def loss(p, a):
+            out = fun(p, *a)
+            check_loss(out, has_aux)
+            return out
+
+        vg = jax.value_and_grad(loss, has_aux=has_aux)
+        closed, out_shape = jax.make_jaxpr(vg, return_shape=True)(params, args)
+        key = _Key(closed, jax.tree.structure((params, args)), jax.tree.structure(out_shape), sdt, has_aux)
+        return cls(key, closed.consts)
+
+    def __call__(self, params, args):
+        key = self.key
+        flat = jax.tree.leaves((params, args))
+        out = jex.core.jaxpr_as_fun(jex.core.ClosedJaxpr(key.closed.jaxpr, self.consts))(*flat)
+        (value, g) = jax.tree.unflatten(key.out_tree, out)
+        value, aux = value if key.has_aux else (value, None)
+        return jnp.asarray(value).astype(key.sdt), _tree.conj(_tree.cast_like(g, params)), aux
+
+    def tree_flatten(self):
+        return self.consts, self.key
+
+    @classmethod
+    def tree_unflatten(cls, key, consts):
+        return cls(key, consts)

@@ -1,10 +1,40 @@
-"""Status codes: failure is data.
+"""Status codes and the stopping rule: failure is data, and success means solved.
 
-Every solver outcome is an ``int32`` code in the state or result, never a silent
-NaN. :class:`Status` maps each code to a message on the host; only the
-convergence criteria count as ``success``. The same codes are used by
-:func:`qnjax.minimize` (``OptimizeResult.status``) and by the Optax face
-(``LbfgsState.status``), so a user loop can stop on them.
+Every outcome is an ``int32`` code in the state or result, never a silent NaN.
+:class:`Status` maps each code to a message on the host. The same codes and the
+same rule (:func:`decide`, the only place that maps an iteration's facts to a
+code) serve :func:`qnjax.minimize` (``OptimizeResult.status``) and the Optax face
+(``State.status``), so a loop can stop on them.
+
+The tests, checked at the start and after every iteration, first match wins:
+
+* NONFINITE    f or its gradient is not finite at the starting point;
+* GTOL         max_i |g_i| <= ``gtol`` (scipy's absolute test; default 0, i.e. an
+               exactly zero gradient);
+* PRECISION    stationary to working precision: the quasi-Newton step moved x by no
+               more than rounding, so the memory was dropped, and then the line search
+               along -g found no decrease and bracketed a minimiser of f along -g
+               within a few units in the last place of x. No representable step
+               along either direction lowers f;
+* MAXFEV       the line search ran out of the evaluations ``maxfev`` leaves it;
+* LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
+               rise along -g within rounding of x: a real failure (a gradient that
+               does not match f, a non-smooth point, the edge of f's domain);
+* FTOL         (f_k - f_{k+1}) <= max(``ftol`` max(|f_k|, |f_{k+1}|), ``fatol``) after a
+               step that met the line search's test with measurable decrease: f has
+               converged, the gradient has not been checked. Off when both are 0;
+* MAXITER, MAXFEV    the budgets.
+
+Why this default (``gtol = 0``, FTOL at scipy's relative level in float64 and off
+in float32): a gradient small *relative to the start* passes long before a far-away
+start has been solved, and a gradient relative to |f| never passes when the minimum
+is f* = 0 (Dennis & Schnabel 1983, Sec. 7.2). PRECISION depends on neither: it says
+that f cannot be lowered at the precision of x, whatever the scale of f or where
+the run began, so multiplying f by a constant changes neither the iterates nor the
+stop. FTOL's relative test is scale-invariant too (scipy's floor max(..., 1) is not,
+and is left out); in float32 a relative reduction below about 1e-6 is a few units
+of rounding, which near a saddle or on a plateau is no evidence of convergence, so
+the float32 default is off and PRECISION decides.
 """
 
 from __future__ import annotations
@@ -18,7 +48,7 @@ class Status(enum.IntEnum):
     """Outcome of a solve (or, in the Optax face, of the last update)."""
 
     GTOL = 0
-    GTOL_REL = 1
+    PRECISION = 1
     FTOL = 2
     MAXITER = 3
     MAXFEV = 4
@@ -34,28 +64,53 @@ class Status(enum.IntEnum):
     def success(self) -> bool:
         return bool(is_success(self))
 
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
 
 _MESSAGES = {
     Status.GTOL: "converged: max |grad| <= gtol",
-    Status.GTOL_REL: "converged: max |grad| <= gtol_rel * max |grad(x0)|",
-    Status.FTOL: "converged: reduction of f <= ftol relative (or fatol absolute)",
+    Status.PRECISION: (
+        "converged to working precision: no step along the quasi-Newton direction or along "
+        "steepest descent changes x by more than rounding and lowers f"
+    ),
+    Status.FTOL: (
+        "converged in f: the last step reduced f by at most ftol relative (or fatol absolute); "
+        "the gradient was not checked"
+    ),
     Status.MAXITER: "stopped: maximum number of iterations (maxiter) reached",
     Status.MAXFEV: "stopped: maximum number of function evaluations (maxfev) reached",
     Status.LINESEARCH_FAILED: (
-        "stopped: the line search found no decrease along the quasi-Newton "
-        "direction nor along steepest descent; x is the last good point"
+        "stopped: the line search found no decrease along the quasi-Newton direction nor along "
+        "steepest descent, away from a stationary point (does the gradient match f?); "
+        "x is the last good point"
     ),
-    Status.NONFINITE: "stopped: f or its gradient is not finite at x0; x is x0",
+    Status.NONFINITE: "stopped: f or its gradient is not finite at the starting point",
     Status.RUNNING: "running: the last update made progress",
 }
 
+SUCCESS = (Status.GTOL, Status.PRECISION, Status.FTOL)
+
 
 def is_success(status):
-    """Whether ``status`` (a Status, an int or a traced int32 array) is a convergence code:
-    GTOL, GTOL_REL or FTOL, the codes below MAXITER."""
+    """Whether ``status`` (a Status, an int or a traced int32 array) is a convergence code."""
     return status <= Status.FTOL
 
 
 def code(status: Status):
     """A status as a non-weak int32 array (state leaves are never weak)."""
     return jnp.asarray(int(status), dtype=jnp.int32)
+
+
+def default_ftol(sdt) -> float:
+    """FTOL's default: scipy's factr = 1e7 times eps in float64, off in float32 (see above)."""
+    return 1e7 * float(jnp.finfo(sdt).eps) if jnp.finfo(sdt).bits >= 64 else 0.0
+
+
+def decide(rules):
+    """The status of the first true condition in ``[(condition, Status), ...]``, else
+    RUNNING: one chain of selects, each condition used once (one compiled kernel)."""
+    status = code(Status.RUNNING)
+    for condition, s in reversed(rules):
+        status = jnp.where(condition, code(s), status)
+    return status

@@ -1,118 +1,130 @@
 """The Optax face: ``qnjax.lbfgs``, a drop-in for ``optax.lbfgs``.
 
-``lbfgs(...)`` is an ``optax.GradientTransformationExtraArgs`` whose update is
-one iteration of ``_step`` (two-loop direction, line search, memory update):
+``lbfgs(learning_rate, memory_size, scale_init_precond, linesearch)`` takes
+``optax.lbfgs``'s arguments with their meanings (positionally too) and returns an
+``optax.GradientTransformationExtraArgs`` whose update is one ``LBFGS.step``:
 
     value, grad = qnjax.value_and_grad_from_state(fn)(params, state=state)
     updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fn)
     params = optax.apply_updates(params, updates)
 
-The accepted point's value and gradient are kept in the state (fields ``value``
-and ``grad``, the only ones so named), so the next iteration costs no extra
-evaluation and ``optax.value_and_grad_from_state`` works on the state too.
-``value`` starts at +inf, meaning "not evaluated yet".
+Conventions, as optax's: the gradients it is *given* (``updates``, ``grad``) are
+already conjugated for complex parameters (``optax.tree.conj(jax.grad(f)(p))``;
+the real-space gradient), and the state's ``grad`` is kept in that convention;
+the gradients it computes itself through ``value_fn`` are conjugated internally.
+The direction multiplies ``updates`` (so a transformation chained before lbfgs,
+such as clipping, acts on it), and the curvature pairs are s = the update this
+transformation returned and y = the difference of successive ``updates``: chain
+transformations that change the step before lbfgs, not after it.
 
-Type stability by construction: ``init`` fixes every leaf's shape, dtype and
-weak_type (none weak; counters int32; scalars in the scalar dtype of ``_tree``)
-and ``update`` builds each leaf in exactly that type, for any float or complex
-leaves, mixed pytrees and a loss of another dtype (cast to the scalar dtype).
+``linesearch``: a ``qnjax.linesearch`` config (default ``MoreThuente()``); then
+``value`` and ``value_fn`` are required, the accepted point's value and gradient
+are kept in the state (fields ``value`` and ``grad``, the only ones so named, so
+``optax.value_and_grad_from_state`` works) and the next update costs no extra
+evaluation. ``linesearch=None``: no line search, the update is
+-learning_rate H updates (the first one scaled by min(1, 1 / ||updates||) when
+``scale_init_precond``) and ``value_fn`` is never called; the state's ``value``
+then stays +inf. An optax line search is refused at construction, with the qnjax
+equivalent named.
 
-``status`` (a :class:`qnjax.Status` code) is RUNNING after an update that moved,
-or after one whose quasi-Newton direction gave no decrease (its updates are
-zero and the memory is dropped, so the next update searches along steepest
-descent); GTOL when the given gradient is exactly zero; LINESEARCH_FAILED
-when even steepest descent gave no decrease; NONFINITE when the given value
-or gradient is not finite. In the last three the updates are zero.
+``state.status`` is a :class:`qnjax.Status` code for this update, decided by the
+same rule as ``minimize`` (``_status``): RUNNING after an update that moved, or
+after one that dropped the memory (its updates are zero; the next update
+searches along steepest descent); GTOL, PRECISION or FTOL (success: a loop can
+stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; NONFINITE
+when the given value or gradient is not finite (updates zero, state kept).
 ``extra_args`` are passed on to ``value_fn``.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from . import _memory, _objective, _tree
+from . import _objective, _tree
+from ._solver import LBFGS, State
 from ._status import Status, code
-from ._step import lbfgs_step
-from .linesearch import MoreThuente
+from .linesearch import LineSearch, MoreThuente
+
+_OPTAX_EQUIVALENTS = (
+    "optax line searches cannot run inside qnjax.lbfgs; pass a qnjax one: "
+    "qnjax.linesearch.Zoom(c1=..., c2=...) for optax.scale_by_zoom_linesearch, "
+    "qnjax.linesearch.Backtracking(c1=...) for optax.scale_by_backtracking_linesearch, "
+    "qnjax.linesearch.MoreThuente() (the default, scipy's L-BFGS-B search), or None for no line search"
+)
 
 
-class LbfgsState(NamedTuple):
-    count: jax.Array  # int32: updates made
-    value: jax.Array  # scalar dtype: f at the current params (+inf before the first evaluation)
-    grad: object  # raw gradient at the current params, in the params' dtypes
-    memory: _memory.Memory
-    stepsize: jax.Array  # scalar dtype: last accepted step size
-    nfev: jax.Array  # int32: evaluations made by the line searches so far
-    status: jax.Array  # int32: a Status code
-
-
-def lbfgs(memory_size: int = 10, linesearch=None, scalar_dtype=None) -> optax.GradientTransformationExtraArgs:
-    """L-BFGS with a line search, as an Optax transformation (module docstring).
+def lbfgs(
+    learning_rate=None,
+    memory_size: int = 10,
+    scale_init_precond: bool = True,
+    linesearch: LineSearch | None = MoreThuente(),
+    *,
+    gtol=None,
+    ftol=None,
+    fatol=None,
+    direction: str = "compact",
+    scalar_dtype=None,
+) -> optax.GradientTransformationExtraArgs:
+    """L-BFGS as an Optax transformation (module docstring).
 
     Args:
-      memory_size: number m of (s, y) pairs kept.
-      linesearch: a line-search config (default ``qnjax.linesearch.MoreThuente()``, L-BFGS-B's).
+      learning_rate: a scalar or an optax schedule multiplying the direction (default 1).
+      memory_size: number m of curvature pairs kept.
+      scale_init_precond: H0 = gamma I with gamma = <s, y> / <y, y> of the newest pair
+        (else the identity).
+      linesearch: a ``qnjax.linesearch`` config, or None for no line search.
+      gtol, ftol, fatol: the convergence tests of ``qnjax.minimize`` (``state.status``).
+      direction: ``"compact"`` or ``"two-loop"``.
       scalar_dtype: dtype of values, step sizes and inner products; default the
         widest real float among the params, at least float32.
     """
-    if int(memory_size) < 1:
-        raise ValueError(f"memory_size must be >= 1, got {memory_size}")
-    linesearch = MoreThuente() if linesearch is None else linesearch
+    if isinstance(linesearch, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
+        raise TypeError(_OPTAX_EQUIVALENTS)
+    if linesearch is not None and not hasattr(linesearch, "search"):
+        raise TypeError(f"linesearch must be a qnjax.linesearch config or None, got {type(linesearch).__name__}")
+    solver = LBFGS(memory_size=memory_size, linesearch=linesearch, gtol=gtol, ftol=ftol, fatol=fatol,
+                   direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype)
 
-    def init_fn(params):
-        _tree.check_params(params)
-        sdt = _tree.scalar_dtype(params, scalar_dtype)
-        return LbfgsState(
-            count=jnp.zeros((), jnp.int32),
-            value=jnp.full((), jnp.inf, sdt),
-            grad=_tree.zeros_like(params),
-            memory=_memory.init(params, int(memory_size), sdt),
-            stepsize=jnp.zeros((), sdt),
-            nfev=jnp.zeros((), jnp.int32),
-            status=code(Status.RUNNING),
-        )
+    def init_fn(params) -> State:
+        return solver.init(params)
 
-    def update_fn(updates, state, params, *, value, grad=None, value_fn, **extra_args):
+    def update_fn(updates, state: State, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
         if params is None:
-            raise ValueError("qnjax.lbfgs needs params (update(grad, state, params, value=..., value_fn=...))")
+            raise ValueError("qnjax.lbfgs needs params: update(grad, state, params, value=..., value_fn=...)")
         sdt = state.value.dtype
-        grad = updates if grad is None else grad
-        grad = _tree.cast_like(grad, state.grad)
-        _objective.check_loss(value)
-        value = jnp.asarray(value).astype(sdt)
-        evaluate = _objective.value_and_grad(value_fn, state.grad, sdt)
-        value_and_grad = lambda x: evaluate(x, **extra_args)  # noqa: E731
-
-        finite = jnp.isfinite(value) & _tree.all_finite(grad) & _tree.all_finite(updates)
-        step = lbfgs_step(linesearch, state.memory, params, value, (grad, None), value_and_grad, updates)
-        stationary = _tree.norm_inf(grad, sdt) == 0
-        status = jnp.where(step.failed, code(Status.LINESEARCH_FAILED), code(Status.RUNNING))
-        status = jnp.where(stationary, code(Status.GTOL), status)
-        status = jnp.where(finite, status, code(Status.NONFINITE))
-        new_state = LbfgsState(
-            count=state.count + 1,
-            value=step.value,
-            grad=step.payload[0],
-            memory=step.memory,
-            stepsize=step.stepsize,
-            nfev=state.nfev + step.nfev,
-            status=status,
-        )
-        return step.updates, new_state
+        q = _tree.cast_like(updates, params)
+        g = q if grad is None else _tree.cast_like(grad, params)
+        if linesearch is not None:
+            if value is None or value_fn is None:
+                raise ValueError("qnjax.lbfgs with a line search needs value= and value_fn= "
+                                 "(or pass linesearch=None)")
+            _objective.check_loss(value)
+            value = jnp.asarray(value).astype(sdt)
+            vg = _objective.value_and_grad(value_fn, params, sdt)
+            evaluate = lambda x: vg(x, **extra_args)  # noqa: E731
+        else:
+            value, evaluate = jnp.full((), jnp.inf, sdt), None
+        lr = 1.0 if learning_rate is None else (
+            learning_rate(state.count) if callable(learning_rate) else learning_rate)
+        here = state._replace(params=params, value=value, grad=g)
+        finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
+        u, new = solver.step(here, evaluate, q=q, scale=lr)
+        u = _tree.select(finite, u, _tree.zeros_like(u))
+        new = _tree.select(finite, new, here._replace(status=code(Status.NONFINITE)))
+        return u, new
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def value_and_grad_from_state(value_fn):
     """Like ``optax.value_and_grad_from_state``, for any state holding one ``value``
-    and one ``grad`` field: returns the stored pair when it is set, else evaluates
-    ``value_fn``. The evaluated loss and gradient are cast to the state's types,
-    so mixed-precision params and a loss dtype other than the params' work."""
+    and one ``grad`` field: returns the stored pair when ``value`` is finite, else
+    evaluates ``value_fn``. The gradient is in optax's convention (conjugated for
+    complex leaves), the loss and gradient are cast to the state's types, so
+    mixed-precision params and a loss dtype other than the params' work."""
 
     def wrapped(params, *args, state, **kwargs):
         value = otu.tree_get(state, "value")
@@ -121,7 +133,7 @@ def value_and_grad_from_state(value_fn):
             raise ValueError("the state has no 'value' and 'grad' fields (expected exactly one of each)")
 
         def evaluate():
-            f, (g, _) = _objective.value_and_grad(value_fn, grad, value.dtype)(params, *args, **kwargs)
+            f, g, _ = _objective.value_and_grad(value_fn, grad, value.dtype)(params, *args, **kwargs)
             return f, g
 
         return jax.lax.cond(jnp.isinf(value), evaluate, lambda: (value, grad))

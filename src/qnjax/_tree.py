@@ -8,10 +8,14 @@ or the dtype the user gives explicitly.
 
 Complex parameters are treated as real vectors in R^{2n}. For a real loss
 f(z), ``jax.grad`` returns the *conjugate* of the steepest-ascent direction;
-:func:`real_grad` conjugates complex leaves so that every formula below is the
-real-space one, with inner product <a, b> = Re sum(conj(a) * b)
-(= sum(a.real * b.real + a.imag * b.imag)). Inner products accumulate in the
-scalar dtype, so bf16/f16 leaves are summed in at least float32.
+:func:`conj` turns it into the real-space gradient (optax's convention for the
+gradients it is given), so every formula is the real-space one, with inner
+product <a, b> = Re sum(conj(a) * b) (= sum(a.real * b.real + a.imag * b.imag)).
+Inner products accumulate in the scalar dtype, so bf16/f16 leaves are summed in
+at least float32.
+
+Every mixed-dtype operation is an explicit cast, so qnjax runs under
+``jax.numpy_dtype_promotion('strict')``.
 """
 
 from __future__ import annotations
@@ -21,16 +25,36 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def dtype_of(x) -> np.dtype:
+    return jnp.result_type(x)
+
+
 def check_params(params, what: str = "params") -> None:
     """Raise ``TypeError`` naming the first leaf whose dtype is not float/complex."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        dtype = jnp.result_type(leaf)
+        dtype = dtype_of(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"{what}{jax.tree_util.keystr(path)} has dtype {dtype}; qnjax optimises "
                 "floating-point or complex leaves only (cast it with .astype, "
                 "or close over it as a constant)"
             )
+
+
+def real_dtype(dtype) -> np.dtype:
+    """The real dtype of ``dtype`` (its real part's for complex)."""
+    return jnp.finfo(dtype).dtype
+
+
+def _widest(a, b) -> np.dtype:
+    """The wider of two real float dtypes, without JAX's promotion (two 16-bit
+    formats give float32)."""
+    a, b = jnp.dtype(a), jnp.dtype(b)
+    if a == b:
+        return a
+    if a.itemsize != b.itemsize:
+        return a if a.itemsize > b.itemsize else b
+    return jnp.dtype(jnp.float32)
 
 
 def scalar_dtype(params, dtype=None) -> np.dtype:
@@ -42,19 +66,22 @@ def scalar_dtype(params, dtype=None) -> np.dtype:
         return jax.dtypes.canonicalize_dtype(dtype)
     widest = jnp.dtype(jnp.float32)
     for leaf in jax.tree_util.tree_leaves(params):
-        real = jnp.finfo(jnp.result_type(leaf)).dtype
-        widest = jnp.promote_types(widest, real)
+        widest = _widest(widest, real_dtype(dtype_of(leaf)))
     return jax.dtypes.canonicalize_dtype(widest)
 
 
-def real_grad(grad):
-    """Conjugate complex leaves: JAX's grad of a real loss -> real-space gradient."""
-    return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
-
-
-def _work_dtype(leaf, sdt):
+def work_dtype(leaf_dtype, sdt) -> np.dtype:
     """The leaf's dtype widened to the scalar precision (complex stays complex)."""
-    return jnp.promote_types(jnp.result_type(leaf), sdt)
+    leaf_dtype = jnp.dtype(leaf_dtype)
+    real = _widest(real_dtype(leaf_dtype), sdt)
+    if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+        return jnp.dtype(jnp.complex128 if real.itemsize == 8 else jnp.complex64)
+    return real
+
+
+def conj(tree):
+    """Conjugate complex leaves: JAX's grad of a real loss <-> the real-space gradient."""
+    return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, tree)
 
 
 def inner(a, b, sdt):
@@ -70,7 +97,7 @@ def inners(pairs, sdt):
     total = jnp.zeros((len(pairs),), sdt)
     leaves = [(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)) for a, b in pairs]
     for j in range(len(leaves[0][0])):
-        wd = _work_dtype(leaves[0][0][j], sdt)
+        wd = work_dtype(dtype_of(leaves[0][0][j]), sdt)
         terms = []
         for xs, ys in leaves:
             x, y = xs[j].astype(wd), ys[j].astype(wd)
@@ -96,39 +123,51 @@ def all_finite(a):
     return ok
 
 
-def combine(alpha, x, beta, y):
-    """alpha * x + beta * y, leaf by leaf, computed at the scalar precision (the
-    dtype of ``alpha``), kept in each leaf's dtype."""
-    def one(u, v):
-        wd = _work_dtype(u, alpha.dtype)
-        return (alpha * u.astype(wd) + beta * v.astype(wd)).astype(v.dtype)
+def scale(t, d, like):
+    """``t * d`` leaf by leaf, computed at the scalar precision (the dtype of ``t``),
+    kept in the dtypes of ``like``.
 
-    return jax.tree.map(one, x, y)
+    The trial point of a line search is always ``add(x, scale(t, d, x))``, which is
+    bit-for-bit what ``optax.apply_updates`` computes from the returned updates."""
 
+    def one(u, x):
+        wd = work_dtype(dtype_of(u), dtype_of(t))
+        return (t.astype(wd) * u.astype(wd)).astype(dtype_of(x))
 
-def step_update(t, d, like):
-    """The update ``t * d`` in each leaf's dtype (``like`` gives the dtypes).
-
-    The trial point is always ``x + step_update(t, d, x)`` leaf by leaf, which is
-    bit-for-bit what ``optax.apply_updates`` computes from the returned updates.
-    """
-    return jax.tree.map(
-        lambda u, x: (t * u.astype(_work_dtype(u, t.dtype))).astype(jnp.result_type(x)), d, like
-    )
+    return jax.tree.map(one, d, like)
 
 
 def add(x, u):
-    return jax.tree.map(lambda a, b: (a + b).astype(jnp.result_type(a)), x, u)
+    return jax.tree.map(lambda a, b: (a + b.astype(dtype_of(a))).astype(dtype_of(a)), x, u)
 
 
 def sub(x, u):
-    return jax.tree.map(lambda a, b: (a - b).astype(jnp.result_type(a)), x, u)
+    return jax.tree.map(lambda a, b: (a - b.astype(dtype_of(a))).astype(dtype_of(a)), x, u)
+
+
+def select(pred, on_true, on_false):
+    """``on_true`` where the scalar ``pred`` holds, else ``on_false``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def zeros_like(x):
-    return jax.tree.map(lambda a: jnp.zeros(jnp.shape(a), jnp.result_type(a)), x)
+    return jax.tree.map(lambda a: jnp.zeros(jnp.shape(a), dtype_of(a)), x)
 
 
 def cast_like(x, like):
     """Cast each leaf of ``x`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda a, b: jnp.asarray(a).astype(jnp.result_type(b)), x, like)
+    return jax.tree.map(lambda a, b: jnp.asarray(a).astype(dtype_of(b)), x, like)
+
+
+def ulp_stepsize(x, d, sdt):
+    """The step t at which ``x + t d`` moves x by one unit in the last place of the
+    vector: min over leaves of eps(leaf) ||x_leaf||_inf / ||d_leaf||_inf (+inf where
+    d is zero). Smaller steps change x at most at its rounding level."""
+    t = jnp.full((), jnp.inf, sdt)
+    for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
+        if xl.size:
+            eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
+            xn = jnp.max(jnp.abs(xl)).astype(sdt)
+            dn = jnp.max(jnp.abs(dl)).astype(sdt)
+            t = jnp.minimum(t, jnp.where(dn > 0, eps * xn / jnp.where(dn > 0, dn, 1), jnp.inf))
+    return t

@@ -73,7 +73,7 @@ class Qnjax(Adapter):
         self.name = f"qnjax[{linesearch}]"
 
     def given(self, dtype, budget):
-        return dict(gtol=GTOL[dtype], gtol_rel=0.0, ftol=FTOL[dtype], fatol=FTOL[dtype], maxiter=budget.maxiter,
+        return dict(gtol=GTOL[dtype], ftol=FTOL[dtype], fatol=FTOL[dtype], maxiter=budget.maxiter,
                     maxfev=budget.maxfev, memory_size=MEMORY, linesearch=LINESEARCHES[self.linesearch])
 
     def build(self, fun, dtype, budget):
@@ -84,7 +84,7 @@ class Qnjax(Adapter):
 
         @jax.jit
         def solve(x0):
-            r = qnjax.minimize(fun, x0, gtol=g["gtol"], gtol_rel=g["gtol_rel"], ftol=g["ftol"], fatol=g["fatol"],
+            r = qnjax.minimize(fun, x0, gtol=g["gtol"], ftol=g["ftol"], fatol=g["fatol"],
                                maxiter=g["maxiter"], maxfev=g["maxfev"], memory_size=MEMORY, linesearch=ls)
             return r.x, r.fun, r.nit, r.nfev, r.status
 

@@ -39,7 +39,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch
+from ._base import LineSearch, acceptance
 from ._interpolate import quadratic_min
 
 
@@ -53,8 +53,8 @@ class Backtracking(LineSearch):
     hi_frac: float = 0.5  # new trial <= hi_frac * t
     max_steps: int = 30
 
-    def rule(self, value0, slope0, stepsize):
-        return _rule(self, value0, slope0, stepsize)
+    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
+        return _rule(self, value0, slope0, stepsize, min_stepsize)
 
 
 def _cubic_step(value0, slope0, tp, fp, t, f):
@@ -68,7 +68,7 @@ def _cubic_step(value0, slope0, tp, fp, t, f):
     return jnp.where(den > 0, -slope0 / den, jnp.nan)
 
 
-def _rule(cfg: Backtracking, value0, slope0, stepsize):
+def _rule(cfg: Backtracking, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, lo_frac, hi_frac = as_s(cfg.c1), as_s(cfg.lo_frac), as_s(cfg.hi_frac)
@@ -78,14 +78,14 @@ def _rule(cfg: Backtracking, value0, slope0, stepsize):
     def update(prev, p, finite):
         """prev = (t, f, finite) of the last trial; finite False before the first."""
         t, f, _ = p
-        armijo = finite & (f <= value0 + c1 * t * slope0)
+        armijo = finite & (f - value0 <= c1 * t * slope0)
         tp, fp, prev_finite = prev
         quad = quadratic_min(zero, value0, slope0, t, f)
         cubic = _cubic_step(value0, slope0, tp, fp, t, f)
         trial = jnp.where(prev_finite & jnp.isfinite(cubic), cubic, quad)
         trial = jnp.where(jnp.isfinite(trial), trial, hi_frac * t)
         t_next = jnp.where(finite, jnp.clip(trial, lo_frac * t, hi_frac * t), lo_frac * t)
-        return (t, f, finite), t_next, armijo, finite
+        return (t, f, finite), t_next, acceptance(armijo, True), finite
 
     prev0 = (zero, value0, jnp.asarray(False))
     return prev0, update, lambda prev, t: jnp.asarray(False)

@@ -9,17 +9,30 @@ is an opaque pytree (the gradient at x + t d, plus anything the caller wants
 carried along with the accepted point). It never sees the objective, x, d or
 the pytree structure. Every search has the same call,
 
-    search(phi, value0, slope0, grad0, stepsize) -> LineSearchResult
+    search(phi, value0, slope0, grad0, stepsize, *, max_steps=None,
+           max_stepsize=inf, min_stepsize=0) -> LineSearchResult
 
-with phi(0) = (value0, slope0, grad0) already known (slope0 < 0 required) and
-``stepsize`` the first trial. Evaluations are counted exactly (``nfev``).
+with phi(0) = (value0, slope0, grad0) already known (slope0 < 0 required),
+``stepsize`` the first trial and the limits of this call: at most ``max_steps``
+evaluations (and never more than the config's own ``max_steps``), no trial
+beyond ``max_stepsize`` (a trial at that step with sufficient decrease, where
+the search would go further, is accepted), and no trial below ``min_stepsize``
+(the caller's "a smaller step would not change x"): a search that would go
+below it tries ``min_stepsize`` itself once, then stops, and a first trial below
+it is raised to it.
+Evaluations are counted exactly (``nfev``).
 
-Failure policy, shared by all searches: a trial whose value or slope is not
-finite is outside the domain and the step is shrunk; a search that runs out of
-steps returns the best sufficient-decrease point it saw (``DECREASE``), or the
-zero step with phi(0)'s value and grad (``FAILED``); it never returns a step
-whose value is above value0. :func:`run` is that shared loop; a search only
-supplies its update rule (:class:`LineSearch`).
+Outcomes (``LineSearchStatus``): SUCCESS, the search's acceptance test held with
+sufficient decrease; NOISE, it held through the approximate Wolfe test of Hager
+& Zhang (f's change below its rounding: the slopes decided, f did not rise);
+DECREASE, the search stopped and returns its best sufficient-decrease trial;
+FAILED, no decrease was found and the zero step is returned. ``rising`` reports
+the smallest trial with a finite, non-negative slope (with slope0 < 0 a minimiser
+of phi lies in (0, rising)) and ``smallest`` the point of the smallest finite
+trial; they tell a caller how far from x, and how large, a decrease could still be. A trial whose value or slope is not finite is outside the domain and
+the step is shrunk; a search never returns a step whose value is above value0.
+:func:`run` is that shared loop; a search only supplies its update rule
+(:class:`LineSearch`).
 """
 
 from __future__ import annotations
@@ -32,9 +45,14 @@ import jax.numpy as jnp
 
 
 class LineSearchStatus(enum.IntEnum):
-    SUCCESS = 0  # the search's acceptance test (e.g. strong Wolfe) holds
-    DECREASE = 1  # out of steps; best sufficient-decrease point returned
-    FAILED = 2  # no decrease found; zero step returned
+    SUCCESS = 0  # the acceptance test held with sufficient decrease
+    NOISE = 1  # the acceptance test held through the approximate Wolfe test (f's change below rounding)
+    DECREASE = 2  # stopped; the best sufficient-decrease trial is returned
+    FAILED = 3  # no decrease found; the zero step is returned
+
+
+# What a rule's ``update`` says about a trial.
+REJECT, ACCEPT, ACCEPT_APPROX = 0, 1, 2
 
 
 class LineSearchResult(NamedTuple):
@@ -44,17 +62,22 @@ class LineSearchResult(NamedTuple):
     grad: object  # phi's grad payload at stepsize
     nfev: jax.Array  # int32, evaluations of phi made
     status: jax.Array  # int32, a LineSearchStatus
+    rising: jax.Array  # smallest trial with a finite slope >= 0 (+inf if none)
+    smallest: jax.Array  # point(t, f, slope) of the smallest trial with finite value and slope (t = +inf if none)
 
 
 def wolfe_tests(value0, slope0, c1, c2, approx_eps):
-    """The acceptance tests of a trial, ``tests(t, f, d, finite) -> (decrease, curvature)``,
+    """The acceptance tests of a trial, ``tests(t, f, d, finite) -> (decrease, curvature, exact)``,
     and c1 phi'(0) (Moré-Thuente's psi needs it); returns ``(tests, c1 phi'(0))``.
 
-    ``decrease``: sufficient decrease phi(t) <= phi(0) + c1 t phi'(0) (N&W eq. 3.4), or,
-    once the predicted decrease c1 t |phi'(0)| is below ``approx_eps * |phi(0)|``
-    (rounding noise), the approximate Wolfe test of Hager & Zhang (2005, Sec. 4):
-    phi(t) <= phi(0) and phi'(t) <= (2 c1 - 1) phi'(0); never true for a higher value
-    or a non-finite trial. ``curvature``: |phi'(t)| <= c2 |phi'(0)| (N&W eq. 3.7b).
+    ``decrease``: sufficient decrease phi(t) - phi(0) <= c1 t phi'(0) (N&W eq. 3.4, with
+    the difference taken first, so a decrease below f's rounding is not one; then
+    ``exact``), or, once the predicted decrease c1 t |phi'(0)| is below
+    ``approx_eps * |phi(0)|`` (rounding noise), the approximate Wolfe test of Hager &
+    Zhang (2005, Sec. 4): phi(t) < phi(0) and phi'(t) <= (2 c1 - 1) phi'(0); never true
+    for a value that is not lower or a non-finite trial (so a search cannot cycle on
+    rounding). ``curvature``: |phi'(t)| <= c2 |phi'(0)|
+    (N&W eq. 3.7b).
 
     The levels that do not depend on t are computed once, as one array (one compiled
     kernel rather than one per level)."""
@@ -67,11 +90,16 @@ def wolfe_tests(value0, slope0, c1, c2, approx_eps):
     def tests(t, f, d, finite):
         slope_level, curvature_level, noise = levels[1], levels[2], levels[3]
         predicted = c1 * t * slope0
-        armijo = f <= value0 + predicted
-        approx = (-predicted <= noise) & (f <= value0) & (d <= slope_level)
-        return finite & (armijo | approx), jnp.abs(d) <= curvature_level
+        armijo = finite & (f - value0 <= predicted)
+        approx = finite & (-predicted <= noise) & (f < value0) & (d <= slope_level)
+        return armijo | approx, jnp.abs(d) <= curvature_level, armijo
 
     return tests, levels[0]
+
+
+def acceptance(success, exact):
+    """A rule's verdict on a trial: REJECT, ACCEPT (with sufficient decrease) or ACCEPT_APPROX."""
+    return jnp.where(success, jnp.where(exact, ACCEPT, ACCEPT_APPROX), REJECT).astype(jnp.int32)
 
 
 def point(t, f, d):
@@ -87,46 +115,56 @@ def point(t, f, d):
 class LineSearch:
     """What a search config supplies: ``max_steps`` and
 
-    ``rule(value0, slope0, stepsize) -> (rule0, update, stop)``: its initial state,
+    ``rule(value0, slope0, stepsize, min_stepsize) -> (rule0, update, stop)``: its initial state,
     ``update(rule, p, finite) -> (rule, t_next, accept, admissible)`` with ``p`` the
-    trial's :func:`point` (``accept`` ends the search with success at p; an
-    ``admissible`` trial becomes the best point if it is the lowest so far), and
-    ``stop(rule, t_next) -> bool``, true when the next trial is not worth evaluating
-    (e.g. the interval collapsed). A next trial that is not finite and positive
-    also ends the search.
+    trial's :func:`point` (``accept`` is REJECT, ACCEPT or ACCEPT_APPROX and ends the
+    search at p unless REJECT; an ``admissible`` trial becomes the best point if it is
+    the lowest so far), and ``stop(rule, t_next) -> bool``, true when the next trial is
+    not worth evaluating (e.g. the interval collapsed). A next trial that is not finite
+    and positive also ends the search.
     """
 
-    def search(self, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
-        return run(self, phi, value0, slope0, grad0, stepsize)
+    def search(self, phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=jnp.inf,
+               min_stepsize=0.0) -> LineSearchResult:
+        return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize)
 
 
 class _Loop(NamedTuple):
     k: jax.Array  # evaluations made
     t: jax.Array  # next trial
-    accepted: jax.Array  # bool: the last trial met the acceptance test
+    accepted: jax.Array  # int32: the verdict on the last trial
     rule: Any  # the search's own state
     best: jax.Array  # point(t, f, slope): the lowest admissible trial, or the accepted one
     grad: Any  # phi's grad payload at best
+    rising: jax.Array  # smallest trial with a finite slope >= 0
+    smallest: jax.Array  # point of the smallest finite trial
 
 
-def run(search, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
+def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
+        min_stepsize=0.0) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
 
     ``best`` starts as the zero step (phi(0)) and is replaced only by an evaluated
     trial, so at the end it is the accepted trial, the best decrease point, or the
-    zero step: the three outcomes of the module docstring."""
+    zero step: the outcomes of the module docstring."""
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
-    value0, slope0, stepsize = as_s(value0), as_s(slope0), as_s(stepsize)
-    rule0, update, stop = search.rule(value0, slope0, stepsize)
+    value0, slope0 = as_s(value0), as_s(slope0)
+    t_max, t_min = as_s(max_stepsize), as_s(min_stepsize)
+    limit = jnp.asarray(search.max_steps, jnp.int32)
+    if max_steps is not None:
+        limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
+    rule0, update, stop = search.rule(value0, slope0, as_s(stepsize), t_min)
     start_ok = (slope0 < 0) & jnp.isfinite(value0)
     init = _Loop(
         k=jnp.zeros((), jnp.int32),
-        t=jnp.where(start_ok, stepsize, jnp.nan),  # a NaN trial ends the loop before it starts
-        accepted=jnp.asarray(False),
+        t=jnp.where(start_ok, jnp.minimum(jnp.maximum(as_s(stepsize), t_min), t_max), jnp.nan),  # NaN: no trial
+        accepted=jnp.asarray(REJECT, jnp.int32),
         rule=rule0,
         best=point(jnp.zeros((), sdt), value0, slope0),
         grad=grad0,
+        rising=jnp.full((), jnp.inf, sdt),
+        smallest=point(jnp.full((), jnp.inf, sdt), value0, slope0),
     )
 
     def body(c):
@@ -135,18 +173,29 @@ def run(search, phi, value0, slope0, grad0, stepsize) -> LineSearchResult:
         finite = jnp.isfinite(f) & jnp.isfinite(d)
         p = point(c.t, f, d)
         rule, t_next, accept, admissible = update(c.rule, p, finite)
-        keep = accept | (admissible & finite & (f < c.best[1]))
+        # At the largest step with a decrease, a search that wants to go further stops there.
+        at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (as_s(t_next) >= c.t)
+        accept = jnp.where(at_max, ACCEPT, accept).astype(jnp.int32)
+        keep = (accept != REJECT) | (admissible & finite & (f < c.best[1]))
         best = jnp.where(keep, p, c.best)
         g = jax.tree.map(lambda n, o: jnp.where(keep, n, o), g, c.grad)
-        return _Loop(c.k + 1, as_s(t_next), accept, rule, best, g)
+        rising = jnp.where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
+        smallest = jnp.where(finite & (c.t < c.smallest[0]), p, c.smallest)
+        t_next = jnp.minimum(as_s(t_next), t_max)
+        # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
+        t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
+        return _Loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest)
 
     def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
-        usable = jnp.isfinite(c.t) & (c.t > 0)
-        return ~c.accepted & (c.k < search.max_steps) & usable & ~stop(c.rule, c.t)
+        usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
+        return (c.accepted == REJECT) & (c.k < limit) & usable & ~stop(c.rule, c.t)
 
     c = jax.lax.while_loop(proceed, body, init)
     t, f, d = c.best
     status = jnp.where(
-        c.accepted, LineSearchStatus.SUCCESS, jnp.where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)
+        c.accepted == ACCEPT, LineSearchStatus.SUCCESS,
+        jnp.where(c.accepted == ACCEPT_APPROX, LineSearchStatus.NOISE,
+                  jnp.where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)),
     ).astype(jnp.int32)
-    return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status)
+    return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status, rising=c.rising,
+                            smallest=c.smallest)

@@ -70,7 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, point
+from ._base import LineSearch, acceptance, point
 
 # Stages: which procedure the next trial belongs to.
 _EXPAND, _SHRINK, _SEC1, _SEC2, _MID = 0, 1, 2, 3, 4
@@ -93,8 +93,8 @@ class HagerZhang(LineSearch):
     rho: float = 5.0  # bracket expansion
     max_steps: int = 30
 
-    def rule(self, value0, slope0, stepsize):
-        return _rule(self, value0, slope0, stepsize)
+    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
+        return _rule(self, value0, slope0, stepsize, min_stepsize)
 
 
 class _Rule(NamedTuple):
@@ -111,7 +111,7 @@ def _secant(a, da, b, db):
     return (a * db - b * da) / (db - da)
 
 
-def _rule(cfg: HagerZhang, value0, slope0, stepsize):
+def _rule(cfg: HagerZhang, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
@@ -125,9 +125,10 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
         t, f, d = p
         # Acceptance: T1 or T2 (the latter never above phi(0)).
         curvature = d >= sigma * slope0
-        wolfe = f <= value0 + delta * t * slope0
-        approx = (f <= value0) & (d <= (2 * delta - 1) * slope0)
+        wolfe = f - value0 <= delta * t * slope0
+        approx = (f < value0) & (d <= (2 * delta - 1) * slope0)
         success = finite & curvature & (wolfe | approx)
+        exact = finite & wolfe
 
         # The interval update (module docstring: one rule for U1-U3, B1-B3).
         move_a = finite & (d < 0) & (f <= high_level)
@@ -175,7 +176,7 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize):
             aj=aj,
             bj=bj,
         )
-        return rule, t_next, success, finite
+        return rule, t_next, acceptance(success, exact), finite
 
     def stop(c, t):  # the interval collapsed to rounding
         return (c.kind != _OPEN) & (c.b[0] - c.a[0] <= jnp.finfo(sdt).eps * c.b[0])

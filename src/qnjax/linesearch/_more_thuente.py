@@ -52,7 +52,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, point, wolfe_tests
+from ._base import LineSearch, acceptance, point, wolfe_tests
 
 
 @jax.tree_util.register_dataclass
@@ -67,8 +67,8 @@ class MoreThuente(LineSearch):
     expand: float = 4.0  # unbracketed trials: at most this many times the last increment
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
-    def rule(self, value0, slope0, stepsize):
-        return _rule(self, value0, slope0, stepsize)
+    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
+        return _rule(self, value0, slope0, stepsize, min_stepsize)
 
 
 class _Rule(NamedTuple):
@@ -91,9 +91,9 @@ def _cubic(a, fa, da, b, fb, db):
     return b + r * (a - b), r, gamma
 
 
-def _trial(x, y, p, bracketed, lo, hi):
+def _trial(x, y, p, bracketed, lo, hi, flat):
     """The four cases of Moré & Thuente (1994, Sec. 4): the new trial, and whether
-    t_p is higher than t_x (case 1) and the slopes have opposite signs."""
+    t_p is higher than t_x (case 1; never when ``flat``) and the slopes have opposite signs."""
     (tx, fx, dx), (ty, fy, dy), (tp, fp, dp) = x, y, p
     opposite = dp * jnp.sign(dx) < 0
     cubic_xp, r, gamma = _cubic(tx, fx, dx, tp, fp, dp)
@@ -115,19 +115,20 @@ def _trial(x, y, p, bracketed, lo, hi):
     cubic_py = _cubic(ty, fy, dy, tp, fp, dp)[0]
     t4 = jnp.where(bracketed, cubic_py, jnp.where(tp > tx, hi, lo))
 
-    case1 = fp > fx
+    case1 = (fp > fx) & ~flat
     case2 = ~case1 & opposite
     case3 = ~case1 & ~case2 & (jnp.abs(dp) < jnp.abs(dx))
     t_new = jnp.where(case1, t1, jnp.where(case2, t2, jnp.where(case3, t3, t4)))
     return t_new, case1, opposite
 
 
-def _rule(cfg: MoreThuente, value0, slope0, stepsize):
+def _rule(cfg: MoreThuente, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, xtol, expand = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.xtol), as_s(cfg.expand)
     value0, slope0 = as_s(value0), as_s(slope0)
     tests, gtest = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
+    near = 1000 * as_s(min_stepsize)
     zero, inf = as_s(0), as_s(jnp.inf)
 
     def bounds(x, y, bracketed, t):
@@ -141,13 +142,20 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
     def update(r, p, finite):
         t, f, d = p
         lo, hi = bounds(r.x, r.y, r.bracketed, t)
-        decrease, curvature = tests(t, f, d, finite)
+        decrease, curvature, exact = tests(t, f, d, finite)
         success = decrease & curvature
         # psi (eq. 2.1) while in stage 1 and the trial is below t_x but not sufficiently low.
         use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
         psi = jnp.where(use_psi, gtest, zero)
         shift = lambda q: (q[0], q[1] - psi * q[0], q[2] - psi)  # noqa: E731  phi -> psi
-        t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift(p), r.bracketed, lo, hi)
+        # Within a thousand times the smallest step the caller allows (where x moves by a few
+        # thousand units in the last place at most), a rise that the slopes do not explain
+        # (they predict t (phi'(0) + phi'(t)) / 2 < 0) is rounding noise: the trial is not
+        # "higher" and, still descending, does not bracket the step (Hager & Zhang's update
+        # rule U2, with the noise recognised rather than set).
+        predicted = t * (slope0 + d) / 2
+        flat = finite & (d < 0) & (f > value0) & (t <= near) & (f - value0 > -2 * predicted)
+        t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift(p), r.bracketed, lo, hi, flat)
 
         # The interval update: a higher trial becomes t_y; a lower one t_x (and the old
         # t_x becomes t_y if the slopes changed sign). A non-finite trial is outside the
@@ -169,7 +177,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize):
 
         stage1 = r.stage1 & ~(decrease & (d >= 0))
         rule = _Rule(bracketed, stage1, x, y, width, width1)
-        return rule, t_new, success, decrease
+        return rule, t_new, acceptance(success, exact), decrease
 
     def stop(r, t):
         # The paper's rounding and xtol tests: the next trial would be t_x itself.

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import LineSearch, point, wolfe_tests
+from ._base import LineSearch, acceptance, point, wolfe_tests
 from ._interpolate import extrapolate, safeguarded
 
 
@@ -55,8 +55,8 @@ class Zoom(LineSearch):
     delta: float = 0.1  # interpolation safeguard: keep trials this fraction inside the interval
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
-    def rule(self, value0, slope0, stepsize):
-        return _rule(self, value0, slope0, stepsize)
+    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
+        return _rule(self, value0, slope0, stepsize, min_stepsize)
 
 
 class _Rule(NamedTuple):
@@ -65,7 +65,7 @@ class _Rule(NamedTuple):
     hi: jax.Array
 
 
-def _rule(cfg: Zoom, value0, slope0, stepsize):
+def _rule(cfg: Zoom, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
@@ -74,7 +74,7 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
 
     def update(r, p, finite):
         t, f, d = p
-        decrease, curvature = tests(t, f, d, finite)
+        decrease, curvature, exact = tests(t, f, d, finite)
         lo_t, lo_f, lo_d = r.lo
         hi_t, hi_f, hi_d = r.hi
 
@@ -108,7 +108,7 @@ def _rule(cfg: Zoom, value0, slope0, stepsize):
         )
         t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
         t_next = jnp.where(bracketed, t_zoom, t_ext)
-        return _Rule(bracketed, new_lo, new_hi), t_next, success, decrease
+        return _Rule(bracketed, new_lo, new_hi), t_next, acceptance(success, exact), decrease
 
     def stop(r, t):  # the interval collapsed to rounding
         lo_t, hi_t = r.lo[0], r.hi[0]

@@ -1,0 +1,51 @@
+"""Products with the L-BFGS matrices in compact form (Byrd, Nocedal & Schnabel 1994).
+
+With the memory's chronological S, Y (``_memory``), R the upper triangle of
+S^T Y (R_ij = <s_i, y_j> for i <= j), D its diagonal and H0 = gamma I, the
+inverse BFGS matrix is (BNS Theorem 2.2, eq. 2.6; N&W eq. 7.24's inverse form)
+
+    H = gamma I + [S  gamma Y] [ R^-T (D + gamma Y^T Y) R^-1   -R^-T ] [ S^T       ]
+                               [ -R^-1                           0    ] [ gamma Y^T ].
+
+So, with a = S^T q and b = Y^T q (one pass over the memory),
+
+    u   = R^-1 a,
+    c_s = R^-T (D u + gamma Y^T Y u - gamma b),      c_y = -gamma u,
+    H q = gamma q + S c_s + Y c_y                     (a second pass),
+
+the small algebra costing O(m^2) in the scalar dtype, in the memory's slot order
+(R^-1 is kept by the memory). Positions without a pair have a = b = 0 and get zero coefficients. This
+equals the two-loop recursion (N&W Algorithm 7.4) in exact arithmetic; the
+memory's vector-free update needs the coefficients, which are recorded.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from . import _memory
+from ._memory import RI, SY, YY
+
+
+def coefficients(memory: _memory.Memory, a, b):
+    """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q."""
+    mask = _memory.valid(memory)
+    g = memory.gram
+    both = mask[:, None] & mask[None, :]
+    diag = jnp.where(mask, jnp.sum(jnp.where(jnp.eye(mask.shape[0], dtype=bool), g[SY], 0), axis=1), 0)
+    gamma = memory.gamma
+    ri = jnp.where(both, g[RI], 0)
+    u = _memory.matvec(ri, a)
+    w = diag * u + gamma * _memory.matvec(jnp.where(both, g[YY], 0), u) - gamma * b
+    c_s = _memory.matvec(ri.T, w)
+    return c_s, -gamma * u
+
+
+def inverse_hessian(memory: _memory.Memory, q):
+    """(H q, memory) for a pytree q (real-space): completes the memory's pending column
+    from this pass's products and records what the next ``push`` needs."""
+    a, b = _memory.products(memory, q)
+    memory = _memory.complete(memory, a, b)
+    c_s, c_y = coefficients(memory, a, b)
+    hq = _memory.weighted_sum(memory, memory.gamma, q, c_s, c_y)
+    return hq, _memory.record(memory, jnp.stack([a, b, c_s, c_y]))

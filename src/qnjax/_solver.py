@@ -1,0 +1,256 @@
+"""One L-BFGS solver and one state, shared by :func:`qnjax.minimize` and :func:`qnjax.lbfgs`.
+
+``LBFGS`` is an immutable config (a pytree: the memory size, the direction
+method and the dtype are static; the line search's settings and the tolerances
+are leaves). ``init`` creates every state leaf (the only place that does, so
+dtype and sharding rules are applied once) and ``step`` is one iteration from a
+state that describes the point ``params``:
+
+1. ``_memory.push``: last iteration's tentative pair (s, y) is stored if it passes
+   the curvature guard;
+2. ``direction``: d = -scale H q (q the gradient, or what the Optax face was given)
+   by the compact representation (``_compact``, default) or the two-loop recursion;
+3. ``first_stepsize``: 1, or 1 / ||d||_2 (a first step of unit length in x, as
+   scipy's L-BFGS-B) while no curvature pair was ever stored; both make the iterates
+   invariant to scaling f (a dropped memory keeps its scale gamma, H = gamma I);
+4. if the full step t = 1 would move x by no more than rounding (``ulp_stepsize``),
+   or the line search along phi(t) = f(x + t d) (limits per call: the evaluations
+   left, ``max_stepsize``, no trial below rounding) finds no decrease, x stays and
+   the memory is dropped: the next iteration searches along -g (a *retry*, not an
+   iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
+   within a few units in the last place of x (a minimiser along -g lies there),
+   else LINESEARCH_FAILED;
+5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot;
+6. the status (``_status``) from the facts of this iteration.
+
+The seams later capabilities attach to are methods: ``direction``,
+``first_stepsize``, ``max_stepsize`` (inf: the distance to a box later),
+``stationarity`` (max |g|: the projected gradient later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _compact, _memory, _tree, _two_loop
+from ._objective import Evaluated
+from ._status import Status, code, decide, default_ftol
+from .linesearch import LineSearchStatus, MoreThuente
+
+# A step moving x by at most this many units in the last place counts as no step at all.
+ROUNDING_ULPS = 8
+# Steps within this factor of the rounding step are where rounding noise in f can hide the
+# change the slopes predict (the line search's ``min_stepsize`` region; MoreThuente's too).
+NEAR = 1000
+DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
+
+
+class State(NamedTuple):
+    """Everything one iteration needs and leaves; ``value`` and ``grad`` are the only
+    fields so named (``optax.value_and_grad_from_state`` finds them)."""
+
+    params: Any  # the point the other fields describe
+    value: jax.Array  # f(params) in the scalar dtype; +inf: not evaluated
+    grad: Any  # gradient at params, real-space (conjugated for complex leaves), params' dtypes
+    aux: Any  # fun's aux at params (None without has_aux)
+    memory: _memory.Memory
+    stepsize: jax.Array  # scalar dtype: the last step size taken
+    count: jax.Array  # int32: iterations that moved x (nit)
+    nfev: jax.Array  # int32: evaluations of f and its gradient
+    status: jax.Array  # int32 Status
+    linesearch_status: jax.Array  # int32 LineSearchStatus of the last search
+
+
+def _static(**kw):
+    return dataclasses.field(metadata=dict(static=True), **kw)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LBFGS:
+    """L-BFGS with a line search. Numeric settings are pytree leaves (changing them does
+    not recompile); ``None`` tolerances take the scalar dtype's defaults (``_status``)."""
+
+    memory_size: int = _static(default=10)
+    linesearch: Any = dataclasses.field(default_factory=MoreThuente)
+    gtol: Any = None
+    ftol: Any = None
+    fatol: Any = None
+    maxiter: Any = None  # None: no limit
+    maxfev: Any = None
+    direction_method: str = _static(default="compact")
+    scale_init_precond: bool = _static(default=True)
+    scalar_dtype: Any = _static(default=None)
+
+    def __post_init__(self):
+        if not isinstance(self.memory_size, int) or isinstance(self.memory_size, bool) or self.memory_size < 1:
+            raise ValueError(f"memory_size must be an integer >= 1, got {self.memory_size!r}")
+        if self.direction_method not in DIRECTIONS:
+            raise ValueError(f"unknown direction method {self.direction_method!r}; known: {', '.join(DIRECTIONS)}")
+
+    # ----------------------------------------------------------------- state
+    def init(self, params, value=None, grad=None, aux=None) -> State:
+        """The state at ``params`` (``value`` +inf and a zero gradient unless given)."""
+        _tree.check_params(params)
+        sdt = _tree.scalar_dtype(params, self.scalar_dtype)
+        return State(
+            params=params,
+            value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
+            grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
+            aux=aux,
+            memory=_memory.init(params, self.memory_size, sdt),
+            stepsize=jnp.zeros((), sdt),
+            count=jnp.zeros((), jnp.int32),
+            nfev=jnp.zeros((), jnp.int32),
+            status=code(Status.RUNNING),
+            linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
+        )
+
+    # ----------------------------------------------------------------- seams
+    def direction(self, memory, q, scale):
+        """(d = -scale H q, memory)."""
+        hq, memory = DIRECTIONS[self.direction_method].inverse_hessian(memory, q)
+        sdt = memory.gram.dtype
+        return _tree.scale(-jnp.asarray(scale).astype(sdt), hq, hq), memory
+
+    def first_stepsize(self, memory, d):
+        """1, except while no curvature pair was ever stored (H = I has no scale), where it
+        is 1 / ||d||_2, a step of unit length in x."""
+        sdt = memory.gram.dtype
+        first = ~memory.flags[2]
+        norm = jnp.sqrt(_tree.inner(d, d, sdt))
+        return jnp.where(first, 1 / jnp.where(norm > 0, norm, 1), jnp.ones((), sdt))
+
+    def max_stepsize(self, params, d):
+        return jnp.full((), jnp.inf, _tree.scalar_dtype(params, self.scalar_dtype))
+
+    def stationarity(self, params, grad):
+        """The measure GTOL compares with ``gtol``: max |g_i|."""
+        return _tree.norm_inf(grad, _tree.scalar_dtype(params, self.scalar_dtype))
+
+    def ftol_for(self, sdt):
+        return jnp.asarray(default_ftol(sdt) if self.ftol is None else self.ftol).astype(sdt)
+
+    @staticmethod
+    def _at_precision(res, value, t_round, t_model):
+        """After a failed search along -g (phi(t) = f(x - t g)): is x stationary to working
+        precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
+        non-negative slope, at the step t_round that moves x by a few units in the last
+        place), or if the largest decrease along -g is below f's rounding noise. The
+        decrease is estimated from slopes: phi'(0)^2 / 2c with the curvature
+        c = (phi'(t) - phi'(0)) / t at the smallest trial t, and at most |phi'(0)| t_r / 2
+        with t_r the smallest trial whose slope is not negative or the step ``t_model`` that
+        minimises the quasi-Newton model along -g (1 once the memory has given H0 = gamma I
+        a curvature scale: the model's decrease g^T H0 g / 2). The noise is the larger
+        of a few units in the last place of f and, when the smallest trial moved x by at most
+        a few thousand units in the last place, the part of its change in f that its
+        slopes do not explain."""
+        sdt = value.dtype
+        in_x = res.rising <= 1.01 * t_round
+        t, f, d = res.smallest
+        slope0 = res.slope  # the search returned the zero step: phi'(0)
+        curvature = (d - slope0) / t
+        decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
+        decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
+        unexplained = jnp.abs(f - value - t * (slope0 + d) / 2)
+        noise = jnp.maximum(ROUNDING_ULPS * jnp.finfo(sdt).eps * jnp.abs(value),
+                            jnp.where(t <= NEAR * t_round, unexplained, 0))
+        in_f = jnp.isfinite(t) & (decrease <= noise)
+        return in_x | in_f
+
+    # ----------------------------------------------------------------- iteration
+    def start_status(self, state: State):
+        """The status of a state before any iteration (NONFINITE, GTOL or RUNNING)."""
+        sdt = state.value.dtype
+        finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
+        gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
+        return decide([(~finite, Status.NONFINITE), (self.stationarity(state.params, state.grad) <= gtol, Status.GTOL)])
+
+    def step(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True) -> tuple[Any, State]:
+        return self.step_with_search(state, evaluate, q=q, scale=scale, active=active)[:2]
+
+    def step_with_search(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True):
+        """One iteration (module docstring) from ``state``; returns (updates, new state, the
+        line search's result or None).
+
+        ``evaluate(params) -> (value, real-space grad, aux)``; ``q`` (default: the
+        gradient) is what the memory multiplies and differences; ``scale`` multiplies
+        the direction; ``active=False`` makes the line search evaluate nothing (a
+        finished member of a vmapped batch)."""
+        params, value, grad = state.params, state.value, state.grad
+        sdt = value.dtype
+        q = grad if q is None else q
+        memory, _ = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact")
+        d, memory = self.direction(memory, q, scale)
+        empty = memory.count == 0
+        t0 = self.first_stepsize(memory, d)
+        t_ulp = _tree.ulp_stepsize(params, d, sdt)
+        at_rounding = ~empty & (t0 <= ROUNDING_ULPS * t_ulp)
+
+        if self.linesearch is None:  # the Optax face without a line search: the step is d itself
+            t = jnp.where(empty & self.scale_init_precond,
+                          jnp.minimum(1, 1 / jnp.maximum(jnp.sqrt(_tree.inner(q, q, sdt)), jnp.finfo(sdt).tiny)), 1)
+            u = _tree.scale(t.astype(sdt), d, params)
+            memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t)
+            new = state._replace(params=_tree.add(params, u), value=jnp.full((), jnp.inf, sdt), memory=memory,
+                                 stepsize=t.astype(sdt), count=state.count + 1)
+            gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
+            return u, new._replace(status=decide([(self.stationarity(params, grad) <= gtol, Status.GTOL)])), None
+
+        def phi(t):
+            # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
+            # precision makes the evaluated point differ from params + updates.
+            u = jax.lax.optimization_barrier(_tree.scale(t, d, params))
+            x = jax.lax.optimization_barrier(_tree.add(params, u))
+            f, g, aux = evaluate(x)
+            return f, _tree.inner(g, d, sdt), Evaluated(g, aux)
+
+        budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
+        if self.maxfev is not None:
+            budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
+        budget = jnp.where(active & ~at_rounding, jnp.maximum(budget, 0), 0)
+        res = self.linesearch.search(phi, value, _tree.inner(grad, d, sdt), Evaluated(grad, state.aux), t0,
+                                     max_steps=budget, max_stepsize=self.max_stepsize(params, d),
+                                     min_stepsize=ROUNDING_ULPS * t_ulp)
+        moved = res.status != LineSearchStatus.FAILED
+        u = _tree.select(moved, _tree.scale(res.stepsize, d, params), _tree.zeros_like(params))
+        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize)
+        failed = ~moved
+        memory = _memory.clear(memory, failed)
+        new = state._replace(
+            params=_tree.select(moved, _tree.add(params, u), params),
+            value=jnp.where(moved, res.value, value),
+            grad=_tree.select(moved, res.grad.grad, grad),
+            aux=_tree.select(moved, res.grad.aux, state.aux),
+            memory=memory,
+            stepsize=jnp.where(moved, res.stepsize, jnp.zeros((), sdt)),
+            count=state.count + moved.astype(jnp.int32),
+            nfev=state.nfev + res.nfev,
+            linesearch_status=res.status,
+        )
+        final = failed & empty
+        precision = final & self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
+                                                 jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
+        out_of_budget = final & (budget < self.linesearch.max_steps) & ~at_rounding
+        f_new = new.value
+        ftol, fatol = self.ftol_for(sdt), jnp.asarray(0 if self.fatol is None else self.fatol).astype(sdt)
+        bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)
+        normal = res.status == LineSearchStatus.SUCCESS
+        converged_f = normal & ((ftol > 0) | (fatol > 0)) & (value - f_new <= bound)
+        gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
+        rules = [
+            (self.stationarity(new.params, new.grad) <= gtol, Status.GTOL),
+            (precision, Status.PRECISION),
+            (out_of_budget, Status.MAXFEV),
+            (final, Status.LINESEARCH_FAILED),
+            (converged_f, Status.FTOL),
+        ]
+        if self.maxiter is not None:
+            rules.append((new.count >= jnp.asarray(self.maxiter, jnp.int32), Status.MAXITER))
+        if self.maxfev is not None:
+            rules.append((new.nfev >= jnp.asarray(self.maxfev, jnp.int32), Status.MAXFEV))
+        return u, new._replace(status=decide(rules)), res
