@@ -54,7 +54,7 @@ def main():
         run = jax.jit(lambda x, d=direction: solve(x, d))
         copies = buffer_copies(run.lower(x0).compile().as_text(), M + 1, N)  # m pairs and the free slot
         res = run(x0)
-        per_iter = best_of(lambda: run(x0), reps=3) / int(res.nit)
+        per_iter = best_of(lambda run=run: run(x0), reps=3) / int(res.nit)
         print(f"{direction:9s} whole-buffer copies in the loop: {len(copies)};  {int(res.nit)} iterations, "
               f"{int(res.nfev)} evaluations, {per_iter * 1e3:.1f} ms per iteration;  in place: "
               + ("yes" if not copies else "NO: the history is copied every iteration"))

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 import scipy.optimize
+from conftest import needs_x64
 
 import qnjax
 from qnjax import problems
-from conftest import needs_x64
 
 # Problems where the two may legitimately end at different local minima or stall
 # differently; each is still checked for "no worse than scipy by more than 1%

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import LINESEARCHES, X64, assert_same_types, make_step, rosenbrock
 
 import qnjax
 from qnjax import Status
-from conftest import LINESEARCHES, X64, assert_same_types, make_step, rosenbrock
 
 DT = jnp.float64 if X64 else jnp.float32
 

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import X64
 
 import qnjax
-from conftest import X64
 from qnjax import _compact, _memory, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32

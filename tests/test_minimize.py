@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import COMPILES, X64, rosenbrock
 
 import qnjax
 from qnjax import Status
-from conftest import COMPILES, X64, rosenbrock
 
 DT = jnp.float64 if X64 else jnp.float32
 EPS = float(jnp.finfo(DT).eps)

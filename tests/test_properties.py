@@ -8,12 +8,12 @@ Optax face keeps every state leaf's type."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import X64, assert_same_types, make_step
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qnjax
 from qnjax import Status
-from conftest import X64, assert_same_types, make_step
 
 STRUCTURES = [
     lambda d: [jnp.zeros((3,), d[0])],
@@ -45,7 +45,8 @@ def problem(data):
     seed = data.draw(st.integers(0, 2**16), label="seed")
     leaves, treedef = jax.tree.flatten(template)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    x0 = jax.tree.unflatten(treedef, [(3 * jax.random.normal(k, l.shape)).astype(l.dtype) for k, l in zip(keys, leaves)])
+    x0 = jax.tree.unflatten(treedef, [(3 * jax.random.normal(k, leaf.shape)).astype(leaf.dtype)
+                                      for k, leaf in zip(keys, leaves)])
     scale = 10.0 ** data.draw(st.floats(-12, 12), label="log10 scale")
     args = (jnp.asarray(scale, sdt), jnp.asarray(data.draw(st.floats(-2, 2), label="shift"), sdt),
             jnp.asarray(data.draw(st.floats(0, 1), label="quartic"), sdt))

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
 
 import qnjax
-from conftest import X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
 
 
 def loss_any(params):

@@ -126,8 +126,8 @@ def clear(memory: Memory, where=True) -> Memory:
     gamma is kept: with no pairs H = gamma I, the last curvature scale seen."""
     where = jnp.asarray(where)
     return memory._replace(
-        index=jnp.where(where & (jnp.arange(2) == 0), 0, memory.index).astype(jnp.int32),
-        flags=memory.flags & ~(where & (jnp.arange(3) == 1)),
+        index=jnp.where(where & (jnp.arange(2, dtype=jnp.int32) == 0), 0, memory.index).astype(jnp.int32),
+        flags=memory.flags & ~(where & (jnp.arange(3, dtype=jnp.int32) == 1)),
     )
 
 
@@ -176,7 +176,7 @@ def complete(memory: Memory, a, b) -> Memory:
     the point after it (slot order, masked): S^T y = a - a_old, Y^T y = b - b_old."""
     m = size(memory)
     newest = (memory.head + m) % (m + 1)
-    i = jnp.arange(m + 1)
+    i = jnp.arange(m + 1, dtype=jnp.int32)
     fill = memory.flags[1] & valid(memory) & (i != newest)
     r = jnp.where(fill, a - memory.last[A], 0)
     yv = jnp.where(fill, b - memory.last[B], 0)
@@ -184,7 +184,7 @@ def complete(memory: Memory, a, b) -> Memory:
     ri = -matvec(g[RI], r) * g[RI, newest, newest]
     in_col = (i == newest)[None, :] & fill[:, None]
     new = jnp.stack([r, jnp.zeros_like(r), yv, ri])[:, :, None]  # the column, per matrix (SS is complete)
-    gram = jnp.where(in_col[None] & (jnp.arange(4) != SS)[:, None, None], new, g)
+    gram = jnp.where(in_col[None] & (jnp.arange(4, dtype=jnp.int32) != SS)[:, None, None], new, g)
     gram = gram.at[YY].set(jnp.where(in_col.T, yv[None, :], gram[YY]))  # YY is symmetric
     return memory._replace(gram=gram, flags=memory.flags & jnp.array([True, False, True]))
 
@@ -222,7 +222,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
 
-    i = jnp.arange(m + 1)
+    i = jnp.arange(m + 1, dtype=jnp.int32)
     at = i == h
     in_row, in_col = at[:, None], at[None, :]
     corner = in_row & in_col

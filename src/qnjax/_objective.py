@@ -18,14 +18,18 @@ arrays therefore reuses the compiled solve. Python and NumPy scalars are
 compile-time constants, as under ``jax.jit``: a new value is a new program (pass
 it in ``args`` or as a ``jnp`` array instead). The text of a jaxpr hides the
 identity of host callbacks (``jax.pure_callback`` prints their function with its
-address masked), so the key also holds the callback functions themselves: an
-objective with a callback defined inside it compiles on every call. Custom
+address masked), so the key also holds the user's callback functions themselves: a
+module-level callback reuses the compiled solve, one defined inside the objective
+(a new function on every call) compiles on every call. Custom
 derivative rules appear in the text by name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import functools
+import types
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend as jex
@@ -68,12 +72,25 @@ def value_and_grad(fun: Callable, like, sdt, has_aux: bool = False):
     return evaluate
 
 
+def _user_functions(obj, depth: int = 0) -> tuple:
+    """The user's functions behind a callback object: JAX wraps them (``callback_func``,
+    closures of its own), and the wrappers are new on every trace."""
+    obj = getattr(obj, "callback_func", obj)
+    if isinstance(obj, functools.partial):
+        return _user_functions(obj.func, depth + 1) + tuple(obj.args) + tuple(sorted(obj.keywords.items()))
+    if isinstance(obj, types.FunctionType) and (obj.__module__ or "").startswith("jax") and depth < 4:
+        inner = tuple(f for cell in obj.__closure__ or () if callable(c := cell.cell_contents)
+                      for f in _user_functions(c, depth + 1))
+        return inner or (obj,)
+    return (obj,)
+
+
 def _callbacks(jaxpr, found: list) -> list:
     """The host functions of every callback in ``jaxpr`` and its sub-jaxprs, in order."""
     for eqn in jaxpr.eqns:
         for name, value in eqn.params.items():
             if "callback" in name:
-                found.append(getattr(value, "callback_func", value))
+                found.extend(_user_functions(value))
         for sub in jex.core.jaxprs_in_params(eqn.params):
             _callbacks(sub, found)
     return found

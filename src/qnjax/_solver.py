@@ -31,7 +31,8 @@ The seams later capabilities attach to are methods: ``direction``,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -59,7 +59,8 @@ fallback on binding the ``convert_element_type`` primitive directly.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

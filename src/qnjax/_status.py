@@ -8,7 +8,8 @@ code) serve :func:`qnjax.minimize` (``OptimizeResult.status``) and the Optax fac
 
 The tests, checked at the start and after every iteration, first match wins:
 
-* NONFINITE    f or its gradient is not finite at the starting point;
+* NONFINITE    f or its gradient is not finite at the point given (``minimize``: x0; the
+               Optax face: the params, value or gradients of this update);
 * GTOL         max_i |g_i| <= ``gtol`` (scipy's absolute test; default 0, i.e. an
                exactly zero gradient);
 * PRECISION    stationary to working precision: the quasi-Newton step moved x by no
@@ -85,7 +86,7 @@ _MESSAGES = {
         "steepest descent, away from a stationary point (does the gradient match f?); "
         "x is the last good point"
     ),
-    Status.NONFINITE: "stopped: f or its gradient is not finite at the starting point",
+    Status.NONFINITE: "stopped: f or its gradient is not finite at the point given; nothing was changed",
     Status.RUNNING: "running: the last update made progress",
 }
 

@@ -48,6 +48,7 @@ from ._solver import LBFGS, State
 from ._status import Status, code
 from .linesearch import LineSearch, MoreThuente
 
+_DEFAULT_LINESEARCH = MoreThuente()  # immutable, so one instance serves every default
 _OPTAX_EQUIVALENTS = (
     "optax line searches cannot run inside qnjax.lbfgs; pass a qnjax one: "
     "qnjax.linesearch.Zoom(c1=..., c2=...) for optax.scale_by_zoom_linesearch, "
@@ -60,7 +61,7 @@ def lbfgs(
     learning_rate=None,
     memory_size: int = 10,
     scale_init_precond: bool = True,
-    linesearch: LineSearch | None = MoreThuente(),
+    linesearch: LineSearch | None = _DEFAULT_LINESEARCH,
     *,
     gtol=None,
     ftol=None,

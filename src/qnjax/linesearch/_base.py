@@ -29,8 +29,9 @@ DECREASE, the search stopped and returns its best sufficient-decrease trial;
 FAILED, no decrease was found and the zero step is returned. ``rising`` reports
 the smallest trial with a finite, non-negative slope (with slope0 < 0 a minimiser
 of phi lies in (0, rising)) and ``smallest`` the point of the smallest finite
-trial; they tell a caller how far from x, and how large, a decrease could still be. A trial whose value or slope is not finite is outside the domain and
-the step is shrunk; a search never returns a step whose value is above value0.
+trial; they tell a caller how far from x, and how large, a decrease could still
+be. A trial whose value or slope is not finite is outside the domain and the step
+is shrunk; a search never returns a step whose value is above value0.
 :func:`run` is that shared loop; a search only supplies its update rule
 (:class:`LineSearch`).
 """

@@ -1,6 +1,7 @@
 """The Hager-Zhang line search (Hager & Zhang 2005, Sec. 4; CG_DESCENT, HZ 2006).
 
-Notation: phi(t) = f(x + t d), phi'(0) < 0, 0 < delta < 1/2, delta <= sigma < 1;
+Notation: phi(t) = f(x + t d), phi'(0) < 0, 0 < delta < 1/2, delta <= sigma < 1 (the
+settings ``c1`` = delta and ``c2`` = sigma, named as in the other searches);
 the labels T1, T2, U0-U3, B0-B3, S1-S4, L0-L3 are the papers'. A trial t is
 accepted when it satisfies the Wolfe conditions
 
@@ -58,7 +59,7 @@ BAD and the next trial is a + 0.1 (b - a) while a = 0, a + 0.5 (b - a) after.
 The search stops when a trial is accepted (SUCCESS), after ``max_steps``
 evaluations, or when the interval is below rounding, returning then the
 lowest trial with phi(t) < phi(0) (DECREASE) or the zero step (FAILED).
-Defaults are the paper's: delta 0.1, sigma 0.9, epsilon 1e-6, theta 0.5,
+Defaults are the paper's: c1 = delta 0.1, c2 = sigma 0.9, epsilon 1e-6, theta 0.5,
 gamma 0.66, rho 5.
 """
 
@@ -85,8 +86,8 @@ _TO_L1, _TO_L2 = 0, 1
 class HagerZhang(LineSearch):
     """Hager-Zhang (approximate) Wolfe line search; every setting is a pytree leaf."""
 
-    delta: float = 0.1  # sufficient decrease (T1) and the slope bound of T2
-    sigma: float = 0.9  # curvature
+    c1: float = 0.1  # the paper's delta: sufficient decrease (T1) and the slope bound of T2
+    c2: float = 0.9  # the paper's sigma: curvature
     epsilon: float = 1e-6  # eps_k = epsilon |phi(0)|
     theta: float = 0.5  # U3 bisection point
     gamma: float = 0.66  # required shrink per secant^2 step, else bisect
@@ -115,7 +116,7 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
-    delta, sigma, theta = as_s(cfg.delta), as_s(cfg.sigma), as_s(cfg.theta)
+    delta, sigma, theta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.theta)
     gamma, rho = as_s(cfg.gamma), as_s(cfg.rho)
     value0, slope0 = as_s(value0), as_s(slope0)
     zero = jnp.zeros((), sdt)

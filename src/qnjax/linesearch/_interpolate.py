@@ -11,7 +11,7 @@ and of the quadratic through phi(a), phi'(a), phi(b) (N&W eq. 3.57)
 
     t = a - phi'(a) (b - a)^2 / (2 (phi(b) - phi(a) - phi'(a) (b - a))).
 
-:func:`safeguarded` keeps a candidate inside [a + delta (b - a), b - delta (b - a)]
+:func:`safeguarded` keeps a candidate inside [a + margin (b - a), b - margin (b - a)]
 (so a zoom interval shrinks by a fixed factor), falling back to the quadratic
 when the cubic is undefined and to bisection when both are.
 """
@@ -33,10 +33,10 @@ def quadratic_min(a, fa, da, b, fb):
     return a - da * (b - a) ** 2 / (2 * curv)
 
 
-def safeguarded(a, fa, da, b, fb, db, delta):
+def safeguarded(a, fa, da, b, fb, db, margin):
     """A trial inside the interval between a and b (either order), see module docstring."""
-    lo = jnp.minimum(a, b) + delta * jnp.abs(b - a)
-    hi = jnp.maximum(a, b) - delta * jnp.abs(b - a)
+    lo = jnp.minimum(a, b) + margin * jnp.abs(b - a)
+    hi = jnp.maximum(a, b) - margin * jnp.abs(b - a)
     cubic = cubic_min(a, fa, da, b, fb, db)
     quad = quadratic_min(a, fa, da, b, fb)
     ok_c = jnp.isfinite(cubic) & (cubic >= lo) & (cubic <= hi)

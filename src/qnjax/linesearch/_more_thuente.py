@@ -37,11 +37,20 @@ interval is below ``xtol`` relative width (the paper's rounding and xtol
 tests); then ``_base`` returns the best sufficient-decrease trial (DECREASE),
 where MINPACK-2 spends one more evaluation at t_x.
 
-Shared with ``Zoom`` (``_base.wolfe_tests``): the approximate-Wolfe decrease test
-once phi's change is below rounding, and the non-finite policy (a trial where
-phi or phi' is not finite becomes t_y and the next trial is t_x + 0.1 (t - t_x)
-while nothing has decreased, the midpoint afterwards). Defaults are L-BFGS-B's:
-c1 = 1e-3, c2 = 0.9, xtol = 0.1.
+Rounding (qnjax's additions; away from rounding the trials are the paper's, so
+``minimize`` takes scipy's L-BFGS-B steps). Shared with ``Zoom``
+(``_base.wolfe_tests``): sufficient decrease is tested as phi(t) - phi(0) <= c1 t
+phi'(0), so a decrease below f's rounding is not one, and once the predicted
+decrease is below rounding the approximate Wolfe test of Hager & Zhang decides
+(with phi(t) < phi(0)). Within a thousand times the caller's ``min_stepsize``
+(where x moves by a few thousand units in its last place), a trial that is higher
+than phi(0) although its slope and phi'(0) say phi still descends is rounding noise:
+it is not "higher" (case 1) and does not bracket the step, so noise in f cannot end
+a search that the slopes would continue (Hager & Zhang's update rule U2, the noise
+recognised rather than set). The non-finite policy: a trial where phi or phi' is not
+finite becomes t_y and the next trial is t_x + 0.1 (t - t_x) while nothing has
+decreased, the midpoint afterwards. Defaults are L-BFGS-B's: c1 = 1e-3, c2 = 0.9,
+xtol = 0.1.
 """
 
 from __future__ import annotations

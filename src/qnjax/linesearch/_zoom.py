@@ -52,7 +52,7 @@ class Zoom(LineSearch):
     c2: float = 0.9
     max_steps: int = 30
     expand: float = 4.0
-    delta: float = 0.1  # interpolation safeguard: keep trials this fraction inside the interval
+    margin: float = 0.1  # interpolation safeguard: trials stay this fraction of the interval inside its ends
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
     def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
@@ -68,7 +68,7 @@ class _Rule(NamedTuple):
 def _rule(cfg: Zoom, value0, slope0, stepsize, min_stepsize=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
-    c1, c2, delta = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.delta)
+    c1, c2, margin = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.margin)
     zero = jnp.zeros((), sdt)
     tests, _ = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
 
@@ -104,7 +104,7 @@ def _rule(cfg: Zoom, value0, slope0, stepsize, min_stepsize=0.0):
         hi_bad = ~(jnp.isfinite(nh_f) & jnp.isfinite(nh_d))
         frac = jnp.where(nl_t == 0, as_s(0.1), as_s(0.5))
         t_zoom = jnp.where(
-            hi_bad, nl_t + frac * (nh_t - nl_t), safeguarded(nl_t, nl_f, nl_d, nh_t, nh_f, nh_d, delta)
+            hi_bad, nl_t + frac * (nh_t - nl_t), safeguarded(nl_t, nl_f, nl_d, nh_t, nh_f, nh_d, margin)
         )
         t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
         t_next = jnp.where(bracketed, t_zoom, t_ext)

@@ -163,7 +163,7 @@ def _curly_min() -> tuple[float, float]:
     return q, q * (q * (q * q - 20) - 0.1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_arwhead(n: int) -> Problem:
     need(n >= 2, "arwhead", n, "n >= 2")
     xstar = np.ones(n)
@@ -171,7 +171,7 @@ def build_arwhead(n: int) -> Problem:
     return problem("arwhead", n, arwhead, 1.0, 0.0, xstar, f0=3.0 * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_broydn7d(n: int) -> Problem:
     need(n >= 2 and n % 2 == 0, "broydn7d", n, "n even")
     # at x0 = 1: r_1 = 0, r_i = -1 (1 < i < n), r_n = 1, and x_i + x_{i+n/2} = 2
@@ -179,7 +179,7 @@ def build_broydn7d(n: int) -> Problem:
     return problem("broydn7d", n, broydn7d, 1.0, tabulated("broydn7d", n, _BROYDN7D), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_curly10(n: int) -> Problem:
     need(n >= 2, "curly10", n, "n >= 2")
     q_plus, g_min = _curly_min()
@@ -202,17 +202,17 @@ def _build_dixmaan(family: str, fun, k: int, n: int) -> Problem:
     return problem(family, n, fun, 2.0, 1.0, np.zeros(n), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dixmaana(n: int) -> Problem:
     return _build_dixmaan("dixmaana", dixmaana, 0, n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dixmaane(n: int) -> Problem:
     return _build_dixmaan("dixmaane", dixmaane, 1, n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dixmaani(n: int) -> Problem:
     return _build_dixmaan("dixmaani", dixmaani, 2, n)
 
@@ -223,37 +223,37 @@ def _build_quartic(family: str, n: int) -> Problem:
     return problem(family, n, dqrtic, 2.0, 0.0, np.arange(1.0, n + 1), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dqrtic(n: int) -> Problem:
     return _build_quartic("dqrtic", n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_quartc(n: int) -> Problem:
     return _build_quartic("quartc", n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_edensch(n: int) -> Problem:
     need(n >= 2, "edensch", n, "n >= 2")
     fstar = tabulated("edensch", n, _EDENSCH)
     return problem("edensch", n, edensch, 8.0, fstar, f0=16.0 + 3681.0 * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_engval1(n: int) -> Problem:
     need(n >= 2, "engval1", n, "n >= 2")
     fstar = tabulated("engval1", n, _ENGVAL1)
     return problem("engval1", n, engval1, 2.0, fstar, f0=59.0 * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_fletchcr(n: int) -> Problem:
     need(n >= 2, "fletchcr", n, "n >= 2")
     return problem("fletchcr", n, fletchcr, 0.0, 0.0, np.ones(n), f0=float(n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_nondquar(n: int) -> Problem:
     need(n >= 3, "nondquar", n, "n >= 3")
     x0 = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
@@ -261,19 +261,19 @@ def build_nondquar(n: int) -> Problem:
     return problem("nondquar", n, nondquar, x0, 0.0, np.zeros(n), f0=float(n + 6))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_powellsg(n: int) -> Problem:
     p = build_extended_powell_singular(n)
     return problem("powellsg", n, extended_powell_singular, p.x0, 0.0, p.xstar, f0=p.f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_power(n: int) -> Problem:
     need(n >= 1, "power", n, "n >= 1")
     return problem("power", n, power, 1.0, 0.0, np.zeros(n), f0=(n * (n + 1) / 2) ** 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_sparsqur(n: int) -> Problem:
     need(n >= 1, "sparsqur", n, "n >= 1")
     # every inner sum is six times 0.25
@@ -281,7 +281,7 @@ def build_sparsqur(n: int) -> Problem:
     return problem("sparsqur", n, sparsqur, 0.5, 0.0, np.zeros(n), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_vardim(n: int) -> Problem:
     p = build_variably_dimensioned(n)
     return problem("vardim", n, variably_dimensioned, p.x0, 0.0, p.xstar, f0=p.f0)

@@ -161,20 +161,20 @@ def _brybnd_f0(n: int) -> float:
     return fsum((7.0 - 2 * (min(i - 1, 5) + min(n - i, 1))) ** 2 for i in range(1, n + 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_bdqrtic(n: int) -> Problem:
     need(n >= 5, "bdqrtic", n, "n >= 5")
     return problem("bdqrtic", n, bdqrtic, 1.0, tabulated("bdqrtic", n, _BDQRTIC),
                    f0=226.0 * (n - 4))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_brybnd(n: int) -> Problem:
     need(n >= 7, "brybnd", n, "n >= lower + upper + 1 = 7")
     return problem("brybnd", n, brybnd, 1.0, 0.0, np.zeros(n), f0=_brybnd_f0(n))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_chainwoo(n: int) -> Problem:
     need(n >= 4 and n % 2 == 0, "chainwoo", n, "n even, n >= 4")
     x0 = np.full(n, -2.0)
@@ -186,19 +186,19 @@ def build_chainwoo(n: int) -> Problem:
     return problem("chainwoo", n, chainwoo, x0, fstar, f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dqdrtic(n: int) -> Problem:
     need(n >= 3, "dqdrtic", n, "n >= 3")
     return problem("dqdrtic", n, dqdrtic, 3.0, 0.0, np.zeros(n), f0=1809.0 * (n - 2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_extrosnb(n: int) -> Problem:
     need(n >= 2, "extrosnb", n, "n >= 2")
     return problem("extrosnb", n, extrosnb, -1.0, 0.0, np.ones(n), f0=4.0 + 400 * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_freuroth(n: int) -> Problem:
     need(n >= 2, "freuroth", n, "n >= 2")
     x0 = np.zeros(n)
@@ -209,7 +209,7 @@ def build_freuroth(n: int) -> Problem:
     return problem("freuroth", n, freuroth, x0, tabulated("freuroth", n, _FREUROTH), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_genrose(n: int) -> Problem:
     need(n >= 2, "genrose", n, "n >= 2")
     t = np.arange(1, n + 1) / (n + 1)
@@ -217,50 +217,50 @@ def build_genrose(n: int) -> Problem:
     return problem("genrose", n, genrose, t, 1.0, np.ones(n), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_liarwhd(n: int) -> Problem:
     need(n >= 2, "liarwhd", n, "n >= 2")
     return problem("liarwhd", n, liarwhd, 4.0, 0.0, np.ones(n), f0=585.0 * n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_morebv(n: int) -> Problem:
     p = build_discrete_boundary_value(n)
     return problem("morebv", n, discrete_boundary_value, p.x0, 0.0, p.xstar, f0=p.f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_nondia(n: int) -> Problem:
     need(n >= 2, "nondia", n, "n >= 2")
     return problem("nondia", n, nondia, -1.0, 0.0, np.ones(n), f0=4.0 + 400 * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_penalty1(n: int) -> Problem:
     p = build_penalty_i(n)
     return problem("penalty1", n, penalty_i, p.x0, p.fstar, p.xstar, f0=p.f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_srosenbr(n: int) -> Problem:
     p = build_extended_rosenbrock(n)
     return problem("srosenbr", n, extended_rosenbrock, p.x0, 0.0, p.xstar, f0=p.f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_tquartic(n: int) -> Problem:
     need(n >= 2, "tquartic", n, "n >= 2")
     return problem("tquartic", n, tquartic, 0.1, 0.0, np.ones(n), f0=0.81)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_tridia(n: int) -> Problem:
     need(n >= 2, "tridia", n, "n >= 2")
     xstar = 2.0 ** -np.arange(n)
     return problem("tridia", n, tridia, 1.0, 0.0, xstar, f0=n * (n + 1) / 2 - 1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_woods(n: int) -> Problem:
     need(n >= 4 and n % 4 == 0, "woods", n, "n a multiple of 4")
     x0 = np.tile([-3.0, -1.0, -3.0, -1.0], n // 4)

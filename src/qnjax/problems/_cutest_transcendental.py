@@ -141,7 +141,7 @@ _NONCVXU2 = {100: 231.82772738683525, 1000: 2316.9261219511277}  # local minima
 _SINQUAD = {100: -4005.5846706273414, 1000: -294250.49402621656}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_cosine(n: int) -> Problem:
     need(n >= 2, "cosine", n, "n >= 2")
     xstar = np.zeros(n)
@@ -150,7 +150,7 @@ def build_cosine(n: int) -> Problem:
     return problem("cosine", n, cosine, 1.0, -(n - 1.0), xstar, f0=(n - 1) * math.cos(0.5))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_cragglvy(n: int) -> Problem:
     need(n >= 4 and n % 2 == 0, "cragglvy", n, "n even, n >= 4")
     x0 = np.full(n, 2.0)
@@ -162,7 +162,7 @@ def build_cragglvy(n: int) -> Problem:
     return problem("cragglvy", n, cragglvy, x0, fstar, f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_extcliff(n: int) -> Problem:
     need(n >= 2 and n % 2 == 0, "extcliff", n, "n even")
     d = -math.log(20.0) / 20
@@ -173,7 +173,7 @@ def build_extcliff(n: int) -> Problem:
     return problem("extcliff", n, extcliff, x0, fstar, xstar, f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_genhumps(n: int) -> Problem:
     need(n >= 2, "genhumps", n, "n >= 2")
     x0 = np.full(n, -506.2)
@@ -183,7 +183,7 @@ def build_genhumps(n: int) -> Problem:
     return problem("genhumps", n, genhumps, x0, 0.0, np.zeros(n), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_noncvxu2(n: int) -> Problem:
     need(n >= 1, "noncvxu2", n, "n >= 1")
     j, k = _noncvxu2_columns(n)
@@ -193,7 +193,7 @@ def build_noncvxu2(n: int) -> Problem:
     return problem("noncvxu2", n, noncvxu2, x0, tabulated("noncvxu2", n, _NONCVXU2), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_schmvett(n: int) -> Problem:
     need(n >= 3, "schmvett", n, "n >= 3")
     p = _SCHMVETT_PI
@@ -202,14 +202,14 @@ def build_schmvett(n: int) -> Problem:
     return problem("schmvett", n, schmvett, 0.5, -3.0 * (n - 2), xstar, f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_sinquad(n: int) -> Problem:
     need(n >= 3, "sinquad", n, "n >= 3")
     # at 0.1 every middle group is sin(0) = 0 and the last one 0
     return problem("sinquad", n, sinquad, 0.1, tabulated("sinquad", n, _SINQUAD), f0=0.9**4)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_tointgss(n: int) -> Problem:
     need(n >= 3, "tointgss", n, "n >= 3")
     # at 3 every exponential is 1: each group is 10/(n-2) + 9

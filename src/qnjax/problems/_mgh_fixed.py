@@ -296,7 +296,7 @@ _WATSON = {  # n: (fstar, xstar)
 # fmt: on
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_watson(n: int) -> Problem:
     if n not in _WATSON:
         raise ValueError(f"watson: n={n} unsupported (minimum known for n in {sorted(_WATSON)})")

@@ -226,7 +226,7 @@ def _grid(n: int) -> np.ndarray:
     return np.arange(1, n + 1) / (n + 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_extended_rosenbrock(n: int) -> Problem:
     _need(n >= 2 and n % 2 == 0, "extended_rosenbrock", n, "n must be even")
     x0 = np.tile([-1.2, 1.0], n // 2)
@@ -234,7 +234,7 @@ def build_extended_rosenbrock(n: int) -> Problem:
                    np.ones(n), f0=12.1 * n)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_extended_powell_singular(n: int) -> Problem:
     _need(n >= 4 and n % 4 == 0, "extended_powell_singular", n, "n must be a multiple of 4")
     x0 = np.tile([3.0, -1.0, 0.0, 1.0], n // 4)
@@ -256,7 +256,7 @@ def _penalty_i_min(n: int) -> tuple[float, float]:
     return c, f(c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_penalty_i(n: int) -> Problem:
     _need(n >= 1, "penalty_i", n, "n >= 1")
     c, fstar = _penalty_i_min(n)
@@ -265,7 +265,7 @@ def build_penalty_i(n: int) -> Problem:
     return Problem(f"penalty_i_n{n}", 23, n, penalty_i, x0, fstar, np.full(n, c), f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_penalty_ii(n: int) -> Problem:
     _need(n in _PENALTY_II, "penalty_ii", n, f"minimum known for n in {sorted(_PENALTY_II)}")
     fstar, xstar = _PENALTY_II[n]
@@ -276,7 +276,7 @@ def build_penalty_ii(n: int) -> Problem:
     return Problem(f"penalty_ii_n{n}", 24, n, penalty_ii, np.full(n, 0.5), fstar, xstar, f0=f0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_variably_dimensioned(n: int) -> Problem:
     _need(n >= 1, "variably_dimensioned", n, "n >= 1")
     s = -(n + 1) * (2 * n + 1) / 6  # sum_j j (x0_j - 1) = -sum_j j^2 / n
@@ -286,7 +286,7 @@ def build_variably_dimensioned(n: int) -> Problem:
                    np.ones(n), f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_trigonometric(n: int) -> Problem:
     _need(n >= 1, "trigonometric", n, "n >= 1")
     u, s = 1 - math.cos(1 / n), math.sin(1 / n)  # f_i(x0) = (n + i) u - s
@@ -295,7 +295,7 @@ def build_trigonometric(n: int) -> Problem:
                    np.zeros(n), f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_brown_almost_linear(n: int) -> Problem:
     _need(n >= 2, "brown_almost_linear", n, "n >= 2")
     f0 = (n - 1) * ((n + 1) / 2) ** 2 + (1 - 0.5**n) ** 2
@@ -303,7 +303,7 @@ def build_brown_almost_linear(n: int) -> Problem:
                    0.0, np.ones(n), f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_discrete_boundary_value(n: int) -> Problem:
     _need(n >= 1, "discrete_boundary_value", n, "n >= 1")
     t, h = _grid(n), 1 / (n + 1)
@@ -313,7 +313,7 @@ def build_discrete_boundary_value(n: int) -> Problem:
                    t * (t - 1), 0.0, _BVP_XSTAR.get(n), f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_discrete_integral_equation(n: int) -> Problem:
     _need(n >= 1, "discrete_integral_equation", n, "n >= 1")
     t = _grid(n)
@@ -321,7 +321,7 @@ def build_discrete_integral_equation(n: int) -> Problem:
                    t * (t - 1), 0.0, _BVP_XSTAR.get(n), f0=_DIE_F0.get(n))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_broyden_tridiagonal(n: int) -> Problem:
     _need(n >= 2, "broyden_tridiagonal", n, "n >= 2")
     # at x0 = -1: f_1 = -2, f_n = -3, all others -1
@@ -329,7 +329,7 @@ def build_broyden_tridiagonal(n: int) -> Problem:
                    0.0, _BROYDEN_TRIDIAGONAL_XSTAR.get(n), f0=float(n + 11))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_broyden_banded(n: int) -> Problem:
     _need(n >= 1, "broyden_banded", n, "n >= 1")
     # at x0 = -1 every x_j (1 + x_j) = 0, so f_i = -7 + 1 = -6
@@ -337,7 +337,7 @@ def build_broyden_banded(n: int) -> Problem:
                    _BROYDEN_BANDED_XSTAR.get(n), f0=36.0 * n)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_linear_full_rank(n: int) -> Problem:
     _need(n >= 1, "linear_full_rank", n, "n >= 1")
     m = 2 * n
@@ -346,7 +346,7 @@ def build_linear_full_rank(n: int) -> Problem:
                    np.ones(n), float(m - n), -np.ones(n), f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_linear_rank1(n: int) -> Problem:
     _need(n >= 1, "linear_rank1", n, "n >= 1")
     m, s0 = 2 * n, n * (n + 1) / 2  # s0 = sum_j j x0_j
@@ -356,7 +356,7 @@ def build_linear_rank1(n: int) -> Problem:
                    np.ones(n), m * (m - 1) / (2 * (2 * m + 1)), xstar, f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_linear_rank1_zero_cols_rows(n: int) -> Problem:
     _need(n >= 3, "linear_rank1_zero_cols_rows", n, "n >= 3")
     m, s0 = 2 * n, n * (n - 1) / 2 - 1  # s0 = sum_{j=2}^{n-1} j
@@ -369,7 +369,7 @@ def build_linear_rank1_zero_cols_rows(n: int) -> Problem:
                    xstar, f0=f0)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_chebyquad(n: int) -> Problem:
     _need(n in _CHEBYQUAD, "chebyquad", n, f"minimum known for n in {sorted(_CHEBYQUAD)}")
     fstar, xstar, f0 = _CHEBYQUAD[n]

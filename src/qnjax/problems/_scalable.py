@@ -42,7 +42,7 @@ def ill_conditioned_quadratic(x):
     return jnp.sum(d * x * x) / 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_ill_conditioned_quadratic(n: int) -> Problem:
     if n < 1:
         raise ValueError(f"ill_conditioned_quadratic: n={n} unsupported (n >= 1)")
