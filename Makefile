@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: demo test test-x32 test-x64 bench clean
+.PHONY: demo test lint test-x32 test-x64 bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 	$(PY) -m qnjax bench --quick --out bench-results/quick
 
-test: test-x32 test-x64
+test: lint test-x32 test-x64
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks examples
 
 test-x32: $(VENV)/.installed
 	JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
@@ -27,6 +30,7 @@ test-x64: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m qnjax bench --out bench-results/full
 	$(PY) benchmarks/inplace.py
+	$(PY) benchmarks/scale.py --out bench-results/full
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache

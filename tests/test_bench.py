@@ -1,9 +1,11 @@
-"""``qnjax bench``: end to end, skipping, counting and judging.
+"""``qnjax bench``: end to end, skipping, counting, judging, the two rules and the sets.
 
 Runs in both the x32 and the x64 session without touching the x64 flag: float64 is
 only requested when x64 is already on (the bench's ``main`` turns it on otherwise).
 """
 
+import argparse
+import functools
 import json
 import math
 import sys
@@ -16,7 +18,7 @@ import pytest
 import qnjax
 from qnjax import problems
 from qnjax.__main__ import main
-from qnjax.bench import _report, _run, _solvers
+from qnjax.bench import _judge, _report, _run, _solvers
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = "float64" if X64 else "float32"
@@ -31,6 +33,7 @@ def test_end_to_end(tmp_path, capsys):
     assert bool(jax.config.jax_enable_x64) == X64  # the x64 mode was not flipped
     printed = capsys.readouterr().out
     assert "results.json" in printed and "profile.png" in printed and "qnjax[more-thuente]" in printed
+    assert "false success" in printed and "false failure" in printed and "--rule same" in printed
 
     results = json.loads((out / "results.json").read_text())
     records = results["records"]
@@ -42,11 +45,19 @@ def test_end_to_end(tmp_path, capsys):
         assert r["nfev"] >= 1 and r["run_s"] > 0 and r["compile_s"] >= 0
         # the host counter agrees with the solvers' own counts
         assert r["nfev"] == r["nfev_reported"], r
-        assert r["given"]["gtol"] == _solvers.GTOL[r["dtype"]]
+        assert r["given"]["gtol"] == _solvers.GTOL[r["dtype"]] and r["given"]["ftol"] == 0.0
+        assert r["given"]["rule"] == "same"
+        assert r["false_success"] == (r["reported_success"] and not r["solved"])
+        assert r["false_failure"] == (r["solved"] and not r["reported_success"])
         if r["solver"].startswith("qnjax"):
             assert r["solved"], r
             assert r["judged_by"] == "f" and r["x_finite"]
     assert {(s["solver"], s["dtype"]) for s in results["summary"]} == {(s, d) for s, _, d in want}
+    for row in results["summary"]:
+        rs = [r for r in records if (r["solver"], r["dtype"]) == (row["solver"], row["dtype"])]
+        assert row["false_success"] == sum(r["false_success"] for r in rs)
+        assert row["false_failure"] == sum(r["false_failure"] for r in rs)
+    assert results["settings"]["rule"] == "same" and results["settings"]["problem_set"] is None
     env = results["environment"]
     assert env["x64"] == X64 and env["backend"] == jax.default_backend() and env["jax"] == jax.__version__
     assert "--problems" in env["command"]
@@ -66,13 +77,28 @@ def test_missing_solver_is_skipped_with_a_notice(tmp_path, capsys, monkeypatch):
 
 
 def test_unavailable_linesearch_is_skipped(monkeypatch):
-    monkeypatch.delattr(qnjax.linesearch, "HagerZhang", raising=False)
+    def broken(**settings):
+        raise ImportError("needs something not installed")
+
+    monkeypatch.setitem(qnjax.linesearch.REGISTRY, "hager-zhang", broken)
     notices = []
-    adapters = _solvers.make_adapters(("qnjax",), ("zoom", "hager-zhang"), notices.append)
+    adapters = _run.make_adapters(("qnjax",), ("zoom", "hager-zhang"), notices.append)
     assert [a.name for a in adapters] == ["qnjax[zoom]"]
     assert len(notices) == 1 and "qnjax[hager-zhang]" in notices[0]
     with pytest.raises(ValueError, match="line search"):
-        _solvers.make_adapters(("qnjax",), ("nope",), notices.append)
+        _run.make_adapters(("qnjax",), ("nope",), notices.append)
+
+
+def test_linesearch_choices_follow_the_registry(monkeypatch):
+    monkeypatch.setitem(qnjax.linesearch.REGISTRY, "zoom-again", qnjax.linesearch.Zoom)
+    notices = []
+    (adapter,) = _run.make_adapters(("qnjax",), ("zoom-again",), notices.append)
+    assert adapter.name == "qnjax[zoom-again]" and not notices
+    assert adapter.given(DTYPE, _run.QUICK_BUDGET)["linesearch"] == "zoom-again"
+    from qnjax import bench
+
+    help_text = bench.add_arguments(argparse.ArgumentParser()).format_help()
+    assert all(name in help_text for name in qnjax.linesearch.REGISTRY)
 
 
 class _FixedLoop(_solvers.Adapter):
@@ -105,6 +131,7 @@ def test_counter_counts_exactly():
     assert rec["error"] is None, rec["error"]
     assert rec["nfev"] == 8  # value-and-grad is one evaluation; the second call alone is counted
     assert rec["solved"] is False  # 7 tiny steps from x0 do not solve Rosenbrock
+    assert rec["reported_success"] is False and not rec["false_success"] and not rec["false_failure"]
 
 
 def test_a_failing_solve_is_a_recorded_failure():
@@ -114,21 +141,22 @@ def test_a_failing_solve_is_a_recorded_failure():
 
     rec = _run.run_one(Broken(), problems.get("beale"), DTYPE, _run.QUICK_BUDGET)
     assert rec["solved"] is False and "boom" in rec["error"]
+    assert rec["reported_success"] is None and not rec["false_success"] and not rec["false_failure"]
 
 
 def test_judge_uses_fstar_then_the_gradient():
     rosen = problems.get("rosenbrock")
-    far = _run.judge(rosen, rosen.x0, DTYPE)  # f = 24.2 >> fstar = 0, gradient large
+    far = _judge.judge(rosen, rosen.x0, DTYPE)  # f = 24.2 >> fstar = 0, gradient large
     assert far["solved"] is False and far["judged_by"] is None and far["f"] > 20 and far["grad_inf"] > 1
-    assert _run.judge(rosen, np.ones(2), DTYPE) == dict(solved=True, judged_by="f", f=0.0, grad_inf=0.0,
+    assert _judge.judge(rosen, np.ones(2), DTYPE) == dict(solved=True, judged_by="f", f=0.0, grad_inf=0.0,
                                                         x_finite=True)
-    bad = _run.judge(rosen, np.array([np.nan, 1.0]), DTYPE)
+    bad = _judge.judge(rosen, np.array([np.nan, 1.0]), DTYPE)
     assert bad["solved"] is False and bad["x_finite"] is False
     # fstar unknown (or not the minimum reached): a stationary point is judged by its gradient
     shifted = problems.Problem("shifted", None, 2, lambda x: jnp.sum((x - 1.0) ** 2) + 3.0, x0=[0.0, 0.0],
                                fstar=math.nan)
-    assert _run.judge(shifted, np.ones(2), DTYPE)["judged_by"] == "grad"
-    assert _run.judge(shifted, np.zeros(2), DTYPE)["solved"] is False
+    assert _judge.judge(shifted, np.ones(2), DTYPE)["judged_by"] == "grad"
+    assert _judge.judge(shifted, np.zeros(2), DTYPE)["solved"] is False
 
 
 def test_profile_ratios():
@@ -137,3 +165,148 @@ def test_profile_ratios():
 
     records = [rec("a", "p", 10, True), rec("b", "p", 20, True), rec("a", "q", 30, True), rec("b", "q", 5, False)]
     assert _report.profile_ratios(records, "float32") == {"a": [1.0, 1.0], "b": [2.0, math.inf]}
+
+
+class _Fixed(_solvers.Adapter):
+    """Returns a fixed x with a fixed verdict of its own, without evaluating anything."""
+
+    name = module = "fixed"
+
+    def __init__(self, x, reported_success):
+        super().__init__()
+        self.x, self.reported_success = np.asarray(x, np.float64), reported_success
+
+    def given(self, dtype, budget):
+        return {}
+
+    def build(self, fun, dtype, budget):
+        return lambda x0: _solvers.Outcome(self.x, 0.0, 1, 1, "fixed", self.reported_success)
+
+
+ROSEN_MIN, ROSEN_START = np.ones(2), problems.get("rosenbrock").x0
+
+
+@pytest.mark.parametrize("x, reported, solved, false_success, false_failure", [
+    (ROSEN_MIN, True, True, False, False),
+    (ROSEN_MIN, False, True, False, True),     # gave up at the minimiser
+    (ROSEN_START, True, False, True, False),   # claimed convergence at the start
+    (ROSEN_START, False, False, False, False),
+])
+def test_false_success_and_false_failure(x, reported, solved, false_success, false_failure):
+    rec = _run.run_one(_Fixed(x, reported), problems.get("rosenbrock"), DTYPE, _run.QUICK_BUDGET)
+    assert rec["error"] is None, rec["error"]
+    assert (rec["reported_success"], rec["solved"]) == (reported, solved)
+    assert (rec["false_success"], rec["false_failure"]) == (false_success, false_failure)
+
+
+def test_summary_counts_false_verdicts():
+    rosen = problems.get("rosenbrock")
+    cases = [(ROSEN_MIN, True), (ROSEN_MIN, False), (ROSEN_START, True), (ROSEN_START, True), (ROSEN_START, False)]
+    records = [_run.run_one(_Fixed(x, ok), rosen, DTYPE, _run.QUICK_BUDGET) for x, ok in cases]
+    (row,) = _judge.summarize(records)
+    assert (row["solved"], row["total"], row["reported_success"]) == (2, 5, 3)
+    assert (row["false_success"], row["false_failure"], row["errors"]) == (2, 1, 0)
+    printed = _report.summary_table([row])
+    assert [c.header for c in printed.columns][2:5] == ["solved", "false success", "false failure"]
+    assert [list(c.cells)[0] for c in printed.columns][2:5] == ["2/5", "2", "1"]
+
+
+def _names(probs):
+    return [p.name for p in probs]
+
+
+def test_set_selects_the_catalogue():
+    mgh, cutest = _names(problems.mgh()), _names(problems.cutest(100))
+    assert _names(_run.select_problems("mgh")) == mgh
+    assert _names(_run.select_problems("cutest")) == cutest and all(p.n == 100 for p in _run.select_problems("cutest"))
+    assert _names(_run.select_problems("all")) == mgh + cutest
+    quick = {s: _names(_run.select_problems(s, quick=True)) for s in _run.SETS}
+    assert set(quick["mgh"]) < set(mgh) and set(quick["cutest"]) < set(cutest)
+    assert quick["all"] == quick["mgh"] + quick["cutest"]
+    assert _names(_run.select_problems("cutest", ["beale", "woods_n100"], quick=True)) == ["beale", "woods_n100"]
+    with pytest.raises(ValueError, match="problem set"):
+        _run.select_problems("nope")
+    from qnjax import bench
+
+    parser = bench.add_arguments(argparse.ArgumentParser())
+    ns = parser.parse_args([])
+    assert (ns.problem_set, ns.rule, ns.quick, ns.problems) == ("mgh", "same", False, None)
+    assert parser.parse_args(["--set", "all", "--rule", "defaults"]).problem_set == "all"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--set", "nope"])
+
+
+QUAD = problems.Problem("quad", None, 2, lambda x: jnp.sum(jnp.arange(1, 3, dtype=x.dtype) * (x - 1.0) ** 2),
+                        x0=[0.0, 0.0], fstar=0.0)
+SMALL = _solvers.Budget(maxiter=40, maxfev=80)
+
+
+def _spy(monkeypatch, module, attr, seen, key):
+    real = getattr(module, attr)
+
+    @functools.wraps(real)
+    def spy(*args, **kwargs):
+        seen[key] = kwargs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, attr, spy)
+
+
+@pytest.mark.parametrize("rule", _solvers.RULES)
+def test_each_adapter_is_passed_what_given_says(rule, monkeypatch):
+    """Spy on every solver's entry point: what it receives is what ``given`` records,
+    and ``given`` is the rule: the same gradient test for all, or the solver's defaults."""
+    import jaxopt
+    import optax
+    import optimistix as optx
+    import scipy.optimize
+
+    seen = {}
+    for module, attr, key in ((qnjax, "minimize", "qnjax"), (scipy.optimize, "minimize", "scipy"),
+                              (optax, "lbfgs", "optax"), (jaxopt, "LBFGS", "jaxopt"),
+                              (optx, "LBFGS", "optimistix"), (optx, "minimise", "optimistix.minimise")):
+        _spy(monkeypatch, module, attr, seen, key)
+    adapters = _run.make_adapters(_solvers.SOLVER_NAMES, ("zoom",), pytest.fail, rule)
+    gtol = _solvers.GTOL[DTYPE]
+    given = {}
+    for a in adapters:
+        given[a.module] = g = a.given(DTYPE, SMALL)
+        assert g["rule"] == rule and g["note"]
+        out = a.build(QUAD.fun, DTYPE, SMALL)(QUAD.x0_as(DTYPE))
+        assert np.all(np.isfinite(out.x)), a.name
+
+    q = dict(seen["qnjax"])
+    assert type(q.pop("linesearch")) is qnjax.linesearch.REGISTRY["zoom"]
+    s = seen["scipy"]["options"]
+    if rule == "same":
+        assert q == dict(gtol=gtol, ftol=0.0, fatol=0.0, maxiter=40, maxfev=80, memory_size=_solvers.MEMORY)
+        assert s == dict(gtol=gtol, ftol=0.0, maxiter=40, maxfun=80, maxcor=_solvers.MEMORY)
+        assert seen["optax"] == dict(memory_size=_solvers.MEMORY)
+        assert {k: v for k, v in seen["jaxopt"].items() if k != "fun"} == dict(
+            tol=gtol, maxiter=40, history_size=_solvers.MEMORY, stop_if_linesearch_fails=True)
+        assert "l2 norm" in given["jaxopt"]["note"] and "only test" in given["jaxopt"]["note"]
+        assert seen["optimistix"] == dict(rtol=gtol, atol=gtol, norm=optx.max_norm, history_length=_solvers.MEMORY)
+        assert "no gradient test" in given["optimistix"]["note"]
+    else:
+        assert q == dict(maxiter=40, maxfev=80)
+        assert s == dict(maxiter=40, maxfun=80)
+        assert seen["optax"] == {}
+        assert "no stopping rule of its own" in given["optax"]["note"]
+        assert {k: v for k, v in seen["jaxopt"].items() if k != "fun"} == dict(maxiter=40)
+        assert seen["optimistix"] == dict(rtol=gtol, atol=gtol)
+    for name in ("qnjax", "scipy"):
+        assert {k: given[name][k] for k in ("maxiter",)} == dict(maxiter=40)
+    assert seen["optimistix.minimise"]["max_steps"] == 80
+    assert given["optax"]["gtol"] == gtol  # optax's loop: the gradient test under both rules
+
+
+def test_rule_defaults_end_to_end(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["bench", "--rule", "defaults", "--set", "cutest", "--solvers", "qnjax", "--problems", "beale",
+                 "--dtype", DTYPE, "--out", str(out)]) == 0
+    assert "--rule defaults" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["rule"] == "defaults" and results["settings"]["problems"] == ["beale"]
+    (rec,) = results["records"]
+    assert rec["given"]["rule"] == "defaults" and "gtol" not in rec["given"] and "ftol" not in rec["given"]
+    assert rec["reported_success"] is True and rec["solved"] is True

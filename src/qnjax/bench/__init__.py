@@ -1,11 +1,14 @@
-"""``qnjax bench``: qnjax against scipy, optax, jaxopt and optimistix on the MGH problems.
+"""``qnjax bench``: qnjax against scipy, optax, jaxopt and optimistix on test problems.
 
-    python -m qnjax bench [--quick] [--dtype float32,float64] [--solvers ...]
-                          [--problems ...] [--linesearch zoom,...] [--out DIR] [--per-problem]
+    python -m qnjax bench [--quick] [--rule same|defaults] [--set mgh|cutest|all]
+                          [--dtype float32,float64] [--solvers ...] [--problems ...]
+                          [--linesearch zoom,...] [--out DIR] [--per-problem]
 
-Every solver gets the same budgets, the closest equivalent of the same stopping
-tolerance (see :mod:`qnjax.bench._solvers`), its evaluations counted the same way on
-the host, and is judged the same way by the bench (see :mod:`qnjax.bench._run`).
+Every solver gets the same budgets, the same stopping rule (``--rule same``, the
+default) or its own defaults (``--rule defaults``; see :mod:`qnjax.bench._solvers`),
+its evaluations counted the same way on the host (:mod:`qnjax.bench._run`), and is
+judged the same way by the bench: solved or not, and whether its own verdict was a
+false success or a false failure (:mod:`qnjax.bench._judge`).
 Results go to ``<out>/results.json`` (every record, the summary and the environment)
 and ``<out>/profile.png`` (a Dolan-Moré performance profile of evaluations).
 
@@ -22,8 +25,20 @@ import sys
 import time
 from pathlib import Path
 
-from ._run import FULL_BUDGET, QUICK_BUDGET, QUICK_PROBLEMS, TOL_F, TOL_GRAD, clean_json, environment, run_all, summarize
-from ._solvers import FTOL, GTOL, LINESEARCHES, SOLVER_NAMES, Budget, make_adapters
+from ._judge import RULE_TEXT, TOL_F, TOL_GRAD, summarize
+from ._run import (
+    FULL_BUDGET,
+    QUICK_BUDGET,
+    QUICK_PROBLEMS,
+    SETS,
+    clean_json,
+    environment,
+    linesearch_names,
+    make_adapters,
+    run_all,
+    select_problems,
+)
+from ._solvers import GTOL, RULES, SOLVER_NAMES, Budget
 
 __all__ = ["add_arguments", "cli", "main", "run_bench"]
 
@@ -36,29 +51,36 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
-                   help=f"{len(QUICK_PROBLEMS)} fast MGH problems and a small budget {tuple(QUICK_BUDGET)}")
+                   help=f"a few fast problems of the set ({len(QUICK_PROBLEMS['mgh'])} of MGH) "
+                        f"and a small budget {tuple(QUICK_BUDGET)}")
+    p.add_argument("--rule", choices=RULES, default="same",
+                   help="same: every solver told the same gradient test, max|g| <= gtol, no f test (default); "
+                        "defaults: each solver's own defaults, only the bench's budgets")
+    p.add_argument("--set", dest="problem_set", choices=SETS, default="mgh",
+                   help="mgh: the 35 More-Garbow-Hillstrom problems (default); cutest: the CUTEst problems at "
+                        "n = 100; all: both")
     p.add_argument("--dtype", type=_csv, default=DTYPES, help="comma-separated, default float32,float64")
     p.add_argument("--solvers", type=_csv, default=SOLVER_NAMES,
                    help=f"comma-separated, default all installed: {','.join(SOLVER_NAMES)}")
-    p.add_argument("--problems", type=_csv, default=None, help="comma-separated problem names, default all MGH")
+    p.add_argument("--problems", type=_csv, default=None,
+                   help="comma-separated problem names (any catalogue); overrides --set and --quick's choice")
     p.add_argument("--linesearch", type=_csv, default=("more-thuente",),
-                   help=f"qnjax line searches, one solver entry each: {','.join(LINESEARCHES)} (default more-thuente)")
+                   help=f"qnjax line searches, one solver entry each: {','.join(linesearch_names())} "
+                        "(default more-thuente)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     p.add_argument("--per-problem", action="store_true", help="also print a per-problem table")
     return p
 
 
 def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearches=("more-thuente",), quick=False,
-              out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None):
+              out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None,
+              rule: str = "same", problem_set: str = "mgh"):
     """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results."""
+    import jax
     from rich.console import Console
     from rich.markup import escape
 
-    from qnjax import problems as catalogue
-
     from . import _report
-
-    import jax
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     notice = lambda msg: console.print(msg, style="yellow", markup=False, highlight=False)  # noqa: E731
@@ -70,18 +92,15 @@ def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearche
         notice("skipping float64: x64 is off (python -m qnjax bench turns it on; set JAX_ENABLE_X64=1 here)")
         dtypes = tuple(d for d in dtypes if d != "float64")
     budget = budget or (QUICK_BUDGET if quick else FULL_BUDGET)
-    if problems is None:
-        probs = [catalogue.get(n) for n in QUICK_PROBLEMS] if quick else list(catalogue.mgh())
-    else:
-        probs = [catalogue.get(n) for n in problems]
-    adapters = make_adapters(solvers, linesearches, notice)
+    probs = select_problems(problem_set, problems, quick)
+    adapters = make_adapters(solvers, linesearches, notice, rule)
 
     t0 = time.perf_counter()
     with _report.progress(console) as bar:
         task = bar.add_task("bench", total=len(adapters) * len(probs) * len(dtypes))
 
         def done(rec):
-            mark = "ok" if rec["solved"] else "FAIL"
+            mark = ("ok" if rec["solved"] else "FAIL") + (" (false success)" if rec["false_success"] else "")
             bar.update(task, advance=1, description=escape(f"{rec['solver']} {rec['problem']} {rec['dtype']}: {mark}"))
 
         records = run_all(adapters, probs, dtypes, budget, done)
@@ -91,12 +110,14 @@ def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearche
         summary=summarize(records),
         records=records,
         settings=dict(
-            budget=budget._asdict(), dtypes=list(dtypes), problems=[p.name for p in probs],
+            budget=budget._asdict(), dtypes=list(dtypes), rule=rule,
+            problem_set=None if problems is not None else problem_set, problems=[p.name for p in probs],
             solvers=[a.name for a in adapters], quick=bool(quick), wall_s=wall,
-            stopping=dict(gtol=GTOL, ftol=FTOL, note="what each solver is told is in each record's 'given'"),
-            judgement=dict(tol_f=TOL_F, tol_grad=TOL_GRAD,
-                           rule="solved if f <= fstar + tol_f*max(1,|fstar|), else if max|grad| <= tol_grad; "
-                                "f and grad recomputed by the bench at the returned x"),
+            stopping=dict(rule=rule, gtol=GTOL if rule == "same" else None,
+                          note=("same: every solver told max|g| <= gtol and no f-reduction test"
+                                if rule == "same" else "defaults: each solver's own defaults and the bench's budgets")
+                               + "; what each solver is told is in each record's 'given'"),
+            judgement=dict(tol_f=TOL_F, tol_grad=TOL_GRAD, rule=RULE_TEXT),
             timing="compile_s = first call - second call (same jitted solve, same x0); run_s = second call; "
                    "nfev counted on the host during the second call",
         ),
@@ -125,7 +146,7 @@ def cli(ns: argparse.Namespace, argv=None) -> int:
         jax.config.update("jax_enable_x64", True)
     try:
         run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
-                  quick=ns.quick, out=ns.out, per_problem=ns.per_problem,
+                  quick=ns.quick, out=ns.out, per_problem=ns.per_problem, rule=ns.rule, problem_set=ns.problem_set,
                   argv=list(sys.argv if argv is None else argv))
     except (KeyError, ValueError) as e:  # bad names on the command line
         print(f"qnjax bench: error: {e.args[0] if e.args else e}", file=sys.stderr)
@@ -135,5 +156,6 @@ def cli(ns: argparse.Namespace, argv=None) -> int:
 
 def main(argv=None) -> int:
     """``qnjax-bench``-style entry point: ``main(["--quick"])``."""
-    ns = add_arguments(argparse.ArgumentParser(prog="qnjax bench", description=__doc__.splitlines()[0])).parse_args(argv)
+    parser = argparse.ArgumentParser(prog="qnjax bench", description=__doc__.splitlines()[0])
+    ns = add_arguments(parser).parse_args(argv)
     return cli(ns, argv)

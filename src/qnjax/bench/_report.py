@@ -29,15 +29,17 @@ def _fmt(v, spec: str, scale: float = 1.0) -> str:
 
 
 def summary_table(summary: list[dict], title: str = "qnjax bench") -> Table:
+    """One row per (solver, dtype). ``false success``: the solver reported success and
+    the bench did not judge the problem solved; ``false failure``: the reverse."""
     t = Table(title=title, box=box.SIMPLE_HEAVY)
     t.add_column("solver", no_wrap=True)
-    for col, just in ( ("dtype", "left"), ("solved", "right"), ("median nit", "right"),
-                      ("median nfev", "right"), ("median compile (s)", "right"), ("median run (ms)", "right"),
-                      ("errors", "right")):
-        t.add_column(col, justify=just)
+    for col in ("dtype", "solved", "false success", "false failure", "median nit", "median nfev",
+                "median compile (s)", "median run (ms)", "errors"):
+        t.add_column(col, justify="left" if col == "dtype" else "right")
     for row in summary:
-        t.add_row(escape(row["solver"]), row["dtype"], f"{row['solved']}/{row['total']}", _fmt(row["median_nit"], ".0f"),
-                  _fmt(row["median_nfev"], ".0f"), _fmt(row["median_compile_s"], ".2f"),
+        t.add_row(escape(row["solver"]), row["dtype"], f"{row['solved']}/{row['total']}",
+                  str(row.get("false_success", "-")), str(row.get("false_failure", "-")),
+                  _fmt(row["median_nit"], ".0f"), _fmt(row["median_nfev"], ".0f"), _fmt(row["median_compile_s"], ".2f"),
                   _fmt(row["median_run_s"], ".1f", 1e3), str(row["errors"]))
     return t
 
@@ -46,13 +48,16 @@ def _cell(rec: dict) -> str:
     if rec["error"] is not None:
         return "error: " + rec["error"].split(":")[0]
     if rec["solved"]:
-        return f"ok {rec['nfev']}" + (" (grad)" if rec["judged_by"] == "grad" else "")
+        return (f"ok {rec['nfev']}" + (" (grad)" if rec["judged_by"] == "grad" else "")
+                + (" (reported failure)" if rec.get("false_failure") else ""))
     f = rec["f"]
-    return f"FAIL f={f:.3g}" if f is not None and math.isfinite(f) else "FAIL f=nan"
+    cell = f"FAIL f={f:.3g}" if f is not None and math.isfinite(f) else "FAIL f=nan"
+    return cell + (" (reported success)" if rec.get("false_success") else "")
 
 
 def per_problem_tables(records: list[dict]) -> list[Table]:
-    """One table per dtype: problems x solvers, 'ok <nfev>' or 'FAIL f=<f>'."""
+    """One table per dtype: problems x solvers, 'ok <nfev>' or 'FAIL f=<f>', marked
+    where the solver's own verdict disagrees (a false failure or a false success)."""
     tables = []
     for dtype in dict.fromkeys(r["dtype"] for r in records):
         rs = [r for r in records if r["dtype"] == dtype]
@@ -79,8 +84,15 @@ def qnjax_behind_scipy(records: list[dict]) -> list[dict]:
             and (r["problem"], r["dtype"]) in scipy_ok]
 
 
+def false_successes(records: list[dict], prefix: str = "qnjax") -> list[dict]:
+    """Records of solvers named ``prefix...`` that reported success on a problem the bench judged unsolved."""
+    return [r for r in records if r["solver"].startswith(prefix) and r.get("false_success")]
+
+
 def print_report(console: Console, results: dict, per_problem: bool = False) -> None:
-    console.print(summary_table(results["summary"]))
+    settings = results.get("settings", {})
+    title = "qnjax bench" + (f" (--rule {settings['rule']})" if "rule" in settings else "")
+    console.print(summary_table(results["summary"], title))
     if per_problem:
         for t in per_problem_tables(results["records"]):
             console.print(t)
@@ -91,6 +103,13 @@ def print_report(console: Console, results: dict, per_problem: bool = False) -> 
             why = r["error"] or r["message"]
             console.print(f"  {r['solver']} {r['problem']} ({r['dtype']}): f={_fmt(r['f'], '.6g')} "
                           f"fstar={r['fstar']:.6g} nit={r['nit']} nfev={r['nfev']}: {why}",
+                          markup=False, highlight=False)
+    false = false_successes(results["records"])
+    if false:
+        console.print("qnjax reported success but the bench judged the problem unsolved:", style="bold")
+        for r in false:
+            console.print(f"  {r['solver']} {r['problem']} ({r['dtype']}): f={_fmt(r['f'], '.6g')} "
+                          f"fstar={r['fstar']:.6g} max|g|={_fmt(r['grad_inf'], '.3g')} nit={r['nit']}: {r['message']}",
                           markup=False, highlight=False)
 
 

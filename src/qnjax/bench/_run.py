@@ -1,5 +1,12 @@
-"""Running, counting, judging and the JSON: the same for every solver.
+"""Choosing the solvers and the problems, running, counting, timing and the JSON: the same for every solver.
 
+* Solvers: :func:`make_adapters` makes the adapters of :mod:`qnjax.bench._solvers`
+  under a rule, one qnjax entry per registered line search asked for
+  (``qnjax.linesearch.REGISTRY``), skipping with a notice those that cannot be loaded.
+* Problems: ``--set`` names a catalogue (:data:`SETS`: ``mgh``, the 35
+  Moré-Garbow-Hillstrom problems; ``cutest``, the CUTEst problems at n = 100; ``all``,
+  both); ``--quick`` takes a few fast ones of the set (:data:`QUICK_PROBLEMS`);
+  ``--problems`` overrides both (:func:`select_problems`).
 * Counting: :func:`counted` wraps the objective so that a ``jax.debug.callback``
   increments a host counter every time the objective's forward pass runs at run
   time (never at trace time). A value-and-gradient evaluation runs the forward pass
@@ -11,37 +18,103 @@
   has run); ``compile_s`` is the first call's wall time minus the second's (tracing,
   lowering and XLA compilation; for scipy, the jit of its value-and-grad), clipped at 0.
   The evaluations counted are those of the second call.
-* Judging: :func:`judge` recomputes f and the gradient at the returned ``x`` (in
-  float64 whenever x64 is on, else in the run's dtype) and applies the rules below.
+* Judging: :mod:`qnjax.bench._judge` (solved, false success, false failure).
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
 import math
-import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ._solvers import Adapter, Budget
-
-# Success judgement, the same for every solver, by the dtype of the run:
-# solved if f(x) <= fstar + TOL_F * max(1, |fstar|)   (f recomputed by the bench), or,
-# failing that (fstar only a local minimum, or unknown), if max_i |grad_i f(x)| <= TOL_GRAD
-# (recomputed by the bench). A non-finite x, f or gradient is a failure.
-TOL_F = {"float64": 1e-5, "float32": 1e-3}
-TOL_GRAD = {"float64": 1e-4, "float32": 1e-2}
+from ._judge import judge, judge_dtype, verdicts
+from ._solvers import SOLVER_NAMES, Adapter, Budget, Jaxopt, Optax, Optimistix, Qnjax, Scipy
 
 # Budgets (the same for every solver; maxfev where the solver takes one).
 FULL_BUDGET = Budget(maxiter=5000, maxfev=10000)
 QUICK_BUDGET = Budget(maxiter=1000, maxfev=2000)
-# --quick: small, fast MGH problems (compilation dominates; every solver compiles each).
-QUICK_PROBLEMS = ("rosenbrock", "freudenstein_roth", "beale", "helical_valley",
-                  "powell_singular", "wood", "box_3d", "extended_rosenbrock_n10")
+
+
+def linesearch_names() -> tuple[str, ...]:
+    """The registered qnjax line searches (``qnjax.linesearch.REGISTRY``)."""
+    import qnjax.linesearch
+
+    return tuple(qnjax.linesearch.REGISTRY)
+
+
+_ADAPTERS = {"scipy": Scipy, "optax": Optax, "jaxopt": Jaxopt, "optimistix": Optimistix}
+
+
+def load(adapter: Adapter) -> str | None:
+    """Import what ``adapter`` needs; ``None`` if fine, else a one-line reason."""
+    try:
+        importlib.import_module(adapter.module)
+        if isinstance(adapter, Qnjax):
+            import qnjax.linesearch
+
+            qnjax.linesearch.get(adapter.linesearch)  # registered and constructible with its defaults
+    except Exception as e:  # noqa: BLE001 -- any import failure means "skip this solver"
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    return None
+
+
+def make_adapters(solvers, linesearches, notice: Callable[[str], None], rule: str = "same") -> list[Adapter]:
+    """The adapters for ``solvers`` under ``rule`` (one qnjax entry per line search),
+    skipping with a one-line ``notice`` every one that cannot be loaded (an unknown
+    rule, solver or line search is a ``ValueError``)."""
+    out: list[Adapter] = []
+    for name in solvers:
+        if name == "qnjax":
+            known = linesearch_names()
+            unknown = [ls for ls in linesearches if ls not in known]
+            if unknown:
+                raise ValueError(f"unknown line search {unknown[0]!r}; known: {', '.join(known)}")
+            candidates = [Qnjax(ls, rule) for ls in linesearches]
+        elif name in _ADAPTERS:
+            candidates = [_ADAPTERS[name](rule)]
+        else:
+            raise ValueError(f"unknown solver {name!r}; known: {', '.join(SOLVER_NAMES)}")
+        for adapter in candidates:
+            why = load(adapter)
+            if why is None:
+                out.append(adapter)
+            else:
+                notice(f"skipping {adapter.name}: {why}")
+    return out
+
+
+SETS = ("mgh", "cutest", "all")
+CUTEST_N = 100
+# --quick: small, fast problems of each set (compilation dominates; every solver compiles each).
+QUICK_PROBLEMS = {
+    "mgh": ("rosenbrock", "freudenstein_roth", "beale", "helical_valley",
+            "powell_singular", "wood", "box_3d", "extended_rosenbrock_n10"),
+    "cutest": ("arwhead_n100", "dqdrtic_n100", "srosenbr_n100", "tridia_n100"),
+}
+QUICK_PROBLEMS["all"] = QUICK_PROBLEMS["mgh"] + QUICK_PROBLEMS["cutest"]
+
+
+def select_problems(problem_set: str = "mgh", names=None, quick: bool = False) -> list:
+    """The problems to run: ``names`` if given (any catalogue), else the ``quick`` few
+    of ``problem_set``, else the whole set."""
+    from qnjax import problems as catalogue
+
+    if problem_set not in SETS:
+        raise ValueError(f"unknown problem set {problem_set!r}; known: {', '.join(SETS)}")
+    if names is not None:
+        return [catalogue.get(n) for n in names]
+    if quick:
+        return [catalogue.get(n) for n in QUICK_PROBLEMS[problem_set]]
+    probs = []
+    if problem_set in ("mgh", "all"):
+        probs += list(catalogue.mgh())
+    if problem_set in ("cutest", "all"):
+        probs += list(catalogue.cutest(CUTEST_N))
+    return probs
 
 
 class Counter:
@@ -64,42 +137,17 @@ def counted(fun: Callable, counter: Counter) -> Callable:
     return objective
 
 
-@functools.lru_cache(maxsize=128)
-def _value_and_grad(problem, dtype: str):
-    return jax.jit(jax.value_and_grad(problem.fun))
-
-
-def judge_dtype(dtype: str) -> str:
-    """The dtype the bench recomputes f and its gradient in."""
-    return "float64" if jax.config.jax_enable_x64 else dtype
-
-
-def judge(problem, x, dtype: str) -> dict:
-    """Judge a returned ``x`` for ``problem`` run in ``dtype`` (rules at the top)."""
-    x = np.asarray(x, dtype=np.float64)
-    x_finite = bool(x.shape == (problem.n,) and np.all(np.isfinite(x)))
-    f = ginf = math.nan
-    if x_finite:
-        edt = judge_dtype(dtype)
-        fv, g = _value_and_grad(problem, edt)(jnp.asarray(x, edt))
-        f, ginf = float(fv), float(jnp.max(jnp.abs(g)))
-    fstar = problem.fstar
-    f_ok = bool(math.isfinite(f) and math.isfinite(fstar) and f <= fstar + TOL_F[dtype] * max(1.0, abs(fstar)))
-    g_ok = bool(math.isfinite(f) and math.isfinite(ginf) and ginf <= TOL_GRAD[dtype])
-    judged_by = "f" if f_ok else ("grad" if g_ok else None)
-    return dict(solved=f_ok or g_ok, judged_by=judged_by, f=f, grad_inf=ginf, x_finite=x_finite)
-
-
-def _blank(adapter: Adapter, problem, dtype: str, budget: Budget) -> dict:
+def _blank(adapter: Adapter, problem, dtype: str) -> dict:
     return dict(solver=adapter.name, problem=problem.name, number=problem.number, n=problem.n, dtype=dtype,
-                fstar=problem.fstar, solved=False, judged_by=None, f=None, grad_inf=None, x_finite=None,
-                f_reported=None, nit=None, nfev=None, nfev_reported=None, compile_s=None, run_s=None,
-                converged=None, message=None, error=None, x=None, given=None)
+                fstar=problem.fstar, solved=False, reported_success=None, false_success=False,
+                false_failure=False, judged_by=None, f=None, grad_inf=None, x_finite=None, f_reported=None,
+                nit=None, nfev=None, nfev_reported=None, compile_s=None, run_s=None, message=None, error=None,
+                x=None, given=None)
 
 
 def run_one(adapter: Adapter, problem, dtype: str, budget: Budget) -> dict:
     """Solve ``problem`` in ``dtype`` with ``adapter``: one record, never an exception."""
-    rec = _blank(adapter, problem, dtype, budget)
+    rec = _blank(adapter, problem, dtype)
     counter = Counter()
     try:
         rec["given"] = adapter.given(dtype, budget)
@@ -116,36 +164,27 @@ def run_one(adapter: Adapter, problem, dtype: str, budget: Budget) -> dict:
         rec["run_s"] = time.perf_counter() - t0
         rec["compile_s"] = max(first - rec["run_s"], 0.0)
         rec.update(nfev=counter.n, nfev_reported=out.nfev, nit=out.nit, f_reported=out.f,
-                   message=out.message, converged=out.converged, x=np.asarray(out.x, np.float64).tolist())
+                   message=out.message, reported_success=bool(out.reported_success),
+                   x=np.asarray(out.x, np.float64).tolist())
         rec.update(judge(problem, out.x, dtype))
     except Exception as e:  # noqa: BLE001 -- a failing solve is a recorded failure
         rec["solved"] = False
         rec["error"] = f"{type(e).__name__}: {e}"[:4000]
+    rec.update(verdicts(rec["reported_success"], rec["solved"]))
     return rec
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def summarize(records: list[dict]) -> list[dict]:
-    """Per (solver, dtype): solved/total, medians of nit and nfev over the solved
-    problems, medians of compile and run time over every problem that ran."""
-    rows = []
-    keys = list(dict.fromkeys((r["solver"], r["dtype"]) for r in records))
-    for solver, dtype in keys:
-        rs = [r for r in records if r["solver"] == solver and r["dtype"] == dtype]
-        ok = [r for r in rs if r["solved"]]
-        rows.append(dict(
-            solver=solver, dtype=dtype, solved=len(ok), total=len(rs),
-            errors=sum(r["error"] is not None for r in rs),
-            median_nit=_median([r["nit"] for r in ok]),
-            median_nfev=_median([r["nfev"] for r in ok]),
-            median_compile_s=_median([r["compile_s"] for r in rs]),
-            median_run_s=_median([r["run_s"] for r in rs]),
-        ))
-    return rows
+def run_all(adapters, problems, dtypes, budget: Budget, on_done: Callable[[dict], None] | None = None):
+    """Every (dtype, problem, adapter) record, in that loop order."""
+    records = []
+    for dtype in dtypes:
+        for problem in problems:
+            for adapter in adapters:
+                rec = run_one(adapter, problem, dtype, budget)
+                records.append(rec)
+                if on_done is not None:
+                    on_done(rec)
+    return records
 
 
 def environment(argv, dtypes, adapters) -> dict:
@@ -182,16 +221,3 @@ def clean_json(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def run_all(adapters, problems, dtypes, budget: Budget, on_done: Callable[[dict], None] | None = None):
-    """Every (dtype, problem, adapter) record, in that loop order."""
-    records = []
-    for dtype in dtypes:
-        for problem in problems:
-            for adapter in adapters:
-                rec = run_one(adapter, problem, dtype, budget)
-                records.append(rec)
-                if on_done is not None:
-                    on_done(rec)
-    return records

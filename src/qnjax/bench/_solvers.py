@@ -1,39 +1,45 @@
-"""One adapter per solver, all with the same small interface.
+"""One adapter per solver, all with the same small interface, under two stopping rules.
 
 An adapter has a ``name`` (``"scipy"``, ``"qnjax[zoom]"``), the ``module`` it needs
-(imported by :func:`load`, so a missing package is a notice, never a crash) and
+(imported by :func:`qnjax.bench._run.load`, so a missing package is a notice, never a
+crash), the ``rule`` it runs under (:data:`RULES`) and
 
-* ``given(dtype, budget) -> dict``: exactly the tolerances and budgets it is told
-  (written to the JSON next to every record);
+* ``given(dtype, budget) -> dict``: exactly the settings it passes to the solver
+  (written to the JSON next to every record, with a ``note`` on what they mean);
 * ``build(fun, dtype, budget) -> solve``: ``solve(x0) -> Outcome`` on the host,
   blocking until the result is ready. JAX solvers are wrapped in one ``jax.jit``
   built once per (problem, dtype), so the bench's first call pays the compilation
   and its second call is the run time.
 
-Every solver is told the closest equivalent of scipy L-BFGS-B's defaults: an
-absolute ``gtol`` on ``max_i |g_i|`` (:data:`GTOL`) and, where it has one, scipy's
-relative-reduction test on f (:data:`FTOL`). ``fun`` is the bench's counted
-objective; the adapters never count anything themselves (their own counts are
-kept in ``Outcome.nfev`` only to cross-check the bench's).
+The rules:
+
+* ``same`` (the default): every solver is told the same stopping rule, the gradient
+  test only, absolute ``max_i |g_i| <= GTOL[dtype]``, and no test on the reduction of
+  f. Where a solver cannot be told exactly that, ``given`` says what it gets: jaxopt's
+  only test is its ``tol`` on the l2 norm of the gradient; optimistix has no gradient
+  test (Cauchy tests on the step and on f, at ``rtol = atol = GTOL``).
+* ``defaults``: every solver with its own defaults and only the bench's budgets.
+  optax.lbfgs has no stopping rule of its own, so it runs the same loop as under
+  ``same``; optimistix.LBFGS has no default ``rtol``/``atol``, so it gets ``same``'s.
+
+``fun`` is the bench's counted objective; the adapters never count anything
+themselves (their own counts are kept in ``Outcome.nfev`` only to cross-check).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, NamedTuple
+import contextlib
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Stopping tolerances given to every solver, by dtype name.
-GTOL = {"float64": 1e-5, "float32": 1e-3}  # absolute, on max_i |grad_i| (scipy's gtol/pgtol)
-FTOL = {"float64": 1e7 * 2.0**-52, "float32": 1e-6}  # scipy's factr=1e7 * eps; qnjax's float32 default
-MEMORY = 10  # history size for every L-BFGS
-
+RULES = ("same", "defaults")
+GTOL = {"float64": 1e-5, "float32": 1e-3}  # absolute, on max_i |grad_i| (scipy's default gtol; x100 in float32)
+MEMORY = 10  # history size for every L-BFGS under --rule same (everyone's default anyway)
 SOLVER_NAMES = ("qnjax", "scipy", "optax", "jaxopt", "optimistix")
-LINESEARCHES = {"zoom": "Zoom", "more-thuente": "MoreThuente", "hager-zhang": "HagerZhang",
-                "backtracking": "Backtracking"}
 
 
 class Budget(NamedTuple):
@@ -47,16 +53,21 @@ class Outcome(NamedTuple):
     nit: int | None
     nfev: int | None  # the solver's own count (None if it keeps none)
     message: str
-    converged: bool  # the solver's own verdict
+    reported_success: bool  # the solver's own verdict
 
 
-def _host(x) -> np.ndarray:
-    return np.asarray(x)
+def _pick(given: dict, keys) -> dict:  # the settings in `given` that are passed on as keywords
+    return {k: given[k] for k in keys if k in given}
 
 
 class Adapter:
     name = "?"
     module = "?"
+
+    def __init__(self, rule: str = "same"):
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+        self.rule = rule
 
     def given(self, dtype: str, budget: Budget) -> dict:
         raise NotImplementedError
@@ -67,47 +78,58 @@ class Adapter:
 
 class Qnjax(Adapter):
     module = "qnjax"
+    OPTIONS = ("gtol", "ftol", "fatol", "maxiter", "maxfev", "memory_size")
 
-    def __init__(self, linesearch: str = "more-thuente"):
+    def __init__(self, linesearch: str = "more-thuente", rule: str = "same"):
+        super().__init__(rule)
         self.linesearch = linesearch
         self.name = f"qnjax[{linesearch}]"
 
     def given(self, dtype, budget):
-        return dict(gtol=GTOL[dtype], ftol=FTOL[dtype], fatol=FTOL[dtype], maxiter=budget.maxiter,
-                    maxfev=budget.maxfev, memory_size=MEMORY, linesearch=LINESEARCHES[self.linesearch])
+        if self.rule == "same":
+            return dict(rule="same", gtol=GTOL[dtype], ftol=0.0, fatol=0.0, maxiter=budget.maxiter,
+                        maxfev=budget.maxfev, memory_size=MEMORY, linesearch=self.linesearch,
+                        note="gradient test only (max|g| <= gtol); ftol = fatol = 0: no f-reduction test")
+        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=budget.maxfev, linesearch=self.linesearch,
+                    note="qnjax.minimize's defaults (gtol, ftol, fatol, memory_size); the line search is "
+                         "qnjax.linesearch.get(linesearch) with its default settings")
 
     def build(self, fun, dtype, budget):
         import qnjax
 
         g = self.given(dtype, budget)
-        ls = getattr(qnjax.linesearch, g["linesearch"])()
+        options = _pick(g, self.OPTIONS)
+        ls = qnjax.linesearch.get(g["linesearch"])
 
         @jax.jit
         def solve(x0):
-            r = qnjax.minimize(fun, x0, gtol=g["gtol"], ftol=g["ftol"], fatol=g["fatol"],
-                               maxiter=g["maxiter"], maxfev=g["maxfev"], memory_size=MEMORY, linesearch=ls)
+            r = qnjax.minimize(fun, x0, linesearch=ls, **options)
             return r.x, r.fun, r.nit, r.nfev, r.status
 
         def run(x0):
             x, f, nit, nfev, status = jax.block_until_ready(solve(x0))
             st = qnjax.Status(int(status))
-            return Outcome(_host(x), float(f), int(nit), int(nfev), f"{st.name}: {st.message}", st.success)
+            return Outcome(np.asarray(x), float(f), int(nit), int(nfev), f"{st.name}: {st.message}", st.success)
 
         return run
 
 
 class Scipy(Adapter):
     name = module = "scipy"
+    OPTIONS = ("gtol", "ftol", "maxiter", "maxfun", "maxcor")
 
     def given(self, dtype, budget):
-        return dict(method="L-BFGS-B", gtol=GTOL[dtype], ftol=FTOL[dtype], maxiter=budget.maxiter,
-                    maxfun=budget.maxfev, maxcor=MEMORY)
+        if self.rule == "same":
+            return dict(rule="same", method="L-BFGS-B", gtol=GTOL[dtype], ftol=0.0, maxiter=budget.maxiter,
+                        maxfun=budget.maxfev, maxcor=MEMORY,
+                        note="gradient test only (max|proj g| <= gtol); ftol = 0 (factr 0): no f-reduction test")
+        return dict(rule="defaults", method="L-BFGS-B", maxiter=budget.maxiter, maxfun=budget.maxfev,
+                    note="scipy's defaults: gtol 1e-5, ftol 1e7*eps (factr 1e7), maxcor 10, maxls 20")
 
     def build(self, fun, dtype, budget):
         from scipy.optimize import minimize
 
-        g = self.given(dtype, budget)
-        options = {k: g[k] for k in ("gtol", "ftol", "maxiter", "maxfun", "maxcor")}
+        options = _pick(self.given(dtype, budget), self.OPTIONS)
         value_and_grad = jax.jit(jax.value_and_grad(fun))
 
         def host_fun(x):  # scipy works in float64 numpy; the objective runs in `dtype`
@@ -123,20 +145,21 @@ class Scipy(Adapter):
 
 class Optax(Adapter):
     name = module = "optax"
-    _CODES = ("running", "gtol: max |grad| <= gtol", "ftol: relative reduction <= ftol",
-              "maxiter reached", "f or grad not finite")
+    _CODES = ("running", "gtol: max |grad| <= gtol", "maxiter reached", "f or grad not finite")
 
     def given(self, dtype, budget):
-        return dict(transform=f"optax.lbfgs(memory_size={MEMORY})", gtol=GTOL[dtype], ftol=FTOL[dtype],
-                    maxiter=budget.maxiter, maxfev=None,
-                    loop="jitted lax.while_loop, optax.value_and_grad_from_state; "
-                         "stops on max|g| <= gtol or (f_k - f_k+1) <= ftol max(|f_k|, |f_k+1|, 1) (scipy's rule)")
+        same = self.rule == "same"
+        return dict(rule=self.rule, transform=f"optax.lbfgs({f'memory_size={MEMORY}' if same else ''})",
+                    gtol=GTOL[dtype], maxiter=budget.maxiter, maxfev=None,
+                    note=("" if same else "optax.lbfgs has no stopping rule of its own: the same loop as --rule "
+                          "same; ") + "jitted lax.while_loop with optax.value_and_grad_from_state; stops on "
+                                      "max|g| <= gtol (gradient test only), a non-finite f or g, or maxiter")
 
     def build(self, fun, dtype, budget):
         import optax
 
         g = self.given(dtype, budget)
-        opt = optax.lbfgs(memory_size=MEMORY)
+        opt = optax.lbfgs(memory_size=MEMORY) if self.rule == "same" else optax.lbfgs()
         value_and_grad = optax.value_and_grad_from_state(fun)
 
         def body(c):
@@ -145,14 +168,11 @@ class Optax(Adapter):
             updates, state = opt.update(grad, state, x, value=f, grad=grad, value_fn=fun)
             x = optax.apply_updates(x, updates)
             f_new = jnp.asarray(optax.tree.get(state, "value"), x.dtype)
-            g_new = optax.tree.get(state, "grad")
-            gnorm = jnp.max(jnp.abs(g_new))
-            scale = jnp.maximum(jnp.maximum(jnp.abs(f), jnp.abs(f_new)), 1.0)
-            code = jnp.where(f - f_new <= g["ftol"] * scale, 2, 0)
-            code = jnp.where(gnorm <= g["gtol"], 1, code)
-            code = jnp.where(jnp.isfinite(f_new) & jnp.isfinite(gnorm), code, 4)
+            gnorm = jnp.max(jnp.abs(optax.tree.get(state, "grad")))
             k = k + 1
-            code = jnp.where((code == 0) & (k >= g["maxiter"]), 3, code)
+            code = jnp.where(k >= g["maxiter"], 2, 0)
+            code = jnp.where(gnorm <= g["gtol"], 1, code)
+            code = jnp.where(jnp.isfinite(f_new) & jnp.isfinite(gnorm), code, 3)
             return x, state, k, jnp.asarray(code, jnp.int32), f_new
 
         @jax.jit
@@ -164,7 +184,7 @@ class Optax(Adapter):
 
         def run(x0):
             x, f, k, code = jax.block_until_ready(solve(x0))
-            return Outcome(_host(x), float(f), int(k), None, self._CODES[int(code)], int(code) in (1, 2))
+            return Outcome(np.asarray(x), float(f), int(k), None, self._CODES[int(code)], int(code) == 1)
 
         return run
 
@@ -173,15 +193,26 @@ class Jaxopt(Adapter):
     name = module = "jaxopt"
 
     def given(self, dtype, budget):
-        return dict(tol=GTOL[dtype], tol_is="l2 norm of the gradient (jaxopt's only test)",
-                    maxiter=budget.maxiter, maxfev=None, history_size=MEMORY, stop_if_linesearch_fails=True)
+        if self.rule == "same":
+            return dict(rule="same", tol=GTOL[dtype], maxiter=budget.maxiter, maxfev=None, history_size=MEMORY,
+                        stop_if_linesearch_fails=True,
+                        note="tol is on the l2 norm of the gradient, jaxopt's only test (no max-norm test, "
+                             "no f-reduction test); a failed line search stops it as a failure")
+        import inspect
+
+        import jaxopt
+
+        tol = inspect.signature(jaxopt.LBFGS).parameters["tol"].default
+        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=None,
+                    note=f"jaxopt.LBFGS's defaults: tol {tol} on the l2 norm of the gradient (its only test), "
+                         "history_size 10, zoom line search, stop_if_linesearch_fails False")
 
     def build(self, fun, dtype, budget):
         import jaxopt
 
-        g = self.given(dtype, budget)
-        solver = jaxopt.LBFGS(fun=fun, maxiter=g["maxiter"], tol=g["tol"], history_size=MEMORY,
-                              stop_if_linesearch_fails=True)
+        options = _pick(self.given(dtype, budget), ("tol", "maxiter", "history_size", "stop_if_linesearch_fails"))
+        solver = jaxopt.LBFGS(fun=fun, **options)
+        tol = solver.tol
 
         @jax.jit
         def solve(x0):
@@ -191,7 +222,7 @@ class Jaxopt(Adapter):
         def run(x0):
             x, f, nit, nfev, err, failed = jax.block_until_ready(solve(x0))
             msg = f"error (l2 norm of grad) = {float(err):.3g}" + ("; line search failed" if failed else "")
-            return Outcome(_host(x), float(f), int(nit), int(nfev), msg, bool(err <= g["tol"]))
+            return Outcome(np.asarray(x), float(f), int(nit), int(nfev), msg, bool(err <= tol))
 
         return run
 
@@ -200,16 +231,23 @@ class Optimistix(Adapter):
     name = module = "optimistix"
 
     def given(self, dtype, budget):
-        return dict(solver=f"optimistix.LBFGS(history_length={MEMORY})", rtol=GTOL[dtype], atol=GTOL[dtype],
-                    norm="max_norm", max_steps=budget.maxfev,
-                    note="no gradient test: Cauchy test on the step and on the change in f; "
-                         "one step is one evaluation (rejected trials included), so it gets maxfev steps")
+        g = dict(rule=self.rule, rtol=GTOL[dtype], atol=GTOL[dtype], max_steps=budget.maxfev)
+        if dtype == "float32" and jax.config.jax_enable_x64:  # its float32 LBFGS fails to trace under x64
+            g["x64"] = "off for this float32 run (optimistix.LBFGS's carry turns float64 when x64 is on)"
+        if self.rule == "same":
+            return dict(g, norm="max_norm", history_length=MEMORY,
+                        note="no gradient test: Cauchy test on the step and on the change in f at rtol = atol "
+                             "= gtol; one step is one evaluation (rejected trials included), so maxfev steps")
+        return dict(g, note="optimistix.LBFGS has no default rtol/atol (required): the --rule same values; "
+                            "its defaults otherwise (max_norm, history_length 10); max_steps = the bench's "
+                            "maxfev in place of minimise's default 256")
 
     def build(self, fun, dtype, budget):
         import optimistix as optx
 
         g = self.given(dtype, budget)
-        solver = optx.LBFGS(rtol=g["rtol"], atol=g["atol"], norm=optx.max_norm, history_length=MEMORY)
+        extra = dict(norm=optx.max_norm, history_length=g["history_length"]) if "norm" in g else {}
+        solver = optx.LBFGS(rtol=g["rtol"], atol=g["atol"], **extra)
 
         @jax.jit
         def solve(x0):
@@ -217,49 +255,10 @@ class Optimistix(Adapter):
             return sol.value, sol.state.f_info.f, sol.stats["num_steps"], sol.result
 
         def run(x0):
-            x, f, steps, result = jax.block_until_ready(solve(x0))
+            with jax.enable_x64(False) if "x64" in g else contextlib.nullcontext():
+                x, f, steps, result = jax.block_until_ready(solve(x0))
             ok = bool(result == optx.RESULTS.successful)
             msg = "successful" if ok else (optx.RESULTS[result] or "failed")
-            return Outcome(_host(x), float(f), int(steps), None, msg, ok)
+            return Outcome(np.asarray(x), float(f), int(steps), None, msg, ok)
 
         return run
-
-
-_ADAPTERS = {"scipy": Scipy, "optax": Optax, "jaxopt": Jaxopt, "optimistix": Optimistix}
-
-
-def load(adapter: Adapter) -> str | None:
-    """Import what ``adapter`` needs; ``None`` if fine, else a one-line reason."""
-    try:
-        importlib.import_module(adapter.module)
-        if isinstance(adapter, Qnjax):
-            import qnjax.linesearch
-
-            if not hasattr(qnjax.linesearch, LINESEARCHES[adapter.linesearch]):
-                return f"qnjax.linesearch.{LINESEARCHES[adapter.linesearch]} is not available"
-    except Exception as e:  # noqa: BLE001 -- any import failure means "skip this solver"
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-    return None
-
-
-def make_adapters(solvers, linesearches, notice: Callable[[str], None]) -> list[Adapter]:
-    """The adapters for ``solvers`` (one qnjax entry per line search), skipping with a
-    one-line ``notice`` every one that cannot be loaded."""
-    out: list[Adapter] = []
-    for name in solvers:
-        if name == "qnjax":
-            unknown = [ls for ls in linesearches if ls not in LINESEARCHES]
-            if unknown:
-                raise ValueError(f"unknown line search {unknown[0]!r}; known: {', '.join(LINESEARCHES)}")
-            candidates = [Qnjax(ls) for ls in linesearches]
-        elif name in _ADAPTERS:
-            candidates = [_ADAPTERS[name]()]
-        else:
-            raise ValueError(f"unknown solver {name!r}; known: {', '.join(SOLVER_NAMES)}")
-        for adapter in candidates:
-            why = load(adapter)
-            if why is None:
-                out.append(adapter)
-            else:
-                notice(f"skipping {adapter.name}: {why}")
-    return out

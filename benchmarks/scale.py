@@ -1,0 +1,348 @@
+"""Scale: qnjax's cost beyond the evaluations, batched throughput and compile time, against its peers.
+
+Three parts, side by side in one run (`python benchmarks/scale.py [--out DIR] [--quick]`,
+part of `make bench`); prints rich tables and writes `<out>/scale.json`.
+
+1. Per-iteration time on a cheap separable objective (the one of
+   `benchmarks/inplace.py`) at n = 1e3, 1e4, 1e6 in float32 and float64: qnjax
+   (compact and two-loop), optax.lbfgs (jitted `lax.while_loop` with
+   `optax.value_and_grad_from_state`), jaxopt.LBFGS and optimistix.LBFGS, each run for
+   the same fixed number of iterations K with every stopping test off. ms/iter = the
+   best of 3 timed runs of the jitted solve (after a warm-up call) / iterations;
+   ms/eval = one jitted value-and-grad alone; overhead = ms/iter - (evaluations per
+   iteration) x ms/eval, the solver's own cost. Evaluations are counted on the host in
+   a separate, untimed run (a `jax.debug.callback` per forward pass). optimistix
+   counts steps, not iterations: one step is one evaluation, accepted or not.
+2. Batched throughput: `jax.vmap` over 1,000 random starts of the 10-D Rosenbrock
+   function in float64, 50 iterations each, every stopping test off: problems per
+   second (best of 3 after a warm-up) and the evaluations each solver reports
+   (qnjax: sum of `nfev`; optax: 1 + its line-search steps; jaxopt: `num_fun_eval`).
+3. Compile: in a fresh process, the first-call time of `qnjax.minimize(rosen, x0)` on
+   2-D Rosenbrock in float64 (tracing, compilation and the run) and the second call's,
+   and the compiled kernels: `jax.jit(lambda x: minimize(rosen, x)).lower(x0).compile()
+   .as_text().count(" fusion(")`, for compact and two-loop.
+
+Targets (from the issue): (1) at n = 1e6 in float32, qnjax compact ms/iter <= 0.75 x
+optax.lbfgs's; (2) qnjax problems/s >= optax's. The script reports the measured ratios,
+whatever they are; it does not assert them.
+"""
+
+import argparse
+import contextlib
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # before any array: the float64 parts need it
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import qnjax  # noqa: E402
+
+PEERS = ("optax", "jaxopt", "optimistix")
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def objective(x):
+    """Cheap and separable, weights 1/n..1: not solved to working precision in K iterations."""
+    w = jnp.arange(1, x.size + 1, dtype=x.dtype) / x.size
+    return jnp.sum(w * (x - 1) ** 2 + 0.1 * (x - 1) ** 4)
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def best_of(fn, *args, reps=3):
+    jax.block_until_ready(fn(*args))  # warm-up (compilation)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# ---- the solvers, each `make(fun, k) -> jitted x0 -> (x, iterations, reported evaluations)` ----
+
+def qnjax_solver(direction):
+    def make(fun, k):
+        def solve(x0):
+            r = qnjax.minimize(fun, x0, gtol=0.0, ftol=0.0, fatol=0.0, maxiter=k, maxfev=10**6, direction=direction)
+            return r.x, r.nit, r.nfev
+        return solve
+    return make
+
+
+def optax_make(fun, k):
+    import optax
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def solve(x0):
+        def body(c):
+            x, state, i, evals = c
+            f, g = value_and_grad(x, state=state)
+            updates, state = opt.update(g, state, x, value=f, grad=g, value_fn=fun)
+            evals = evals + jnp.asarray(optax.tree.get(state, "num_linesearch_steps"), jnp.int32)
+            return optax.apply_updates(x, updates), state, i + 1, evals
+
+        one = jnp.ones((), jnp.int32)
+        x, _, i, evals = jax.lax.while_loop(lambda c: c[2] < k, body, (x0, opt.init(x0), 0 * one, one))
+        return x, i, evals
+    return solve
+
+
+def jaxopt_make(fun, k):
+    import jaxopt
+
+    solver = jaxopt.LBFGS(fun=fun, maxiter=k, tol=0.0)
+
+    def solve(x0):
+        x, st = solver.run(x0)
+        return x, st.iter_num, st.num_fun_eval
+    return solve
+
+
+def optimistix_make(fun, k):
+    import optimistix as optx
+
+    solver = optx.LBFGS(rtol=0.0, atol=0.0)
+
+    def solve(x0):
+        sol = optx.minimise(lambda y, _: fun(y), solver, x0, max_steps=k, throw=False)
+        return sol.value, sol.stats["num_steps"], sol.stats["num_steps"]
+    return solve
+
+
+SOLVERS = {"qnjax compact": qnjax_solver("compact"), "qnjax two-loop": qnjax_solver("two-loop"),
+           "optax": optax_make, "jaxopt": jaxopt_make, "optimistix": optimistix_make}
+
+
+def available(notice):
+    out = {}
+    for name, make in SOLVERS.items():
+        module = name.split()[0]
+        try:
+            importlib.import_module(module)
+            out[name] = make
+        except Exception as e:  # noqa: BLE001 -- not installed: skip it
+            notice(f"skipping {name}: {type(e).__name__}: {e}")
+    return out
+
+
+def x64_context(name, dtype):
+    # optimistix.LBFGS fails to trace in float32 while x64 is on (its carry turns float64)
+    return jax.enable_x64(False) if name == "optimistix" and dtype == "float32" else contextlib.nullcontext()
+
+
+# ---- part 1 ----
+
+def eval_time(x0, reps=50):
+    """Seconds per value-and-grad of `objective` at x0's size and dtype, in a compiled loop
+    (each evaluation depends on the last, so none is hoisted; no dispatch per evaluation)."""
+    vg = jax.value_and_grad(objective)
+
+    @jax.jit
+    def loop(x):
+        def body(_, c):
+            f, g = vg(c[0])
+            return c[0] - 1e-30 * g, c[1] + f
+        return jax.lax.fori_loop(0, reps, body, (x, jnp.zeros((), x.dtype)))
+
+    return best_of(loop, x0, reps=3) / reps
+
+
+def per_iteration(solvers, sizes, dtypes, iters):
+    rows = []
+    for dtype in dtypes:
+        for n in sizes:
+            k = iters(n, dtype)
+            x0 = jnp.zeros(n, dtype)
+            per_eval = eval_time(x0)
+            for name, make in solvers.items():
+                row = dict(dtype=dtype, n=n, solver=name, k=k, eval_ms=per_eval * 1e3)
+                try:
+                    with x64_context(name, dtype):
+                        calls = [0]
+
+                        def counted(x, calls=calls):
+                            jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
+                            return objective(x)
+
+                        run = jax.jit(make(objective, k))
+                        t = best_of(run, x0)
+                        _, nit, nfev_reported = jax.block_until_ready(run(x0))
+                        jax.block_until_ready(jax.jit(make(counted, k))(x0))
+                        jax.effects_barrier()
+                    nit = int(nit)
+                    row.update(nit=nit, nfev=calls[0], nfev_reported=int(nfev_reported), run_s=t,
+                               ms_per_iter=t / nit * 1e3,
+                               overhead_ms=(t - calls[0] * per_eval) / nit * 1e3)
+                except Exception as e:  # noqa: BLE001 -- a peer that fails is a row with its error
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                rows.append(row)
+                console.print(f"  {dtype} n={n:,} {name}: " + (row.get("error") or
+                              f"{row['ms_per_iter']:.3f} ms/iter, {row['nit']} it, {row['nfev']} ev"),
+                              markup=False, highlight=False)
+    for r in rows:
+        ref = next((o for o in rows if (o["dtype"], o["n"], o["solver"]) == (r["dtype"], r["n"], "optax")), None)
+        ok = ref is not None and "ms_per_iter" in ref and "ms_per_iter" in r
+        r["vs_optax"] = r["ms_per_iter"] / ref["ms_per_iter"] if ok else None
+    return rows
+
+
+# ---- part 2 ----
+
+def batched(solvers, starts, iters, seed=0):
+    x0s = jnp.asarray(np.random.default_rng(seed).uniform(-2.0, 2.0, (starts, 10)), jnp.float64)
+    rows = []
+    for name in ("qnjax compact", "qnjax two-loop", "optax", "jaxopt"):
+        if name not in solvers:
+            continue
+        row = dict(solver=name, starts=starts, n=10, dtype="float64", k=iters)
+        try:
+            solve = solvers[name](rosen, iters)
+
+            def one(x0, solve=solve):
+                x, nit, nfev = solve(x0)
+                return x, rosen(x), nit, nfev
+
+            run = jax.jit(jax.vmap(one))
+            t = best_of(run, x0s)
+            _, f, nit, nfev = jax.block_until_ready(run(x0s))
+            f, nit, nfev = np.asarray(f), np.asarray(nit), np.asarray(nfev)
+            row.update(run_s=t, problems_per_s=starts / t, nfev_total=int(nfev.sum()), nit_min=int(nit.min()),
+                       nit_max=int(nit.max()), median_f=float(np.median(f)), below_1e8=int((f < 1e-8).sum()))
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append(row)
+    return rows
+
+
+# ---- part 3 ----
+
+_COMPILE = r"""
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, qnjax
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+d = sys.argv[1]
+x0 = jnp.array([-1.2, 1.0])
+jax.block_until_ready(x0 + 1.0)  # the backend is up before timing
+t = time.perf_counter(); r = qnjax.minimize(rosen, x0, direction=d); jax.block_until_ready(r.x)
+first = time.perf_counter() - t
+t = time.perf_counter(); r = qnjax.minimize(rosen, x0, direction=d); jax.block_until_ready(r.x)
+second = time.perf_counter() - t
+hlo = jax.jit(lambda x: qnjax.minimize(rosen, x, direction=d)).lower(x0).compile().as_text()
+print(json.dumps(dict(direction=d, first_call_s=first, second_call_s=second, kernels=hlo.count(" fusion("),
+                      nit=int(r.nit), nfev=int(r.nfev), status=qnjax.Status(int(r.status)).name)))
+"""
+
+
+def compile_costs():
+    rows = []
+    for d in ("compact", "two-loop"):
+        out = subprocess.run([sys.executable, "-c", _COMPILE, d], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+# ---- report ----
+
+def _f(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(title, rows, cols):
+    t = Table(title=title)
+    for header, _, _ in cols:
+        t.add_column(header, justify="right")
+    for r in rows:
+        cells = []
+        for _, key, spec in cols:
+            if key == "error":
+                cells.append(r.get("error", "")[:60])
+            else:
+                cells.append(_f(r.get(key), spec) if spec else str(r.get(key, "")))
+        t.add_row(*cells)
+    return t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("bench-results/full"))
+    p.add_argument("--quick", action="store_true", help="n = 1e3 only, 100 starts: a smoke test")
+    p.add_argument("--iters", type=int, default=30, help="iterations per solve in part 1 (default 30)")
+    p.add_argument("--iters-1e6-float64", type=int, default=None, help="fewer at n = 1e6 in float64 if needed")
+    ns = p.parse_args(argv)
+    notice = lambda m: console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
+    solvers = available(notice)
+    sizes = (1_000,) if ns.quick else (1_000, 10_000, 1_000_000)
+    starts = 100 if ns.quick else 1_000
+
+    def iters(n, dtype):
+        return ns.iters_1e6_float64 if (n >= 10**6 and dtype == "float64" and ns.iters_1e6_float64) else ns.iters
+
+    console.print(f"{jax.devices()[0].platform}, jax {jax.__version__}, {len(jax.devices())} device(s)", markup=False)
+    t0 = time.perf_counter()
+    part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters)
+    part2 = batched(solvers, starts, 50)
+    part3 = compile_costs()
+    wall = time.perf_counter() - t0
+
+    console.print(table("1. time per iteration, every stopping test off (ms)", part1, [
+        ("dtype", "dtype", None), ("n", "n", ","), ("solver", "solver", None), ("iterations", "nit", "d"),
+        ("evaluations", "nfev", "d"), ("ms/iter", "ms_per_iter", ".3f"), ("ms/eval", "eval_ms", ".3f"),
+        ("overhead ms/iter", "overhead_ms", ".3f"), ("/ optax", "vs_optax", ".2f"), ("error", "error", None)]))
+    console.print(table(f"2. vmap over {starts} starts, 10-D Rosenbrock, float64, 50 iterations", part2, [
+        ("solver", "solver", None), ("problems/s", "problems_per_s", ",.0f"), ("run (s)", "run_s", ".3f"),
+        ("evaluations (total)", "nfev_total", ",d"), ("min nit", "nit_min", "d"), ("max nit", "nit_max", "d"),
+        ("median f", "median_f", ".3g"), ("f < 1e-8", "below_1e8", "d"), ("error", "error", None)]))
+    console.print(table("3. compile: qnjax.minimize(rosen, x0), 2-D Rosenbrock, float64, fresh process", part3, [
+        ("direction", "direction", None), ("first call (s)", "first_call_s", ".2f"),
+        ("second call (s)", "second_call_s", ".4f"), ("kernels (fusions)", "kernels", "d"), ("nit", "nit", "d"),
+        ("status", "status", None)]))
+
+    targets = {}
+    big = next((r for r in part1 if (r["dtype"], r["n"], r["solver"]) == ("float32", 10**6, "qnjax compact")), None)
+    if big is not None and big.get("vs_optax") is not None:
+        targets["n1e6_float32_compact_over_optax"] = dict(measured=big["vs_optax"], target="<= 0.75",
+                                                          met=big["vs_optax"] <= 0.75)
+    by = {r["solver"]: r for r in part2 if "problems_per_s" in r}
+    if "qnjax compact" in by and "optax" in by:
+        ratio = by["qnjax compact"]["problems_per_s"] / by["optax"]["problems_per_s"]
+        targets["vmap_qnjax_over_optax_problems_per_s"] = dict(measured=ratio, target=">= 1", met=ratio >= 1)
+    for k, v in targets.items():
+        console.print(f"target {k}: {v['measured']:.2f} (target {v['target']}): {'met' if v['met'] else 'NOT met'}",
+                      markup=False, highlight=False)
+
+    import os
+    import platform
+
+    results = dict(per_iteration=part1, batched=part2, compile=part3, targets=targets, wall_s=wall,
+                   settings=dict(sizes=list(sizes), iters=ns.iters, iters_1e6_float64=ns.iters_1e6_float64,
+                                 starts=starts, batched_iters=50, quick=ns.quick),
+                   environment=dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
+                                    platform=platform.platform(), python=platform.python_version(),
+                                    packages={m: getattr(importlib.import_module(m), "__version__", None)
+                                              for m in ("qnjax", *PEERS) if any(s.startswith(m) for s in solvers)}))
+    ns.out.mkdir(parents=True, exist_ok=True)
+    path = ns.out / "scale.json"
+    path.write_text(json.dumps(results, indent=1))
+    console.print(f"wrote {path}  ({wall:.0f} s)", markup=False, highlight=False)
+
+
+if __name__ == "__main__":
+    main()

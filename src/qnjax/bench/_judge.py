@@ -1,0 +1,101 @@
+"""How the bench judges a run: solved, false success, false failure, the summary.
+
+The bench never takes a solver's word for it. At the returned ``x`` it recomputes f
+and the gradient (in float64 whenever x64 is on, else in the run's dtype) and calls
+the problem
+
+* **solved** if ``f(x) <= fstar + TOL_F[dtype] * max(1, |fstar|)``, or, failing that
+  (``fstar`` unknown, or a different local minimum), if
+  ``max_i |grad_i f(x)| <= TOL_GRAD[dtype]``. A non-finite x, f or gradient is a
+  failure.
+
+Each solver also gives its own verdict, ``reported_success`` (scipy's ``success``,
+qnjax's ``Status.success``, jaxopt's ``error <= tol``, ...). Comparing the two:
+
+* **false success** = reported success and not solved: the solver said "converged"
+  and the bench disagrees (the costly error: a caller stops and uses a wrong x);
+* **false failure** = not reported success and solved: the solver gave up or ran out
+  of budget although x is a minimiser by the bench's rule.
+
+A run that raised has ``reported_success = None`` and is neither.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Success judgement, by the dtype of the run (see the module docstring).
+TOL_F = {"float64": 1e-5, "float32": 1e-3}
+TOL_GRAD = {"float64": 1e-4, "float32": 1e-2}
+
+RULE_TEXT = ("solved if f <= fstar + tol_f*max(1,|fstar|), else if max|grad| <= tol_grad; "
+             "f and grad recomputed by the bench at the returned x; "
+             "false_success = reported_success and not solved; false_failure = not reported_success and solved")
+
+
+@functools.lru_cache(maxsize=128)
+def _value_and_grad(problem, dtype: str):
+    return jax.jit(jax.value_and_grad(problem.fun))
+
+
+def judge_dtype(dtype: str) -> str:
+    """The dtype the bench recomputes f and its gradient in."""
+    return "float64" if jax.config.jax_enable_x64 else dtype
+
+
+def judge(problem, x, dtype: str) -> dict:
+    """Judge a returned ``x`` for ``problem`` run in ``dtype`` (rules at the top)."""
+    x = np.asarray(x, dtype=np.float64)
+    x_finite = bool(x.shape == (problem.n,) and np.all(np.isfinite(x)))
+    f = ginf = math.nan
+    if x_finite:
+        edt = judge_dtype(dtype)
+        fv, g = _value_and_grad(problem, edt)(jnp.asarray(x, edt))
+        f, ginf = float(fv), float(jnp.max(jnp.abs(g)))
+    fstar = problem.fstar
+    f_ok = bool(math.isfinite(f) and math.isfinite(fstar) and f <= fstar + TOL_F[dtype] * max(1.0, abs(fstar)))
+    g_ok = bool(math.isfinite(f) and math.isfinite(ginf) and ginf <= TOL_GRAD[dtype])
+    judged_by = "f" if f_ok else ("grad" if g_ok else None)
+    return dict(solved=f_ok or g_ok, judged_by=judged_by, f=f, grad_inf=ginf, x_finite=x_finite)
+
+
+def verdicts(reported_success: bool | None, solved: bool) -> dict:
+    """``false_success`` and ``false_failure`` from the solver's and the bench's verdicts."""
+    if reported_success is None:  # the run raised: no verdict of its own
+        return dict(false_success=False, false_failure=False)
+    reported_success, solved = bool(reported_success), bool(solved)
+    return dict(false_success=reported_success and not solved, false_failure=solved and not reported_success)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Per (solver, dtype): solved/total, false successes and failures, medians of nit
+    and nfev over the solved problems, medians of compile and run time over every
+    problem that ran."""
+    rows = []
+    keys = list(dict.fromkeys((r["solver"], r["dtype"]) for r in records))
+    for solver, dtype in keys:
+        rs = [r for r in records if r["solver"] == solver and r["dtype"] == dtype]
+        ok = [r for r in rs if r["solved"]]
+        rows.append(dict(
+            solver=solver, dtype=dtype, solved=len(ok), total=len(rs),
+            reported_success=sum(bool(r.get("reported_success")) for r in rs),
+            false_success=sum(bool(r.get("false_success")) for r in rs),
+            false_failure=sum(bool(r.get("false_failure")) for r in rs),
+            errors=sum(r["error"] is not None for r in rs),
+            median_nit=_median([r["nit"] for r in ok]),
+            median_nfev=_median([r["nfev"] for r in ok]),
+            median_compile_s=_median([r["compile_s"] for r in rs]),
+            median_run_s=_median([r["run_s"] for r in rs]),
+        ))
+    return rows
