@@ -362,17 +362,20 @@ def test_success_on_smooth_functions(name, dtype):
 @pytest.mark.parametrize("name", SEARCHES)
 def test_decrease_below_rounding_float32(name):
     """phi = c + s (t - 1)^2 with the decrease at most trials below float32 rounding: a
-    search accepts only a trial that is lower in float32, else reports FAILED; and a
-    search that brackets (all but backtracking) has seen phi' >= 0 only at or beyond the
-    minimiser t = 1 (``rising``): a tie in f never puts the bracket on the wrong side (a
-    former Zoom bug; the slope decides)."""
+    search accepts a trial with sufficient decrease (SUCCESS: lower in float32) or, by the
+    approximate Wolfe test, one that is not higher (NOISE: the slopes decide), else reports
+    FAILED; and a search that brackets (all but backtracking) has seen phi' >= 0 only at
+    or beyond the minimiser t = 1 (``rising``): a tie in f never puts the bracket on the
+    wrong side (a former Zoom bug; the slope decides)."""
     dtype = np.dtype(np.float32)
     res, at0 = catalogue(name, dtype)[:2]
     for i in [i for i in range(len(CASES)) if NAMES[FID[i]] == "flat"]:
         st = int(res.status[i])
         assert st in ACCEPTED + (FAILED,), (case_name(i), st)
-        if st in ACCEPTED:
+        if st == SUCCESS:
             assert res.value[i] < at0[0][i], case_name(i)
+        if st == NOISE:
+            assert res.value[i] <= at0[0][i], case_name(i)
         if name != "backtracking":
             assert res.rising[i] >= np.float32(1) - 4 * np.finfo(dtype).eps, (case_name(i), res.rising[i])
 

@@ -31,13 +31,12 @@ def coefficients(memory: _memory.Memory, a, b):
     """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q."""
     mask = _memory.valid(memory)
     g = memory.gram
-    both = mask[:, None] & mask[None, :]
-    diag = jnp.where(mask, jnp.sum(jnp.where(jnp.eye(mask.shape[0], dtype=bool), g[SY], 0), axis=1), 0)
+    diag = jnp.sum(jnp.where(jnp.eye(mask.shape[0], dtype=bool), g[SY], 0), axis=1)
     gamma = memory.gamma
-    ri = jnp.where(both, g[RI], 0)
-    u = _memory.matvec(ri, a)
-    w = diag * u + gamma * _memory.matvec(jnp.where(both, g[YY], 0), u) - gamma * b
-    c_s = _memory.matvec(ri.T, w)
+    # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
+    u = jnp.where(mask, _memory.matvec(g[RI], a), 0)
+    w = jnp.where(mask, diag * u + gamma * _memory.matvec(g[YY], u) - gamma * b, 0)
+    c_s = jnp.where(mask, jnp.sum(g[RI] * w[:, None], axis=0), 0)  # R^-T w
     return c_s, -gamma * u
 
 

@@ -87,6 +87,25 @@ def matvec(mat, v):
     return jnp.sum(mat * v[..., None, :], axis=-1)
 
 
+# Leaves up to this size use a multiply and a reduction (fused with their neighbours, and
+# cheap under vmap); larger ones a matrix-vector product (one streaming pass).
+SMALL = 4096
+
+
+def _matvec_big(mat, vec):
+    """mat (k, n) @ vec (n,)."""
+    if mat.shape[1] <= SMALL:
+        return jnp.sum(mat * vec[None, :], axis=1)
+    return jnp.dot(mat, vec, preferred_element_type=mat.dtype)
+
+
+def _vecmat_big(vec, mat):
+    """vec (k,) @ mat (k, n)."""
+    if mat.shape[1] <= SMALL:
+        return jnp.sum(vec[:, None] * mat, axis=0)
+    return jnp.dot(vec, mat, preferred_element_type=mat.dtype)
+
+
 def init(params, memory_size: int, sdt) -> Memory:
     m = int(memory_size)
 
@@ -152,7 +171,7 @@ def products(memory: Memory, q):
         wd = _tree.work_dtype(sb.dtype, sdt)
         vec = v.reshape(-1).astype(wd)
         vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
-        prods = [jnp.dot(b.reshape(m + 1, -1).astype(wd), vec, preferred_element_type=wd) for b in (sb, yb)]
+        prods = [_matvec_big(b.reshape(m + 1, -1).astype(wd), vec) for b in (sb, yb)]
         total = total + jnp.real(jnp.stack(prods)).astype(sdt)
     return jnp.where(valid(memory), total, 0)
 
@@ -165,7 +184,8 @@ def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     def one(sb, yb, v):
         wd = _tree.work_dtype(sb.dtype, sdt)
         flat = lambda b: b.reshape(m + 1, -1).astype(wd)  # noqa: E731
-        out = h0.astype(wd) * v.reshape(-1).astype(wd) + c_s.astype(wd) @ flat(sb) + c_y.astype(wd) @ flat(yb)
+        out = (h0.astype(wd) * v.reshape(-1).astype(wd) + _vecmat_big(c_s.astype(wd), flat(sb))
+               + _vecmat_big(c_y.astype(wd), flat(yb)))
         return out.reshape(v.shape).astype(v.dtype)
 
     return jax.tree.map(one, memory.s, memory.y, q)
@@ -182,10 +202,12 @@ def complete(memory: Memory, a, b) -> Memory:
     yv = jnp.where(fill, b - memory.last[B], 0)
     g = memory.gram
     ri = -matvec(g[RI], r) * g[RI, newest, newest]
+    # One select over the stack: column ``newest`` of SY, YY and R^-1, and YY's row (symmetric).
     in_col = (i == newest)[None, :] & fill[:, None]
-    new = jnp.stack([r, jnp.zeros_like(r), yv, ri])[:, :, None]  # the column, per matrix (SS is complete)
-    gram = jnp.where(in_col[None] & (jnp.arange(4, dtype=jnp.int32) != SS)[:, None, None], new, g)
-    gram = gram.at[YY].set(jnp.where(in_col.T, yv[None, :], gram[YY]))  # YY is symmetric
+    in_row = jnp.swapaxes(in_col, 0, 1)
+    which = jnp.arange(4, dtype=jnp.int32)[:, None, None]
+    column = jnp.stack([r, jnp.zeros_like(r), yv, ri])[:, :, None]
+    gram = jnp.where(in_col & (which != SS), column, jnp.where(in_row & (which == YY), yv[None, None, :], g))
     return memory._replace(gram=gram, flags=memory.flags & jnp.array([True, False, True]))
 
 
@@ -229,26 +251,24 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
     g = memory.gram
     diag = jnp.stack([sy, ss, yy, 1 / sy])[:, None, None]
     if compact:
-        c = jnp.where(valid(memory), memory.last[CS:], 0)
+        c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
         step, gamma = memory.scalars[1], memory.gamma
-        # [SS c_s + SY c_y, SY^T c_s + YY c_y] as one batched product
-        mats = jnp.stack([jnp.stack([g[SS], g[SY]]), jnp.stack([jnp.swapaxes(g[SY], 0, 1), g[YY]])])
-        both = jnp.sum(matvec(mats, c[:, None, :].swapaxes(0, 1)), axis=1)
-        st_s = step * (gamma * memory.last[A] + both[0])  # S^T s
-        yt_s = step * (gamma * memory.last[B] + both[1])  # Y^T s
+        st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
+        yt_s = step * (gamma * memory.last[B] + jnp.sum(g[SY] * c_s[:, None], axis=0) + matvec(g[YY], c_y))  # Y^T s
         zero = jnp.zeros_like(st_s)
         rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
         cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending
-        gram = jnp.where(corner[None], diag, jnp.where(in_row[None], rows, jnp.where(in_col[None], cols, g)))
+        gram = jnp.where(store & corner[None], diag, jnp.where(store & in_row[None], rows,
+                                                                jnp.where(store & in_col[None], cols, g)))
     else:  # the two-loop recursion needs <s, y> of each pair only
-        gram = jnp.where(corner[None], diag, g)
+        gram = jnp.where(store & corner[None], diag, g)
 
     gamma = sy / yy if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = Memory(
         s=memory.s,
         y=jax.tree.map(lambda buf, new: _write(buf, new_head, new), ybuf, q),  # q: the next tentative pair
-        gram=jnp.where(store, gram, g),
+        gram=gram,
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
         index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head]).astype(jnp.int32),

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _objective, _tree
 from ._solver import LBFGS, State
-from ._status import Status, code, default_ftol, is_success
+from ._status import Status, code, is_success
 
 
 class OptimizeResult(NamedTuple):
@@ -86,8 +86,8 @@ def minimize(
         Default 0: only an exactly zero gradient.
       ftol: stop with FTOL when a step reduces f by at most ftol relative to
         max(|f_k|, |f_k+1|) (scipy's test without its floor of 1, so it is
-        invariant to scaling f). Default 1e7 eps (scipy's factr) in float64, 0 (off)
-        in float32. 0 turns it off.
+        invariant to scaling f); convergence in f, the gradient not checked.
+        Default 0 (off): a slow stretch near a saddle passes it unconverged.
       fatol: the same test with an absolute level: reduction <= fatol
         (``fatol=ftol`` with ``gtol=1e-5`` is scipy's rule exactly). Default 0.
       maxiter: the most iterations (default 15000, scipy's); stop with MAXITER.
@@ -117,7 +117,7 @@ def minimize(
     # Every tolerance a leaf (defaults resolved here), so changing one never recompiles.
     solver = LBFGS(
         memory_size=memory_size, linesearch=_default_linesearch(linesearch), gtol=0.0 if gtol is None else gtol,
-        ftol=default_ftol(sdt) if ftol is None else ftol, fatol=0.0 if fatol is None else fatol,
+        ftol=0.0 if ftol is None else ftol, fatol=0.0 if fatol is None else fatol,
         maxiter=maxiter, maxfev=maxfev, direction_method=direction, scalar_dtype=scalar_dtype,
     )
     objective = _objective.Objective.build(fun, x0, args, sdt, has_aux)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from . import _compact, _memory, _tree, _two_loop
 from ._objective import Evaluated
-from ._status import Status, code, decide, default_ftol
+from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
 
 # A step moving x by at most this many units in the last place counts as no step at all.
@@ -47,6 +47,8 @@ ROUNDING_ULPS = 8
 # Steps within this factor of the rounding step are where rounding noise in f can hide the
 # change the slopes predict (the line search's ``min_stepsize`` region; MoreThuente's too).
 NEAR = 1000
+# Steps in a row that move x without lowering f (see ``step``).
+MAX_TIES = 2
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
 
 
@@ -64,6 +66,7 @@ class State(NamedTuple):
     nfev: jax.Array  # int32: evaluations of f and its gradient
     status: jax.Array  # int32 Status
     linesearch_status: jax.Array  # int32 LineSearchStatus of the last search
+    ties: jax.Array  # int32: consecutive steps that moved x without lowering f
 
 
 def _static(**kw):
@@ -109,6 +112,7 @@ class LBFGS:
             nfev=jnp.zeros((), jnp.int32),
             status=code(Status.RUNNING),
             linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
+            ties=jnp.zeros((), jnp.int32),
         )
 
     # ----------------------------------------------------------------- seams
@@ -134,7 +138,7 @@ class LBFGS:
         return _tree.norm_inf(grad, _tree.scalar_dtype(params, self.scalar_dtype))
 
     def ftol_for(self, sdt):
-        return jnp.asarray(default_ftol(sdt) if self.ftol is None else self.ftol).astype(sdt)
+        return jnp.asarray(0.0 if self.ftol is None else self.ftol).astype(sdt)
 
     @staticmethod
     def _at_precision(res, value, t_round, t_model):
@@ -158,9 +162,9 @@ class LBFGS:
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
         unexplained = jnp.abs(f - value - t * (slope0 + d) / 2)
-        noise = jnp.maximum(ROUNDING_ULPS * jnp.finfo(sdt).eps * jnp.abs(value),
-                            jnp.where(t <= NEAR * t_round, unexplained, 0))
-        in_f = jnp.isfinite(t) & (decrease <= noise)
+        floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
+        noise = jnp.maximum(floor, jnp.where(t <= NEAR * t_round, unexplained, 0))
+        in_f = decrease <= noise
         return in_x | in_f
 
     # ----------------------------------------------------------------- iteration
@@ -189,8 +193,7 @@ class LBFGS:
         d, memory = self.direction(memory, q, scale)
         empty = memory.count == 0
         t0 = self.first_stepsize(memory, d)
-        t_ulp = _tree.ulp_stepsize(params, d, sdt)
-        at_rounding = ~empty & (t0 <= ROUNDING_ULPS * t_ulp)
+        t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             t = jnp.where(empty & self.scale_init_precond,
@@ -213,11 +216,18 @@ class LBFGS:
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
         if self.maxfev is not None:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
-        budget = jnp.where(active & ~at_rounding, jnp.maximum(budget, 0), 0)
-        res = self.linesearch.search(phi, value, _tree.inner(grad, d, sdt), Evaluated(grad, state.aux), t0,
+        slope0 = _tree.inner(grad, d, sdt)
+        # A directional derivative below the smallest normal number cannot guide a search
+        # (and its tests underflow): no evaluation, as a search that found nothing.
+        budget = jnp.where(active & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
+        res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      max_steps=budget, max_stepsize=self.max_stepsize(params, d),
-                                     min_stepsize=ROUNDING_ULPS * t_ulp)
-        moved = res.status != LineSearchStatus.FAILED
+                                     min_stepsize=ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each))
+        # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
+        # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
+        # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
+        tie = res.value >= value
+        moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
         u = _tree.select(moved, _tree.scale(res.stepsize, d, params), _tree.zeros_like(params))
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize)
         failed = ~moved
@@ -232,11 +242,12 @@ class LBFGS:
             count=state.count + moved.astype(jnp.int32),
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
+            ties=jnp.where(moved, jnp.where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
         )
         final = failed & empty
         precision = final & self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
                                                  jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
-        out_of_budget = final & (budget < self.linesearch.max_steps) & ~at_rounding
+        out_of_budget = final & (budget < self.linesearch.max_steps)
         f_new = new.value
         ftol, fatol = self.ftol_for(sdt), jnp.asarray(0 if self.fatol is None else self.fatol).astype(sdt)
         bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)

@@ -26,16 +26,19 @@ The tests, checked at the start and after every iteration, first match wins:
                converged, the gradient has not been checked. Off when both are 0;
 * MAXITER, MAXFEV    the budgets.
 
-Why this default (``gtol = 0``, FTOL at scipy's relative level in float64 and off
-in float32): a gradient small *relative to the start* passes long before a far-away
-start has been solved, and a gradient relative to |f| never passes when the minimum
-is f* = 0 (Dennis & Schnabel 1983, Sec. 7.2). PRECISION depends on neither: it says
-that f cannot be lowered at the precision of x, whatever the scale of f or where
-the run began, so multiplying f by a constant changes neither the iterates nor the
-stop. FTOL's relative test is scale-invariant too (scipy's floor max(..., 1) is not,
-and is left out); in float32 a relative reduction below about 1e-6 is a few units
-of rounding, which near a saddle or on a plateau is no evidence of convergence, so
-the float32 default is off and PRECISION decides.
+Why this default (``gtol = 0``, ``ftol = fatol = 0``): by default a run ends when x is
+stationary to working precision, whatever the dtype. A gradient small *relative to
+the start* passes long before a far-away start has been solved, and a gradient
+relative to |f| never passes when the minimum is f* = 0 (Dennis & Schnabel 1983,
+Sec. 7.2). PRECISION depends on neither: it says that f cannot be lowered at the
+precision of x or of f, whatever the scale of f or where the run began, so
+multiplying f by a constant changes neither the iterates nor the stop. FTOL (scipy's
+relative test without its floor max(..., 1), which is not scale-invariant) is there
+for users who ask for it: a slow stretch near a saddle or on a plateau passes it
+without being converged, so it is never on by default. A minimum with no intrinsic
+scale (f* = 0 at x* = 0 with a singular Hessian, such as sum((i x_i^2))^2) converges
+only linearly and has no scale-invariant place to stop: it runs until its
+derivatives leave the dtype's range (PRECISION) or the budget ends; give it gtol.
 """
 
 from __future__ import annotations
@@ -101,11 +104,6 @@ def is_success(status):
 def code(status: Status):
     """A status as a non-weak int32 array (state leaves are never weak)."""
     return jnp.asarray(int(status), dtype=jnp.int32)
-
-
-def default_ftol(sdt) -> float:
-    """FTOL's default: scipy's factr = 1e7 times eps in float64, off in float32 (see above)."""
-    return 1e7 * float(jnp.finfo(sdt).eps) if jnp.finfo(sdt).bits >= 64 else 0.0
 
 
 def decide(rules):

@@ -159,15 +159,21 @@ def cast_like(x, like):
     return jax.tree.map(lambda a, b: jnp.asarray(a).astype(dtype_of(b)), x, like)
 
 
-def ulp_stepsize(x, d, sdt):
-    """The step t at which ``x + t d`` moves x by one unit in the last place of the
-    vector: min over leaves of eps(leaf) ||x_leaf||_inf / ||d_leaf||_inf (+inf where
-    d is zero). Smaller steps change x at most at its rounding level."""
-    t = jnp.full((), jnp.inf, sdt)
+def ulp_stepsizes(x, d, sdt):
+    """The steps t at which ``x + t d`` moves x by one unit in its last place: (2,) array of
+
+    * the vector's: min over leaves of eps(leaf) ||x_leaf||_inf / ||d_leaf||_inf;
+    * the components': min over nonzero components of eps(leaf) |x_i| / |d_i|;
+
+    (+inf where d is zero). A smaller step changes no component (the vector) at more
+    than its rounding level. Both come from one reduction per leaf."""
+    t = jnp.full((2,), jnp.inf, sdt)
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
         if xl.size:
             eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
-            xn = jnp.max(jnp.abs(xl)).astype(sdt)
-            dn = jnp.max(jnp.abs(dl)).astype(sdt)
-            t = jnp.minimum(t, jnp.where(dn > 0, eps * xn / jnp.where(dn > 0, dn, 1), jnp.inf))
+            ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
+            ratio = jnp.where((ax > 0) & (ad > 0), ax / jnp.where(ad > 0, ad, 1), jnp.inf)
+            xn, dn, rmin = jnp.max(ax), jnp.max(ad), jnp.min(ratio)
+            vector = jnp.where(dn > 0, xn / jnp.where(dn > 0, dn, 1), jnp.inf)
+            t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
     return t

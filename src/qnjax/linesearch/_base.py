@@ -75,10 +75,10 @@ def wolfe_tests(value0, slope0, c1, c2, approx_eps):
     the difference taken first, so a decrease below f's rounding is not one; then
     ``exact``), or, once the predicted decrease c1 t |phi'(0)| is below
     ``approx_eps * |phi(0)|`` (rounding noise), the approximate Wolfe test of Hager &
-    Zhang (2005, Sec. 4): phi(t) < phi(0) and phi'(t) <= (2 c1 - 1) phi'(0); never true
-    for a value that is not lower or a non-finite trial (so a search cannot cycle on
-    rounding). ``curvature``: |phi'(t)| <= c2 |phi'(0)|
-    (N&W eq. 3.7b).
+    Zhang (2005, Sec. 4): phi(t) <= phi(0) and phi'(t) <= (2 c1 - 1) phi'(0), the slopes
+    deciding where f cannot; never true for a higher value or a non-finite trial (a tie
+    is NOISE, never SUCCESS: the solver limits how many ties it takes in a row).
+    ``curvature``: |phi'(t)| <= c2 |phi'(0)| (N&W eq. 3.7b).
 
     The levels that do not depend on t are computed once, as one array (one compiled
     kernel rather than one per level)."""
@@ -92,7 +92,7 @@ def wolfe_tests(value0, slope0, c1, c2, approx_eps):
         slope_level, curvature_level, noise = levels[1], levels[2], levels[3]
         predicted = c1 * t * slope0
         armijo = finite & (f - value0 <= predicted)
-        approx = finite & (-predicted <= noise) & (f < value0) & (d <= slope_level)
+        approx = finite & (-predicted <= noise) & (f <= value0) & (d <= slope_level)
         return armijo | approx, jnp.abs(d) <= curvature_level, armijo
 
     return tests, levels[0]

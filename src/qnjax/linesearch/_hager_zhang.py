@@ -127,7 +127,7 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize, min_stepsize=0.0):
         # Acceptance: T1 or T2 (the latter never above phi(0)).
         curvature = d >= sigma * slope0
         wolfe = f - value0 <= delta * t * slope0
-        approx = (f < value0) & (d <= (2 * delta - 1) * slope0)
+        approx = (f <= value0) & (d <= (2 * delta - 1) * slope0)
         success = finite & curvature & (wolfe | approx)
         exact = finite & wolfe
 
