@@ -40,11 +40,13 @@ def coefficients(memory: _memory.Memory, a, b):
     return c_s, -gamma * u
 
 
-def inverse_hessian(memory: _memory.Memory, q):
-    """(H q, memory) for a pytree q (real-space): completes the memory's pending column
-    from this pass's products and records what the next ``push`` needs."""
+def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
+    """(scale H q, memory) for a pytree q (real-space): completes the memory's pending
+    column from this pass's products and records what the next ``push`` needs (the
+    coefficients of H q itself; the scale costs nothing, it multiplies them)."""
     a, b = _memory.products(memory, q)
     memory = _memory.complete(memory, a, b)
     c_s, c_y = coefficients(memory, a, b)
-    hq = _memory.weighted_sum(memory, memory.gamma, q, c_s, c_y)
+    scale = jnp.asarray(scale).astype(a.dtype)
+    hq = _memory.weighted_sum(memory, scale * memory.gamma, q, scale * c_s, scale * c_y)
     return hq, _memory.record(memory, jnp.stack([a, b, c_s, c_y]))

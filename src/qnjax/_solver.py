@@ -44,9 +44,6 @@ from .linesearch import LineSearchStatus, MoreThuente
 
 # A step moving x by at most this many units in the last place counts as no step at all.
 ROUNDING_ULPS = 8
-# Steps within this factor of the rounding step are where rounding noise in f can hide the
-# change the slopes predict (the line search's ``min_stepsize`` region; MoreThuente's too).
-NEAR = 1000
 # Steps in a row that move x without lowering f (see ``step``).
 MAX_TIES = 2
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
@@ -118,17 +115,14 @@ class LBFGS:
     # ----------------------------------------------------------------- seams
     def direction(self, memory, q, scale):
         """(d = -scale H q, memory)."""
-        hq, memory = DIRECTIONS[self.direction_method].inverse_hessian(memory, q)
         sdt = memory.gram.dtype
-        return _tree.scale(-jnp.asarray(scale).astype(sdt), hq, hq), memory
+        return DIRECTIONS[self.direction_method].inverse_hessian(memory, q, -jnp.asarray(scale).astype(sdt))
 
-    def first_stepsize(self, memory, d):
+    def first_stepsize(self, memory, dd):
         """1, except while no curvature pair was ever stored (H = I has no scale), where it
-        is 1 / ||d||_2, a step of unit length in x."""
-        sdt = memory.gram.dtype
-        first = ~memory.flags[2]
-        norm = jnp.sqrt(_tree.inner(d, d, sdt))
-        return jnp.where(first, 1 / jnp.where(norm > 0, norm, 1), jnp.ones((), sdt))
+        is 1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
+        norm = jnp.sqrt(dd)
+        return jnp.where(~memory.flags[2], 1 / jnp.where(norm > 0, norm, 1), jnp.ones_like(dd))
 
     def max_stepsize(self, params, d):
         return jnp.full((), jnp.inf, _tree.scalar_dtype(params, self.scalar_dtype))
@@ -156,14 +150,13 @@ class LBFGS:
         slopes do not explain."""
         sdt = value.dtype
         in_x = res.rising <= 1.01 * t_round
-        t, f, d = res.smallest
+        t, _, d = res.smallest
         slope0 = res.slope  # the search returned the zero step: phi'(0)
         curvature = (d - slope0) / t
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
-        unexplained = jnp.abs(f - value - t * (slope0 + d) / 2)
         floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
-        noise = jnp.maximum(floor, jnp.where(t <= NEAR * t_round, unexplained, 0))
+        noise = jnp.maximum(floor, res.noise)
         in_f = decrease <= noise
         return in_x | in_f
 
@@ -192,7 +185,8 @@ class LBFGS:
         memory, _ = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact")
         d, memory = self.direction(memory, q, scale)
         empty = memory.count == 0
-        t0 = self.first_stepsize(memory, d)
+        slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
+        t0 = self.first_stepsize(memory, dd)
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
@@ -216,19 +210,19 @@ class LBFGS:
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
         if self.maxfev is not None:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
-        slope0 = _tree.inner(grad, d, sdt)
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
         budget = jnp.where(active & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      max_steps=budget, max_stepsize=self.max_stepsize(params, d),
-                                     min_stepsize=ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each))
+                                     min_stepsize=ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each),
+                                     rounding_stepsize=ROUNDING_ULPS * t_ulp)
         # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
         tie = res.value >= value
         moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
-        u = _tree.select(moved, _tree.scale(res.stepsize, d, params), _tree.zeros_like(params))
+        u = _tree.scale(jnp.where(moved, res.stepsize, 0), d, params)  # zero when x stays
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize)
         failed = ~moved
         memory = _memory.clear(memory, failed)

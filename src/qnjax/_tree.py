@@ -173,7 +173,7 @@ def ulp_stepsizes(x, d, sdt):
             eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
             ratio = jnp.where((ax > 0) & (ad > 0), ax / jnp.where(ad > 0, ad, 1), jnp.inf)
-            xn, dn, rmin = jnp.max(ax), jnp.max(ad), jnp.min(ratio)
+            xn, dn, rmin = jnp.max(jnp.stack([ax, ad, -ratio]).reshape(3, -1), axis=1) * jnp.asarray([1, 1, -1], sdt)
             vector = jnp.where(dn > 0, xn / jnp.where(dn > 0, dn, 1), jnp.inf)
             t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
     return t

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 from . import _memory, _tree
 
 
-def inverse_hessian(memory: _memory.Memory, q):
-    """(H q, memory) by the two-loop recursion; the memory records q for the next pair."""
+def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
+    """(scale H q, memory) by the two-loop recursion (the scale is applied in the first
+    step, so it costs no pass of its own)."""
     sdt = memory.gram.dtype
     m = _memory.size(memory)
     mask = _memory.valid(memory)
@@ -39,7 +40,7 @@ def inverse_hessian(memory: _memory.Memory, q):
         r, alpha = carry
         second = k >= m
         j = _memory.slot(memory, jnp.where(second, k - m, m - 1 - k))  # newest first, then oldest first
-        h0 = jnp.where(k == m, memory.gamma, jnp.ones((), sdt))
+        h0 = jnp.where(k == m, memory.gamma, jnp.where(k == 0, jnp.asarray(scale).astype(sdt), jnp.ones((), sdt)))
         s_j, y_j = _memory.row(memory.s, j), _memory.row(memory.y, j)
         dot_with = _tree.select(second, y_j, s_j)
         move_along = _tree.select(second, s_j, y_j)

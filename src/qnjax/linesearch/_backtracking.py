@@ -53,8 +53,8 @@ class Backtracking(LineSearch):
     hi_frac: float = 0.5  # new trial <= hi_frac * t
     max_steps: int = 30
 
-    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
-        return _rule(self, value0, slope0, stepsize, min_stepsize)
+    def rule(self, value0, slope0, stepsize, near=0.0):
+        return _rule(self, value0, slope0, stepsize, near)
 
 
 def _cubic_step(value0, slope0, tp, fp, t, f):
@@ -68,7 +68,7 @@ def _cubic_step(value0, slope0, tp, fp, t, f):
     return jnp.where(den > 0, -slope0 / den, jnp.nan)
 
 
-def _rule(cfg: Backtracking, value0, slope0, stepsize, min_stepsize=0.0):
+def _rule(cfg: Backtracking, value0, slope0, stepsize, near=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, lo_frac, hi_frac = as_s(cfg.c1), as_s(cfg.lo_frac), as_s(cfg.hi_frac)

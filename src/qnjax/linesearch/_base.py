@@ -10,7 +10,7 @@ carried along with the accepted point). It never sees the objective, x, d or
 the pytree structure. Every search has the same call,
 
     search(phi, value0, slope0, grad0, stepsize, *, max_steps=None,
-           max_stepsize=inf, min_stepsize=0) -> LineSearchResult
+           max_stepsize=inf, min_stepsize=0, rounding_stepsize=None) -> LineSearchResult
 
 with phi(0) = (value0, slope0, grad0) already known (slope0 < 0 required),
 ``stepsize`` the first trial and the limits of this call: at most ``max_steps``
@@ -19,7 +19,9 @@ beyond ``max_stepsize`` (a trial at that step with sufficient decrease, where
 the search would go further, is accepted), and no trial below ``min_stepsize``
 (the caller's "a smaller step would not change x"): a search that would go
 below it tries ``min_stepsize`` itself once, then stops, and a first trial below
-it is raised to it.
+it is raised to it. ``rounding_stepsize`` (default ``min_stepsize``) is the step
+that moves x by a few units in its last place: trials within NEAR times it are
+"near x", where f's rounding can hide the change the slopes predict.
 Evaluations are counted exactly (``nfev``).
 
 Outcomes (``LineSearchStatus``): SUCCESS, the search's acceptance test held with
@@ -29,8 +31,9 @@ DECREASE, the search stopped and returns its best sufficient-decrease trial;
 FAILED, no decrease was found and the zero step is returned. ``rising`` reports
 the smallest trial with a finite, non-negative slope (with slope0 < 0 a minimiser
 of phi lies in (0, rising)) and ``smallest`` the point of the smallest finite
-trial; they tell a caller how far from x, and how large, a decrease could still
-be. A trial whose value or slope is not finite is outside the domain and the step
+trial, and ``noise`` the largest change of f over trials near x that the slopes do
+not explain (by the trapezoid rule); they tell a caller how far from x, and how large,
+a decrease could still be, and how large a change f's rounding hides. A trial whose value or slope is not finite is outside the domain and the step
 is shrunk; a search never returns a step whose value is above value0.
 :func:`run` is that shared loop; a search only supplies its update rule
 (:class:`LineSearch`).
@@ -65,6 +68,12 @@ class LineSearchResult(NamedTuple):
     status: jax.Array  # int32, a LineSearchStatus
     rising: jax.Array  # smallest trial with a finite slope >= 0 (+inf if none)
     smallest: jax.Array  # point(t, f, slope) of the smallest trial with finite value and slope (t = +inf if none)
+    noise: jax.Array  # the largest change in f that the slopes do not explain, over trials near x
+
+
+# Trials within this factor of ``rounding_stepsize`` (x moves by a few thousand units in
+# its last place) are "near x": there a change in f that the slopes do not explain is noise.
+NEAR = 1000
 
 
 def wolfe_tests(value0, slope0, c1, c2, approx_eps):
@@ -116,7 +125,8 @@ def point(t, f, d):
 class LineSearch:
     """What a search config supplies: ``max_steps`` and
 
-    ``rule(value0, slope0, stepsize, min_stepsize) -> (rule0, update, stop)``: its initial state,
+    ``rule(value0, slope0, stepsize, near) -> (rule0, update, stop)``: its initial state (``near``:
+    trials up to this step are near x, where f's rounding may hide a change),
     ``update(rule, p, finite) -> (rule, t_next, accept, admissible)`` with ``p`` the
     trial's :func:`point` (``accept`` is REJECT, ACCEPT or ACCEPT_APPROX and ends the
     search at p unless REJECT; an ``admissible`` trial becomes the best point if it is
@@ -126,8 +136,9 @@ class LineSearch:
     """
 
     def search(self, phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=jnp.inf,
-               min_stepsize=0.0) -> LineSearchResult:
-        return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize)
+               min_stepsize=0.0, rounding_stepsize=None) -> LineSearchResult:
+        return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize,
+                   rounding_stepsize)
 
 
 class _Loop(NamedTuple):
@@ -139,10 +150,11 @@ class _Loop(NamedTuple):
     grad: Any  # phi's grad payload at best
     rising: jax.Array  # smallest trial with a finite slope >= 0
     smallest: jax.Array  # point of the smallest finite trial
+    noise: jax.Array  # largest unexplained change in f over finite trials near x
 
 
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
-        min_stepsize=0.0) -> LineSearchResult:
+        min_stepsize=0.0, rounding_stepsize=None) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
 
     ``best`` starts as the zero step (phi(0)) and is replaced only by an evaluated
@@ -152,10 +164,11 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     value0, slope0 = as_s(value0), as_s(slope0)
     t_max, t_min = as_s(max_stepsize), as_s(min_stepsize)
+    near = NEAR * (t_min if rounding_stepsize is None else as_s(rounding_stepsize))
     limit = jnp.asarray(search.max_steps, jnp.int32)
     if max_steps is not None:
         limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
-    rule0, update, stop = search.rule(value0, slope0, as_s(stepsize), t_min)
+    rule0, update, stop = search.rule(value0, slope0, as_s(stepsize), near)
     start_ok = (slope0 < 0) & jnp.isfinite(value0)
     init = _Loop(
         k=jnp.zeros((), jnp.int32),
@@ -166,6 +179,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         grad=grad0,
         rising=jnp.full((), jnp.inf, sdt),
         smallest=point(jnp.full((), jnp.inf, sdt), value0, slope0),
+        noise=jnp.zeros((), sdt),
     )
 
     def body(c):
@@ -182,10 +196,13 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         g = jax.tree.map(lambda n, o: jnp.where(keep, n, o), g, c.grad)
         rising = jnp.where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
         smallest = jnp.where(finite & (c.t < c.smallest[0]), p, c.smallest)
+        # The trapezoid rule on the slopes predicts f(t) - f(0) = t (phi'(0) + phi'(t)) / 2.
+        unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
+        noise = jnp.where(finite & (c.t <= near), jnp.maximum(c.noise, unexplained), c.noise)
         t_next = jnp.minimum(as_s(t_next), t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
-        return _Loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest)
+        return _Loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest, noise)
 
     def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
@@ -199,4 +216,4 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
                   jnp.where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)),
     ).astype(jnp.int32)
     return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status, rising=c.rising,
-                            smallest=c.smallest)
+                            smallest=c.smallest, noise=c.noise)

@@ -94,8 +94,8 @@ class HagerZhang(LineSearch):
     rho: float = 5.0  # bracket expansion
     max_steps: int = 30
 
-    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
-        return _rule(self, value0, slope0, stepsize, min_stepsize)
+    def rule(self, value0, slope0, stepsize, near=0.0):
+        return _rule(self, value0, slope0, stepsize, near)
 
 
 class _Rule(NamedTuple):
@@ -112,7 +112,7 @@ def _secant(a, da, b, db):
     return (a * db - b * da) / (db - da)
 
 
-def _rule(cfg: HagerZhang, value0, slope0, stepsize, min_stepsize=0.0):
+def _rule(cfg: HagerZhang, value0, slope0, stepsize, near=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731

@@ -42,11 +42,11 @@ Rounding (qnjax's additions; away from rounding the trials are the paper's, so
 (``_base.wolfe_tests``): sufficient decrease is tested as phi(t) - phi(0) <= c1 t
 phi'(0), so a decrease below f's rounding is not one, and once the predicted
 decrease is below rounding the approximate Wolfe test of Hager & Zhang decides
-(with phi(t) < phi(0)). Within a thousand times the caller's ``min_stepsize``
-(where x moves by a few thousand units in its last place), a trial that is higher
-than phi(0) although its slope and phi'(0) say phi still descends is rounding noise:
-it is not "higher" (case 1) and does not bracket the step, so noise in f cannot end
-a search that the slopes would continue (Hager & Zhang's update rule U2, the noise
+(with phi(t) <= phi(0), a tie being NOISE). Near x (``_base.NEAR`` times the caller's
+``rounding_stepsize``: x moves by a few thousand units in its last place), a trial
+that is higher than phi(0) although its slope and phi'(0) say phi still descends is
+rounding noise: it is not "higher" (case 1) and does not bracket the step, so noise
+in f cannot end a search that the slopes would continue (Hager & Zhang's update rule U2, the noise
 recognised rather than set). The non-finite policy: a trial where phi or phi' is not
 finite becomes t_y and the next trial is t_x + 0.1 (t - t_x) while nothing has
 decreased, the midpoint afterwards. Defaults are L-BFGS-B's: c1 = 1e-3, c2 = 0.9,
@@ -76,8 +76,8 @@ class MoreThuente(LineSearch):
     expand: float = 4.0  # unbracketed trials: at most this many times the last increment
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
-    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
-        return _rule(self, value0, slope0, stepsize, min_stepsize)
+    def rule(self, value0, slope0, stepsize, near=0.0):
+        return _rule(self, value0, slope0, stepsize, near)
 
 
 class _Rule(NamedTuple):
@@ -131,13 +131,13 @@ def _trial(x, y, p, bracketed, lo, hi, flat):
     return t_new, case1, opposite
 
 
-def _rule(cfg: MoreThuente, value0, slope0, stepsize, min_stepsize=0.0):
+def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, xtol, expand = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.xtol), as_s(cfg.expand)
     value0, slope0 = as_s(value0), as_s(slope0)
     tests, gtest = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
-    near = 1000 * as_s(min_stepsize)
+    near = as_s(near)
     zero, inf = as_s(0), as_s(jnp.inf)
 
     def bounds(x, y, bracketed, t):
@@ -157,8 +157,8 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, min_stepsize=0.0):
         use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
         psi = jnp.where(use_psi, gtest, zero)
         shift = lambda q: (q[0], q[1] - psi * q[0], q[2] - psi)  # noqa: E731  phi -> psi
-        # Within a thousand times the smallest step the caller allows (where x moves by a few
-        # thousand units in the last place at most), a rise that the slopes do not explain
+        # Near x (where x moves by a few thousand units in the last place at most), a rise
+        # that the slopes do not explain
         # (they predict t (phi'(0) + phi'(t)) / 2 < 0) is rounding noise: the trial is not
         # "higher" and, still descending, does not bracket the step (Hager & Zhang's update
         # rule U2, with the noise recognised rather than set).

@@ -55,8 +55,8 @@ class Zoom(LineSearch):
     margin: float = 0.1  # interpolation safeguard: trials stay this fraction of the interval inside its ends
     approx_eps: float = 1e-6  # relative noise level of f for the approximate Wolfe test
 
-    def rule(self, value0, slope0, stepsize, min_stepsize=0.0):
-        return _rule(self, value0, slope0, stepsize, min_stepsize)
+    def rule(self, value0, slope0, stepsize, near=0.0):
+        return _rule(self, value0, slope0, stepsize, near)
 
 
 class _Rule(NamedTuple):
@@ -65,7 +65,7 @@ class _Rule(NamedTuple):
     hi: jax.Array
 
 
-def _rule(cfg: Zoom, value0, slope0, stepsize, min_stepsize=0.0):
+def _rule(cfg: Zoom, value0, slope0, stepsize, near=0.0):
     sdt = jnp.result_type(value0)
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     c1, c2, margin = as_s(cfg.c1), as_s(cfg.c2), as_s(cfg.margin)
