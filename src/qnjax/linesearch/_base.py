@@ -33,8 +33,9 @@ the smallest trial with a finite, non-negative slope (with slope0 < 0 a minimise
 of phi lies in (0, rising)) and ``smallest`` the point of the smallest finite
 trial, and ``noise`` the largest change of f over trials near x that the slopes do
 not explain (by the trapezoid rule); they tell a caller how far from x, and how large,
-a decrease could still be, and how large a change f's rounding hides. A trial whose value or slope is not finite is outside the domain and the step
-is shrunk; a search never returns a step whose value is above value0.
+a decrease could still be, and how large a change f's rounding hides. A trial whose
+value or slope is not finite is outside the domain and the step is shrunk; a search
+never returns a step whose value is above value0.
 :func:`run` is that shared loop; a search only supplies its update rule
 (:class:`LineSearch`).
 """
