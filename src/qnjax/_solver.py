@@ -139,7 +139,7 @@ class LBFGS:
         """After a failed search along -g (phi(t) = f(x - t g)): is x stationary to working
         precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
         non-negative slope, at the step t_round that moves x by a few units in the last
-        place), or if the largest decrease along -g is below f's rounding noise. The
+        place), or if the largest decrease along -g is within twice f's rounding noise. The
         decrease is estimated from slopes: phi'(0)^2 / 2c with the curvature
         c = (phi'(t) - phi'(0)) / t at the smallest trial t, and at most |phi'(0)| t_r / 2
         with t_r the smallest trial whose slope is not negative or the step ``t_model`` that
@@ -157,7 +157,7 @@ class LBFGS:
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
         floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
         noise = jnp.maximum(floor, res.noise)
-        in_f = decrease <= noise
+        in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
         return in_x | in_f
 
     # ----------------------------------------------------------------- iteration
