@@ -148,27 +148,6 @@ def test_jit_of_minimize():
     assert int(res.nit) == int(ref.nit)
 
 
-def test_vmap_thousand_curve_fits():
-    """1,000 independent fits of y = a exp(-b t) + c in one call, batched over the data."""
-    t = jnp.linspace(0.0, 4.0, 30, dtype=DT)
-    key = jax.random.PRNGKey(0)
-    truth = jnp.stack([jax.random.uniform(key, (1000,), DT, 1.0, 3.0),
-                       jax.random.uniform(jax.random.fold_in(key, 1), (1000,), DT, 0.5, 1.5),
-                       jax.random.uniform(jax.random.fold_in(key, 2), (1000,), DT, -1.0, 1.0)], 1)
-    ys = truth[:, :1] * jnp.exp(-truth[:, 1:2] * t) + truth[:, 2:]
-
-    def loss(p, y):
-        return jnp.mean((p["a"] * jnp.exp(-p["b"] * t) + p["c"] - y) ** 2)
-
-    p0 = {"a": jnp.asarray(1.0, DT), "b": jnp.asarray(1.0, DT), "c": jnp.asarray(0.0, DT)}
-    res = jax.vmap(lambda y: qnjax.minimize(loss, p0, (y,)))(ys)
-    assert res.x["a"].shape == (1000,) and res.status.shape == (1000,)
-    assert float(jnp.mean(res.success)) > 0.99
-    fitted = jnp.stack([res.x["a"], res.x["b"], res.x["c"]], 1)
-    assert float(jnp.median(jnp.abs(fitted - truth))) < (1e-5 if X64 else 1e-2)
-    assert len(res.message) == 1000
-
-
 def test_vmap_over_x0_matches_single_solves():
     x0s = jnp.array([[-1.2, 1.0], [0.0, 0.0], [2.0, 2.0]], DT)
     batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(x0s)
