@@ -56,7 +56,8 @@ def test_float32_escapes_a_saddle_where_f_is_flat_at_its_rounding():
 def curve_fits(dtype, count=1000):
     t = jnp.linspace(0.0, 4.0, 30, dtype=dtype)
     key = jax.random.PRNGKey(0)
-    truth = jax.random.uniform(key, (count, 3), jnp.float32, jnp.asarray([1.0, 0.5, -1.0]), jnp.asarray([3.0, 1.5, 1.0]))
+    lo, hi = jnp.asarray([1.0, 0.5, -1.0]), jnp.asarray([3.0, 1.5, 1.0])
+    truth = jax.random.uniform(key, (count, 3), jnp.float32, lo, hi)
     noise = 0.01 * jax.random.normal(jax.random.fold_in(key, 1), (count, 30), jnp.float32)
     ys = (truth[:, :1] * jnp.exp(-truth[:, 1:2] * t.astype(jnp.float32)) + truth[:, 2:] + noise).astype(dtype)
 
