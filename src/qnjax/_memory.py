@@ -234,12 +234,15 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
     m = size(memory)
     sdt = memory.gram.dtype
     h = memory.head
-    # y = q - q_old in place, and the products read back from the written buffer: every
-    # read of the loop-carried buffer then precedes or depends on every write to it, so
-    # XLA updates it in place.
-    ybuf = jax.tree.map(lambda buf, new: _write(buf, h, new.astype(buf.dtype) - row(buf, h)), memory.y, q)
-    s, y = row(memory.s, h), row(ybuf, h)
+    s = row(memory.s, h)
+    y = jax.tree.map(lambda buf, new: new.astype(buf.dtype) - jax.lax.dynamic_index_in_dim(buf, h, keepdims=False),
+                     memory.y, q)
     prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    # The row written depends on the products (adding 0 * <s, y>: a rejected pair's row is
+    # overwritten below), so every read of the old buffer comes before the write and XLA
+    # updates the loop-carried buffer in place instead of copying it.
+    after = jnp.zeros((), sdt) * prods[0]
+    ybuf = jax.tree.map(lambda buf, new: _write(buf, h, new + after.astype(new.dtype)), memory.y, y)
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)

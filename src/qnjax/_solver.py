@@ -227,7 +227,7 @@ class LBFGS:
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(
-            params=_tree.select(moved, _tree.add(params, u), params),
+            params=_tree.add(params, u),  # u is zero when x stays
             value=jnp.where(moved, res.value, value),
             grad=_tree.select(moved, res.grad.grad, grad),
             aux=_tree.select(moved, res.grad.aux, state.aux),

@@ -89,11 +89,22 @@ def inner(a, b, sdt):
     return inners([(a, b)], sdt)[0]
 
 
-def inners(pairs, sdt):
-    """The inner products <a, b> of several pairs of pytrees, as a (len(pairs),) array.
+# Up to this many elements a leaf's reductions are stacked into one (one compiled kernel:
+# compile time is kernel count at small n); beyond, each is its own streaming pass (XLA
+# would write the stack to memory first: bandwidth is the cost at large n).
+STACK_LIMIT = 1 << 16
 
-    Each leaf's products are summed in one reduction (one compiled kernel for all
-    the pairs: XLA:CPU's compile time grows with the number of kernels)."""
+
+def _stack_reduce(terms, reduce):
+    """``reduce`` (jnp.sum or jnp.max over the last axis) of each term: (len(terms),)."""
+    if terms[0].size <= STACK_LIMIT:
+        return reduce(jnp.stack([x.reshape(-1) for x in terms]), axis=1)
+    return jnp.stack([reduce(x) for x in terms])
+
+
+def inners(pairs, sdt):
+    """The inner products <a, b> of several pairs of pytrees, as a (len(pairs),) array,
+    accumulated in ``sdt``."""
     total = jnp.zeros((len(pairs),), sdt)
     leaves = [(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)) for a, b in pairs]
     for j in range(len(leaves[0][0])):
@@ -102,8 +113,7 @@ def inners(pairs, sdt):
         for xs, ys in leaves:
             x, y = xs[j].astype(wd), ys[j].astype(wd)
             terms.append(x.real * y.real + x.imag * y.imag if jnp.iscomplexobj(x) else x * y)
-        stacked = jnp.stack(terms).reshape(len(pairs), -1)
-        total = total + jnp.sum(stacked, axis=1).astype(sdt)
+        total = total + _stack_reduce(terms, jnp.sum).astype(sdt)
     return total
 
 
@@ -173,7 +183,7 @@ def ulp_stepsizes(x, d, sdt):
             eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
             ratio = jnp.where((ax > 0) & (ad > 0), ax / jnp.where(ad > 0, ad, 1), jnp.inf)
-            xn, dn, rmin = jnp.max(jnp.stack([ax, ad, -ratio]).reshape(3, -1), axis=1) * jnp.asarray([1, 1, -1], sdt)
+            xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
             vector = jnp.where(dn > 0, xn / jnp.where(dn > 0, dn, 1), jnp.inf)
             t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
     return t
