@@ -1,6 +1,8 @@
 """qnjax demo: the optax #1210 scenario, Rosenbrock in float32 and float64, and the
 state-type comparison with optax.lbfgs. Run with `make demo`."""
 
+import os
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -75,7 +77,20 @@ def state_types_side_by_side():
         print(f"   {name:34s} {drift:16d} {compiles:13d}")
 
 
+def convergence_plot(path="docs/convergence.png"):
+    print(f"\n4. Convergence on Rosenbrock (n = 10) in float32 and float64, traced inside jit: {path}")
+    runs, labels = [], []
+    for dtype in (jnp.float32, jnp.float64):
+        for name in ("more-thuente", "zoom"):
+            x0 = jnp.array([-1.2, 1.0] * 5, dtype)
+            runs.append(qnjax.minimize(rosenbrock, x0, trace=200, linesearch=qnjax.linesearch.get(name)))
+            labels.append(f"{jnp.dtype(dtype).name}, {name}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    qnjax.plot(runs, labels=labels, fstar=0.0, path=path, title="qnjax.minimize on 10-D Rosenbrock")
+
+
 if __name__ == "__main__":
     seed_scenario()
     rosenbrock_both_precisions()
     state_types_side_by_side()
+    convergence_plot()

@@ -22,6 +22,6 @@ def test_there_are_code_blocks():
     assert len(list(blocks())) >= 5
 
 
-@pytest.mark.parametrize("code", blocks())
+@pytest.mark.parametrize("code", list(blocks()))
 def test_code_block_runs(code):
     exec(compile(code, "<doc>", "exec"), {"__name__": "__doc_block__"})

@@ -228,9 +228,10 @@ def test_state_is_type_stable_with_a_loss_of_another_dtype(dtype):
 
 
 @needs_x64
-@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128", "mixed"])
+@pytest.mark.parametrize("dtype", ["float64", "complex64", "mixed"])
 def test_both_faces_under_strict_promotion(dtype):
-    """JAX's own test suite runs with jax.numpy_dtype_promotion('strict')."""
+    """JAX's own test suite runs with jax.numpy_dtype_promotion('strict'). (complex64 has a
+    float32 scalar dtype under x64, mixed a float32 and a float64 leaf.)"""
     if dtype == "mixed":
         x0 = {"a": jnp.zeros(2, jnp.float32), "b": jnp.zeros(2, jnp.float64)}
         fun = lambda p: jnp.sum((p["a"] - 1) ** 2).astype(jnp.float64) + jnp.sum((p["b"] + 2) ** 2)  # noqa: E731
@@ -245,8 +246,9 @@ def test_both_faces_under_strict_promotion(dtype):
         opt = qnjax.lbfgs()
         vg = qnjax.value_and_grad_from_state(fun)
         params, state = x0, opt.init(x0)
+        step = jax.jit(lambda p, s: _step(opt, vg, fun, p, s))
         for _ in range(5):
-            params, state = _step(opt, vg, fun, params, state)
+            params, state = step(params, state)
     assert float(state.value) < float(fun(x0)) * 1e-3
 
 

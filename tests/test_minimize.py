@@ -114,7 +114,9 @@ def test_no_recompile_and_traced_options():
     r2 = qnjax.minimize(f, x1, (a2,), ftol=1e-3, gtol=1e-3, maxiter=50,
                         linesearch=qnjax.linesearch.MoreThuente(c2=0.5))
     assert COMPILES.count == before  # new data, tolerances and line-search settings: no recompile
-    assert bool(r1.success) and bool(r2.success)
+    r3 = qnjax.minimize(f, x1, (a2,), gtol=np.float64(1e-3), fatol=np.float32(0), maxiter=np.int64(50))
+    assert COMPILES.count == before  # numpy scalars instead of Python numbers: the same program
+    assert bool(r1.success) and bool(r2.success) and bool(r3.success)
 
 
 def test_fun_is_data_fresh_closures_compile_once():

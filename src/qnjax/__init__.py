@@ -5,27 +5,36 @@
 * :class:`LBFGS` and :class:`State`: the one solver and state both faces run on;
 * :mod:`linesearch`: line searches as small immutable config objects;
 * :func:`check_state_types` / :func:`keep_state_types`: state-type tools for any optax optimizer;
-* :mod:`problems`: test-problem catalogues (imported on use).
+* :mod:`problems`: test-problem catalogues (imported on use);
+* :func:`plot`: convergence plots from ``minimize(..., trace=K)`` (matplotlib).
 """
 
 from . import linesearch
+from ._callbacks import IntermediateResult
+from ._implicit import ImplicitDiff
 from ._minimize import OptimizeResult, minimize
+from ._plot import plot
 from ._solver import LBFGS, State
 from ._state_types import LeafChange, check_state_types, keep_state_types
 from ._status import Status
+from ._trace import Trace
 from ._transform import lbfgs, value_and_grad_from_state
 
 __all__ = [
+    "ImplicitDiff",
+    "IntermediateResult",
     "LBFGS",
     "LeafChange",
     "OptimizeResult",
     "State",
     "Status",
+    "Trace",
     "check_state_types",
     "keep_state_types",
     "lbfgs",
     "linesearch",
     "minimize",
+    "plot",
     "value_and_grad_from_state",
 ]
 __version__ = "0.1.0"

@@ -12,12 +12,16 @@ vmapped batch makes the line search evaluate nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from . import _objective, _tree
+from . import _callbacks, _implicit, _objective, _scipy, _trace, _tree
 from ._solver import LBFGS, State
 from ._status import Status, code, is_success
 
@@ -29,8 +33,11 @@ class OptimizeResult(NamedTuple):
     ``grad`` (the gradient at x as ``jax.grad`` returns it; also ``jac``), ``nit``
     (iterations), ``nfev`` (evaluations of f and its gradient, the one at x0
     included), ``status`` (a :class:`qnjax.Status` code), ``success`` (a convergence
-    code: GTOL, PRECISION or FTOL) and ``aux`` (fun's aux at x with ``has_aux``).
-    ``message`` gives the status's message on the host."""
+    code: GTOL, PRECISION or FTOL), ``aux`` (fun's aux at x with ``has_aux``),
+    ``state`` (the solver's final :class:`qnjax.State`, memory included: pass it back
+    as ``minimize(..., state=res.state)`` to continue the run) and ``trace`` (a
+    :class:`qnjax.Trace` with ``trace=K``, else None). ``message`` gives the status's
+    message on the host."""
 
     x: Any
     fun: jax.Array
@@ -40,10 +47,37 @@ class OptimizeResult(NamedTuple):
     status: jax.Array
     success: jax.Array
     aux: Any = None
+    state: Any = None
+    trace: Any = None
 
     @property
     def jac(self):
         return self.grad
+
+    @property
+    def njev(self):
+        """Gradient evaluations: every evaluation computes f and its gradient (= nfev)."""
+        return self.nfev
+
+    @property
+    def hess_inv(self):
+        """The final L-BFGS inverse-Hessian approximation as an operator
+        (:class:`qnjax._inverse_hessian.InverseHessian`: ``@``, ``matvec``, ``todense``)."""
+        from ._inverse_hessian import InverseHessian
+
+        return InverseHessian(self.state)
+
+    def __getitem__(self, key):
+        """``res["fun"]`` as with scipy's result (integer indices index the tuple)."""
+        if isinstance(key, str):
+            try:
+                return getattr(self, key)
+            except AttributeError:
+                raise KeyError(key) from None
+        return tuple.__getitem__(self, key)
+
+    def keys(self):
+        return self._fields
 
     @property
     def message(self):
@@ -70,6 +104,15 @@ def minimize(
     direction: str = "compact",
     has_aux: bool = False,
     scalar_dtype=None,
+    trace: int = 0,
+    state: State | None = None,
+    callback=None,
+    verbose: int | bool = False,
+    jac=None,
+    bounds=None,
+    tol=None,
+    options: dict | None = None,
+    implicit_diff=None,
 ) -> OptimizeResult:
     """Minimise ``fun(x, *args)`` from ``x0`` with L-BFGS.
 
@@ -81,7 +124,7 @@ def minimize(
       x0: the starting point, any pytree of float or complex arrays; the result
         keeps its structure and dtypes.
       args: a tuple of extra arguments to ``fun`` (arrays or pytrees; traced).
-      method: ``"lbfgs"`` (the only one so far).
+      method: ``"L-BFGS-B"`` (scipy's name, without bounds so far), ``"lbfgs"``.
       gtol: stop with GTOL when max_i |grad_i| <= gtol (scipy's absolute test).
         Default 0: only an exactly zero gradient.
       ftol: stop with FTOL when a step reduces f by at most ftol relative to
@@ -100,6 +143,32 @@ def minimize(
       has_aux: ``fun`` returns ``(loss, aux)``; ``aux`` at the solution is returned.
       scalar_dtype: the dtype of values, step sizes and inner products; default the
         widest real float among the leaves of x0, at least float32.
+      trace: K > 0 records the run (f, max |g|, step size, nfev, statuses) inside the
+        compiled loop: the first K and the last K records, in ``res.trace`` (a
+        :class:`qnjax.Trace`; see its docstring). It changes no iterate.
+      state: a previous result's ``res.state`` (same ``fun``, options and dtypes):
+        the run continues from it, memory included, without evaluating ``fun``
+        again; ``x0`` is not used (pass ``res.x``). ``maxiter`` and ``maxfev`` count
+        this call's iterations and evaluations; ``nit`` and ``nfev`` in the result
+        are totals, so two runs of 50 iterations end where one of 100 does.
+      callback: ``callback(intermediate_result)`` after every iteration (``nit``
+        calls; a :class:`qnjax.IntermediateResult` with ``x``, ``fun``, ``grad``,
+        ``nit``, ``nfev``, ``stepsize``, ``status`` as numpy arrays), from inside the
+        compiled loop; returning True (or raising StopIteration) stops the run with
+        status CALLBACK. Under ``jax.vmap``, called for each member that moved.
+      verbose: True (or N) prints a line at the start, every (N-th) iteration and at
+        the end: iteration, f, max |g|, step size, nfev, elapsed time, status.
+        Neither option changes an iterate.
+      implicit_diff: a :class:`qnjax.ImplicitDiff` (the linear solve behind derivatives
+        of the solution; default ``ImplicitDiff()``). ``jax.grad``, ``jax.jvp`` and
+        friends of ``x``, ``fun``, ``grad`` and ``aux`` with respect to ``args`` and the
+        arrays ``fun`` closes over go through the implicit function theorem
+        (``qnjax._implicit``), never through the loop; x0 gets no derivative.
+      jac, bounds, tol, options: scipy's spellings (``qnjax._scipy``): ``jac=True``
+        for a ``fun`` returning ``(loss, grad)``, or a callable ``jac(x, *args)``;
+        ``tol`` sets ``gtol`` and ``ftol`` unless given; ``options`` takes
+        ``maxiter``, ``maxfun``, ``gtol``, ``ftol``, ``maxcor``, ``disp``. ``bounds``
+        are not supported yet (NotImplementedError says what to do instead).
 
     Returns:
       An :class:`OptimizeResult`. Without tolerances that fire earlier, a run ends
@@ -108,20 +177,48 @@ def minimize(
       The returned ``x`` and ``fun`` always belong to the same point, never worse
       than x0.
     """
-    if method.lower() not in ("lbfgs", "l-bfgs"):
-        raise ValueError(f"unknown method {method!r}; available: 'lbfgs'")
+    _scipy.check_method(method, bounds)
+    given = dict(maxiter=maxiter, maxfev=maxfev, gtol=gtol, ftol=ftol, memory_size=memory_size, verbose=verbose)
+    given = _scipy.settings(given, _DEFAULTS, tol, options)
+    maxiter, maxfev, gtol, ftol, memory_size, verbose = (given[k] for k in (
+        "maxiter", "maxfev", "gtol", "ftol", "memory_size", "verbose"))
+    x0 = _scipy.as_params(x0)
+    fun = _scipy.with_jac(fun, jac, has_aux)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
     _tree.check_params(x0, "x0")
     sdt = _tree.scalar_dtype(x0, scalar_dtype)
-    # Every tolerance a leaf (defaults resolved here), so changing one never recompiles.
+    # Every tolerance a leaf of one type (defaults resolved here), so changing one, or
+    # passing it as a numpy scalar instead of a Python number, never recompiles.
+    def tol(v):
+        return jnp.asarray(0.0 if v is None else v, sdt)
+
+    def limit(v):
+        return None if v is None else jnp.asarray(v, jnp.int32)
+
     solver = LBFGS(
-        memory_size=memory_size, linesearch=_default_linesearch(linesearch), gtol=0.0 if gtol is None else gtol,
-        ftol=0.0 if ftol is None else ftol, fatol=0.0 if fatol is None else fatol,
-        maxiter=maxiter, maxfev=maxfev, direction_method=direction, scalar_dtype=scalar_dtype,
+        memory_size=memory_size, linesearch=_default_linesearch(linesearch), gtol=tol(gtol), ftol=tol(ftol),
+        fatol=tol(fatol), maxiter=limit(maxiter), maxfev=limit(maxfev), direction_method=direction,
+        scalar_dtype=scalar_dtype,
     )
     objective = _objective.Objective.build(fun, x0, args, sdt, has_aux)
-    return _solve(solver, objective, x0, args)
+    if not isinstance(trace, int) or isinstance(trace, bool) or trace < 0:
+        raise ValueError(f"trace must be an integer >= 0 (records kept: the first and the last trace), got {trace!r}")
+    if state is not None and not isinstance(state, State):
+        raise TypeError(f"state must be a qnjax.State (a previous result's res.state), got {type(state).__name__}")
+    if verbose is True:
+        verbose = 1
+    if not isinstance(verbose, int) or verbose < 0:
+        raise ValueError(f"verbose must be True, False or an integer N >= 0 (a line every N iterations), "
+                         f"got {verbose!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (callback(intermediate_result) -> bool | None), got {callback!r}")
+    solve = functools.partial(_solve, trace_length=trace, callback=callback, verbose=int(verbose))
+    config = _implicit.ImplicitDiff() if implicit_diff is None else implicit_diff
+    return _implicit.differentiable(solve, config)(solver, objective, x0, args, state)
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(minimize).parameters.items()}
 
 
 def _default_linesearch(linesearch):
@@ -130,24 +227,48 @@ def _default_linesearch(linesearch):
     return MoreThuente() if linesearch is None else linesearch
 
 
-@jax.jit
-def _solve(solver: LBFGS, objective, x0, args) -> OptimizeResult:
+@functools.partial(jax.jit, static_argnames=("trace_length", "callback", "verbose"))
+def _solve(solver: LBFGS, objective, x0, args, state0, *, trace_length, callback, verbose) -> OptimizeResult:
     def evaluate(x):
         return objective(x, args)
 
-    value0, grad0, aux0 = evaluate(x0)
-    state = solver.init(x0, value0, grad0, aux0)
-    state = state._replace(nfev=state.nfev + 1)
+    if state0 is None:
+        value0, grad0, aux0 = evaluate(x0)
+        state = solver.init(x0, value0, grad0, aux0)
+        state = state._replace(nfev=state.nfev + 1)
+    else:  # continue: the budgets count from here
+        state = state0
+        solver = dataclasses.replace(solver, **{
+            name: limit + counter for name, limit, counter in
+            (("maxiter", solver.maxiter, state.count), ("maxfev", solver.maxfev, state.nfev)) if limit is not None})
     state = state._replace(status=solver.start_status(state))
 
     def running(s: State):
         return s.status == code(Status.RUNNING)
 
-    def body(s: State):
-        return solver.step(s, evaluate, active=running(s))[1]
+    def observe(s, records, active, moved, start=False):
+        """The trace and the progress display: read-only."""
+        if trace_length or verbose:
+            gnorm = solver.stationarity(s.params, s.grad)
+        if verbose:
+            _callbacks.progress(verbose, s, gnorm, active, moved, start)
+        return _trace.record(records, s, gnorm) if trace_length else None
 
-    s = jax.lax.while_loop(running, body, state)
+    no = jnp.asarray(False)
+    records = observe(state, _trace.init(trace_length, state.value.dtype) if trace_length else None, no, no, True)
+
+    def body(carry):
+        before, records = carry
+        active = running(before)
+        s = solver.step(before, evaluate, active=active)[1]
+        moved = s.count > before.count
+        if callback is not None:
+            stop = _callbacks.call(callback, s, _tree.conj(s.grad), moved)
+            s = s._replace(status=jnp.where(stop & running(s), code(Status.CALLBACK), s.status))
+        return s, observe(s, records, active, moved)
+
+    s, records = jax.lax.while_loop(lambda c: running(c[0]), body, (state, records))
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
-        success=is_success(s.status), aux=s.aux,
+        success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,
     )

@@ -51,6 +51,10 @@ def check_loss(out, has_aux: bool = False):
         if not (isinstance(out, tuple) and len(out) == 2):
             raise ValueError("with has_aux=True, fun must return a pair (loss, aux)")
         out = out[0]
+    elif isinstance(out, (tuple, list)):
+        raise ValueError(f"fun returned a {type(out).__name__} of length {len(out)}, not a scalar loss: for "
+                         "(loss, grad), as scipy's jac=True expects, pass jac=True to qnjax.minimize; for "
+                         "(loss, aux), pass has_aux=True")
     shape, dtype = jnp.shape(out), jnp.result_type(out)
     if shape != ():
         raise ValueError(f"the loss must be a scalar, got an array of shape {shape}")

@@ -24,7 +24,8 @@ The tests, checked at the start and after every iteration, first match wins:
 * FTOL         (f_k - f_{k+1}) <= max(``ftol`` max(|f_k|, |f_{k+1}|), ``fatol``) after a
                step that met the line search's test with measurable decrease: f has
                converged, the gradient has not been checked. Off when both are 0;
-* MAXITER, MAXFEV    the budgets.
+* MAXITER, MAXFEV    the budgets;
+* CALLBACK     ``minimize``'s callback returned True.
 
 Why this default (``gtol = 0``, ``ftol = fatol = 0``): by default a run ends when x is
 stationary to working precision, whatever the dtype. A gradient small *relative to
@@ -59,6 +60,7 @@ class Status(enum.IntEnum):
     LINESEARCH_FAILED = 5
     NONFINITE = 6
     RUNNING = 7
+    CALLBACK = 8
 
     @property
     def message(self) -> str:
@@ -91,6 +93,7 @@ _MESSAGES = {
     ),
     Status.NONFINITE: "stopped: f or its gradient is not finite at the point given; nothing was changed",
     Status.RUNNING: "running: the last update made progress",
+    Status.CALLBACK: "stopped: the callback asked to stop",
 }
 
 SUCCESS = (Status.GTOL, Status.PRECISION, Status.FTOL)

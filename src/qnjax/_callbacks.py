@@ -1,0 +1,122 @@
+"""Host calls from inside the compiled loop: ``minimize(callback=...)`` and ``verbose=``.
+
+``callback(intermediate_result)`` is called once per iteration (a pass of the loop
+that moved x; retries along -g, which move nothing, are not iterations), so the
+number of calls equals ``nit``. It receives an :class:`IntermediateResult` (scipy's
+names: ``x``, ``fun``, ``grad``, ``nit``, ``nfev``, plus ``stepsize`` and ``status``)
+with numpy arrays, and may return True to stop the run (status CALLBACK).
+
+Because the callback returns a value, it runs through ``jax.pure_callback`` (JAX
+rejects ``io_callback`` inside a vmapped while loop, jax#20628). Its result feeds the
+status, so it is never dropped, and each call has different operands, so none is
+merged with another. Under ``jax.vmap`` the host function runs once per batch member
+and pass (``vmap_method="sequential"``); a member that did not move in that pass
+(finished, or retrying) is filtered out on the host, so each member's calls still
+equal its ``nit`` (``intermediate_result.x`` is that member's point).
+
+``verbose=N`` prints a line every N iterations and the last one (iteration, f,
+max |g|, step size, nfev, elapsed time), through ``jax.debug.callback``, at most ten
+lines a second apart from the last; with rich installed and a terminal, as a rich
+table row. Neither changes an iterate: both only read values the loop computes anyway.
+The function objects are part of the compiled program (define a callback once, not a
+new lambda per call, or each call compiles anew).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class IntermediateResult(NamedTuple):
+    """What ``callback`` receives after each iteration (numpy arrays, scipy's names)."""
+
+    x: Any
+    fun: Any
+    grad: Any
+    nit: int
+    nfev: int
+    stepsize: Any
+    status: int
+
+
+def call(callback, state, grad, moved):
+    """Run ``callback`` on the host if ``moved``; returns whether it asked to stop (bool)."""
+
+    def host(active, x, fun, g, nit, nfev, stepsize, status):
+        if not bool(active):
+            return np.asarray(False)
+        x, fun, g, stepsize = jax.tree.map(np.asarray, (x, fun, g, stepsize))
+        info = IntermediateResult(x=x, fun=fun, grad=g, nit=int(nit), nfev=int(nfev), stepsize=stepsize,
+                                  status=int(status))
+        try:
+            return np.asarray(bool(callback(info)))
+        except StopIteration:  # scipy's other way to stop
+            return np.asarray(True)
+
+    return jax.pure_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), moved, state.params, state.value, grad,
+                             state.count, state.nfev, state.stepsize, state.status, vmap_method="sequential")
+
+
+class _Printer:
+    """The host side of ``verbose``: rate-limited lines, rich when available on a terminal."""
+
+    MIN_INTERVAL = 0.1  # seconds between lines (the last line always prints)
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.last = -np.inf
+
+    def header(self):
+        self.start = time.perf_counter()
+        self.last = -np.inf
+        self._print(f"{'nit':>7} {'f':>14} {'max|g|':>11} {'step':>10} {'nfev':>7} {'time':>8}  status")
+
+    def line(self, nit, fun, gnorm, stepsize, nfev, status, final):
+        from ._status import Status
+
+        now = time.perf_counter()
+        if not final and now - self.last < self.MIN_INTERVAL:
+            return
+        self.last = now
+        name = Status(int(status)).name
+        self._print(f"{int(nit):7d} {float(fun):14.7e} {float(gnorm):11.4e} {float(stepsize):10.3e} "
+                    f"{int(nfev):7d} {now - self.start:7.2f}s  {name}")
+
+    @staticmethod
+    def _print(text):
+        if sys.stdout.isatty():
+            try:
+                from rich.console import Console
+
+                Console(highlight=False).print(text, style="bold" if "nit" in text[:8] else None)
+                return
+            except ImportError:
+                pass
+        print(text, flush=True)
+
+
+PRINTER = _Printer()
+
+
+def progress(every: int, state, gnorm, active, moved, start=False):
+    """Print ``state``'s line if it is the start, every ``every``-th iteration, or the pass
+    that ended the run (``active``: the run was still running before this pass; a
+    finished member of a vmapped batch prints nothing more)."""
+    from ._status import Status
+
+    def host(is_start, active, moved, nit, fun, g, stepsize, nfev, status):
+        final = int(status) != Status.RUNNING
+        if bool(is_start):
+            PRINTER.header()
+            PRINTER.line(nit, fun, g, stepsize, nfev, status, True)
+        elif bool(active) and (final or (bool(moved) and int(nit) % every == 0)):
+            PRINTER.line(nit, fun, g, stepsize, nfev, status, final)
+
+    jax.debug.callback(host, jnp.asarray(start), active, moved, state.count, state.value, gnorm, state.stepsize,
+                       state.nfev, state.status)

@@ -1,0 +1,57 @@
+"""``OptimizeResult.hess_inv``: the final L-BFGS inverse-Hessian approximation as an operator.
+
+scipy's L-BFGS-B returns ``hess_inv`` as an ``LbfgsInvHessProduct``: a linear
+operator that applies H (the limited-memory inverse-Hessian approximation at the
+solution) to a vector, and can be densified for small n. Here H is the compact
+form of the memory in the final state (``_compact``, Byrd, Nocedal & Schnabel 1994,
+eq. 2.6) after the last pair (the step that led to x and its gradient change) is
+stored and its products completed, exactly as the next iteration would
+(``_memory.push`` with the curvature guard, then ``_memory.complete``). So
+``hess_inv @ g`` is the quasi-Newton step the solver would take next, up to sign.
+With no pair stored, H = gamma I (gamma the last curvature scale, 1 at the start).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _compact, _memory, _tree
+
+
+class InverseHessian:
+    """H of the final state as an operator: ``H @ v``, ``H.matvec(v)`` (v a pytree like
+    x, or a flat array when x is one array), ``H.todense()`` (x one array)."""
+
+    def __init__(self, state):
+        if jnp.ndim(state.value) != 0:
+            raise ValueError("hess_inv of a batched result: index one member first (jax.tree.map(lambda a: a[i], res))")
+        self.params = state.params
+        memory, _ = _memory.push(state.memory, state.grad)
+        # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
+        # (the vector-free update); after that, products with any vector are plain.
+        self.memory = _compact.inverse_hessian(memory, state.grad)[1]
+
+    @property
+    def shape(self):
+        n = sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(self.params))
+        return (n, n)
+
+    def matvec(self, v):
+        if isinstance(self.params, jax.Array):
+            v = jnp.asarray(v)
+            hv, _ = _compact.inverse_hessian(self.memory, v.reshape(self.params.shape).astype(self.params.dtype))
+            return hv.reshape(v.shape)
+        return _compact.inverse_hessian(self.memory, _tree.cast_like(v, self.params))[0]
+
+    __matmul__ = matvec
+
+    def __call__(self, v):
+        return self.matvec(v)
+
+    def todense(self):
+        if not isinstance(self.params, jax.Array):
+            raise TypeError("todense needs x to be one array (apply matvec to the pytree instead)")
+        n = self.shape[0]
+        eye = jnp.eye(n, dtype=self.params.dtype)
+        return jax.vmap(lambda e: jnp.ravel(self.matvec(e)))(eye).T

@@ -1,0 +1,71 @@
+"""``qnjax.plot``: convergence plots from traces (matplotlib, an optional extra).
+
+One figure, four panels: f (or f - f* when ``fstar`` is given) and max |g| on a
+log scale, each against iterations (``nit``) and against evaluations (``nfev``),
+one line per run, so runs of different solvers or settings compare on one figure.
+A run is a ``qnjax.OptimizeResult`` made with ``trace=K``, or its ``Trace``; a
+trace keeps the first and the last K records, so a long run shows a gap between
+them (drawn as a break in the line, not as a straight segment across it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _records(run):
+    trace = getattr(run, "trace", run)
+    if trace is None or not hasattr(trace, "as_numpy"):
+        raise TypeError("plot needs results made with minimize(..., trace=K) or their .trace")
+    if np.ndim(trace.records) != 0:
+        raise ValueError("plot takes unbatched traces: index one member of a vmapped result first")
+    k = np.shape(trace.nit)[0] // 2
+    gap = k if int(trace.records) > 2 * k else None  # records were dropped between row k-1 and row k
+    return trace.as_numpy(), gap
+
+
+def _with_break(x, y, gap):
+    """A NaN at the gap between the first and the last K records (a break in the line)."""
+    x, y = x.astype(float), y.astype(float)
+    return (x, y) if gap is None else (np.insert(x, gap, np.nan), np.insert(y, gap, np.nan))
+
+
+def plot(runs, labels=None, fstar=None, path=None, title=None):
+    """Draw convergence of one run or a list of runs; returns the matplotlib Figure
+    (and writes it to ``path`` if given). ``fstar``: the known minimum (a number, or
+    one per run), to plot f - f* instead of f."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    one = hasattr(runs, "_fields") or not isinstance(runs, (list, tuple))  # a result or trace is a NamedTuple
+    runs = [runs] if one else list(runs)
+    labels = list(labels) if labels is not None else [f"run {i}" for i in range(len(runs))]
+    if len(labels) != len(runs):
+        raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
+    fstars = list(fstar) if isinstance(fstar, (list, tuple)) else [fstar] * len(runs)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row", constrained_layout=True)
+    for run, label, fs in zip(runs, labels, fstars):
+        rec, gap = _records(run)
+        f = rec["fun"] - fs if fs is not None else rec["fun"]
+        tiny = np.finfo(np.float64).tiny
+        for row, y in enumerate((np.maximum(np.abs(f), tiny), np.maximum(rec["gnorm"], tiny))):
+            for col, x in enumerate((rec["nit"], rec["nfev"])):
+                xs, ys = _with_break(x, y, gap)
+                axes[row, col].plot(xs, ys, label=label)
+    for row, name in enumerate(("f - f*" if fstar is not None else "f", "max |g|")):
+        for col, xname in enumerate(("iterations", "evaluations")):
+            ax = axes[row, col]
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_xlabel(xname)
+            if col == 0:
+                ax.set_ylabel(name)
+    axes[0, 0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

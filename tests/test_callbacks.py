@@ -1,0 +1,83 @@
+"""minimize(callback=..., verbose=...): one call per iteration with the trace's values,
+early stop, vmap, and no change to any iterate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64, rosenbrock
+
+import qnjax
+from qnjax import Status
+
+DT = jnp.float64 if X64 else jnp.float32
+X0 = jnp.asarray(np.tile([-1.2, 1.0], 3), DT)
+
+
+def test_one_call_per_iteration_with_the_trace_values():
+    seen = []
+    res = qnjax.minimize(rosenbrock, X0, callback=seen.append, trace=500)
+    plain = qnjax.minimize(rosenbrock, X0)
+    np.testing.assert_array_equal(res.x, plain.x)  # the callback changes nothing
+    assert (int(res.nit), int(res.nfev), int(res.status)) == (int(plain.nit), int(plain.nfev), int(plain.status))
+    assert len(seen) == int(res.nit) > 10 and [r.nit for r in seen] == list(range(1, int(res.nit) + 1))
+    trace = res.trace.as_numpy()
+    # Iterations are the records where nit went up (a retry along -g keeps nit).
+    moved = np.r_[False, np.diff(trace["nit"]) > 0]
+    np.testing.assert_array_equal([r.fun for r in seen], trace["fun"][moved])
+    np.testing.assert_array_equal([r.nfev for r in seen], trace["nfev"][moved])
+    last = seen[-1]
+    np.testing.assert_array_equal(last.x, res.x)
+    np.testing.assert_array_equal(last.grad, res.grad)
+    assert last.fun == float(res.fun) and last.status in (int(Status.RUNNING), int(res.status))
+    assert isinstance(last, qnjax.IntermediateResult) and isinstance(last.x, np.ndarray)
+
+
+@pytest.mark.parametrize("how", ["return True", "StopIteration"])
+def test_callback_stops_the_run(how):
+    def stop_at_5(r):
+        if r.nit >= 5:
+            if how == "StopIteration":
+                raise StopIteration
+            return True
+        return False
+
+    res = qnjax.minimize(rosenbrock, X0, callback=stop_at_5)
+    assert int(res.status) == Status.CALLBACK and int(res.nit) == 5 and not bool(res.success)
+    assert "callback" in res.message
+    np.testing.assert_allclose(float(res.fun), float(rosenbrock(res.x)), rtol=1e-6)
+
+
+def test_under_vmap_each_member_is_called_nit_times():
+    x0s = jnp.stack([X0, X0 + 0.3, X0 - 0.2])
+    calls = []
+
+    def note(r):
+        calls.append((tuple(np.asarray(r.x).round(12)), r.nit))
+
+    res = jax.jit(jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, callback=note)))(x0s)
+    assert len(calls) == int(jnp.sum(res.nit))
+    # Each member's final point appears once, at its own nit.
+    for i in range(3):
+        final = tuple(np.asarray(res.x[i]).round(12))
+        assert (final, int(res.nit[i])) in calls
+
+
+def test_verbose_prints_and_changes_nothing(capsys):
+    plain = qnjax.minimize(rosenbrock, X0)
+    loud = qnjax.minimize(rosenbrock, X0, verbose=True)
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    np.testing.assert_array_equal(loud.x, plain.x)
+    assert (int(loud.nit), int(loud.nfev), float(loud.fun)) == (int(plain.nit), int(plain.nfev), float(plain.fun))
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:3] == ["nit", "f", "max|g|"]
+    assert lines[1].split()[0] == "0" and lines[-1].split()[0] == str(int(plain.nit))
+    assert lines[-1].split()[-1] == Status(int(plain.status)).name
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="verbose"):
+        qnjax.minimize(rosenbrock, X0, verbose=-2)
+    with pytest.raises(TypeError, match="callable"):
+        qnjax.minimize(rosenbrock, X0, callback=3)

@@ -1,0 +1,157 @@
+"""Derivatives of minimize's solution (implicit function theorem): closed forms, finite
+differences, forward = reverse, second order, the envelope theorem, vmap/jit, aux, and
+NaN (never a plausible number) when the solve or the linear solve fails."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64, needs_x64
+
+import qnjax
+
+DT = jnp.float64 if X64 else jnp.float32
+TOL = 1e-9 if X64 else 2e-4
+A = jnp.asarray([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.5]], DT)
+B0 = jnp.asarray([1.0, -2.0, 0.5], DT)
+
+
+def quadratic(x, b):
+    return 0.5 * x @ A @ x - b @ x
+
+
+def solution(b):
+    return qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,)).x
+
+
+def test_quadratic_dx_db_is_a_inverse_both_modes():
+    want = np.linalg.inv(np.asarray(A, np.float64))
+    np.testing.assert_allclose(jax.jacrev(solution)(B0), want, rtol=TOL, atol=TOL)
+    # <u, J v> both ways: jvp and vjp are one linear map and its transpose.
+    u, v = jnp.asarray([0.3, -1.0, 2.0], DT), jnp.asarray([1.0, 0.5, -0.25], DT)
+    jv = jax.jvp(solution, (B0,), (v,))[1]
+    uj = jax.vjp(solution, B0)[1](u)[0]
+    assert float(u @ jv) == pytest.approx(float(uj @ v), rel=10 * TOL)
+
+
+def test_ridge_regression_through_a_closure():
+    """x*(lam) = (M^T M + lam I)^-1 M^T y, dx*/dlam = -(M^T M + lam I)^-1 x*; lam is closed
+    over (fun is data: the array is a traced input)."""
+    rng = np.random.default_rng(0)
+    M = jnp.asarray(rng.normal(size=(20, 4)), DT)
+    y = jnp.asarray(rng.normal(size=20), DT)
+
+    def fit(lam):
+        return qnjax.minimize(lambda x: 0.5 * jnp.sum((M @ x - y) ** 2) + 0.5 * lam * x @ x, jnp.zeros(4, DT)).x
+
+    lam = jnp.asarray(0.7, DT)
+    Mn, yn = np.asarray(M, np.float64), np.asarray(y, np.float64)
+    K = Mn.T @ Mn + 0.7 * np.eye(4)
+    x_star = np.linalg.solve(K, Mn.T @ yn)
+    want = -np.linalg.solve(K, x_star)
+    np.testing.assert_allclose(jax.jacfwd(fit)(lam), want, rtol=10 * TOL, atol=10 * TOL)
+
+
+@needs_x64
+def test_argmin_of_quartic_to_1e13():
+    """x*(c) = argmin (x - c)^2 + 0.1 x^4: 2(x - c) + 0.4 x^3 = 0, so dx*/dc = 2 / (2 + 1.2 x*^2)."""
+    def xstar(c):
+        return qnjax.minimize(lambda x, c: jnp.sum((x - c) ** 2 + 0.1 * x**4), jnp.zeros(1), (c,)).x[0]
+
+    for c in (0.5, 2.0, -3.0):
+        x = float(xstar(c))
+        assert abs(float(jax.grad(xstar)(c)) - 2 / (2 + 1.2 * x * x)) <= 1e-13
+
+
+@needs_x64
+def test_logistic_regression_hypergradient_against_finite_differences():
+    """d(validation loss)/d(log l2) through an L2-regularised logistic fit; and the second
+    derivative against finite differences of the first."""
+    rng = np.random.default_rng(1)
+    X = jnp.asarray(rng.normal(size=(60, 5)))
+    w_true = rng.normal(size=5)
+    labels = jnp.asarray((rng.uniform(size=60) < 1 / (1 + np.exp(-np.asarray(X) @ w_true))).astype(float))
+    Xv, yv = X[40:], labels[40:]
+
+    def train(w, log_l2):
+        z = X[:40] @ w
+        return jnp.mean(jnp.logaddexp(0, z) - labels[:40] * z) + 0.5 * jnp.exp(log_l2) * w @ w
+
+    def validation(log_l2):
+        w = qnjax.minimize(train, jnp.zeros(5), (log_l2,)).x
+        z = Xv @ w
+        return jnp.mean(jnp.logaddexp(0, z) - yv * z)
+
+    t, h = -1.0, 1e-5
+    fd = (validation(t + h) - validation(t - h)) / (2 * h)
+    assert float(jax.grad(validation)(t)) == pytest.approx(float(fd), rel=1e-7, abs=1e-10)
+    g = jax.grad(validation)
+    fd2 = (g(t + h) - g(t - h)) / (2 * h)
+    assert float(jax.hessian(validation)(t)) == pytest.approx(float(fd2), rel=1e-5, abs=1e-8)
+
+
+def test_envelope_theorem_for_the_optimal_value():
+    def f(x, theta):
+        return jnp.sum((x - theta) ** 2 + 0.1 * x**4) + theta[0] * x[1]
+
+    theta = jnp.asarray([0.5, -1.0, 2.0], DT)
+    res = qnjax.minimize(f, jnp.zeros(3, DT), (theta,))
+    got = jax.grad(lambda th: qnjax.minimize(f, jnp.zeros(3, DT), (th,)).fun)(theta)
+    want = jax.grad(f, argnums=1)(res.x, theta)
+    np.testing.assert_allclose(got, want, rtol=10 * TOL, atol=10 * TOL)
+
+
+def test_vmap_jit_aux_and_x0():
+    thetas = jnp.stack([B0, 2 * B0, -B0])
+    jacs = jax.jit(jax.vmap(jax.jacrev(solution)))(thetas)
+    np.testing.assert_allclose(jacs, np.broadcast_to(np.linalg.inv(np.asarray(A, np.float64)), (3, 3, 3)),
+                               rtol=TOL, atol=TOL)
+
+    def with_aux(b):
+        return qnjax.minimize(lambda x, b: (quadratic(x, b), 2 * x), jnp.zeros(3, DT), (b,), has_aux=True).aux
+
+    np.testing.assert_allclose(jax.jacfwd(with_aux)(B0), 2 * np.linalg.inv(np.asarray(A, np.float64)),
+                               rtol=TOL, atol=TOL)
+    dx0 = jax.grad(lambda x0: jnp.sum(qnjax.minimize(quadratic, x0, (B0,)).x))(jnp.ones(3, DT))
+    np.testing.assert_array_equal(dx0, np.zeros(3))  # x* does not depend on where the run started
+
+
+def test_failures_are_nan_and_the_opt_ins_are_finite():
+    # Not converged: NaN by default, finite with accept_unconverged.
+    def early(b, **kw):
+        return qnjax.minimize(lambda x, b: quadratic(x, b) + 0.1 * jnp.sum(x**4), jnp.zeros(3, DT), (b,),
+                              maxiter=1, **kw).x
+
+    assert np.isnan(np.asarray(jax.jacrev(early)(B0))).all()
+    assert np.isnan(np.asarray(jax.jacfwd(early)(B0))).all()
+    accepted = jax.jacrev(lambda b: early(b, implicit_diff=qnjax.ImplicitDiff(accept_unconverged=True)))(B0)
+    assert np.isfinite(np.asarray(accepted)).all()
+
+    # The linear solve: negative curvature met, or no convergence within maxiter, is NaN.
+    indefinite = qnjax._implicit.conjugate_gradient(lambda v: v * jnp.asarray([1.0, -1.0], DT),
+                                                    jnp.ones(2, DT), lambda r: r, qnjax.ImplicitDiff(), DT)
+    assert np.isnan(np.asarray(indefinite)).all()
+    short = qnjax.ImplicitDiff(maxiter=1, precondition=False)
+    assert np.isnan(np.asarray(jax.jacfwd(lambda b: qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,),
+                                                                    implicit_diff=short).x)(B0))).all()
+
+    # x* is not unique along x0 - x1 (a singular Hessian, right-hand side in its range): CG
+    # gives the derivative of the solution the run selects; a ridge gives the ridge's answer.
+    def flat(x, c):
+        return (x[0] + x[1] - c) ** 2
+
+    def xs(c, **kw):
+        return qnjax.minimize(flat, jnp.zeros(2, DT), (c,), **kw).x
+
+    c = jnp.asarray(1.0, DT)
+    np.testing.assert_allclose(jax.jacfwd(xs)(c), [0.5, 0.5], rtol=10 * TOL)
+    ridge = 0.5
+    got = jax.jacfwd(lambda c: xs(c, implicit_diff=qnjax.ImplicitDiff(ridge=ridge)))(c)
+    H = np.asarray([[2.0, 2.0], [2.0, 2.0]]) + ridge * np.eye(2)
+    np.testing.assert_allclose(got, np.linalg.solve(H, [2.0, 2.0]), rtol=10 * TOL)
+
+
+def test_primal_run_is_unchanged_by_differentiation():
+    plain = qnjax.minimize(quadratic, jnp.zeros(3, DT), (B0,))
+    primal, _ = jax.jvp(lambda b: qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,)).x, (B0,), (B0,))
+    np.testing.assert_array_equal(primal, plain.x)

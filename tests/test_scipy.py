@@ -1,0 +1,131 @@
+"""scipy's spellings at qnjax.minimize's door: accepted with the same result as qnjax's
+own spelling, or rejected with a message that names the equivalent; scipy's result
+conveniences (res["fun"], njev, hess_inv)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64, rosenbrock
+
+import qnjax
+
+DT = jnp.float64 if X64 else jnp.float32
+START = [-1.2, 1.0, 0.5]
+X0 = jnp.asarray(START, DT)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return qnjax.minimize(rosenbrock, X0)
+
+
+def same(a, b):
+    np.testing.assert_array_equal(a.x, b.x)
+    assert (int(a.nit), int(a.nfev), int(a.status)) == (int(b.nit), int(b.nfev), int(b.status))
+
+
+@pytest.mark.parametrize("spelling", [
+    dict(method="L-BFGS-B"), dict(method="l-bfgs-b"), dict(method="LBFGS"),
+    dict(jac=False), dict(jac=None), dict(bounds=None),
+])
+def test_same_meaning_same_result(reference, spelling):
+    same(qnjax.minimize(rosenbrock, X0, **spelling), reference)
+
+
+def test_list_x0_is_an_array(reference):
+    res = qnjax.minimize(rosenbrock, START)
+    assert isinstance(res.x, jax.Array) and res.x.dtype == DT
+    same(res, reference)
+    assert float(qnjax.minimize(lambda x: (x - 2.0) ** 2, 3).x) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_jac_true_and_callable_use_the_given_gradient(reference):
+    same(qnjax.minimize(jax.value_and_grad(rosenbrock), START, jac=True), reference)
+    same(qnjax.minimize(rosenbrock, START, jac=jax.grad(rosenbrock)), reference)
+    # The given gradient is the one used (here twice the true one).
+    doubled = qnjax.minimize(rosenbrock, START, jac=lambda x: 2 * jax.grad(rosenbrock)(x))
+    np.testing.assert_allclose(doubled.grad, 2 * jax.grad(rosenbrock)(doubled.x), rtol=1e-5)
+    calls = []
+
+    def counted(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return jax.value_and_grad(rosenbrock)(x)
+
+    res = qnjax.minimize(counted, START, jac=True)
+    jax.effects_barrier()
+    assert len(calls) == int(res.nfev)  # one call of fun per evaluation
+
+
+def test_tol_and_options_map_to_keywords():
+    a = qnjax.minimize(rosenbrock, X0, tol=1e-3)
+    b = qnjax.minimize(rosenbrock, X0, gtol=1e-3, ftol=1e-3)
+    same(a, b)
+    c = qnjax.minimize(rosenbrock, X0, options={"maxiter": 7, "maxcor": 3, "gtol": 0.0})
+    d = qnjax.minimize(rosenbrock, X0, maxiter=7, memory_size=3, gtol=0.0)
+    same(c, d)
+    assert int(c.nit) == 7 and c.state.memory.s.shape[0] == 4
+    same(qnjax.minimize(rosenbrock, X0, options={"maxfun": 9}), qnjax.minimize(rosenbrock, X0, maxfev=9))
+    # An explicit keyword wins over tol.
+    same(qnjax.minimize(rosenbrock, X0, tol=1e-3, gtol=1e-6), qnjax.minimize(rosenbrock, X0, gtol=1e-6, ftol=1e-3))
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(bounds=[(0, 2)] * 3), NotImplementedError, "sigmoid"),
+    (dict(method="BFGS"), ValueError, "L-BFGS-B"),
+    (dict(options={"eps": 1e-8}), ValueError, "exactly"),
+    (dict(options={"maxls": 30}), ValueError, "max_steps"),
+    (dict(options={"iprint": 1}), ValueError, "verbose"),
+    (dict(options={"color": 1}), ValueError, "maxcor"),
+    (dict(options={"maxiter": 5}, maxiter=7), ValueError, "twice"),
+    (dict(jac="2-point"), TypeError, "callable"),
+    (dict(jac=True, has_aux=True), ValueError, "has_aux"),
+])
+def test_rejected_with_the_equivalent(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        qnjax.minimize(rosenbrock, X0, **kwargs)
+
+
+def test_a_pair_without_jac_or_has_aux_says_which():
+    with pytest.raises(ValueError, match="jac=True.*has_aux=True"):
+        qnjax.minimize(jax.value_and_grad(rosenbrock), X0)
+    with pytest.raises(ValueError, match="pair"):
+        qnjax.minimize(rosenbrock, X0, jac=True)
+
+
+def test_result_by_key_and_njev(reference):
+    assert reference["fun"] is reference.fun and reference["nit"] is reference.nit
+    assert reference[0] is reference.x  # integer indices still index the tuple
+    assert reference.njev is reference.nfev and "success" in reference.keys()
+    with pytest.raises(KeyError):
+        reference["hessian"]
+
+
+def test_hess_inv_is_the_memory_s_inverse_hessian():
+    """H is symmetric positive definite and satisfies the secant equation of the newest
+    pair, H (g_k - g_{k-1}) = x_k - x_{k-1} (every BFGS update does, N&W eq. 6.17)."""
+    k = 12
+    prev = qnjax.minimize(rosenbrock, X0, maxiter=k - 1)
+    res = qnjax.minimize(rosenbrock, X0, maxiter=k)
+    H = res.hess_inv
+    dense = np.asarray(H.todense(), np.float64)
+    assert dense.shape == H.shape == (3, 3)
+    tol = 1e-9 if X64 else 2e-3
+    np.testing.assert_allclose(dense, dense.T, rtol=tol, atol=tol * np.abs(dense).max())
+    assert np.linalg.eigvalsh((dense + dense.T) / 2).min() > 0
+    s = np.asarray(res.x, np.float64) - np.asarray(prev.x, np.float64)
+    y = np.asarray(res.grad, np.float64) - np.asarray(prev.grad, np.float64)
+    np.testing.assert_allclose(np.asarray(H @ jnp.asarray(y, DT), np.float64), s, rtol=10 * tol,
+                               atol=10 * tol * np.abs(s).max())
+    # A pytree x: matvec keeps the structure; H is symmetric positive definite there too.
+    tree = qnjax.minimize(lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]])),
+                          {"a": X0[:2], "b": X0[2:]}, maxiter=k)
+    columns = []
+    for i in range(3):
+        e = np.eye(3)[i]
+        hv = tree.hess_inv @ {"a": jnp.asarray(e[:2], DT), "b": jnp.asarray(e[2:], DT)}
+        assert hv["a"].shape == (2,) and hv["b"].shape == (1,) and hv["a"].dtype == DT
+        columns.append(np.concatenate([hv["a"], hv["b"]]))
+    tree_dense = np.stack(columns, axis=1).astype(np.float64)
+    np.testing.assert_allclose(tree_dense, tree_dense.T, rtol=tol, atol=tol * np.abs(tree_dense).max())
+    assert np.linalg.eigvalsh((tree_dense + tree_dense.T) / 2).min() > 0

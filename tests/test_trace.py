@@ -1,0 +1,137 @@
+"""minimize(trace=K) and minimize(state=res.state): the recorded history equals a
+step-by-step run of the solver, recording changes no iterate, and a resumed run ends
+bitwise where one uninterrupted run does (each line search, both precisions)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import COMPILES, LINESEARCHES, X64, rosenbrock
+
+import qnjax
+from qnjax import Status
+
+DT = jnp.float64 if X64 else jnp.float32
+X0 = jnp.asarray(np.tile([-1.2, 1.0], 6), DT)  # 12-D Rosenbrock: about 50 iterations
+
+
+def convex(x):
+    """Well conditioned: two compiled programs' rounding differences do not grow along the
+    run (on Rosenbrock they do, through its valley)."""
+    w = jnp.arange(1, x.size + 1, dtype=x.dtype)
+    return jnp.sum(w * (x - 1) ** 2 + 0.5 * (x - 1) ** 4) + 0.5 * jnp.sum(jnp.diff(x) ** 2)
+
+
+def test_trace_equals_a_step_by_step_run():
+    res = qnjax.minimize(convex, X0, trace=200)
+    got = res.trace.as_numpy()
+
+    solver = qnjax.LBFGS(gtol=0.0, ftol=0.0, fatol=0.0, maxiter=15000, maxfev=15000)
+
+    def evaluate(x):
+        f, g = jax.value_and_grad(convex)(x)
+        return f, g, None
+
+    f0, g0, _ = evaluate(X0)
+    state = solver.init(X0, f0, g0)._replace(nfev=jnp.ones((), jnp.int32))
+    state = state._replace(status=solver.start_status(state))
+    step = jax.jit(lambda s: solver.step(s, evaluate)[1])
+    rows = []
+    while True:
+        rows.append((int(state.count), int(state.nfev), float(state.value), float(jnp.max(jnp.abs(state.grad))),
+                     float(state.stepsize), int(state.linesearch_status), int(state.status)))
+        if int(state.status) != Status.RUNNING:
+            break
+        state = step(state)
+    want = {name: np.asarray([r[i] for r in rows]) for i, name in
+            enumerate(["nit", "nfev", "fun", "gnorm", "stepsize", "linesearch_status", "status"])}
+    assert int(res.trace.records) == len(got["nit"])
+    # Two compiled programs round differently once f is near its rounding level (the
+    # end-game may take a pass more or less): compare every record until then.
+    level = (1e-16 if X64 else 1e-8) * want["fun"][0]
+    same = int(np.argmax(want["fun"] < level))
+    assert same > 5 and len(got["nit"]) > same
+    for name in ("nit", "nfev", "linesearch_status", "status"):
+        np.testing.assert_array_equal(got[name][:same], want[name][:same], err_msg=name)
+    rtol = 1e-10 if X64 else 1e-3
+    for name in ("fun", "gnorm", "stepsize"):
+        np.testing.assert_allclose(got[name][:same], want[name][:same], rtol=rtol, atol=0, err_msg=name)
+    assert got["status"][-1] == want["status"][-1] and got["fun"][-1] <= level
+    # The start, then one record per pass; the last record is the result.
+    assert got["nit"][0] == 0 and got["nfev"][0] == 1 and got["stepsize"][0] == 0
+    assert got["nit"][-1] == int(res.nit) and got["fun"][-1] == float(res.fun) and got["status"][-1] == int(res.status)
+
+
+def test_first_and_last_records_and_no_change_to_the_iterates():
+    plain = qnjax.minimize(rosenbrock, X0)
+    full = qnjax.minimize(rosenbrock, X0, trace=500)
+    short = qnjax.minimize(rosenbrock, X0, trace=4)
+    for r in (full, short):  # recording changes nothing the solver computes
+        np.testing.assert_array_equal(r.x, plain.x)
+        assert (int(r.nit), int(r.nfev), int(r.status)) == (int(plain.nit), int(plain.nfev), int(plain.status))
+    n = int(full.trace.records)
+    assert n > 8 and int(short.trace.records) == n
+    every = full.trace.as_numpy()
+    kept = short.trace.as_numpy()
+    for name, column in kept.items():
+        want = np.concatenate([every[name][:4], every[name][-4:]])
+        np.testing.assert_array_equal(column, want, err_msg=name)
+    assert not bool(full.trace.kept[n:].any()) and np.isnan(np.asarray(full.trace.fun[n:])).all()
+
+
+def test_trace_under_jit_and_vmap():
+    x0s = jnp.stack([X0, X0 + 0.25, X0 - 0.5])
+    run = jax.jit(jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, trace=3)))
+    res = run(x0s)
+    assert res.trace.fun.shape == (3, 6) and res.trace.records.shape == (3,)
+    for i in range(3):
+        one = qnjax.minimize(rosenbrock, x0s[i], trace=3)
+        # Batched and single programs round differently at the minimum (f ~ 1e-29 here).
+        np.testing.assert_array_equal(res.trace.nit[i, :3], one.trace.nit[:3])
+        np.testing.assert_allclose(res.trace.fun[i], one.trace.fun, rtol=1e-4 if not X64 else 1e-10,
+                                   atol=1e-6 * float(one.trace.fun[0]))
+        np.testing.assert_array_equal(res.trace.fun[i, 3:], res.fun[i])  # the last record is the result
+
+
+def test_bad_trace_and_state_arguments():
+    with pytest.raises(ValueError, match="trace"):
+        qnjax.minimize(rosenbrock, X0, trace=-1)
+    with pytest.raises(TypeError, match="res.state"):
+        qnjax.minimize(rosenbrock, X0, state={"params": X0})
+
+
+@pytest.mark.parametrize("name", sorted(LINESEARCHES))
+def test_two_runs_of_k_iterations_equal_one_of_2k(name):
+    ls = LINESEARCHES[name]
+    whole = qnjax.minimize(rosenbrock, X0, maxiter=24, linesearch=ls)
+    first = qnjax.minimize(rosenbrock, X0, maxiter=12, linesearch=ls)
+    second = qnjax.minimize(rosenbrock, first.x, maxiter=12, linesearch=ls, state=first.state)
+    assert int(first.status) == Status.MAXITER and int(first.nit) == 12
+    np.testing.assert_array_equal(second.x, whole.x)
+    assert float(second.fun) == float(whole.fun)
+    assert (int(second.nit), int(second.nfev), int(second.status)) == (int(whole.nit), int(whole.nfev),
+                                                                        int(whole.status))
+    for a, b in zip(jax.tree.leaves(second.state.memory), jax.tree.leaves(whole.state.memory)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_after_a_numpy_round_trip_without_recompiling():
+    """A state saved as numpy arrays (``jax.tree.map(np.asarray, state)``, e.g. with
+    ``np.savez``) and rebuilt with ``jax.tree.map(jnp.asarray, ...)`` keeps every leaf's
+    type, so the resumed solve reuses the compiled program."""
+    first = qnjax.minimize(rosenbrock, X0, maxiter=5)
+    again = qnjax.minimize(rosenbrock, first.x, maxiter=5, state=first.state)
+    saved = jax.tree.map(np.asarray, first.state)
+    loaded = jax.tree.map(jnp.asarray, saved)
+    before = COMPILES.count
+    resumed = qnjax.minimize(rosenbrock, first.x, maxiter=5, state=loaded)
+    assert COMPILES.count == before
+    np.testing.assert_array_equal(resumed.x, again.x)
+    assert int(resumed.nit) == 10
+
+
+def test_resume_continues_a_finished_run_only_when_there_is_work():
+    done = qnjax.minimize(rosenbrock, X0)
+    assert bool(done.success)
+    again = qnjax.minimize(rosenbrock, done.x, state=done.state, gtol=1.0)
+    assert int(again.status) == Status.GTOL and int(again.nfev) == int(done.nfev)  # no evaluation
