@@ -135,3 +135,25 @@ def test_resume_continues_a_finished_run_only_when_there_is_work():
     assert bool(done.success)
     again = qnjax.minimize(rosenbrock, done.x, state=done.state, gtol=1.0)
     assert int(again.status) == Status.GTOL and int(again.nfev) == int(done.nfev)  # no evaluation
+
+
+def test_optax_face_state_survives_a_numpy_round_trip():
+    """The Optax face's state is a qnjax.State too: saved as numpy arrays and loaded back,
+    it keeps every leaf's type (no recompile of the jitted step) and the run continues
+    bitwise as if never saved."""
+    from conftest import assert_same_types, make_step
+
+    opt = qnjax.lbfgs()
+    step = jax.jit(make_step(opt, rosenbrock))
+    params, state = X0, opt.init(X0)
+    for _ in range(3):
+        params, state = step(params, state)
+    loaded = jax.tree.map(jnp.asarray, jax.tree.map(np.asarray, state))
+    assert_same_types(state, loaded)
+    before = COMPILES.count
+    a, b = (params, state), (jnp.asarray(np.asarray(params)), loaded)
+    for _ in range(3):
+        a, b = step(*a), step(*b)
+    assert COMPILES.count == before
+    np.testing.assert_array_equal(a[0], b[0])
+    assert float(a[1].value) == float(b[1].value)
