@@ -156,9 +156,10 @@ def minimize(
         ``nit``, ``nfev``, ``stepsize``, ``status`` as numpy arrays), from inside the
         compiled loop; returning True (or raising StopIteration) stops the run with
         status CALLBACK. Under ``jax.vmap``, called for each member that moved.
-      verbose: True (or N) prints a line at the start, every (N-th) iteration and at
-        the end: iteration, f, max |g|, step size, nfev, elapsed time, status.
-        Neither option changes an iterate.
+      verbose: N prints a line at the start, every N-th iteration and at the end
+        (iteration, f, max |g|, step size, nfev, elapsed time, status); True at
+        iterations 1, 2, 4, ..., 64 and every 64th after. Neither option changes an
+        iterate.
       implicit_diff: a :class:`qnjax.ImplicitDiff` (the linear solve behind derivatives
         of the solution; default ``ImplicitDiff()``). ``jax.grad``, ``jax.jvp`` and
         friends of ``x``, ``fun``, ``grad`` and ``aux`` with respect to ``args`` and the
