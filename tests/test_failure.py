@@ -62,8 +62,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("search", sorted(LINESEARCHES))
-@pytest.mark.parametrize("case", sorted(CASES))
+# Cases that stop at x0 before any line search runs are checked with the default search only.
+AT_X0 = {"nan_at_x0", "inf_at_x0", "flat_zero_gradient", "exact_saddle"}
+PAIRS = [(case, search) for case in sorted(CASES) for search in sorted(LINESEARCHES)
+         if case not in AT_X0 or search == "more-thuente"]
+
+
+@pytest.mark.parametrize("case, search", PAIRS)
 def test_pathological(case, search):
     fun, x0, expected, check = CASES[case]
     x0 = jnp.asarray(x0, DT)
