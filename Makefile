@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) -m qnjax bench --out bench-results/full
 	$(PY) benchmarks/inplace.py
 	$(PY) benchmarks/scale.py --out bench-results/full
+	$(PY) benchmarks/observe.py
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache
