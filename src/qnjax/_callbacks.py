@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._status import Status
+
 
 class IntermediateResult(NamedTuple):
     """What ``callback`` receives after each iteration (numpy arrays, scipy's names)."""
@@ -82,8 +84,6 @@ class _Printer:
         self._print(f"{'nit':>7} {'f':>14} {'max|g|':>11} {'step':>10} {'nfev':>7} {'time':>8}  status")
 
     def line(self, nit, fun, gnorm, stepsize, nfev, status, final):
-        from ._status import Status
-
         now = time.perf_counter()
         if not final and now - self.last < self.MIN_INTERVAL:
             return
@@ -122,8 +122,6 @@ def progress(every: int, state, gnorm, active, moved, start=False):
     pass that ended the run (``active``: the run was still running before this pass; a
     finished member of a vmapped batch prints nothing more). The host is called only
     then (``lax.cond``; under ``vmap`` it is called every pass and filters)."""
-    from ._status import Status
-
     final = state.status != Status.RUNNING
     start = jnp.asarray(start)
     call = start | (active & (final | (moved & due(every, state.count))))

@@ -45,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _compact, _memory, _tree
+from . import _tree
+from ._inverse_hessian import InverseHessian
 
 
 @jax.tree_util.register_dataclass
@@ -140,15 +141,7 @@ def differentiable(solve, config: ImplicitDiff):
             hv = jax.jvp(lambda p: grad_at(p, objective, args), (x,), (v,))[1]
             return _tree.add(hv, _tree.scale(ridge, v, hv))
 
-        if config.precondition:
-            memory, _ = _memory.push(res.state.memory, res.state.grad)
-            memory = _compact.inverse_hessian(memory, res.state.grad)[1]
-
-            def precond(r):
-                return _compact.inverse_hessian(memory, r)[0]
-        else:
-            def precond(r):
-                return r
+        precond = InverseHessian(res.state).matvec if config.precondition else (lambda r: r)
 
         neg = jax.tree.map(jnp.negative, rhs)
         dx = jax.lax.custom_linear_solve(hvp, neg, lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt),
