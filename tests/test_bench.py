@@ -310,3 +310,68 @@ def test_rule_defaults_end_to_end(tmp_path, capsys):
     (rec,) = results["records"]
     assert rec["given"]["rule"] == "defaults" and "gtol" not in rec["given"] and "ftol" not in rec["given"]
     assert rec["reported_success"] is True and rec["solved"] is True
+
+
+# ------------------------------------------------------------------ --bounded
+
+
+def test_bounded_end_to_end(tmp_path, capsys):
+    out = tmp_path / "res"
+    names = ["hs45", "box_3d_box", "fixed_variables_n6"]  # infeasible starts; a vertex, fixed variables
+    assert main(["bench", "--bounded", "--solvers", "scipy", "--problems", ",".join(names), "--dtype", DTYPE,
+                 "--out", str(out)]) == 0
+    assert "qnjax bench --bounded" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    assert settings["bounded"] is True and settings["problems"] == names and settings["solvers"] == ["scipy"]
+    assert "projection onto the box" in settings["judgement"]["rule"] and "feasible" in settings["judgement"]["rule"]
+    for r in results["records"]:
+        p = problems.get(r["problem"])
+        assert r["error"] is None, r["error"]
+        assert r["bounded"] is True and r["given"]["bounds"] and r["nfev"] == r["nfev_reported"]
+        x = np.asarray(r["x"])
+        assert r["feasible"] is True and np.all((p.lower <= x) & (x <= p.upper))
+        assert r["solved"] and r["judged_by"] == "f" and r["reported_success"], r
+        assert r["pgrad_inf"] <= r["grad_inf"]  # P is 1-Lipschitz and x = P(x)
+        if r["problem"] == "hs45":  # at its vertex (1, 2, 3, 4, 5) the gradient is -(1, 1/2, ..., 1/5)
+            assert r["grad_inf"] == pytest.approx(1.0, rel=1e-3) and r["pgrad_inf"] == 0.0
+
+
+def test_bounded_refuses_solvers_and_problems_that_do_not_fit(capsys):
+    for argv in (["--solvers", "scipy,optax"], ["--solvers", "optimistix"], ["--problems", "rosenbrock"]):
+        assert main(["bench", "--bounded", "--dtype", DTYPE, *argv]) == 2
+    assert main(["bench", "--problems", "hs1", "--dtype", DTYPE]) == 2
+    err = capsys.readouterr().err
+    assert "optax cannot take bounds" in err and "optimistix cannot take bounds" in err
+    assert "rosenbrock has no bounds" in err and "hs1 is bound-constrained: run it with --bounded" in err
+    assert [a.name for a in _run.make_adapters(_solvers.BOUNDED_SOLVER_NAMES, ("zoom",), pytest.fail,
+                                               bounded=True)] == ["qnjax[zoom]", "scipy", "jaxopt"]
+
+
+def test_bounded_solver_without_bounds_is_a_recorded_error(monkeypatch):
+    def no_bounds(fun, x0, *args, bounds=None, **kwargs):
+        raise NotImplementedError("bounds are not supported yet")
+
+    monkeypatch.setattr(qnjax, "minimize", no_bounds)
+    rec = _run.run_one(_solvers.Qnjax("zoom"), problems.get("hs4"), DTYPE, _run.QUICK_BUDGET)
+    assert rec["solved"] is False and rec["error"].startswith("NotImplementedError: bounds")
+    assert rec["reported_success"] is None and not rec["false_success"]
+    rec = _run.run_one(_FixedLoop(), problems.get("hs4"), DTYPE, _run.QUICK_BUDGET)  # takes no bounds
+    assert rec["error"] == "ValueError: fixed cannot take bounds"
+
+
+def test_bounded_judge_needs_feasibility_and_the_projected_gradient():
+    hs4, hs110 = problems.get("hs4"), problems.get("hs110")  # f* = 8/3 at the vertex (1, 0)
+    assert _judge.judge(hs4, [1.0, 0.0], DTYPE) == dict(solved=True, judged_by="f", f=pytest.approx(8 / 3),
+                                                        grad_inf=4.0, x_finite=True, pgrad_inf=0.0, feasible=True)
+    below = _judge.judge(hs4, [0.9, 0.0], DTYPE)  # f below f*, outside the box
+    assert below["f"] < hs4.fstar and below["feasible"] is False and below["solved"] is False
+    inside = _judge.judge(hs4, [1.5, 0.5], DTYPE)  # feasible, not stationary
+    assert inside["feasible"] and inside["pgrad_inf"] == 0.5 and not inside["solved"]
+    # bounds as the solver saw them in float32 (2.001 rounds down) still count as feasible
+    x = np.full(10, np.float32(2.001), np.float64)
+    assert x[0] < 2.001 and _judge.judge(hs110, x, "float32")["feasible"] is True
+    assert _judge.judge(hs110, np.full(10, 2.0), "float32")["feasible"] is False
+    # a stationary point that is not the minimum is solved by its projected gradient
+    local = _judge.judge(problems.get("hs2"), [-1.2210262421071016, 1.5], DTYPE)
+    assert local["judged_by"] == "pgrad" and local["solved"]

@@ -71,7 +71,7 @@ def test_tol_and_options_map_to_keywords():
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(bounds=[(0, 2)] * 3), NotImplementedError, "sigmoid"),
+    (dict(bounds=[(0, 2)] * 4), ValueError, "lower, upper"),
     (dict(method="BFGS"), ValueError, "L-BFGS-B"),
     (dict(options={"eps": 1e-8}), ValueError, "exactly"),
     (dict(options={"maxls": 30}), ValueError, "max_steps"),

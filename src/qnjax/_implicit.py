@@ -116,18 +116,21 @@ def poison(tangent, ok):
 
 
 def differentiable(solve, config: ImplicitDiff):
-    """``solve(solver, objective, x0, args, state0) -> OptimizeResult`` with derivatives of
-    x, fun, grad and aux with respect to the objective's arrays and ``args``."""
+    """``solve(solver, objective, x0, args, state0, box) -> OptimizeResult`` with derivatives
+    of x, fun, grad and aux with respect to the objective's arrays and ``args``."""
 
     @jax.custom_jvp
-    def run(solver, objective, x0, args, state0):
-        return solve(solver, objective, x0, args, state0)
+    def run(solver, objective, x0, args, state0, box):
+        return solve(solver, objective, x0, args, state0, box)
 
     @run.defjvp
     def rule(primals, tangents):
-        solver, objective, x0, args, state0 = primals
-        _, d_objective, _, d_args, _ = tangents
-        res = run(solver, objective, x0, args, state0)
+        solver, objective, x0, args, state0, box = primals
+        _, d_objective, _, d_args, _, _ = tangents
+        if box is not None or (state0 is not None and state0.bounds is not None):
+            raise NotImplementedError("derivatives of a bounded minimize's solution are not implemented yet "
+                                      "(the implicit function theorem on the free variables is planned)")
+        res = run(solver, objective, x0, args, state0, box)
         x = res.x
         sdt = res.fun.dtype
 

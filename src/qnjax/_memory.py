@@ -191,6 +191,22 @@ def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     return jax.tree.map(one, memory.s, memory.y, q)
 
 
+def masked_gram(memory: Memory, mask):
+    """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] in slot order (zero where no pair), F
+    the diagonal of the bool pytree ``mask``: the Gram matrices of the masked rows."""
+    m = size(memory)
+    sdt = memory.gram.dtype
+    total = jnp.zeros((3, m + 1, m + 1), sdt)
+    for sb, yb, f in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
+                         jax.tree_util.tree_leaves(mask)):
+        wd = _tree.work_dtype(sb.dtype, sdt)
+        s2, y2 = (b.reshape(m + 1, -1).astype(wd) for b in (sb, yb))
+        fs, fy = jnp.where(f.reshape(-1), s2, 0), jnp.where(f.reshape(-1), y2, 0)
+        total = total + jnp.stack([fs @ s2.T, fy @ s2.T, fy @ y2.T]).astype(sdt)
+    both = valid(memory)[:, None] & valid(memory)[None, :]
+    return jnp.where(both, total, 0)
+
+
 def complete(memory: Memory, a, b) -> Memory:
     """Fill the newest pair's column of SY and YY (and R^-1) from a = S^T q, b = Y^T q at
     the point after it (slot order, masked): S^T y = a - a_old, Y^T y = b - b_old."""
@@ -227,9 +243,11 @@ def record_step(memory: Memory, u, step) -> Memory:
     )
 
 
-def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
+def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direct: bool = False):
     """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
     the curvature guard; q goes to the free slot of y, the next tentative pair's start.
+    ``direct``: the new pair's row of S^T S and S^T Y comes from a pass over the memory
+    (L-BFGS-B's steps are not multiples of H q, so the vector-free formulas do not apply).
     Returns the new memory and whether the pair was stored."""
     m = size(memory)
     sdt = memory.gram.dtype
@@ -238,10 +256,12 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
     y = jax.tree.map(lambda buf, new: new.astype(buf.dtype) - jax.lax.dynamic_index_in_dim(buf, h, keepdims=False),
                      memory.y, q)
     prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    if direct:
+        st_s, yt_s = products(memory, s)
     # The row written depends on the products (adding 0 * <s, y>: a rejected pair's row is
     # overwritten below), so every read of the old buffer comes before the write and XLA
     # updates the loop-carried buffer in place instead of copying it.
-    after = jnp.zeros((), sdt) * prods[0]
+    after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct else 0))
     ybuf = jax.tree.map(lambda buf, new: _write(buf, h, new + after.astype(new.dtype)), memory.y, y)
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
@@ -253,11 +273,13 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
     corner = in_row & in_col
     g = memory.gram
     diag = jnp.stack([sy, ss, yy, 1 / sy])[:, None, None]
-    if compact:
-        c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
-        step, gamma = memory.scalars[1], memory.gamma
-        st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
-        yt_s = step * (gamma * memory.last[B] + jnp.sum(g[SY] * c_s[:, None], axis=0) + matvec(g[YY], c_y))  # Y^T s
+    if compact or direct:
+        if not direct:
+            c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
+            step, gamma = memory.scalars[1], memory.gamma
+            st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
+            yt_s = step * (gamma * memory.last[B] + jnp.sum(g[SY] * c_s[:, None], axis=0)
+                           + matvec(g[YY], c_y))  # Y^T s
         zero = jnp.zeros_like(st_s)
         rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
         cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending
@@ -275,6 +297,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True):
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
         index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head]).astype(jnp.int32),
-        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact, memory.flags[1]), memory.flags[2] | store]),
+        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact or direct, memory.flags[1]),
+                         memory.flags[2] | store]),
     )
     return stored, store

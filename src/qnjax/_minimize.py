@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _callbacks, _implicit, _objective, _scipy, _trace, _tree
+from . import _bounds, _callbacks, _implicit, _objective, _scipy, _trace, _tree
 from ._solver import LBFGS, State
 from ._status import Status, code, is_success
 
@@ -178,7 +178,7 @@ def minimize(
       The returned ``x`` and ``fun`` always belong to the same point, never worse
       than x0.
     """
-    _scipy.check_method(method, bounds)
+    _scipy.check_method(method)
     given = dict(maxiter=maxiter, maxfev=maxfev, gtol=gtol, ftol=ftol, memory_size=memory_size, verbose=verbose)
     given = _scipy.settings(given, _DEFAULTS, tol, options)
     maxiter, maxfev, gtol, ftol, memory_size, verbose = (given[k] for k in (
@@ -189,6 +189,7 @@ def minimize(
         raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
     _tree.check_params(x0, "x0")
     sdt = _tree.scalar_dtype(x0, scalar_dtype)
+    box = None if bounds is None else _bounds.box(x0, _scipy.bounds_pair(bounds, x0))
     # Every tolerance a leaf of one type (defaults resolved here), so changing one, or
     # passing it as a numpy scalar instead of a Python number, never recompiles.
     def tol(v):
@@ -216,7 +217,7 @@ def minimize(
         raise TypeError(f"callback must be callable (callback(intermediate_result) -> bool | None), got {callback!r}")
     solve = functools.partial(_solve, trace_length=trace, callback=callback, verbose=int(verbose))
     config = _implicit.ImplicitDiff() if implicit_diff is None else implicit_diff
-    return _implicit.differentiable(solve, config)(solver, objective, x0, args, state)
+    return _implicit.differentiable(solve, config)(solver, objective, x0, args, state, box)
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(minimize).parameters.items()}
@@ -229,13 +230,15 @@ def _default_linesearch(linesearch):
 
 
 @functools.partial(jax.jit, static_argnames=("trace_length", "callback", "verbose"))
-def _solve(solver: LBFGS, objective, x0, args, state0, *, trace_length, callback, verbose) -> OptimizeResult:
+def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose) -> OptimizeResult:
     def evaluate(x):
         return objective(x, args)
 
     if state0 is None:
+        if box is not None:
+            x0 = _bounds.project(x0, box)
         value0, grad0, aux0 = evaluate(x0)
-        state = solver.init(x0, value0, grad0, aux0)
+        state = solver.init(x0, value0, grad0, aux0, bounds=box)
         state = state._replace(nfev=state.nfev + 1)
     else:  # continue: the budgets count from here
         state = state0
@@ -250,7 +253,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, *, trace_length, callback
     def observe(s, records, active, moved, start=False):
         """The trace and the progress display: read-only."""
         if trace_length or verbose:
-            gnorm = solver.stationarity(s.params, s.grad)
+            gnorm = solver.stationarity(s.params, s.grad, s.bounds)
         if verbose:
             _callbacks.progress(verbose, s, gnorm, active, moved, start)
         return _trace.record(records, s, gnorm) if trace_length else None

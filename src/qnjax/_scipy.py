@@ -3,8 +3,10 @@
 A scipy user's habits get an answer, not a bare TypeError: where the meaning is the
 same the spelling is accepted, otherwise the error names the qnjax equivalent.
 
-* ``method``: ``"L-BFGS-B"`` (scipy's name; bounds are not supported yet),
-  ``"lbfgs"``, ``"l-bfgs"``, any case.
+* ``method``: ``"L-BFGS-B"`` (scipy's name), ``"lbfgs"``, ``"l-bfgs"``, any case.
+* ``bounds``: qnjax's ``(lower, upper)`` (``_bounds``), a ``scipy.optimize.Bounds``
+  (its ``lb`` and ``ub``), or scipy's sequence of ``(min, max)`` pairs, one per
+  variable of a 1-D ``x0``, ``None`` for no bound.
 * ``jac=True``: ``fun`` returns ``(loss, grad)``; ``jac=callable``: ``jac(x, *args)``
   returns the gradient. Either becomes a ``jax.custom_jvp`` rule, so the solver uses
   the given gradient (one call of ``fun`` per evaluation with ``jac=True``) and
@@ -24,6 +26,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 METHODS = ("lbfgs", "l-bfgs", "l-bfgs-b")
 OPTIONS = {"maxiter": "maxiter", "maxfun": "maxfev", "maxfev": "maxfev", "gtol": "gtol", "ftol": "ftol",
@@ -35,16 +38,31 @@ REJECTED = {
     "maxls": "pass linesearch=qnjax.linesearch.MoreThuente(max_steps=...)",
     "workers": "solve many problems at once with jax.vmap(lambda x0: qnjax.minimize(fun, x0))",
 }
-NO_BOUNDS = ("qnjax.minimize does not support bounds yet (L-BFGS-B is planned). Until then: reparametrise "
-             "(e.g. x = lo + (hi - lo) * jax.nn.sigmoid(z)) or use scipy.optimize.minimize(method='L-BFGS-B')")
 
 
-def check_method(method: str, bounds) -> None:
+def check_method(method: str) -> None:
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: 'L-BFGS-B' (also spelled 'lbfgs'); "
-                         "qnjax implements L-BFGS only")
-    if bounds is not None:
-        raise NotImplementedError(NO_BOUNDS)
+                         "qnjax implements L-BFGS and L-BFGS-B only")
+
+
+def bounds_pair(bounds, x0):
+    """(lower, upper) from any of the accepted forms (module docstring), or None."""
+    if bounds is None:
+        return None
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+        return bounds.lb, bounds.ub
+    if not isinstance(bounds, (tuple, list)):
+        raise TypeError(f"bounds must be (lower, upper) or a sequence of (min, max) pairs, got {type(bounds).__name__}")
+    leaves = jax.tree_util.tree_leaves(x0)
+    if len(leaves) == 1 and jnp.ndim(leaves[0]) == 1 and len(bounds) == jnp.shape(leaves[0])[0] and all(
+            isinstance(b, (tuple, list)) and len(b) == 2 for b in bounds):
+        side = lambda i, inf: np.asarray([inf if b[i] is None else b[i] for b in bounds], float)  # noqa: E731
+        return side(0, -np.inf), side(1, np.inf)
+    if len(bounds) == 2:
+        return tuple(bounds)  # qnjax's (lower, upper), checked by _bounds.box
+    raise ValueError("bounds must be (lower, upper) with each side None, a scalar or a pytree like x0, or, for a "
+                     f"1-D x0, one (min, max) pair per variable; got {bounds!r}")
 
 
 def settings(given: dict, defaults: dict, tol, options) -> dict:

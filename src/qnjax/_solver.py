@@ -24,8 +24,18 @@ state that describes the point ``params``:
 6. the status (``_status``) from the facts of this iteration.
 
 The seams later capabilities attach to are methods: ``direction``,
-``first_stepsize``, ``max_stepsize`` (inf: the distance to a box later),
-``stationarity`` (max |g|: the projected gradient later).
+``first_stepsize``, ``max_stepsize``, ``stationarity``.
+
+With bounds (``init(..., bounds=Box)``: the state carries them, so they are traced
+values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
+the pair's Gram row comes from a pass over the memory (``push(direct=True)``), the
+direction is x_bar - x from the Cauchy point and the subspace step, the first trial
+and the largest step are scipy's (while no pair was ever stored: 1 / ||d|| unless
+every variable is boxed, at most 1 when some bound is finite; afterwards 1, at most
+the largest feasible step), every trial point is projected onto the box
+(``_bounds.trial``), a failed factorisation or an uphill direction drops the memory
+as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
+With every bound infinite the iterates are the unconstrained ones up to rounding.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _compact, _memory, _tree, _two_loop
+from . import _bounds, _compact, _memory, _subspace, _tree, _two_loop
 from ._objective import Evaluated
 from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
@@ -64,6 +74,7 @@ class State(NamedTuple):
     status: jax.Array  # int32 Status
     linesearch_status: jax.Array  # int32 LineSearchStatus of the last search
     ties: jax.Array  # int32: consecutive steps that moved x without lowering f
+    bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
 def _static(**kw):
@@ -94,9 +105,12 @@ class LBFGS:
             raise ValueError(f"unknown direction method {self.direction_method!r}; known: {', '.join(DIRECTIONS)}")
 
     # ----------------------------------------------------------------- state
-    def init(self, params, value=None, grad=None, aux=None) -> State:
-        """The state at ``params`` (``value`` +inf and a zero gradient unless given)."""
+    def init(self, params, value=None, grad=None, aux=None, bounds=None) -> State:
+        """The state at ``params`` (``value`` +inf and a zero gradient unless given);
+        ``bounds``: a ``_bounds.Box`` (L-BFGS-B; ``params`` must lie in it)."""
         _tree.check_params(params)
+        if bounds is not None and not isinstance(bounds, _bounds.Box):
+            bounds = _bounds.box(params, bounds)
         sdt = _tree.scalar_dtype(params, self.scalar_dtype)
         return State(
             params=params,
@@ -110,6 +124,7 @@ class LBFGS:
             status=code(Status.RUNNING),
             linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
             ties=jnp.zeros((), jnp.int32),
+            bounds=bounds,
         )
 
     # ----------------------------------------------------------------- seams
@@ -124,12 +139,20 @@ class LBFGS:
         norm = jnp.sqrt(dd)
         return jnp.where(~memory.flags[2], 1 / jnp.where(norm > 0, norm, 1), jnp.ones_like(dd))
 
-    def max_stepsize(self, params, d):
-        return jnp.full((), jnp.inf, _tree.scalar_dtype(params, self.scalar_dtype))
+    def max_stepsize(self, params, d, bounds=None):
+        """inf, or with bounds the largest feasible step along d."""
+        sdt = _tree.scalar_dtype(params, self.scalar_dtype)
+        if bounds is None:
+            return jnp.full((), jnp.inf, sdt)
+        return _bounds.max_stepsize(params, d, bounds, sdt)
 
-    def stationarity(self, params, grad):
-        """The measure GTOL compares with ``gtol``: max |g_i|."""
-        return _tree.norm_inf(grad, _tree.scalar_dtype(params, self.scalar_dtype))
+    def stationarity(self, params, grad, bounds=None):
+        """The measure GTOL compares with ``gtol``: max |g_i|, or with bounds the
+        projected gradient's ||P(x - g) - x||_inf."""
+        sdt = _tree.scalar_dtype(params, self.scalar_dtype)
+        if bounds is None:
+            return _tree.norm_inf(grad, sdt)
+        return _bounds.stationarity(params, grad, bounds, sdt)
 
     def ftol_for(self, sdt):
         return jnp.asarray(0.0 if self.ftol is None else self.ftol).astype(sdt)
@@ -162,31 +185,55 @@ class LBFGS:
 
     # ----------------------------------------------------------------- iteration
     def start_status(self, state: State):
-        """The status of a state before any iteration (NONFINITE, GTOL or RUNNING)."""
+        """The status of a state before any iteration (INFEASIBLE, NONFINITE, GTOL or RUNNING)."""
         sdt = state.value.dtype
         finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
         gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
-        return decide([(~finite, Status.NONFINITE), (self.stationarity(state.params, state.grad) <= gtol, Status.GTOL)])
+        rules = [(~finite, Status.NONFINITE),
+                 (self.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
+        if state.bounds is not None:
+            rules.insert(0, (~_bounds.facts(state.bounds, state.params)[0], Status.INFEASIBLE))
+        return decide(rules)
 
-    def step(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True) -> tuple[Any, State]:
-        return self.step_with_search(state, evaluate, q=q, scale=scale, active=active)[:2]
+    def step(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
+             exact_updates=False) -> tuple[Any, State]:
+        return self.step_with_search(state, evaluate, q=q, scale=scale, active=active,
+                                     exact_updates=exact_updates)[:2]
 
-    def step_with_search(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True):
+    def step_with_search(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
+                         exact_updates=False):
         """One iteration (module docstring) from ``state``; returns (updates, new state, the
         line search's result or None).
 
         ``evaluate(params) -> (value, real-space grad, aux)``; ``q`` (default: the
         gradient) is what the memory multiplies and differences; ``scale`` multiplies
         the direction; ``active=False`` makes the line search evaluate nothing (a
-        finished member of a vmapped batch)."""
-        params, value, grad = state.params, state.value, state.grad
+        finished member of a vmapped batch). With bounds, ``q`` must be the gradient,
+        ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params + updates
+        bit for bit (``_bounds.trial``), else at the projection itself."""
+        params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
-        q = grad if q is None else q
-        memory, _ = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact")
-        d, memory = self.direction(memory, q, scale)
+        q = grad if q is None or box is not None else q
+        memory, _ = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact",
+                                 direct=box is not None)
+        if box is None:
+            d, memory = self.direction(memory, q, scale)
+            usable = True
+        else:
+            a, b = _memory.products(memory, q)
+            memory = _memory.complete(memory, a, b)
+            d, usable = _subspace.direction(memory, params, grad, box, sdt)
+            memory = _memory.record(memory, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
         empty = memory.count == 0
         slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
         t0 = self.first_stepsize(memory, dd)
+        t_max = self.max_stepsize(params, d, box)
+        if box is not None:  # scipy's first step: 1 / ||d|| unless boxed, at most 1 when constrained
+            _, constrained, boxed = _bounds.facts(box, params)
+            first = ~memory.flags[2]
+            t0 = jnp.where(first & boxed, 1, t0).astype(sdt)
+            t_max = jnp.where(first & constrained, jnp.minimum(t_max, 1), t_max)
+            t0 = jnp.minimum(t0, t_max)
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
@@ -199,12 +246,16 @@ class LBFGS:
             gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
             return u, new._replace(status=decide([(self.stationarity(params, grad) <= gtol, Status.GTOL)])), None
 
-        def phi(t):
+        def point(t):
             # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
             # precision makes the evaluated point differ from params + updates.
             u = jax.lax.optimization_barrier(_tree.scale(t, d, params))
-            x = jax.lax.optimization_barrier(_tree.add(params, u))
-            f, g, aux = evaluate(x)
+            if box is not None:
+                return _bounds.trial(params, u, box, exact_updates)
+            return u, jax.lax.optimization_barrier(_tree.add(params, u))
+
+        def phi(t):
+            f, g, aux = evaluate(point(t)[1])
             return f, _tree.inner(g, d, sdt), Evaluated(g, aux)
 
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
@@ -212,22 +263,22 @@ class LBFGS:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
-        budget = jnp.where(active & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
+        budget = jnp.where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
-                                     max_steps=budget, max_stepsize=self.max_stepsize(params, d),
-                                     min_stepsize=ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each),
+                                     max_steps=budget, max_stepsize=t_max,
+                                     min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
                                      rounding_stepsize=ROUNDING_ULPS * t_ulp)
         # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
         tie = res.value >= value
         moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
-        u = _tree.scale(jnp.where(moved, res.stepsize, 0), d, params)  # zero when x stays
+        u, x_new = point(jnp.where(moved, res.stepsize, 0))  # u is zero and x_new params when x stays
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize)
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(
-            params=_tree.add(params, u),  # u is zero when x stays
+            params=x_new,
             value=jnp.where(moved, res.value, value),
             grad=_tree.select(moved, res.grad.grad, grad),
             aux=_tree.select(moved, res.grad.aux, state.aux),
@@ -239,8 +290,11 @@ class LBFGS:
             ties=jnp.where(moved, jnp.where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
         )
         final = failed & empty
-        precision = final & self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
-                                                 jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
+        # With bounds, also when the whole feasible part of the direction (up to t_max, which
+        # the search tried) moves x by no more than rounding: no feasible step lowers f.
+        precision = final & (self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
+                                                  jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
+                             | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
         out_of_budget = final & (budget < self.linesearch.max_steps)
         f_new = new.value
         ftol, fatol = self.ftol_for(sdt), jnp.asarray(0 if self.fatol is None else self.fatol).astype(sdt)
@@ -249,7 +303,7 @@ class LBFGS:
         converged_f = normal & ((ftol > 0) | (fatol > 0)) & (value - f_new <= bound)
         gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
         rules = [
-            (self.stationarity(new.params, new.grad) <= gtol, Status.GTOL),
+            (self.stationarity(new.params, new.grad, box) <= gtol, Status.GTOL),
             (precision, Status.PRECISION),
             (out_of_budget, Status.MAXFEV),
             (final, Status.LINESEARCH_FAILED),

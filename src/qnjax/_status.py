@@ -25,7 +25,10 @@ The tests, checked at the start and after every iteration, first match wins:
                step that met the line search's test with measurable decrease: f has
                converged, the gradient has not been checked. Off when both are 0;
 * MAXITER, MAXFEV    the budgets;
-* CALLBACK     ``minimize``'s callback returned True.
+* CALLBACK     ``minimize``'s callback returned True;
+* INFEASIBLE   the bounds are empty for some variable (lower > upper or NaN, known only
+               under ``jit``/``vmap``: concrete ones raise), or the Optax face was given
+               params outside its bounds; nothing was changed.
 
 Why this default (``gtol = 0``, ``ftol = fatol = 0``): by default a run ends when x is
 stationary to working precision, whatever the dtype. A gradient small *relative to
@@ -61,6 +64,7 @@ class Status(enum.IntEnum):
     NONFINITE = 6
     RUNNING = 7
     CALLBACK = 8
+    INFEASIBLE = 9
 
     @property
     def message(self) -> str:
@@ -94,6 +98,10 @@ _MESSAGES = {
     Status.NONFINITE: "stopped: f or its gradient is not finite at the point given; nothing was changed",
     Status.RUNNING: "running: the last update made progress",
     Status.CALLBACK: "stopped: the callback asked to stop",
+    Status.INFEASIBLE: (
+        "stopped: the box is empty (lower > upper or NaN) for some variable, or params are outside it; "
+        "nothing was changed"
+    ),
 }
 
 SUCCESS = (Status.GTOL, Status.PRECISION, Status.FTOL)

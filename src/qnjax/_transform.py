@@ -34,6 +34,17 @@ searches along steepest descent); GTOL, PRECISION or FTOL (success: a loop can
 stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; NONFINITE
 when the given value or gradient is not finite (updates zero, state kept).
 ``extra_args`` are passed on to ``value_fn``.
+
+``bounds=(lower, upper)``: L-BFGS-B inside the transformation (``qnjax.minimize``'s
+rules for bounds, ``_bounds``), so the line search sees the box: every point
+``value_fn`` is evaluated at, and ``optax.apply_updates(params, updates)``, lies in
+the box bit for bit (rounding included; a variable the step projects onto a bound
+lands on it unless rounding params + update cannot reach it, then within rounding
+inside). The bounds are cast at ``init`` and kept in the state (traced leaves, not
+constants of a compiled update). Params outside the box give status INFEASIBLE and
+zero updates (start from ``jnp.clip(params, lower, upper)``). With bounds the
+direction uses the gradient (``grad``, else ``updates``), and ``learning_rate`` and
+``linesearch=None`` are refused.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from . import _objective, _tree
+from . import _bounds, _objective, _tree
 from ._solver import LBFGS, State
 from ._status import Status, code
 from .linesearch import LineSearch, MoreThuente
@@ -68,6 +79,7 @@ def lbfgs(
     fatol=None,
     direction: str = "compact",
     scalar_dtype=None,
+    bounds=None,
 ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS as an Optax transformation (module docstring).
 
@@ -81,16 +93,20 @@ def lbfgs(
       direction: ``"compact"`` or ``"two-loop"``.
       scalar_dtype: dtype of values, step sizes and inner products; default the
         widest real float among the params, at least float32.
+      bounds: ``(lower, upper)`` box bounds (L-BFGS-B; module docstring).
     """
     if isinstance(linesearch, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
         raise TypeError(_OPTAX_EQUIVALENTS)
     if linesearch is not None and not hasattr(linesearch, "search"):
         raise TypeError(f"linesearch must be a qnjax.linesearch config or None, got {type(linesearch).__name__}")
+    if bounds is not None and (learning_rate is not None or linesearch is None):
+        raise ValueError("qnjax.lbfgs with bounds needs a line search and no learning_rate (the search keeps "
+                         "every point in the box)")
     solver = LBFGS(memory_size=memory_size, linesearch=linesearch, gtol=gtol, ftol=ftol, fatol=fatol,
                    direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype)
 
     def init_fn(params) -> State:
-        return solver.init(params)
+        return solver.init(params, bounds=None if bounds is None else _bounds.box(params, bounds))
 
     def update_fn(updates, state: State, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
         if params is None:
@@ -112,9 +128,13 @@ def lbfgs(
             learning_rate(state.count) if callable(learning_rate) else learning_rate)
         here = state._replace(params=params, value=value, grad=g)
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
-        u, new = solver.step(here, evaluate, q=q, scale=lr)
+        u, new = solver.step(here, evaluate, q=q, scale=lr, exact_updates=True)
         u = _tree.select(finite, u, _tree.zeros_like(u))
         new = _tree.select(finite, new, here._replace(status=code(Status.NONFINITE)))
+        if state.bounds is not None:
+            inside = _bounds.facts(state.bounds, params)[0] & _bounds.contains(params, state.bounds)
+            u = _tree.select(inside, u, _tree.zeros_like(u))
+            new = _tree.select(inside, new, here._replace(status=code(Status.INFEASIBLE)))
         return u, new
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,6 +1,6 @@
 """``qnjax bench``: qnjax against scipy, optax, jaxopt and optimistix on test problems.
 
-    python -m qnjax bench [--quick] [--rule same|defaults] [--set mgh|cutest|all]
+    python -m qnjax bench [--quick] [--rule same|defaults] [--set mgh|cutest|all] [--bounded]
                           [--dtype float32,float64] [--solvers ...] [--problems ...]
                           [--linesearch zoom,...] [--out DIR] [--per-problem]
 
@@ -9,6 +9,9 @@ default) or its own defaults (``--rule defaults``; see :mod:`qnjax.bench._solver
 its evaluations counted the same way on the host (:mod:`qnjax.bench._run`), and is
 judged the same way by the bench: solved or not, and whether its own verdict was a
 false success or a false failure (:mod:`qnjax.bench._judge`).
+``--bounded`` runs the bound-constrained catalogue (``qnjax.problems.bounded()``) with
+the solvers that take bounds (qnjax, scipy's L-BFGS-B, jaxopt.LBFGSB), judged by the
+projected gradient and feasibility (:mod:`qnjax.bench._judge`).
 Results go to ``<out>/results.json`` (every record, the summary and the environment)
 and ``<out>/profile.png`` (a Dolan-Moré performance profile of evaluations).
 
@@ -25,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._judge import RULE_TEXT, TOL_F, TOL_GRAD, summarize
+from ._judge import BOUNDED_RULE_TEXT, RULE_TEXT, TOL_F, TOL_GRAD, summarize
 from ._run import (
     FULL_BUDGET,
     QUICK_BUDGET,
@@ -38,7 +41,7 @@ from ._run import (
     run_all,
     select_problems,
 )
-from ._solvers import GTOL, RULES, SOLVER_NAMES, Budget
+from ._solvers import BOUNDED_SOLVER_NAMES, GTOL, RULES, SOLVER_NAMES, Budget
 
 __all__ = ["add_arguments", "cli", "main", "run_bench"]
 
@@ -59,11 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="problem_set", choices=SETS, default="mgh",
                    help="mgh: the 35 More-Garbow-Hillstrom problems (default); cutest: the CUTEst problems at "
                         "n = 100; all: both")
+    p.add_argument("--bounded", action="store_true",
+                   help="the bound-constrained catalogue in place of --set (Hock-Schittkowski, boxed MGH, L-BFGS-B's "
+                        f"driver1, ...) with the solvers that take bounds ({','.join(BOUNDED_SOLVER_NAMES)}); judged "
+                        "by the projected gradient, and x must be feasible")
     p.add_argument("--dtype", type=_csv, default=DTYPES, help="comma-separated, default float32,float64")
-    p.add_argument("--solvers", type=_csv, default=SOLVER_NAMES,
-                   help=f"comma-separated, default all installed: {','.join(SOLVER_NAMES)}")
+    p.add_argument("--solvers", type=_csv, default=None,
+                   help=f"comma-separated, default all installed: {','.join(SOLVER_NAMES)} "
+                        f"({','.join(BOUNDED_SOLVER_NAMES)} with --bounded)")
     p.add_argument("--problems", type=_csv, default=None,
-                   help="comma-separated problem names (any catalogue); overrides --set and --quick's choice")
+                   help="comma-separated problem names (any catalogue; with --bounded, bounded ones only, and "
+                        "only then); overrides --set and --quick's choice")
     p.add_argument("--linesearch", type=_csv, default=("more-thuente",),
                    help=f"qnjax line searches, one solver entry each: {','.join(linesearch_names())} "
                         "(default more-thuente)")
@@ -72,10 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearches=("more-thuente",), quick=False,
+def run_bench(*, solvers=None, dtypes=DTYPES, problems=None, linesearches=("more-thuente",), quick=False,
               out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None,
-              rule: str = "same", problem_set: str = "mgh"):
-    """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results."""
+              rule: str = "same", problem_set: str = "mgh", bounded: bool = False):
+    """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results.
+    ``solvers=None``: every solver (every one that takes bounds when ``bounded``)."""
     import jax
     from rich.console import Console
     from rich.markup import escape
@@ -92,8 +102,10 @@ def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearche
         notice("skipping float64: x64 is off (python -m qnjax bench turns it on; set JAX_ENABLE_X64=1 here)")
         dtypes = tuple(d for d in dtypes if d != "float64")
     budget = budget or (QUICK_BUDGET if quick else FULL_BUDGET)
-    probs = select_problems(problem_set, problems, quick)
-    adapters = make_adapters(solvers, linesearches, notice, rule)
+    probs = select_problems(problem_set, problems, quick, bounded)
+    if solvers is None:
+        solvers = BOUNDED_SOLVER_NAMES if bounded else SOLVER_NAMES
+    adapters = make_adapters(solvers, linesearches, notice, rule, bounded)
 
     t0 = time.perf_counter()
     with _report.progress(console) as bar:
@@ -110,14 +122,15 @@ def run_bench(*, solvers=SOLVER_NAMES, dtypes=DTYPES, problems=None, linesearche
         summary=summarize(records),
         records=records,
         settings=dict(
-            budget=budget._asdict(), dtypes=list(dtypes), rule=rule,
-            problem_set=None if problems is not None else problem_set, problems=[p.name for p in probs],
+            budget=budget._asdict(), dtypes=list(dtypes), rule=rule, bounded=bool(bounded),
+            problem_set=None if problems is not None or bounded else problem_set, problems=[p.name for p in probs],
             solvers=[a.name for a in adapters], quick=bool(quick), wall_s=wall,
             stopping=dict(rule=rule, gtol=GTOL if rule == "same" else None,
-                          note=("same: every solver told max|g| <= gtol and no f-reduction test"
+                          note=(f"same: every solver told max|{'proj ' if bounded else ''}g| <= gtol and no "
+                                "f-reduction test"
                                 if rule == "same" else "defaults: each solver's own defaults and the bench's budgets")
                                + "; what each solver is told is in each record's 'given'"),
-            judgement=dict(tol_f=TOL_F, tol_grad=TOL_GRAD, rule=RULE_TEXT),
+            judgement=dict(tol_f=TOL_F, tol_grad=TOL_GRAD, rule=BOUNDED_RULE_TEXT if bounded else RULE_TEXT),
             timing="compile_s = first call - second call (same jitted solve, same x0); run_s = second call; "
                    "nfev counted on the host during the second call",
         ),
@@ -147,7 +160,7 @@ def cli(ns: argparse.Namespace, argv=None) -> int:
     try:
         run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
                   quick=ns.quick, out=ns.out, per_problem=ns.per_problem, rule=ns.rule, problem_set=ns.problem_set,
-                  argv=list(sys.argv if argv is None else argv))
+                  bounded=ns.bounded, argv=list(sys.argv if argv is None else argv))
     except (KeyError, ValueError) as e:  # bad names on the command line
         print(f"qnjax bench: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -9,6 +9,13 @@ the problem
   ``max_i |grad_i f(x)| <= TOL_GRAD[dtype]``. A non-finite x, f or gradient is a
   failure.
 
+A bound-constrained problem (``qnjax bench --bounded``) is judged the same way with
+two changes: the gradient test is on the projected gradient,
+``max_i |P(x - grad f(x))_i - x_i| <= TOL_GRAD[dtype]`` with ``P`` the projection onto
+the box (zero exactly at a KKT point), and ``x`` must be **feasible** for either test
+to count: ``lower <= x <= upper``, where each bound may also be taken as rounded to the
+run's dtype (the solver saw it that way).
+
 Each solver also gives its own verdict, ``reported_success`` (scipy's ``success``,
 qnjax's ``Status.success``, jaxopt's ``error <= tol``, ...). Comparing the two:
 
@@ -37,6 +44,10 @@ TOL_GRAD = {"float64": 1e-4, "float32": 1e-2}
 RULE_TEXT = ("solved if f <= fstar + tol_f*max(1,|fstar|), else if max|grad| <= tol_grad; "
              "f and grad recomputed by the bench at the returned x; "
              "false_success = reported_success and not solved; false_failure = not reported_success and solved")
+BOUNDED_RULE_TEXT = ("solved if x is feasible (lower <= x <= upper, the bounds exact or rounded to the run's dtype) "
+                     "and f <= fstar + tol_f*max(1,|fstar|), else if feasible and max|P(x - grad) - x| <= tol_grad "
+                     "(P: projection onto the box); f and grad recomputed by the bench at the returned x; "
+                     "false_success = reported_success and not solved; false_failure = not reported_success and solved")
 
 
 @functools.lru_cache(maxsize=128)
@@ -49,20 +60,37 @@ def judge_dtype(dtype: str) -> str:
     return "float64" if jax.config.jax_enable_x64 else dtype
 
 
+def box(problem, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """``problem``'s bounds widened to admit their rounding to ``dtype`` (float64 arrays)."""
+    rounded = [np.asarray(b, dtype).astype(np.float64) for b in (problem.lower, problem.upper)]
+    return np.minimum(problem.lower, rounded[0]), np.maximum(problem.upper, rounded[1])
+
+
 def judge(problem, x, dtype: str) -> dict:
-    """Judge a returned ``x`` for ``problem`` run in ``dtype`` (rules at the top)."""
+    """Judge a returned ``x`` for ``problem`` run in ``dtype`` (rules at the top); a
+    bounded problem's record also has ``pgrad_inf`` and ``feasible``."""
     x = np.asarray(x, dtype=np.float64)
     x_finite = bool(x.shape == (problem.n,) and np.all(np.isfinite(x)))
-    f = ginf = math.nan
+    f = ginf = pginf = math.nan
+    feasible = True
     if x_finite:
         edt = judge_dtype(dtype)
         fv, g = _value_and_grad(problem, edt)(jnp.asarray(x, edt))
         f, ginf = float(fv), float(jnp.max(jnp.abs(g)))
-    fstar = problem.fstar
-    f_ok = bool(math.isfinite(f) and math.isfinite(fstar) and f <= fstar + TOL_F[dtype] * max(1.0, abs(fstar)))
-    g_ok = bool(math.isfinite(f) and math.isfinite(ginf) and ginf <= TOL_GRAD[dtype])
-    judged_by = "f" if f_ok else ("grad" if g_ok else None)
-    return dict(solved=f_ok or g_ok, judged_by=judged_by, f=f, grad_inf=ginf, x_finite=x_finite)
+        if problem.bounded:
+            lower, upper = box(problem, dtype)
+            feasible = bool(np.all((lower <= x) & (x <= upper)))
+            g = np.asarray(g, np.float64)
+            pginf = float(np.max(np.abs(np.clip(x - g, lower, upper) - x)))
+    fstar, test = problem.fstar, pginf if problem.bounded else ginf
+    f_ok = bool(feasible and math.isfinite(f) and math.isfinite(fstar)
+                and f <= fstar + TOL_F[dtype] * max(1.0, abs(fstar)))
+    g_ok = bool(feasible and math.isfinite(f) and math.isfinite(test) and test <= TOL_GRAD[dtype])
+    judged_by = "f" if f_ok else (("pgrad" if problem.bounded else "grad") if g_ok else None)
+    out = dict(solved=f_ok or g_ok, judged_by=judged_by, f=f, grad_inf=ginf, x_finite=x_finite)
+    if problem.bounded:
+        out.update(pgrad_inf=pginf, feasible=x_finite and feasible)
+    return out
 
 
 def verdicts(reported_success: bool | None, solved: bool) -> dict:

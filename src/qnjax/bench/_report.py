@@ -48,10 +48,11 @@ def _cell(rec: dict) -> str:
     if rec["error"] is not None:
         return "error: " + rec["error"].split(":")[0]
     if rec["solved"]:
-        return (f"ok {rec['nfev']}" + (" (grad)" if rec["judged_by"] == "grad" else "")
+        return (f"ok {rec['nfev']}" + (f" ({rec['judged_by']})" if rec["judged_by"] in ("grad", "pgrad") else "")
                 + (" (reported failure)" if rec.get("false_failure") else ""))
     f = rec["f"]
     cell = f"FAIL f={f:.3g}" if f is not None and math.isfinite(f) else "FAIL f=nan"
+    cell += " (infeasible)" if rec.get("feasible") is False and rec.get("x_finite") else ""
     return cell + (" (reported success)" if rec.get("false_success") else "")
 
 
@@ -91,7 +92,8 @@ def false_successes(records: list[dict], prefix: str = "qnjax") -> list[dict]:
 
 def print_report(console: Console, results: dict, per_problem: bool = False) -> None:
     settings = results.get("settings", {})
-    title = "qnjax bench" + (f" (--rule {settings['rule']})" if "rule" in settings else "")
+    title = ("qnjax bench" + (" --bounded" if settings.get("bounded") else "")
+             + (f" (--rule {settings['rule']})" if "rule" in settings else ""))
     console.print(summary_table(results["summary"], title))
     if per_problem:
         for t in per_problem_tables(results["records"]):
@@ -108,8 +110,10 @@ def print_report(console: Console, results: dict, per_problem: bool = False) -> 
     if false:
         console.print("qnjax reported success but the bench judged the problem unsolved:", style="bold")
         for r in false:
+            g = (f"max|proj g|={_fmt(r['pgrad_inf'], '.3g')}" if r.get("bounded")
+                 else f"max|g|={_fmt(r['grad_inf'], '.3g')}")
             console.print(f"  {r['solver']} {r['problem']} ({r['dtype']}): f={_fmt(r['f'], '.6g')} "
-                          f"fstar={r['fstar']:.6g} max|g|={_fmt(r['grad_inf'], '.3g')} nit={r['nit']}: {r['message']}",
+                          f"fstar={r['fstar']:.6g} {g} nit={r['nit']}: {r['message']}",
                           markup=False, highlight=False)
 
 

@@ -6,7 +6,10 @@
 * Problems: ``--set`` names a catalogue (:data:`SETS`: ``mgh``, the 35
   Moré-Garbow-Hillstrom problems; ``cutest``, the CUTEst problems at n = 100; ``all``,
   both); ``--quick`` takes a few fast ones of the set (:data:`QUICK_PROBLEMS`);
-  ``--problems`` overrides both (:func:`select_problems`).
+  ``--problems`` overrides both (:func:`select_problems`). ``--bounded`` takes the
+  bound-constrained catalogue (``qnjax.problems.bounded()``) instead of a set, and only
+  the solvers that take bounds (:data:`qnjax.bench._solvers.BOUNDED_SOLVER_NAMES`);
+  bounded and unconstrained problems never mix in one run.
 * Counting: :func:`counted` wraps the objective so that a ``jax.debug.callback``
   increments a host counter every time the objective's forward pass runs at run
   time (never at trace time). A value-and-gradient evaluation runs the forward pass
@@ -32,7 +35,7 @@ import jax
 import numpy as np
 
 from ._judge import judge, judge_dtype, verdicts
-from ._solvers import SOLVER_NAMES, Adapter, Budget, Jaxopt, Optax, Optimistix, Qnjax, Scipy
+from ._solvers import BOUNDED_SOLVER_NAMES, SOLVER_NAMES, Adapter, Budget, Jaxopt, Optax, Optimistix, Qnjax, Scipy
 
 # Budgets (the same for every solver; maxfev where the solver takes one).
 FULL_BUDGET = Budget(maxiter=5000, maxfev=10000)
@@ -62,12 +65,17 @@ def load(adapter: Adapter) -> str | None:
     return None
 
 
-def make_adapters(solvers, linesearches, notice: Callable[[str], None], rule: str = "same") -> list[Adapter]:
+def make_adapters(solvers, linesearches, notice: Callable[[str], None], rule: str = "same",
+                  bounded: bool = False) -> list[Adapter]:
     """The adapters for ``solvers`` under ``rule`` (one qnjax entry per line search),
     skipping with a one-line ``notice`` every one that cannot be loaded (an unknown
-    rule, solver or line search is a ``ValueError``)."""
+    rule, solver or line search is a ``ValueError``, and so is, when ``bounded``, a
+    solver that cannot take bounds)."""
     out: list[Adapter] = []
     for name in solvers:
+        if bounded and name in SOLVER_NAMES and name not in BOUNDED_SOLVER_NAMES:
+            raise ValueError(f"{name} cannot take bounds (it has no bound-constrained L-BFGS); --bounded runs "
+                             f"{', '.join(BOUNDED_SOLVER_NAMES)}")
         if name == "qnjax":
             known = linesearch_names()
             unknown = [ls for ls in linesearches if ls not in known]
@@ -96,17 +104,27 @@ QUICK_PROBLEMS = {
     "cutest": ("arwhead_n100", "dqdrtic_n100", "srosenbr_n100", "tridia_n100"),
 }
 QUICK_PROBLEMS["all"] = QUICK_PROBLEMS["mgh"] + QUICK_PROBLEMS["cutest"]
+QUICK_BOUNDED = ("hs1", "hs2", "hs4", "hs5", "hs38", "hs45", "rosenbrock_box", "box_3d_box", "lbfgsb_driver1",
+                 "random_box_qp_n8", "linear_box", "fixed_variables_n6")
 
 
-def select_problems(problem_set: str = "mgh", names=None, quick: bool = False) -> list:
+def select_problems(problem_set: str = "mgh", names=None, quick: bool = False, bounded: bool = False) -> list:
     """The problems to run: ``names`` if given (any catalogue), else the ``quick`` few
-    of ``problem_set``, else the whole set."""
+    of ``problem_set``, else the whole set; with ``bounded``, of the bounded catalogue
+    instead of a set. Named problems must be bounded exactly when ``bounded`` is."""
     from qnjax import problems as catalogue
 
     if problem_set not in SETS:
         raise ValueError(f"unknown problem set {problem_set!r}; known: {', '.join(SETS)}")
     if names is not None:
-        return [catalogue.get(n) for n in names]
+        probs = [catalogue.get(n) for n in names]
+        for p in probs:
+            if p.bounded != bounded:
+                raise ValueError(f"{p.name} is bound-constrained: run it with --bounded" if p.bounded
+                                 else f"{p.name} has no bounds: run it without --bounded")
+        return probs
+    if bounded:
+        return [catalogue.get(n) for n in QUICK_BOUNDED] if quick else list(catalogue.bounded())
     if quick:
         return [catalogue.get(n) for n in QUICK_PROBLEMS[problem_set]]
     probs = []
@@ -141,6 +159,7 @@ def _blank(adapter: Adapter, problem, dtype: str) -> dict:
     return dict(solver=adapter.name, problem=problem.name, number=problem.number, n=problem.n, dtype=dtype,
                 fstar=problem.fstar, solved=False, reported_success=None, false_success=False,
                 false_failure=False, judged_by=None, f=None, grad_inf=None, x_finite=None, f_reported=None,
+                bounded=problem.bounded, pgrad_inf=None, feasible=None,
                 nit=None, nfev=None, nfev_reported=None, compile_s=None, run_s=None, message=None, error=None,
                 x=None, given=None)
 
@@ -150,8 +169,14 @@ def run_one(adapter: Adapter, problem, dtype: str, budget: Budget) -> dict:
     rec = _blank(adapter, problem, dtype)
     counter = Counter()
     try:
-        rec["given"] = adapter.given(dtype, budget)
-        solve = adapter.build(counted(problem.fun, counter), dtype, budget)
+        if problem.bounded:
+            if not adapter.takes_bounds:
+                raise ValueError(f"{adapter.name} cannot take bounds")
+            rec["given"] = adapter.given(dtype, budget, bounded=True)
+            solve = adapter.build(counted(problem.fun, counter), dtype, budget, bounds=(problem.lower, problem.upper))
+        else:
+            rec["given"] = adapter.given(dtype, budget)
+            solve = adapter.build(counted(problem.fun, counter), dtype, budget)
         x0 = problem.x0_as(dtype)
         t0 = time.perf_counter()
         solve(x0)

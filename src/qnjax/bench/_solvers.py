@@ -22,6 +22,15 @@ The rules:
   optax.lbfgs has no stopping rule of its own, so it runs the same loop as under
   ``same``; optimistix.LBFGS has no default ``rtol``/``atol``, so it gets ``same``'s.
 
+Bounds (``--bounded``): adapters with ``takes_bounds`` (qnjax, scipy, jaxopt) also take
+``bounds=(lower, upper)`` in ``build`` (float64, ``+-inf`` where unbounded) and
+``bounded=True`` in ``given``: qnjax as ``minimize(..., bounds=...)``, scipy as
+L-BFGS-B's ``bounds``, both from ``x0`` as given (each projects it); jaxopt runs
+``jaxopt.LBFGSB`` from ``x0`` projected by the adapter (it would not do it), so all
+start from the same point. The gradient test is then on the projected gradient,
+``max_i |P(x - g)_i - x_i|``, what scipy's ``pgtol`` and jaxopt.LBFGSB's ``tol``
+measure. optax and optimistix have no bound-constrained L-BFGS and are refused.
+
 ``fun`` is the bench's counted objective; the adapters never count anything
 themselves (their own counts are kept in ``Outcome.nfev`` only to cross-check).
 """
@@ -40,6 +49,7 @@ RULES = ("same", "defaults")
 GTOL = {"float64": 1e-5, "float32": 1e-3}  # absolute, on max_i |grad_i| (scipy's default gtol; x100 in float32)
 MEMORY = 10  # history size for every L-BFGS under --rule same (everyone's default anyway)
 SOLVER_NAMES = ("qnjax", "scipy", "optax", "jaxopt", "optimistix")
+BOUNDED_SOLVER_NAMES = ("qnjax", "scipy", "jaxopt")  # the ones that take bounds
 
 
 class Budget(NamedTuple):
@@ -60,9 +70,15 @@ def _pick(given: dict, keys) -> dict:  # the settings in `given` that are passed
     return {k: given[k] for k in keys if k in given}
 
 
+def _box(bounds, dtype):
+    """``bounds`` as a pair of jax arrays of ``dtype`` (``None`` stays ``None``)."""
+    return None if bounds is None else tuple(jnp.asarray(b, dtype) for b in bounds)
+
+
 class Adapter:
     name = "?"
     module = "?"
+    takes_bounds = False
 
     def __init__(self, rule: str = "same"):
         if rule not in RULES:
@@ -85,29 +101,35 @@ class Qnjax(Adapter):
         self.linesearch = linesearch
         self.name = f"qnjax[{linesearch}]"
 
-    def given(self, dtype, budget):
+    takes_bounds = True
+
+    def given(self, dtype, budget, bounded=False):
+        box = dict(bounds="minimize(..., bounds=(lower, upper)), x0 as given (qnjax projects it)") if bounded else {}
         if self.rule == "same":
             return dict(rule="same", gtol=GTOL[dtype], ftol=0.0, fatol=0.0, maxiter=budget.maxiter,
-                        maxfev=budget.maxfev, memory_size=MEMORY, linesearch=self.linesearch,
-                        note="gradient test only (max|g| <= gtol); ftol = fatol = 0: no f-reduction test")
-        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=budget.maxfev, linesearch=self.linesearch,
+                        maxfev=budget.maxfev, memory_size=MEMORY, linesearch=self.linesearch, **box,
+                        note=f"gradient test only (max|{'proj ' if bounded else ''}g| <= gtol); ftol = fatol = 0: "
+                             "no f-reduction test")
+        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=budget.maxfev, linesearch=self.linesearch, **box,
                     note="qnjax.minimize's defaults (gtol, ftol, fatol, memory_size); the line search is "
                          "qnjax.linesearch.get(linesearch) with its default settings")
 
-    def build(self, fun, dtype, budget):
+    def build(self, fun, dtype, budget, bounds=None):
         import qnjax
 
-        g = self.given(dtype, budget)
+        g = self.given(dtype, budget, bounded=bounds is not None)
         options = _pick(g, self.OPTIONS)
         ls = qnjax.linesearch.get(g["linesearch"])
+        box = _box(bounds, dtype)
 
         @jax.jit
-        def solve(x0):
-            r = qnjax.minimize(fun, x0, linesearch=ls, **options)
+        def solve(x0, box):
+            extra = {} if box is None else dict(bounds=box)
+            r = qnjax.minimize(fun, x0, linesearch=ls, **extra, **options)
             return r.x, r.fun, r.nit, r.nfev, r.status
 
         def run(x0):
-            x, f, nit, nfev, status = jax.block_until_ready(solve(x0))
+            x, f, nit, nfev, status = jax.block_until_ready(solve(x0, box))
             st = qnjax.Status(int(status))
             return Outcome(np.asarray(x), float(f), int(nit), int(nfev), f"{st.name}: {st.message}", st.success)
 
@@ -118,26 +140,31 @@ class Scipy(Adapter):
     name = module = "scipy"
     OPTIONS = ("gtol", "ftol", "maxiter", "maxfun", "maxcor")
 
-    def given(self, dtype, budget):
+    takes_bounds = True
+
+    def given(self, dtype, budget, bounded=False):
+        box = dict(bounds="L-BFGS-B's bounds=list(zip(lower, upper)), x0 as given (scipy clips it)") if bounded else {}
         if self.rule == "same":
             return dict(rule="same", method="L-BFGS-B", gtol=GTOL[dtype], ftol=0.0, maxiter=budget.maxiter,
-                        maxfun=budget.maxfev, maxcor=MEMORY,
+                        maxfun=budget.maxfev, maxcor=MEMORY, **box,
                         note="gradient test only (max|proj g| <= gtol); ftol = 0 (factr 0): no f-reduction test")
-        return dict(rule="defaults", method="L-BFGS-B", maxiter=budget.maxiter, maxfun=budget.maxfev,
+        return dict(rule="defaults", method="L-BFGS-B", maxiter=budget.maxiter, maxfun=budget.maxfev, **box,
                     note="scipy's defaults: gtol 1e-5, ftol 1e7*eps (factr 1e7), maxcor 10, maxls 20")
 
-    def build(self, fun, dtype, budget):
+    def build(self, fun, dtype, budget, bounds=None):
         from scipy.optimize import minimize
 
         options = _pick(self.given(dtype, budget), self.OPTIONS)
         value_and_grad = jax.jit(jax.value_and_grad(fun))
+        box = None if bounds is None else list(zip(*(np.asarray(b, np.float64) for b in bounds)))
 
         def host_fun(x):  # scipy works in float64 numpy; the objective runs in `dtype`
             f, grad = value_and_grad(jnp.asarray(x, dtype))
             return float(f), np.asarray(grad, dtype=np.float64)
 
         def run(x0):
-            r = minimize(host_fun, np.asarray(x0, np.float64), jac=True, method="L-BFGS-B", options=options)
+            r = minimize(host_fun, np.asarray(x0, np.float64), jac=True, method="L-BFGS-B", bounds=box,
+                         options=options)
             return Outcome(np.asarray(r.x), float(r.fun), int(r.nit), int(r.nfev), str(r.message), bool(r.success))
 
         return run
@@ -191,37 +218,47 @@ class Optax(Adapter):
 
 class Jaxopt(Adapter):
     name = module = "jaxopt"
+    takes_bounds = True
 
-    def given(self, dtype, budget):
+    def given(self, dtype, budget, bounded=False):
+        solver = "jaxopt.LBFGSB" if bounded else "jaxopt.LBFGS"
+        box = dict(solver=solver, bounds="run(clip(x0, lower, upper), bounds=(lower, upper)): x0 projected "
+                                         "by the bench (LBFGSB does not project it)") if bounded else {}
+        measure = "the max norm of the projected gradient" if bounded else "the l2 norm of the gradient"
         if self.rule == "same":
+            tests = "the others' test" if bounded else "jaxopt's only test (no max-norm test"
             return dict(rule="same", tol=GTOL[dtype], maxiter=budget.maxiter, maxfev=None, history_size=MEMORY,
-                        stop_if_linesearch_fails=True,
-                        note="tol is on the l2 norm of the gradient, jaxopt's only test (no max-norm test, "
-                             "no f-reduction test); a failed line search stops it as a failure")
+                        stop_if_linesearch_fails=True, **box,
+                        note=f"tol is on {measure}, {tests}{' (' if bounded else ', '}no f-reduction test); a "
+                             "failed line search stops it as a failure")
         import inspect
 
         import jaxopt
 
-        tol = inspect.signature(jaxopt.LBFGS).parameters["tol"].default
-        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=None,
-                    note=f"jaxopt.LBFGS's defaults: tol {tol} on the l2 norm of the gradient (its only test), "
-                         "history_size 10, zoom line search, stop_if_linesearch_fails False")
+        tol = inspect.signature(getattr(jaxopt, solver[7:])).parameters["tol"].default
+        return dict(rule="defaults", maxiter=budget.maxiter, maxfev=None, **box,
+                    note=f"{solver}'s defaults: tol {tol} on {measure} (its only test), history_size 10, zoom "
+                         "line search, stop_if_linesearch_fails False")
 
-    def build(self, fun, dtype, budget):
+    def build(self, fun, dtype, budget, bounds=None):
         import jaxopt
 
         options = _pick(self.given(dtype, budget), ("tol", "maxiter", "history_size", "stop_if_linesearch_fails"))
-        solver = jaxopt.LBFGS(fun=fun, **options)
-        tol = solver.tol
+        solver = (jaxopt.LBFGS if bounds is None else jaxopt.LBFGSB)(fun=fun, **options)
+        tol, box = solver.tol, _box(bounds, dtype)
 
         @jax.jit
-        def solve(x0):
-            x, st = solver.run(x0)
+        def solve(x0, box):
+            if box is None:
+                x, st = solver.run(x0)
+            else:
+                x, st = solver.run(jnp.clip(x0, *box), bounds=box)
             return x, st.value, st.iter_num, st.num_fun_eval, st.error, st.failed_linesearch
 
         def run(x0):
-            x, f, nit, nfev, err, failed = jax.block_until_ready(solve(x0))
-            msg = f"error (l2 norm of grad) = {float(err):.3g}" + ("; line search failed" if failed else "")
+            x, f, nit, nfev, err, failed = jax.block_until_ready(solve(x0, box))
+            what = "l2 norm of grad" if bounds is None else "max norm of projected grad"
+            msg = f"error ({what}) = {float(err):.3g}" + ("; line search failed" if failed else "")
             return Outcome(np.asarray(x), float(f), int(nit), int(nfev), msg, bool(err <= tol))
 
         return run

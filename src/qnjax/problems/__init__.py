@@ -1,4 +1,4 @@
-"""Catalogue of unconstrained test problems for benchmarking and testing qnjax.
+"""Catalogue of test problems (unconstrained and bound-constrained) for benchmarking qnjax.
 
 * :func:`mgh` -- the 35 problems of Moré, Garbow & Hillstrom (1981), at the paper's
   standard starting points and standard dimensions (see :mod:`qnjax.problems._mgh_fixed`
@@ -8,6 +8,12 @@
 * :func:`cutest` -- 38 large-scale problems of the CUTEst collection plus the extended
   cliff function, at any ``n`` (default 100), defined as in their SIF files (see
   :mod:`qnjax.problems._cutest` for the sources and how each ``fstar`` was obtained).
+* :func:`bounded` -- bound-constrained problems (``Problem.lower`` / ``upper``): the
+  Hock-Schittkowski box problems, Gay's boxed MGH problems, L-BFGS-B's ``driver1``
+  and a few built to exercise bounds (a box QP with an enumerated minimum, a linear
+  objective, fixed variables); see :mod:`qnjax.problems._bounded`.
+* :func:`scalable_bounded` -- two bound-constrained problems with exact minima at any
+  ``n`` (a multiple of 4), matrix-free, for n up to 1e6.
 * :func:`get` / :func:`names` -- lookup by name.
 
 Every :attr:`Problem.fun` is pure, jittable and dtype-generic: a float32 ``x`` gives a
@@ -31,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Problem", "cutest", "get", "mgh", "names", "scalable"]
+__all__ = ["Problem", "bounded", "cutest", "get", "mgh", "names", "scalable", "scalable_bounded"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -46,6 +52,15 @@ class Problem:
     ``fun(xstar) == fstar``, or ``None``) and ``f0`` (published or exactly derived
     ``fun(x0)``, or ``None``).
 
+    Bound-constrained problems (:func:`bounded`, :func:`scalable_bounded`) also carry
+    ``lower`` and ``upper``: read-only float64 arrays of shape ``(n,)``, ``-inf`` /
+    ``+inf`` where a variable has no bound on that side, ``lower <= upper`` (equal for a
+    fixed variable). The problem is then ``min fun(x)`` subject to
+    ``lower <= x <= upper``; ``xstar`` is feasible, ``fstar`` the constrained minimum,
+    and ``x0`` may be infeasible (solvers start from its projection,
+    :meth:`project`). Both ``None`` (the default) means unbounded; giving one of them
+    alone leaves the other side unbounded.
+
     ``eq=False``: problems compare and hash by identity (their arrays make value
     equality ambiguous), so they can be used as dict keys or static jit arguments.
     """
@@ -58,6 +73,8 @@ class Problem:
     fstar: float
     xstar: np.ndarray | None = None
     f0: float | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x0 = _frozen_vector(self.x0, self.n, "x0")
@@ -67,6 +84,25 @@ class Problem:
         object.__setattr__(self, "fstar", float(self.fstar))
         if self.f0 is not None:
             object.__setattr__(self, "f0", float(self.f0))
+        if self.lower is not None or self.upper is not None:
+            lower = _frozen_vector(-np.inf if self.lower is None else self.lower, self.n, "lower")
+            upper = _frozen_vector(np.inf if self.upper is None else self.upper, self.n, "upper")
+            if np.any(np.isnan(lower)) or np.any(np.isnan(upper)) or np.any(lower > upper):
+                raise ValueError(f"{self.name}: bounds must be non-NaN with lower <= upper")
+            if np.any(lower == np.inf) or np.any(upper == -np.inf):
+                raise ValueError(f"{self.name}: lower = +inf or upper = -inf leaves no feasible point")
+            object.__setattr__(self, "lower", lower)
+            object.__setattr__(self, "upper", upper)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the problem has bounds (``lower`` / ``upper`` not ``None``)."""
+        return self.lower is not None
+
+    def project(self, x) -> np.ndarray:
+        """``x`` clipped onto the box, as float64 numpy (``x`` itself if unbounded)."""
+        x = np.asarray(x, dtype=np.float64)
+        return x if self.lower is None else np.clip(x, self.lower, self.upper)
 
     def x0_as(self, dtype) -> jax.Array:
         """The standard starting point as a jax array of ``dtype``."""
@@ -74,11 +110,14 @@ class Problem:
 
     def __repr__(self) -> str:
         num = "" if self.number is None else f", number={self.number}"
-        return f"Problem({self.name!r}{num}, n={self.n}, fstar={self.fstar:.6g})"
+        box = ", bounded" if self.bounded else ""
+        return f"Problem({self.name!r}{num}, n={self.n}, fstar={self.fstar:.6g}{box})"
 
 
 def _frozen_vector(value, n: int, what: str) -> np.ndarray:
     arr = np.array(value, dtype=np.float64)
+    if arr.ndim == 0 and what in ("lower", "upper"):  # a scalar bound applies to every variable
+        arr = np.full(n, arr)
     if arr.shape != (n,):
         raise ValueError(f"{what} has shape {arr.shape}, expected ({n},)")
     arr.setflags(write=False)
@@ -87,7 +126,14 @@ def _frozen_vector(value, n: int, what: str) -> np.ndarray:
 
 # The submodules import Problem from this package, so they must be imported after it
 # is defined.
-from qnjax.problems import _cutest, _mgh_fixed, _mgh_variable, _scalable  # noqa: E402
+from qnjax.problems import (  # noqa: E402
+    _bounded,
+    _bounded_scalable,
+    _cutest,
+    _mgh_fixed,
+    _mgh_variable,
+    _scalable,
+)
 
 # family name -> (builder(n) -> Problem, default dimensions in catalogue order)
 _FAMILIES = {
@@ -95,6 +141,7 @@ _FAMILIES = {
     **_mgh_variable.FAMILIES,
     **_scalable.FAMILIES,
     **_cutest.FAMILIES,
+    **_bounded_scalable.FAMILIES,
 }
 
 
@@ -125,10 +172,30 @@ def cutest(n: int = 100) -> tuple[Problem, ...]:
     return _cutest.cutest(n)
 
 
+def bounded() -> tuple[Problem, ...]:
+    """The bound-constrained catalogue, in a fixed order: Hock-Schittkowski 1, 2, 3, 4,
+    5, 25, 38, 45, 110; Gay's boxed MGH problems in MGH order; ``lbfgsb_driver1``,
+    ``chained_rosenbrock_box_n5``, ``random_box_qp_n8``, ``linear_box``,
+    ``fixed_variables_n6``. Each has ``lower`` and ``upper`` (see :class:`Problem`)."""
+    return _bounded.catalogue()
+
+
+def scalable_bounded(n: int = 10_000) -> tuple[Problem, ...]:
+    """Large-``n`` bound-constrained problems with exact minima (``n`` a multiple of 4):
+    a separable quartic on ``[0, 1]**n`` with half its bounds active, and nonnegative
+    least squares with a matrix-free bidiagonal operator; see
+    :mod:`qnjax.problems._bounded_scalable`."""
+    return _bounded_scalable.scalable_bounded(n)
+
+
+def _everything() -> tuple[Problem, ...]:
+    return mgh() + scalable() + cutest() + bounded() + scalable_bounded()
+
+
 def names() -> tuple[str, ...]:
-    """Names of the problems in :func:`mgh`, ``scalable()`` and ``cutest()`` (default
-    ``n``)."""
-    return tuple(p.name for p in mgh() + scalable() + cutest())
+    """Names of the problems in :func:`mgh`, ``scalable()``, ``cutest()``,
+    :func:`bounded` and ``scalable_bounded()`` (default ``n``), in that order."""
+    return tuple(p.name for p in _everything())
 
 
 def get(name: str, n: int | None = None) -> Problem:
@@ -142,7 +209,7 @@ def get(name: str, n: int | None = None) -> Problem:
     if name in _FAMILIES:
         build, dims = _FAMILIES[name]
         return build(dims[0] if n is None else int(n))
-    for p in mgh() + scalable() + cutest():
+    for p in _everything():
         if p.name == name:
             if n is not None and int(n) != p.n:
                 raise ValueError(f"{name!r} has n={p.n}; use its family name to pick n={n}")

@@ -1,0 +1,222 @@
+"""Box bounds l <= x <= u on a pytree of parameters: their rules and the elementwise
+operations L-BFGS-B needs (the projection, the largest feasible step, the projected
+gradient, the trial point of a line search).
+
+Rules (``box``):
+
+* ``bounds = (lower, upper)``, each side ``None`` (no bound), a scalar (every
+  variable of every leaf), or a pytree with the parameters' structure whose leaves
+  broadcast to their parameter's shape; +-inf is no bound, ``lower == upper`` fixes
+  a variable. Complex leaves are refused (C has no order; bound the real and
+  imaginary parts as two real leaves).
+* Each bound is cast to its leaf's dtype rounding *inward* (lower up, upper down):
+  a feasible iterate stored in bfloat16 or float32 satisfies the bound as given.
+  Where no representable value lies in [lower, upper] (a variable fixed at 0.1 in
+  float32), both become the value nearest to lower. Python floats never change a
+  leaf's dtype (the bounds take the leaf's, never the reverse).
+* Concrete bounds with lower > upper (or NaN) raise ``ValueError`` naming the leaf;
+  traced ones (under ``jit`` or ``vmap``) are checked by the solver, which then stops
+  before evaluating anything with ``Status.INFEASIBLE``.
+
+Operations, for x in the box and a direction d (N&W Sec. 16.7; BLNZ 1995 Sec. 2):
+
+    P(x)_i = min(max(x_i, l_i), u_i)                     the projection,
+    t_max = min_i {(u_i - x_i) / d_i : d_i > 0;  (l_i - x_i) / d_i : d_i < 0}
+                                                       the largest feasible step,
+    ||P(x - g) - x||_inf = max_i |min(max(-g_i, l_i - x_i), u_i - x_i)|
+                                                       the stationarity measure,
+
+the last computed in the scalar dtype without forming x - g (so a free variable
+contributes |g_i| exactly). A trial point x + t d is projected after it is
+rounded to the leaves' dtypes, so rounding can never cross a bound
+(scipy#10919), and a variable projected onto a bound sits exactly on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _tree
+
+
+class Box(NamedTuple):
+    """Bounds of a pytree: ``lower``, ``upper`` pytrees with the parameters' structure,
+    each leaf in its parameter's dtype and broadcastable to its shape."""
+
+    lower: Any
+    upper: Any
+
+
+def _side(side, params, name):
+    """One side as a list of per-leaf values (the parameters' leaf order)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if side is None or np.ndim(side) == 0 and not isinstance(side, (list, tuple, dict)):
+        return [side] * len(leaves)
+    if len(leaves) == 1 and hasattr(side, "shape"):
+        return [side]
+    side_leaves, side_def = jax.tree_util.tree_flatten(side, is_leaf=lambda v: v is None)
+    if side_def != treedef:
+        raise ValueError(f"bounds: {name} must be None, a scalar or a pytree with x0's structure "
+                         f"{treedef}, got {side_def}")
+    return side_leaves
+
+
+def _nearest_inward(b, dtype, up: bool, traced: bool):
+    """``b`` in ``dtype``, rounded up (``up``) or down where the cast is inexact."""
+    inf = jnp.asarray(np.inf if up else -np.inf, dtype)
+    if traced:
+        src = jnp.result_type(b)
+        c = jnp.asarray(b).astype(dtype)
+        if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
+            back = c.astype(src)
+            c = jnp.where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
+        return c
+    exact = np.asarray(b, np.float64)
+    c = exact.astype(dtype)
+    back = c.astype(np.float64)
+    return jnp.where(jnp.asarray((back < exact) if up else (back > exact)), jnp.nextafter(jnp.asarray(c), inf),
+                     jnp.asarray(c))
+
+
+def box(params, bounds) -> Box:
+    """Check and cast ``bounds = (lower, upper)`` for ``params`` (module docstring)."""
+    if isinstance(bounds, Box):
+        bounds = tuple(bounds)
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise TypeError(f"bounds must be a pair (lower, upper), got {type(bounds).__name__}")
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    lows, highs = _side(bounds[0], params, "lower"), _side(bounds[1], params, "upper")
+    out_l, out_u = [], []
+    for path, leaf, lo, hi in zip(paths, leaves, lows, highs):
+        dtype = _tree.dtype_of(leaf)
+        where = f"x0{path}" if path else "x0"
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
+        traced = isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer)
+        for b, name in ((lo, "lower"), (hi, "upper")):
+            if jnp.issubdtype(jnp.result_type(b), jnp.complexfloating):
+                raise TypeError(f"bounds: the {name} bound of {where} is complex; bounds are real")
+            try:
+                shape = np.broadcast_shapes(np.shape(b), np.shape(leaf))
+            except ValueError:
+                shape = None
+            if shape != np.shape(leaf):
+                raise ValueError(f"bounds: the {name} bound of {where} has shape {np.shape(b)}, which does not "
+                                 f"broadcast to the leaf's shape {np.shape(leaf)}")
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(f"bounds: {where} is complex ({dtype}); L-BFGS-B takes real leaves only "
+                            "(optimise its real and imaginary parts as two real leaves)")
+        if not traced:
+            bad = ~(np.asarray(lo, np.float64) <= np.asarray(hi, np.float64))
+            if np.any(bad):
+                raise ValueError(f"bounds: lower > upper (or NaN) for {where} at index "
+                                 f"{tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, np.shape(leaf)))[0])}")
+        lo_c = _nearest_inward(lo, dtype, True, traced)
+        hi_c = _nearest_inward(hi, dtype, False, traced)
+        # No representable value in [lower, upper]: both become the one nearest to lower.
+        empty = (lo_c > hi_c) & (jnp.asarray(lo).astype(jnp.result_type(lo, float)) <= hi)
+        nearest = jnp.asarray(lo).astype(dtype)
+        out_l.append(jnp.where(empty, nearest, lo_c))
+        out_u.append(jnp.where(empty, nearest, hi_c))
+    return Box(jax.tree_util.tree_unflatten(treedef, out_l), jax.tree_util.tree_unflatten(treedef, out_u))
+
+
+def _leaves(box: Box, like):
+    return zip(jax.tree_util.tree_leaves(like), jax.tree_util.tree_leaves(box.lower),
+               jax.tree_util.tree_leaves(box.upper))
+
+
+def project(x, box: Box):
+    """P(x): each leaf clipped to its bounds, in its dtype."""
+    return jax.tree.map(lambda a, lo, hi: jnp.minimum(jnp.maximum(a, lo.astype(a.dtype)), hi.astype(a.dtype)),
+                        x, box.lower, box.upper)
+
+
+def contains(x, box: Box):
+    """Whether every variable of x lies in its bounds (a bool array)."""
+    ok = jnp.asarray(True)
+    for leaf, lo, hi in _leaves(box, x):
+        if not jnp.iscomplexobj(leaf):
+            ok = ok & jnp.all((leaf >= lo.astype(leaf.dtype)) & (leaf <= hi.astype(leaf.dtype)))
+    return ok
+
+
+def facts(box: Box, like):
+    """(3,) bool: every lower <= upper (the box is not empty); some bound is finite
+    (constrained); every variable has both bounds finite (boxed)."""
+    ok, finite, boxed = jnp.asarray(True), jnp.asarray(False), jnp.asarray(True)
+    for leaf, lo, hi in _leaves(box, like):
+        if jnp.iscomplexobj(leaf) or not leaf.size:
+            continue
+        lo, hi = jnp.broadcast_to(lo, leaf.shape), jnp.broadcast_to(hi, leaf.shape)
+        ok = ok & jnp.all(lo <= hi)
+        finite = finite | jnp.any(jnp.isfinite(lo) | jnp.isfinite(hi))
+        boxed = boxed & jnp.all(jnp.isfinite(lo) & jnp.isfinite(hi))
+    return jnp.stack([ok, finite, boxed])
+
+
+def max_stepsize(x, d, box: Box, sdt):
+    """The largest t with l <= x + t d <= u (+inf if none limits it), in ``sdt``."""
+    t = jnp.full((), jnp.inf, sdt)
+    for (xl, lo, hi), dl in zip(_leaves(box, x), jax.tree_util.tree_leaves(d)):
+        if jnp.iscomplexobj(xl) or not xl.size:
+            continue
+        xs, ds = xl.astype(sdt), dl.astype(sdt)
+        room = jnp.where(ds > 0, hi.astype(sdt) - xs, jnp.where(ds < 0, lo.astype(sdt) - xs, jnp.inf))
+        ratio = jnp.where(ds != 0, room / jnp.where(ds != 0, ds, 1), jnp.inf)
+        t = jnp.minimum(t, jnp.maximum(jnp.min(ratio), 0))
+    return t
+
+
+def stationarity(x, g, box: Box, sdt):
+    """||P(x - g) - x||_inf in ``sdt`` (complex leaves, which are free: max |g|)."""
+    m = jnp.zeros((), sdt)
+    for (xl, lo, hi), gl in zip(_leaves(box, x), jax.tree_util.tree_leaves(g)):
+        if not xl.size:
+            continue
+        if jnp.iscomplexobj(xl):
+            m = jnp.maximum(m, jnp.max(jnp.abs(gl)).astype(sdt))
+            continue
+        xs = xl.astype(sdt)
+        pg = jnp.minimum(jnp.maximum(-gl.astype(sdt), lo.astype(sdt) - xs), hi.astype(sdt) - xs)
+        m = jnp.maximum(m, jnp.max(jnp.abs(pg)))
+    return m
+
+
+def trial(params, u, box: Box, exact_updates: bool):
+    """The feasible point for the rounded step ``u`` (leaves in params' dtypes):
+    ``(update, point)``.
+
+    ``exact_updates=False`` (``minimize``): point = P(params + u), so a variable
+    projected onto a bound is exactly on it; the update is u where nothing was
+    projected, else point - params (what the memory stores as s).
+    ``exact_updates=True`` (the Optax face): point = params + update bit for bit, as
+    ``optax.apply_updates`` computes it, and inside the box: update = P(params + u) -
+    params, moved by one unit in its last place toward params where rounding the sum
+    would cross a bound."""
+
+    def one(p, v, lo, hi):
+        if jnp.iscomplexobj(p):  # complex leaves are free
+            return v, jax.lax.optimization_barrier(p + v)
+        lo, hi = lo.astype(p.dtype), hi.astype(p.dtype)
+        raw = jax.lax.optimization_barrier(p + v)
+        c = jnp.minimum(jnp.maximum(raw, lo), hi)
+        moved = c != raw
+        if not exact_updates:
+            return jnp.where(moved, c - p, v), c
+        w = jnp.where(moved, c - p, v)
+        y = jax.lax.optimization_barrier(p + w)
+        w = jnp.where(y > hi, jnp.nextafter(w, jnp.asarray(-jnp.inf, w.dtype)),
+                      jnp.where(y < lo, jnp.nextafter(w, jnp.asarray(jnp.inf, w.dtype)), w))
+        return w, jax.lax.optimization_barrier(p + w)
+
+    pairs = jax.tree.map(one, params, u, box.lower, box.upper)
+    treedef = jax.tree_util.tree_structure(params)
+    upd = jax.tree_util.tree_unflatten(treedef, [a for a, _ in treedef.flatten_up_to(pairs)])
+    point = jax.tree_util.tree_unflatten(treedef, [b for _, b in treedef.flatten_up_to(pairs)])
+    return upd, point

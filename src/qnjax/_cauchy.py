@@ -1,0 +1,151 @@
+"""The compact L-BFGS matrix B and the generalized Cauchy point (L-BFGS-B, step 1).
+
+Compact B (Byrd, Lu, Nocedal & Zhu 1995, "BLNZ", eqs. 3.2-3.4; Byrd, Nocedal &
+Schnabel 1994, Theorem 2.3). With the memory's pairs in chronological order,
+theta = 1 / gamma (B0 = theta I), D = diag(s_i^T y_i) and L the strictly lower
+triangle of S^T Y (L_ij = s_i^T y_j for pair i newer than pair j),
+
+    B = theta I - W M W^T,     W = [Y  theta S],     M = K^-1,
+    K = [[-D, L^T], [L, theta S^T S]].
+
+K is inverted by block elimination (scipy's ``formt``): with T = theta S^T S + L D^-1 L^T
+(positive definite; its Cholesky factorisation failing clears the memory) and
+E = T^-1 L D^-1,  M = [[D^-1 L^T E - D^-1, E^T], [E, T^-1]]. Everything is in the
+ring's slot order with chronological order carried by each slot's position
+(``_memory.position``): L is masked by "newer than", nothing is permuted, and
+empty slots get identity rows in K and zero rows in M.
+
+Generalized Cauchy point (BLNZ Sec. 4, Algorithm CP; N&W Sec. 16.7): the first local
+minimiser of the model m(x + z) = g^T z + z^T B z / 2 along the projected path
+x(t) = P(x - t g). Variable i leaves the path at its breakpoint
+t_i = (x_i - u_i) / g_i (g_i < 0), (x_i - l_i) / g_i (g_i > 0), inf (g_i = 0); those
+with t_i = 0 never move. Sorting the finite positive breakpoints t_(0) <= t_(1) <= ...,
+segment j runs over [t_(j-1), t_(j)] (t_(-1) = 0) with direction d^j (-g_i for the
+variables still moving). Algorithm CP updates p = W^T d^j, c = W^T (x(t_(j-1)) - x),
+f' and f'' one breakpoint at a time; they are prefix sums, so every segment is
+evaluated at once (no loop over breakpoints: one sort, then cumulative sums):
+
+    G_j  = sum_{i moving in j} g_i^2,      p_j = -sum_{i moving in j} g_i w_i,
+    c_j  = t_(j-1) p_j - sum_{k<j} t_(k) g_(k) w_(k),
+    f'_j = -G_j + theta t_(j-1) G_j - p_j^T M c_j,      f''_j = theta G_j - p_j^T M p_j,
+
+(w_i the i-th row of W; f'_j, f''_j the model's slope and curvature along d^j at the
+segment's start: g^T d^j + d^j^T B z and d^j^T B d^j, with d^j^T z = t_(j-1) G_j). The
+Cauchy point lies in the first segment whose minimiser dt* = -f'_j / f''_j comes
+before its end (BLNZ's test dt_min < dt), at t_c = t_(j-1) + max(dt*, 0); there
+x^c_i = the bound for every variable with t_i <= t_c, x_i - t_c g_i for the other
+moving ones, and c = c_j + max(dt*, 0) p_j = W^T (x^c - x), which the subspace step
+reuses. This is Algorithm CP's arithmetic regrouped, equal to it in exact arithmetic;
+the sums run backwards from the end of the path (moving sets shrink), so no
+difference of large sums cancels. The breakpoints need one order over all the leaves:
+it is built here, in the scalar dtype, and the result is returned per leaf.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _memory
+from ._memory import SS, SY
+
+
+def middle(memory: _memory.Memory):
+    """(M, K, theta, ok): the compact form's middle matrix M = K^-1 and K, (2(m+1))^2 in
+    slot order ([Y block, S block]), theta = 1 / gamma, and whether T's Cholesky
+    factorisation succeeded (M finite)."""
+    g = memory.gram
+    m1 = g.shape[-1]
+    sdt = g.dtype
+    valid = _memory.valid(memory)
+    pos = _memory.position(memory)
+    both = valid[:, None] & valid[None, :]
+    eye = jnp.eye(m1, dtype=sdt)
+    theta = 1 / memory.gamma
+    dvec = jnp.where(valid, jnp.diagonal(g[SY]), 1)
+    low = jnp.where(both & (pos[:, None] > pos[None, :]), g[SY], 0)  # L
+    ss = jnp.where(both, g[SS], 0)
+    low_d = low / dvec[None, :]  # L D^-1
+    t = jnp.where(both, theta * ss + low_d @ low.T, eye)
+    chol = jnp.linalg.cholesky(t)
+    t_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    e = t_inv @ low_d
+    m11 = low_d.T @ e - jnp.diag(1 / dvec)
+    mid = jnp.block([[m11, e.T], [e, t_inv]])
+    both2 = jnp.tile(both, (2, 2))
+    mid = jnp.where(both2, mid, 0)
+    k = jnp.block([[-jnp.diag(dvec), low.T], [low, jnp.where(both, theta * ss, eye)]])
+    ok = jnp.all(jnp.isfinite(mid))
+    return jnp.where(ok, mid, 0), k, theta, ok
+
+
+def w_rows(memory: _memory.Memory, theta, sdt):
+    """W = [Y  theta S] as an (n, 2(m+1)) array over all leaves (slot order, zero columns
+    where no pair), in ``sdt``: the temporary that puts every variable in one order."""
+    valid = jnp.concatenate([_memory.valid(memory)] * 2)
+    m1 = _memory.size(memory) + 1
+    blocks = []
+    for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
+        flat = lambda b: b.reshape(m1, -1).astype(sdt).T  # noqa: E731
+        blocks.append(jnp.concatenate([flat(yb), theta * flat(sb)], axis=1))
+    return jnp.where(valid[None, :], jnp.concatenate(blocks, axis=0), 0)
+
+
+def _flat(tree, like, sdt):
+    return jnp.concatenate([jnp.broadcast_to(a, jnp.shape(b)).reshape(-1).astype(sdt)
+                            for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like))])
+
+
+def _unflat(vec, like, dtype=None):
+    out, i = [], 0
+    for leaf in jax.tree_util.tree_leaves(like):
+        out.append(vec[i:i + leaf.size].reshape(leaf.shape).astype(leaf.dtype if dtype is None else dtype))
+        i += leaf.size
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
+
+
+def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
+    """(x^c, c, free): the generalized Cauchy point (leaves in x's dtypes; bound-hitting
+    variables exactly on their bound), c = W^T (x^c - x), and which variables are
+    strictly between their bounds at x^c (bool pytree)."""
+    xf, gf = _flat(x, x, sdt), _flat(g, x, sdt)
+    lf, uf = _flat(box.lower, x, sdt), _flat(box.upper, x, sdt)
+    n = xf.shape[0]
+    gsafe = jnp.where(gf != 0, gf, 1)
+    tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))
+    moving = tb > 0
+    key = jnp.where(moving, tb, jnp.inf)  # t_i = 0: never moves; t_i = inf: never stops
+    order = jnp.argsort(key)
+    ts, gs, mv = key[order], gf[order], moving[order]
+    is_bp = jnp.isfinite(ts)
+    w = w_rows(memory, theta, sdt)[order]
+    wt = jnp.where(mv, gs, 0)
+    a = wt[:, None] * w  # g_i w_i of each moving variable
+    zero = jnp.zeros((1, a.shape[1]), sdt)
+
+    def from_end(v):  # sum_{k >= j}, j = 0..n
+        return jnp.concatenate([jnp.cumsum(v[::-1], axis=0)[::-1], jnp.zeros((1,) + v.shape[1:], sdt)])
+
+    p = -from_end(a)
+    big_g = from_end(wt * wt)
+    q = jnp.concatenate([zero, jnp.cumsum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)])
+    t_prev = jnp.concatenate([jnp.zeros((1,), sdt), jnp.where(is_bp, ts, 0)])
+    t_end = jnp.concatenate([ts, jnp.full((1,), jnp.inf, sdt)])
+    c = t_prev[:, None] * p - q
+    pm = p @ mid
+    fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
+    fpp = theta * big_g - jnp.sum(pm * p, axis=1)
+    dtm = jnp.where(fpp > 0, -fp / jnp.where(fpp > 0, fpp, 1), jnp.where(fp < 0, jnp.inf, 0))
+    j = jnp.arange(n + 1)
+    last = jnp.sum(is_bp)  # the segment after every breakpoint
+    stop = (j <= last) & ((dtm < t_end - t_prev) | (big_g <= 0) | (j == last))
+    js = jnp.argmax(stop)
+    step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
+    step = jnp.where(jnp.isfinite(step), step, 0)
+    tc = t_prev[js] + step
+    c_star = c[js] + step * p[js]
+    hit = moving & (tb <= tc)
+    xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
+    xc = _unflat(xc, x)
+    free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)
+    return xc, c_star, free

@@ -1,0 +1,72 @@
+"""The L-BFGS-B search direction: Cauchy point, subspace minimisation, projection.
+
+From the generalized Cauchy point x^c (``_cauchy``) with c = W^T (x^c - x), the
+variables strictly inside their bounds at x^c (the free set F, Z the columns of I
+that select it) are moved to minimise the quadratic model with the others fixed
+(Byrd, Lu, Nocedal & Zhu 1995, Sec. 5.1, the direct primal method). The reduced
+gradient (their eq. 5.4) and Hessian are
+
+    r = Z^T (g + theta (x^c - x) - W M c),       B_F = Z^T B Z = theta I - Z^T W M W^T Z,
+
+and by Sherman-Morrison-Woodbury (their eqs. 5.6-5.11), with N = I - M W^T Z Z^T W / theta,
+
+    d^u = -B_F^-1 r = -r / theta - Z^T W N^-1 M W^T Z r / theta^2,
+
+where N^-1 M = (K - W^T Z Z^T W / theta)^-1 (K = M^-1, ``_cauchy.middle``): one
+solve with a small symmetric matrix whose factorisation failing clears the memory.
+W^T Z Z^T W is the Gram matrix of the rows of W that belong to free variables
+(``_memory.masked_gram``). The new point is chosen as Morales & Nocedal (2011)
+prescribe: x_bar = P(x^c + d^u), projected onto the box; if x_bar - x is not a
+descent direction (g^T (x_bar - x) >= 0), the 1995 rule instead: the longest feasible
+part of the step measured from the Cauchy point itself (never from a projected
+copy), x_bar = x^c + alpha* d^u with alpha* = max {a <= 1 : l <= x^c + a d^u <= u}.
+The search direction is d = x_bar - x. A direction that is still uphill, like a
+failed factorisation, makes the solver clear the memory and search along the
+projected steepest-descent path instead (scipy's ``mainlb`` rule).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _bounds, _cauchy, _memory, _tree
+
+
+def direction(memory: _memory.Memory, x, g, box, sdt):
+    """(d, ok): the L-BFGS-B direction d = x_bar - x (leaves in x's dtypes) and whether
+    the small factorisations succeeded and d is downhill."""
+    m1 = _memory.size(memory) + 1
+    mid, k, theta, ok = _cauchy.middle(memory)
+    xc, c, free = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
+    mc = _memory.matvec(mid, c)
+    as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
+    z = _tree.sub(as_s(xc), as_s(x))
+    wmc = _memory.weighted_sum(memory, jnp.zeros((), sdt), z, theta * mc[m1:], mc[:m1])  # W M c
+    mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
+    r = mask(jax.tree.map(lambda gl, zl, wl: gl.astype(sdt) + theta * zl - wl, g, z, wmc))
+    s_r, y_r = _memory.products(memory, r)
+    v = jnp.concatenate([y_r, theta * s_r])  # W^T Z r
+    gram = _memory.masked_gram(memory, free)  # S^T F S, Y^T F S, Y^T F Y
+    wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
+    sol = jnp.linalg.solve(k - wzw / theta, v)
+    ok = ok & jnp.all(jnp.isfinite(sol))
+    sol = jnp.where(ok, sol, 0)
+    du = mask(_memory.weighted_sum(memory, -1 / theta, r, -sol[m1:] / theta, -sol[:m1] / theta**2))
+    xc_s = as_s(xc)
+    moved = jax.tree.map(lambda a, b: a + b, xc_s, du)
+    xbar = _bounds.project(moved, _as(box, sdt))
+    d = _tree.sub(xbar, as_s(x))
+    # Morales-Nocedal: if the projected point is not downhill, truncate from x^c instead.
+    alpha = jnp.minimum(_bounds.max_stepsize(xc_s, du, _as(box, sdt), sdt), 1)
+    xbar_t = _bounds.project(jax.tree.map(lambda a, b: a + alpha * b, xc_s, du), _as(box, sdt))
+    d_t = _tree.sub(xbar_t, as_s(x))
+    slopes = _tree.inners([(g, d), (g, d_t)], sdt)
+    downhill = slopes[0] < 0
+    d = _tree.select(downhill, d, d_t)
+    ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
+    return _tree.cast_like(d, x), ok
+
+
+def _as(box, sdt):
+    return _bounds.Box(*(jax.tree.map(lambda a: a.astype(sdt), side) for side in box))

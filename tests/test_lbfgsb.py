@@ -1,0 +1,244 @@
+"""``minimize(bounds=...)`` and ``lbfgs(bounds=...)``: L-BFGS-B checked by its mathematics.
+
+No reference solver is needed for most checks: the KKT conditions at the returned x
+(feasible; ||P(x - g) - x||_inf small; g_i >= 0 where x_i is on its lower bound,
+<= 0 on its upper bound), an instrumented ``fun`` that records every point it is
+evaluated at (all feasible), published optima (L-BFGS-B's driver1, Rosenbrock in
+[1.1, 2]^5), and random box QPs solved exactly by enumerating active sets.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import X64, assert_same_types, make_step
+
+import qnjax
+
+DT = jnp.float64 if X64 else jnp.float32
+TOL = 1e-8 if X64 else 2e-3
+
+
+def recording(fun, seen):
+    """``fun`` that appends every point it is evaluated at to ``seen`` (host side)."""
+
+    def wrapped(x, *args):
+        jax.debug.callback(lambda v: seen.append(jax.tree.map(np.asarray, v)), x)
+        return fun(x, *args)
+
+    return wrapped
+
+
+def assert_kkt(x, g, lo, hi, tol):
+    x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+    lo, hi = np.broadcast_to(lo, x.shape), np.broadcast_to(hi, x.shape)
+    assert np.all((x >= lo) & (x <= hi)), "infeasible x"
+    scale = max(1.0, np.abs(g).max())
+    pg = np.clip(-g, lo - x, hi - x)
+    assert np.abs(pg).max() <= tol * scale, np.abs(pg).max()
+    assert np.all(g[x == lo] >= -tol * scale) and np.all(g[x == hi] <= tol * scale)
+
+
+def assert_feasible(points, lo, hi):
+    assert points
+    for p in points:
+        assert np.all((p >= lo) & (p <= hi)), p
+
+
+def driver1(x):
+    return 4 * (0.25 * (x[0] - 1) ** 2 + jnp.sum((x[1:] - x[:-1] ** 2) ** 2))
+
+
+def rosenbrock(x):
+    return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def test_driver1_reaches_its_minimum_with_every_evaluation_feasible():
+    """L-BFGS-B's driver1: n = 25, odd variables in [1, 100], even in [-100, 100], x0 = 3,
+    m = 5. Its minimiser is degenerate (every odd variable on its bound with zero
+    gradient), so f and the KKT conditions are checked, not x."""
+    n = 25
+    lo = np.where(np.arange(n) % 2 == 0, 1.0, -100.0)
+    hi = np.full(n, 100.0)
+    seen = []
+    res = qnjax.minimize(recording(driver1, seen), jnp.full(n, 3.0, DT), bounds=(lo, hi), memory_size=5)
+    assert bool(res.success) and float(res.fun) < 1e-6
+    assert_kkt(res.x, res.grad, lo.astype(DT), hi.astype(DT), TOL)
+    assert len(seen) == int(res.nfev)
+    assert_feasible(seen, lo, hi)
+
+
+def test_rosenbrock_in_a_box_has_both_bounds_active():
+    """Rosenbrock n = 5 in [1.1, 2]^5 from x0 = 2: f* = 1.3806398052 with x_1 on its lower
+    bound and x_5 on its upper bound, exactly."""
+    res = qnjax.minimize(rosenbrock, jnp.full(5, 2.0, DT), bounds=(1.1, 2.0))
+    assert bool(res.success)
+    np.testing.assert_allclose(float(res.fun), 1.3806398052, rtol=1e-9 if X64 else 2e-6)
+    lo = np.asarray(1.1, DT)
+    assert res.x[0] == lo and res.x[4] == 2.0 and np.all(np.asarray(res.x[1:4]) > lo)
+    assert_kkt(res.x, res.grad, lo, 2.0, TOL)
+    np.testing.assert_allclose(np.asarray(res.x), [1.1, 1.11349, 1.19703, 1.41582, 2.0], rtol=1e-5)
+
+
+def box_qp_by_enumeration(a, b, lo, hi):
+    """min x^T A x / 2 - b^T x on [lo, hi]: the active set whose reduced solution is
+    feasible with multipliers of the right sign (unique for SPD A)."""
+    n = len(b)
+    for pattern in itertools.product((0, 1, 2), repeat=n):  # free, lower, upper
+        p = np.array(pattern)
+        x = np.where(p == 1, lo, np.where(p == 2, hi, 0.0))
+        f = p == 0
+        if f.any():
+            x[f] = np.linalg.solve(a[np.ix_(f, f)], b[f] - a[np.ix_(f, ~f)] @ x[~f])
+        g = a @ x - b
+        if np.all((x >= lo - 1e-12) & (x <= hi + 1e-12)) and np.all(g[p == 1] >= -1e-12) and np.all(
+                g[p == 2] <= 1e-12):
+            return x, p
+    raise AssertionError("no KKT point")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_box_qp_matches_active_set_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    n = 8
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = q @ np.diag(np.logspace(0, 2, n)) @ q.T
+    b = 40 * rng.normal(size=n)
+    want, pattern = box_qp_by_enumeration(a, b, np.zeros(n), np.ones(n))
+    assert {0, 1, 2} <= set(pattern)  # free variables and both bounds active
+
+    def qp(x, a, b):
+        return 0.5 * x @ a @ x - b @ x
+
+    res = qnjax.minimize(qp, jnp.full(n, 0.5, DT), (jnp.asarray(a, DT), jnp.asarray(b, DT)), bounds=(0.0, 1.0))
+    assert bool(res.success)
+    x = np.asarray(res.x)
+    np.testing.assert_allclose(x, want, atol=1e-9 if X64 else 1e-4)
+    assert np.all((x == 0) == (pattern == 1)) and np.all((x == 1) == (pattern == 2))
+
+
+def test_linear_objective_fixed_variables_and_an_infeasible_start():
+    """f = -x_0 on [-1, 1]^2 (no curvature: no NaN, x = (1, x0_1)); lower == upper fixes a
+    variable; x0 outside the box is projected before the first evaluation."""
+    res = qnjax.minimize(lambda x: -x[0], jnp.asarray([0.0, 0.25], DT), bounds=(-1.0, 1.0))
+    assert bool(res.success) and np.all(np.asarray(res.x) == [1.0, 0.25]) and float(res.fun) == -1.0
+    seen = []
+    lo, hi = np.asarray([0.5, -np.inf, 0.0]), np.asarray([0.5, np.inf, 1.0])
+    res = qnjax.minimize(recording(lambda x: jnp.sum((x - 3) ** 2), seen), jnp.asarray([0.0, 0.0, 7.0], DT),
+                         bounds=(lo, hi))
+    assert bool(res.success)
+    x = np.asarray(res.x)
+    assert x[0] == np.asarray(0.5, DT) and x[2] == 1.0 and abs(x[1] - 3.0) < 1e-6
+    np.testing.assert_array_equal(seen[0], np.asarray([0.5, 0.0, 1.0], DT))
+    assert_feasible(seen, lo, hi)
+
+
+def test_a_bound_at_a_singularity_is_a_failure_not_a_success():
+    """sum log(x) on [0, 1]: f is unbounded below at the bound; the run must not claim success."""
+    res = qnjax.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.full(3, 0.5, DT), bounds=(0.0, 1.0))
+    assert not bool(res.success)
+    assert np.isfinite(float(res.fun)) and np.all(np.asarray(res.x) >= 0)
+
+
+def test_infinite_bounds_take_the_unconstrained_steps():
+    x0 = jnp.linspace(-1.2, 1.0, 8, dtype=DT)
+    for k in (1, 3, 10):
+        free = qnjax.minimize(rosenbrock, x0, maxiter=k)
+        boxed = qnjax.minimize(rosenbrock, x0, maxiter=k, bounds=(-jnp.inf, None))
+        assert int(boxed.nfev) == int(free.nfev)
+        np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-12 if X64 else 1e-4, atol=1e-13)
+
+
+def test_vmap_over_starts_bounds_and_both_equals_single_runs():
+    n = 6
+    x0s = jax.random.uniform(jax.random.PRNGKey(0), (4, n), DT, -1.0, 2.0)
+    his = jnp.asarray([[0.5], [0.9], [1.0], [3.0]], DT) * jnp.ones(n, DT)
+
+    def solve(x0, hi):
+        return qnjax.minimize(rosenbrock, x0, bounds=(0.0, hi))
+
+    singles = [solve(x0s[i], his[i]) for i in range(4)]
+    for axes, args in (((0, None), (x0s, his[1])), ((None, 0), (x0s[0], his)), ((0, 0), (x0s, his))):
+        batch = jax.vmap(solve, in_axes=axes)(*args)
+        for i in range(4):
+            one = singles[i] if axes == (0, 0) else solve(*(a[i] if ax == 0 else a for a, ax in zip(args, axes)))
+            np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), rtol=1e-7 if X64 else 1e-3,
+                                       atol=1e-9 if X64 else 1e-4)
+            assert int(batch.status[i]) == int(one.status)
+            assert_kkt(batch.x[i], batch.grad[i], 0.0, np.asarray(args[1][i] if axes[1] == 0 else args[1]), TOL)
+
+
+def test_mixed_precision_leaves_keep_their_dtypes_and_inward_rounded_bounds():
+    def loss(p):
+        return jnp.sum((p["a"].astype(jnp.float32) - 2.0) ** 2) + jnp.sum((p["b"] + 1.0) ** 2)
+
+    p0 = {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.zeros((2, 2), jnp.float32)}
+    res = qnjax.minimize(loss, p0, bounds=({"a": 0.1, "b": -0.3}, {"a": 1.7, "b": None}))
+    assert jax.tree.map(lambda v: v.dtype, res.x) == jax.tree.map(lambda v: v.dtype, p0)
+    a = np.asarray(res.x["a"], np.float64)
+    assert np.all(a <= 1.7) and np.all(a == float(jnp.bfloat16(1.6953125)))  # 1.7 rounded down in bfloat16
+    up = np.nextafter(np.float32(-0.3), np.float32(0))  # float32(-0.3) < -0.3: rounded up
+    assert float(np.float32(-0.3)) < -0.3 <= float(up) and np.all(np.asarray(res.x["b"]) == up)
+    assert bool(res.success)
+
+
+def test_bounds_errors_name_the_leaf_and_traced_empty_boxes_stop():
+    p0 = {"a": jnp.zeros(2, DT), "b": jnp.zeros(3, DT)}
+    loss = lambda p: jnp.sum(p["a"] ** 2) + jnp.sum(p["b"] ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"lower > upper .* x0\['b'\] at index \(1,\)"):
+        qnjax.minimize(loss, p0, bounds=(0.0, {"a": 1.0, "b": np.array([1.0, -1.0, 1.0])}))
+    with pytest.raises(ValueError, match="structure"):
+        qnjax.minimize(loss, p0, bounds=([0.0, 0.0], 1.0))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        qnjax.minimize(loss, p0, bounds=({"a": np.zeros(3), "b": 0.0}, None))
+    with pytest.raises(TypeError, match="complex"):
+        qnjax.minimize(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex64), bounds=(None, None))
+    res = jax.jit(lambda lo: qnjax.minimize(loss, p0, bounds=(lo, 1.0)))(jnp.asarray(2.0, DT))
+    assert int(res.status) == qnjax.Status.INFEASIBLE and not bool(res.success) and int(res.nit) == 0
+
+
+def test_scipy_bounds_spellings():
+    from scipy.optimize import Bounds
+
+    f = lambda x: jnp.sum((x - jnp.arange(3.0, dtype=DT)) ** 2)  # noqa: E731
+    want = np.asarray([0.5, 1.0, 1.5], DT)
+    for bounds in (Bounds([0.5, -1, 0], [1, 1, 1.5]), [(0.5, 1), (None, 1), (0, 1.5)]):
+        res = qnjax.minimize(f, np.zeros(3, DT), method="L-BFGS-B", bounds=bounds)
+        np.testing.assert_array_equal(np.asarray(res.x), want)
+
+
+def test_resume_with_bounds_is_bitwise_one_run():
+    n = 25
+    bounds = (np.where(np.arange(n) % 2 == 0, 1.0, -100.0), 100.0)
+    x0 = jnp.full(n, 3.0, DT)
+    one = qnjax.minimize(driver1, x0, bounds=bounds, maxiter=24, memory_size=5)
+    half = qnjax.minimize(driver1, x0, bounds=bounds, maxiter=12, memory_size=5)
+    two = qnjax.minimize(driver1, half.x, bounds=bounds, maxiter=12, memory_size=5, state=half.state)
+    assert int(two.nit) == int(one.nit) == 24
+    np.testing.assert_array_equal(np.asarray(two.x), np.asarray(one.x))
+
+
+def test_optax_face_keeps_every_point_in_the_box_bit_for_bit():
+    seen = []
+    loss = recording(rosenbrock, seen)
+    opt = qnjax.lbfgs(bounds=(1.1, 2.0))
+    params = jnp.full(5, 2.0, DT)
+    state = opt.init(params)
+    step = jax.jit(make_step(opt, loss))
+    for _ in range(30):
+        new_params, new_state = step(params, state)
+        assert_same_types(state, new_state)
+        assert np.all(np.asarray(new_params) == np.asarray(new_state.params))  # apply_updates lands on it
+        params, state = new_params, new_state
+    assert_feasible(seen, np.asarray(1.1, DT), 2.0)
+    assert qnjax.Status(int(state.status)).success
+    np.testing.assert_allclose(float(rosenbrock(params)), 1.3806398052, rtol=1e-9 if X64 else 2e-6)
+    # params outside the box: INFEASIBLE, zero updates, nothing evaluated
+    updates, bad = opt.update(state.grad, state, params + 1, value=state.value, grad=state.grad, value_fn=rosenbrock)
+    assert int(bad.status) == qnjax.Status.INFEASIBLE and not np.any(np.asarray(updates))
+    with pytest.raises(ValueError, match="learning_rate"):
+        qnjax.lbfgs(0.1, bounds=(0.0, 1.0))
+    assert isinstance(opt, optax.GradientTransformationExtraArgs)

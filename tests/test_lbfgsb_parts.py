@@ -1,0 +1,232 @@
+"""L-BFGS-B's parts against dense linear algebra, after the ring buffer has wrapped.
+
+The memory is driven as the bounded solver drives it (``push(direct=True)``, the
+products, ``complete``, the step recorded), with steps that are not multiples of H q,
+on a quadratic with a random SPD Hessian; n = 7 over two leaves, m = 3, 5 pairs. The
+references are recomputed in float64 from the stored vectors, oldest pair first:
+
+* the compact B = theta I - W M W^T (BLNZ eqs. 3.2-3.4) against the BFGS recursion
+  B <- B - B s s^T B / s^T B s + y y^T / y^T s from B0 = theta I (N&W eq. 6.19);
+* the secant equation B s = y on the newest pair, and B H = I with H from the
+  compact inverse form (``_compact``, already checked against N&W eq. 7.19);
+* the generalized Cauchy point against a brute-force walk along the projected path,
+  one segment at a time, each segment's quadratic minimised in closed form;
+* the direction against a dense reduced Newton step -(Z^T B Z)^-1 Z^T (g + B (x^c - x)),
+  the Morales-Nocedal projection, and the 1995 truncation from x^c when the
+  projection is not downhill (both branches are exercised).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64
+
+from qnjax import _bounds, _cauchy, _compact, _memory, _subspace
+
+DT = jnp.float64 if X64 else jnp.float32
+RTOL = 1e-9 if X64 else 2e-3
+N, M = 7, 3
+
+
+def as_tree(v):
+    return {"a": jnp.asarray(np.asarray(v)[:4].reshape(2, 2), DT), "z": jnp.asarray(np.asarray(v)[4:], DT)}
+
+
+def as_vec(tree):
+    return np.concatenate([np.ravel(tree["a"]), np.ravel(tree["z"])]).astype(np.float64)
+
+
+def spd(rng, cond=10.0):
+    qmat, _ = np.linalg.qr(rng.normal(size=(N, N)))
+    return qmat @ np.diag(np.logspace(0, np.log10(cond), N)) @ qmat.T
+
+
+@jax.jit
+def _push(mem, q):
+    mem = _memory.push(mem, q, direct=True)[0]
+    a, b = _memory.products(mem, q)
+    mem = _memory.complete(mem, a, b)
+    return _memory.record(mem, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
+
+
+def drive(rng, pairs=5, hess=None, steps=()):
+    """The memory after ``pairs`` steps u (random, not H q multiples, then ``steps``) with
+    y = A u."""
+    hess = spd(rng) if hess is None else hess
+    mem = _memory.init(as_tree(np.zeros(N)), M, DT)
+    q = rng.normal(size=N)
+    for u in [rng.normal(size=N) * rng.uniform(0.2, 2.0) for _ in range(pairs)] + list(steps):
+        mem = _push(mem, as_tree(q))
+        u = as_vec(as_tree(u))
+        mem = jax.jit(_memory.record_step)(mem, as_tree(u), 1.0)
+        q = q + hess @ u
+    return _push(mem, as_tree(q))
+
+
+def chronological_pairs(mem):
+    pos = np.asarray(_memory.position(mem))
+    valid = np.asarray(_memory.valid(mem))
+    slots = [i for i in np.argsort(pos) if valid[i]]
+    row = lambda buf, i: as_vec(jax.tree.map(lambda b: b[i], buf))  # noqa: E731
+    return [(row(mem.s, i), row(mem.y, i)) for i in slots]
+
+
+def dense_b(mem):
+    pairs = chronological_pairs(mem)
+    s, y = pairs[-1]
+    theta = (y @ y) / (s @ y)
+    b = theta * np.eye(N)
+    for s, y in pairs:
+        bs = b @ s
+        b = b - np.outer(bs, bs) / (s @ bs) + np.outer(y, y) / (y @ s)
+    return b, theta, pairs
+
+
+def compact_b(mem):
+    mid, _, theta, ok = _cauchy.middle(mem)
+    w = np.asarray(_cauchy.w_rows(mem, theta, DT), np.float64)
+    assert bool(ok)
+    return float(theta) * np.eye(N) - w @ np.asarray(mid, np.float64) @ w.T, float(theta)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compact_b_is_the_bfgs_recursion_in_chronological_order(seed):
+    mem = drive(np.random.default_rng(seed))
+    assert int(mem.count) == M and int(mem.head) != M  # full and wrapped
+    b, theta, pairs = dense_b(mem)
+    got, theta_got = compact_b(mem)
+    np.testing.assert_allclose(theta_got, theta, rtol=RTOL)
+    np.testing.assert_allclose(got, b, rtol=RTOL, atol=RTOL * np.abs(b).max())
+    s, y = pairs[-1]
+    np.testing.assert_allclose(got @ s, y, rtol=RTOL, atol=RTOL * np.abs(y).max())  # secant equation
+    h = np.stack([as_vec(_compact.inverse_hessian(mem, as_tree(e))[0]) for e in np.eye(N)], axis=1)
+    np.testing.assert_allclose(got @ h, np.eye(N), atol=50 * RTOL)
+
+
+def brute_cauchy(x, g, lo, hi, b):
+    """The first local minimiser of g^T z + z^T B z / 2 along z(t) = P(x - t g) - x."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(g < 0, (x - hi) / g, np.where(g > 0, (x - lo) / g, np.inf))
+    ends = sorted(set(t[(t > 0) & np.isfinite(t)])) + [np.inf]
+    bound = np.where(g < 0, hi, lo)
+
+    def path(s):  # x(s), a variable that reached its bound exactly on it
+        return np.where((t > 0) & (t <= s), bound, np.clip(x - s * g, lo, hi))
+
+    ta = 0.0
+    for tb in ends:
+        za = path(ta) - x
+        da = np.where(t > ta, -g, 0.0)
+        f1, f2 = g @ da + da @ b @ za, da @ b @ da
+        if f1 >= 0:
+            return x + za
+        if f2 > 0 and -f1 / f2 < tb - ta:
+            return path(ta - f1 / f2)
+        ta = tb
+    raise AssertionError("unbounded model")
+
+
+def problem(rng):
+    """A point in a box (some variables on a bound, some bounds infinite) and a gradient."""
+    lo = np.where(rng.uniform(size=N) < 0.2, -np.inf, -1.0)
+    hi = np.where(rng.uniform(size=N) < 0.2, np.inf, 1.0)
+    x = rng.uniform(-1, 1, size=N)
+    x = np.where(rng.uniform(size=N) < 0.3, np.where(rng.uniform(size=N) < 0.5, -1.0, 1.0), x)
+    x = as_vec(as_tree(np.clip(x, lo, hi)))
+    return x, 3 * rng.normal(size=N), lo, hi
+
+
+def box(lo, hi):
+    return _bounds.box(as_tree(np.zeros(N)), (as_tree(lo), as_tree(hi)))
+
+
+@jax.jit
+def _cauchy_point(mem, x, g, bx):
+    mid, _, theta, _ = _cauchy.middle(mem)
+    xc, c, free = _cauchy.cauchy_point(mem, mid, theta, x, g, bx, DT)
+    return xc, c, free, _cauchy.w_rows(mem, theta, DT)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
+    rng = np.random.default_rng(seed)
+    mem = drive(rng)
+    b, _, _ = dense_b(mem)
+    x, g, lo, hi = problem(rng)
+    g = as_vec(as_tree(g))
+    want = brute_cauchy(x, g, lo, hi, b)
+    xc, c, free, w = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
+    got = as_vec(xc)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL)
+    at_bound = (want == lo) | (want == hi)
+    assert np.all(got[at_bound] == want[at_bound])  # exactly on the bound
+    np.testing.assert_allclose(np.asarray(c), np.asarray(w, np.float64).T @ (got - x), rtol=RTOL, atol=RTOL)
+    np.testing.assert_array_equal(as_vec(free).astype(bool), (got > lo) & (got < hi))
+
+
+def dense_direction(x, g, lo, hi, b, xc):
+    free = (xc > lo) & (xc < hi)
+    z = np.eye(N)[:, free]
+    r = z.T @ (g + b @ (xc - x))
+    du = z @ -np.linalg.solve(z.T @ b @ z, r)
+    xbar = np.clip(xc + du, lo, hi)
+    if g @ (xbar - x) < 0:
+        return xbar - x, "projected"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(du > 0, (hi - xc) / du, np.where(du < 0, (lo - xc) / du, np.inf))
+    alpha = min(1.0, room.min())
+    return np.clip(xc + alpha * du, lo, hi) - x, "truncated"
+
+
+_direction = jax.jit(lambda mem, x, g, bx: _subspace.direction(mem, x, g, bx, DT))
+
+
+def check_direction(mem, x, g, lo, hi):
+    b, _, _ = dense_b(mem)
+    g = as_vec(as_tree(g))
+    want, branch = dense_direction(x, g, lo, hi, b, brute_cauchy(x, g, lo, hi, b))
+    d, ok = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    assert bool(ok) == (g @ want < 0)  # uphill: the solver drops the memory
+    np.testing.assert_allclose(as_vec(d), want, rtol=20 * RTOL, atol=20 * RTOL * np.abs(want).max())
+    return branch
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_direction_is_the_projected_reduced_newton_step(seed):
+    rng = np.random.default_rng(seed)
+    mem = drive(rng)
+    assert check_direction(mem, *problem(rng)) == "projected"  # random data: the projection is downhill
+
+
+def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point():
+    """A plane where B equals a strongly coupled 2 x 2 Hessian (two A-conjugate steps
+    in it: BFGS's hereditary property), the other variables held at a bound: the
+    reduced Newton point is far outside the box in one variable and its projection is
+    uphill, so x_bar = x^c + alpha* d^u (Morales & Nocedal 2011)."""
+    rng = np.random.default_rng(0)
+    a2 = np.array([[2.0, -0.1], [-0.1, 0.0075]])
+    hess = spd(rng)
+    hess[:2, :] = hess[:, :2] = 0
+    hess[:2, :2] = a2
+    s1 = np.eye(N)[0]
+    s2 = np.eye(N)[1] - (np.eye(N)[1] @ hess @ s1) / (s1 @ hess @ s1) * s1
+    mem = drive(rng, 3, hess, [s1, s2])
+    np.testing.assert_allclose(dense_b(mem)[0][:2, :2], a2, rtol=RTOL, atol=RTOL)
+    x, g = np.zeros(N), np.ones(N)  # variables 2.. on their lower bound, pushed outward
+    g[:2] = [1.0, -0.1]
+    lo, hi = np.zeros(N), np.full(N, 10.0)
+    lo[:2], hi[1] = -10.0, 1.0
+    assert check_direction(mem, x, g, lo, hi) == "truncated"
+
+
+def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
+    """With no pairs, B = theta I (theta = 1): the model is separable and its box
+    minimiser P(x - g) is the Cauchy point itself, so d = P(x - g) - x."""
+    rng = np.random.default_rng(7)
+    mem = _push(_memory.init(as_tree(np.zeros(N)), M, DT), as_tree(np.zeros(N)))
+    x, g, lo, hi = problem(rng)
+    d, ok = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    assert bool(ok)
+    want = np.clip(x - as_vec(as_tree(g)), lo, hi) - x
+    np.testing.assert_allclose(as_vec(d), want, rtol=RTOL, atol=RTOL)
