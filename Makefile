@@ -29,9 +29,11 @@ test-x64: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m qnjax bench --out bench-results/full
+	$(PY) -m qnjax bench --bounded --out bench-results/bounded
 	$(PY) benchmarks/inplace.py
 	$(PY) benchmarks/scale.py --out bench-results/full
 	$(PY) benchmarks/observe.py
+	$(PY) benchmarks/bounded.py --out bench-results/full
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache

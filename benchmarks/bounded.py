@@ -20,6 +20,7 @@ tables and writes `<out>/bounded.json`.
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -63,6 +64,10 @@ def scipy_lbfgsb(fun, x0, lo, hi, **options):
                     bounds=list(zip(lo, hi)) if np.ndim(lo) else None, options=options)
 
 
+def _solve(fun, iters, x0, bounds):
+    return qnjax.minimize(fun, x0, maxiter=iters, bounds=bounds)
+
+
 def per_iteration(sizes, dtypes, iters):
     rows = []
     for n in sizes:
@@ -71,10 +76,11 @@ def per_iteration(sizes, dtypes, iters):
             for dtype in dtypes:
                 x0 = prob.x0_as(dtype)
                 row = {"problem": prob.name, "n": n, "dtype": dtype}
-                for name, bounds in (("bounded", (lo, hi)), ("unconstrained", None)):
-                    solve = jax.jit(lambda x: qnjax.minimize(prob.fun, x, maxiter=iters, bounds=bounds))
-                    nit = int(solve(x0).nit)
-                    row[f"{name} ms/iter"] = 1e3 * best_of(solve, x0) / max(nit, 1)
+                box = (jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
+                for name, bounds in (("bounded", box), ("unconstrained", None)):
+                    solve = jax.jit(functools.partial(_solve, prob.fun, iters))
+                    nit = int(solve(x0, bounds).nit)
+                    row[f"{name} ms/iter"] = 1e3 * best_of(solve, x0, bounds) / max(nit, 1)
                     row[f"{name} nit"] = nit
                 row["ratio"] = row["bounded ms/iter"] / row["unconstrained ms/iter"]
                 if dtype == "float64":
