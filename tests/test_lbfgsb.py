@@ -153,6 +153,9 @@ def test_infinite_bounds_take_the_unconstrained_steps():
 
 
 def test_vmap_over_starts_bounds_and_both_equals_single_runs():
+    """Batched over both (against single runs), and over starts only and bounds only
+    (against the batch over both with the other argument repeated): multi-start and
+    many boxes, each member with its own status."""
     n = 6
     x0s = jax.random.uniform(jax.random.PRNGKey(0), (4, n), DT, -1.0, 2.0)
     his = jnp.asarray([[0.5], [0.9], [1.0], [3.0]], DT) * jnp.ones(n, DT)
@@ -160,15 +163,21 @@ def test_vmap_over_starts_bounds_and_both_equals_single_runs():
     def solve(x0, hi):
         return qnjax.minimize(rosenbrock, x0, bounds=(0.0, hi))
 
-    singles = [solve(x0s[i], his[i]) for i in range(4)]
-    for axes, args in (((0, None), (x0s, his[1])), ((None, 0), (x0s[0], his)), ((0, 0), (x0s, his))):
-        batch = jax.vmap(solve, in_axes=axes)(*args)
-        for i in range(4):
-            one = singles[i] if axes == (0, 0) else solve(*(a[i] if ax == 0 else a for a, ax in zip(args, axes)))
-            np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), rtol=1e-7 if X64 else 1e-3,
-                                       atol=1e-9 if X64 else 1e-4)
-            assert int(batch.status[i]) == int(one.status)
-            assert_kkt(batch.x[i], batch.grad[i], 0.0, np.asarray(args[1][i] if axes[1] == 0 else args[1]), TOL)
+    both = jax.jit(jax.vmap(solve))
+    close = dict(rtol=1e-7 if X64 else 1e-3, atol=1e-9 if X64 else 1e-4)
+    batch = both(x0s, his)
+    single = jax.jit(solve)
+    for i in range(4):
+        one = single(x0s[i], his[i])
+        np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), **close)
+        assert int(batch.status[i]) == int(one.status) and bool(batch.success[i])
+        assert_kkt(batch.x[i], batch.grad[i], 0.0, np.asarray(his[i]), TOL)
+    starts = jax.vmap(solve, in_axes=(0, None))(x0s, his[1])
+    boxes = jax.vmap(solve, in_axes=(None, 0))(x0s[0], his)
+    for got, want in ((starts, both(x0s, jnp.broadcast_to(his[1], his.shape))),
+                      (boxes, both(jnp.broadcast_to(x0s[0], x0s.shape), his))):
+        np.testing.assert_allclose(np.asarray(got.x), np.asarray(want.x), **close)
+        np.testing.assert_array_equal(np.asarray(got.status), np.asarray(want.status))
 
 
 def test_mixed_precision_leaves_keep_their_dtypes_and_inward_rounded_bounds():
@@ -237,7 +246,8 @@ def test_optax_face_keeps_every_point_in_the_box_bit_for_bit():
     assert qnjax.Status(int(state.status)).success
     np.testing.assert_allclose(float(rosenbrock(params)), 1.3806398052, rtol=1e-9 if X64 else 2e-6)
     # params outside the box: INFEASIBLE, zero updates, nothing evaluated
-    updates, bad = opt.update(state.grad, state, params + 1, value=state.value, grad=state.grad, value_fn=rosenbrock)
+    update = jax.jit(lambda p, s: opt.update(s.grad, s, p, value=s.value, grad=s.grad, value_fn=rosenbrock))
+    updates, bad = update(params + 1, state)
     assert int(bad.status) == qnjax.Status.INFEASIBLE and not np.any(np.asarray(updates))
     with pytest.raises(ValueError, match="learning_rate"):
         qnjax.lbfgs(0.1, bounds=(0.0, 1.0))

@@ -165,6 +165,22 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
     np.testing.assert_array_equal(as_vec(free).astype(bool), (got > lo) & (got < hi))
 
 
+@pytest.mark.parametrize("cap", [1, 2, 4])
+def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, monkeypatch):
+    """Beyond ``SORT_LIMIT`` variables only the ``CAP`` smallest breakpoints are sorted,
+    all of them only if the Cauchy point lies beyond: forced here at n = 7."""
+    monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
+    monkeypatch.setattr(_cauchy, "CAP", cap)
+    run = jax.jit(lambda mem, x, g, bx: _cauchy_point.__wrapped__(mem, x, g, bx))
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        mem = drive(rng)
+        x, g, lo, hi = problem(rng)
+        g = as_vec(as_tree(g))
+        xc = run(mem, as_tree(x), as_tree(g), box(lo, hi))[0]
+        np.testing.assert_allclose(as_vec(xc), brute_cauchy(x, g, lo, hi, dense_b(mem)[0]), rtol=RTOL, atol=RTOL)
+
+
 def dense_direction(x, g, lo, hi, b, xc):
     free = (xc > lo) & (xc < hi)
     z = np.eye(N)[:, free]

@@ -92,6 +92,28 @@ def test_state_types_fixed_at_init(loop, case):
     assert 4 <= int(new_state.count) <= 6
 
 
+# With bounds (L-BFGS-B inside the transformation): every real dtype case in lax.scan, and
+# the mixed case in the other loop kinds that carry the state differently.
+BOUNDED_PAIRS = [("scan", case) for case in sorted(CASES) if not case.startswith("c") and "c128" not in case] + [
+    (loop, "mixed_f16_f32") for loop in ("while_loop", "eqx_checkpointed")]
+
+
+@pytest.mark.parametrize("loop, case", BOUNDED_PAIRS)
+def test_state_types_fixed_at_init_with_bounds(loop, case):
+    if case in X64_ONLY and not X64:
+        pytest.skip("needs x64")
+    params = jax.tree.map(lambda p: jnp.clip(p, -0.5, 0.25), CASES[case]())  # a feasible start
+    opt = qnjax.lbfgs(memory_size=3, bounds=(-0.5, 0.25))  # Python floats: weak, must not promote
+    state = opt.init(params)
+    new_params, new_state = run_loop(loop, make_step(opt, loss_any), params, state)
+    assert_same_types(state, new_state)
+    assert leaf_types(new_params) == leaf_types(params)
+    for p in jax.tree.leaves(new_params):
+        assert bool(jnp.all((p >= jnp.asarray(-0.5, p.dtype)) & (p <= 0.25)))  # 0.25 is exact in every dtype
+    assert float(new_state.value) <= float(loss_any(params))  # (scalar0d starts at its solution, 0.25)
+    assert int(new_state.status) in (qnjax.Status.RUNNING, qnjax.Status.GTOL, qnjax.Status.PRECISION)
+
+
 def test_scalar_dtype_rule():
     dt = jnp.float64 if X64 else jnp.float32
     assert qnjax.lbfgs().init(jnp.ones(2, jnp.bfloat16)).value.dtype == jnp.float32

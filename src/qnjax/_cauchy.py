@@ -104,6 +104,60 @@ def _unflat(vec, like, dtype=None):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
 
 
+# Beyond this many variables the breakpoints are not all sorted: the CAP smallest are
+# found (``lax.top_k``, one pass) and the Cauchy point is looked for among them; only if it
+# lies beyond them are all sorted (``lax.cond``; Algorithm CP rarely passes many).
+SORT_LIMIT = 4096
+CAP = 64
+
+
+def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt):
+    """(found, t_c, c) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
+    of the moving variables among them (0 otherwise), their rows ``w`` of W, and the
+    moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
+    ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
+    last one has no known end and is not searched: ``found`` says whether t_c was)."""
+    k = ts.shape[0]
+    is_bp = jnp.isfinite(ts)
+    a = wt[:, None] * w  # g_i w_i of each moving variable
+
+    def from_end(v, tail):  # sum_{k >= j} + tail, j = 0..k
+        return jnp.concatenate([jnp.cumsum(v[::-1], axis=0)[::-1], jnp.zeros((1,) + v.shape[1:], sdt)]) + tail
+
+    p = -from_end(a, -p_tail)
+    big_g = from_end(wt * wt, g_tail)
+    q = jnp.concatenate([jnp.zeros((1, a.shape[1]), sdt), jnp.cumsum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)])
+    t_prev = jnp.concatenate([jnp.zeros((1,), sdt), jnp.where(is_bp, ts, 0)])
+    t_end = jnp.concatenate([ts, jnp.full((1,), jnp.inf, sdt)])
+    c = t_prev[:, None] * p - q
+    pm = p @ mid
+    fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
+    fpp = theta * big_g - jnp.sum(pm * p, axis=1)
+    dtm = jnp.where(fpp > 0, -fp / jnp.where(fpp > 0, fpp, 1), jnp.where(fp < 0, jnp.inf, 0))
+    j = jnp.arange(k + 1)
+    last = jnp.sum(is_bp)  # the segment after every breakpoint listed
+    stop = (j <= last) & ((dtm < t_end - t_prev) | (big_g <= 0) | ((j == last) & complete))
+    stop = stop & ((j < last) | complete)
+    js = jnp.argmax(stop)
+    step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
+    step = jnp.where(jnp.isfinite(step), step, 0)
+    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
+
+
+def _rows(memory, theta, idx, sdt):
+    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf."""
+    m1 = _memory.size(memory) + 1
+    out, off = jnp.zeros((idx.shape[0], 2 * m1), sdt), 0
+    for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
+        size = sb[0].size
+        local = jnp.clip(idx - off, 0, max(size - 1, 0))
+        ys, ss = (b.reshape(m1, -1)[:, local].astype(sdt).T for b in (yb, sb))
+        inside = ((idx >= off) & (idx < off + size))[:, None]
+        out = out + jnp.where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
+        off += size
+    return jnp.where(jnp.concatenate([_memory.valid(memory)] * 2)[None, :], out, 0)
+
+
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     """(x^c, c, free): the generalized Cauchy point (leaves in x's dtypes; bound-hitting
     variables exactly on their bound), c = W^T (x^c - x), and which variables are
@@ -115,35 +169,26 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))
     moving = tb > 0
     key = jnp.where(moving, tb, jnp.inf)  # t_i = 0: never moves; t_i = inf: never stops
-    order = jnp.argsort(key)
-    ts, gs, mv = key[order], gf[order], moving[order]
-    is_bp = jnp.isfinite(ts)
-    w = w_rows(memory, theta, sdt)[order]
-    wt = jnp.where(mv, gs, 0)
-    a = wt[:, None] * w  # g_i w_i of each moving variable
-    zero = jnp.zeros((1, a.shape[1]), sdt)
+    zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
 
-    def from_end(v):  # sum_{k >= j}, j = 0..n
-        return jnp.concatenate([jnp.cumsum(v[::-1], axis=0)[::-1], jnp.zeros((1,) + v.shape[1:], sdt)])
+    def all_sorted():
+        order = jnp.argsort(key)
+        return _walk(key[order], jnp.where(moving[order], gf[order], 0), w_rows(memory, theta, sdt)[order],
+                     zero_p, zero_g, theta, mid, True, sdt)[1:]
 
-    p = -from_end(a)
-    big_g = from_end(wt * wt)
-    q = jnp.concatenate([zero, jnp.cumsum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)])
-    t_prev = jnp.concatenate([jnp.zeros((1,), sdt), jnp.where(is_bp, ts, 0)])
-    t_end = jnp.concatenate([ts, jnp.full((1,), jnp.inf, sdt)])
-    c = t_prev[:, None] * p - q
-    pm = p @ mid
-    fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
-    fpp = theta * big_g - jnp.sum(pm * p, axis=1)
-    dtm = jnp.where(fpp > 0, -fp / jnp.where(fpp > 0, fpp, 1), jnp.where(fp < 0, jnp.inf, 0))
-    j = jnp.arange(n + 1)
-    last = jnp.sum(is_bp)  # the segment after every breakpoint
-    stop = (j <= last) & ((dtm < t_end - t_prev) | (big_g <= 0) | (j == last))
-    js = jnp.argmax(stop)
-    step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
-    step = jnp.where(jnp.isfinite(step), step, 0)
-    tc = t_prev[js] + step
-    c_star = c[js] + step * p[js]
+    if n <= SORT_LIMIT:
+        tc, c_star = all_sorted()
+    else:
+        neg, idx = jax.lax.top_k(-key, CAP)
+        ts = -neg
+        rest = moving & ~jnp.zeros(n, bool).at[idx].set(True)
+        g_rest = jnp.where(rest, gf, 0)
+        s_t, y_t = _memory.products(memory, _unflat(g_rest, x, sdt))
+        complete = jnp.sum(jnp.isfinite(key)) <= CAP
+        found, tc, c_star = _walk(ts, jnp.where(moving[idx], gf[idx], 0), _rows(memory, theta, idx, sdt),
+                                  -jnp.concatenate([y_t, theta * s_t]), jnp.sum(g_rest * g_rest), theta, mid,
+                                  complete, sdt)
+        tc, c_star = jax.lax.cond(found, lambda: (tc, c_star), all_sorted)
     hit = moving & (tb <= tc)
     xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
     xc = _unflat(xc, x)
