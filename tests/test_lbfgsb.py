@@ -17,6 +17,7 @@ import pytest
 from conftest import X64, assert_same_types, make_step
 
 import qnjax
+from qnjax import problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -39,7 +40,8 @@ def assert_kkt(x, g, lo, hi, tol):
     scale = max(1.0, np.abs(g).max())
     pg = np.clip(-g, lo - x, hi - x)
     assert np.abs(pg).max() <= tol * scale, np.abs(pg).max()
-    assert np.all(g[x == lo] >= -tol * scale) and np.all(g[x == hi] <= tol * scale)
+    fixed = lo == hi  # both bounds active: any sign
+    assert np.all(g[(x == lo) & ~fixed] >= -tol * scale) and np.all(g[(x == hi) & ~fixed] <= tol * scale)
 
 
 def assert_feasible(points, lo, hi):
@@ -252,3 +254,67 @@ def test_optax_face_keeps_every_point_in_the_box_bit_for_bit():
     with pytest.raises(ValueError, match="learning_rate"):
         qnjax.lbfgs(0.1, bounds=(0.0, 1.0))
     assert isinstance(opt, optax.GradientTransformationExtraArgs)
+
+
+def test_derivatives_of_a_bounded_solution_hold_the_active_set():
+    """x*(b, lower, upper) of a box QP with free variables and both bounds active: on the
+    free set A_FF dx_F = db_F - A_FA dx_A, and dx_A = d(its bound) (strict
+    complementarity); d f* = (A x* - b)^T dx - x*^T db."""
+    rng = np.random.default_rng(0)
+    n = 8
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = q @ np.diag(np.logspace(0, 2, n)) @ q.T
+    b = 40 * rng.normal(size=n)
+    want, pattern = box_qp_by_enumeration(a, b, np.zeros(n), np.ones(n))
+    f, act = pattern == 0, pattern != 0
+    a_j = jnp.asarray(a, DT)
+
+    def solve(b, lo, hi):
+        res = qnjax.minimize(lambda x, b: 0.5 * x @ a_j @ x - b @ x, jnp.full(n, 0.5, DT), (b,), bounds=(lo, hi))
+        return res.x, res.fun
+
+    args = (jnp.asarray(b, DT), jnp.zeros(n, DT), jnp.ones(n, DT))
+    jx = jax.jit(jax.jacrev(lambda *t: solve(*t)[0], argnums=(0, 1, 2)))(*args)
+    inv = np.linalg.inv(a[np.ix_(f, f)])
+    d_b = np.zeros((n, n))
+    d_b[np.ix_(f, f)] = inv
+    for which, got in zip((1, 2), jx[1:]):
+        d_bound = np.zeros((n, n))
+        on = act & (pattern == which)
+        d_bound[on, on] = 1.0
+        d_bound[np.ix_(f, on)] = -inv @ a[np.ix_(f, on)]
+        np.testing.assert_allclose(np.asarray(got), d_bound, atol=1e-8 if X64 else 2e-3)
+    np.testing.assert_allclose(np.asarray(jx[0]), d_b, atol=1e-8 if X64 else 2e-3)
+    g_value = jax.jit(jax.grad(lambda *t: solve(*t)[1], argnums=(0, 2)))(*args)
+    grad = a @ want - b
+    np.testing.assert_allclose(np.asarray(g_value[0]), -want, atol=1e-7 if X64 else 2e-3)
+    np.testing.assert_allclose(np.asarray(g_value[1]), np.where(pattern == 2, grad, 0), atol=1e-6 if X64 else 2e-2)
+
+
+@pytest.mark.skipif(not X64, reason="scipy's optimum is a float64 reference")
+@pytest.mark.parametrize("name", ["hs4", "hs45", "bard_box", "brown_dennis_box", "osborne1_box", "fixed_variables_n6"])
+def test_bounded_catalogue_optimum_and_active_set(name):
+    """From the catalogue's x0, the known optimum (verified against scipy's L-BFGS-B at
+    tight tolerances, ``qnjax.problems._bounded``) and exactly its active set."""
+    p = problems.get(name)
+    res = qnjax.minimize(p.fun, jnp.asarray(p.x0), bounds=(p.lower, p.upper))
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(float(res.fun), p.fstar, rtol=1e-8, atol=1e-12)
+    x = np.asarray(res.x)
+    for side in (p.lower, p.upper):
+        np.testing.assert_array_equal(x == side, p.xstar == side)
+    assert_kkt(x, res.grad, p.lower, p.upper, 1e-6)
+
+
+def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
+    n = 1000
+    rng = np.random.default_rng(0)
+    lo, hi = rng.uniform(-2, -1, n), rng.uniform(1, 2, n)
+    opt = qnjax.lbfgs(bounds=(lo, hi))
+    params = jnp.zeros(n, DT)
+    state = opt.init(params)
+    upper = np.asarray(state.bounds.upper, np.float64)  # rounded down to DT
+    assert np.all(upper <= hi) and np.all(np.nextafter(np.asarray(state.bounds.upper), np.inf) > hi)
+    text = jax.jit(make_step(opt, rosenbrock)).lower(params, state).as_text()
+    constants = [line for line in text.splitlines() if "constant" in line]
+    assert constants and max(len(line) for line in constants) < 300  # no array of n bounds inlined

@@ -53,7 +53,7 @@ def problem(data):
     return x0, args, sdt
 
 
-@settings(max_examples=9, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.data())
 def test_minimize_properties(data):
     x0, args, sdt = problem(data)
@@ -71,7 +71,7 @@ def test_minimize_properties(data):
     assert float(res.fun) <= 0.5 * float(f0) or int(res.status) == Status.GTOL, res.message
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.data())
 def test_optax_face_state_types_unchanged(data):
     x0, args, _ = problem(data)

@@ -31,7 +31,13 @@ feature) is not detected: CG then gives the derivative of the solution the run
 selected, in the preconditioner's metric; ``ridge`` makes the system regular. (The NaN
 is a factor, not a select, so it survives JAX's transposition to reverse mode.)
 ``x0`` gets no derivative (x* does not depend on where the run started) and the
-counters and statuses none. The primal run is unchanged. A second derivative goes
+counters and statuses none.
+
+With bounds the variables on a bound at x* are held there (dx_A = the derivative of
+their bound; the bounds are inputs too) and the system is the Hessian's free block
+(``_reduced``): the derivative of the solution with that active set, which is the
+derivative wherever strict complementarity holds (a variable on its bound with a zero
+gradient is treated as active: its one-sided derivative). The primal run is unchanged. A second derivative goes
 through the rule again (its JVP differentiates the linear solve), never through the
 solver's loop.
 """
@@ -115,6 +121,26 @@ def poison(tangent, ok):
     return jax.tree.map(lambda a: a * factor.astype(a.dtype), tangent)
 
 
+def _reduced(box, d_box, x, hvp, precond, neg):
+    """The system on the free variables (strictly inside their bounds at x*): with A the
+    active ones, dx_A = d(their bound) and H_FF dx_F = -(B dtheta)_F - H_FA dx_A. Written
+    as one SPD system over every variable, identity on A (BLNZ's Z^T H Z, masked):
+    M v = F H (F v) + (1 - F) v, right-hand side F (-B dtheta - H dx_A) + (1 - F) dx_A."""
+    free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), x, box.lower, box.upper)
+    d_bound = jax.tree.map(lambda v, lo, dlo, dhi: jnp.broadcast_to(jnp.where(v == lo, dlo, dhi), v.shape)
+                           .astype(v.dtype), x, box.lower, d_box.lower, d_box.upper)
+    dx_a = jax.tree.map(lambda f, d: jnp.where(f, 0, d), free, d_bound)
+    on_free = lambda t: jax.tree.map(lambda f, a: jnp.where(f, a, 0), free, t)  # noqa: E731
+
+    def masked(op):
+        return lambda v: jax.tree.map(lambda f, a, b: jnp.where(f, a, b), free, op(on_free(v)), v)
+
+    coupling = hvp(dx_a)
+    rhs = jax.tree.map(lambda f, n, c, d: jnp.where(f, n - c.astype(n.dtype), d.astype(n.dtype)),
+                       free, neg, coupling, dx_a)
+    return masked(hvp), masked(precond), rhs
+
+
 def differentiable(solve, config: ImplicitDiff):
     """``solve(solver, objective, x0, args, state0, box) -> OptimizeResult`` with derivatives
     of x, fun, grad and aux with respect to the objective's arrays and ``args``."""
@@ -126,13 +152,12 @@ def differentiable(solve, config: ImplicitDiff):
     @run.defjvp
     def rule(primals, tangents):
         solver, objective, x0, args, state0, box = primals
-        _, d_objective, _, d_args, _, _ = tangents
-        if box is not None or (state0 is not None and state0.bounds is not None):
-            raise NotImplementedError("derivatives of a bounded minimize's solution are not implemented yet "
-                                      "(the implicit function theorem on the free variables is planned)")
+        _, d_objective, _, d_args, _, d_box = tangents
         res = run(solver, objective, x0, args, state0, box)
         x = res.x
         sdt = res.fun.dtype
+        if box is None and res.state.bounds is not None:  # resumed: the bounds are data, not inputs
+            box, d_box = res.state.bounds, jax.tree.map(jnp.zeros_like, res.state.bounds)
 
         def grad_at(point, obj, a):
             return obj(point, a)[1]
@@ -147,12 +172,17 @@ def differentiable(solve, config: ImplicitDiff):
         precond = InverseHessian(res.state).matvec if config.precondition else (lambda r: r)
 
         neg = jax.tree.map(jnp.negative, rhs)
+        if box is not None:
+            hvp, precond, neg = _reduced(box, d_box, x, hvp, precond, neg)
         dx = jax.lax.custom_linear_solve(hvp, neg, lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt),
                                          symmetric=True)
         _, (_, d_grad, d_aux) = jax.jvp(lambda p, obj, a: obj(p, a), (x, objective, args),
                                          (dx, d_objective, d_args))
-        # The optimal value needs no linear solve (envelope theorem): d f* = grad_theta f dtheta.
+        # The optimal value needs no linear solve (envelope theorem): d f* = grad_theta f dtheta,
+        # plus g_A dx_A with bounds (the gradient is not zero on the active variables).
         _, d_value = jax.jvp(lambda obj, a: obj(x, a)[0], (objective, args), (d_objective, d_args))
+        if box is not None:
+            d_value = d_value + _tree.inner(_tree.conj(res.state.grad), dx, sdt).astype(d_value.dtype)
         if not config.accept_unconverged:
             dx, d_value, d_grad, d_aux = poison((dx, d_value, d_grad, d_aux), res.success)
         zero = jax.tree.map(_zero_tangent, res)

@@ -124,7 +124,7 @@ def minimize(
       x0: the starting point, any pytree of float or complex arrays; the result
         keeps its structure and dtypes.
       args: a tuple of extra arguments to ``fun`` (arrays or pytrees; traced).
-      method: ``"L-BFGS-B"`` (scipy's name, without bounds so far), ``"lbfgs"``.
+      method: ``"L-BFGS-B"`` (scipy's name), ``"lbfgs"``: the same solver.
       gtol: stop with GTOL when max_i |grad_i| <= gtol (scipy's absolute test).
         Default 0: only an exactly zero gradient.
       ftol: stop with FTOL when a step reduces f by at most ftol relative to
@@ -165,11 +165,20 @@ def minimize(
         friends of ``x``, ``fun``, ``grad`` and ``aux`` with respect to ``args`` and the
         arrays ``fun`` closes over go through the implicit function theorem
         (``qnjax._implicit``), never through the loop; x0 gets no derivative.
-      jac, bounds, tol, options: scipy's spellings (``qnjax._scipy``): ``jac=True``
+      bounds: ``(lower, upper)``, each side None, a scalar or a pytree like ``x0``
+        (+-inf: no bound; lower == upper fixes a variable), or scipy's forms (a
+        ``scipy.optimize.Bounds``, a list of ``(min, max)`` pairs for a 1-D ``x0``):
+        L-BFGS-B (``qnjax._subspace``). Bounds are traced (no recompile when they
+        change; vmappable) and rounded inward to each leaf's dtype (``qnjax._bounds``);
+        ``x0`` is projected onto the box and every point ``fun`` sees lies in it, on the
+        boundary included (``log(x)`` with lower 0 meets -inf and the run fails). GTOL
+        then tests the projected gradient ||P(x - g) - x||_inf. Concrete lower > upper
+        raises; traced, the run stops with INFEASIBLE. No derivatives of the solution
+        yet (they raise NotImplementedError).
+      jac, tol, options: scipy's spellings (``qnjax._scipy``): ``jac=True``
         for a ``fun`` returning ``(loss, grad)``, or a callable ``jac(x, *args)``;
         ``tol`` sets ``gtol`` and ``ftol`` unless given; ``options`` takes
-        ``maxiter``, ``maxfun``, ``gtol``, ``ftol``, ``maxcor``, ``disp``. ``bounds``
-        are not supported yet (NotImplementedError says what to do instead).
+        ``maxiter``, ``maxfun``, ``gtol``, ``ftol``, ``maxcor``, ``disp``.
 
     Returns:
       An :class:`OptimizeResult`. Without tolerances that fire earlier, a run ends
