@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= -q -n 2
+PYTEST_ARGS ?= -q -n 2 --dist worksteal
 
 .PHONY: demo test lint test-x32 test-x64 bench clean
 
@@ -21,11 +21,14 @@ test: lint test-x32 test-x64
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks examples
 
+# The xdist workers share compiled programs (tests/conftest.py); clean clones start empty.
+XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla
+
 test-x32: $(VENV)/.installed
-	JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
+	$(XLA_CACHE) JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-x64: $(VENV)/.installed
-	JAX_ENABLE_X64=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(XLA_CACHE) JAX_ENABLE_X64=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m qnjax bench --out bench-results/full

@@ -1,3 +1,5 @@
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -52,8 +54,19 @@ def _line_searches():
 LINESEARCHES = _line_searches()
 
 
+# `make test` shares compiled programs between the pytest-xdist workers through JAX's
+# persistent cache (a program both workers need is compiled once): compile time is the
+# suite's cost. A program found there counts as a compilation below, so "no recompile"
+# assertions keep their meaning.
+if os.environ.get("QNJAX_TEST_COMPILATION_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["QNJAX_TEST_COMPILATION_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 class _Compiles:
-    """Counts XLA compilations (JAX's monitoring event), so tests can assert none happened."""
+    """Counts XLA compilations (JAX's monitoring events: a backend compile, or a program
+    taken from the persistent cache instead), so tests can assert none happened."""
 
     count = 0
 
@@ -62,6 +75,12 @@ class _Compiles:
         if event == "/jax/core/compile/backend_compile_duration":
             cls.count += 1
 
+    @classmethod
+    def hit(cls, event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            cls.count += 1
+
 
 jax.monitoring.register_event_duration_secs_listener(_Compiles.listen)
+jax.monitoring.register_event_listener(_Compiles.hit)
 COMPILES = _Compiles

@@ -292,7 +292,7 @@ def test_derivatives_of_a_bounded_solution_hold_the_active_set():
 
 
 @pytest.mark.skipif(not X64, reason="scipy's optimum is a float64 reference")
-@pytest.mark.parametrize("name", ["hs4", "hs45", "bard_box", "brown_dennis_box", "osborne1_box", "fixed_variables_n6"])
+@pytest.mark.parametrize("name", ["hs45", "bard_box", "osborne1_box", "fixed_variables_n6"])
 def test_bounded_catalogue_optimum_and_active_set(name):
     """From the catalogue's x0, the known optimum (verified against scipy's L-BFGS-B at
     tight tolerances, ``qnjax.problems._bounded``) and exactly its active set."""

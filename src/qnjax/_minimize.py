@@ -173,8 +173,9 @@ def minimize(
         ``x0`` is projected onto the box and every point ``fun`` sees lies in it, on the
         boundary included (``log(x)`` with lower 0 meets -inf and the run fails). GTOL
         then tests the projected gradient ||P(x - g) - x||_inf. Concrete lower > upper
-        raises; traced, the run stops with INFEASIBLE. No derivatives of the solution
-        yet (they raise NotImplementedError).
+        raises; traced, the run stops with INFEASIBLE. Derivatives of the solution hold
+        the variables on a bound there (d x_i = d bound_i) and solve on the free ones
+        (``qnjax._implicit``).
       jac, tol, options: scipy's spellings (``qnjax._scipy``): ``jac=True``
         for a ``fun`` returning ``(loss, grad)``, or a callable ``jac(x, *args)``;
         ``tol`` sets ``gtol`` and ``ftol`` unless given; ``options`` takes
