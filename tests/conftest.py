@@ -17,6 +17,15 @@ def leaf_types(tree):
     return out
 
 
+def assert_float32_program(fun, n):
+    """``fun`` of a float32 (n,) vector and its gradient: a strong float32 scalar, and no
+    float64 anywhere inside the traced program."""
+    traced = jax.make_jaxpr(jax.value_and_grad(fun))(jax.ShapeDtypeStruct((n,), jnp.float32))
+    out = traced.out_avals[0]
+    assert out.shape == () and out.dtype == jnp.float32 and not out.weak_type
+    assert "f64" not in str(traced)
+
+
 def assert_same_types(before, after):
     assert jax.tree.structure(before) == jax.tree.structure(after)
     for b, a in zip(leaf_types(before), leaf_types(after)):

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_x64
+from conftest import assert_float32_program, needs_x64
 
 from qnjax import problems
 from qnjax.problems import _bounded
@@ -161,11 +161,7 @@ def test_box_qp_minimum_is_the_only_kkt_point():
 
 @pytest.mark.parametrize("p", BOUNDED + SMALL_SCALABLE, ids=lambda p: p.name)
 def test_float32_in_float32_out(p):
-    spec = jax.ShapeDtypeStruct((p.n,), jnp.float32)
-    traced = jax.make_jaxpr(jax.value_and_grad(p.fun))(spec)
-    out = traced.out_avals[0]
-    assert out.shape == () and out.dtype == jnp.float32 and not out.weak_type
-    assert "f64" not in str(traced), p.name
+    assert_float32_program(p.fun, p.n)
     for x in (p.project(p.x0), p.xstar):
         f, g = value_and_grad(p)(jnp.asarray(x, jnp.float32))
         assert f.dtype == jnp.float32 and not f.weak_type and g.dtype == jnp.float32

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_float32_program
 
 from qnjax import problems
 
@@ -303,12 +304,7 @@ def test_lbfgsb_reaches_fstar(p):
 
 @pytest.mark.parametrize("p", MGH + SCALABLE, ids=lambda p: p.name)
 def test_float32_in_float32_out(p):
-    spec = jax.ShapeDtypeStruct((p.n,), jnp.float32)
-    traced = jax.make_jaxpr(jax.value_and_grad(p.fun))(spec)
-    out = traced.out_avals[0]
-    assert out.shape == () and out.dtype == jnp.float32 and not out.weak_type
-    # no float64 anywhere inside the function or its gradient
-    assert "f64" not in str(traced), p.name
+    assert_float32_program(p.fun, p.n)  # no float64 anywhere inside the function or its gradient
     f, g = value_and_grad32(p)(p.x0_as(jnp.float32))
     assert f.dtype == jnp.float32 and not f.weak_type
     assert g.dtype == jnp.float32 and g.shape == (p.n,)

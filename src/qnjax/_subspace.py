@@ -55,11 +55,12 @@ def direction(memory: _memory.Memory, x, g, box, sdt):
     du = mask(_memory.weighted_sum(memory, -1 / theta, r, -sol[m1:] / theta, -sol[:m1] / theta**2))
     xc_s = as_s(xc)
     moved = jax.tree.map(lambda a, b: a + b, xc_s, du)
-    xbar = _bounds.project(moved, _as(box, sdt))
+    box_s = _as(box, sdt)
+    xbar = _bounds.project(moved, box_s)
     d = _tree.sub(xbar, as_s(x))
     # Morales-Nocedal: if the projected point is not downhill, truncate from x^c instead.
-    alpha = jnp.minimum(_bounds.max_stepsize(xc_s, du, _as(box, sdt), sdt), 1)
-    xbar_t = _bounds.project(jax.tree.map(lambda a, b: a + alpha * b, xc_s, du), _as(box, sdt))
+    alpha = jnp.minimum(_bounds.max_stepsize(xc_s, du, box_s, sdt), 1)
+    xbar_t = _bounds.project(jax.tree.map(lambda a, b: a + alpha * b, xc_s, du), box_s)
     d_t = _tree.sub(xbar_t, as_s(x))
     slopes = _tree.inners([(g, d), (g, d_t)], sdt)
     downhill = slopes[0] < 0
