@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q -n 2 --dist worksteal
 
-.PHONY: demo test lint test-x32 test-x64 bench clean
+.PHONY: demo test lint test-x32 test-x64 bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q -e ".[test,bench,docs]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,7 +22,8 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks examples
 
 # The xdist workers share compiled programs (tests/conftest.py); clean clones start empty.
-XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla
+# One OpenBLAS thread per worker: two workers on two cores stall multithreaded small solves.
+XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_NUM_THREADS=1
 
 test-x32: $(VENV)/.installed
 	$(XLA_CACHE) JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
@@ -38,5 +39,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/observe.py
 	$(PY) benchmarks/bounded.py --out bench-results/full
 
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache
+	rm -rf $(VENV) bench-results .pytest_cache site

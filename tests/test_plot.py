@@ -40,3 +40,34 @@ def test_truncated_trace_draws_a_break_and_bad_inputs():
         qnjax.plot(qnjax.minimize(rosenbrock, X0))
     with pytest.raises(ValueError, match="labels"):
         qnjax.plot([res, res], labels=["one"])
+
+
+def test_performance_profile_steps_are_the_fractions_solved_within_tau(tmp_path):
+    """Dolan-Moré: rho_s(tau) = share of problems with log2 r_ps <= tau; failures (inf) never count."""
+    import math
+
+    panels = {"float32": {"a": [1.0, 2.0, math.inf], "b": [1.5, 1.0, 4.0]}, "float64": {"a": [1.0], "b": [1.0]}}
+    path = tmp_path / "profile.png"
+    fig = qnjax.plot_profile(panels, path=path)
+    assert path.read_bytes()[:4] == b"\x89PNG" and len(fig.axes) == 2
+    a, b = fig.axes[0].get_lines()
+    right = 2.0 * 1.05  # the largest finite log2 ratio (log2 4 = 2), plus 5%
+    np.testing.assert_allclose(a.get_data()[0], [0.0, 1.0, right])
+    np.testing.assert_allclose(a.get_data()[1], [1 / 3, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(b.get_data()[0], [0.0, math.log2(1.5), 2.0, right])
+    np.testing.assert_allclose(b.get_data()[1], [1 / 3, 2 / 3, 1.0, 1.0])
+    assert fig.axes[0].get_title() == "float32 (3 problems)" and [t.get_text() for t in
+                                                                 fig.axes[0].get_legend().get_texts()] == ["a", "b"]
+
+
+def test_the_bench_draws_its_profile_with_plot_profile(tmp_path, monkeypatch):
+    from qnjax import _plot
+    from qnjax.bench import _report
+
+    drawn = []
+    monkeypatch.setattr(_plot, "plot_profile", lambda panels, path: drawn.append(panels) or
+                        __import__("matplotlib.pyplot").pyplot.figure())
+    records = [dict(problem=p, solver=s, dtype="float64", solved=ok, nfev=n) for p, s, ok, n in
+               [("p", "qnjax", True, 10), ("p", "scipy", True, 20), ("q", "qnjax", False, 5), ("q", "scipy", True, 7)]]
+    _report.performance_profile(records, tmp_path / "profile.png")
+    assert drawn == [{"performance profile, float64": {"qnjax": [1.0, float("inf")], "scipy": [2.0, 1.0]}}]

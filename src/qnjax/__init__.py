@@ -6,14 +6,15 @@
 * :mod:`linesearch`: line searches as small immutable config objects;
 * :func:`check_state_types` / :func:`keep_state_types`: state-type tools for any optax optimizer;
 * :mod:`problems`: test-problem catalogues (imported on use);
-* :func:`plot`: convergence plots from ``minimize(..., trace=K)`` (matplotlib).
+* :func:`plot` / :func:`plot_profile`: convergence plots from ``minimize(..., trace=K)`` and
+  performance profiles (matplotlib).
 """
 
 from . import linesearch
 from ._callbacks import IntermediateResult
 from ._implicit import ImplicitDiff
 from ._minimize import OptimizeResult, minimize
-from ._plot import plot
+from ._plot import plot, plot_profile
 from ._solver import LBFGS, State
 from ._state_types import LeafChange, check_state_types, keep_state_types
 from ._status import Status
@@ -35,6 +36,7 @@ __all__ = [
     "linesearch",
     "minimize",
     "plot",
+    "plot_profile",
     "value_and_grad_from_state",
 ]
 __version__ = "0.1.0"

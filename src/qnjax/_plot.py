@@ -1,11 +1,19 @@
-"""``qnjax.plot``: convergence plots from traces (matplotlib, an optional extra).
+"""``qnjax.plot`` and ``qnjax.plot_profile``: convergence plots from traces and
+performance profiles (matplotlib, an optional extra).
 
-One figure, four panels: f (or f - f* when ``fstar`` is given) and max |g| on a
+``plot``: one figure, four panels: f (or f - f* when ``fstar`` is given) and max |g| on a
 log scale, each against iterations (``nit``) and against evaluations (``nfev``),
 one line per run, so runs of different solvers or settings compare on one figure.
 A run is a ``qnjax.OptimizeResult`` made with ``trace=K``, or its ``Trace``; a
 trace keeps the first and the last K records, so a long run shows a gap between
 them (drawn as a break in the line, not as a straight segment across it).
+
+``plot_profile``: Dolan & Moré's (2002) performance profile, one panel per set of
+problems (e.g. per dtype). For solver s on problem p with cost c_ps (evaluations, time),
+the ratio r_ps = c_ps / min_s c_ps (inf when s did not solve p); the curve is
+rho_s(tau) = |{p : log2 r_ps <= tau}| / |P|, a step function of tau >= 0: its value at 0
+is the fraction of problems on which s was the cheapest, its right end the fraction it
+solved. ``qnjax bench`` draws its ``profile.png`` with it.
 """
 
 from __future__ import annotations
@@ -30,15 +38,21 @@ def _with_break(x, y, gap):
     return (x, y) if gap is None else (np.insert(x, gap, np.nan), np.insert(y, gap, np.nan))
 
 
-def plot(runs, labels=None, fstar=None, path=None, title=None):
-    """Draw convergence of one run or a list of runs; returns the matplotlib Figure
-    (and writes it to ``path`` if given). ``fstar``: the known minimum (a number, or
-    one per run), to plot f - f* instead of f."""
+def _pyplot(path):
     import matplotlib
 
     if path is not None:
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(runs, labels=None, fstar=None, path=None, title=None):
+    """Draw convergence of one run or a list of runs; returns the matplotlib Figure
+    (and writes it to ``path`` if given). ``fstar``: the known minimum (a number, or
+    one per run), to plot f - f* instead of f."""
+    plt = _pyplot(path)
 
     one = hasattr(runs, "_fields") or not isinstance(runs, (list, tuple))  # a result or trace is a NamedTuple
     runs = [runs] if one else list(runs)
@@ -68,4 +82,30 @@ def plot(runs, labels=None, fstar=None, path=None, title=None):
         fig.suptitle(title)
     if path is not None:
         fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_profile(panels, path=None, xlabel="evaluations"):
+    """Draw performance profiles (module docstring); returns the matplotlib Figure (and
+    writes it to ``path`` if given). ``panels``: ``{title: {solver: [r_ps per problem]}}``,
+    ratios >= 1, ``inf`` where the solver failed; ``xlabel`` names the cost."""
+    import math
+
+    plt = _pyplot(path)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4.5), squeeze=False,
+                             constrained_layout=True)
+    for ax, (title, ratios) in zip(axes[0], panels.items()):
+        logs = {s: [math.log2(r) for r in rs if math.isfinite(r)] for s, rs in ratios.items()}
+        right = max(max((v for vs in logs.values() for v in vs), default=0.0) * 1.05, 1.0)
+        for solver, rs in ratios.items():
+            xs = [0.0] + sorted({v for v in logs[solver] if v > 0.0}) + [right]
+            ax.step(xs, [sum(v <= x for v in logs[solver]) / max(len(rs), 1) for x in xs], where="post", label=solver)
+        n = len(next(iter(ratios.values()), []))
+        ax.set(xlim=(0.0, right), ylim=(0.0, 1.02), title=f"{title} ({n} problems)",
+               xlabel=rf"$\log_2 \tau$  ({xlabel} / best solver's {xlabel})",
+               ylabel=r"fraction of problems solved within $\tau$")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    if path is not None:
+        fig.savefig(path, dpi=120)
     return fig

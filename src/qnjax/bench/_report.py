@@ -134,33 +134,13 @@ def profile_ratios(records: list[dict], dtype: str) -> dict[str, list[float]]:
 
 
 def performance_profile(records: list[dict], path: Path) -> Path:
-    """Write the Dolan-Moré profile of evaluations (one panel per dtype) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
+    """Write the Dolan-Moré profile of evaluations (one panel per dtype, ``qnjax.plot_profile``) to ``path``."""
     import matplotlib.pyplot as plt
 
+    from .._plot import plot_profile
+
     dtypes = list(dict.fromkeys(r["dtype"] for r in records))
-    fig, axes = plt.subplots(1, max(len(dtypes), 1), figsize=(6.5 * max(len(dtypes), 1), 4.5), squeeze=False)
-    for ax, dtype in zip(axes[0], dtypes):
-        ratios = profile_ratios(records, dtype)
-        finite = [math.log2(r) for rs in ratios.values() for r in rs if math.isfinite(r)]
-        right = max(max(finite, default=0.0) * 1.05, 1.0)
-        for solver, rs in ratios.items():
-            logs = [math.log2(r) for r in rs if math.isfinite(r)]
-            xs = [0.0] + sorted({v for v in logs if v > 0.0}) + [right]
-            ys = [sum(v <= x for v in logs) / max(len(rs), 1) for x in xs]
-            ax.step(xs, ys, where="post", label=solver)
-        ax.set_xlim(0.0, right)
-        ax.set_ylim(0.0, 1.02)
-        ax.set_xlabel(r"$\log_2 \tau$  (evaluations / best solver's evaluations)")
-        ax.set_ylabel(r"fraction of problems solved within $\tau$")
-        n = len(next(iter(ratios.values()), []))
-        ax.set_title(f"performance profile, {dtype} ({n} problems)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig = plot_profile({f"performance profile, {d}": profile_ratios(records, d) for d in dtypes}, path=path)
     plt.close(fig)
     return path
