@@ -9,6 +9,8 @@ stored and its products completed, exactly as the next iteration would
 (``_memory.push`` with the curvature guard, then ``_memory.complete``). So
 ``hess_inv @ g`` is the quasi-Newton step the solver would take next, up to sign.
 With no pair stored, H = gamma I (gamma the last curvature scale, 1 at the start).
+Each operation is one compiled program (``jax.jit``: eager op-by-op dispatch of the
+compact products took seconds for ``todense`` at n = 2).
 """
 
 from __future__ import annotations
@@ -19,6 +21,25 @@ import jax.numpy as jnp
 from . import _compact, _memory, _tree
 
 
+@jax.jit
+def _final_memory(memory, grad):
+    memory, _ = _memory.push(memory, grad)
+    # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
+    # (the vector-free update); after that, products with any vector are plain.
+    return _compact.inverse_hessian(memory, grad)[1]
+
+
+@jax.jit
+def _apply(memory, v):
+    return _compact.inverse_hessian(memory, v)[0]
+
+
+@jax.jit
+def _dense(memory, x):
+    eye = jnp.eye(x.size, dtype=x.dtype)
+    return jax.vmap(lambda e: jnp.ravel(_compact.inverse_hessian(memory, e.reshape(x.shape))[0]))(eye).T
+
+
 class InverseHessian:
     """H of the final state as an operator: ``H @ v``, ``H.matvec(v)`` (v a pytree like
     x, or a flat array when x is one array), ``H.todense()`` (x one array)."""
@@ -27,10 +48,7 @@ class InverseHessian:
         if jnp.ndim(state.value) != 0:
             raise ValueError("hess_inv of a batched result: index one member first (jax.tree.map(lambda a: a[i], res))")
         self.params = state.params
-        memory, _ = _memory.push(state.memory, state.grad)
-        # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
-        # (the vector-free update); after that, products with any vector are plain.
-        self.memory = _compact.inverse_hessian(memory, state.grad)[1]
+        self.memory = _final_memory(state.memory, state.grad)
 
     @property
     def shape(self):
@@ -40,9 +58,8 @@ class InverseHessian:
     def matvec(self, v):
         if isinstance(self.params, jax.Array):
             v = jnp.asarray(v)
-            hv, _ = _compact.inverse_hessian(self.memory, v.reshape(self.params.shape).astype(self.params.dtype))
-            return hv.reshape(v.shape)
-        return _compact.inverse_hessian(self.memory, _tree.cast_like(v, self.params))[0]
+            return _apply(self.memory, v.reshape(self.params.shape).astype(self.params.dtype)).reshape(v.shape)
+        return _apply(self.memory, _tree.cast_like(v, self.params))
 
     __matmul__ = matvec
 
@@ -52,6 +69,4 @@ class InverseHessian:
     def todense(self):
         if not isinstance(self.params, jax.Array):
             raise TypeError("todense needs x to be one array (apply matvec to the pytree instead)")
-        n = self.shape[0]
-        eye = jnp.eye(n, dtype=self.params.dtype)
-        return jax.vmap(lambda e: jnp.ravel(self.matvec(e)))(eye).T
+        return _dense(self.memory, self.params)
