@@ -157,3 +157,45 @@ def test_primal_run_is_unchanged_by_differentiation():
     plain = qnjax.minimize(quadratic, jnp.zeros(3, DT), (B0,))
     primal, _ = jax.jvp(lambda b: qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,)).x, (B0,), (B0,))
     np.testing.assert_array_equal(primal, plain.x)
+
+
+def test_dense_solver_agrees_with_cg_and_catches_a_singular_hessian():
+    """ImplicitDiff(solver="dense"): A^-1 for the quadratic, the free block and the bound's
+    derivative with an active bound, and NaN for a singular Hessian even when the right-hand side
+    lies in its range (CG then returns the selected solution's derivative); a ridge makes
+    it regular again."""
+    dense = qnjax.ImplicitDiff(solver="dense")
+
+    def solve(b, lower, implicit_diff):
+        return qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,), bounds=(lower, None), implicit_diff=implicit_diff).x
+
+    jac = jax.jit(jax.jacfwd(solve, argnums=(0, 1)), static_argnums=2)
+    free = jnp.full(3, -10.0, DT)  # no bound active: x* = A^-1 b
+    d_b, _ = jac(B0, free, dense)
+    np.testing.assert_allclose(d_b, np.linalg.inv(np.asarray(A, np.float64)), rtol=TOL, atol=TOL)
+    active = jnp.asarray([-10.0, 0.0, -10.0], DT)  # x*_1 would be negative: held at its bound 0
+    db, dl = jac(B0, active, dense)
+    a = np.asarray(A, np.float64)
+    f, inv_ff = [0, 2], np.linalg.inv(a[np.ix_([0, 2], [0, 2])])
+    want_db, want_dl = np.zeros((3, 3)), np.zeros((3, 3))
+    want_db[np.ix_(f, f)] = inv_ff  # the free block solves A_FF dx_F = db_F; x_1 stays on its bound
+    want_dl[1, 1] = 1.0  # x_1 follows its bound, and the free ones follow x_1: -A_FF^-1 A_F1
+    want_dl[f, 1] = -inv_ff @ a[f, 1]
+    np.testing.assert_allclose(db, want_db, rtol=10 * TOL, atol=10 * TOL)
+    np.testing.assert_allclose(dl, want_dl, rtol=10 * TOL, atol=10 * TOL)
+
+    def flat(x, c):
+        return (x[0] + x[1] - c) ** 2
+
+    dx_dc = jax.jit(jax.jacfwd(lambda c, ridge: qnjax.minimize(
+        flat, jnp.zeros(2, DT), (c,), implicit_diff=qnjax.ImplicitDiff(ridge=ridge, solver="dense")).x))
+    c = jnp.asarray(1.0, DT)
+    assert np.all(np.isnan(np.asarray(dx_dc(c, 0.0))))
+    H = np.asarray([[2.0, 2.0], [2.0, 2.0]]) + 0.5 * np.eye(2)
+    np.testing.assert_allclose(dx_dc(c, 0.5), np.linalg.solve(H, [2.0, 2.0]), rtol=10 * TOL)
+
+    with pytest.raises(ValueError, match="cg.*dense"):
+        qnjax.ImplicitDiff(solver="lu")
+    with pytest.raises(TypeError, match="real parameters"):
+        jax.jacfwd(lambda c: qnjax.minimize(lambda z, c: jnp.sum(jnp.abs(z - c) ** 2), jnp.zeros(2, jnp.complex64),
+                                            (c,), implicit_diff=dense).x)(jnp.asarray(1.0, jnp.float32))

@@ -71,8 +71,8 @@ LOOPS = ["jit", "fori_loop", "while_loop", "scan", "eqx_checkpointed", "eqx_lax"
 
 # Every dtype case inside lax.scan (optax#1210's setting), and every loop with the plain
 # and the mixed cases (the full cross product adds compile time, not coverage).
-PAIRS = [("scan", case) for case in sorted(CASES)] + [
-    (loop, case) for loop in LOOPS if loop != "scan" for case in ("f32", "mixed_f16_f32", "mixed_f32_c128")]
+PAIRS = [("scan", case) for case in sorted(CASES)] + [  # (the mixed cases have f32 leaves)
+    (loop, case) for loop in LOOPS if loop != "scan" for case in ("mixed_f16_f32", "mixed_f32_c128")]
 
 
 @pytest.mark.parametrize("loop, case", PAIRS)

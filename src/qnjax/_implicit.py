@@ -30,6 +30,9 @@ whose null space the right-hand side does not reach (x* not unique, e.g. a dupli
 feature) is not detected: CG then gives the derivative of the solution the run
 selected, in the preconditioner's metric; ``ridge`` makes the system regular. (The NaN
 is a factor, not a select, so it survives JAX's transposition to reverse mode.)
+``ImplicitDiff(solver="dense")`` forms A instead (n Hessian-vector products) and solves
+by its eigendecomposition (``dense_solve``), for small n: a singular A is then NaN even
+with the right-hand side in its range.
 ``x0`` gets no derivative (x* does not depend on where the run started) and the
 counters and statuses none.
 
@@ -65,13 +68,21 @@ class ImplicitDiff:
     (NaN), default 10 n + 100; ``ridge``: solve (A + ridge I) dx = -B dtheta instead
     (biases the derivative; for a singular A); ``precondition``: with the final L-BFGS
     memory (default True); ``accept_unconverged``: derivatives of a run that did not
-    succeed (MAXITER, an early stop) as if it had, instead of NaN."""
+    succeed (MAXITER, an early stop) as if it had, instead of NaN; ``solver``: ``"cg"``
+    (default, matrix-free) or ``"dense"`` (``dense_solve``: the Hessian formed from n
+    Hessian-vector products and solved by its eigendecomposition, for small n; a
+    singular or indefinite Hessian then gives NaN, whatever the right-hand side)."""
 
     rtol: Any = None
     maxiter: Any = None
     ridge: Any = 0.0
     precondition: bool = dataclasses.field(default=True, metadata=dict(static=True))
     accept_unconverged: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    solver: str = dataclasses.field(default="cg", metadata=dict(static=True))
+
+    def __post_init__(self):
+        if self.solver not in ("cg", "dense"):
+            raise ValueError(f"ImplicitDiff(solver=...) is 'cg' or 'dense', got {self.solver!r}")
 
 
 def _zero_tangent(a):
@@ -112,6 +123,25 @@ def conjugate_gradient(matvec, b, precond, config: ImplicitDiff, sdt):
 
     x, _, _, _, _, rr, _, bad = jax.lax.while_loop(going, body, init)
     return poison(x, jnp.isfinite(bb) & ~bad & (rr <= target))
+
+
+def dense_solve(matvec, b, sdt):
+    """Solve A x = b with A formed densely: its columns A e_i by n Hessian-vector products
+    (vmapped), symmetrised, in the scalar dtype, then A = V diag(w) V^T. NaN unless every
+    eigenvalue exceeds n eps max|w| (A positive definite to working precision: a
+    singular Hessian is caught even when b lies in its range, which CG cannot see)."""
+    from jax.flatten_util import ravel_pytree
+
+    if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(b)):
+        raise TypeError("ImplicitDiff(solver='dense') supports real parameters only; use solver='cg'")
+    flat_b, unravel = ravel_pytree(b)
+    n = flat_b.size
+    columns = jax.vmap(lambda e: ravel_pytree(matvec(unravel(e)))[0])(jnp.eye(n, dtype=flat_b.dtype))
+    a = columns.astype(sdt)
+    w, v = jnp.linalg.eigh((a + a.T) / 2)
+    ok = jnp.all(jnp.isfinite(w)) & (w[0] > n * jnp.finfo(sdt).eps * jnp.max(jnp.abs(w)))
+    x = v @ ((v.T @ flat_b.astype(sdt)) / jnp.where(ok, w, 1))
+    return poison(unravel(x.astype(flat_b.dtype)), ok & jnp.all(jnp.isfinite(flat_b)))
 
 
 def poison(tangent, ok):
@@ -174,8 +204,11 @@ def differentiable(solve, config: ImplicitDiff):
         neg = jax.tree.map(jnp.negative, rhs)
         if box is not None:
             hvp, precond, neg = _reduced(box, d_box, x, hvp, precond, neg)
-        dx = jax.lax.custom_linear_solve(hvp, neg, lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt),
-                                         symmetric=True)
+        if config.solver == "dense":
+            linear_solve = lambda mv, b: dense_solve(mv, b, sdt)  # noqa: E731
+        else:
+            linear_solve = lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt)  # noqa: E731
+        dx = jax.lax.custom_linear_solve(hvp, neg, linear_solve, symmetric=True)
         _, (_, d_grad, d_aux) = jax.jvp(lambda p, obj, a: obj(p, a), (x, objective, args),
                                          (dx, d_objective, d_args))
         # The optimal value needs no linear solve (envelope theorem): d f* = grad_theta f dtheta,
