@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/scale.py --out bench-results/full
 	$(PY) benchmarks/observe.py
 	$(PY) benchmarks/bounded.py --out bench-results/full
+	$(PY) benchmarks/implicit.py --out bench-results/full
 
 docs: $(VENV)/.installed
 	$(PY) -m mkdocs build --strict -d site

@@ -53,7 +53,7 @@ def problem(data):
     return x0, args, sdt
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.data())
 def test_minimize_properties(data):
     x0, args, sdt = problem(data)
