@@ -32,6 +32,7 @@ jax.config.update("jax_enable_x64", True)  # before any array: the float64 parts
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import best_of  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -39,16 +40,6 @@ import qnjax  # noqa: E402
 from qnjax import problems  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def best_of(fn, *args, reps=3):
-    jax.block_until_ready(fn(*args))  # warm-up (compiles)
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def scipy_lbfgsb(fun, x0, lo, hi, **options):

@@ -20,7 +20,6 @@ qnjax yet, so it is not measured. Prints a table and writes `<out>/implicit.json
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -29,6 +28,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import best_of  # noqa: E402
 
 import qnjax  # noqa: E402
 
@@ -45,16 +45,6 @@ def problem(features, samples, seed=0):
 def logistic(w, x, y):
     z = x @ w
     return jnp.mean(jnp.logaddexp(0.0, z) - y * z)
-
-
-def best_of(f, *args, reps=3):
-    jax.block_until_ready(f(*args))  # compile and warm up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def memory(f, *args):

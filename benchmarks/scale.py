@@ -42,6 +42,7 @@ jax.config.update("jax_enable_x64", True)  # before any array: the float64 parts
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import best_of  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -59,16 +60,6 @@ def objective(x):
 
 def rosen(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def best_of(fn, *args, reps=3):
-    jax.block_until_ready(fn(*args))  # warm-up (compilation)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 # ---- the solvers, each `make(fun, k) -> jitted x0 -> (x, iterations, reported evaluations)` ----

@@ -19,7 +19,7 @@ from conftest import X64
 ROOT = pathlib.Path(__file__).parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 FILES = [ROOT / "README.md", *PAGES]
-BOTH_MODES = {ROOT / "README.md", ROOT / "docs" / "precision.md", *sorted((ROOT / "docs" / "examples").glob("*.md"))}
+BOTH_MODES = {ROOT / "README.md", ROOT / "docs" / "precision.md", *(ROOT / "docs" / "examples").glob("*.md")}
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

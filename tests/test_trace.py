@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COMPILES, LINESEARCHES, X64, rosenbrock
+from conftest import COMPILES, LINESEARCHES, X64, assert_same_types, rosenbrock
 
 import qnjax
 from qnjax import Status
@@ -139,8 +139,6 @@ ROUND_TRIPS = {"numpy": _numpy_round_trip, "orbax": _orbax_round_trip}
 
 def assert_same_leaves(before, after):
     """Same tree structure, and per leaf the same shape, dtype, weak_type, sharding and value."""
-    from conftest import assert_same_types
-
     assert_same_types(before, after)
     for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         assert a.sharding == b.sharding

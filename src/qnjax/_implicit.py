@@ -53,6 +53,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from . import _tree
 from ._inverse_hessian import InverseHessian
@@ -130,8 +131,6 @@ def dense_solve(matvec, b, sdt):
     (vmapped), symmetrised, in the scalar dtype, then A = V diag(w) V^T. NaN unless every
     eigenvalue exceeds n eps max|w| (A positive definite to working precision: a
     singular Hessian is caught even when b lies in its range, which CG cannot see)."""
-    from jax.flatten_util import ravel_pytree
-
     if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(b)):
         raise TypeError("ImplicitDiff(solver='dense') supports real parameters only; use solver='cg'")
     flat_b, unravel = ravel_pytree(b)

@@ -37,7 +37,7 @@ def _apply(memory, v):
 @jax.jit
 def _dense(memory, x):
     eye = jnp.eye(x.size, dtype=x.dtype)
-    return jax.vmap(lambda e: jnp.ravel(_compact.inverse_hessian(memory, e.reshape(x.shape))[0]))(eye).T
+    return jax.vmap(lambda e: jnp.ravel(_apply(memory, e.reshape(x.shape))))(eye).T
 
 
 class InverseHessian:

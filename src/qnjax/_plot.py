@@ -18,6 +18,8 @@ solved. ``qnjax bench`` draws its ``profile.png`` with it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -89,8 +91,6 @@ def plot_profile(panels, path=None, xlabel="evaluations"):
     """Draw performance profiles (module docstring); returns the matplotlib Figure (and
     writes it to ``path`` if given). ``panels``: ``{title: {solver: [r_ps per problem]}}``,
     ratios >= 1, ``inf`` where the solver failed; ``xlabel`` names the cost."""
-    import math
-
     plt = _pyplot(path)
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4.5), squeeze=False,
                              constrained_layout=True)
