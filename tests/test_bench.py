@@ -375,3 +375,25 @@ def test_bounded_judge_needs_feasibility_and_the_projected_gradient():
     # a stationary point that is not the minimum is solved by its projected gradient
     local = _judge.judge(problems.get("hs2"), [-1.2210262421071016, 1.5], DTYPE)
     assert local["judged_by"] == "pgrad" and local["solved"]
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_floor_script_runs_unchanged_on_cpu_with_small_n(tmp_path):
+    """benchmarks/floor.py (the GPU script) on this CPU with a small n: a row per solver
+    with a time, an overhead, the measured bandwidth and the floor."""
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "floor.py"
+    run = subprocess.run([sys.executable, str(script), "--sizes", "2000", "--dtypes", "float32", "--iters", "5",
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=script.parent, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "floor.json").read_text())["rows"]
+    assert [r["solver"] for r in rows] == ["qnjax compact", "qnjax two-loop", "optax"]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["n"] == 2000 and r["nit"] == 5 and r["nfev"] >= 5
+        assert r["ms_per_iter"] > 0 and r["bandwidth_gb_s"] > 0
+        assert r["floor_ms"] == pytest.approx(48 * 2000 * 4 / (r["bandwidth_gb_s"] * 1e9) * 1e3)
+        assert math.isfinite(r["overhead_over_floor"])
+    assert "overhead / floor" in run.stdout

@@ -48,6 +48,7 @@ with masks (each loop-carried value and each scatter costs compiled kernels).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -88,22 +89,26 @@ def matvec(mat, v):
 
 
 # Leaves up to this size use a multiply and a reduction (fused with their neighbours, and
-# cheap under vmap); larger ones a matrix-vector product (one streaming pass).
+# cheap under vmap); larger ones a matrix-vector product (one streaming pass). Leaves are
+# never flattened: a reshape that merges a sharded axis with another gathers the leaf
+# across devices, while a contraction over the leaf's own axes stays local.
 SMALL = 4096
 
 
 def _matvec_big(mat, vec):
-    """mat (k, n) @ vec (n,)."""
-    if mat.shape[1] <= SMALL:
-        return jnp.sum(mat * vec[None, :], axis=1)
-    return jnp.dot(mat, vec, preferred_element_type=mat.dtype)
+    """mat (k, *shape) @ vec (*shape) -> (k,), contracting every axis of the leaf."""
+    axes = tuple(range(1, mat.ndim))
+    if vec.size <= SMALL:
+        return jnp.sum(mat * vec[None], axis=axes)
+    return jnp.tensordot(mat, vec, axes=(axes, tuple(range(vec.ndim))), preferred_element_type=mat.dtype)
 
 
 def _vecmat_big(vec, mat):
-    """vec (k,) @ mat (k, n)."""
-    if mat.shape[1] <= SMALL:
-        return jnp.sum(vec[:, None] * mat, axis=0)
-    return jnp.dot(vec, mat, preferred_element_type=mat.dtype)
+    """vec (k,) @ mat (k, *shape) -> (*shape)."""
+    if math.prod(mat.shape[1:]) <= SMALL:
+        return jnp.sum(vec.reshape((-1,) + (1,) * (mat.ndim - 1)) * mat, axis=0)
+    return jnp.tensordot(vec, mat, axes=1, preferred_element_type=mat.dtype)
+
 
 
 def init(params, memory_size: int, sdt) -> Memory:
@@ -169,24 +174,22 @@ def products(memory: Memory, q):
     for sb, yb, v in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
                          jax.tree_util.tree_leaves(q)):
         wd = _tree.work_dtype(sb.dtype, sdt)
-        vec = v.reshape(-1).astype(wd)
+        vec = v.astype(wd)
         vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
-        prods = [_matvec_big(b.reshape(m + 1, -1).astype(wd), vec) for b in (sb, yb)]
+        prods = [_matvec_big(b.astype(wd), vec) for b in (sb, yb)]
         total = total + jnp.real(jnp.stack(prods)).astype(sdt)
     return jnp.where(valid(memory), total, 0)
 
 
 def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y."""
-    m = size(memory)
     sdt = memory.gram.dtype
 
     def one(sb, yb, v):
         wd = _tree.work_dtype(sb.dtype, sdt)
-        flat = lambda b: b.reshape(m + 1, -1).astype(wd)  # noqa: E731
-        out = (h0.astype(wd) * v.reshape(-1).astype(wd) + _vecmat_big(c_s.astype(wd), flat(sb))
-               + _vecmat_big(c_y.astype(wd), flat(yb)))
-        return out.reshape(v.shape).astype(v.dtype)
+        out = (h0.astype(wd) * v.astype(wd) + _vecmat_big(c_s.astype(wd), sb.astype(wd))
+               + _vecmat_big(c_y.astype(wd), yb.astype(wd)))
+        return out.astype(v.dtype)
 
     return jax.tree.map(one, memory.s, memory.y, q)
 
@@ -200,9 +203,10 @@ def masked_gram(memory: Memory, mask):
     for sb, yb, f in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
                          jax.tree_util.tree_leaves(mask)):
         wd = _tree.work_dtype(sb.dtype, sdt)
-        s2, y2 = (b.reshape(m + 1, -1).astype(wd) for b in (sb, yb))
-        fs, fy = jnp.where(f.reshape(-1), s2, 0), jnp.where(f.reshape(-1), y2, 0)
-        total = total + jnp.stack([fs @ s2.T, fy @ s2.T, fy @ y2.T]).astype(sdt)
+        s2, y2 = sb.astype(wd), yb.astype(wd)
+        fs, fy = jnp.where(f[None], s2, 0), jnp.where(f[None], y2, 0)
+        axes = (tuple(range(1, s2.ndim)),) * 2
+        total = total + jnp.stack([jnp.tensordot(a, b, axes) for a, b in ((fs, s2), (fy, s2), (fy, y2))]).astype(sdt)
     both = valid(memory)[:, None] & valid(memory)[None, :]
     return jnp.where(both, total, 0)
 

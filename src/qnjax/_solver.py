@@ -46,8 +46,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from . import _bounds, _compact, _memory, _subspace, _tree, _two_loop
+from . import _bounds, _compact, _memory, _sharding, _subspace, _tree, _two_loop
 from ._objective import Evaluated
 from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
@@ -75,6 +76,39 @@ class State(NamedTuple):
     linesearch_status: jax.Array  # int32 LineSearchStatus of the last search
     ties: jax.Array  # int32: consecutive steps that moved x without lowering f
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
+
+
+def _fresh(solver, params, value, grad, bounds) -> State:
+    """Every state leaf but ``params`` and ``aux`` (None here)."""
+    sdt = _tree.scalar_dtype(params, solver.scalar_dtype)
+    return State(
+        params=None,
+        value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
+        grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
+        aux=None,
+        memory=_memory.init(params, solver.memory_size, sdt),
+        stepsize=jnp.zeros((), sdt),
+        count=jnp.zeros((), jnp.int32),
+        nfev=jnp.zeros((), jnp.int32),
+        status=code(Status.RUNNING),
+        linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
+        ties=jnp.zeros((), jnp.int32),
+        bounds=bounds,
+    )
+
+
+def _state_shardings(shapes: State, params, where: _sharding.Plan) -> State:
+    """The output shardings of :func:`_fresh`: the gradient (and a bound shaped like its
+    parameter) like the parameter, the memory buffers stacked, the rest replicated."""
+    out = jax.tree.map(lambda _: where.replicated, shapes)
+    memory = out.memory._replace(s=where.stacked, y=where.stacked)
+    bounds = out.bounds
+    if shapes.bounds is not None:
+        def side(b):
+            return jax.tree.map(lambda s, p, like: like if s.shape == np.shape(p) else where.replicated,
+                                b, params, where.like)
+        bounds = _bounds.Box(side(shapes.bounds.lower), side(shapes.bounds.upper))
+    return out._replace(grad=where.like, memory=memory, bounds=bounds)
 
 
 def _static(**kw):
@@ -107,25 +141,19 @@ class LBFGS:
     # ----------------------------------------------------------------- state
     def init(self, params, value=None, grad=None, aux=None, bounds=None) -> State:
         """The state at ``params`` (``value`` +inf and a zero gradient unless given);
-        ``bounds``: a ``_bounds.Box`` (L-BFGS-B; ``params`` must lie in it)."""
+        ``bounds``: a ``_bounds.Box`` (L-BFGS-B; ``params`` must lie in it). Every leaf
+        is created where its parameter lives (``_sharding``)."""
         _tree.check_params(params)
         if bounds is not None and not isinstance(bounds, _bounds.Box):
             bounds = _bounds.box(params, bounds)
-        sdt = _tree.scalar_dtype(params, self.scalar_dtype)
-        return State(
-            params=params,
-            value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
-            grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
-            aux=aux,
-            memory=_memory.init(params, self.memory_size, sdt),
-            stepsize=jnp.zeros((), sdt),
-            count=jnp.zeros((), jnp.int32),
-            nfev=jnp.zeros((), jnp.int32),
-            status=code(Status.RUNNING),
-            linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
-            ties=jnp.zeros((), jnp.int32),
-            bounds=bounds,
-        )
+        where = _sharding.plan(params)
+        if where is None:
+            state = _fresh(self, params, value, grad, bounds)
+        else:
+            shapes = jax.eval_shape(_fresh, self, params, value, grad, bounds)
+            state = jax.jit(_fresh, out_shardings=_state_shardings(shapes, params, where))(
+                self, params, value, grad, bounds)
+        return state._replace(params=params, aux=aux)
 
     # ----------------------------------------------------------------- seams
     def direction(self, memory, q, scale):

@@ -98,7 +98,7 @@ STACK_LIMIT = 1 << 16
 def _stack_reduce(terms, reduce):
     """``reduce`` (jnp.sum or jnp.max over the last axis) of each term: (len(terms),)."""
     if terms[0].size <= STACK_LIMIT:
-        return reduce(jnp.stack([x.reshape(-1) for x in terms]), axis=1)
+        return reduce(jnp.stack(terms), axis=tuple(range(1, terms[0].ndim + 1)))  # no flattening: see _memory
     return jnp.stack([reduce(x) for x in terms])
 
 

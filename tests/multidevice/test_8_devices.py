@@ -1,0 +1,191 @@
+"""Sharded parameters on 8 devices (run by tests/test_sharding.py in a subprocess that
+starts JAX with 8 CPU devices; skipped in the main run, which has one).
+
+Checks, for both faces, 1-D and 2-D meshes and a pytree mixing sharded and replicated
+leaves (float32 with x64 off, float64 and mixed with x64 on, so ``make test`` covers
+both): every state leaf has its parameter's sharding (the memory buffers stacked with
+the history axis unsharded) when ``init`` runs outside ``jit`` and after compiled
+updates; ``minimize`` returns x, grad and the state with the input shardings; the
+results are the problem's known minimiser (unbounded) or satisfy the bounded
+first-order conditions recomputed from scratch; and the compiled programs gather no
+array across devices and have a fixed number of all-reduces, the same for every
+memory size and n.
+"""
+
+import re
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import COMPILES, X64, make_step
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import qnjax
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="run by tests/test_sharding.py with 8 CPU devices")
+
+DTYPES = {"f64": {"w": jnp.float64, "v": jnp.float64, "c": jnp.float64},
+          "mixed": {"w": jnp.float32, "v": jnp.float64, "c": jnp.float32}} if X64 else \
+    {"f32": {"w": jnp.float32, "v": jnp.float32, "c": jnp.float32}}
+SHAPES = {"w": (8, 16), "v": (64,), "c": (3,)}
+
+
+def mesh_and_specs(kind):
+    devices = np.array(jax.devices()[:8])
+    if kind == "1d":
+        return Mesh(devices, ("a",)), {"w": P(None, "a"), "v": P("a"), "c": P()}
+    return Mesh(devices.reshape(4, 2), ("a", "b")), {"w": P("a", "b"), "v": P(("a", "b")), "c": P()}
+
+
+def problem(kind, dtypes, n_v=64):
+    """Sharded zeros and a loss whose minimiser is ``target``: weighted squares and quartics
+    of x - target plus a coupling term (sum of all x - target)^2, so the Hessian is not
+    diagonal and every iteration needs reductions across devices."""
+    mesh, specs = mesh_and_specs(kind)
+    shapes = dict(SHAPES, v=(n_v,))
+    target = {k: jnp.linspace(-1.0, 1.0, int(np.prod(s)), dtype=dtypes[k]).reshape(s) for k, s in shapes.items()}
+    params = {k: jax.device_put(jnp.zeros(s, dtypes[k]), NamedSharding(mesh, specs[k])) for k, s in shapes.items()}
+
+    def loss(p):
+        total, coupling = 0.0, 0.0
+        for k in sorted(p):
+            e = (p[k] - target[k]).astype(jnp.float32 if dtypes[k] == jnp.float32 and not X64 else p[k].dtype)
+            w = 1.0 + jnp.arange(e.size, dtype=e.dtype).reshape(e.shape) / e.size
+            total = total + jnp.sum(w * e * e + 0.05 * e ** 4)
+            coupling = coupling + jnp.sum(e)
+        return total + 0.1 * coupling ** 2
+
+    return mesh, specs, params, target, loss
+
+
+def stacked(sharding):
+    return NamedSharding(sharding.mesh, P(None, *sharding.spec))
+
+
+def assert_state_sharded(state, params):
+    """Every state leaf has its parameter's sharding, memory stacked, scalars replicated."""
+    for name in ("params", "grad"):
+        for got, p in zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(params)):
+            assert got.sharding.is_equivalent_to(p.sharding, got.ndim), (name, got.sharding, p.sharding)
+    for buffers in (state.memory.s, state.memory.y):
+        for got, p in zip(jax.tree.leaves(buffers), jax.tree.leaves(params)):
+            assert got.sharding.is_equivalent_to(stacked(p.sharding), got.ndim), (got.sharding, p.sharding)
+    mesh = jax.tree.leaves(params)[0].sharding.mesh
+    for leaf in jax.tree.leaves((state.value, state.memory.gram, state.memory.index, state.count, state.status)):
+        assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, P()), leaf.ndim), leaf.sharding
+
+
+def collectives(compiled):
+    """{op: count} of the cross-device operations in a compiled program, and the largest
+    number of elements any of them moves."""
+    ops, largest = Counter(), 0
+    for line in compiled.as_text().splitlines():
+        found = re.match(r"\s*\S+ = (.+?) (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
+                         r"(?:-start)?\(", line)
+        if found:
+            ops[found.group(2)] += 1
+            for dims in re.findall(r"\[([\d,]*)\]", found.group(1)):
+                largest = max(largest, int(np.prod([int(d) for d in dims.split(",") if d])))
+    return ops, largest
+
+
+def close_to(x, target, dtypes, factor=1e3):
+    for k in x:
+        tol = factor * float(jnp.finfo(dtypes[k]).eps) ** 0.5
+        np.testing.assert_allclose(np.asarray(x[k], np.float64), np.asarray(target[k], np.float64), atol=tol)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_minimize_keeps_shardings_and_finds_the_minimiser(kind, dt):
+    mesh, specs, params, target, loss = problem(kind, DTYPES[dt])
+    compiled = jax.jit(lambda p: qnjax.minimize(loss, p)).lower(params).compile()
+    res = compiled(params)
+    assert bool(res.success), res.status
+    close_to(res.x, target, DTYPES[dt])
+    for tree in (res.x, res.grad):
+        for got, p in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
+            assert got.sharding.is_equivalent_to(p.sharding, got.ndim)
+            assert got.dtype == p.dtype
+    assert_state_sharded(res.state, params)
+    ops, largest = collectives(compiled)
+    assert set(ops) == {"all-reduce"}, ops  # nothing is gathered
+    assert largest <= 11, largest  # and what is reduced is small: m + 1 numbers (S^T q) at most
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_optax_face_state_is_created_and_kept_where_the_parameters_live(kind):
+    dtypes = next(iter(DTYPES.values()))
+    mesh, specs, params, target, loss = problem(kind, dtypes)
+    opt = qnjax.lbfgs()
+    state = opt.init(params)  # outside jit
+    assert_state_sharded(state, params)
+    before = COMPILES.count
+    assert_state_sharded(opt.init(params), params)
+    assert COMPILES.count == before  # a second init reuses the first one's program
+    step = jax.jit(make_step(opt, loss))
+    p = params
+    for _ in range(200):
+        p, state = step(p, state)
+        if qnjax.Status(int(state.status)).success:
+            break
+    assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
+    close_to(p, target, dtypes)
+    assert_state_sharded(state, params)
+    for got, ref in zip(jax.tree.leaves(p), jax.tree.leaves(params)):
+        assert got.sharding.is_equivalent_to(ref.sharding, got.ndim)
+
+
+def test_bounded_solves_keep_shardings_and_satisfy_the_first_order_conditions():
+    dtypes = next(iter(DTYPES.values()))
+    mesh, specs, params, target, loss = problem("1d", dtypes)
+    lower = {k: jax.device_put(jnp.full(v.shape, -0.5, v.dtype), v.sharding) for k, v in params.items()}
+    bounds = (lower, 0.25)
+
+    res = qnjax.minimize(loss, params, bounds=bounds)
+    assert bool(res.success), res.status
+    assert_state_sharded(res.state, params)
+    for k in params:
+        assert res.state.bounds.lower[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim)
+
+    opt = qnjax.lbfgs(bounds=bounds)
+    state = opt.init(params)
+    assert_state_sharded(state, params)
+    for k in params:
+        assert state.bounds.lower[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim)
+    step = jax.jit(lambda p, s: (lambda u_s: (optax.apply_updates(p, u_s[0]), u_s[1]))(
+        opt.update(jax.grad(loss)(p), s, p, value=loss(p), value_fn=loss)))
+    p = params
+    for _ in range(200):
+        p, state = step(p, state)
+        if qnjax.Status(int(state.status)).success:
+            break
+    assert_state_sharded(state, params)
+
+    for x in (res.x, p):  # the projected gradient recomputed from scratch
+        g = jax.grad(loss)(x)
+        for k in x:
+            xk = np.asarray(x[k], np.float64)
+            assert np.all(xk >= -0.5) and np.all(xk <= 0.25)
+            moved = np.clip(xk - np.asarray(g[k], np.float64), -0.5, 0.25) - xk
+            tol = 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5
+            assert np.max(np.abs(moved)) <= tol, (k, np.max(np.abs(moved)))
+
+
+def test_collectives_per_update_do_not_grow_with_memory_or_size():
+    """One compiled update of the Optax face (a full iteration, line search included):
+    no gathers, and the same all-reduces for every memory size and n."""
+    dtypes = next(iter(DTYPES.values()))
+    counts = {}
+    for n_v, m in ((64, 3), (64, 10), (1024, 3)):
+        mesh, specs, params, target, loss = problem("1d", dtypes, n_v=n_v)
+        opt = qnjax.lbfgs(memory_size=m)
+        counts[n_v, m] = collectives(jax.jit(make_step(opt, loss)).lower(params, opt.init(params)).compile())
+    assert len({frozenset(ops.items()) for ops, _ in counts.values()}) == 1, counts
+    ops, largest = counts[64, 3]
+    assert set(ops) == {"all-reduce"} and ops["all-reduce"] <= 12, ops
+    assert all(largest <= m + 1 for (_, m), (_, largest) in counts.items()), counts
