@@ -11,11 +11,15 @@
    ratio (gradient - solve) / solve is the implicit step's cost relative to the solve
    (the issue's target: <= 1). Accuracy: against central finite differences of the
    validation loss (each side a full solve), step 1e-3 in log(lambda).
+   The same gradient by reverse mode through the iterations (`adjoint="unrolled"`,
+   `maxiter` = the run's iterations + 5, so the run is the same): its time and its
+   difference from the finite difference.
 2. Memory: XLA's own accounting (`compiled.memory_analysis()`: arguments, outputs and
-   temporaries) of the compiled solve and of the compiled gradient, at the same size.
+   temporaries) of the compiled solve, the implicit gradient and the unrolled gradient,
+   at the same size, and at `--memory-features` (default 100,000; 200 samples, maxiter
+   100 for the unrolled program; compiled, not run).
 
-Reverse mode through an unrolled loop (the issue's other reference) does not exist in
-qnjax yet, so it is not measured. Prints a table and writes `<out>/implicit.json`.
+Prints the figures and writes `<out>/implicit.json`.
 """
 
 import argparse
@@ -54,22 +58,39 @@ def memory(f, *args):
     return (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes) / 2**20
 
 
+def fitting(xt, yt, xv, yv):
+    def fit(log_lam, adjoint="implicit", maxiter=15000):
+        def train(w, log_lam):
+            return logistic(w, xt, yt) + 0.5 * jnp.exp(log_lam) * jnp.sum(w * w)
+
+        return qnjax.minimize(train, jnp.zeros(xt.shape[1]), (log_lam,), maxiter=maxiter, adjoint=adjoint)
+
+    def validation(log_lam, adjoint="implicit", maxiter=15000):
+        return logistic(fit(log_lam, adjoint, maxiter).x, xv, yv)
+
+    return fit, validation
+
+
+def memory_at(features, samples=200, maxiter=100):
+    """XLA's memory (MiB) of the solve, the implicit and the unrolled gradient at this size."""
+    fit, validation = fitting(*problem(features, samples))
+    log_lam = jnp.asarray(np.log(1e-3))
+    return dict(features=features, samples=samples, unrolled_maxiter=maxiter,
+                solve_mib=memory(lambda ll: fit(ll).x, log_lam),
+                implicit_mib=memory(jax.grad(validation), log_lam),
+                unrolled_mib=memory(jax.grad(lambda ll: validation(ll, "unrolled", maxiter)), log_lam))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=1_000)
+    parser.add_argument("--memory-features", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("bench-results/full"))
     args = parser.parse_args()
     xt, yt, xv, yv = problem(args.features, args.samples)
 
-    def fit(log_lam):
-        def train(w, log_lam):
-            return logistic(w, xt, yt) + 0.5 * jnp.exp(log_lam) * jnp.sum(w * w)
-
-        return qnjax.minimize(train, jnp.zeros(args.features), (log_lam,))
-
-    def validation(log_lam):
-        return logistic(fit(log_lam).x, xv, yv)
+    fit, validation = fitting(xt, yt, xv, yv)
 
     solve = jax.jit(lambda ll: fit(ll).x)
     hypergradient = jax.jit(jax.grad(validation))
@@ -80,12 +101,18 @@ def main():
     val = jax.jit(validation)
     fd = (float(val(log_lam + h)) - float(val(log_lam - h))) / (2 * h)
     g = float(hypergradient(log_lam))
+    maxiter = int(res.nit) + 5
+    unrolled = jax.jit(jax.grad(lambda ll: validation(ll, "unrolled", maxiter)))
+    t_unrolled, g_unrolled = best_of(unrolled, log_lam), float(unrolled(log_lam))
     row = dict(features=args.features, samples=args.samples, nit=int(res.nit), nfev=int(res.nfev),
                status=qnjax.Status(int(res.status)).name, solve_s=t_solve, gradient_s=t_grad,
                implicit_over_solve=(t_grad - t_solve) / t_solve, gradient=g, finite_difference=fd,
                rel_error=abs(g - fd) / abs(fd), solve_mib=memory(lambda ll: fit(ll).x, log_lam),
-               gradient_mib=memory(jax.grad(validation), log_lam), jax=jax.__version__,
-               backend=jax.default_backend())
+               gradient_mib=memory(jax.grad(validation), log_lam), unrolled_s=t_unrolled,
+               unrolled_maxiter=maxiter, unrolled_gradient=g_unrolled,
+               unrolled_rel_error=abs(g_unrolled - fd) / abs(fd),
+               unrolled_mib=memory(jax.grad(lambda ll: validation(ll, "unrolled", maxiter)), log_lam),
+               at_scale=memory_at(args.memory_features), jax=jax.__version__, backend=jax.default_backend())
     print(f"hypergradient of a validation loss w.r.t. log(lambda): logistic regression, {args.features} features, "
           f"{args.samples} samples, float64")
     print(f"  solve: {t_solve * 1e3:.1f} ms ({row['nit']} iterations, {row['nfev']} evaluations, {row['status']})")
@@ -93,9 +120,16 @@ def main():
           f"{row['implicit_over_solve']:.2f}")
     print(f"  d val / d log(lambda) = {g:.10g}; central difference {fd:.10g}; relative difference "
           f"{row['rel_error']:.1e}")
+    print(f"  unrolled reverse mode (maxiter {maxiter}): {t_unrolled * 1e3:.1f} ms = "
+          f"{t_unrolled / t_grad:.2f} x the implicit gradient; d val / d log(lambda) = {g_unrolled:.10g}, "
+          f"relative difference from the central difference {row['unrolled_rel_error']:.1e}")
     if row["solve_mib"] is not None:
+        big = row["at_scale"]
         print(f"  XLA memory (arguments + outputs + temporaries): solve {row['solve_mib']:.1f} MiB, "
-              f"gradient {row['gradient_mib']:.1f} MiB")
+              f"implicit gradient {row['gradient_mib']:.1f} MiB, unrolled gradient {row['unrolled_mib']:.1f} MiB")
+        print(f"  at {big['features']:,} features ({big['samples']} samples, unrolled maxiter "
+              f"{big['unrolled_maxiter']}): solve {big['solve_mib']:.1f} MiB, implicit gradient "
+              f"{big['implicit_mib']:.1f} MiB, unrolled gradient {big['unrolled_mib']:.1f} MiB")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "implicit.json").write_text(json.dumps(row, indent=2))
 

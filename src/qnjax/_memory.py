@@ -270,13 +270,16 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
+    # Divisions by what a stored pair has (a rejected one's may be zero): the values are
+    # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.
+    sy_ok, yy_ok = jnp.where(store, sy, 1), jnp.where(store, yy, 1)
 
     i = jnp.arange(m + 1, dtype=jnp.int32)
     at = i == h
     in_row, in_col = at[:, None], at[None, :]
     corner = in_row & in_col
     g = memory.gram
-    diag = jnp.stack([sy, ss, yy, 1 / sy])[:, None, None]
+    diag = jnp.stack([sy, ss, yy, 1 / sy_ok])[:, None, None]
     if compact or direct:
         if not direct:
             c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
@@ -292,7 +295,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     else:  # the two-loop recursion needs <s, y> of each pair only
         gram = jnp.where(store & corner[None], diag, g)
 
-    gamma = sy / yy if scale_init else jnp.ones((), sdt)
+    gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = Memory(
         s=memory.s,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _callbacks, _implicit, _objective, _scipy, _trace, _tree
+from . import _bounds, _callbacks, _implicit, _objective, _scipy, _trace, _tree, _unrolled
 from ._solver import LBFGS, State
 from ._status import Status, code, is_success
 
@@ -113,6 +113,7 @@ def minimize(
     tol=None,
     options: dict | None = None,
     implicit_diff=None,
+    adjoint: str = "implicit",
 ) -> OptimizeResult:
     """Minimise ``fun(x, *args)`` from ``x0`` with L-BFGS.
 
@@ -165,6 +166,12 @@ def minimize(
         friends of ``x``, ``fun``, ``grad`` and ``aux`` with respect to ``args`` and the
         arrays ``fun`` closes over go through the implicit function theorem
         (``qnjax._implicit``), never through the loop; x0 gets no derivative.
+      adjoint: how derivatives of the result are taken. ``"implicit"`` (default): as
+        above. ``"unrolled"``: through the iterations themselves (``qnjax._unrolled``):
+        the derivative of what this run computed, converged or not (reverse mode
+        stores about 2 sqrt(2 maxiter) states: keep ``maxiter`` to what the run
+        needs); the loops get static trip counts (``maxiter`` and the line search's
+        ``max_steps`` must be Python integers), the iterates are the same.
       bounds: ``(lower, upper)``, each side None, a scalar or a pytree like ``x0``
         (+-inf: no bound; lower == upper fixes a variable), or scipy's forms (a
         ``scipy.optimize.Bounds``, a list of ``(min, max)`` pairs for a 1-D ``x0``):
@@ -225,6 +232,17 @@ def minimize(
                          f"got {verbose!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (callback(intermediate_result) -> bool | None), got {callback!r}")
+    if adjoint == "unrolled":
+        if implicit_diff is not None:
+            raise ValueError("implicit_diff configures adjoint='implicit'; adjoint='unrolled' takes none")
+        if not isinstance(maxiter, int) or isinstance(maxiter, bool) or maxiter < 1:
+            raise TypeError(f"adjoint='unrolled' needs maxiter as a Python integer >= 1 (the loop's static "
+                            f"length), got {maxiter!r}")
+        solver = dataclasses.replace(solver, fixed_search_steps=_unrolled.search_steps(solver.linesearch, box))
+        return _solve(solver, objective, x0, args, state, box, trace_length=trace, callback=callback,
+                      verbose=int(verbose), unrolled=2 * maxiter)
+    if adjoint != "implicit":
+        raise ValueError(f"adjoint is 'implicit' or 'unrolled', got {adjoint!r}")
     solve = functools.partial(_solve, trace_length=trace, callback=callback, verbose=int(verbose))
     config = _implicit.ImplicitDiff() if implicit_diff is None else implicit_diff
     return _implicit.differentiable(solve, config)(solver, objective, x0, args, state, box)
@@ -239,8 +257,9 @@ def _default_linesearch(linesearch):
     return MoreThuente() if linesearch is None else linesearch
 
 
-@functools.partial(jax.jit, static_argnames=("trace_length", "callback", "verbose"))
-def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose) -> OptimizeResult:
+@functools.partial(jax.jit, static_argnames=("trace_length", "callback", "verbose", "unrolled"))
+def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose,
+           unrolled=0) -> OptimizeResult:
     def evaluate(x):
         return objective(x, args)
 
@@ -281,7 +300,11 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
             s = s._replace(status=jnp.where(stop & running(s), code(Status.CALLBACK), s.status))
         return s, observe(s, records, active, moved)
 
-    s, records = jax.lax.while_loop(lambda c: running(c[0]), body, (state, records))
+    if unrolled:
+        s, records = _unrolled.loop(lambda c: running(c[0]), body, (state, records), unrolled)
+        s = s._replace(status=jnp.where(running(s), code(Status.MAXITER), s.status))
+    else:
+        s, records = jax.lax.while_loop(lambda c: running(c[0]), body, (state, records))
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
         success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,

@@ -131,6 +131,7 @@ class LBFGS:
     direction_method: str = _static(default="compact")
     scale_init_precond: bool = _static(default=True)
     scalar_dtype: Any = _static(default=None)
+    fixed_search_steps: int = _static(default=0)  # > 0: the line search's loop has this static trip count
 
     def __post_init__(self):
         if not isinstance(self.memory_size, int) or isinstance(self.memory_size, bool) or self.memory_size < 1:
@@ -164,8 +165,10 @@ class LBFGS:
     def first_stepsize(self, memory, dd):
         """1, except while no curvature pair was ever stored (H = I has no scale), where it
         is 1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
-        norm = jnp.sqrt(dd)
-        return jnp.where(~memory.flags[2], 1 / jnp.where(norm > 0, norm, 1), jnp.ones_like(dd))
+        norm = jnp.sqrt(jnp.where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
+        # (the select between sqrt and the division also keeps XLA from rewriting 1/sqrt as rsqrt,
+        # which rounds differently)
+        return jnp.where(~memory.flags[2], 1 / jnp.where(dd > 0, norm, 1), jnp.ones_like(dd))
 
     def max_stepsize(self, params, d, bounds=None):
         """inf, or with bounds the largest feasible step along d."""
@@ -295,7 +298,7 @@ class LBFGS:
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      max_steps=budget, max_stepsize=t_max,
                                      min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
-                                     rounding_stepsize=ROUNDING_ULPS * t_ulp)
+                                     rounding_stepsize=ROUNDING_ULPS * t_ulp, fixed_steps=self.fixed_search_steps)
         # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.

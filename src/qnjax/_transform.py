@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from . import _bounds, _objective, _tree
+from . import _bounds, _objective, _tree, _unrolled
 from ._solver import LBFGS, State
 from ._status import Status, code
 from .linesearch import LineSearch, MoreThuente
@@ -80,6 +80,7 @@ def lbfgs(
     direction: str = "compact",
     scalar_dtype=None,
     bounds=None,
+    unrolled: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS as an Optax transformation (module docstring).
 
@@ -94,6 +95,10 @@ def lbfgs(
       scalar_dtype: dtype of values, step sizes and inner products; default the
         widest real float among the params, at least float32.
       bounds: ``(lower, upper)`` box bounds (L-BFGS-B; module docstring).
+      unrolled: the line search runs a loop of static length (its ``max_steps``, a
+        Python integer; trials not needed are skipped), so reverse-mode derivatives go
+        through updates (``jax.grad`` of a loss after a ``lax.scan`` of updates;
+        ``qnjax._unrolled``). The updates are the same. Not with bounds.
     """
     if isinstance(linesearch, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
         raise TypeError(_OPTAX_EQUIVALENTS)
@@ -103,7 +108,8 @@ def lbfgs(
         raise ValueError("qnjax.lbfgs with bounds needs a line search and no learning_rate (the search keeps "
                          "every point in the box)")
     solver = LBFGS(memory_size=memory_size, linesearch=linesearch, gtol=gtol, ftol=ftol, fatol=fatol,
-                   direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype)
+                   direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype,
+                   fixed_search_steps=_unrolled.search_steps(linesearch, bounds) if unrolled and linesearch else 0)
 
     def init_fn(params) -> State:
         return solver.init(params, bounds=None if bounds is None else _bounds.box(params, bounds))

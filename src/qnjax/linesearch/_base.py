@@ -48,6 +48,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _unrolled
+
 
 class LineSearchStatus(enum.IntEnum):
     SUCCESS = 0  # the acceptance test held with sufficient decrease
@@ -137,9 +139,9 @@ class LineSearch:
     """
 
     def search(self, phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=jnp.inf,
-               min_stepsize=0.0, rounding_stepsize=None) -> LineSearchResult:
+               min_stepsize=0.0, rounding_stepsize=None, fixed_steps=0) -> LineSearchResult:
         return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize,
-                   rounding_stepsize)
+                   rounding_stepsize, fixed_steps)
 
 
 class _Loop(NamedTuple):
@@ -155,8 +157,13 @@ class _Loop(NamedTuple):
 
 
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
-        min_stepsize=0.0, rounding_stepsize=None) -> LineSearchResult:
+        min_stepsize=0.0, rounding_stepsize=None, fixed_steps=0) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
+
+    ``fixed_steps`` (a Python int) > 0: the loop has that static trip count, each trial
+    under ``lax.cond`` (a trial not needed evaluates nothing), and at most that many
+    trials; reverse-mode differentiation can then go through the search (a
+    ``while_loop`` cannot be transposed). The trials and the result are the same.
 
     ``best`` starts as the zero step (phi(0)) and is replaced only by an evaluated
     trial, so at the end it is the accepted trial, the best decrease point, or the
@@ -182,6 +189,14 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         smallest=point(jnp.full((), jnp.inf, sdt), value0, slope0),
         noise=jnp.zeros((), sdt),
     )
+
+    if fixed_steps:  # derivatives go through this search (qnjax._unrolled)
+        t_max, t_min, near = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near))  # rounding levels
+        # Everything the update depends on is an argument (a custom_jvp must not close over tracers).
+        rebuilt = _unrolled.forward_derivative(
+            lambda cfg, r, p, finite, v0, s0, t0, nr: cfg.rule(v0, s0, t0, nr)[1](r, p, finite))
+        start = as_s(stepsize)
+        update = lambda r, p, finite: rebuilt(search, r, p, finite, value0, slope0, start, near)  # noqa: E731
 
     def body(c):
         f, d, g = phi(c.t)
@@ -209,7 +224,14 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
         return (c.accepted == REJECT) & (c.k < limit) & usable & ~stop(c.rule, c.t)
 
-    c = jax.lax.while_loop(proceed, body, init)
+    if fixed_steps:
+        # Each trial checkpointed, the cond inside: reverse mode keeps the loop's small carry
+        # per trial, not the evaluation's intermediates, and what the trials share (a data
+        # matrix fun closes over) stays one loop-invariant input instead of a copy per trial.
+        trial = jax.checkpoint(lambda c: jax.lax.cond(proceed(c), body, lambda c: c, c), prevent_cse=False)
+        c = jax.lax.fori_loop(0, int(fixed_steps), lambda _, c: trial(c), init)
+    else:
+        c = jax.lax.while_loop(proceed, body, init)
     t, f, d = c.best
     status = jnp.where(
         c.accepted == ACCEPT, LineSearchStatus.SUCCESS,

@@ -1,0 +1,127 @@
+"""Unrolled differentiation: the solve as a loop that reverse mode can go through.
+
+``minimize(..., adjoint="unrolled")`` differentiates the iterations themselves, as a
+program (every step size, every curvature pair), instead of the optimality condition
+(``_implicit``). That derivative is the one of what the run computed, whether or not it
+converged: the choice for a short run stopped early on purpose (a few iterations of a
+learned inner loop, meta-learning), or as a reference for the implicit derivative. At a
+converged solution the two agree to the accuracy of the solve (tested); implicit
+differentiation is cheaper and needs no memory per iteration, so it is the default.
+
+Everything the run computed is differentiated, the step sizes included (a trial step is
+a smooth function of the earlier trials' values and slopes; holding the steps constant
+instead gives derivatives that need not approach the solution's, as Gilbert (1992)
+warned for quasi-Newton iterations). A search picks its next trial among candidates
+with ``where``, and an unpicked one may divide by zero: reverse mode would turn that
+into NaN, so the trial's derivative goes through its forward-mode Jacobian
+(:func:`forward_derivative`). Where a pair is rejected the memory's update
+divides by what it kept instead (``_memory.push``). L-BFGS-B is not supported (the
+Cauchy point's sort); its implicit derivatives are.
+
+JAX cannot transpose a ``while_loop``, so in this mode both loops have a static trip
+count, and what is not needed is skipped by ``lax.cond`` (a finished run costs nothing
+more per iteration):
+
+* the line search runs at most its ``max_steps`` trials (``linesearch._base.run``,
+  ``fixed_steps``);
+* the iterations (:func:`loop`) run at most 2 ``maxiter`` times (an iteration whose
+  search fails along the quasi-Newton direction is retried along -g without counting:
+  at most one retry per iteration), then a run still going stops with MAXITER.
+
+Memory. Reverse mode keeps, for every iteration it differentiates, what that iteration
+needs: here only its input state (each iteration is ``jax.checkpoint``-ed, so its line
+search's trials are recomputed during the backward pass), and the iterations are
+grouped in about sqrt(N) blocks of sqrt(N) (N = 2 ``maxiter``), each block
+checkpointed too (two-level checkpointing; Griewank & Walther 2008, Sec. 12.3): the
+backward pass stores the state at the start of every block and, while it goes through
+one block, the states inside it: about 2 sqrt(N) states (each holds the memory, 2
+(m + 1) n numbers), not N, for one extra forward pass. Forward mode (``jax.jvp``,
+``jax.jacfwd``) needs no storage at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def search_steps(linesearch, bounds) -> int:
+    """The static trip count of the line search's loop: its ``max_steps``."""
+    if bounds is not None:
+        raise NotImplementedError("unrolled derivatives through L-BFGS-B are not supported yet (the Cauchy "
+                                  "point's derivative is not defined through its sort); the default implicit "
+                                  "derivatives of qnjax.minimize handle bounds")
+    steps = linesearch.max_steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise TypeError(f"unrolled derivatives need the line search's max_steps as a Python integer >= 1 "
+                        f"(the loop's static length), got {steps!r}")
+    return steps
+
+
+def loop(running, body, carry, n: int):
+    """``while running(carry): carry = body(carry)``, at most ``n`` times (static), as
+    nested checkpointed ``fori_loop``-s (scans) whose iterations are skipped by
+    ``lax.cond`` once ``running`` is false."""
+    n = int(n)
+    if n <= 0:
+        return carry
+    size = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) iterations per block
+    blocks = -(-n // size)
+    step = jax.checkpoint(lambda c: jax.lax.cond(running(c), body, lambda c: c, c), prevent_cse=False)
+
+    def block(c):
+        return jax.lax.fori_loop(0, size, lambda _, c: step(c), c)
+
+    return jax.lax.fori_loop(0, blocks, lambda _, c: jax.checkpoint(block, prevent_cse=False)(c), carry)
+
+
+def forward_derivative(fn):
+    """``fn`` (of pytrees of scalars) with the same values, whose derivative is its
+    forward-mode Jacobian at the primal inputs, formed explicitly (``jax.jacfwd``; entries
+    that are not finite set to 0) and applied as a matrix product.
+
+    A search's update picks its next trial among candidates (cubic, quadratic, secant,
+    bisection) with ``where``; a candidate not picked may divide by zero. Forward mode
+    never sees it (``where`` picks the tangent too), but reverse mode multiplies the zero
+    cotangent of the unpicked branch by its infinite partial derivative: NaN. Through this
+    wrapper reverse mode transposes the finite Jacobian instead."""
+
+    def inexact(v):
+        return jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+
+    @jax.custom_jvp
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.defjvp
+    def rule(primals, tangents):
+        out = fn(*primals)
+        leaves, treedef = jax.tree.flatten(primals)
+        which = [i for i, v in enumerate(leaves) if inexact(v)]
+
+        def of_floats(*xs):
+            full = list(leaves)
+            for i, x in zip(which, xs):
+                full[i] = x
+            return [v for v in jax.tree.leaves(fn(*jax.tree.unflatten(treedef, full))) if inexact(v)]
+
+        jac = jax.jacfwd(of_floats, argnums=tuple(range(len(which))))(*(leaves[i] for i in which))
+        dots = [jax.tree.leaves(tangents)[i] for i in which]
+        outs, out_def = jax.tree.flatten(out)
+        result, k = [], 0
+        for v in outs:
+            if not inexact(v):
+                result.append(np.zeros(np.shape(v), jax.dtypes.float0))
+                continue
+            total = jnp.zeros(jnp.shape(v), jnp.result_type(v))
+            for j, dot in zip(jac[k], dots):
+                j = jnp.where(jnp.isfinite(j), j, 0)
+                total = total + jnp.tensordot(j, dot.astype(j.dtype), axes=jnp.ndim(dot)).astype(total.dtype)
+            result.append(total)
+            k += 1
+        return out, jax.tree.unflatten(out_def, result)
+
+    return wrapped
