@@ -28,6 +28,7 @@ def rosenbrock_c(x, c):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (c - x[:-1]) ** 2)
 
 
+@needs_x64  # (float32: the updates' derivatives below; CI time)
 def test_quadratic_both_modes_give_a_inverse_and_the_same_iterates():
     def run(b, adjoint):
         return qnjax.minimize(quadratic, jnp.zeros(3, DT), (b,), maxiter=60, adjoint=adjoint)
@@ -110,6 +111,7 @@ def test_vmap_of_the_gradient_over_parameters():
     np.testing.assert_allclose(np.asarray(g), np.broadcast_to(want, (3, 3)), atol=1e-4)
 
 
+@needs_x64
 def test_optax_face_through_a_scan_of_updates():
     """jax.grad through 12 updates in lax.scan (reverse mode needs unrolled=True): on the
     quadratic they reach x* = A^-1 b, so the derivative is A^-1."""

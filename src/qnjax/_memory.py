@@ -110,7 +110,6 @@ def _vecmat_big(vec, mat):
     return jnp.tensordot(vec, mat, axes=1, preferred_element_type=mat.dtype)
 
 
-
 def init(params, memory_size: int, sdt) -> Memory:
     m = int(memory_size)
 

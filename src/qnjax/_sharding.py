@@ -41,7 +41,10 @@ def _placed(leaf) -> bool:
     if isinstance(leaf.sharding, NamedSharding):
         return True
     devices = leaf.sharding.device_set
-    return len(devices) > 1 or next(iter(devices)) != (jax.config.jax_default_device or jax.devices()[0])
+    default = jax.config.jax_default_device
+    if default is None or isinstance(default, str):  # unset, or a platform name
+        default = jax.devices(default)[0]
+    return len(devices) > 1 or next(iter(devices)) != default
 
 
 @dataclasses.dataclass(frozen=True)
