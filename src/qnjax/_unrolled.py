@@ -64,7 +64,10 @@ def search_steps(linesearch, bounds) -> int:
 def loop(running, body, carry, n: int):
     """``while running(carry): carry = body(carry)``, at most ``n`` times (static), as
     nested checkpointed ``fori_loop``-s (scans) whose iterations are skipped by
-    ``lax.cond`` once ``running`` is false."""
+    ``lax.cond`` once ``running`` is false. Used for the iterations and for a line
+    search's trials. The ``cond`` is inside the checkpoint: what the iterations share (a
+    data matrix ``fun`` closes over) then stays one loop-invariant input of the scan,
+    where a ``cond`` outside would hand it to reverse mode as a residual per iteration."""
     n = int(n)
     if n <= 0:
         return carry

@@ -173,6 +173,8 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     value0, slope0 = as_s(value0), as_s(slope0)
     t_max, t_min = as_s(max_stepsize), as_s(min_stepsize)
     near = NEAR * (t_min if rounding_stepsize is None else as_s(rounding_stepsize))
+    if fixed_steps:  # derivatives go through this search: not through its rounding levels
+        t_max, t_min, near = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near))
     limit = jnp.asarray(search.max_steps, jnp.int32)
     if max_steps is not None:
         limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
@@ -191,7 +193,6 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     )
 
     if fixed_steps:  # derivatives go through this search (qnjax._unrolled)
-        t_max, t_min, near = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near))  # rounding levels
         # Everything the update depends on is an argument (a custom_jvp must not close over tracers).
         rebuilt = _unrolled.forward_derivative(
             lambda cfg, r, p, finite, v0, s0, t0, nr: cfg.rule(v0, s0, t0, nr)[1](r, p, finite))
@@ -224,12 +225,8 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
         return (c.accepted == REJECT) & (c.k < limit) & usable & ~stop(c.rule, c.t)
 
-    if fixed_steps:
-        # Each trial checkpointed, the cond inside: reverse mode keeps the loop's small carry
-        # per trial, not the evaluation's intermediates, and what the trials share (a data
-        # matrix fun closes over) stays one loop-invariant input instead of a copy per trial.
-        trial = jax.checkpoint(lambda c: jax.lax.cond(proceed(c), body, lambda c: c, c), prevent_cse=False)
-        c = jax.lax.fori_loop(0, int(fixed_steps), lambda _, c: trial(c), init)
+    if fixed_steps:  # the iterations' loop, at most fixed_steps trials, checkpointed per trial
+        c = _unrolled.loop(proceed, body, init, fixed_steps)
     else:
         c = jax.lax.while_loop(proceed, body, init)
     t, f, d = c.best
