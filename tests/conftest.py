@@ -6,6 +6,11 @@ import pytest
 
 X64 = bool(jax.config.read("jax_enable_x64"))
 needs_x64 = pytest.mark.skipif(not X64, reason="needs jax_enable_x64")
+# What the precision mode cannot change (a float32 program's numerics and structure, the
+# host side of callbacks and plots, batching equalities) is tested once, in the x64-off run,
+# as a reader's JAX starts; with x64 on the same test would measure compile time, not
+# qnjax. Typing with x64 on (float32 leaves among float64 settings) stays in both runs.
+x64_off_only = pytest.mark.skipif(X64, reason="does not depend on the precision mode: runs with x64 off")
 
 
 def leaf_types(tree):

@@ -10,6 +10,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import pytest
+from conftest import x64_off_only
 
 import qnjax
 
@@ -20,6 +21,7 @@ inplace = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(inplace)
 
 
+@x64_off_only  # a float32 program's structure: x64 changes only its index types
 @pytest.mark.parametrize("direction", ["compact", "two-loop"])
 @pytest.mark.parametrize("linesearch", sorted(qnjax.linesearch.REGISTRY))
 @pytest.mark.parametrize("n", [4099, 70001])  # below and above _tree.STACK_LIMIT (other fusions)

@@ -4,11 +4,12 @@ the trace's, and the gap between the first and last records is a break."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, rosenbrock
+from conftest import X64, rosenbrock, x64_off_only
 
 import qnjax
 
 pytest.importorskip("matplotlib")
+pytestmark = x64_off_only  # drawing does not depend on the precision mode
 DT = jnp.float64 if X64 else jnp.float32
 X0 = jnp.asarray(np.tile([-1.2, 1.0], 3), DT)
 

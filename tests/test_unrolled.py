@@ -1,9 +1,9 @@
 """Unrolled derivatives (``adjoint="unrolled"``, ``lbfgs(unrolled=True)``): every line
 search's update has a finite reverse derivative equal to its forward one; the derivative
 of a short, unconverged run is the derivative of what it computed (central finite
-differences of the 3-iteration map); a converged run's agrees with the implicit
-derivative and the closed form; the iterates are those of the default loops; vmap; the
-Optax face through a ``lax.scan`` of updates; clear errors."""
+differences of the 3-iteration map); a converged run's is the closed form, which is
+the implicit derivative (A^-1 on a quadratic); the iterates are those of the default
+loops; vmap; the Optax face through a ``lax.scan`` of updates; clear errors."""
 
 import jax
 import jax.numpy as jnp
@@ -69,18 +69,6 @@ def test_each_search_update_has_a_finite_reverse_derivative(name):
         np.testing.assert_allclose(rev, fwd, rtol=1e-6, atol=1e-7)
         nans += int(np.any(np.isnan(plain)))
     assert nans > 0  # the case the wrapper exists for
-
-
-@needs_x64
-def test_converged_run_approaches_the_implicit_derivative():
-    def x_star(c, adjoint):
-        return qnjax.minimize(rosenbrock_c, jnp.zeros(4), (c,), maxiter=300, adjoint=adjoint).x
-
-    rev = jax.jit(jax.jacrev(lambda c: x_star(c, "unrolled")))(1.3)
-    implicit = jax.jit(jax.jacfwd(lambda c: x_star(c, "implicit")))(1.3)
-    assert np.all(np.isfinite(np.asarray(rev)))
-    # A run stopped at working precision: its derivative is near, not at, the solution's.
-    np.testing.assert_allclose(np.asarray(rev), np.asarray(implicit), rtol=1e-3)
 
 
 @needs_x64
