@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import LINESEARCHES, X64, assert_same_types, make_step, rosenbrock
+from conftest import LINESEARCHES, X64, assert_same_types, make_step, rosenbrock, x64_off_only
 
 import qnjax
 from qnjax import Status
@@ -142,6 +142,7 @@ def test_bad_input_errors():
         qnjax.minimize(lambda x: jnp.sum(x**2), jnp.ones(2, DT), has_aux=True)
 
 
+@x64_off_only
 def test_empty_and_none_leaves():
     res = qnjax.minimize(lambda p: jnp.asarray(1.0), {})
     assert bool(res.success) and int(res.nit) == 0 and res.x == {}

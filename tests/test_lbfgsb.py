@@ -221,6 +221,7 @@ def test_scipy_bounds_spellings():
         np.testing.assert_array_equal(np.asarray(res.x), want)
 
 
+@x64_off_only  # (resuming without bounds: in both modes, test_trace)
 def test_resume_with_bounds_is_bitwise_one_run():
     n = 25
     bounds = (np.where(np.arange(n) % 2 == 0, 1.0, -100.0), 100.0)

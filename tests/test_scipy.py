@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, rosenbrock
+from conftest import X64, rosenbrock, x64_off_only
 
 import qnjax
 
@@ -40,6 +40,7 @@ def test_list_x0_is_an_array(reference):
     assert float(qnjax.minimize(lambda x: (x - 2.0) ** 2, 3).x) == pytest.approx(2.0, abs=1e-3)
 
 
+@x64_off_only  # which gradient is used, and how often fun is called
 def test_jac_true_and_callable_use_the_given_gradient(reference):
     same(qnjax.minimize(jax.value_and_grad(rosenbrock), START, jac=True), reference)
     same(qnjax.minimize(rosenbrock, START, jac=jax.grad(rosenbrock)), reference)
