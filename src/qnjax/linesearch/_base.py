@@ -145,15 +145,27 @@ class LineSearch:
 
 
 class _Loop(NamedTuple):
-    k: jax.Array  # evaluations made
-    t: jax.Array  # next trial
-    accepted: jax.Array  # int32: the verdict on the last trial
+    """The loop's state, packed (XLA compiles each loop-carried value that changes into
+    its own kernel): ``counts`` = [k, accepted], ``scalars`` = [t, rising, noise, *best,
+    *smallest]."""
+
+    counts: jax.Array  # int32 (2,): evaluations made, the verdict on the last trial
+    scalars: jax.Array  # (9,) scalar dtype
     rule: Any  # the search's own state
-    best: jax.Array  # point(t, f, slope): the lowest admissible trial, or the accepted one
     grad: Any  # phi's grad payload at best
-    rising: jax.Array  # smallest trial with a finite slope >= 0
-    smallest: jax.Array  # point of the smallest finite trial
-    noise: jax.Array  # largest unexplained change in f over finite trials near x
+
+    k = property(lambda self: self.counts[0])
+    accepted = property(lambda self: self.counts[1])
+    t = property(lambda self: self.scalars[0])  # next trial
+    rising = property(lambda self: self.scalars[1])  # smallest trial with a finite slope >= 0
+    noise = property(lambda self: self.scalars[2])  # largest unexplained change in f near x
+    best = property(lambda self: self.scalars[3:6])  # point: the lowest admissible trial, or the accepted one
+    smallest = property(lambda self: self.scalars[6:9])  # point of the smallest finite trial
+
+
+def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise):
+    return _Loop(jnp.stack([k, accepted]).astype(jnp.int32),
+                 jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest]), rule, grad)
 
 
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
@@ -180,7 +192,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
     rule0, update, stop = search.rule(value0, slope0, as_s(stepsize), near)
     start_ok = (slope0 < 0) & jnp.isfinite(value0)
-    init = _Loop(
+    init = _loop(
         k=jnp.zeros((), jnp.int32),
         t=jnp.where(start_ok, jnp.minimum(jnp.maximum(as_s(stepsize), t_min), t_max), jnp.nan),  # NaN: no trial
         accepted=jnp.asarray(REJECT, jnp.int32),
@@ -219,7 +231,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         t_next = jnp.minimum(as_s(t_next), t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
-        return _Loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest, noise)
+        return _loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest, noise)
 
     def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)

@@ -81,12 +81,24 @@ class MoreThuente(LineSearch):
 
 
 class _Rule(NamedTuple):
-    bracketed: jax.Array
-    stage1: jax.Array  # psi is used while True
-    x: jax.Array  # point (t, f, slope) of the best step t_x
-    y: jax.Array  # point of the other end t_y
-    width: jax.Array  # |t_y - t_x| one and two trials ago
-    width1: jax.Array
+    """Packed (each loop-carried value that changes is a compiled kernel of its own, in
+    every iteration of the search): ``flags`` = [bracketed, stage1 (psi is used while
+    True)], ``points`` = [*x, *y, width, width1] with x the point (t, f, slope) of the best
+    step t_x, y that of the other end t_y, and |t_y - t_x| one and two trials ago."""
+
+    flags: jax.Array  # (2,) bool
+    points: jax.Array  # (8,) scalar dtype
+
+    bracketed = property(lambda self: self.flags[0])
+    stage1 = property(lambda self: self.flags[1])
+    x = property(lambda self: self.points[0:3])
+    y = property(lambda self: self.points[3:6])
+    width = property(lambda self: self.points[6])
+    width1 = property(lambda self: self.points[7])
+
+
+def _packed(bracketed, stage1, x, y, width, width1):
+    return _Rule(jnp.stack([bracketed, stage1]), jnp.concatenate([x, y, jnp.stack([width, width1])]))
 
 
 def _cubic(a, fa, da, b, fb, db):
@@ -185,7 +197,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         width = jnp.where(bracketed, width_now, r.width)
 
         stage1 = r.stage1 & ~(decrease & (d >= 0))
-        rule = _Rule(bracketed, stage1, x, y, width, width1)
+        rule = _packed(bracketed, stage1, x, y, width, width1)
         return rule, t_new, acceptance(success, exact), decrease
 
     def stop(r, t):
@@ -194,5 +206,5 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         return r.bracketed & ((t <= lo) | (t >= hi) | (hi - lo <= xtol * hi))
 
     start = point(zero, value0, slope0)
-    rule0 = _Rule(jnp.asarray(False), jnp.asarray(True), start, start, inf, inf)
+    rule0 = _packed(jnp.asarray(False), jnp.asarray(True), start, start, inf, inf)
     return rule0, update, stop
