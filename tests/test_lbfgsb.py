@@ -297,7 +297,12 @@ def test_derivatives_of_a_bounded_solution_hold_the_active_set():
 @pytest.mark.parametrize("name", ["hs45", "bard_box", "osborne1_box", "fixed_variables_n6"])
 def test_bounded_catalogue_optimum_and_active_set(name):
     """From the catalogue's x0, the known optimum (verified against scipy's L-BFGS-B at
-    tight tolerances, ``qnjax.problems._bounded``) and exactly its active set."""
+    tight tolerances, ``qnjax.problems._bounded``) and exactly its active set; and, both
+    told the bench's rule (projected gradient <= 1e-5, no f test), where scipy's L-BFGS-B
+    reaches it too, at most 2 more iterations and evaluations than scipy (hs45: 4 and 10,
+    as scipy's, where a step cap kept after the first iteration once took 22 and 23)."""
+    import scipy.optimize
+
     p = problems.get(name)
     res = qnjax.minimize(p.fun, jnp.asarray(p.x0), bounds=(p.lower, p.upper))
     assert bool(res.success), res.message
@@ -306,6 +311,15 @@ def test_bounded_catalogue_optimum_and_active_set(name):
     for side in (p.lower, p.upper):
         np.testing.assert_array_equal(x == side, p.xstar == side)
     assert_kkt(x, res.grad, p.lower, p.upper, 1e-6)
+
+    same = qnjax.minimize(p.fun, jnp.asarray(p.x0), bounds=(p.lower, p.upper), gtol=1e-5, ftol=0.0)
+    vg = jax.jit(jax.value_and_grad(p.fun))
+    ref = scipy.optimize.minimize(lambda v: tuple(np.asarray(a, np.float64) for a in vg(v)), p.x0, jac=True,
+                                  method="L-BFGS-B", bounds=list(zip(p.lower, p.upper)),
+                                  options=dict(gtol=1e-5, ftol=0.0))
+    if abs(ref.fun - p.fstar) <= 1e-6 * max(1.0, abs(p.fstar)):  # (bard_box: scipy stops at f = 1.51)
+        counts = (int(same.nit), int(same.nfev), ref.nit, ref.nfev)
+        assert counts[0] <= ref.nit + 2 and counts[1] <= ref.nfev + 2, counts
 
 
 def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():

@@ -30,9 +30,9 @@ With bounds (``init(..., bounds=Box)``: the state carries them, so they are trac
 values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
 the pair's Gram row comes from a pass over the memory (``push(direct=True)``), the
 direction is x_bar - x from the Cauchy point and the subspace step, the first trial
-and the largest step are scipy's (while no pair was ever stored: 1 / ||d|| unless
-every variable is boxed, at most 1 when some bound is finite; afterwards 1, at most
-the largest feasible step), every trial point is projected onto the box
+and the largest step are scipy's (the first trial, while no pair was ever stored:
+1 / ||d|| unless every variable is boxed, else 1; at most 1 in the first iteration when
+some bound is finite, afterwards at most the largest feasible step), every trial point is projected onto the box
 (``_bounds.trial``), a failed factorisation or an uphill direction drops the memory
 as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
@@ -261,9 +261,10 @@ class LBFGS:
         t_max = self.max_stepsize(params, d, box)
         if box is not None:  # scipy's first step: 1 / ||d|| unless boxed, at most 1 when constrained
             _, constrained, boxed = _bounds.facts(box, params)
-            first = ~memory.flags[2]
-            t0 = jnp.where(first & boxed, 1, t0).astype(sdt)
-            t_max = jnp.where(first & constrained, jnp.minimum(t_max, 1), t_max)
+            t0 = jnp.where(~memory.flags[2] & boxed, 1, t0).astype(sdt)
+            # (the cap holds in the first iteration only, as scipy's: later searches along a
+            # direction without curvature information may go as far as the box allows)
+            t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, 1), t_max)
             t0 = jnp.minimum(t0, t_max)
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
