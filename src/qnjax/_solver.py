@@ -31,9 +31,10 @@ values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
 the pair's Gram row comes from a pass over the memory (``push(direct=True)``), the
 direction is x_bar - x from the Cauchy point and the subspace step, the first trial
 and the largest step are scipy's (the first trial, while no pair was ever stored:
-1 / ||d|| unless every variable is boxed, else 1; at most 1 in the first iteration when
-some bound is finite, afterwards at most the largest feasible step), every trial point is projected onto the box
-(``_bounds.trial``), a failed factorisation or an uphill direction drops the memory
+1 / ||d|| unless every variable is boxed, else 1; the step at most 1 in the first
+iteration when some bound is finite, afterwards at most the largest feasible step),
+every trial point is projected onto the box (``_bounds.trial``), a failed
+factorisation or an uphill direction drops the memory
 as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
 """
