@@ -13,6 +13,12 @@ needs_x64 = pytest.mark.skipif(not X64, reason="needs jax_enable_x64")
 x64_off_only = pytest.mark.skipif(X64, reason="does not depend on the precision mode: runs with x64 off")
 
 
+def searches_for_mode(names):
+    """The line searches a test runs: ``names`` with x64 off; with x64 on, the default search
+    only, when what the test checks does not depend on the precision mode."""
+    return list(names) if not X64 else ["more-thuente"]
+
+
 def leaf_types(tree):
     """(path, shape, dtype, weak_type) of every leaf, for exact type comparisons."""
     out = []

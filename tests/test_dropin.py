@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import X64, assert_same_types, needs_x64
+from conftest import X64, assert_same_types, needs_x64, searches_for_mode
 
 import qnjax
 
@@ -48,8 +48,7 @@ def f_real(x):
     return f_complex(x[..., 0, :] + 1j * x[..., 1, :])
 
 
-# (the convention does not depend on the precision mode: every search with x64 off, the default with it on)
-@pytest.mark.parametrize("search", ["more-thuente", "zoom", "backtracking"] if not X64 else ["more-thuente"])
+@pytest.mark.parametrize("search", searches_for_mode(["more-thuente", "zoom", "backtracking"]))
 def test_complex_follows_optax_convention(search):
     """Given conjugated gradients, the complex problem's iterates are the real problem's."""
     opt = qnjax.lbfgs(linesearch=qnjax.linesearch.get(search))

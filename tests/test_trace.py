@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COMPILES, LINESEARCHES, X64, assert_same_types, rosenbrock, x64_off_only
+from conftest import COMPILES, LINESEARCHES, X64, assert_same_types, rosenbrock, searches_for_mode, x64_off_only
 
 import qnjax
 from qnjax import Status
@@ -102,8 +102,7 @@ def test_bad_trace_and_state_arguments():
         qnjax.minimize(rosenbrock, X0, state={"params": X0})
 
 
-# (every search with x64 off; with it on, the default one: resuming does not depend on the mode)
-@pytest.mark.parametrize("name", sorted(LINESEARCHES) if not X64 else ["more-thuente"])
+@pytest.mark.parametrize("name", searches_for_mode(sorted(LINESEARCHES)))
 def test_two_runs_of_k_iterations_equal_one_of_2k(name):
     ls = LINESEARCHES[name]
     whole = qnjax.minimize(rosenbrock, X0, maxiter=24, linesearch=ls)

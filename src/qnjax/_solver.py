@@ -260,11 +260,12 @@ class LBFGS:
         slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
         t0 = self.first_stepsize(memory, dd)
         t_max = self.max_stepsize(params, d, box)
-        if box is not None:  # scipy's first step: 1 / ||d|| unless boxed, at most 1 when constrained
+        if box is not None:
+            # scipy's: a first trial of 1 when every variable is boxed (while no pair was stored),
+            # and a step of at most 1 when constrained in the first iteration only (later searches
+            # along a direction without curvature information may go as far as the box allows)
             _, constrained, boxed = _bounds.facts(box, params)
             t0 = jnp.where(~memory.flags[2] & boxed, 1, t0).astype(sdt)
-            # (the cap holds in the first iteration only, as scipy's: later searches along a
-            # direction without curvature information may go as far as the box allows)
             t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, 1), t_max)
             t0 = jnp.minimum(t0, t_max)
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
