@@ -155,6 +155,22 @@ def test_infinite_bounds_take_the_unconstrained_steps():
         np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-12 if X64 else 1e-4, atol=1e-13)
 
 
+def test_hess_inv_of_a_bounded_run_satisfies_the_newest_secant_equation():
+    """L-BFGS-B's memory keeps only the Gram matrices its direction needs; ``hess_inv``
+    rebuilds the rest: H is symmetric positive definite and H y = s for the newest pair."""
+    x0, bounds, k = jnp.linspace(-1.5, 0.25, 5, dtype=DT), (-2.0, 0.5), 8
+    prev = qnjax.minimize(rosenbrock, x0, maxiter=k - 1, bounds=bounds)
+    res = qnjax.minimize(rosenbrock, x0, maxiter=k, bounds=bounds)
+    assert int(res.nit) == k and np.any(np.asarray(res.x) == 0.5)  # a bound is active
+    dense = np.asarray(res.hess_inv.todense(), np.float64)
+    tol = 1e-9 if X64 else 2e-3
+    np.testing.assert_allclose(dense, dense.T, rtol=tol, atol=tol * np.abs(dense).max())
+    assert np.linalg.eigvalsh((dense + dense.T) / 2).min() > 0
+    s = np.asarray(res.x, np.float64) - np.asarray(prev.x, np.float64)
+    y = np.asarray(res.grad, np.float64) - np.asarray(prev.grad, np.float64)
+    np.testing.assert_allclose(dense @ y, s, rtol=10 * tol, atol=10 * tol * np.abs(s).max())
+
+
 @x64_off_only  # batching is exact in either mode
 def test_vmap_over_starts_bounds_and_both_equals_single_runs():
     """Batched over both (against single runs), and over starts only (against the batch

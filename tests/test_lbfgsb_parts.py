@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from conftest import X64
 
-from qnjax import _bounds, _cauchy, _compact, _memory, _subspace
+from qnjax import _bounds, _cauchy, _compact, _memory, _reduced, _subspace
+from qnjax._solver import LBFGS
 
 DT = jnp.float64 if X64 else jnp.float32
 RTOL = 1e-9 if X64 else 2e-3
@@ -54,7 +55,7 @@ def drive(rng, pairs=5, hess=None, steps=()):
     """The memory after ``pairs`` steps u (random, not H q multiples, then ``steps``) with
     y = A u."""
     hess = spd(rng) if hess is None else hess
-    mem = _memory.init(as_tree(np.zeros(N)), M, DT)
+    mem = _memory.init(as_tree(np.zeros(N)), M, DT, bounded=True)
     q = rng.normal(size=N)
     for u in [rng.normal(size=N) * rng.uniform(0.2, 2.0) for _ in range(pairs)] + list(steps):
         mem = _push(mem, as_tree(q))
@@ -102,6 +103,11 @@ def test_compact_b_is_the_bfgs_recursion_in_chronological_order(seed):
     np.testing.assert_allclose(got @ s, y, rtol=RTOL, atol=RTOL * np.abs(y).max())  # secant equation
     h = np.stack([as_vec(_compact.inverse_hessian(mem, as_tree(e))[0]) for e in np.eye(N)], axis=1)
     np.testing.assert_allclose(got @ h, np.eye(N), atol=50 * RTOL)
+    # The bounded solver leaves S^T Y's upper part, Y^T Y and R^-1 stale: ``rebuild`` (hess_inv's)
+    stale = mem._replace(gram=jnp.zeros_like(mem.gram).at[1].set(mem.gram[1]))
+    rebuilt = jax.jit(_memory.rebuild)(stale)
+    h2 = np.stack([as_vec(_compact.inverse_hessian(rebuilt, as_tree(e))[0]) for e in np.eye(N)], axis=1)
+    np.testing.assert_allclose(h2, h, rtol=RTOL, atol=RTOL * np.abs(h).max())
 
 
 def brute_cauchy(x, g, lo, hi, b):
@@ -167,10 +173,12 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
 
 @pytest.mark.parametrize("cap", [1, 2, 4])
 def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, monkeypatch):
-    """Beyond ``SORT_LIMIT`` variables only the ``CAP`` smallest breakpoints are sorted,
-    all of them only if the Cauchy point lies beyond: forced here at n = 7."""
+    """Beyond ``SORT_LIMIT`` variables only the ``CAPS`` smallest breakpoints are sorted,
+    all of them (walked ``BLOCK`` at a time) only if the Cauchy point lies beyond, and with
+    no pair stored it has a closed form: forced here at n = 7."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_cauchy, "CAP", cap)
+    monkeypatch.setattr(_cauchy, "CAPS", (cap, cap + 1))
+    monkeypatch.setattr(_cauchy, "BLOCK", cap)
     run = jax.jit(lambda mem, x, g, bx: _cauchy_point.__wrapped__(mem, x, g, bx))
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -179,6 +187,10 @@ def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, monkeypatch):
         g = as_vec(as_tree(g))
         xc = run(mem, as_tree(x), as_tree(g), box(lo, hi))[0]
         np.testing.assert_allclose(as_vec(xc), brute_cauchy(x, g, lo, hi, dense_b(mem)[0]), rtol=RTOL, atol=RTOL)
+        # no pair yet (B = I): the closed form
+        empty = _push(_memory.init(as_tree(np.zeros(N)), M, DT, bounded=True), as_tree(np.zeros(N)))
+        xc = run(empty, as_tree(x), as_tree(g), box(lo, hi))[0]
+        np.testing.assert_allclose(as_vec(xc), brute_cauchy(x, g, lo, hi, np.eye(N)), rtol=RTOL, atol=RTOL)
 
 
 def dense_direction(x, g, lo, hi, b, xc):
@@ -202,7 +214,7 @@ def check_direction(mem, x, g, lo, hi):
     b, _, _ = dense_b(mem)
     g = as_vec(as_tree(g))
     want, branch = dense_direction(x, g, lo, hi, b, brute_cauchy(x, g, lo, hi, b))
-    d, ok = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    d, ok, _ = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
     assert bool(ok) == (g @ want < 0)  # uphill: the solver drops the memory
     np.testing.assert_allclose(as_vec(d), want, rtol=20 * RTOL, atol=20 * RTOL * np.abs(want).max())
     return branch
@@ -240,9 +252,57 @@ def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     """With no pairs, B = theta I (theta = 1): the model is separable and its box
     minimiser P(x - g) is the Cauchy point itself, so d = P(x - g) - x."""
     rng = np.random.default_rng(7)
-    mem = _push(_memory.init(as_tree(np.zeros(N)), M, DT), as_tree(np.zeros(N)))
+    mem = _push(_memory.init(as_tree(np.zeros(N)), M, DT, bounded=True), as_tree(np.zeros(N)))
     x, g, lo, hi = problem(rng)
-    d, ok = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    d, ok, _ = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
     assert bool(ok)
     want = np.clip(x - as_vec(as_tree(g)), lo, hi) - x
     np.testing.assert_allclose(as_vec(d), want, rtol=RTOL, atol=RTOL)
+
+
+def _bounded_run(n_steps, x0, lo, hi, a, b):
+    """The bounded solver's iterates on 0.5 x^T A x - b^T x, each step traced afresh (so the
+    module constants patched by the caller are the ones used), and after each step whether
+    the kept Gram matrices of the free set equal those recomputed from scratch."""
+    solver = LBFGS(memory_size=M)
+
+    def evaluate(x):
+        return 0.5 * x @ a @ x - b @ x, a @ x - b, None
+
+    f, g, _ = evaluate(x0)
+    state = solver.init(x0, f, g, bounds=(lo, hi))
+    step = jax.jit(lambda st: solver.step(st, evaluate)[1])
+    xs, kept = [], []
+    for _ in range(n_steps):
+        state = step(state)
+        xs.append(np.asarray(state.params, np.float64))
+        mem = state.memory
+        both = np.outer(np.asarray(_memory.valid(mem)), np.asarray(_memory.valid(mem)))
+        fresh = np.asarray(jax.jit(_reduced.full)(mem, mem.free), np.float64)
+        scale = max(1.0, np.abs(fresh).max())
+        kept.append(np.abs((np.asarray(mem.fgram, np.float64) - fresh) * both).max() / scale)
+    return np.stack(xs), np.asarray(kept)
+
+
+def test_large_n_paths_take_the_same_steps(monkeypatch):
+    """The paths for many variables, forced at n = 40 (each part above is checked at small
+    n only): the Cauchy point among the smallest breakpoints (two levels), then all sorted and
+    walked a block at a time; its closed form with no pair; the free set's Gram matrices
+    updated from the changed rows, or recomputed when too many change. The iterates equal the
+    small-n paths' up to rounding, and the kept Gram matrices equal the recomputed ones."""
+    rng = np.random.default_rng(3)
+    n = 40
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T, DT)
+    b = jnp.asarray(30 * rng.normal(size=n), DT)
+    x0, lo, hi = jnp.full(n, 0.5, DT), jnp.zeros(n, DT), jnp.ones(n, DT)
+    want, _ = _bounded_run(12, x0, lo, hi, a, b)
+    monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
+    monkeypatch.setattr(_cauchy, "CAPS", (2, 5))
+    monkeypatch.setattr(_cauchy, "BLOCK", 3)
+    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    monkeypatch.setattr(_reduced, "CHANGES", 4)
+    got, kept = _bounded_run(12, x0, lo, hi, a, b)
+    np.testing.assert_allclose(got, want, rtol=0, atol=50 * RTOL)
+    assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept
+    assert np.all(want[-1][(want[-1] > 0) & (want[-1] < 1)] != 0.5)  # it went somewhere

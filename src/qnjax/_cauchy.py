@@ -104,19 +104,23 @@ def _unflat(vec, like, dtype=None):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
 
 
-# Beyond this many variables the breakpoints are not all sorted: the CAP smallest are
-# found (``lax.top_k``, one pass) and the Cauchy point is looked for among them; only if it
-# lies beyond them are all sorted (``lax.cond``; Algorithm CP rarely passes many).
+# Beyond this many variables the breakpoints are not all sorted: the smallest CAPS[0] are
+# found (``lax.top_k`` on float32 keys, one pass) and the Cauchy point is looked for among
+# them; if it lies beyond, among the smallest CAPS[1]; only then are all sorted (``lax.cond``;
+# Algorithm CP rarely passes many once the memory holds a pair, and with none the Cauchy
+# point has a closed form).
 SORT_LIMIT = 4096
-CAP = 64
+CAPS = (1024, 16384)
+BLOCK = 16384
 
 
-def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt):
+def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     """(found, t_c, c) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
     of the moving variables among them (0 otherwise), their rows ``w`` of W, and the
     moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
     ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
-    last one has no known end and is not searched: ``found`` says whether t_c was)."""
+    last one has no known end and is not searched: ``found`` says whether t_c was).
+    ``t0``, ``q0``: the path walked before ``ts`` (its end, and sum t_(k) g_(k) w_(k))."""
     k = ts.shape[0]
     is_bp = jnp.isfinite(ts)
     a = wt[:, None] * w  # g_i w_i of each moving variable
@@ -127,7 +131,8 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt):
     p = -from_end(a, -p_tail)
     big_g = from_end(wt * wt, g_tail)
     q = jnp.concatenate([jnp.zeros((1, a.shape[1]), sdt), jnp.cumsum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)])
-    t_prev = jnp.concatenate([jnp.zeros((1,), sdt), jnp.where(is_bp, ts, 0)])
+    q = q + q0
+    t_prev = jnp.concatenate([jnp.full((1,), t0, sdt), jnp.where(is_bp, ts, 0)])
     t_end = jnp.concatenate([ts, jnp.full((1,), jnp.inf, sdt)])
     c = t_prev[:, None] * p - q
     pm = p @ mid
@@ -144,7 +149,38 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt):
     return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
-def _rows(memory, theta, idx, sdt):
+def _blocked(memory, theta, mid, x, key, gf, moving, sdt):
+    """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
+    forward updates of p, c, G between blocks) until the segment holding t_c: no
+    (n, 2(m + 1)) array is formed."""
+    n = key.shape[0]
+    count = -(-n // BLOCK)
+    order = jnp.argsort(key)
+    order = jnp.concatenate([order, jnp.full((count * BLOCK - n,), n, order.dtype)])  # n: no variable
+    keys = jnp.concatenate([key, jnp.full((1,), jnp.inf, sdt)])
+    gm = jnp.concatenate([jnp.where(moving, gf, 0), jnp.zeros((1,), sdt)])
+    s_t, y_t = _memory.products(memory, _unflat(gm[:n], x, sdt))
+    finite = jnp.sum(jnp.isfinite(key))
+
+    def body(carry):
+        b, t0, q0, p_after, g_after, _, _, _ = carry
+        idx = jax.lax.dynamic_slice_in_dim(order, b * BLOCK, BLOCK)
+        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
+        a = wt[:, None] * w
+        p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
+        found, tc, c = _walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
+        is_bp = jnp.isfinite(ts)
+        q0 = q0 + jnp.sum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)
+        return b + 1, jnp.max(jnp.where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
+
+    zero = jnp.zeros((mid.shape[0],), sdt)
+    start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -jnp.concatenate([y_t, theta * s_t]),
+             jnp.sum(gm * gm), jnp.asarray(False), jnp.zeros((), sdt), zero)
+    out = jax.lax.while_loop(lambda c: ~c[5] & (c[0] < count), body, start)
+    return out[6], out[7]
+
+
+def rows(memory, theta, idx, sdt):
     """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf."""
     m1 = _memory.size(memory) + 1
     out, off = jnp.zeros((idx.shape[0], 2 * m1), sdt), 0
@@ -156,6 +192,42 @@ def _rows(memory, theta, idx, sdt):
         out = out + jnp.where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
         off += size
     return jnp.where(jnp.concatenate([_memory.valid(memory)] * 2)[None, :], out, 0)
+
+
+def _no_pairs(key, gf, moving, theta, mid, sdt):
+    """(t_c, c) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
+    slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
+    last breakpoint of a variable with g_i != 0 (0 if none moves)."""
+    last = jnp.max(jnp.where(moving & (gf != 0), key, 0))
+    return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
+
+
+def _smallest(memory, theta, mid, x, key, gf, moving, sdt, level):
+    """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
+
+    They are selected on float32 keys (``lax.top_k`` is one pass for float32 only, and
+    only while no slice of its outputs is taken): those whose exact key is at most the
+    smallest key not selected are certainly the smallest (rounding to float32 may tie
+    others), so the other ones selected join the variables not listed."""
+    n, cap = key.shape[0], CAPS[level]
+    idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
+    beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
+    listed = key[idx] <= beyond
+    order = jnp.argsort(jnp.where(listed, key[idx], jnp.inf))
+    idx, listed = idx[order], listed[order]
+    ts = jnp.where(listed, key[idx], jnp.inf)
+    rest = moving & ~jnp.zeros(n, bool).at[idx].set(listed)
+    g_rest = jnp.where(rest, gf, 0)
+    s_t, y_t = _memory.products(memory, _unflat(g_rest, x, sdt))
+    complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
+    found, tc, c_star = _walk(ts, jnp.where(listed & moving[idx], gf[idx], 0), rows(memory, theta, idx, sdt),
+                              -jnp.concatenate([y_t, theta * s_t]), jnp.sum(g_rest * g_rest), theta, mid,
+                              complete, sdt)
+    if level + 1 < len(CAPS) and CAPS[level + 1] < n:
+        later = lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, level + 1)  # noqa: E731
+    else:
+        later = lambda: _blocked(memory, theta, mid, x, key, gf, moving, sdt)  # noqa: E731
+    return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
@@ -179,16 +251,8 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     if n <= SORT_LIMIT:
         tc, c_star = all_sorted()
     else:
-        neg, idx = jax.lax.top_k(-key, CAP)
-        ts = -neg
-        rest = moving & ~jnp.zeros(n, bool).at[idx].set(True)
-        g_rest = jnp.where(rest, gf, 0)
-        s_t, y_t = _memory.products(memory, _unflat(g_rest, x, sdt))
-        complete = jnp.sum(jnp.isfinite(key)) <= CAP
-        found, tc, c_star = _walk(ts, jnp.where(moving[idx], gf[idx], 0), _rows(memory, theta, idx, sdt),
-                                  -jnp.concatenate([y_t, theta * s_t]), jnp.sum(g_rest * g_rest), theta, mid,
-                                  complete, sdt)
-        tc, c_star = jax.lax.cond(found, lambda: (tc, c_star), all_sorted)
+        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
+                                  lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, 0))
     hit = moving & (tb <= tc)
     xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
     xc = _unflat(xc, x)

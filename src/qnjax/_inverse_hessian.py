@@ -7,8 +7,11 @@ form of the memory in the final state (``_compact``, Byrd, Nocedal & Schnabel 19
 eq. 2.6) after the last pair (the step that led to x and its gradient change) is
 stored and its products completed, exactly as the next iteration would
 (``_memory.push`` with the curvature guard, then ``_memory.complete``). So
-``hess_inv @ g`` is the quasi-Newton step the solver would take next, up to sign.
-With no pair stored, H = gamma I (gamma the last curvature scale, 1 at the start).
+``hess_inv @ g`` is the quasi-Newton step the solver would take next, up to sign
+(unconstrained). A bounded run's memory (L-BFGS-B keeps only the Gram matrices its
+direction needs) has them recomputed from the stored pairs instead, and H is the
+unconstrained inverse of its B. With no pair stored, H = gamma I (gamma the last
+curvature scale, 1 at the start).
 Each operation is one compiled program (``jax.jit``: eager op-by-op dispatch of the
 compact products took seconds for ``todense`` at n = 2).
 """
@@ -23,6 +26,8 @@ from . import _compact, _memory, _tree
 
 @jax.jit
 def _final_memory(memory, grad):
+    if memory.free is not None:  # L-BFGS-B keeps only part of the Gram stack: rebuilt here
+        return _memory.rebuild(_memory.push(memory, grad, direct=True)[0])
     memory, _ = _memory.push(memory, grad)
     # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
     # (the vector-free update); after that, products with any vector are plain.

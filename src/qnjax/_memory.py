@@ -68,6 +68,8 @@ class Memory(NamedTuple):
     scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
     index: jax.Array  # (2,) int32: count (pairs stored), head (the free slot)
     flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
+    free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
+    fgram: Any = None  # L-BFGS-B only: (3, m + 1, m + 1) S^T F S, Y^T F S, Y^T F Y over that set
 
     @property
     def count(self):
@@ -110,7 +112,8 @@ def _vecmat_big(vec, mat):
     return jnp.tensordot(vec, mat, axes=1, preferred_element_type=mat.dtype)
 
 
-def init(params, memory_size: int, sdt) -> Memory:
+def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:
+    """An empty memory; ``bounded`` adds L-BFGS-B's free set (empty) and its Gram matrices (0)."""
     m = int(memory_size)
 
     def ring(p):
@@ -120,6 +123,8 @@ def init(params, memory_size: int, sdt) -> Memory:
         s=jax.tree.map(ring, params), y=jax.tree.map(ring, params),
         gram=jnp.zeros((4, m + 1, m + 1), sdt), last=jnp.zeros((4, m + 1), sdt),
         scalars=jnp.ones((2,), sdt), index=jnp.zeros((2,), jnp.int32), flags=jnp.zeros((3,), bool),
+        free=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params) if bounded else None,
+        fgram=jnp.zeros((3, m + 1, m + 1), sdt) if bounded else None,
     )
 
 
@@ -193,21 +198,26 @@ def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     return jax.tree.map(one, memory.s, memory.y, q)
 
 
-def masked_gram(memory: Memory, mask):
-    """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] in slot order (zero where no pair), F
-    the diagonal of the bool pytree ``mask``: the Gram matrices of the masked rows."""
-    m = size(memory)
+def rebuild(memory: Memory) -> Memory:
+    """The Gram stack (SY, SS, YY, R^-1) recomputed from the stored pairs: O(n m^2), for a
+    memory whose stack was kept only in part (L-BFGS-B's)."""
+    m1 = size(memory) + 1
     sdt = memory.gram.dtype
-    total = jnp.zeros((3, m + 1, m + 1), sdt)
-    for sb, yb, f in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
-                         jax.tree_util.tree_leaves(mask)):
+    total = jnp.zeros((3, m1, m1), sdt)
+    for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         wd = _tree.work_dtype(sb.dtype, sdt)
         s2, y2 = sb.astype(wd), yb.astype(wd)
-        fs, fy = jnp.where(f[None], s2, 0), jnp.where(f[None], y2, 0)
         axes = (tuple(range(1, s2.ndim)),) * 2
-        total = total + jnp.stack([jnp.tensordot(a, b, axes) for a, b in ((fs, s2), (fy, s2), (fy, y2))]).astype(sdt)
-    both = valid(memory)[:, None] & valid(memory)[None, :]
-    return jnp.where(both, total, 0)
+        total = total + jnp.stack([jnp.real(jnp.tensordot(jnp.conj(a), b, axes))
+                                   for a, b in ((s2, y2), (s2, s2), (y2, y2))]).astype(sdt)
+    ok, pos = valid(memory), position(memory)
+    both = ok[:, None] & ok[None, :]
+    total = jnp.where(both, total, 0)
+    eye = jnp.eye(m1, dtype=sdt)
+    r = jnp.where(both & (pos[:, None] <= pos[None, :]), total[SY], 0) + jnp.where(ok[:, None], 0, eye)
+    ri = jnp.where(both, jnp.linalg.inv(r), 0)
+    return memory._replace(gram=jnp.concatenate([total, ri[None]]),
+                           flags=memory.flags & jnp.array([True, False, True]))
 
 
 def complete(memory: Memory, a, b) -> Memory:
@@ -296,7 +306,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
 
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
-    stored = Memory(
+    stored = memory._replace(
         s=memory.s,
         y=jax.tree.map(lambda buf, new: _write(buf, new_head, new), ybuf, q),  # q: the next tentative pair
         gram=gram,

@@ -87,7 +87,7 @@ def _fresh(solver, params, value, grad, bounds) -> State:
         value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
         grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
         aux=None,
-        memory=_memory.init(params, solver.memory_size, sdt),
+        memory=_memory.init(params, solver.memory_size, sdt, bounded=bounds is not None),
         stepsize=jnp.zeros((), sdt),
         count=jnp.zeros((), jnp.int32),
         nfev=jnp.zeros((), jnp.int32),
@@ -102,7 +102,8 @@ def _state_shardings(shapes: State, params, where: _sharding.Plan) -> State:
     """The output shardings of :func:`_fresh`: the gradient (and a bound shaped like its
     parameter) like the parameter, the memory buffers stacked, the rest replicated."""
     out = jax.tree.map(lambda _: where.replicated, shapes)
-    memory = out.memory._replace(s=where.stacked, y=where.stacked)
+    memory = out.memory._replace(s=where.stacked, y=where.stacked,
+                                 free=None if shapes.memory.free is None else where.like)
     bounds = out.bounds
     if shapes.bounds is not None:
         def side(b):
@@ -252,10 +253,9 @@ class LBFGS:
             d, memory = self.direction(memory, q, scale)
             usable = True
         else:
-            a, b = _memory.products(memory, q)
-            memory = _memory.complete(memory, a, b)
-            d, usable = _subspace.direction(memory, params, grad, box, sdt)
-            memory = _memory.record(memory, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
+            # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
+            # from ``push``: no products with q, and S^T y, Y^T Y, R^-1 are left stale.)
+            d, usable, memory = _subspace.direction(memory, params, grad, box, sdt)
         empty = memory.count == 0
         slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
         t0 = self.first_stepsize(memory, dd)
