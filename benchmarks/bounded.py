@@ -56,7 +56,7 @@ def scipy_lbfgsb(fun, x0, lo, hi, **options):
 
 
 def _solve(fun, iters, x0, bounds):
-    return qnjax.minimize(fun, x0, maxiter=iters, bounds=bounds)
+    return qnjax.minimize(fun, x0, maxiter=iters, bounds=bounds, gtol=0, ftol=0)
 
 
 def per_iteration(sizes, dtypes, iters):

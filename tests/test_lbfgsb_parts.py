@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import X64
 
-from qnjax import _bounds, _cauchy, _compact, _memory, _reduced, _subspace
+from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _subspace
 from qnjax._solver import LBFGS
 
 DT = jnp.float64 if X64 else jnp.float32
@@ -105,7 +105,7 @@ def test_compact_b_is_the_bfgs_recursion_in_chronological_order(seed):
     np.testing.assert_allclose(got @ h, np.eye(N), atol=50 * RTOL)
     # The bounded solver leaves S^T Y's upper part, Y^T Y and R^-1 stale: ``rebuild`` (hess_inv's)
     stale = mem._replace(gram=jnp.zeros_like(mem.gram).at[1].set(mem.gram[1]))
-    rebuilt = jax.jit(_memory.rebuild)(stale)
+    rebuilt = jax.jit(_inverse_hessian.rebuild)(stale)
     h2 = np.stack([as_vec(_compact.inverse_hessian(rebuilt, as_tree(e))[0]) for e in np.eye(N)], axis=1)
     np.testing.assert_allclose(h2, h, rtol=RTOL, atol=RTOL * np.abs(h).max())
 
@@ -150,8 +150,8 @@ def box(lo, hi):
 @jax.jit
 def _cauchy_point(mem, x, g, bx):
     mid, _, theta, _ = _cauchy.middle(mem)
-    xc, c, free = _cauchy.cauchy_point(mem, mid, theta, x, g, bx, DT)
-    return xc, c, free, _cauchy.w_rows(mem, theta, DT)
+    xc, c, free, _, wg, moving = _cauchy.cauchy_point(mem, mid, theta, x, g, bx, DT)
+    return xc, c, free, _cauchy.w_rows(mem, theta, DT), wg, moving
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -162,12 +162,17 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
     x, g, lo, hi = problem(rng)
     g = as_vec(as_tree(g))
     want = brute_cauchy(x, g, lo, hi, b)
-    xc, c, free, w = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
+    xc, c, free, w, wg, moving = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
     got = as_vec(xc)
+    w = np.asarray(w, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # moving: a positive breakpoint
+        t = np.where(g < 0, (x - hi) / g, np.where(g > 0, (x - lo) / g, np.inf))
+    np.testing.assert_array_equal(np.asarray(moving), t > 0)
+    np.testing.assert_allclose(np.asarray(wg), w.T @ np.where(t > 0, g, 0), rtol=RTOL, atol=RTOL)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL)
     at_bound = (want == lo) | (want == hi)
     assert np.all(got[at_bound] == want[at_bound])  # exactly on the bound
-    np.testing.assert_allclose(np.asarray(c), np.asarray(w, np.float64).T @ (got - x), rtol=RTOL, atol=RTOL)
+    np.testing.assert_allclose(np.asarray(c), w.T @ (got - x), rtol=RTOL, atol=RTOL)
     np.testing.assert_array_equal(as_vec(free).astype(bool), (got > lo) & (got < hi))
 
 
@@ -274,6 +279,7 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
     step = jax.jit(lambda st: solver.step(st, evaluate)[1])
     xs, kept = [], []
     for _ in range(n_steps):
+        grad = jnp.asarray(a @ state.params - b)  # the gradient the direction was computed at
         state = step(state)
         xs.append(np.asarray(state.params, np.float64))
         mem = state.memory
@@ -281,6 +287,8 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
         fresh = np.asarray(jax.jit(_reduced.full)(mem, mem.free), np.float64)
         scale = max(1.0, np.abs(fresh).max())
         kept.append(np.abs((np.asarray(mem.fgram, np.float64) - fresh) * both).max() / scale)
+        fg = np.asarray(jax.jit(_memory.products)(mem, jnp.where(mem.free, grad, 0)), np.float64)
+        kept.append(np.abs(np.asarray(mem.last[:2], np.float64) - fg).max() / max(1.0, np.abs(fg).max()))
     return np.stack(xs), np.asarray(kept)
 
 
@@ -288,8 +296,9 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     """The paths for many variables, forced at n = 40 (each part above is checked at small
     n only): the Cauchy point among the smallest breakpoints (two levels), then all sorted and
     walked a block at a time; its closed form with no pair; the free set's Gram matrices
-    updated from the changed rows, or recomputed when too many change. The iterates equal the
-    small-n paths' up to rounding, and the kept Gram matrices equal the recomputed ones."""
+    updated from the changed rows, or recomputed when too many change, and their products
+    with the gradient. The iterates equal the small-n paths' up to rounding, and what is kept
+    equals what is recomputed."""
     rng = np.random.default_rng(3)
     n = 40
     q, _ = np.linalg.qr(rng.normal(size=(n, n)))

@@ -39,6 +39,14 @@ reuses. This is Algorithm CP's arithmetic regrouped, equal to it in exact arithm
 the sums run backwards from the end of the path (moving sets shrink), so no
 difference of large sums cancels. The breakpoints need one order over all the leaves:
 it is built here, in the scalar dtype, and the result is returned per leaf.
+
+At large n (SORT_LIMIT) nothing of size (n, 2m) is formed: the Cauchy point is first
+looked for among the smallest breakpoints (``_smallest``; the variables not listed
+enter as one tail), with no pair stored it has a closed form (``_no_pairs``), and only
+beyond both are all breakpoints sorted and walked BLOCK at a time (``_blocked``: the
+prefix sums within a block, Algorithm CP's forward updates between blocks; at most
+n / BLOCK trips). Every path also returns W^T (M g), M the variables moving along the
+path, for the subspace step's products (``_reduced``).
 """
 
 from __future__ import annotations
@@ -115,7 +123,7 @@ BLOCK = 16384
 
 
 def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
-    """(found, t_c, c) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
+    """(found, t_c, c, W^T (moving g)) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
     of the moving variables among them (0 otherwise), their rows ``w`` of W, and the
     moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
     ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
@@ -146,11 +154,11 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     js = jnp.argmax(stop)
     step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
     step = jnp.where(jnp.isfinite(step), step, 0)
-    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
+    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js], -p[0]
 
 
 def _blocked(memory, theta, mid, x, key, gf, moving, sdt):
-    """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
+    """(t_c, c, W^T (moving g)) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
     (n, 2(m + 1)) array is formed."""
     n = key.shape[0]
@@ -168,16 +176,17 @@ def _blocked(memory, theta, mid, x, key, gf, moving, sdt):
         ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
         a = wt[:, None] * w
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
-        found, tc, c = _walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
+        found, tc, c, _ = _walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
         is_bp = jnp.isfinite(ts)
         q0 = q0 + jnp.sum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)
         return b + 1, jnp.max(jnp.where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
 
     zero = jnp.zeros((mid.shape[0],), sdt)
-    start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -jnp.concatenate([y_t, theta * s_t]),
-             jnp.sum(gm * gm), jnp.asarray(False), jnp.zeros((), sdt), zero)
+    wg = jnp.concatenate([y_t, theta * s_t])
+    start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -wg, jnp.sum(gm * gm), jnp.asarray(False),
+             jnp.zeros((), sdt), zero)
     out = jax.lax.while_loop(lambda c: ~c[5] & (c[0] < count), body, start)
-    return out[6], out[7]
+    return out[6], out[7], wg
 
 
 def rows(memory, theta, idx, sdt):
@@ -195,15 +204,17 @@ def rows(memory, theta, idx, sdt):
 
 
 def _no_pairs(key, gf, moving, theta, mid, sdt):
-    """(t_c, c) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
+    """(t_c, c, 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
     slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
     last breakpoint of a variable with g_i != 0 (0 if none moves)."""
     last = jnp.max(jnp.where(moving & (gf != 0), key, 0))
-    return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
+    zero = jnp.zeros((mid.shape[0],), sdt)
+    return jnp.minimum(1 / theta, last).astype(sdt), zero, zero
 
 
 def _smallest(memory, theta, mid, x, key, gf, moving, sdt, level):
-    """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
+    """(t_c, c, W^T (moving g)) from the CAPS[level] smallest breakpoints, else the next
+    level, else all.
 
     They are selected on float32 keys (``lax.top_k`` is one pass for float32 only, and
     only while no slice of its outputs is taken): those whose exact key is at most the
@@ -220,20 +231,21 @@ def _smallest(memory, theta, mid, x, key, gf, moving, sdt, level):
     g_rest = jnp.where(rest, gf, 0)
     s_t, y_t = _memory.products(memory, _unflat(g_rest, x, sdt))
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
-    found, tc, c_star = _walk(ts, jnp.where(listed & moving[idx], gf[idx], 0), rows(memory, theta, idx, sdt),
+    found, tc, c_star, wg = _walk(ts, jnp.where(listed & moving[idx], gf[idx], 0), rows(memory, theta, idx, sdt),
                               -jnp.concatenate([y_t, theta * s_t]), jnp.sum(g_rest * g_rest), theta, mid,
                               complete, sdt)
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
         later = lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, level + 1)  # noqa: E731
     else:
         later = lambda: _blocked(memory, theta, mid, x, key, gf, moving, sdt)  # noqa: E731
-    return jax.lax.cond(found, lambda: (tc, c_star), later)
+    return jax.lax.cond(found, lambda: (tc, c_star, wg), later)
 
 
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
-    """(x^c, c, free): the generalized Cauchy point (leaves in x's dtypes; bound-hitting
-    variables exactly on their bound), c = W^T (x^c - x), and which variables are
-    strictly between their bounds at x^c (bool pytree)."""
+    """(x^c, c, free, t_c, W^T (moving g), moving): the generalized Cauchy point (leaves in
+    x's dtypes; bound-hitting variables exactly on their bound), c = W^T (x^c - x), which
+    variables are strictly between their bounds at x^c (bool pytree), where it is on the
+    path, and the products of W with the moving variables' gradient (their flat mask)."""
     xf, gf = _flat(x, x, sdt), _flat(g, x, sdt)
     lf, uf = _flat(box.lower, x, sdt), _flat(box.upper, x, sdt)
     n = xf.shape[0]
@@ -249,12 +261,12 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
                      zero_p, zero_g, theta, mid, True, sdt)[1:]
 
     if n <= SORT_LIMIT:
-        tc, c_star = all_sorted()
+        tc, c_star, wg = all_sorted()
     else:
-        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
+        tc, c_star, wg = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
                                   lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, 0))
     hit = moving & (tb <= tc)
     xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
     xc = _unflat(xc, x)
     free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)
-    return xc, c_star, free
+    return xc, c_star, free, tc, wg, moving

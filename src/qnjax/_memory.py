@@ -198,28 +198,6 @@ def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     return jax.tree.map(one, memory.s, memory.y, q)
 
 
-def rebuild(memory: Memory) -> Memory:
-    """The Gram stack (SY, SS, YY, R^-1) recomputed from the stored pairs: O(n m^2), for a
-    memory whose stack was kept only in part (L-BFGS-B's)."""
-    m1 = size(memory) + 1
-    sdt = memory.gram.dtype
-    total = jnp.zeros((3, m1, m1), sdt)
-    for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
-        wd = _tree.work_dtype(sb.dtype, sdt)
-        s2, y2 = sb.astype(wd), yb.astype(wd)
-        axes = (tuple(range(1, s2.ndim)),) * 2
-        total = total + jnp.stack([jnp.real(jnp.tensordot(jnp.conj(a), b, axes))
-                                   for a, b in ((s2, y2), (s2, s2), (y2, y2))]).astype(sdt)
-    ok, pos = valid(memory), position(memory)
-    both = ok[:, None] & ok[None, :]
-    total = jnp.where(both, total, 0)
-    eye = jnp.eye(m1, dtype=sdt)
-    r = jnp.where(both & (pos[:, None] <= pos[None, :]), total[SY], 0) + jnp.where(ok[:, None], 0, eye)
-    ri = jnp.where(both, jnp.linalg.inv(r), 0)
-    return memory._replace(gram=jnp.concatenate([total, ri[None]]),
-                           flags=memory.flags & jnp.array([True, False, True]))
-
-
 def complete(memory: Memory, a, b) -> Memory:
     """Fill the newest pair's column of SY and YY (and R^-1) from a = S^T q, b = Y^T q at
     the point after it (slot order, masked): S^T y = a - a_old, Y^T y = b - b_old."""

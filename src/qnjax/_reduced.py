@@ -1,28 +1,39 @@
-"""The free variables' Gram matrices W^T Z Z^T W, kept from one iteration to the next.
+"""The free variables' Gram matrices W^T Z Z^T W and products W^T Z Z^T g, kept from one
+iteration to the next.
 
 L-BFGS-B's subspace step (``_subspace``; Byrd, Lu, Nocedal & Zhu 1995, "BLNZ",
 eqs. 5.6-5.11) needs, with F = Z Z^T the 0/1 diagonal of the variables free at the
-Cauchy point,
+Cauchy point and g the gradient,
 
-    S^T F S,   Y^T F S,   Y^T F Y        ((m + 1) x (m + 1) each, the memory's slot order).
+    G = [S^T F S, Y^T F S, Y^T F Y]   ((m + 1) x (m + 1) each, the memory's slot order),
+    S^T F g,  Y^T F g.
 
-From scratch that is O(n m^2) flops, several times an iteration's other work at large
-n. Between iterations the memory gains one pair and, once the active set settles, F
-changes in few variables, so they are updated as scipy's L-BFGS-B does (``formk``, BLNZ
-Sec. 5): with w_i = (y_i, s_i) the i-th rows of Y and S,
+From scratch G is O(n m^2) flops and each product a pass over the memory, several
+times an iteration's other work at large n. Between iterations the memory gains one
+pair (s, y) and, once the active set settles, F changes in few variables, so they are
+updated from few gathered rows, as scipy's L-BFGS-B updates G (``formk``, BLNZ Sec. 5).
+With w_i = (y_i, s_i) the i-th rows of Y and S, F' the previous free set and g' the
+previous gradient:
 
-    G_new = G_old + sum_{i entering F} w_i w_i^T - sum_{i leaving F} w_i w_i^T
+    G = G' + sum_{i entering F} w_i w_i^T - sum_{i leaving F} w_i w_i^T    (pairs stored before),
+    W^T F g = W^T (M g) - sum_{i in M, not in F} g_i w_i       (M the variables moving
+                                                                along the Cauchy path: the
+                                                                Cauchy point's product),
+    S^T F s = S^T s - sum_{i not in F} s_i s_i-row,   Y^T F s likewise (S^T s, Y^T s from
+                                                                ``push``),
+    W^T F y = W^T F g - W^T F g',  W^T F g' = W^T F' g' + sum_{entering} g'_i w_i
+                                              - sum_{leaving} g'_i w_i,    g' = g - y,
 
-for the pairs stored before (the at most CHANGES changed rows gathered), and the
-newest pair's row and column are recomputed over the new F (products of the memory
-with F s and F y). The memory keeps F and G (``Memory.free``, ``Memory.fgram``; F
-empty and G = 0 at ``init``, which agree): a pair's entries are right from the
-iteration it is stored in, and a slot becomes valid again only by being rewritten.
-With no pair stored G is simply 0; with more changes, or at most SMALL_N variables
-(where a pass is cheap and a ``lax.cond`` under ``vmap`` would run every branch), G is
-recomputed: one pass over S and Y, a leaf longer than CHUNK in chunks of its first
-axis (one long contraction with 2(m + 1) outputs per side is far slower as a single
-dot on CPU than as many small ones).
+the new pair's own entries of W^T F' g' computed directly (its slot held another pair).
+The rows gathered are the union of these sets (at most CHANGES). The memory keeps F,
+G and [S^T F g, Y^T F g] (``Memory.free``, ``Memory.fgram``, ``Memory.last``; F empty
+and both zero at ``init``, which agree): a pair's entries are right from the iteration
+it is stored in, and a slot becomes valid again only by being rewritten. With no pair
+stored all are 0; with more changes, or at most SMALL_N variables (where a pass is cheap
+and a ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass
+over S and Y, a leaf longer than CHUNK in chunks of its first axis (one long
+contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as
+many small ones), and one product.
 """
 
 from __future__ import annotations
@@ -76,40 +87,78 @@ def _flat_bool(tree):
     return jnp.concatenate([a.reshape(-1) for a in jax.tree_util.tree_leaves(tree)])
 
 
-def _updated(memory: _memory.Memory, free, now, changed):
-    """G for ``free`` from the kept one: the changed rows' outer products, then the
-    newest pair's row and column."""
+def _direct(memory: _memory.Memory, free, g):
+    """G and [S^T F g, Y^T F g] from scratch."""
+    sdt = memory.gram.dtype
+    fg = jax.tree.map(lambda a, f: jnp.where(f, a, 0).astype(sdt), g, free)
+    return full(memory, free), jnp.stack(_memory.products(memory, fg))
+
+
+def _updated(memory: _memory.Memory, ctx):
+    """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    idx = jax.lax.top_k(changed.astype(jnp.float32), CHANGES)[1]
-    sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
+    now, changed, out, moved, gf, wg, stored = ctx
+    idx = jax.lax.top_k((changed | out | moved).astype(jnp.float32), CHANGES)[1]
     rows = _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)  # (CHANGES, 2 (m + 1)): [y_i, s_i]
     ys, ss = rows[:, :m1], rows[:, m1:]
+    sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
     fgram = memory.fgram + jnp.stack([(ss * sign[:, None]).T @ ss, (ys * sign[:, None]).T @ ss,
                                       (ys * sign[:, None]).T @ ys])
-    newest = (memory.head + m1 - 1) % m1
-    mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
-    st_fs, yt_fs = _memory.products(memory, mask(_memory.row(memory.s, newest)))
-    st_fy, yt_fy = _memory.products(memory, mask(_memory.row(memory.y, newest)))
-    i = jnp.arange(m1, dtype=jnp.int32)
-    in_row, in_col = (i == newest)[:, None], (i == newest)[None, :]
-    # row "newest" of Y^T F S is <y_new, F s_j>; its column is <y_i, F s_new>.
-    rows_new = jnp.stack([st_fs, st_fy, yt_fy])[:, None, :]
-    cols_new = jnp.stack([st_fs, yt_fs, yt_fy])[:, :, None]
-    fgram = jnp.where(in_col[None], cols_new, jnp.where(in_row[None], rows_new, fgram))
-    both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
-    return jnp.where(both, fgram, 0)
+    g_out = jnp.where(out[idx], gf[idx], 0)
+    fg = wg - jnp.stack([g_out @ ss, g_out @ ys])  # [S^T F g, Y^T F g]
+
+    def newest_pair():
+        newest = (memory.head + m1 - 1) % m1
+        rows_new = (_memory.row(memory.s, newest), _memory.row(memory.y, newest))
+        s_new, y_new = (_cauchy._flat(r, r, sdt) for r in rows_new)
+        s_out = jnp.where(moved[idx], s_new[idx], 0)
+        st_fs = memory.gram[_memory.SS, newest] - s_out @ ss
+        yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys
+        g_old = gf - y_new
+        d_old = sign * g_old[idx]
+        old = memory.last[:2] + jnp.stack([d_old @ ss, d_old @ ys])  # W^T F g' (stale at ``newest``)
+        fg_old = jnp.where(now, g_old, 0)
+        own = jnp.stack([jnp.sum(s_new * fg_old), jnp.sum(y_new * fg_old)])
+        old = jnp.where(jnp.arange(m1) == newest, own[:, None], old)
+        st_fy, yt_fy = fg - old
+        i = jnp.arange(m1, dtype=jnp.int32)
+        in_row, in_col = (i == newest)[:, None], (i == newest)[None, :]
+        # row "newest" of Y^T F S is <y_new, F s_j>; its column is <y_i, F s_new>.
+        rows_new = jnp.stack([st_fs, st_fy, yt_fy])[:, None, :]
+        cols_new = jnp.stack([st_fs, yt_fs, yt_fy])[:, :, None]
+        return jnp.where(in_col[None], cols_new, jnp.where(in_row[None], rows_new, fgram))
+
+    fgram = jax.lax.cond(stored, newest_pair, lambda: fgram)
+    return fgram, fg
 
 
-def update(memory: _memory.Memory, free):
-    """(G, memory with F and G kept) for the bool pytree ``free`` (module docstring)."""
+def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
+    """(G, [S^T F g, Y^T F g], memory keeping F and both) for the bool pytree ``free``, the
+    gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order) over the
+    flat mask ``moving``, and whether ``push`` just ``stored`` a pair."""
+    m1 = _memory.size(memory) + 1
+    sdt = memory.gram.dtype
     now = _flat_bool(free)
     if now.shape[0] <= SMALL_N:
-        fgram = full(memory, free)
+        fgram, fg = _direct(memory, free, g)
     else:
+        gf = _cauchy._flat(g, g, sdt)
+        newest = (memory.head + m1 - 1) % m1
+        row = _memory.row(memory.s, newest)
+        s_new = _cauchy._flat(row, row, sdt)
         changed = now != _flat_bool(memory.free)
-        branch = jnp.where(memory.count == 0, 0, jnp.where(jnp.sum(changed) <= CHANGES, 1, 2))
-        fgram = jax.lax.switch(branch, [lambda: jnp.zeros_like(memory.fgram),
-                                        lambda: _updated(memory, free, now, changed),
-                                        lambda: full(memory, free)])
-    return fgram, memory._replace(free=free, fgram=fgram)
+        out = moving & ~now & (gf != 0)
+        moved = stored & ~now & (s_new != 0)
+        count = jnp.sum(changed | out | moved)
+        ctx = (now, changed, out, moved, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored)
+        branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
+        fgram, fg = jax.lax.switch(branch, [
+            lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
+            lambda: _updated(memory, ctx),
+            lambda: _direct(memory, free, g)])
+    both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
+    fg = jnp.where(_memory.valid(memory), fg, 0)
+    fgram = jnp.where(both, fgram, 0)
+    last = memory.last.at[:2].set(fg)
+    return fgram, fg, memory._replace(free=free, fgram=fgram, last=last)

@@ -247,15 +247,15 @@ class LBFGS:
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
         q = grad if q is None or box is not None else q
-        memory, _ = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact",
-                                 direct=box is not None)
+        memory, stored = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact",
+                                      direct=box is not None)
         if box is None:
             d, memory = self.direction(memory, q, scale)
             usable = True
         else:
             # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
             # from ``push``: no products with q, and S^T y, Y^T Y, R^-1 are left stale.)
-            d, usable, memory = _subspace.direction(memory, params, grad, box, sdt)
+            d, usable, memory = _subspace.direction(memory, params, grad, box, sdt, stored)
         empty = memory.count == 0
         slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
         t0 = self.first_stepsize(memory, dd)

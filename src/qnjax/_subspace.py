@@ -14,11 +14,12 @@ and by Sherman-Morrison-Woodbury (their eqs. 5.6-5.11), with N = I - M W^T Z Z^T
 
 where N^-1 M = (K - W^T Z Z^T W / theta)^-1 (K = M^-1, ``_cauchy.middle``): one
 solve with a small symmetric matrix whose factorisation failing clears the memory.
-W^T Z Z^T W is the Gram matrix of the rows of W that belong to free variables, kept
-from one iteration to the next (``_reduced``). With r = r0 - Z^T W M c, r0 = Z^T (g +
-theta (x^c - x)), the product W^T Z r is W^T Z r0 - (W^T Z Z^T W) M c and d^u =
--r0 / theta + Z^T W (M c - N^-1 M W^T Z r / theta) / theta: one product with the
-memory and one weighted sum. The new point is chosen as Morales & Nocedal (2011)
+W^T Z Z^T W is the Gram matrix of the rows of W that belong to free variables, and
+W^T Z Z^T g their product with the gradient, both kept from one iteration to the next
+(``_reduced``). On the free variables x^c - x = -t_c g (the Cauchy point's step), so
+r = r0 - Z^T W M c with r0 = (1 - theta t_c) Z^T g, W^T Z r = (1 - theta t_c) W^T Z Z^T g
+- (W^T Z Z^T W) M c, and d^u = -r0 / theta + Z^T W (M c - N^-1 M W^T Z r / theta) /
+theta: one weighted sum over the memory. The new point is chosen as Morales & Nocedal (2011)
 prescribe: x_bar = P(x^c + d^u), projected onto the box; if x_bar - x is not a
 descent direction (g^T (x_bar - x) >= 0), the 1995 rule instead: the longest feasible
 part of the step measured from the Cauchy point itself (never from a projected
@@ -36,30 +37,29 @@ import jax.numpy as jnp
 from . import _bounds, _cauchy, _memory, _reduced, _tree
 
 
-def direction(memory: _memory.Memory, x, g, box, sdt):
+def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     """(d, ok, memory): the L-BFGS-B direction d = x_bar - x (leaves in x's dtypes), whether
     the small factorisations succeeded and d is downhill, and the memory with the free
-    set's Gram matrices kept (``_reduced``)."""
+    set's products kept (``_reduced``; ``stored``: whether ``push`` just stored a pair)."""
     m1 = _memory.size(memory) + 1
     mid, k, theta, ok = _cauchy.middle(memory)
-    xc, c, free = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
-    gram, memory = _reduced.update(memory, free)  # S^T F S, Y^T F S, Y^T F Y
+    xc, c, free, tc, wg, moving = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
+    gram, fg, memory = _reduced.update(memory, free, g, wg, moving, theta, stored)
     wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
     mc = _memory.matvec(mid, c)
-    as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
     mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
-    z = _tree.sub(as_s(xc), as_s(x))
-    # r = Z^T (g + theta z - W M c) = r0 - Z^T W M c, so W^T Z r = W^T Z r0 - (W^T Z Z^T W) M c
-    # and d^u = -r0 / theta + Z^T W (M c / theta - N^-1 M W^T Z r / theta^2): one product
-    # with the memory and one weighted sum.
-    r0 = mask(jax.tree.map(lambda gl, zl: gl.astype(sdt) + theta * zl, g, z))
-    s_r, y_r = _memory.products(memory, r0)
-    v = jnp.concatenate([y_r, theta * s_r]) - _memory.matvec(wzw, mc)  # W^T Z r
+    # On the free variables x^c - x = -t_c g, so r = r0 - Z^T W M c with r0 = (1 - theta t_c) Z^T g,
+    # W^T Z r = (1 - theta t_c) W^T Z Z^T g - (W^T Z Z^T W) M c, and
+    # d^u = -r0 / theta + Z^T W (M c - N^-1 M W^T Z r / theta) / theta: one weighted sum.
+    shrink = 1 - theta * tc
+    r0 = mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))
+    v = shrink * jnp.concatenate([fg[1], theta * fg[0]]) - _memory.matvec(wzw, mc)  # W^T Z r
     sol = jnp.linalg.solve(k - wzw / theta, v)
     ok = ok & jnp.all(jnp.isfinite(sol))
     sol = jnp.where(ok, sol, 0)
     coef = mc - sol / theta  # W (M c - sol / theta) / theta = Y c_y + S c_s
     du = mask(_memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1] / theta))
+    as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
     xc_s = as_s(xc)
     moved = jax.tree.map(lambda a, b: a + b, xc_s, du)
     box_s = _as(box, sdt)
