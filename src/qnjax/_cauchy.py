@@ -112,18 +112,17 @@ def _unflat(vec, like, dtype=None):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
 
 
-# Beyond this many variables the breakpoints are not all sorted: the smallest CAPS[0] are
-# found (``lax.top_k`` on float32 keys, one pass) and the Cauchy point is looked for among
-# them; if it lies beyond, among the smallest CAPS[1]; only then are all sorted (``lax.cond``;
-# Algorithm CP rarely passes many once the memory holds a pair, and with none the Cauchy
-# point has a closed form).
+# Beyond this many variables the breakpoints are not all sorted: the Cauchy point is looked
+# for before the second breakpoint (once the active set settles it is, as a rule), then among
+# the smallest CAPS[1] (``lax.top_k`` on float32 keys, one pass), then CAPS[2]; only then are
+# all sorted (``lax.cond``; with no pair stored the Cauchy point has a closed form).
 SORT_LIMIT = 4096
-CAPS = (1024, 16384)
+CAPS = (1, 1024, 16384)
 BLOCK = 16384
 
 
 def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
-    """(found, t_c, c, W^T (moving g)) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
+    """(found, t_c, c) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
     of the moving variables among them (0 otherwise), their rows ``w`` of W, and the
     moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
     ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
@@ -154,20 +153,19 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     js = jnp.argmax(stop)
     step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
     step = jnp.where(jnp.isfinite(step), step, 0)
-    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js], -p[0]
+    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
-def _blocked(memory, theta, mid, x, key, gf, moving, sdt):
-    """(t_c, c, W^T (moving g)) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
+def _blocked(memory, theta, mid, key, gf, moving, wg, sdt):
+    """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
-    (n, 2(m + 1)) array is formed."""
+    (n, 2(m + 1)) array is formed. ``wg`` = W^T (moving g)."""
     n = key.shape[0]
     count = -(-n // BLOCK)
     order = jnp.argsort(key)
     order = jnp.concatenate([order, jnp.full((count * BLOCK - n,), n, order.dtype)])  # n: no variable
     keys = jnp.concatenate([key, jnp.full((1,), jnp.inf, sdt)])
     gm = jnp.concatenate([jnp.where(moving, gf, 0), jnp.zeros((1,), sdt)])
-    s_t, y_t = _memory.products(memory, _unflat(gm[:n], x, sdt))
     finite = jnp.sum(jnp.isfinite(key))
 
     def body(carry):
@@ -176,17 +174,16 @@ def _blocked(memory, theta, mid, x, key, gf, moving, sdt):
         ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
         a = wt[:, None] * w
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
-        found, tc, c, _ = _walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
+        found, tc, c = _walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
         is_bp = jnp.isfinite(ts)
         q0 = q0 + jnp.sum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)
         return b + 1, jnp.max(jnp.where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
 
     zero = jnp.zeros((mid.shape[0],), sdt)
-    wg = jnp.concatenate([y_t, theta * s_t])
     start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -wg, jnp.sum(gm * gm), jnp.asarray(False),
              jnp.zeros((), sdt), zero)
     out = jax.lax.while_loop(lambda c: ~c[5] & (c[0] < count), body, start)
-    return out[6], out[7], wg
+    return out[6], out[7]
 
 
 def rows(memory, theta, idx, sdt):
@@ -204,48 +201,51 @@ def rows(memory, theta, idx, sdt):
 
 
 def _no_pairs(key, gf, moving, theta, mid, sdt):
-    """(t_c, c, 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
+    """(t_c, c = 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
     slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
     last breakpoint of a variable with g_i != 0 (0 if none moves)."""
     last = jnp.max(jnp.where(moving & (gf != 0), key, 0))
-    zero = jnp.zeros((mid.shape[0],), sdt)
-    return jnp.minimum(1 / theta, last).astype(sdt), zero, zero
+    return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
 
 
-def _smallest(memory, theta, mid, x, key, gf, moving, sdt, level):
-    """(t_c, c, W^T (moving g)) from the CAPS[level] smallest breakpoints, else the next
-    level, else all.
+def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
+    """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
 
-    They are selected on float32 keys (``lax.top_k`` is one pass for float32 only, and
-    only while no slice of its outputs is taken): those whose exact key is at most the
-    smallest key not selected are certainly the smallest (rounding to float32 may tie
-    others), so the other ones selected join the variables not listed."""
+    The first level is the smallest breakpoint alone (``argmin``); the others are selected
+    on float32 keys (``lax.top_k`` is one pass for float32 only, and only while no slice
+    of its outputs is taken): those whose exact key is at most the smallest key not
+    selected are certainly the smallest (rounding to float32 may tie others), so the
+    other ones selected join the variables not listed, whose p enters as wg minus the
+    listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
-    idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
+    if cap == 1:
+        idx = jnp.argmin(key)[None]
+    else:
+        idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
     order = jnp.argsort(jnp.where(listed, key[idx], jnp.inf))
     idx, listed = idx[order], listed[order]
     ts = jnp.where(listed, key[idx], jnp.inf)
     rest = moving & ~jnp.zeros(n, bool).at[idx].set(listed)
-    g_rest = jnp.where(rest, gf, 0)
-    s_t, y_t = _memory.products(memory, _unflat(g_rest, x, sdt))
+    wt = jnp.where(listed & moving[idx], gf[idx], 0)
+    w = rows(memory, theta, idx, sdt)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
-    found, tc, c_star, wg = _walk(ts, jnp.where(listed & moving[idx], gf[idx], 0), rows(memory, theta, idx, sdt),
-                              -jnp.concatenate([y_t, theta * s_t]), jnp.sum(g_rest * g_rest), theta, mid,
-                              complete, sdt)
+    found, tc, c_star = _walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
+                              jnp.sum(jnp.where(rest, gf * gf, 0)), theta, mid, complete, sdt)
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, level + 1)  # noqa: E731
+        later = lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level + 1)  # noqa: E731
     else:
-        later = lambda: _blocked(memory, theta, mid, x, key, gf, moving, sdt)  # noqa: E731
-    return jax.lax.cond(found, lambda: (tc, c_star, wg), later)
+        later = lambda: _blocked(memory, theta, mid, key, gf, moving, wg, sdt)  # noqa: E731
+    return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     """(x^c, c, free, t_c, W^T (moving g), moving): the generalized Cauchy point (leaves in
     x's dtypes; bound-hitting variables exactly on their bound), c = W^T (x^c - x), which
     variables are strictly between their bounds at x^c (bool pytree), where it is on the
-    path, and the products of W with the moving variables' gradient (their flat mask)."""
+    path, and the products of W with the moving variables' gradient (None up to
+    SORT_LIMIT variables; their flat mask)."""
     xf, gf = _flat(x, x, sdt), _flat(g, x, sdt)
     lf, uf = _flat(box.lower, x, sdt), _flat(box.upper, x, sdt)
     n = xf.shape[0]
@@ -255,16 +255,21 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     key = jnp.where(moving, tb, jnp.inf)  # t_i = 0: never moves; t_i = inf: never stops
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
 
+    gm = jnp.where(moving, gf, 0)
+    wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
+
     def all_sorted():
         order = jnp.argsort(key)
-        return _walk(key[order], jnp.where(moving[order], gf[order], 0), w_rows(memory, theta, sdt)[order],
-                     zero_p, zero_g, theta, mid, True, sdt)[1:]
+        return _walk(key[order], gm[order], w_rows(memory, theta, sdt)[order], zero_p, zero_g, theta, mid,
+                     True, sdt)[1:]
 
     if n <= SORT_LIMIT:
-        tc, c_star, wg = all_sorted()
+        tc, c_star = all_sorted()
     else:
-        tc, c_star, wg = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
-                                  lambda: _smallest(memory, theta, mid, x, key, gf, moving, sdt, 0))
+        s_t, y_t = _memory.products(memory, _unflat(gm, x, sdt))
+        wg = jnp.concatenate([y_t, theta * s_t])
+        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
+                                  lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, 0))
     hit = moving & (tb <= tc)
     xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
     xc = _unflat(xc, x)

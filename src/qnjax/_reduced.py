@@ -98,8 +98,11 @@ def _updated(memory: _memory.Memory, ctx):
     """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    now, changed, out, moved, gf, wg, stored = ctx
-    idx = jax.lax.top_k((changed | out | moved).astype(jnp.float32), CHANGES)[1]
+    now, changed, out, moved, gf, wg, stored, count = ctx
+    union = changed | out | moved
+    # (none, as once the active set settles: row 0 gathered and weighted by zeros, no top_k pass)
+    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(union.astype(jnp.float32), CHANGES)[1],
+                       lambda: jnp.zeros((CHANGES,), jnp.int32))
     rows = _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)  # (CHANGES, 2 (m + 1)): [y_i, s_i]
     ys, ss = rows[:, :m1], rows[:, m1:]
     sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
@@ -135,12 +138,12 @@ def _updated(memory: _memory.Memory, ctx):
 
 def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
     """(G, [S^T F g, Y^T F g], memory keeping F and both) for the bool pytree ``free``, the
-    gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order) over the
-    flat mask ``moving``, and whether ``push`` just ``stored`` a pair."""
+    gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order; None: recompute)
+    over the flat mask ``moving``, and whether ``push`` just ``stored`` a pair."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
     now = _flat_bool(free)
-    if now.shape[0] <= SMALL_N:
+    if now.shape[0] <= SMALL_N or wg is None:
         fgram, fg = _direct(memory, free, g)
     else:
         gf = _cauchy._flat(g, g, sdt)
@@ -151,7 +154,7 @@ def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
         out = moving & ~now & (gf != 0)
         moved = stored & ~now & (s_new != 0)
         count = jnp.sum(changed | out | moved)
-        ctx = (now, changed, out, moved, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored)
+        ctx = (now, changed, out, moved, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
