@@ -211,17 +211,24 @@ def _no_pairs(key, gf, moving, theta, mid, sdt):
 def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
     """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
 
-    The first level is the smallest breakpoint alone (``argmin``); the others are selected
+    The first level is the segment before the smallest breakpoint (no index needed: an
+    ``argmin`` over n is a slow reduction on CPU); the others are selected
     on float32 keys (``lax.top_k`` is one pass for float32 only, and only while no slice
     of its outputs is taken): those whose exact key is at most the smallest key not
     selected are certainly the smallest (rounding to float32 may tie others), so the
     other ones selected join the variables not listed, whose p enters as wg minus the
     listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
-    if cap == 1:
-        idx = jnp.argmin(key)[None]
+    if level + 1 < len(CAPS) and CAPS[level + 1] < n:
+        later = lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level + 1)  # noqa: E731
     else:
-        idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
+        later = lambda: _blocked(memory, theta, mid, key, gf, moving, wg, sdt)  # noqa: E731
+    if cap == 1:  # the first segment, [0, smallest breakpoint], along which every moving variable moves
+        t1 = jnp.min(key)
+        found, tc, c_star = _walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
+                                  jnp.sum(jnp.where(moving, gf * gf, 0)), theta, mid, ~jnp.isfinite(t1), sdt)
+        return jax.lax.cond(found, lambda: (tc, c_star), later)
+    idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
     order = jnp.argsort(jnp.where(listed, key[idx], jnp.inf))
@@ -233,10 +240,6 @@ def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
     found, tc, c_star = _walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
                               jnp.sum(jnp.where(rest, gf * gf, 0)), theta, mid, complete, sdt)
-    if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level + 1)  # noqa: E731
-    else:
-        later = lambda: _blocked(memory, theta, mid, key, gf, moving, wg, sdt)  # noqa: E731
     return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 
