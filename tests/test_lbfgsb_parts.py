@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64
+from conftest import X64, x64_off_only
 
 from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _subspace
 from qnjax._solver import LBFGS
@@ -297,6 +297,7 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
     return np.stack(xs), np.asarray(kept)
 
 
+@x64_off_only  # the paths' agreement does not depend on the mode (CI time)
 def test_large_n_paths_take_the_same_steps(monkeypatch):
     """The paths for many variables, forced at n = 40 (each part above is checked at small
     n only): the Cauchy point among the smallest breakpoints (two levels), then all sorted and

@@ -99,7 +99,9 @@ def w_rows(memory: _memory.Memory, theta, sdt):
     return jnp.where(valid[None, :], jnp.concatenate(blocks, axis=0), 0)
 
 
-def _flat(tree, like, sdt):
+def flat(tree, like, sdt):
+    """The leaves of ``tree`` (broadcast to ``like``'s) as one vector in ``sdt``: the global
+    order of the variables (a temporary: the state stays per leaf)."""
     return jnp.concatenate([jnp.broadcast_to(a, jnp.shape(b)).reshape(-1).astype(sdt)
                             for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like))])
 
@@ -249,8 +251,8 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     variables are strictly between their bounds at x^c (bool pytree), where it is on the
     path, and the products of W with the moving variables' gradient (None up to
     SORT_LIMIT variables; their flat mask)."""
-    xf, gf = _flat(x, x, sdt), _flat(g, x, sdt)
-    lf, uf = _flat(box.lower, x, sdt), _flat(box.upper, x, sdt)
+    xf, gf = flat(x, x, sdt), flat(g, x, sdt)
+    lf, uf = flat(box.lower, x, sdt), flat(box.upper, x, sdt)
     n = xf.shape[0]
     gsafe = jnp.where(gf != 0, gf, 1)
     tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))

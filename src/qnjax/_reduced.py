@@ -114,7 +114,7 @@ def _updated(memory: _memory.Memory, ctx):
     def newest_pair():
         newest = (memory.head + m1 - 1) % m1
         rows_new = (_memory.row(memory.s, newest), _memory.row(memory.y, newest))
-        s_new, y_new = (_cauchy._flat(r, r, sdt) for r in rows_new)
+        s_new, y_new = (_cauchy.flat(r, r, sdt) for r in rows_new)
         s_out = jnp.where(moved[idx], s_new[idx], 0)
         st_fs = memory.gram[_memory.SS, newest] - s_out @ ss
         yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys
@@ -146,10 +146,10 @@ def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
     if now.shape[0] <= SMALL_N or wg is None:
         fgram, fg = _direct(memory, free, g)
     else:
-        gf = _cauchy._flat(g, g, sdt)
+        gf = _cauchy.flat(g, g, sdt)
         newest = (memory.head + m1 - 1) % m1
         row = _memory.row(memory.s, newest)
-        s_new = _cauchy._flat(row, row, sdt)
+        s_new = _cauchy.flat(row, row, sdt)
         changed = now != _flat_bool(memory.free)
         out = moving & ~now & (gf != 0)
         moved = stored & ~now & (s_new != 0)
