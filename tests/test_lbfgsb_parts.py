@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, x64_off_only
+from conftest import X64, assert_same_types, x64_off_only
 
 from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _subspace
 from qnjax._solver import LBFGS
@@ -292,11 +292,13 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
 
     f, g, _ = evaluate(x0)
     state = solver.init(x0, f, g, bounds=(lo, hi))
+    start = state
     step = jax.jit(lambda st: solver.step(st, evaluate)[1])
     xs, kept = [], []
     for _ in range(n_steps):
         grad = jnp.asarray(a @ state.params - b)  # the gradient the direction was computed at
         state = step(state)
+        assert_same_types(start, state)  # the kept free set and products included
         xs.append(np.asarray(state.params, np.float64))
         mem = state.memory
         both = np.outer(np.asarray(_memory.valid(mem)), np.asarray(_memory.valid(mem)))

@@ -21,28 +21,22 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _compact, _memory, _tree
+from . import _compact, _memory, _reduced, _tree
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:
     """The Gram stack (SY, SS, YY, R^-1) recomputed from the stored pairs: O(n m^2), for a
-    memory whose stack was kept only in part (L-BFGS-B's)."""
+    bounded (real) memory, whose stack L-BFGS-B keeps only in part."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    total = jnp.zeros((3, m1, m1), sdt)
-    for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
-        wd = _tree.work_dtype(sb.dtype, sdt)
-        s2, y2 = sb.astype(wd), yb.astype(wd)
-        axes = (tuple(range(1, s2.ndim)),) * 2
-        total = total + jnp.stack([jnp.real(jnp.tensordot(jnp.conj(a), b, axes))
-                                   for a, b in ((s2, y2), (s2, s2), (y2, y2))]).astype(sdt)
+    every = jax.tree.map(lambda buf: jnp.ones(buf.shape[1:], bool), memory.s)
+    ss, ys, yy = _reduced.full(memory, every)  # zero where no pair
     ok, pos = _memory.valid(memory), _memory.position(memory)
     both = ok[:, None] & ok[None, :]
-    total = jnp.where(both, total, 0)
     eye = jnp.eye(m1, dtype=sdt)
-    r = jnp.where(both & (pos[:, None] <= pos[None, :]), total[_memory.SY], 0) + jnp.where(ok[:, None], 0, eye)
+    r = jnp.where(both & (pos[:, None] <= pos[None, :]), ys.T, 0) + jnp.where(ok[:, None], 0, eye)
     ri = jnp.where(both, jnp.linalg.inv(r), 0)
-    return memory._replace(gram=jnp.concatenate([total, ri[None]]),
+    return memory._replace(gram=jnp.stack([ys.T, ss, yy, ri]),
                            flags=memory.flags & jnp.array([True, False, True]))
 
 

@@ -83,10 +83,6 @@ def full(memory: _memory.Memory, free):
     return jnp.where(both, total, 0)
 
 
-def _flat_bool(tree):
-    return jnp.concatenate([a.reshape(-1) for a in jax.tree_util.tree_leaves(tree)])
-
-
 def _direct(memory: _memory.Memory, free, g):
     """G and [S^T F g, Y^T F g] from scratch."""
     sdt = memory.gram.dtype
@@ -98,7 +94,7 @@ def _updated(memory: _memory.Memory, ctx):
     """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    now, changed, out, moved, gf, wg, stored, count = ctx
+    now, changed, out, moved, gf, s_new, wg, stored, count = ctx
     union = changed | out | moved
     # (none, as once the active set settles: row 0 gathered and weighted by zeros, no top_k pass)
     idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(union.astype(jnp.float32), CHANGES)[1],
@@ -113,8 +109,8 @@ def _updated(memory: _memory.Memory, ctx):
 
     def newest_pair():
         newest = (memory.head + m1 - 1) % m1
-        rows_new = (_memory.row(memory.s, newest), _memory.row(memory.y, newest))
-        s_new, y_new = (_cauchy.flat(r, r, sdt) for r in rows_new)
+        y_row = _memory.row(memory.y, newest)
+        y_new = _cauchy.flat(y_row, y_row, sdt)
         s_out = jnp.where(moved[idx], s_new[idx], 0)
         st_fs = memory.gram[_memory.SS, newest] - s_out @ ss
         yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys
@@ -142,7 +138,7 @@ def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
     over the flat mask ``moving``, and whether ``push`` just ``stored`` a pair."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    now = _flat_bool(free)
+    now = _cauchy.flat(free, free, bool)
     if now.shape[0] <= SMALL_N or wg is None:
         fgram, fg = _direct(memory, free, g)
     else:
@@ -150,11 +146,11 @@ def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
         newest = (memory.head + m1 - 1) % m1
         row = _memory.row(memory.s, newest)
         s_new = _cauchy.flat(row, row, sdt)
-        changed = now != _flat_bool(memory.free)
+        changed = now != _cauchy.flat(memory.free, memory.free, bool)
         out = moving & ~now & (gf != 0)
         moved = stored & ~now & (s_new != 0)
         count = jnp.sum(changed | out | moved)
-        ctx = (now, changed, out, moved, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
+        ctx = (now, changed, out, moved, gf, s_new, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),

@@ -48,9 +48,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
     mc = _memory.matvec(mid, c)
     mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
-    # On the free variables x^c - x = -t_c g, so r = r0 - Z^T W M c with r0 = (1 - theta t_c) Z^T g,
-    # W^T Z r = (1 - theta t_c) W^T Z Z^T g - (W^T Z Z^T W) M c, and
-    # d^u = -r0 / theta + Z^T W (M c - N^-1 M W^T Z r / theta) / theta: one weighted sum.
+    # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
     r0 = mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))
     v = shrink * jnp.concatenate([fg[1], theta * fg[0]]) - _memory.matvec(wzw, mc)  # W^T Z r
