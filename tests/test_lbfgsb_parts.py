@@ -161,8 +161,8 @@ def box(lo, hi):
 @jax.jit
 def _cauchy_point(mem, x, g, bx):
     mid, _, theta, _ = _cauchy.middle(mem)
-    xc, c, free, _, wg, moving = _cauchy.cauchy_point(mem, mid, theta, x, g, bx, DT)
-    return xc, c, free, _cauchy.w_rows(mem, theta, DT), wg, moving
+    xc, c, free, _, wg, gm = _cauchy.cauchy_point(mem, mid, theta, x, g, bx, DT)
+    return xc, c, free, _cauchy.w_rows(mem, theta, DT), wg, gm
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -173,12 +173,12 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
     x, g, lo, hi = problem(rng)
     g = as_vec(as_tree(g))
     want = brute_cauchy(x, g, lo, hi, b)
-    xc, c, free, w, wg, moving = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
+    xc, c, free, w, wg, gm = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
     got = as_vec(xc)
     w = np.asarray(w, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):  # moving: a positive breakpoint
+    with np.errstate(divide="ignore", invalid="ignore"):  # gm: g where the breakpoint is positive
         t = np.where(g < 0, (x - hi) / g, np.where(g > 0, (x - lo) / g, np.inf))
-    np.testing.assert_array_equal(np.asarray(moving), t > 0)
+    np.testing.assert_array_equal(np.asarray(gm), np.where(t > 0, g, 0))
     assert wg is None  # (computed at large n only)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL)
     at_bound = (want == lo) | (want == hi)
@@ -241,14 +241,34 @@ def check_direction(mem, x, g, lo, hi):
     return branch
 
 
+def check_kept_products(mem, x, g, lo, hi, monkeypatch):
+    """With the many-variable paths forced, the direction keeps W^T d for ``push`` from kept
+    data, with no pass over the memory: it equals the products recomputed from d."""
+    monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
+    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    run = jax.jit(lambda mem, x, g, bx: _subspace.direction(mem, x, g, bx, DT, stored=False))
+    want, _, out = run(mem, as_tree(x), as_tree(g), box(lo, hi))
+    # (``drive`` stored the pairs without keeping the free set's Gram matrices: kept now, for
+    # this free set, so the second call updates them from gathered rows)
+    mem = mem._replace(free=out.free, fgram=jax.jit(_reduced.full)(mem, out.free))
+    d, _, out = run(mem, as_tree(x), as_tree(g), box(lo, hi))
+    np.testing.assert_allclose(as_vec(d), as_vec(want), rtol=RTOL, atol=RTOL)
+    fresh = np.asarray(jax.jit(_memory.products)(mem, d), np.float64)
+    np.testing.assert_allclose(np.asarray(out.last[2:], np.float64), fresh, rtol=0,
+                               atol=20 * RTOL * max(1.0, np.abs(fresh).max()))
+
+
 @pytest.mark.parametrize("seed", range(8))
-def test_direction_is_the_projected_reduced_newton_step(seed):
+def test_direction_is_the_projected_reduced_newton_step(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     mem = drive(rng)
-    assert check_direction(mem, *problem(rng)) == "projected"  # random data: the projection is downhill
+    data = problem(rng)
+    assert check_direction(mem, *data) == "projected"  # random data: the projection is downhill
+    if seed < 2:
+        check_kept_products(mem, *data, monkeypatch)
 
 
-def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point():
+def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point(monkeypatch):
     """A plane where B equals a strongly coupled 2 x 2 Hessian (two A-conjugate steps
     in it: BFGS's hereditary property), the other variables held at a bound: the
     reduced Newton point is far outside the box in one variable and its projection is
@@ -267,6 +287,7 @@ def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point()
     lo, hi = np.zeros(N), np.full(N, 10.0)
     lo[:2], hi[1] = -10.0, 1.0
     assert check_direction(mem, x, g, lo, hi) == "truncated"
+    check_kept_products(mem, x, g, lo, hi, monkeypatch)
 
 
 def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
@@ -307,6 +328,14 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
         kept.append(np.abs((np.asarray(mem.fgram, np.float64) - fresh) * both).max() / scale)
         fg = np.asarray(jax.jit(_memory.products)(mem, jnp.where(mem.free, grad, 0)), np.float64)
         kept.append(np.abs(np.asarray(mem.last[:2], np.float64) - fg).max() / max(1.0, np.abs(fg).max()))
+        # the newest pair's rows S^T s and Y^T s (``push``: at large n from the direction's kept W^T d)
+        newest = (int(mem.head) + M) % (M + 1)
+        if int(mem.count):
+            st_s, yt_s = np.asarray(jax.jit(_memory.products)(mem, _memory.row(mem.s, newest)), np.float64)
+            rows = np.asarray(mem.gram, np.float64)[[_memory.SS, _memory.SY], newest]
+            valid = np.asarray(_memory.valid(mem))
+            fresh = np.stack([st_s, yt_s])
+            kept.append(np.abs((rows - fresh) * valid).max() / max(1.0, np.abs(fresh).max()))
     return np.stack(xs), np.asarray(kept)
 
 
@@ -334,3 +363,11 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=0, atol=50 * RTOL)
     assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept
     assert np.all(want[-1][(want[-1] > 0) & (want[-1] < 1)] != 0.5)  # it went somewhere
+    # A start inside the box where the projection clips x^c + d^u in 1, 4 and 6 variables
+    # (the rows of W^T d's correction gathered, and with more than CHANGES, one pass).
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T, DT)
+    b, x0 = jnp.asarray(3 * rng.normal(size=n), DT), jnp.asarray(rng.uniform(0.2, 0.8, n), DT)
+    got, kept = _bounded_run(8, x0, lo, hi, a, b)
+    assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept

@@ -158,16 +158,16 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
-def _blocked(memory, theta, mid, key, gf, moving, wg, sdt):
+def _blocked(memory, theta, mid, key, gm, wg, sdt):
     """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
-    (n, 2(m + 1)) array is formed. ``wg`` = W^T (moving g)."""
+    (n, 2(m + 1)) array is formed. ``gm`` = moving g, ``wg`` = W^T gm."""
     n = key.shape[0]
     count = -(-n // BLOCK)
     order = jnp.argsort(key)
     order = jnp.concatenate([order, jnp.full((count * BLOCK - n,), n, order.dtype)])  # n: no variable
     keys = jnp.concatenate([key, jnp.full((1,), jnp.inf, sdt)])
-    gm = jnp.concatenate([jnp.where(moving, gf, 0), jnp.zeros((1,), sdt)])
+    gm = jnp.concatenate([gm, jnp.zeros((1,), sdt)])
     finite = jnp.sum(jnp.isfinite(key))
 
     def body(carry):
@@ -202,15 +202,15 @@ def rows(memory, theta, idx, sdt):
     return jnp.where(jnp.concatenate([_memory.valid(memory)] * 2)[None, :], out, 0)
 
 
-def _no_pairs(key, gf, moving, theta, mid, sdt):
+def _no_pairs(key, gm, theta, mid, sdt):
     """(t_c, c = 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
     slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
     last breakpoint of a variable with g_i != 0 (0 if none moves)."""
-    last = jnp.max(jnp.where(moving & (gf != 0), key, 0))
+    last = jnp.max(jnp.where(gm != 0, key, 0))
     return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
 
 
-def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
+def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
 
     The first level is the segment before the smallest breakpoint (no index needed: an
@@ -222,13 +222,13 @@ def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
     listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level + 1)  # noqa: E731
+        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1)  # noqa: E731
     else:
-        later = lambda: _blocked(memory, theta, mid, key, gf, moving, wg, sdt)  # noqa: E731
+        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt)  # noqa: E731
     if cap == 1:  # the first segment, [0, smallest breakpoint], along which every moving variable moves
         t1 = jnp.min(key)
         found, tc, c_star = _walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
-                                  jnp.sum(jnp.where(moving, gf * gf, 0)), theta, mid, ~jnp.isfinite(t1), sdt)
+                                  jnp.sum(gm * gm), theta, mid, ~jnp.isfinite(t1), sdt)
         return jax.lax.cond(found, lambda: (tc, c_star), later)
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
@@ -236,31 +236,32 @@ def _smallest(memory, theta, mid, key, gf, moving, wg, sdt, level):
     order = jnp.argsort(jnp.where(listed, key[idx], jnp.inf))
     idx, listed = idx[order], listed[order]
     ts = jnp.where(listed, key[idx], jnp.inf)
-    rest = moving & ~jnp.zeros(n, bool).at[idx].set(listed)
-    wt = jnp.where(listed & moving[idx], gf[idx], 0)
+    unlisted = ~jnp.zeros(n, bool).at[idx].set(listed)
+    wt = jnp.where(listed, gm[idx], 0)
     w = rows(memory, theta, idx, sdt)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
     found, tc, c_star = _walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
-                              jnp.sum(jnp.where(rest, gf * gf, 0)), theta, mid, complete, sdt)
+                              jnp.sum(jnp.where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
     return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
-    """(x^c, c, free, t_c, W^T (moving g), moving): the generalized Cauchy point (leaves in
+    """(x^c, c, free, t_c, W^T (moving g), moving g): the generalized Cauchy point (leaves in
     x's dtypes; bound-hitting variables exactly on their bound), c = W^T (x^c - x), which
     variables are strictly between their bounds at x^c (bool pytree), where it is on the
-    path, and the products of W with the moving variables' gradient (None up to
-    SORT_LIMIT variables; their flat mask)."""
+    path, the products of W with the moving variables' gradient (None up to SORT_LIMIT
+    variables) and that gradient, flat (zero where a variable does not move)."""
     xf, gf = flat(x, x, sdt), flat(g, x, sdt)
     lf, uf = flat(box.lower, x, sdt), flat(box.upper, x, sdt)
     n = xf.shape[0]
     gsafe = jnp.where(gf != 0, gf, 1)
     tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))
-    moving = tb > 0
-    key = jnp.where(moving, tb, jnp.inf)  # t_i = 0: never moves; t_i = inf: never stops
+    # t_i = 0: never moves; t_i = inf: never stops. Only the key and the moving variables'
+    # gradient gm are kept (no mask of its own, no t_i: each would be a pass at large n);
+    # a variable with g_i = 0 moves at speed 0, which everything below treats as not moving.
+    key = jnp.where(tb > 0, tb, jnp.inf)
+    gm = jnp.where(tb > 0, gf, 0)
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
-
-    gm = jnp.where(moving, gf, 0)
     wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
 
     def all_sorted():
@@ -273,10 +274,9 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     else:
         s_t, y_t = _memory.products(memory, _unflat(gm, x, sdt))
         wg = jnp.concatenate([y_t, theta * s_t])
-        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gf, moving, theta, mid, sdt),
-                                  lambda: _smallest(memory, theta, mid, key, gf, moving, wg, sdt, 0))
-    hit = moving & (tb <= tc)
-    xc = jnp.where(hit, jnp.where(gf < 0, uf, lf), jnp.where(moving, jnp.clip(xf - tc * gf, lf, uf), xf))
+        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gm, theta, mid, sdt),
+                                  lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, 0))
+    xc = jnp.where(key <= tc, jnp.where(gf < 0, uf, lf), jnp.clip(xf - tc * gm, lf, uf))  # (x is in the box)
     xc = _unflat(xc, x)
     free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)
-    return xc, c_star, free, tc, wg, moving
+    return xc, c_star, free, tc, wg, gm

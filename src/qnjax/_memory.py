@@ -234,12 +234,15 @@ def record_step(memory: Memory, u, step) -> Memory:
     )
 
 
-def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direct: bool = False):
+def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direct: bool = False,
+         kept: bool = False):
     """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
     the curvature guard; q goes to the free slot of y, the next tentative pair's start.
-    ``direct``: the new pair's row of S^T S and S^T Y comes from a pass over the memory
-    (L-BFGS-B's steps are not multiples of H q, so the vector-free formulas do not apply).
-    Returns the new memory and whether the pair was stored."""
+    L-BFGS-B's steps are not multiples of H q, so the formulas above do not apply: with
+    ``direct`` the new pair's row of S^T S and S^T Y comes from a pass over the memory;
+    with ``kept`` from [S^T d, Y^T d] of the direction d (s = step_taken * d), which
+    ``_subspace`` keeps in ``last[CS:]`` without a pass. Returns the new memory and
+    whether the pair was stored."""
     m = size(memory)
     sdt = memory.gram.dtype
     h = memory.head
@@ -267,8 +270,10 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     corner = in_row & in_col
     g = memory.gram
     diag = jnp.stack([sy, ss, yy, 1 / sy_ok])[:, None, None]
-    if compact or direct:
-        if not direct:
+    if compact or direct or kept:
+        if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
+            st_s, yt_s = jnp.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
+        elif not direct:
             c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
             step, gamma = memory.scalars[1], memory.gamma
             st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
@@ -291,7 +296,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
         index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head]).astype(jnp.int32),
-        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact or direct, memory.flags[1]),
+        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact or direct or kept, memory.flags[1]),
                          memory.flags[2] | store]),
     )
     return stored, store

@@ -33,7 +33,9 @@ stored all are 0; with more changes, or at most SMALL_N variables (where a pass 
 and a ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass
 over S and Y, a leaf longer than CHUNK in chunks of its first axis (one long
 contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as
-many small ones), and one product.
+many small ones), and one product. Rows gathered the same way give the products of the
+memory with a vector that is zero in most variables (``sparse_products``, for
+``_subspace``'s W^T d).
 """
 
 from __future__ import annotations
@@ -90,21 +92,59 @@ def _direct(memory: _memory.Memory, free, g):
     return full(memory, free), jnp.stack(_memory.products(memory, fg))
 
 
+def incremental(params) -> bool:
+    """Whether the products are kept and updated (many variables; static): else recomputed."""
+    n = sum(jnp.size(leaf) for leaf in jax.tree_util.tree_leaves(params))
+    return n > SMALL_N and n > _cauchy.SORT_LIMIT
+
+
+def _gather(memory: _memory.Memory, mask, count, sdt):
+    """(idx, rows): the flat indices of the ``count`` <= CHANGES variables in ``mask`` (padded
+    with others) and their rows [y_i, s_i], (CHANGES, 2 (m + 1)) (at most n). With none, as once the
+    active set settles, row 0 is gathered and no ``top_k`` pass is made."""
+    k = min(CHANGES, mask.shape[0])
+    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(mask.astype(jnp.float32), k)[1],
+                       lambda: jnp.zeros((k,), jnp.int32))
+    return idx, _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)
+
+
+def sparse_products(memory: _memory.Memory, e, sdt):
+    """(2, m + 1) [S^T e, Y^T e] for a pytree ``e`` that is zero in most variables: 0 with
+    no pass over the memory when it is zero everywhere, from its gathered rows when at
+    most CHANGES variables are not, else one pass (``_memory.products``)."""
+    m1 = _memory.size(memory) + 1
+    ef = _cauchy.flat(e, e, sdt)
+    count = jnp.sum(ef != 0)
+
+    def gathered():
+        idx, rows = _gather(memory, ef != 0, count, sdt)
+        v = ef[idx]  # (0 where top_k listed a zero)
+        return jnp.stack([v @ rows[:, m1:], v @ rows[:, :m1]])
+
+    branch = jnp.where(count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
+    return jax.lax.switch(branch, [lambda: jnp.zeros((2, m1), sdt), gathered,
+                                   lambda: jnp.stack(_memory.products(memory, e))])
+
+
+def _changes(now, before, gm, s_new, stored):
+    """The flat masks of the variables whose rows the update needs (module docstring):
+    those entering or leaving F, those moving along the path (gm = moving g != 0) but not
+    in F, and those not in F where the new pair's s_i != 0 (if one was stored)."""
+    return now != before, (gm != 0) & ~now, stored & ~now & (s_new != 0)
+
+
 def _updated(memory: _memory.Memory, ctx):
     """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    now, changed, out, moved, gf, s_new, wg, stored, count = ctx
-    union = changed | out | moved
-    # (none, as once the active set settles: row 0 gathered and weighted by zeros, no top_k pass)
-    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(union.astype(jnp.float32), CHANGES)[1],
-                       lambda: jnp.zeros((CHANGES,), jnp.int32))
-    rows = _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)  # (CHANGES, 2 (m + 1)): [y_i, s_i]
+    now, before, gm, gf, s_new, wg, stored, count = ctx
+    changed, out, moved = _changes(now, before, gm, s_new, stored)
+    idx, rows = _gather(memory, changed | out | moved, count, sdt)
     ys, ss = rows[:, :m1], rows[:, m1:]
     sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
     fgram = memory.fgram + jnp.stack([(ss * sign[:, None]).T @ ss, (ys * sign[:, None]).T @ ss,
                                       (ys * sign[:, None]).T @ ys])
-    g_out = jnp.where(out[idx], gf[idx], 0)
+    g_out = jnp.where(out[idx], gm[idx], 0)
     fg = wg - jnp.stack([g_out @ ss, g_out @ ys])  # [S^T F g, Y^T F g]
 
     def newest_pair():
@@ -132,25 +172,26 @@ def _updated(memory: _memory.Memory, ctx):
     return fgram, fg
 
 
-def update(memory: _memory.Memory, free, g, wg, moving, theta, stored):
+def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
     """(G, [S^T F g, Y^T F g], memory keeping F and both) for the bool pytree ``free``, the
     gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order; None: recompute)
-    over the flat mask ``moving``, and whether ``push`` just ``stored`` a pair."""
+    with ``gm`` = M g flat, and whether ``push`` just ``stored`` a pair."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
     now = _cauchy.flat(free, free, bool)
-    if now.shape[0] <= SMALL_N or wg is None:
+    if not incremental(free):
         fgram, fg = _direct(memory, free, g)
     else:
         gf = _cauchy.flat(g, g, sdt)
         newest = (memory.head + m1 - 1) % m1
         row = _memory.row(memory.s, newest)
         s_new = _cauchy.flat(row, row, sdt)
-        changed = now != _cauchy.flat(memory.free, memory.free, bool)
-        out = moving & ~now & (gf != 0)
-        moved = stored & ~now & (s_new != 0)
+        before = _cauchy.flat(memory.free, memory.free, bool)
+        # (the masks are formed again inside the update's branch: here only their count, in
+        # one pass that writes no mask)
+        changed, out, moved = _changes(now, before, gm, s_new, stored)
         count = jnp.sum(changed | out | moved)
-        ctx = (now, changed, out, moved, gf, s_new, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
+        ctx = (now, before, gm, gf, s_new, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),

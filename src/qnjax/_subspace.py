@@ -27,6 +27,18 @@ copy), x_bar = x^c + alpha* d^u with alpha* = max {a <= 1 : l <= x^c + a d^u <= 
 The search direction is d = x_bar - x. A direction that is still uphill, like a
 failed factorisation, makes the solver clear the memory and search along the
 projected steepest-descent path instead (scipy's ``mainlb`` rule).
+
+The next ``push`` needs S^T s and Y^T s for the step s = t d. At large n
+(``_reduced.incremental``) they come without a pass over the memory: with
+x_bar = x^c + beta d^u + e (beta = 1, or alpha* when truncated; e = what the projection
+changed, zero but in few variables) and d^u = Z Z^T (-r0' / theta + S c_s + Y c_y)
+(r0' = (1 - theta t_c) g, the weighted sum's coefficients c_s, c_y),
+
+    S^T d = c_S + beta (-(1 - theta t_c) S^T F g / theta + S^T F S c_s + S^T F Y c_y) + S^T e,
+
+Y^T d likewise, with c = [c_Y, theta c_S] from the Cauchy point and the free set's
+kept products; S^T e, Y^T e from e's gathered rows (``_reduced.sparse_products``). They
+are kept in the memory's ``last[CS:]`` (unused by L-BFGS-B otherwise).
 """
 
 from __future__ import annotations
@@ -43,8 +55,8 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     set's products kept (``_reduced``; ``stored``: whether ``push`` just stored a pair)."""
     m1 = _memory.size(memory) + 1
     mid, k, theta, ok = _cauchy.middle(memory)
-    xc, c, free, tc, wg, moving = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
-    gram, fg, memory = _reduced.update(memory, free, g, wg, moving, theta, stored)
+    xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
+    gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
     wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
     mc = _memory.matvec(mid, c)
     mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
@@ -61,16 +73,43 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     xc_s = as_s(xc)
     moved = jax.tree.map(lambda a, b: a + b, xc_s, du)
     box_s = _as(box, sdt)
+    x_s = as_s(x)
     xbar = _bounds.project(moved, box_s)
-    d = _tree.sub(xbar, as_s(x))
-    # Morales-Nocedal: if the projected point is not downhill, truncate from x^c instead.
-    alpha = jnp.minimum(_bounds.max_stepsize(xc_s, du, box_s, sdt), 1)
-    xbar_t = _bounds.project(jax.tree.map(lambda a, b: a + alpha * b, xc_s, du), box_s)
-    d_t = _tree.sub(xbar_t, as_s(x))
-    slopes = _tree.inners([(g, d), (g, d_t)], sdt)
-    downhill = slopes[0] < 0
-    d = _tree.select(downhill, d, d_t)
-    ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
+    d = _tree.sub(xbar, x_s)
+
+    def truncation():  # Morales-Nocedal: if the projected point is not downhill, truncate from x^c
+        alpha = jnp.minimum(_bounds.max_stepsize(xc_s, du, box_s, sdt), 1)
+        point = jax.tree.map(lambda a, b: a + alpha * b, xc_s, du)
+        xbar_t = _bounds.project(point, box_s)
+        return _tree.sub(xbar_t, x_s), alpha, _tree.sub(xbar_t, point)
+
+    if not _reduced.incremental(x):  # both, and a select (one kernel each under vmap)
+        d_t = truncation()[0]
+        slopes = _tree.inners([(g, d), (g, d_t)], sdt)
+        downhill = slopes[0] < 0
+        d = _tree.select(downhill, d, d_t)
+        ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
+    else:  # a branch (the truncation's passes are made only when it is taken), then W^T d for ``push``
+        def truncated():
+            d_t, alpha, clipped = truncation()
+            return d_t, _tree.inner(g, d_t, sdt), alpha, clipped
+
+        slope = _tree.inner(g, d, sdt)
+        d, slope, beta, clipped = jax.lax.cond(
+            slope < 0, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved)), truncated)
+        ok = ok & (slope < 0)
+        # from kept data (module docstring); ``clipped`` = what the projection changed
+        c_s, c_y = coef[m1:], coef[:m1] / theta
+        du_s = -shrink / theta * fg[0] + _memory.matvec(gram[0], c_s) + _memory.matvec(gram[1].T, c_y)
+        du_y = -shrink / theta * fg[1] + _memory.matvec(gram[1], c_s) + _memory.matvec(gram[2], c_y)
+        wd = jnp.stack([c[m1:] / theta + beta * du_s, c[:m1] + beta * du_y])
+        wd = wd + _reduced.sparse_products(memory, clipped, sdt)
+        wd = jnp.where(_memory.valid(memory), wd, 0)
+        memory = memory._replace(last=memory.last.at[2:].set(wd))
+        # The search depends on wd through ``ok`` (products that are not finite would spoil
+        # the next pair's row), so wd's reads of S come before the step's write into S,
+        # which XLA then does in place instead of copying the buffer twice.
+        ok = ok & jnp.all(jnp.isfinite(wd))
     return _tree.cast_like(d, x), ok, memory
 
 
