@@ -359,6 +359,8 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     monkeypatch.setattr(_cauchy, "BLOCK", 3)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
     monkeypatch.setattr(_reduced, "CHANGES", 4)
+    assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below
+    assert not _subspace.keeps_products({"a": x0, "b": x0.astype(jnp.bfloat16)}, DT)  # (a rounded step: a pass)
     got, kept = _bounded_run(12, x0, lo, hi, a, b)
     np.testing.assert_allclose(got, want, rtol=0, atol=50 * RTOL)
     assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept

@@ -28,8 +28,8 @@ The seams later capabilities attach to are methods: ``direction``,
 
 With bounds (``init(..., bounds=Box)``: the state carries them, so they are traced
 values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
-the pair's Gram row comes from the direction's kept products (``push(kept=True)``; at
-most ``_reduced.SMALL_N`` variables from a pass over the memory, ``direct=True``), the
+the pair's Gram row comes from the direction's kept products (``push(kept=True)``,
+``_subspace.keeps_products``; else from a pass over the memory, ``direct=True``), the
 direction is x_bar - x from the Cauchy point and the subspace step, the first trial
 and the largest step are scipy's (the first trial, while no pair was ever stored:
 1 / ||d|| unless every variable is boxed, else 1; the step at most 1 in the first
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _compact, _memory, _reduced, _sharding, _subspace, _tree, _two_loop
+from . import _bounds, _compact, _memory, _sharding, _subspace, _tree, _two_loop
 from ._objective import Evaluated
 from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
@@ -248,7 +248,7 @@ class LBFGS:
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
         q = grad if q is None or box is not None else q
-        kept = box is not None and _reduced.incremental(params)
+        kept = box is not None and _subspace.keeps_products(params, sdt)
         memory, stored = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact",
                                       direct=box is not None and not kept, kept=kept)
         if box is None:

@@ -28,8 +28,9 @@ The search direction is d = x_bar - x. A direction that is still uphill, like a
 failed factorisation, makes the solver clear the memory and search along the
 projected steepest-descent path instead (scipy's ``mainlb`` rule).
 
-The next ``push`` needs S^T s and Y^T s for the step s = t d. At large n
-(``_reduced.incremental``) they come without a pass over the memory: with
+The next ``push`` needs S^T s and Y^T s for the step s = t d. At large n, with every
+variable in the scalar dtype (``keeps_products``), they come without a pass over the
+memory: with
 x_bar = x^c + beta d^u + e (beta = 1, or alpha* when truncated; e = what the projection
 changed, zero but in few variables) and d^u = Z Z^T (-r0' / theta + S c_s + Y c_y)
 (r0' = (1 - theta t_c) g, the weighted sum's coefficients c_s, c_y),
@@ -89,16 +90,18 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         downhill = slopes[0] < 0
         d = _tree.select(downhill, d, d_t)
         ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
-    else:  # a branch (the truncation's passes are made only when it is taken), then W^T d for ``push``
+    else:  # a branch (the truncation's passes are made only when it is taken)
+        keep = keeps_products(x, sdt)
+
         def truncated():
             d_t, alpha, clipped = truncation()
-            return d_t, _tree.inner(g, d_t, sdt), alpha, clipped
+            return d_t, _tree.inner(g, d_t, sdt), alpha, clipped if keep else None
 
         slope = _tree.inner(g, d, sdt)
         d, slope, beta, clipped = jax.lax.cond(
-            slope < 0, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved)), truncated)
+            slope < 0, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved) if keep else None), truncated)
         ok = ok & (slope < 0)
-        # from kept data (module docstring); ``clipped`` = what the projection changed
+    if keeps_products(x, sdt):  # W^T d for ``push``, from kept data (module docstring)
         c_s, c_y = coef[m1:], coef[:m1] / theta
         du_s = -shrink / theta * fg[0] + _memory.matvec(gram[0], c_s) + _memory.matvec(gram[1].T, c_y)
         du_y = -shrink / theta * fg[1] + _memory.matvec(gram[1], c_s) + _memory.matvec(gram[2], c_y)
@@ -111,6 +114,13 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         # which XLA then does in place instead of copying the buffer twice.
         ok = ok & jnp.all(jnp.isfinite(wd))
     return _tree.cast_like(d, x), ok, memory
+
+
+def keeps_products(x, sdt) -> bool:
+    """Whether ``direction`` keeps W^T d for ``push`` (static): with many variables
+    (``_reduced.incremental``), every one stored in the scalar dtype (a step rounded to a
+    narrower dtype differs from t d by more than the scalar dtype's rounding)."""
+    return _reduced.incremental(x) and all(_tree.dtype_of(a) == sdt for a in jax.tree_util.tree_leaves(x))
 
 
 def _as(box, sdt):
