@@ -241,12 +241,15 @@ def check_direction(mem, x, g, lo, hi):
     return branch
 
 
+_direction_large = jax.jit(lambda mem, x, g, bx: _subspace.direction(mem, x, g, bx, DT, stored=False))
+
+
 def check_kept_products(mem, x, g, lo, hi, monkeypatch):
     """With the many-variable paths forced, the direction keeps W^T d for ``push`` from kept
     data, with no pass over the memory: it equals the products recomputed from d."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
-    run = jax.jit(lambda mem, x, g, bx: _subspace.direction(mem, x, g, bx, DT, stored=False))
+    run = _direction_large  # (traced on its first call, here: with the constants patched)
     want, _, out = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     # (``drive`` stored the pairs without keeping the free set's Gram matrices: kept now, for
     # this free set, so the second call updates them from gathered rows)
@@ -302,23 +305,24 @@ def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     np.testing.assert_allclose(as_vec(d), want, rtol=RTOL, atol=RTOL)
 
 
-def _bounded_run(n_steps, x0, lo, hi, a, b):
-    """The bounded solver's iterates on 0.5 x^T A x - b^T x, each step traced afresh (so the
-    module constants patched by the caller are the ones used), and after each step whether
-    the kept Gram matrices of the free set equal those recomputed from scratch."""
+def _bounded_run(n_steps, x0, lo, hi, a, b, step=None):
+    """The bounded solver's iterates on 0.5 x^T A x - b^T x, and after each step whether the
+    kept Gram matrices of the free set equal those recomputed from scratch; and the compiled
+    step (new unless given: traced afresh, so the module constants patched by the caller
+    are the ones used)."""
     solver = LBFGS(memory_size=M)
 
-    def evaluate(x):
+    def evaluate(x, a, b):
         return 0.5 * x @ a @ x - b @ x, a @ x - b, None
 
-    f, g, _ = evaluate(x0)
+    f, g, _ = evaluate(x0, a, b)
     state = solver.init(x0, f, g, bounds=(lo, hi))
     start = state
-    step = jax.jit(lambda st: solver.step(st, evaluate)[1])
+    step = step or jax.jit(lambda st, a, b: solver.step(st, lambda x: evaluate(x, a, b))[1])
     xs, kept = [], []
     for _ in range(n_steps):
         grad = jnp.asarray(a @ state.params - b)  # the gradient the direction was computed at
-        state = step(state)
+        state = step(state, a, b)
         assert_same_types(start, state)  # the kept free set and products included
         xs.append(np.asarray(state.params, np.float64))
         mem = state.memory
@@ -336,7 +340,7 @@ def _bounded_run(n_steps, x0, lo, hi, a, b):
             valid = np.asarray(_memory.valid(mem))
             fresh = np.stack([st_s, yt_s])
             kept.append(np.abs((rows - fresh) * valid).max() / max(1.0, np.abs(fresh).max()))
-    return np.stack(xs), np.asarray(kept)
+    return np.stack(xs), np.asarray(kept), step
 
 
 @x64_off_only  # the paths' agreement does not depend on the mode (CI time)
@@ -353,7 +357,7 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T, DT)
     b = jnp.asarray(30 * rng.normal(size=n), DT)
     x0, lo, hi = jnp.full(n, 0.5, DT), jnp.zeros(n, DT), jnp.ones(n, DT)
-    want, _ = _bounded_run(12, x0, lo, hi, a, b)
+    want = _bounded_run(12, x0, lo, hi, a, b)[0]
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_cauchy, "CAPS", (1, 2, 5))
     monkeypatch.setattr(_cauchy, "BLOCK", 3)
@@ -361,7 +365,7 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     monkeypatch.setattr(_reduced, "CHANGES", 4)
     assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below
     assert not _subspace.keeps_products({"a": x0, "b": x0.astype(jnp.bfloat16)}, DT)  # (a rounded step: a pass)
-    got, kept = _bounded_run(12, x0, lo, hi, a, b)
+    got, kept, step = _bounded_run(12, x0, lo, hi, a, b)
     np.testing.assert_allclose(got, want, rtol=0, atol=50 * RTOL)
     assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept
     assert np.all(want[-1][(want[-1] > 0) & (want[-1] < 1)] != 0.5)  # it went somewhere
@@ -371,5 +375,5 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     q, _ = np.linalg.qr(rng.normal(size=(n, n)))
     a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T, DT)
     b, x0 = jnp.asarray(3 * rng.normal(size=n), DT), jnp.asarray(rng.uniform(0.2, 0.8, n), DT)
-    got, kept = _bounded_run(8, x0, lo, hi, a, b)
+    kept = _bounded_run(8, x0, lo, hi, a, b, step)[1]
     assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept
