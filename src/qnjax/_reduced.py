@@ -24,7 +24,8 @@ previous gradient:
     W^T F y = W^T F g - W^T F g',  W^T F g' = W^T F' g' + sum_{entering} g'_i w_i
                                               - sum_{leaving} g'_i w_i,    g' = g - y,
 
-the new pair's own entries of W^T F' g' computed directly (its slot held another pair).
+and the new pair's own entries (its slot held another pair) s^T F y = s^T y - sum_{i not
+in F} s_i y_i and y^T F y = sum_{i in F} y_i^2 (one pass over y).
 The rows gathered are the union of these sets (at most CHANGES). The memory keeps F,
 G and [S^T F g, Y^T F g] (``Memory.free``, ``Memory.fgram``, ``Memory.last``; F empty
 and both zero at ``init``, which agree): a pair's entries are right from the iteration
@@ -153,14 +154,13 @@ def _updated(memory: _memory.Memory, ctx):
         y_new = _cauchy.flat(y_row, y_row, sdt)
         s_out = jnp.where(moved[idx], s_new[idx], 0)
         st_fs = memory.gram[_memory.SS, newest] - s_out @ ss
-        yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys
-        g_old = gf - y_new
-        d_old = sign * g_old[idx]
+        yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys  # its own entry: s^T F y = s^T y - (rows)
+        d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
         old = memory.last[:2] + jnp.stack([d_old @ ss, d_old @ ys])  # W^T F g' (stale at ``newest``)
-        fg_old = jnp.where(now, g_old, 0)
-        own = jnp.stack([jnp.sum(s_new * fg_old), jnp.sum(y_new * fg_old)])
-        old = jnp.where(jnp.arange(m1) == newest, own[:, None], old)
         st_fy, yt_fy = fg - old
+        # the new pair's own entries: s^T F y is yt_fs's (the column below is written last),
+        # y^T F y one pass over y
+        yt_fy = jnp.where(jnp.arange(m1) == newest, jnp.sum(jnp.where(now, y_new * y_new, 0)), yt_fy)
         i = jnp.arange(m1, dtype=jnp.int32)
         in_row, in_col = (i == newest)[:, None], (i == newest)[None, :]
         # row "newest" of Y^T F S is <y_new, F s_j>; its column is <y_i, F s_new>.
