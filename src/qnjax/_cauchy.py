@@ -256,11 +256,13 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     n = xf.shape[0]
     gsafe = jnp.where(gf != 0, gf, 1)
     tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))
-    # t_i = 0: never moves; t_i = inf: never stops. Only the key and the moving variables'
-    # gradient gm are kept (no mask of its own, no t_i: each would be a pass at large n);
-    # a variable with g_i = 0 moves at speed 0, which everything below treats as not moving.
-    key = jnp.where(tb > 0, tb, jnp.inf)
-    gm = jnp.where(tb > 0, gf, 0)
+    # A variable moves (t_i > 0) while the bound it heads for is not reached; t_i = inf: it
+    # never stops. Only the key and the moving variables' gradient gm are kept (no mask or
+    # t_i of their own: each would be one more pass at large n); a variable with g_i = 0
+    # moves at speed 0, which everything below treats as not moving.
+    moving = ((gf < 0) & (xf < uf)) | ((gf > 0) & (xf > lf))
+    key = jnp.where(moving, tb, jnp.inf)
+    gm = jnp.where(moving, gf, 0)
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
     wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
 

@@ -115,7 +115,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     most CHANGES variables are not, else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
     ef = _cauchy.flat(e, e, sdt)
-    count = jnp.sum(ef != 0)
+    count = jnp.sum(ef != 0, dtype=jnp.int32)
 
     def gathered():
         idx, rows = _gather(memory, ef != 0, count, sdt)
@@ -190,7 +190,7 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
         # (the masks are formed again inside the update's branch: here only their count, in
         # one pass that writes no mask)
         changed, out, moved = _changes(now, before, gm, s_new, stored)
-        count = jnp.sum(changed | out | moved)
+        count = jnp.sum(changed | out | moved, dtype=jnp.int32)
         ctx = (now, before, gm, gf, s_new, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
