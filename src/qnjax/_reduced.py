@@ -127,6 +127,12 @@ def sparse_products(memory: _memory.Memory, e, sdt):
                                    lambda: jnp.stack(_memory.products(memory, e))])
 
 
+def _newest_s(memory: _memory.Memory, sdt):
+    """The newest pair's s, flat (read where it is used: a copy passed on would be a pass)."""
+    row = _memory.row(memory.s, (memory.head + _memory.size(memory)) % (_memory.size(memory) + 1))
+    return _cauchy.flat(row, row, sdt)
+
+
 def _changes(now, before, gm, s_new, stored):
     """The flat masks of the variables whose rows the update needs (module docstring):
     those entering or leaving F, those moving along the path (gm = moving g != 0) but not
@@ -138,7 +144,8 @@ def _updated(memory: _memory.Memory, ctx):
     """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
-    now, before, gm, gf, s_new, wg, stored, count = ctx
+    now, before, gm, gf, wg, stored, count = ctx
+    s_new = _newest_s(memory, sdt)
     changed, out, moved = _changes(now, before, gm, s_new, stored)
     idx, rows = _gather(memory, changed | out | moved, count, sdt)
     ys, ss = rows[:, :m1], rows[:, m1:]
@@ -183,15 +190,12 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
         fgram, fg = _direct(memory, free, g)
     else:
         gf = _cauchy.flat(g, g, sdt)
-        newest = (memory.head + m1 - 1) % m1
-        row = _memory.row(memory.s, newest)
-        s_new = _cauchy.flat(row, row, sdt)
         before = _cauchy.flat(memory.free, memory.free, bool)
         # (the masks are formed again inside the update's branch: here only their count, in
         # one pass that writes no mask)
-        changed, out, moved = _changes(now, before, gm, s_new, stored)
+        changed, out, moved = _changes(now, before, gm, _newest_s(memory, sdt), stored)
         count = jnp.sum(changed | out | moved, dtype=jnp.int32)
-        ctx = (now, before, gm, gf, s_new, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
+        ctx = (now, before, gm, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
