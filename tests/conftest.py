@@ -104,3 +104,29 @@ class _Compiles:
 jax.monitoring.register_event_duration_secs_listener(_Compiles.listen)
 jax.monitoring.register_event_listener(_Compiles.hit)
 COMPILES = _Compiles
+
+
+# The longest tests (measured with --durations: each 9-45 s, compile-bound) start first, so
+# the two xdist workers finish together instead of one waiting out a long test at the end
+# (longest-first scheduling); the others keep their order.
+LONG_FIRST = (
+    "tests/test_sharding.py::test_eight_device_suite",
+    "tests/test_unrolled.py::",
+    "tests/test_sharding.py::test_two_processes",
+    "tests/test_lbfgsb.py::test_vmap_over_starts",
+    "tests/test_implicit.py::test_failures_are_nan",
+    "tests/test_docs.py::test_code_block_runs[docs/derivatives.md[4]]",
+    "tests/test_bench.py::test_floor_script",
+    "tests/test_properties.py::test_minimize_properties",
+    "tests/test_implicit.py::test_dense_solver",
+    "tests/test_implicit.py::test_logistic_regression",
+    "tests/test_honest.py::test_thousand_float32_fits",
+    "tests/test_bench.py::test_end_to_end",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+    items[:] = sorted(items, key=rank)  # (stable: ties keep the collection order)
