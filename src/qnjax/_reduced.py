@@ -129,7 +129,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
 
 def _newest_s(memory: _memory.Memory, sdt):
     """The newest pair's s, flat (read where it is used: a copy passed on would be a pass)."""
-    row = _memory.row(memory.s, (memory.head + _memory.size(memory)) % (_memory.size(memory) + 1))
+    row = _memory.row(memory.s, _memory.slot(memory, _memory.size(memory) - 1))
     return _cauchy.flat(row, row, sdt)
 
 
@@ -156,7 +156,7 @@ def _updated(memory: _memory.Memory, ctx):
     fg = wg - jnp.stack([g_out @ ss, g_out @ ys])  # [S^T F g, Y^T F g]
 
     def newest_pair():
-        newest = (memory.head + m1 - 1) % m1
+        newest = _memory.slot(memory, m1 - 2)  # (chronological position m - 1: the newest pair)
         y_row = _memory.row(memory.y, newest)
         y_new = _cauchy.flat(y_row, y_row, sdt)
         s_out = jnp.where(moved[idx], s_new[idx], 0)

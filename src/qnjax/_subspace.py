@@ -84,6 +84,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         xbar_t = _bounds.project(point, box_s)
         return _tree.sub(xbar_t, x_s), alpha, _tree.sub(xbar_t, point)
 
+    keep = keeps_products(x, sdt)
     if not _reduced.incremental(x):  # both, and a select (one kernel each under vmap)
         d_t = truncation()[0]
         slopes = _tree.inners([(g, d), (g, d_t)], sdt)
@@ -91,8 +92,6 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         d = _tree.select(downhill, d, d_t)
         ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
     else:  # a branch (the truncation's passes are made only when it is taken)
-        keep = keeps_products(x, sdt)
-
         def truncated():
             d_t, alpha, clipped = truncation()
             return d_t, _tree.inner(g, d_t, sdt), alpha, clipped if keep else None
@@ -101,7 +100,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         d, slope, beta, clipped = jax.lax.cond(
             slope < 0, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved) if keep else None), truncated)
         ok = ok & (slope < 0)
-    if keeps_products(x, sdt):  # W^T d for ``push``, from kept data (module docstring)
+    if keep:  # W^T d for ``push``, from kept data (module docstring)
         c_s, c_y = coef[m1:], coef[:m1] / theta
         du_s = -shrink / theta * fg[0] + _memory.matvec(gram[0], c_s) + _memory.matvec(gram[1].T, c_y)
         du_y = -shrink / theta * fg[1] + _memory.matvec(gram[1], c_s) + _memory.matvec(gram[2], c_y)
