@@ -109,3 +109,45 @@ def test_optax_face_invariants(name):
     assert_same_types(state0, state)
     assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
     assert last < 1e-6 * float(problem(start(), WEIGHTS))
+
+
+def _weighted(p, w):
+    """A separable objective with no matrix product of its own."""
+    return jnp.sum(w * (p - 1.0) ** 2 + 0.1 * p**4)
+
+
+@pytest.mark.parametrize("n", [10, 5000])  # (leaves above _memory.SMALL use dots for the memory's products)
+def test_every_product_at_full_precision(n):
+    """Every matrix product the solvers compile asks for full precision. JAX's default for
+    float32 products on NVIDIA GPUs from Ampere on is TF32 (11 significant bits), and on TPUs
+    bfloat16 passes: the memory's inner products, the Gram matrices and the Cauchy point
+    would keep three digits there (``qnjax._tree``). Checked in the lowered programs of
+    both faces, L-BFGS-B, and derivatives of the solution (implicit, dense and unrolled)."""
+    w, x0 = jnp.linspace(1.0, 2.0, n, dtype=DT), jnp.zeros(n, DT)
+    tx = qnjax.lbfgs()
+
+    def optax_face(x):
+        updates, _ = tx.update(x, tx.init(x), x, value=_weighted(x, w), grad=x, value_fn=_weighted, w=w)
+        return updates
+
+    programs = {
+        "compact": lambda x: qnjax.minimize(_weighted, x, (w,)).x,
+        "bounded": lambda x: qnjax.minimize(_weighted, x, (w,), bounds=(0.0, 0.5)).x,
+        "optax face": optax_face,
+        "implicit": lambda v: jax.grad(lambda v: qnjax.minimize(_weighted, x0, (v,)).fun)(v),
+        "bounded implicit": lambda v: jax.grad(lambda v: qnjax.minimize(_weighted, x0, (v,), bounds=(0.0, 0.5)).fun)(v),
+    }
+    if n <= 10:
+        dense = qnjax.ImplicitDiff(solver="dense")
+        programs["dense"] = lambda v: jax.jacobian(
+            lambda v: qnjax.minimize(_weighted, x0, (v,), implicit_diff=dense).x)(v)
+        programs["unrolled"] = lambda v: jax.jacobian(
+            lambda v: qnjax.minimize(_weighted, x0, (v,), adjoint="unrolled", maxiter=3).x)(v)
+    found = 0
+    for name, program in programs.items():
+        text = jax.jit(program).lower(w).as_text()
+        dots = [line for line in text.splitlines() if "dot_general" in line]
+        loose = [d for d in dots if "HIGHEST" not in d]
+        assert not loose, (name, loose[:2])
+        found += len(dots)
+    assert found > 0  # (the check above saw products: it can fail)

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 
 from . import _memory
 from ._memory import SS, SY
+from ._tree import matmul as mm
 
 
 def middle(memory: _memory.Memory):
@@ -74,11 +75,11 @@ def middle(memory: _memory.Memory):
     low = jnp.where(both & (pos[:, None] > pos[None, :]), g[SY], 0)  # L
     ss = jnp.where(both, g[SS], 0)
     low_d = low / dvec[None, :]  # L D^-1
-    t = jnp.where(both, theta * ss + low_d @ low.T, eye)
+    t = jnp.where(both, theta * ss + mm(low_d, low.T), eye)
     chol = jnp.linalg.cholesky(t)
     t_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
-    e = t_inv @ low_d
-    m11 = low_d.T @ e - jnp.diag(1 / dvec)
+    e = mm(t_inv, low_d)
+    m11 = mm(low_d.T, e) - jnp.diag(1 / dvec)
     mid = jnp.block([[m11, e.T], [e, t_inv]])
     both2 = jnp.tile(both, (2, 2))
     mid = jnp.where(both2, mid, 0)
@@ -144,7 +145,7 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     t_prev = jnp.concatenate([jnp.full((1,), t0, sdt), jnp.where(is_bp, ts, 0)])
     t_end = jnp.concatenate([ts, jnp.full((1,), jnp.inf, sdt)])
     c = t_prev[:, None] * p - q
-    pm = p @ mid
+    pm = mm(p, mid)
     fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
     fpp = theta * big_g - jnp.sum(pm * p, axis=1)
     dtm = jnp.where(fpp > 0, -fp / jnp.where(fpp > 0, fpp, 1), jnp.where(fp < 0, jnp.inf, 0))

@@ -139,7 +139,7 @@ def dense_solve(matvec, b, sdt):
     a = columns.astype(sdt)
     w, v = jnp.linalg.eigh((a + a.T) / 2)
     ok = jnp.all(jnp.isfinite(w)) & (w[0] > n * jnp.finfo(sdt).eps * jnp.max(jnp.abs(w)))
-    x = v @ ((v.T @ flat_b.astype(sdt)) / jnp.where(ok, w, 1))
+    x = _tree.matmul(v, _tree.matmul(v.T, flat_b.astype(sdt)) / jnp.where(ok, w, 1))
     return poison(unravel(x.astype(flat_b.dtype)), ok & jnp.all(jnp.isfinite(flat_b)))
 
 

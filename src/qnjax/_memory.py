@@ -102,14 +102,15 @@ def _matvec_big(mat, vec):
     axes = tuple(range(1, mat.ndim))
     if vec.size <= SMALL:
         return jnp.sum(mat * vec[None], axis=axes)
-    return jnp.tensordot(mat, vec, axes=(axes, tuple(range(vec.ndim))), preferred_element_type=mat.dtype)
+    return jnp.tensordot(mat, vec, axes=(axes, tuple(range(vec.ndim))), precision=_tree.HIGHEST,
+                         preferred_element_type=mat.dtype)
 
 
 def _vecmat_big(vec, mat):
     """vec (k,) @ mat (k, *shape) -> (*shape)."""
     if math.prod(mat.shape[1:]) <= SMALL:
         return jnp.sum(vec.reshape((-1,) + (1,) * (mat.ndim - 1)) * mat, axis=0)
-    return jnp.tensordot(vec, mat, axes=1, preferred_element_type=mat.dtype)
+    return jnp.tensordot(vec, mat, axes=1, precision=_tree.HIGHEST, preferred_element_type=mat.dtype)
 
 
 def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:

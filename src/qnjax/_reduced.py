@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _cauchy, _memory, _tree
+from ._tree import matmul as mm
 
 SMALL_N = 4096
 CHANGES = 1024
@@ -59,7 +60,8 @@ def _block(s, y, f, sdt):
     s, y = s.astype(wd), y.astype(wd)
     fs, fy = jnp.where(f[None], s, 0), jnp.where(f[None], y, 0)
     axes = (tuple(range(1, s.ndim)),) * 2
-    return jnp.stack([jnp.tensordot(a, b, axes) for a, b in ((fs, s), (fy, s), (fy, y))]).astype(sdt)
+    products = [jnp.tensordot(a, b, axes, precision=_tree.HIGHEST) for a, b in ((fs, s), (fy, s), (fy, y))]
+    return jnp.stack(products).astype(sdt)
 
 
 def full(memory: _memory.Memory, free):
@@ -120,7 +122,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     def gathered():
         idx, rows = _gather(memory, ef != 0, count, sdt)
         v = ef[idx]  # (0 where top_k listed a zero)
-        return jnp.stack([v @ rows[:, m1:], v @ rows[:, :m1]])
+        return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
 
     branch = jnp.where(count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
     return jax.lax.switch(branch, [lambda: jnp.zeros((2, m1), sdt), gathered,
@@ -150,20 +152,20 @@ def _updated(memory: _memory.Memory, ctx):
     idx, rows = _gather(memory, changed | out | moved, count, sdt)
     ys, ss = rows[:, :m1], rows[:, m1:]
     sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
-    fgram = memory.fgram + jnp.stack([(ss * sign[:, None]).T @ ss, (ys * sign[:, None]).T @ ss,
-                                      (ys * sign[:, None]).T @ ys])
+    fgram = memory.fgram + jnp.stack([mm((ss * sign[:, None]).T, ss), mm((ys * sign[:, None]).T, ss),
+                                      mm((ys * sign[:, None]).T, ys)])
     g_out = jnp.where(out[idx], gm[idx], 0)
-    fg = wg - jnp.stack([g_out @ ss, g_out @ ys])  # [S^T F g, Y^T F g]
+    fg = wg - jnp.stack([mm(g_out, ss), mm(g_out, ys)])  # [S^T F g, Y^T F g]
 
     def newest_pair():
         newest = _memory.slot(memory, m1 - 2)  # (chronological position m - 1: the newest pair)
         y_row = _memory.row(memory.y, newest)
         y_new = _cauchy.flat(y_row, y_row, sdt)
         s_out = jnp.where(moved[idx], s_new[idx], 0)
-        st_fs = memory.gram[_memory.SS, newest] - s_out @ ss
-        yt_fs = memory.gram[_memory.SY, newest] - s_out @ ys  # its own entry: s^T F y = s^T y - (rows)
+        st_fs = memory.gram[_memory.SS, newest] - mm(s_out, ss)
+        yt_fs = memory.gram[_memory.SY, newest] - mm(s_out, ys)  # its own entry: s^T F y = s^T y - (rows)
         d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
-        old = memory.last[:2] + jnp.stack([d_old @ ss, d_old @ ys])  # W^T F g' (stale at ``newest``)
+        old = memory.last[:2] + jnp.stack([mm(d_old, ss), mm(d_old, ys)])  # W^T F g' (stale at ``newest``)
         st_fy, yt_fy = fg - old
         # the new pair's own entries: s^T F y is yt_fs's (the column below is written last),
         # y^T F y one pass over y

@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _tree
+
 
 def search_steps(linesearch, bounds) -> int:
     """The static trip count of the line search's loop: its ``max_steps``."""
@@ -122,7 +124,8 @@ def forward_derivative(fn):
             total = jnp.zeros(jnp.shape(v), jnp.result_type(v))
             for j, dot in zip(jac[k], dots):
                 j = jnp.where(jnp.isfinite(j), j, 0)
-                total = total + jnp.tensordot(j, dot.astype(j.dtype), axes=jnp.ndim(dot)).astype(total.dtype)
+                term = jnp.tensordot(j, dot.astype(j.dtype), axes=jnp.ndim(dot), precision=_tree.HIGHEST)
+                total = total + term.astype(total.dtype)
             result.append(total)
             k += 1
         return out, jax.tree.unflatten(out_def, result)
