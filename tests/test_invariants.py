@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import COMPILES, X64, assert_same_types
+from conftest import COMPILES, X64, assert_same_types, x64_off_only
 
 import qnjax
 
@@ -111,42 +111,44 @@ def test_optax_face_invariants(name):
     assert last < 1e-6 * float(problem(start(), WEIGHTS))
 
 
+
 def _weighted(p, w):
     """A separable objective with no matrix product of its own."""
     return jnp.sum(w * (p - 1.0) ** 2 + 0.1 * p**4)
 
 
-@pytest.mark.parametrize("n", [10, 5000])  # (leaves above _memory.SMALL use dots for the memory's products)
-def test_every_product_at_full_precision(n):
+@x64_off_only  # (float32 is where precision matters; the lowered programs do not depend on the mode)
+def test_every_product_at_full_precision():
     """Every matrix product the solvers compile asks for full precision. JAX's default for
-    float32 products on NVIDIA GPUs from Ampere on is TF32 (11 significant bits), and on TPUs
-    bfloat16 passes: the memory's inner products, the Gram matrices and the Cauchy point
-    would keep three digits there (``qnjax._tree``). Checked in the lowered programs of
-    both faces, L-BFGS-B, and derivatives of the solution (implicit, dense and unrolled)."""
-    w, x0 = jnp.linspace(1.0, 2.0, n, dtype=DT), jnp.zeros(n, DT)
+    float32 products on NVIDIA GPUs from Ampere on allows TF32 (11 significant bits), and on
+    TPUs bfloat16 passes: the memory's inner products, the Gram matrices and the Cauchy point
+    would lose digits there (``qnjax._tree``). Checked in the lowered programs of both faces,
+    L-BFGS-B, and derivatives of the solution (implicit with cg and dense, and unrolled), with
+    leaves above ``_memory.SMALL`` (whose products with the memory are dots) and small ones."""
+    big, small = jnp.linspace(1.0, 2.0, 5000, dtype=DT), jnp.linspace(1.0, 2.0, 4, dtype=DT)
     tx = qnjax.lbfgs()
 
-    def optax_face(x):
-        updates, _ = tx.update(x, tx.init(x), x, value=_weighted(x, w), grad=x, value_fn=_weighted, w=w)
+    def optax_face(w):
+        updates, _ = tx.update(w, tx.init(w), w, value=_weighted(w, w), grad=w, value_fn=_weighted, w=w)
         return updates
 
+    def solution(w, **kw):
+        return qnjax.minimize(_weighted, jnp.zeros_like(w), (w,), **kw)
+
+    dense = qnjax.ImplicitDiff(solver="dense")
     programs = {
-        "compact": lambda x: qnjax.minimize(_weighted, x, (w,)).x,
-        "bounded": lambda x: qnjax.minimize(_weighted, x, (w,), bounds=(0.0, 0.5)).x,
-        "optax face": optax_face,
-        "implicit": lambda v: jax.grad(lambda v: qnjax.minimize(_weighted, x0, (v,)).fun)(v),
-        "bounded implicit": lambda v: jax.grad(lambda v: qnjax.minimize(_weighted, x0, (v,), bounds=(0.0, 0.5)).fun)(v),
+        "compact": (lambda w: solution(w).x, big),
+        "bounded": (lambda w: solution(w, bounds=(0.0, 0.5)).x, big),
+        "bounded, small": (lambda w: solution(w, bounds=(0.0, 0.5)).x, small),
+        "optax face": (optax_face, big),
+        "implicit": (jax.grad(lambda w: solution(w).fun), big),
+        "bounded implicit": (jax.grad(lambda w: solution(w, bounds=(0.0, 0.5)).fun), big),
+        "dense": (jax.jacobian(lambda w: solution(w, implicit_diff=dense).x), small),
+        "unrolled": (jax.jacobian(lambda w: solution(w, adjoint="unrolled", maxiter=2).x), small),
     }
-    if n <= 10:
-        dense = qnjax.ImplicitDiff(solver="dense")
-        programs["dense"] = lambda v: jax.jacobian(
-            lambda v: qnjax.minimize(_weighted, x0, (v,), implicit_diff=dense).x)(v)
-        programs["unrolled"] = lambda v: jax.jacobian(
-            lambda v: qnjax.minimize(_weighted, x0, (v,), adjoint="unrolled", maxiter=3).x)(v)
     found = 0
-    for name, program in programs.items():
-        text = jax.jit(program).lower(w).as_text()
-        dots = [line for line in text.splitlines() if "dot_general" in line]
+    for name, (program, w) in programs.items():
+        dots = [line for line in jax.jit(program).lower(w).as_text().splitlines() if "dot_general" in line]
         loose = [d for d in dots if "HIGHEST" not in d]
         assert not loose, (name, loose[:2])
         found += len(dots)
