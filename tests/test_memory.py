@@ -14,7 +14,7 @@ import pytest
 from conftest import X64
 
 import qnjax
-from qnjax import _compact, _memory, _two_loop
+from qnjax import _compact, _memory, _products, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32
 CT = jnp.complex128 if X64 else jnp.complex64
@@ -183,3 +183,52 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     assert int(first.memory.count) == 0 and int(first.nfev) == 0
     second = step(first)
     assert int(second.count) == 1 and float(second.value) < float(f0)
+
+
+def _product_operands(seed=0):
+    rng = np.random.default_rng(seed)
+    a = jnp.asarray(rng.normal(size=(4, 11, 3, 2)), DT)  # a batch of 4 (11, 3, 2) stacks
+    v = jnp.asarray(rng.normal(size=(4, 3, 2)), DT)
+    w = jnp.asarray(rng.normal(size=(4, 11)), DT)
+    return a, v, w
+
+
+@pytest.mark.parametrize("batched", ["both", "matrix", "vector"])
+def test_small_products_under_vmap_are_one_batched_dot_equal_to_the_plain_form(batched):
+    """``_products``: A v and v^T A of a (k, *shape) stack, batched over either operand or
+    both, equal the float64 reference to rounding; batched, the program is a dot_general (the
+    batching rule), unbatched a multiply and a reduction (fused with its neighbours)."""
+    a, v, w = _product_operands()
+    ax_a, ax_v = {"both": (0, 0), "matrix": (0, None), "vector": (None, 0)}[batched]
+    a_in, v_in, w_in = (a if ax_a == 0 else a[0]), (v if ax_v == 0 else v[0]), (w if ax_v == 0 else w[0])
+    a64 = np.broadcast_to(np.asarray(a_in, np.float64), a.shape)
+    v64, w64 = (np.broadcast_to(np.asarray(t, np.float64), like.shape) for t, like in ((v_in, v), (w_in, w)))
+    tol = dict(rtol=1e-12 if X64 else 1e-5, atol=1e-12 if X64 else 1e-5)
+    for name, fn, args, axes, want in (
+        ("matvec", _products.matvec, (a_in, v_in), (ax_a, ax_v), np.einsum("bkij,bij->bk", a64, v64)),
+        ("vecmat", _products.vecmat, (w_in, a_in), (ax_v, ax_a), np.einsum("bk,bkij->bij", w64, a64)),
+    ):
+        batch = jax.jit(jax.vmap(fn, in_axes=axes))
+        got = batch(*args)
+        assert got.dtype == DT and got.shape == want.shape, name
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, **tol, err_msg=name)
+        assert "dot_general" in batch.lower(*args).as_text(), name
+        one = jax.jit(fn).lower(*(x if ax is None else x[0] for x, ax in zip(args, axes))).as_text()
+        assert "dot_general" not in one and "reduce" in one, name
+
+
+def test_small_products_differentiate_in_both_modes_and_under_vmap():
+    """The batching rule has no derivative of its own (``custom_vmap``); the products' JVP
+    (the product rule, in the plain form) gives forward and reverse derivatives, also batched."""
+    a, v, w = _product_operands(1)
+    ref = {"matvec": lambda a, v: jnp.einsum("kij,ij->k", a, v, precision="highest"),
+           "vecmat": lambda w, a: jnp.einsum("k,kij->ij", w, a, precision="highest")}
+    tol = dict(rtol=1e-12 if X64 else 1e-5, atol=1e-12 if X64 else 1e-5)
+    for name, fn, args in (("matvec", _products.matvec, (a, v)), ("vecmat", _products.vecmat, (w, a))):
+        loss = lambda *xs, fn=fn: jnp.sum(jnp.sin(fn(*xs)))  # noqa: E731
+        loss_ref = lambda *xs, name=name: jnp.sum(jnp.sin(ref[name](*xs)))  # noqa: E731
+        for diff in (jax.grad, jax.jacfwd):
+            got = jax.vmap(diff(loss, argnums=(0, 1)))(*args)
+            want = jax.vmap(diff(loss_ref, argnums=(0, 1)))(*args)
+            for g, r in zip(got, want):
+                np.testing.assert_allclose(np.asarray(g), np.asarray(r), **tol, err_msg=name)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from . import _memory
 from ._memory import RI, SY, YY
+from ._products import matvec, vecmat
 
 
 def coefficients(memory: _memory.Memory, a, b):
@@ -34,9 +35,9 @@ def coefficients(memory: _memory.Memory, a, b):
     diag = jnp.sum(jnp.where(jnp.eye(mask.shape[0], dtype=bool), g[SY], 0), axis=1)
     gamma = memory.gamma
     # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
-    u = jnp.where(mask, _memory.matvec(g[RI], a), 0)
-    w = jnp.where(mask, diag * u + gamma * _memory.matvec(g[YY], u) - gamma * b, 0)
-    c_s = jnp.where(mask, jnp.sum(g[RI] * w[:, None], axis=0), 0)  # R^-T w
+    u = jnp.where(mask, matvec(g[RI], a), 0)
+    w = jnp.where(mask, diag * u + gamma * matvec(g[YY], u) - gamma * b, 0)
+    c_s = jnp.where(mask, vecmat(w, g[RI]), 0)  # R^-T w
     return c_s, -gamma * u
 
 

@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _tree
+from ._products import matvec, vecmat
 
 SY, SS, YY, RI = 0, 1, 2, 3  # the Gram stack
 A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
@@ -84,14 +85,8 @@ class Memory(NamedTuple):
         return self.scalars[0]
 
 
-def matvec(mat, v):
-    """mat @ v for the small matrices, as a multiply and a reduction (XLA fuses it with
-    its neighbours; a dot would be a kernel of its own, with its operands copied)."""
-    return jnp.sum(mat * v[..., None, :], axis=-1)
-
-
-# Leaves up to this size use a multiply and a reduction (fused with their neighbours, and
-# cheap under vmap); larger ones a matrix-vector product (one streaming pass). Leaves are
+# Leaves up to this size use ``_products`` (a multiply and a reduction, fused with their
+# neighbours; a batched dot under vmap); larger ones a matrix-vector product (one streaming pass). Leaves are
 # never flattened: a reshape that merges a sharded axis with another gathers the leaf
 # across devices, while a contraction over the leaf's own axes stays local.
 SMALL = 4096
@@ -101,7 +96,7 @@ def _matvec_big(mat, vec):
     """mat (k, *shape) @ vec (*shape) -> (k,), contracting every axis of the leaf."""
     axes = tuple(range(1, mat.ndim))
     if vec.size <= SMALL:
-        return jnp.sum(mat * vec[None], axis=axes)
+        return matvec(mat, vec)
     return jnp.tensordot(mat, vec, axes=(axes, tuple(range(vec.ndim))), precision=_tree.HIGHEST,
                          preferred_element_type=mat.dtype)
 
@@ -109,7 +104,7 @@ def _matvec_big(mat, vec):
 def _vecmat_big(vec, mat):
     """vec (k,) @ mat (k, *shape) -> (*shape)."""
     if math.prod(mat.shape[1:]) <= SMALL:
-        return jnp.sum(vec.reshape((-1,) + (1,) * (mat.ndim - 1)) * mat, axis=0)
+        return vecmat(vec, mat)
     return jnp.tensordot(vec, mat, axes=1, precision=_tree.HIGHEST, preferred_element_type=mat.dtype)
 
 
@@ -278,8 +273,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
             c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
             step, gamma = memory.scalars[1], memory.gamma
             st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
-            yt_s = step * (gamma * memory.last[B] + jnp.sum(g[SY] * c_s[:, None], axis=0)
-                           + matvec(g[YY], c_y))  # Y^T s
+            yt_s = step * (gamma * memory.last[B] + vecmat(c_s, g[SY]) + matvec(g[YY], c_y))  # Y^T s
         zero = jnp.zeros_like(st_s)
         rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
         cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _bounds, _cauchy, _memory, _reduced, _tree
+from ._products import matvec
 
 
 def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
@@ -59,12 +60,12 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
     gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
     wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
-    mc = _memory.matvec(mid, c)
+    mc = matvec(mid, c)
     mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
     r0 = mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))
-    v = shrink * jnp.concatenate([fg[1], theta * fg[0]]) - _memory.matvec(wzw, mc)  # W^T Z r
+    v = shrink * jnp.concatenate([fg[1], theta * fg[0]]) - matvec(wzw, mc)  # W^T Z r
     sol = jnp.linalg.solve(k - wzw / theta, v)
     ok = ok & jnp.all(jnp.isfinite(sol))
     sol = jnp.where(ok, sol, 0)
@@ -102,8 +103,8 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         ok = ok & (slope < 0)
     if keep:  # W^T d for ``push``, from kept data (module docstring)
         c_s, c_y = coef[m1:], coef[:m1] / theta
-        du_s = -shrink / theta * fg[0] + _memory.matvec(gram[0], c_s) + _memory.matvec(gram[1].T, c_y)
-        du_y = -shrink / theta * fg[1] + _memory.matvec(gram[1], c_s) + _memory.matvec(gram[2], c_y)
+        du_s = -shrink / theta * fg[0] + matvec(gram[0], c_s) + matvec(gram[1].T, c_y)
+        du_y = -shrink / theta * fg[1] + matvec(gram[1], c_s) + matvec(gram[2], c_y)
         wd = jnp.stack([c[m1:] / theta + beta * du_s, c[:m1] + beta * du_y])
         wd = wd + _reduced.sparse_products(memory, clipped, sdt)
         wd = jnp.where(_memory.valid(memory), wd, 0)
