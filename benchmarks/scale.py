@@ -1,6 +1,6 @@
 """Scale: qnjax's cost beyond the evaluations, batched throughput and compile time, against its peers.
 
-Three parts, side by side in one run (`python benchmarks/scale.py [--out DIR] [--quick]`,
+Three parts, side by side in one run (`python benchmarks/scale.py [--out DIR] [--quick] [--parts 1,2,3]`,
 part of `make bench`); prints rich tables and writes `<out>/scale.json`.
 
 1. Per-iteration time on a cheap separable objective (the one of
@@ -277,7 +277,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="n = 1e3 only, 100 starts: a smoke test")
     p.add_argument("--iters", type=int, default=30, help="iterations per solve in part 1 (default 30)")
     p.add_argument("--iters-1e6-float64", type=int, default=None, help="fewer at n = 1e6 in float64 if needed")
+    p.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
     ns = p.parse_args(argv)
+    parts = {int(s) for s in ns.parts.split(",")}
     notice = lambda m: console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
     solvers = available(notice)
     sizes = (1_000,) if ns.quick else (1_000, 10_000, 1_000_000)
@@ -288,9 +290,9 @@ def main(argv=None):
 
     console.print(f"{jax.devices()[0].platform}, jax {jax.__version__}, {len(jax.devices())} device(s)", markup=False)
     t0 = time.perf_counter()
-    part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters)
-    part2 = batched(solvers, starts, 50)
-    part3 = compile_costs()
+    part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters) if 1 in parts else []
+    part2 = batched(solvers, starts, 50) if 2 in parts else []
+    part3 = compile_costs() if 3 in parts else []
     wall = time.perf_counter() - t0
 
     console.print(table("1. time per iteration, every stopping test off (ms)", part1, [
