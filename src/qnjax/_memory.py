@@ -86,9 +86,10 @@ class Memory(NamedTuple):
 
 
 # Leaves up to this size use ``_products`` (a multiply and a reduction, fused with their
-# neighbours; a batched dot under vmap); larger ones a matrix-vector product (one streaming pass). Leaves are
-# never flattened: a reshape that merges a sharded axis with another gathers the leaf
-# across devices, while a contraction over the leaf's own axes stays local.
+# neighbours; a batched dot under vmap); larger ones a matrix-vector product (one
+# streaming pass). Leaves are never flattened: a reshape that merges a sharded axis with
+# another gathers the leaf across devices, while a contraction over the leaf's own axes
+# stays local.
 SMALL = 4096
 
 
