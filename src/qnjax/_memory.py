@@ -37,13 +37,16 @@ a = S^T q, b = Y^T q for the direction, and the new pair's row and column of the
 Gram matrices come from what is known without another pass: with
 H q = gamma q + S c_s + Y c_y and s = step H q,
 
-    S^T s = step (gamma a + SS c_s + SY c_y),   Y^T s = step (gamma b + SY^T c_s + YY c_y),
+    Y^T s = step (gamma b + SY^T c_s + YY c_y)
 
 and, one iteration later, S^T y = a' - a, Y^T y = b' - b with a' = S^T q_{k+1}
 (``pending``, filled by :func:`complete`). The new pair's own <s, y>, <y, y>,
 <s, s> are computed directly. So an iteration reads S and Y twice: once for a, b
-and once for the weighted sum. Small values are packed into few arrays and updated
-with masks (each loop-carried value and each scatter costs compiled kernels).
+and once for the weighted sum. SS is read only by L-BFGS-B (the Cauchy point and the
+free set's Gram matrices), whose pairs come with S^T s of their own (``push``'s
+``direct`` and ``kept``); unconstrained, SS keeps only its diagonal <s, s>. Small
+values are packed into few arrays and updated with masks (each loop-carried value and
+each scatter costs compiled kernels).
 """
 
 from __future__ import annotations
@@ -273,8 +276,9 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
         elif not direct:
             c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
             step, gamma = memory.scalars[1], memory.gamma
-            st_s = step * (gamma * memory.last[A] + matvec(g[SS], c_s) + matvec(g[SY], c_y))  # S^T s
-            yt_s = step * (gamma * memory.last[B] + vecmat(c_s, g[SY]) + matvec(g[YY], c_y))  # Y^T s
+            # Y^T s; S^T s only with bounds (the unconstrained products never read SS)
+            yt_s = step * (gamma * memory.last[B] + vecmat(c_s, g[SY]) + matvec(g[YY], c_y))
+            st_s = jnp.zeros_like(yt_s)
         zero = jnp.zeros_like(st_s)
         rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
         cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending
