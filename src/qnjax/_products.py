@@ -40,8 +40,8 @@ def _plain_vecmat(v, a):
 
 
 def _batched(plain, contracting):
-    """``plain(a, b)`` with a vmap rule that is one dot_general; ``contracting(a, b)`` gives
-    the contracted axes of the unbatched operands."""
+    """``plain(a, b)`` with a vmap rule that is one dot_general; ``contracting(na, nb)``
+    gives the contracted axes of unbatched operands of na and nb dimensions."""
 
     @jax.custom_batching.custom_vmap
     def product(a, b):
