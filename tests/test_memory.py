@@ -119,7 +119,7 @@ def test_curvature_guard_skips_bad_pairs():
     s = jnp.asarray([1.0, 0.0, 0.0], DT)
     q_old = jnp.zeros(3, DT)
     for y, ok in [([-1.0, 0, 0], False), ([0.0, 1, 0], False), ([np.nan, 0, 0], False), ([2.0, 0, 0], True)]:
-        with_q = mem._replace(y=mem.y.at[mem.head].set(q_old))  # what push left in the free slot
+        with_q = mem._replace(pairs=mem.pairs.at[m + 1 + mem.head].set(q_old))  # what push left in the free slot
         tentative = _memory.record_step(with_q, s, 1.0)
         new, stored = _memory.push(tentative, q_old + jnp.asarray(y, DT))
         assert bool(stored) == ok
@@ -171,7 +171,7 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     h = 0
     gram = g.at[_memory.SY, h, h].set(-3.0).at[_memory.SS, h, h].set(3.0).at[_memory.YY, h, h].set(3.0)
     gram = gram.at[_memory.RI, h, h].set(-1 / 3)
-    mem = state.memory._replace(s=state.memory.s.at[h].set(s), y=state.memory.y.at[h].set(-s), gram=gram,
+    mem = state.memory._replace(pairs=state.memory.pairs.at[h].set(s).at[m + 1 + h].set(-s), gram=gram,
                                 scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1], jnp.int32))
     assert int(_memory.slot(mem, m - 1)) == h
     state = state._replace(memory=mem)

@@ -167,7 +167,7 @@ def test_vmap_over_problems():
 
     params, state = jax.jit(jax.vmap(solve))(shifts)
     np.testing.assert_allclose(params, 1.0 + np.stack([shifts, shifts], 1), atol=2e-3)
-    assert state.value.shape == (5,) and state.memory.s.shape == (5, 11, 2)  # m = 10 pairs and the free slot
+    assert state.value.shape == (5,) and state.memory.pairs.shape == (5, 22, 2)  # S, Y: 10 pairs, free slot
 
 
 def test_complex_params_match_the_real_problem():

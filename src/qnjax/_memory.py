@@ -18,11 +18,13 @@ is kept by appending columns: [[R, r], [0, rho]]^-1 = [[R^-1, -R^-1 r / rho],
 inverse of a trailing block of a triangular matrix is the trailing block of its
 inverse), so no triangular solve is needed.
 
-Storage, per leaf: ``s`` and ``y`` have a new leading axis of m + 1 slots in the
-leaf's dtype. Slot ``head`` is free and holds the *tentative* pair of the current
-iteration: ``y[head] = q_k`` (written by ``push``), ``s[head] = u_k`` (the update
-taken) after the line search. The next iteration turns it into a pair
-in place, y[head] = q_{k+1} - q_k, and stores it (``push``: head moves on, the
+Storage, per leaf: one buffer ``pairs`` of shape (2 (m + 1), *leaf.shape) in the
+leaf's dtype, S's slots then Y's (``s`` and ``y`` are its halves), so that each product with
+S and Y is one matrix-vector product per leaf over both (on a CPU one product over the
+stacked buffer streams it about 1.5 times faster than two). Slot ``head`` is free and
+holds the *tentative* pair of the current iteration: ``y[head] = q_k`` (written by
+``push``), ``s[head] = u_k`` (the update taken) after the line search. The next
+iteration turns it into a pair in place, y[head] = q_{k+1} - q_k, and stores it (``push``: head moves on, the
 oldest pair's slot becomes free when m are stored) if it passes the curvature guard
 
     <s, y> > eps ||s|| ||y||      (eps of the scalar dtype)
@@ -65,8 +67,7 @@ A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = 
 
 
 class Memory(NamedTuple):
-    s: Any  # pytree, leaves (m + 1, *leaf.shape) in the leaf dtype
-    y: Any
+    pairs: Any  # pytree, leaves (2 (m + 1), *leaf.shape) in the leaf dtype: S's slots, then Y's
     gram: jax.Array  # (4, m + 1, m + 1) scalar dtype, slot order: SY, SS, YY, R^-1
     last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
     scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
@@ -74,6 +75,15 @@ class Memory(NamedTuple):
     flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
     free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
     fgram: Any = None  # L-BFGS-B only: (3, m + 1, m + 1) S^T F S, Y^T F S, Y^T F Y over that set
+
+    @property
+    def s(self):
+        """S's slots, leaves (m + 1, *leaf.shape)."""
+        return jax.tree.map(lambda b: b[: b.shape[0] // 2], self.pairs)
+
+    @property
+    def y(self):
+        return jax.tree.map(lambda b: b[b.shape[0] // 2:], self.pairs)
 
     @property
     def count(self):
@@ -117,10 +127,10 @@ def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:
     m = int(memory_size)
 
     def ring(p):
-        return jnp.zeros((m + 1,) + jnp.shape(p), _tree.dtype_of(p))
+        return jnp.zeros((2 * (m + 1),) + jnp.shape(p), _tree.dtype_of(p))
 
     return Memory(
-        s=jax.tree.map(ring, params), y=jax.tree.map(ring, params),
+        pairs=jax.tree.map(ring, params),
         gram=jnp.zeros((4, m + 1, m + 1), sdt), last=jnp.zeros((4, m + 1), sdt),
         scalars=jnp.ones((2,), sdt), index=jnp.zeros((2,), jnp.int32), flags=jnp.zeros((3,), bool),
         free=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params) if bounded else None,
@@ -159,10 +169,21 @@ def clear(memory: Memory, where=True) -> Memory:
     )
 
 
-def _write(buf, i, value):
-    """``buf.at[i].set(value)`` for an index known to be in range, as a dynamic update
-    slice (no scatter for XLA to expand), so the loop-carried buffer is updated in place."""
-    return jax.lax.dynamic_update_index_in_dim(buf, value.astype(buf.dtype), i, 0)
+def _write(pairs, which, i, value):
+    """Slot i of S (which = 0) or Y (which = 1) set to ``value``, leaf by leaf, for an index
+    known to be in range, as a dynamic update slice (no scatter for XLA to expand), so the
+    loop-carried buffer is updated in place."""
+    def one(buf, v):
+        at = i + which * (buf.shape[0] // 2)
+        return jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), at, 0)
+
+    return jax.tree.map(one, pairs, value)
+
+
+def _read(pairs, which, i):
+    """Slot i of S (which = 0) or Y (which = 1), leaf by leaf (a dynamic slice)."""
+    return jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(b, i + which * (b.shape[0] // 2), keepdims=False),
+                        pairs)
 
 
 def row(tree, i):
@@ -175,27 +196,25 @@ def products(memory: Memory, q):
     m = size(memory)
     sdt = memory.gram.dtype
     total = jnp.zeros((2, m + 1), sdt)
-    for sb, yb, v in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
-                         jax.tree_util.tree_leaves(q)):
-        wd = _tree.work_dtype(sb.dtype, sdt)
+    for buf, v in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(q)):
+        wd = _tree.work_dtype(buf.dtype, sdt)
         vec = v.astype(wd)
         vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
-        prods = [_matvec_big(b.astype(wd), vec) for b in (sb, yb)]
-        total = total + jnp.real(jnp.stack(prods)).astype(sdt)
+        total = total + jnp.real(_matvec_big(buf.astype(wd), vec)).reshape(2, m + 1).astype(sdt)
     return jnp.where(valid(memory), total, 0)
 
 
 def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y."""
     sdt = memory.gram.dtype
+    coef = jnp.concatenate([c_s, c_y])
 
-    def one(sb, yb, v):
-        wd = _tree.work_dtype(sb.dtype, sdt)
-        out = (h0.astype(wd) * v.astype(wd) + _vecmat_big(c_s.astype(wd), sb.astype(wd))
-               + _vecmat_big(c_y.astype(wd), yb.astype(wd)))
+    def one(buf, v):
+        wd = _tree.work_dtype(buf.dtype, sdt)
+        out = h0.astype(wd) * v.astype(wd) + _vecmat_big(coef.astype(wd), buf.astype(wd))
         return out.astype(v.dtype)
 
-    return jax.tree.map(one, memory.s, memory.y, q)
+    return jax.tree.map(one, memory.pairs, q)
 
 
 def complete(memory: Memory, a, b) -> Memory:
@@ -228,7 +247,7 @@ def record_step(memory: Memory, u, step) -> Memory:
     """The update u = step * H q taken after the line search goes to the free slot of s."""
     step = jnp.asarray(step).astype(memory.scalars.dtype)
     return memory._replace(
-        s=jax.tree.map(lambda buf, v: _write(buf, memory.head, v), memory.s, u),
+        pairs=_write(memory.pairs, 0, memory.head, u),
         scalars=jnp.stack([memory.gamma, step]),
         flags=memory.flags | jnp.array([True, False, False]),
     )
@@ -246,9 +265,8 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     m = size(memory)
     sdt = memory.gram.dtype
     h = memory.head
-    s = row(memory.s, h)
-    y = jax.tree.map(lambda buf, new: new.astype(buf.dtype) - jax.lax.dynamic_index_in_dim(buf, h, keepdims=False),
-                     memory.y, q)
+    s = _read(memory.pairs, 0, h)
+    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, _read(memory.pairs, 1, h), q)
     prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
     if direct:
         st_s, yt_s = products(memory, s)
@@ -256,7 +274,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     # overwritten below), so every read of the old buffer comes before the write and XLA
     # updates the loop-carried buffer in place instead of copying it.
     after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct else 0))
-    ybuf = jax.tree.map(lambda buf, new: _write(buf, h, new + after.astype(new.dtype)), memory.y, y)
+    pairs = _write(memory.pairs, 1, h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
@@ -290,8 +308,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = memory._replace(
-        s=memory.s,
-        y=jax.tree.map(lambda buf, new: _write(buf, new_head, new), ybuf, q),  # q: the next tentative pair
+        pairs=_write(pairs, 1, new_head, q),  # q: the next tentative pair
         gram=gram,
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),

@@ -2,7 +2,7 @@
 
 The solvers multiply small matrices by vectors all the time: the (m + 1) x (m + 1) Gram
 matrices by coefficient vectors (``_compact``, ``_memory``, ``_subspace``), and the
-memory's (m + 1, *shape) buffers by a leaf when the leaf is small (``_memory``).
+memory's (2 (m + 1), *shape) buffers by a leaf when the leaf is small (``_memory``).
 
     matvec(A, v) = A v,   (A v)_i = sum_j A_ij v_j     (A: (k, *shape), v: shape)
     vecmat(v, A) = v^T A, (v^T A)_j = sum_i v_i A_ij   (v: (k,),       A: (k, *shape))

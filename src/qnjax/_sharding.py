@@ -50,7 +50,7 @@ def _placed(leaf) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     like: Any  # pytree of params' structure: the sharding of a leaf shaped like the parameter
-    stacked: Any  # pytree of params' structure: the sharding of a (k, *shape) buffer
+    stacked: Any  # pytree of params' structure: the sharding of a (k, *shape) buffer (the memory's)
     replicated: Any  # the sharding of every other state leaf
 
 

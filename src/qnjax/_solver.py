@@ -103,7 +103,7 @@ def _state_shardings(shapes: State, params, where: _sharding.Plan) -> State:
     """The output shardings of :func:`_fresh`: the gradient (and a bound shaped like its
     parameter) like the parameter, the memory buffers stacked, the rest replicated."""
     out = jax.tree.map(lambda _: where.replicated, shapes)
-    memory = out.memory._replace(s=where.stacked, y=where.stacked,
+    memory = out.memory._replace(pairs=where.stacked,
                                  free=None if shapes.memory.free is None else where.like)
     bounds = out.bounds
     if shapes.bounds is not None:

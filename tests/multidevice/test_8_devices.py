@@ -71,9 +71,8 @@ def assert_state_sharded(state, params):
     for name in ("params", "grad"):
         for got, p in zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(params)):
             assert got.sharding.is_equivalent_to(p.sharding, got.ndim), (name, got.sharding, p.sharding)
-    for buffers in (state.memory.s, state.memory.y):
-        for got, p in zip(jax.tree.leaves(buffers), jax.tree.leaves(params)):
-            assert got.sharding.is_equivalent_to(stacked(p.sharding), got.ndim), (got.sharding, p.sharding)
+    for got, p in zip(jax.tree.leaves(state.memory.pairs), jax.tree.leaves(params)):
+        assert got.sharding.is_equivalent_to(stacked(p.sharding), got.ndim), (got.sharding, p.sharding)
     mesh = jax.tree.leaves(params)[0].sharding.mesh
     for leaf in jax.tree.leaves((state.value, state.memory.gram, state.memory.index, state.count, state.status)):
         assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, P()), leaf.ndim), leaf.sharding
@@ -117,7 +116,7 @@ def test_minimize_keeps_shardings_and_finds_the_minimiser(kind, dt):
     assert_state_sharded(res.state, params)
     ops, largest = collectives(compiled)
     assert set(ops) == {"all-reduce"}, ops  # nothing is gathered
-    assert largest <= 11, largest  # and what is reduced is small: m + 1 numbers (S^T q) at most
+    assert largest <= 22, largest  # and what is reduced is small: 2 (m + 1) numbers (S^T q, Y^T q) at most
 
 
 @pytest.mark.parametrize("kind", ["1d", "2d"])
@@ -191,4 +190,4 @@ def test_collectives_per_update_do_not_grow_with_memory_or_size():
     assert len({frozenset(ops.items()) for ops, _ in counts.values()}) == 1, counts
     ops, largest = counts[64, 3]
     assert set(ops) == {"all-reduce"} and ops["all-reduce"] <= 12, ops
-    assert all(largest <= m + 1 for (_, m), (_, largest) in counts.items()), counts
+    assert all(largest <= 2 * (m + 1) for (_, m), (_, largest) in counts.items()), counts
