@@ -172,7 +172,7 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     gram = g.at[_memory.SY, h, h].set(-3.0).at[_memory.SS, h, h].set(3.0).at[_memory.YY, h, h].set(3.0)
     gram = gram.at[_memory.RI, h, h].set(-1 / 3)
     mem = state.memory._replace(pairs=state.memory.pairs.at[h].set(s).at[m + 1 + h].set(-s), gram=gram,
-                                scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1], jnp.int32))
+                                scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1, 0], jnp.int32))
     assert int(_memory.slot(mem, m - 1)) == h
     state = state._replace(memory=mem)
     d, _ = solver.direction(mem, g0, 1.0)
@@ -184,6 +184,34 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     assert int(first.memory.count) == 0 and int(first.nfev) == 0
     second = step(first)
     assert int(second.count) == 1 and float(second.value) < float(f0)
+
+
+def test_clear_then_restore_gives_back_the_same_memory():
+    """``restore`` undoes ``clear`` (also a second clear while empty, as a failed retry
+    does), and only where asked: the products are the ones before the clear."""
+    rng = np.random.default_rng(3)
+    mem, q, hq = drive("compact", spd(rng, 7, 100.0), 4, 6, rng)
+    count = int(mem.count)
+    assert count == 4
+    cleared = _memory.clear(_memory.clear(mem), True)
+    assert int(cleared.count) == 0 and int(_memory.restore(cleared, False).count) == 0
+    back = _memory.restore(cleared)
+    assert int(back.count) == count and int(back.head) == int(mem.head)
+    np.testing.assert_allclose(as_vec(_compact.inverse_hessian(back, as_tree(q))[0]), hq, rtol=RTOL,
+                               atol=RTOL * np.abs(hq).max())
+    assert int(_memory.restore(mem).count) == count  # nothing to restore: unchanged
+
+
+def test_a_run_stopped_after_a_failed_retry_keeps_its_pairs():
+    """Run to working precision (gtol = ftol = 0) on a quadratic: the last search along the
+    quasi-Newton direction fails, the retry along -g drops the pairs and fails too, and
+    the final state has them back, so ``hess_inv`` is the memory's H, close to A^-1."""
+    a = jnp.asarray([1.0, 3.0, 7.0], DT)
+    res = qnjax.minimize(lambda x: 0.5 * jnp.sum(a * x * x) - jnp.sum(x), jnp.zeros(3, DT), gtol=0.0, ftol=0.0,
+                         method="L-BFGS-B")
+    assert qnjax.Status(int(res.status)) in (qnjax.Status.PRECISION, qnjax.Status.LINESEARCH_FAILED), res.message
+    assert int(res.state.memory.count) > 0
+    np.testing.assert_allclose(res.hess_inv.todense() * np.asarray(a)[None, :], np.eye(3), atol=0.05)
 
 
 def _product_operands(seed=0):

@@ -71,7 +71,7 @@ class Memory(NamedTuple):
     gram: jax.Array  # (4, m + 1, m + 1) scalar dtype, slot order: SY, SS, YY, R^-1
     last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
     scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
-    index: jax.Array  # (2,) int32: count (pairs stored), head (the free slot)
+    index: jax.Array  # (3,) int32: count (pairs stored), head (the free slot), count before the last clear
     flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
     free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
     fgram: Any = None  # L-BFGS-B only: (3, m + 1, m + 1) S^T F S, Y^T F S, Y^T F Y over that set
@@ -132,7 +132,7 @@ def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:
     return Memory(
         pairs=jax.tree.map(ring, params),
         gram=jnp.zeros((4, m + 1, m + 1), sdt), last=jnp.zeros((4, m + 1), sdt),
-        scalars=jnp.ones((2,), sdt), index=jnp.zeros((2,), jnp.int32), flags=jnp.zeros((3,), bool),
+        scalars=jnp.ones((2,), sdt), index=jnp.zeros((3,), jnp.int32), flags=jnp.zeros((3,), bool),
         free=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params) if bounded else None,
         fgram=jnp.zeros((3, m + 1, m + 1), sdt) if bounded else None,
     )
@@ -160,13 +160,26 @@ def slot(memory: Memory, j):
 
 
 def clear(memory: Memory, where=True) -> Memory:
-    """Drop every pair if ``where`` (the buffers keep their contents, masked by ``count``).
-    gamma is kept: with no pairs H = gamma I, the last curvature scale seen."""
+    """Drop every pair if ``where`` (the buffers keep their contents, masked by ``count``,
+    and the count is kept for :func:`restore`). gamma is kept: with no pairs H = gamma I,
+    the last curvature scale seen."""
     where = jnp.asarray(where)
+    count = memory.count
+    kept = jnp.where(where & (count > 0), count, memory.index[2])
     return memory._replace(
-        index=jnp.where(where & (jnp.arange(2, dtype=jnp.int32) == 0), 0, memory.index).astype(jnp.int32),
+        index=jnp.stack([jnp.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
         flags=memory.flags & ~(where & (jnp.arange(3, dtype=jnp.int32) == 1)),
     )
+
+
+def restore(memory: Memory, where=True) -> Memory:
+    """Undo the last :func:`clear` if ``where`` and no pair was stored since (a retry along
+    -g that failed too: the solver stops, and the pairs it had describe f's curvature at
+    x better than none; ``hess_inv`` reports them). Nothing in the buffers or the Gram
+    matrices changed meanwhile: a failed search stores no pair."""
+    where = jnp.asarray(where) & (memory.count == 0)
+    first = jnp.arange(3, dtype=jnp.int32) == 0
+    return memory._replace(index=jnp.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
 
 
 def _write(pairs, which, i, value):
@@ -312,7 +325,8 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
         gram=gram,
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
-        index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head]).astype(jnp.int32),
+        index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
+                         memory.index[2]]).astype(jnp.int32),
         flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact or direct or kept, memory.flags[1]),
                          memory.flags[2] | store]),
     )

@@ -19,7 +19,8 @@ state that describes the point ``params``:
    the memory is dropped: the next iteration searches along -g (a *retry*, not an
    iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
    within a few units in the last place of x (a minimiser along -g lies there),
-   else LINESEARCH_FAILED;
+   else LINESEARCH_FAILED; without bounds the dropped pairs are then restored
+   (``_memory.restore``), so the final state and ``hess_inv`` keep what was learnt;
 5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot;
 6. the status (``_status``) from the facts of this iteration.
 
@@ -326,6 +327,9 @@ class LBFGS:
             ties=jnp.where(moved, jnp.where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
         )
         final = failed & empty
+        if box is None:  # the pairs dropped for the retry are kept when the run stops (not with
+            # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
+            new = new._replace(memory=_memory.restore(new.memory, final))
         # With bounds, also when the whole feasible part of the direction (up to t_max, which
         # the search tried) moves x by no more than rounding: no feasible step lowers f.
         precision = final & (self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
