@@ -19,13 +19,14 @@ inverse of a trailing block of a triangular matrix is the trailing block of its
 inverse), so no triangular solve is needed.
 
 Storage, per leaf: one buffer ``pairs`` of shape (2 (m + 1), *leaf.shape) in the
-leaf's dtype, S's slots then Y's (``s`` and ``y`` are its halves), so that each product with
-S and Y is one matrix-vector product per leaf over both (on a CPU one product over the
-stacked buffer streams it about 1.5 times faster than two). Slot ``head`` is free and
-holds the *tentative* pair of the current iteration: ``y[head] = q_k`` (written by
+leaf's dtype, S's slots then Y's (``s`` and ``y`` are its halves), so that each product
+with S and Y is one matrix-vector product per leaf over both (on a CPU one product over
+the stacked buffer streams it about 1.5 times faster than two). Slot ``head`` is free
+and holds the *tentative* pair of the current iteration: ``y[head] = q_k`` (written by
 ``push``), ``s[head] = u_k`` (the update taken) after the line search. The next
-iteration turns it into a pair in place, y[head] = q_{k+1} - q_k, and stores it (``push``: head moves on, the
-oldest pair's slot becomes free when m are stored) if it passes the curvature guard
+iteration turns it into a pair in place, y[head] = q_{k+1} - q_k, and stores it
+(``push``: head moves on, the oldest pair's slot becomes free when m are stored) if it
+passes the curvature guard
 
     <s, y> > eps ||s|| ||y||      (eps of the scalar dtype)
 
@@ -182,21 +183,12 @@ def restore(memory: Memory, where=True) -> Memory:
     return memory._replace(index=jnp.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
 
 
-def _write(pairs, which, i, value):
-    """Slot i of S (which = 0) or Y (which = 1) set to ``value``, leaf by leaf, for an index
-    known to be in range, as a dynamic update slice (no scatter for XLA to expand), so the
-    loop-carried buffer is updated in place."""
-    def one(buf, v):
-        at = i + which * (buf.shape[0] // 2)
-        return jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), at, 0)
-
-    return jax.tree.map(one, pairs, value)
-
-
-def _read(pairs, which, i):
-    """Slot i of S (which = 0) or Y (which = 1), leaf by leaf (a dynamic slice)."""
-    return jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(b, i + which * (b.shape[0] // 2), keepdims=False),
-                        pairs)
+def _write(pairs, i, value):
+    """``pairs.at[i].set(value)`` leaf by leaf (row i: S's slot i, or Y's slot i - (m + 1)) for
+    an index known to be in range, as a dynamic update slice (no scatter for XLA to expand),
+    so the loop-carried buffer is updated in place."""
+    return jax.tree.map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), i, 0),
+                        pairs, value)
 
 
 def row(tree, i):
@@ -260,7 +252,7 @@ def record_step(memory: Memory, u, step) -> Memory:
     """The update u = step * H q taken after the line search goes to the free slot of s."""
     step = jnp.asarray(step).astype(memory.scalars.dtype)
     return memory._replace(
-        pairs=_write(memory.pairs, 0, memory.head, u),
+        pairs=_write(memory.pairs, memory.head, u),
         scalars=jnp.stack([memory.gamma, step]),
         flags=memory.flags | jnp.array([True, False, False]),
     )
@@ -278,8 +270,9 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     m = size(memory)
     sdt = memory.gram.dtype
     h = memory.head
-    s = _read(memory.pairs, 0, h)
-    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, _read(memory.pairs, 1, h), q)
+    y_row = m + 1  # Y's slot i is row y_row + i of ``pairs``
+    s = row(memory.pairs, h)
+    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, row(memory.pairs, y_row + h), q)
     prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
     if direct:
         st_s, yt_s = products(memory, s)
@@ -287,7 +280,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     # overwritten below), so every read of the old buffer comes before the write and XLA
     # updates the loop-carried buffer in place instead of copying it.
     after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct else 0))
-    pairs = _write(memory.pairs, 1, h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
+    pairs = _write(memory.pairs, y_row + h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
@@ -321,7 +314,7 @@ def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direc
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = memory._replace(
-        pairs=_write(pairs, 1, new_head, q),  # q: the next tentative pair
+        pairs=_write(pairs, y_row + new_head, q),  # q: the next tentative pair
         gram=gram,
         last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
