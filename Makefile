@@ -24,7 +24,9 @@ lint: $(VENV)/.installed
 
 # The xdist workers share compiled programs (tests/conftest.py); clean clones start empty.
 # One OpenBLAS thread per worker: two workers on two cores stall multithreaded small solves.
-XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_NUM_THREADS=1
+# Bytecode caches are written even where PYTHONDONTWRITEBYTECODE is set: the tests start
+# a dozen Python processes, and each would compile jax's sources again (3-6 s apiece).
+XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE=
 
 test-x32: $(VENV)/.installed
 	$(XLA_CACHE) JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)

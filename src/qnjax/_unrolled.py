@@ -46,6 +46,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from . import _tree
 
@@ -92,7 +93,12 @@ def forward_derivative(fn):
     bisection) with ``where``; a candidate not picked may divide by zero. Forward mode
     never sees it (``where`` picks the tangent too), but reverse mode multiplies the zero
     cotangent of the unpicked branch by its infinite partial derivative: NaN. Through this
-    wrapper reverse mode transposes the finite Jacobian instead."""
+    wrapper reverse mode transposes the finite Jacobian instead.
+
+    The floating-point inputs and outputs are each raveled into one vector, so the
+    Jacobian is one (outputs x inputs) matrix and its product one matrix-vector product
+    (a product per pair of leaves would put hundreds of scalar operations into every
+    line-search trial of the differentiated program, and compile time grows with them)."""
 
     def inexact(v):
         return jnp.issubdtype(jnp.result_type(v), jnp.inexact)
@@ -106,28 +112,21 @@ def forward_derivative(fn):
         out = fn(*primals)
         leaves, treedef = jax.tree.flatten(primals)
         which = [i for i, v in enumerate(leaves) if inexact(v)]
+        x, unravel = ravel_pytree([leaves[i] for i in which])
 
-        def of_floats(*xs):
+        def of_floats(vector):
             full = list(leaves)
-            for i, x in zip(which, xs):
-                full[i] = x
-            return [v for v in jax.tree.leaves(fn(*jax.tree.unflatten(treedef, full))) if inexact(v)]
+            for i, v in zip(which, unravel(vector)):
+                full[i] = v
+            return ravel_pytree([v for v in jax.tree.leaves(fn(*jax.tree.unflatten(treedef, full))) if inexact(v)])[0]
 
-        jac = jax.jacfwd(of_floats, argnums=tuple(range(len(which))))(*(leaves[i] for i in which))
-        dots = [jax.tree.leaves(tangents)[i] for i in which]
+        y, unravel_out = ravel_pytree([v for v in jax.tree.leaves(out) if inexact(v)])
+        jac = jax.jacfwd(of_floats)(x)
+        dot = ravel_pytree([jax.tree.leaves(tangents)[i].astype(leaves[i].dtype) for i in which])[0]
+        dy = jnp.matmul(jnp.where(jnp.isfinite(jac), jac, 0), dot.astype(jac.dtype), precision=_tree.HIGHEST)
+        floats = iter(unravel_out(dy.astype(y.dtype)))
         outs, out_def = jax.tree.flatten(out)
-        result, k = [], 0
-        for v in outs:
-            if not inexact(v):
-                result.append(np.zeros(np.shape(v), jax.dtypes.float0))
-                continue
-            total = jnp.zeros(jnp.shape(v), jnp.result_type(v))
-            for j, dot in zip(jac[k], dots):
-                j = jnp.where(jnp.isfinite(j), j, 0)
-                term = jnp.tensordot(j, dot.astype(j.dtype), axes=jnp.ndim(dot), precision=_tree.HIGHEST)
-                total = total + term.astype(total.dtype)
-            result.append(total)
-            k += 1
+        result = [next(floats) if inexact(v) else np.zeros(np.shape(v), jax.dtypes.float0) for v in outs]
         return out, jax.tree.unflatten(out_def, result)
 
     return wrapped
