@@ -1,0 +1,48 @@
+"""``_argsort.argsort`` is the stable ``jnp.argsort``, element for element.
+
+Keys as the Cauchy point sorts them and worse: ties (many variables with one
+breakpoint), +inf (variables that never stop), +0 and -0 (which must tie), negative
+keys, and in float64 keys that differ only in their low 32 bits (the second digit of
+the radix sort); float32, float64 (with x64 on), bfloat16 and float16, one row and a batch.
+With x64 off it is ``jnp.argsort`` itself (no 64-bit words).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64
+
+from qnjax import _argsort
+
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16] + ([jnp.float64] if X64 else [])
+
+
+def keys(rng, shape, dtype):
+    k = rng.exponential(size=shape)
+    k[..., ::7] = np.inf
+    k[..., ::11] = 0.0
+    k[..., ::13] = -0.0
+    k[..., ::5] = k[..., 1:2]  # ties
+    k[..., ::17] *= -1
+    if dtype == jnp.float64:  # equal high words, different low words
+        k[..., ::3] = 1.0 + rng.integers(0, 1 << 20, size=k[..., ::3].shape) * 2.0**-52
+    return jnp.asarray(k, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2,), (10,), (3, 2000)])
+def test_argsort_is_the_stable_argsort(dtype, shape):
+    k = keys(np.random.default_rng(sum(shape)), shape, dtype)
+    got = np.asarray(jax.jit(_argsort.argsort)(k))
+    want = np.asarray(jnp.argsort(k, axis=-1, stable=True))
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int32
+    # and it sorts: the keys in that order are the sorted keys
+    k = np.asarray(k, np.float64)
+    np.testing.assert_array_equal(np.take_along_axis(k, got, axis=-1), np.sort(k, axis=-1))
+
+
+def test_argsort_packs_64_bit_words_only_with_x64():
+    program = str(jax.make_jaxpr(_argsort.argsort)(jnp.zeros(100, jnp.float32)))
+    assert ("u64" in program) == X64
