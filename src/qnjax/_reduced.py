@@ -41,6 +41,7 @@ memory with a vector that is zero in most variables (``sparse_products``, for
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -102,11 +103,12 @@ def incremental(params) -> bool:
 
 
 def _gather(memory: _memory.Memory, mask, count, sdt):
-    """(idx, rows): the flat indices of the ``count`` <= CHANGES variables in ``mask`` (padded
-    with others) and their rows [y_i, s_i], (CHANGES, 2 (m + 1)) (at most n). With none, as once the
-    active set settles, row 0 is gathered and no ``top_k`` pass is made."""
-    k = min(CHANGES, mask.shape[0])
-    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(mask.astype(jnp.float32), k)[1],
+    """(idx, rows): the flat indices of the ``count`` <= CHANGES variables in ``mask()`` (a flat
+    bool vector, formed only when ``count`` > 0; indices padded with others) and their rows
+    [y_i, s_i], (CHANGES, 2 (m + 1)) (at most n). With none, as once the active set
+    settles, row 0 is gathered and no pass is made."""
+    k = min(CHANGES, sum(b[0].size for b in jax.tree_util.tree_leaves(memory.pairs)))
+    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(mask().astype(jnp.float32), k)[1],
                        lambda: jnp.zeros((k,), jnp.int32))
     return idx, _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)
 
@@ -120,7 +122,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     count = jnp.sum(ef != 0, dtype=jnp.int32)
 
     def gathered():
-        idx, rows = _gather(memory, ef != 0, count, sdt)
+        idx, rows = _gather(memory, lambda: ef != 0, count, sdt)
         v = ef[idx]  # (0 where top_k listed a zero)
         return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
 
@@ -148,20 +150,22 @@ def _updated(memory: _memory.Memory, ctx):
     sdt = memory.gram.dtype
     now, before, gm, gf, wg, stored, count = ctx
     s_new = _newest_s(memory, sdt)
-    changed, out, moved = _changes(now, before, gm, s_new, stored)
-    idx, rows = _gather(memory, changed | out | moved, count, sdt)
+    idx, rows = _gather(memory, lambda: functools.reduce(jnp.logical_or, _changes(now, before, gm, s_new, stored)),
+                        count, sdt)
+    # (the masks at the gathered rows only: no n-sized mask is formed when none changed)
+    changed, out, moved = _changes(now[idx], before[idx], gm[idx], s_new[idx], stored)
     ys, ss = rows[:, :m1], rows[:, m1:]
-    sign = jnp.where(changed[idx], jnp.where(now[idx], 1, -1), 0).astype(sdt)
+    sign = jnp.where(changed, jnp.where(now[idx], 1, -1), 0).astype(sdt)
     fgram = memory.fgram + jnp.stack([mm((ss * sign[:, None]).T, ss), mm((ys * sign[:, None]).T, ss),
                                       mm((ys * sign[:, None]).T, ys)])
-    g_out = jnp.where(out[idx], gm[idx], 0)
+    g_out = jnp.where(out, gm[idx], 0)
     fg = wg - jnp.stack([mm(g_out, ss), mm(g_out, ys)])  # [S^T F g, Y^T F g]
 
     def newest_pair():
         newest = _memory.slot(memory, m1 - 2)  # (chronological position m - 1: the newest pair)
         y_row = _memory.row(memory.y, newest)
         y_new = _cauchy.flat(y_row, y_row, sdt)
-        s_out = jnp.where(moved[idx], s_new[idx], 0)
+        s_out = jnp.where(moved, s_new[idx], 0)
         st_fs = memory.gram[_memory.SS, newest] - mm(s_out, ss)
         yt_fs = memory.gram[_memory.SY, newest] - mm(s_out, ys)  # its own entry: s^T F y = s^T y - (rows)
         d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
