@@ -70,21 +70,23 @@ def full(memory: _memory.Memory, free):
     m1 = _memory.size(memory) + 1
     sdt = memory.gram.dtype
     total = jnp.zeros((3, m1, m1), sdt)
-    for sb, yb, f in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y),
-                         jax.tree_util.tree_leaves(free)):
+    for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
         if f.size <= CHUNK:
-            total = total + _block(sb, yb, f, sdt)
+            total = total + _block(pb[:m1], pb[m1:], f, sdt)
             continue
         rows = max(1, CHUNK // math.prod(f.shape[1:]))
         count = f.shape[0] // rows
 
-        def chunk(i, acc, sb=sb, yb=yb, f=f, rows=rows):
+        def chunk(i, acc, pb=pb, f=f, rows=rows):
+            # (the stacked buffer itself is cut: S and Y sliced out of it first would be
+            # copied whole before the loop)
             cut = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * rows, rows, axis)  # noqa: E731
-            return acc + _block(cut(sb, 1), cut(yb, 1), cut(f, 0), sdt)
+            part = cut(pb, 1)
+            return acc + _block(part[:m1], part[m1:], cut(f, 0), sdt)
 
         total = jax.lax.fori_loop(0, count, chunk, total)
         if count * rows < f.shape[0]:
-            total = total + _block(sb[:, count * rows:], yb[:, count * rows:], f[count * rows:], sdt)
+            total = total + _block(pb[:m1, count * rows:], pb[m1:, count * rows:], f[count * rows:], sdt)
     both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
     return jnp.where(both, total, 0)
 
