@@ -60,7 +60,9 @@ def test_rosenbrock_converges():
         (dict(gtol=1e-2), Status.GTOL),
         (dict(ftol=1e-1), Status.FTOL),
         (dict(maxiter=3), Status.MAXITER),
+        (dict(maxiter=0), Status.MAXITER),  # scipy's: x0 returned, no iteration
         (dict(maxfev=7), Status.MAXFEV),
+        (dict(maxfev=1), Status.MAXFEV),  # the evaluation at x0 spends the budget
     ],
 )
 def test_stopping_rules(kwargs, status):
@@ -73,9 +75,12 @@ def test_stopping_rules(kwargs, status):
     if status == Status.GTOL:
         assert gnorm <= 1e-2
     if status == Status.MAXITER:
-        assert int(res.nit) == 3
+        assert int(res.nit) == kwargs["maxiter"]
     if status == Status.MAXFEV:
-        assert int(res.nfev) <= 7
+        assert int(res.nfev) <= kwargs["maxfev"]
+    if int(res.nit) == 0:
+        np.testing.assert_array_equal(res.x, x0)
+        assert int(res.nfev) == 1
     if status == Status.FTOL:
         assert gnorm > 1e-2  # stopped by the f test, not the gradient test
 

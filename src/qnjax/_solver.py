@@ -220,7 +220,8 @@ class LBFGS:
 
     # ----------------------------------------------------------------- iteration
     def start_status(self, state: State):
-        """The status of a state before any iteration (INFEASIBLE, NONFINITE, GTOL or RUNNING)."""
+        """The status of a state before any iteration (INFEASIBLE, NONFINITE, GTOL, MAXITER or
+        MAXFEV when a budget is already spent, as with ``maxiter=0``, else RUNNING)."""
         sdt = state.value.dtype
         finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
         gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
@@ -228,6 +229,10 @@ class LBFGS:
                  (self.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
         if state.bounds is not None:
             rules.insert(0, (~_bounds.facts(state.bounds, state.params)[0], Status.INFEASIBLE))
+        if self.maxiter is not None:
+            rules.append((state.count >= jnp.asarray(self.maxiter, jnp.int32), Status.MAXITER))
+        if self.maxfev is not None:
+            rules.append((state.nfev >= jnp.asarray(self.maxfev, jnp.int32), Status.MAXFEV))
         return decide(rules)
 
     def step(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
