@@ -9,14 +9,14 @@
    with half its bounds active, and matrix-free nonnegative least squares), K
    iterations with every stopping test off: qnjax with the bounds, qnjax without them
    on the same objective (the unconstrained iteration), and scipy's L-BFGS-B (float64,
-   host; its objective and gradient a jitted JAX call; at n <= 1e6 only). ms/iter = best of 3 timed runs
-   (after a warm-up call) / iterations taken. The issue's target: bounded / unconstrained
+   host; its objective and gradient a jitted JAX call; at n <= 1e6 only). ms/iter = best of 5 timed runs
+   (after a warm-up call; the two qnjax runs take turns) / iterations taken. The issue's target: bounded / unconstrained
    <= 1.5 at n = 1e6.
 2. Once the active set settles: the 1e6-dimensional (`--settled`) Rosenbrock function
    in the box [-2, 0.8]^n from a random start, with and without the bounds, in float32 and
    float64, stopping tests off: ms/iter over iterations 11 to 40 = (time of a 40-iteration
-   run - time of a 10-iteration run) / iterations between (best of 3 each), which leaves
-   out the first iterations (where the active set changes in many variables).
+   run - time of a 10-iteration run) / iterations between (best of 7 each, the four runs
+   taking turns), which leaves out the first iterations (where the active set changes in many variables).
 3. Batched multi-start: 1,000 random starts of the 10-D Rosenbrock function in the box
    [-2, 0.8]^10 (the unconstrained minimiser is outside it) in float64, every solver told
    the projected-gradient test max|P(x - g) - x| <= 1e-5: qnjax under `jax.vmap`,
@@ -38,7 +38,7 @@ jax.config.update("jax_enable_x64", True)  # before any array: the float64 parts
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _timing import best_of  # noqa: E402
+from _timing import best_of, interleaved_best  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -75,10 +75,12 @@ def per_iteration(sizes, dtypes, iters):
                 x0 = prob.x0_as(dtype)
                 row = {"problem": prob.name, "n": n, "dtype": dtype}
                 box = (jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
-                for name, bounds in (("bounded", box), ("unconstrained", None)):
-                    solve = jax.jit(functools.partial(_solve, prob.fun, iters))
+                solve = jax.jit(functools.partial(_solve, prob.fun, iters))
+                cases = (("bounded", box), ("unconstrained", None))
+                times = interleaved_best([functools.partial(solve, x0, bounds) for _, bounds in cases], reps=5)
+                for (name, bounds), t in zip(cases, times):
                     nit = int(solve(x0, bounds).nit)
-                    row[f"{name} ms/iter"] = 1e3 * best_of(solve, x0, bounds) / max(nit, 1)
+                    row[f"{name} ms/iter"] = 1e3 * t / max(nit, 1)
                     row[f"{name} nit"] = nit
                 row["ratio"] = row["bounded ms/iter"] / row["unconstrained ms/iter"]
                 if dtype == "float64" and n <= SCIPY_MAX_N:
@@ -99,15 +101,14 @@ def settled(n, dtypes, first=10, last=40):
     for dtype in dtypes:
         x0 = jnp.asarray(np.random.default_rng(0).uniform(-1.5, 0.7, n), dtype)
         row = {"problem": f"rosenbrock in [-2, 0.8]^n, iterations {first + 1}-{last}", "n": n, "dtype": dtype}
-        for name, bounds in (("bounded", (-2.0, 0.8)), ("unconstrained", None)):
-            out = []
-            for k in (first, last):
-                solve = jax.jit(lambda x0, k=k, bounds=bounds: qnjax.minimize(rosen, x0, maxiter=k, bounds=bounds,
-                                                                            gtol=0, ftol=0))
-                out.append((best_of(solve, x0), int(solve(x0).nit)))
-            (t1, k1), (t2, k2) = out
-            row[f"{name} ms/iter"] = 1e3 * (t2 - t1) / max(k2 - k1, 1)
-            row[f"{name} iterations"] = k2 - k1
+        cases = [(name, k, jax.jit(lambda x0, k=k, bounds=bounds: qnjax.minimize(
+            rosen, x0, maxiter=k, bounds=bounds, gtol=0, ftol=0)))
+            for name, bounds in (("bounded", (-2.0, 0.8)), ("unconstrained", None)) for k in (first, last)]
+        times = interleaved_best([functools.partial(solve, x0) for _, _, solve in cases])
+        nits = [int(solve(x0).nit) for _, _, solve in cases]
+        for i, name in ((0, "bounded"), (2, "unconstrained")):
+            row[f"{name} ms/iter"] = 1e3 * (times[i + 1] - times[i]) / max(nits[i + 1] - nits[i], 1)
+            row[f"{name} iterations"] = nits[i + 1] - nits[i]
         row["ratio"] = row["bounded ms/iter"] / row["unconstrained ms/iter"]
         rows.append(row)
         console.print(row)
