@@ -140,7 +140,7 @@ def _walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     a = wt[:, None] * w  # g_i w_i of each moving variable
     # One prefix sum over [a backwards, g_i^2 backwards, t_i a forwards]: p and G are
     # sums from the end (sum_{k >= j} + tail, j = 0..k), q from the start. (Long walks
-    # sum by halving, which XLA:CPU runs several times faster than its cumulative sum.)
+    # sum by halving, which XLA:CPU runs about twice as fast as its cumulative sum.)
     scan = functools.partial(jax.lax.associative_scan, jnp.add) if k > SORT_LIMIT else jnp.cumsum
     sums = scan(jnp.concatenate([a[::-1], (wt * wt)[::-1, None], tb[:, None] * a], axis=1), axis=0)
     zero = jnp.zeros((1, m + 1), sdt)
