@@ -55,10 +55,12 @@ CHANGES = 1024
 CHUNK = 8192
 
 
-def _block(s, y, f, sdt):
-    """[S^T F S, Y^T F S, Y^T F Y] of one leaf's (m + 1, *shape) buffers and mask."""
-    wd = _tree.work_dtype(s.dtype, sdt)
-    s, y = s.astype(wd), y.astype(wd)
+def _block(pairs, f, sdt):
+    """[S^T F S, Y^T F S, Y^T F Y] of one leaf's stacked (2 (m + 1), *shape) buffer (or a
+    cut of it along the leaf's axes) and mask."""
+    wd = _tree.work_dtype(pairs.dtype, sdt)
+    m1 = pairs.shape[0] // 2
+    s, y = pairs[:m1].astype(wd), pairs[m1:].astype(wd)
     fs, fy = jnp.where(f[None], s, 0), jnp.where(f[None], y, 0)
     axes = (tuple(range(1, s.ndim)),) * 2
     products = [jnp.tensordot(a, b, axes, precision=_tree.HIGHEST) for a, b in ((fs, s), (fy, s), (fy, y))]
@@ -72,7 +74,7 @@ def full(memory: _memory.Memory, free):
     total = jnp.zeros((3, m1, m1), sdt)
     for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
         if f.size <= CHUNK:
-            total = total + _block(pb[:m1], pb[m1:], f, sdt)
+            total = total + _block(pb, f, sdt)
             continue
         rows = max(1, CHUNK // math.prod(f.shape[1:]))
         count = f.shape[0] // rows
@@ -81,12 +83,11 @@ def full(memory: _memory.Memory, free):
             # (the stacked buffer itself is cut: S and Y sliced out of it first would be
             # copied whole before the loop)
             cut = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * rows, rows, axis)  # noqa: E731
-            part = cut(pb, 1)
-            return acc + _block(part[:m1], part[m1:], cut(f, 0), sdt)
+            return acc + _block(cut(pb, 1), cut(f, 0), sdt)
 
         total = jax.lax.fori_loop(0, count, chunk, total)
         if count * rows < f.shape[0]:
-            total = total + _block(pb[:m1, count * rows:], pb[m1:, count * rows:], f[count * rows:], sdt)
+            total = total + _block(pb[:, count * rows:], f[count * rows:], sdt)
     both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
     return jnp.where(both, total, 0)
 

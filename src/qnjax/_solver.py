@@ -229,11 +229,17 @@ class LBFGS:
                  (self.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
         if state.bounds is not None:
             rules.insert(0, (~_bounds.facts(state.bounds, state.params)[0], Status.INFEASIBLE))
+        return decide(rules + self.spent(state))
+
+    def spent(self, state: State):
+        """The status rules of the budgets: MAXITER once ``count`` reaches ``maxiter``, MAXFEV
+        once ``nfev`` reaches ``maxfev`` (none for a budget that is None)."""
+        rules = []
         if self.maxiter is not None:
             rules.append((state.count >= jnp.asarray(self.maxiter, jnp.int32), Status.MAXITER))
         if self.maxfev is not None:
             rules.append((state.nfev >= jnp.asarray(self.maxfev, jnp.int32), Status.MAXFEV))
-        return decide(rules)
+        return rules
 
     def step(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
              exact_updates=False) -> tuple[Any, State]:
@@ -354,8 +360,4 @@ class LBFGS:
             (final, Status.LINESEARCH_FAILED),
             (converged_f, Status.FTOL),
         ]
-        if self.maxiter is not None:
-            rules.append((new.count >= jnp.asarray(self.maxiter, jnp.int32), Status.MAXITER))
-        if self.maxfev is not None:
-            rules.append((new.nfev >= jnp.asarray(self.maxfev, jnp.int32), Status.MAXFEV))
-        return u, new._replace(status=decide(rules)), res
+        return u, new._replace(status=decide(rules + self.spent(new))), res
