@@ -13,6 +13,7 @@ import pytest
 from conftest import x64_off_only
 
 import qnjax
+from qnjax import _compile
 
 spec = importlib.util.spec_from_file_location(
     "inplace", pathlib.Path(__file__).parents[1] / "benchmarks" / "inplace.py"
@@ -29,12 +30,15 @@ CONFIGS = [(search, "compact") for search in sorted(qnjax.linesearch.REGISTRY)] 
 @x64_off_only  # a float32 program's structure: x64 changes only its index types
 @pytest.mark.parametrize("linesearch, direction", CONFIGS)
 @pytest.mark.parametrize("n", [4099, 70001])  # below and above _tree.STACK_LIMIT (other fusions)
-def test_no_history_copy_in_the_loop(linesearch, direction, n):
+@pytest.mark.parametrize("options", ["defaults", "qnjax"])  # a caller's jax.jit; minimize called directly
+def test_no_history_copy_in_the_loop(linesearch, direction, n, options):
+    if options == "qnjax" and linesearch != "more-thuente":
+        pytest.skip("qnjax's own options: the default search and both directions (the searches share the writes)")
     m = 7  # n and m + 1: shapes that appear nowhere else in the program
     x0 = jnp.zeros(n, jnp.float32)
     ls = qnjax.linesearch.get(linesearch)
     run = jax.jit(lambda x: inplace.solve(x, direction, memory_size=m, maxiter=5, linesearch=ls))
-    text = run.lower(x0).compile().as_text()
+    text = run.lower(x0).compile(_compile.OPTIONS if options == "qnjax" else None).as_text()
     slots = m + 1  # m pairs and the free slot
     assert f"f32[{2 * slots},{n}]" in text  # the buffer of S and Y is there...
     assert inplace.buffer_copies(text, slots, n) == []  # ...and never copied whole

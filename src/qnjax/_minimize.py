@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _callbacks, _implicit, _objective, _scipy, _trace, _tree, _unrolled
+from . import _bounds, _callbacks, _compile, _implicit, _objective, _scipy, _trace, _tree, _unrolled
 from ._solver import LBFGS, State
 from ._status import Status, code, is_success
 
@@ -257,7 +257,7 @@ def _default_linesearch(linesearch):
     return MoreThuente() if linesearch is None else linesearch
 
 
-@functools.partial(jax.jit, static_argnames=("trace_length", "callback", "verbose", "unrolled"))
+@_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"))
 def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose,
            unrolled=0) -> OptimizeResult:
     def evaluate(x):

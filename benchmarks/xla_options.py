@@ -1,0 +1,74 @@
+"""What `qnjax._compile.OPTIONS` (XLA:CPU's classic emitters) does to compile and run time.
+
+    .venv/bin/python benchmarks/xla_options.py [--sizes 10 1e4 1e6] [--repeats 5]
+
+For each size and dtype: the solve of 50 iterations (every stopping test off; 2-D..1e4:
+Rosenbrock, above: a separable quartic), traced and lowered once, then compiled twice in
+the same process, once with XLA's defaults and once with the options; compile time of
+each, then run time (best of `repeats`, the two programs taking turns). Prints a table;
+asserts nothing. The options are kept if the run-time ratio stays near 1 everywhere.
+"""
+
+import argparse
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import qnjax  # noqa: E402
+from qnjax import _compile  # noqa: E402
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def quartic(x):
+    i = jnp.arange(1, x.size + 1, dtype=x.dtype)
+    return jnp.sum(i * (x - 1) ** 4) / x.size + 0.5 * jnp.sum((x - 1) ** 2)
+
+
+def compare(n, dtype, repeats):
+    fun = rosen if n <= 10**4 else quartic
+    x0 = jnp.zeros(n, dtype)
+    lowered = jax.jit(lambda x: qnjax.minimize(fun, x, maxiter=50, gtol=0.0, ftol=0.0).x).trace(x0).lower()
+    programs, row = {}, dict(n=n, dtype=jnp.dtype(dtype).name)
+    for name, options in (("defaults", None), ("options", _compile.OPTIONS)):
+        t = time.perf_counter()
+        programs[name] = lowered.compile(options)
+        row[f"compile_{name}"] = time.perf_counter() - t
+        jax.block_until_ready(programs[name](x0))
+    best = dict.fromkeys(programs, float("inf"))
+    for _ in range(repeats):
+        for name, program in programs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(program(x0))
+            best[name] = min(best[name], time.perf_counter() - t)
+    row.update(run_defaults=best["defaults"], run_options=best["options"],
+               run_ratio=best["options"] / best["defaults"])
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[10, 1e4, 1e6])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    rows = [compare(int(n), dtype, args.repeats) for n in args.sizes for dtype in (jnp.float32, jnp.float64)]
+    table = Table(title=f"XLA:CPU options {_compile.OPTIONS}: 50 iterations, {jax.default_backend()}")
+    for col in ("n", "dtype", "compile defaults (s)", "compile options (s)", "run defaults (ms)",
+                "run options (ms)", "run options / defaults"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r['n']:,}", r["dtype"], f"{r['compile_defaults']:.2f}", f"{r['compile_options']:.2f}",
+                      f"{r['run_defaults'] * 1e3:.2f}", f"{r['run_options'] * 1e3:.2f}", f"{r['run_ratio']:.2f}")
+    Console().print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`_compile.jit`: a solve that is its own program gets XLA:CPU's classic emitters, a
+solve inside a caller's program gets the caller's options, and both give the answer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64, rosenbrock, x64_off_only
+
+import qnjax
+from qnjax import _compile, _minimize
+
+
+def test_this_cpu_takes_the_options():
+    assert jax.default_backend() == "cpu"
+    assert _compile._accepted("cpu")  # else every first call is about twice as slow
+    assert not _compile._accepted("gpu")
+
+
+def _where(transform):
+    seen = []
+
+    def f(x):
+        seen.append(_compile._top_level())
+        return jnp.sin(x)
+
+    transform(f)(jnp.ones((2, 3)))
+    return seen[0]
+
+
+@x64_off_only  # where the call stands, not what it computes
+@pytest.mark.parametrize("name, transform, own", [
+    ("call", lambda f: f, True),
+    ("vmap", jax.vmap, True),
+    ("vmap of vmap", lambda f: jax.vmap(jax.vmap(f)), True),
+    ("jit", jax.jit, False),
+    ("vmap in jit", lambda f: jax.jit(jax.vmap(f)), False),
+    ("grad", lambda f: jax.grad(lambda x: f(x).sum()), False),
+    ("vjp", lambda f: lambda x: jax.vjp(f, x)[1](x), False),
+    ("jvp", lambda f: lambda x: jax.jvp(f, (x,), (x,)), False),
+    ("checkpoint", jax.checkpoint, False),
+    ("scan", lambda f: lambda x: jax.lax.scan(lambda c, _: (f(c), None), x, None, length=1), False),
+])
+def test_top_level_is_a_call_or_vmap_only(name, transform, own):
+    assert _where(transform) is own
+
+
+@x64_off_only
+def test_options_reach_xla_under_vmap():
+    """What ``_top_level`` relies on: vmap of a jitted function at the top level compiles
+    one program with that function's options (an unknown option shows it reached XLA)."""
+    bad = jax.jit(jnp.cos, compiler_options={"xla_qnjax_no_such_option": True})
+    for f in (bad, jax.vmap(bad), jax.vmap(jax.vmap(bad))):
+        with pytest.raises(Exception, match="xla_qnjax_no_such_option"):
+            f(jnp.ones((2, 2, 3)))
+    np.testing.assert_allclose(jax.vmap(_compile.jit(jnp.cos))(jnp.zeros((2, 3))), 1.0)
+
+
+def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
+    dtype = jnp.float64 if X64 else jnp.float32
+    x0 = jnp.array([-1.2, 1.0, 0.7], dtype)  # a shape of its own: the caches start empty
+    calls = []
+
+    def counted(name, jitted):
+        def run(*args, **kw):
+            calls.append(name)
+            return jitted(*args, **kw)
+        return run
+
+    monkeypatch.setattr(_minimize._solve, "tuned", counted("tuned", _minimize._solve.tuned))
+    monkeypatch.setattr(_minimize._solve, "plain", counted("plain", _minimize._solve.plain))
+    direct = qnjax.minimize(rosenbrock, x0)
+    batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.stack([x0, 0.5 * x0]))
+    inside = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)  # the caller's program
+    assert calls == ["tuned", "tuned", "plain"]
+    for res in (direct, inside, jax.tree.map(lambda v: v[0], batched)):
+        assert res.success  # fun is f(x) as the solve's program computes it; eagerly, to rounding:
+        np.testing.assert_allclose(res.fun, rosenbrock(res.x), rtol=1e-2, atol=float(jnp.finfo(dtype).eps) ** 2)
+        np.testing.assert_allclose(np.asarray(res.x), 1.0, atol=1e-3 if dtype == jnp.float32 else 1e-6)
+    # The same HLO program either way: the iterations agree to rounding.
+    assert abs(int(direct.nit) - int(inside.nit)) <= 2
+
+
+def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
+    """Inside transformations that stage it, the solve must not carry compiler options
+    (JAX refuses them on a nested jit)."""
+    dtype = jnp.float64 if X64 else jnp.float32
+    target = jnp.array([0.3, -0.2], dtype)
+
+    def solution(t):
+        return qnjax.minimize(lambda x: jnp.sum((x - t) ** 2) + 0.1 * jnp.sum(x**4), jnp.zeros(2, dtype)).x
+
+    g = jax.grad(lambda t: solution(t).sum())(target)
+    g_ckpt = jax.grad(jax.checkpoint(lambda t: solution(t).sum()))(target)
+    _, xs = jax.lax.scan(lambda c, t: (c, solution(t)), 0.0, jnp.stack([target, -target]))
+    x = np.asarray(solution(target), np.float64)
+    # 2 (x - t) + 0.4 x^3 = 0, so dx/dt = 2 / (2 + 1.2 x^2), one coordinate at a time.
+    np.testing.assert_allclose(np.asarray(g), 2.0 / (2.0 + 1.2 * x**2), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(g_ckpt), np.asarray(g), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(xs[0]), x, rtol=1e-5, atol=1e-6)
