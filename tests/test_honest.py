@@ -49,10 +49,21 @@ def test_float32_at_its_precision_is_success():
 
 @x64_off_only
 def test_float32_escapes_a_saddle_where_f_is_flat_at_its_rounding():
+    """WOODS (n = 100) in float32 runs into a saddle at f = 196.92, where f is flat at its
+    rounding; ties (steps that do not raise f, the slopes leading) carry the run out.
+    Whether a given start gets out depends on the last bit of f at a few points (XLA's
+    classic and MLIR emitters differ on the standard start), so this counts escapes over
+    60 starts within 1e-3 of it: 54-56 escape with either emitter, 3 with ties off
+    (MAX_TIES = 0). A run that stays reports PRECISION (stationary to working precision)."""
     problem = problems.get("woods_n100")
-    res = qnjax.minimize(problem.fun, problem.x0_as(jnp.float32), gtol=1e-3)
-    assert int(res.status) == Status.GTOL, Status(int(res.status))
-    assert float(res.fun) < 1e-4  # the saddle is at f = 196.9
+    x0 = np.asarray(problem.x0_as(jnp.float32))
+    starts = x0 * (1 + 1e-3 * np.random.default_rng(1).standard_normal((60, x0.size)))
+    res = jax.vmap(lambda x: qnjax.minimize(problem.fun, x, gtol=1e-3))(jnp.asarray(starts, jnp.float32))
+    f, status = np.asarray(res.fun), np.asarray(res.status)
+    escaped = f < 1e-4
+    assert escaped.sum() >= 45, (escaped.sum(), np.bincount(status))
+    assert np.all(status[escaped] == Status.GTOL)
+    assert np.all(status[~escaped] == Status.PRECISION) and np.all(np.abs(f[~escaped] - 196.92) < 0.01)
 
 
 def curve_fits(dtype, count=1000):

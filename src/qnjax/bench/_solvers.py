@@ -116,13 +116,14 @@ class Qnjax(Adapter):
 
     def build(self, fun, dtype, budget, bounds=None):
         import qnjax
+        from qnjax import _compile
 
         g = self.given(dtype, budget, bounded=bounds is not None)
         options = _pick(g, self.OPTIONS)
         ls = qnjax.linesearch.get(g["linesearch"])
         box = _box(bounds, dtype)
 
-        @jax.jit
+        @_compile.jit  # as a direct call of minimize compiles (XLA:CPU's classic emitters)
         def solve(x0, box):
             extra = {} if box is None else dict(bounds=box)
             r = qnjax.minimize(fun, x0, linesearch=ls, **extra, **options)
