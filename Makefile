@@ -30,8 +30,8 @@ XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_N
 
 # XLA:CPU has two code generators for fused kernels: a direct call of minimize compiles
 # with the classic one (qnjax/_compile.py), minimize inside a user's jax.jit with XLA's
-# default. The x64-off run compiles everything with the classic one (half the compile
-# time), the x64-on run with the default: each is tested in full once.
+# default. The x64-off run compiles everything with the classic one, the x64-on run
+# with the default: each is tested in full once.
 test-x32: $(VENV)/.installed
 	$(XLA_CACHE) XLA_FLAGS="$$XLA_FLAGS --xla_cpu_use_fusion_emitters=false" JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -17,6 +17,8 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    function in float64, 50 iterations each, every stopping test off: problems per
    second (best of 3 after a warm-up) and the evaluations each solver reports
    (qnjax: sum of `nfev`; optax: 1 + its line-search steps; jaxopt: `num_fun_eval`).
+   Each batch runs in one `jax.jit`; one more qnjax row is `jax.vmap` of `minimize`
+   without it, as a user calls it (the solve its own program, `qnjax._compile`).
 3. Compile: each solver's first and second call on 2-D Rosenbrock in float64, each in a
    fresh process (best of 2, the solvers taking turns); compile = first - second
    (tracing and compilation). `qnjax.minimize(rosen, x0)` called as users call it (its
@@ -201,18 +203,20 @@ def per_iteration(solvers, sizes, dtypes, iters):
 def batched(solvers, starts, iters, seed=0):
     x0s = jnp.asarray(np.random.default_rng(seed).uniform(-2.0, 2.0, (starts, 10)), jnp.float64)
     rows = []
-    for name in ("qnjax compact", "qnjax two-loop", "optax", "jaxopt"):
-        if name not in solvers:
+    for name in ("qnjax compact", "qnjax compact, vmap of minimize", "qnjax two-loop", "optax", "jaxopt"):
+        if name.split(",")[0] not in solvers:
             continue
         row = dict(solver=name, starts=starts, n=10, dtype="float64", k=iters)
         try:
-            solve = solvers[name](rosen, iters)
+            solve = solvers[name.split(",")[0]](rosen, iters)
 
             def one(x0, solve=solve):
                 x, nit, nfev = solve(x0)
                 return x, rosen(x), nit, nfev
 
-            run = jax.jit(jax.vmap(one))
+            # Every solver's batch in one jax.jit (XLA's defaults); the second qnjax row is
+            # jax.vmap(minimize) as a user calls it, its own program (qnjax/_compile.py).
+            run = jax.vmap(one) if name.endswith("vmap of minimize") else jax.jit(jax.vmap(one))
             t = best_of(run, x0s)
             _, f, nit, nfev = jax.block_until_ready(run(x0s))
             f, nit, nfev = np.asarray(f), np.asarray(nit), np.asarray(nfev)

@@ -31,8 +31,8 @@ def _where(transform):
 @x64_off_only  # where the call stands, not what it computes
 @pytest.mark.parametrize("name, transform, own", [
     ("call", lambda f: f, True),
-    ("vmap", jax.vmap, True),
-    ("vmap of vmap", lambda f: jax.vmap(jax.vmap(f)), True),
+    ("vmap", jax.vmap, False),  # XLA's defaults run batched kernels faster
+    ("vmap of vmap", lambda f: jax.vmap(jax.vmap(f)), False),
     ("jit", jax.jit, False),
     ("vmap in jit", lambda f: jax.jit(jax.vmap(f)), False),
     ("grad", lambda f: jax.grad(lambda x: f(x).sum()), False),
@@ -41,19 +41,8 @@ def _where(transform):
     ("checkpoint", jax.checkpoint, False),
     ("scan", lambda f: lambda x: jax.lax.scan(lambda c, _: (f(c), None), x, None, length=1), False),
 ])
-def test_top_level_is_a_call_or_vmap_only(name, transform, own):
+def test_top_level_is_an_unbatched_call_only(name, transform, own):
     assert _where(transform) is own
-
-
-@x64_off_only
-def test_options_reach_xla_under_vmap():
-    """What ``_top_level`` relies on: vmap of a jitted function at the top level compiles
-    one program with that function's options (an unknown option shows it reached XLA)."""
-    bad = jax.jit(jnp.cos, compiler_options={"xla_qnjax_no_such_option": True})
-    for f in (bad, jax.vmap(bad), jax.vmap(jax.vmap(bad))):
-        with pytest.raises(Exception, match="xla_qnjax_no_such_option"):
-            f(jnp.ones((2, 2, 3)))
-    np.testing.assert_allclose(jax.vmap(_compile.jit(jnp.cos))(jnp.zeros((2, 3))), 1.0)
 
 
 def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
@@ -72,7 +61,7 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
     direct = qnjax.minimize(rosenbrock, x0)
     batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.stack([x0, 0.5 * x0]))
     inside = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)  # the caller's program
-    assert calls == ["tuned", "tuned", "plain"]
+    assert calls == ["tuned", "plain", "plain"]
     for res in (direct, inside, jax.tree.map(lambda v: v[0], batched)):
         assert res.success  # fun is f(x) as the solve's program computes it; eagerly, to rounding:
         np.testing.assert_allclose(res.fun, rosenbrock(res.x), rtol=1e-2, atol=float(jnp.finfo(dtype).eps) ** 2)

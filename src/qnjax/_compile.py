@@ -2,18 +2,21 @@
 
 On a CPU the first call of ``minimize`` is mostly XLA compiling the solve, and most of
 that is code generation: XLA:CPU compiles each fused kernel of the program (a solve
-has about 150) as a module of its own. Its newer MLIR fusion emitters take about twice
-as long per kernel as its classic elemental emitters, and on the solve's kernels (small
+has about 150) as a module of its own. Its newer MLIR fusion emitters take longer per
+kernel than its classic elemental emitters, and on an unbatched solve's kernels (small
 loops over vectors, a few matrix products) they run no faster. So a program qnjax
-compiles itself (``jit`` below: a call at the top level, or under ``jax.vmap`` only)
-asks XLA:CPU for the classic emitters, ``OPTIONS``. Measured on 2 CPU cores
-(``benchmarks/xla_options.py``: the same lowered solve of 50 iterations compiled both
-ways in one process, n = 10 to 1e6, float32 and float64): compile 1.4-2.1 s -> 0.9-1.1
-s, and the run no slower (0.80-1.00x the defaults' time). The first calls beside the
-peers' are in ``benchmarks/scale.py --parts 3`` (with a row for the defaults).
+compiles itself (``jit`` below: an unbatched call at the top level) asks XLA:CPU for
+the classic emitters, ``OPTIONS``. Measured on 2 CPU cores (``benchmarks/xla_options.py``:
+the same lowered solve of 50 iterations compiled both ways in one process, n = 10 to
+1e6, float32 and float64; two runs): compile 1.4-2.8 s -> 0.9-1.9 s (0.5-0.9x), and
+the run no slower (0.78-1.07x the defaults' time, within the machine's noise). The
+first calls beside the peers' are in ``benchmarks/scale.py --parts 3`` (with a row for the defaults). Under ``jax.vmap``
+the classic emitters' kernels run slower (1,000 batched 10-D problems: 1.3-1.6x the
+defaults' time, the script's batched row), so a batched solve keeps XLA's defaults.
 
 Where that is not possible the call compiles with XLA's defaults, as any JAX function:
 
+* under ``jax.vmap`` (see above);
 * inside a program the caller stages (``jax.jit``, ``lax.scan``, ``jax.grad``'s
   linearisation...), which compiles as one program with the caller's options (JAX
   accepts compiler options on the outermost ``jax.jit`` only: pass the same ``OPTIONS``
@@ -48,16 +51,12 @@ def _accepted(backend: str) -> bool:
 
 
 def _top_level() -> bool:
-    """Whether a jitted call made now compiles a program of its own: no trace above it
-    but ``jax.vmap``'s (whose rule calls the jitted function again at the level below)."""
+    """Whether a jitted call made now is an unbatched program of its own: no trace above
+    it (not even ``jax.vmap``'s, under which the classic emitters run slower)."""
     try:
         from jax._src import core
-        from jax._src.interpreters import batching
 
-        trace = core.trace_ctx.trace
-        while isinstance(trace, batching.BatchTrace):
-            trace = trace.parent_trace
-        return isinstance(trace, core.EvalTrace)
+        return isinstance(core.trace_ctx.trace, core.EvalTrace)
     except Exception:  # another JAX's internals: compile with the defaults
         return False
 
