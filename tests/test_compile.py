@@ -45,6 +45,7 @@ def test_top_level_is_an_unbatched_call_only(name, transform, own):
     assert _where(transform) is own
 
 
+@x64_off_only  # which program a call takes, not what it computes (CI time: about 12 s a run)
 def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
     dtype = jnp.float64 if X64 else jnp.float32
     x0 = jnp.array([-1.2, 1.0, 0.7], dtype)  # a shape of its own: the caches start empty
@@ -70,6 +71,7 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
     assert abs(int(direct.nit) - int(inside.nit)) <= 2
 
 
+@x64_off_only  # that these compile at all; the derivatives are tested in both modes elsewhere (about 24 s)
 def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
     """Inside transformations that stage it, the solve must not carry compiler options
     (JAX refuses them on a nested jit)."""
