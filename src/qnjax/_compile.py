@@ -10,8 +10,8 @@ the classic emitters, ``OPTIONS``. Measured on 2 CPU cores (``benchmarks/xla_opt
 the same lowered solve of 50 iterations compiled both ways in one process, n = 10 to
 1e6, float32 and float64; two runs): compile 1.4-2.8 s -> 0.9-1.9 s (0.5-0.9x), and
 the run no slower (0.78-1.07x the defaults' time, within the machine's noise). The
-first calls beside the peers' are in ``benchmarks/scale.py --parts 3`` (with a row for the defaults). Under ``jax.vmap``
-the classic emitters' kernels run slower (1,000 batched 10-D problems: 1.3-1.6x the
+first calls beside the peers' are in ``benchmarks/scale.py --parts 3`` (with a row for
+the defaults). Under ``jax.vmap`` the classic emitters' kernels run slower (1,000 batched 10-D problems: 1.3-1.6x the
 defaults' time, the script's batched row), so a batched solve keeps XLA's defaults.
 
 Where that is not possible the call compiles with XLA's defaults, as any JAX function:
