@@ -84,6 +84,15 @@ if os.environ.get("QNJAX_TEST_COMPILATION_CACHE"):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# ``tests/test_compile.py`` runs a few files again in a subprocess with XLA's default fusion
+# emitters for every program, minimize's own included (a solve inside a user's jax.jit
+# compiles so): this variable tells that subprocess's qnjax not to ask for its options.
+if os.environ.get("QNJAX_TEST_XLA_DEFAULTS"):
+    from qnjax import _compile
+
+    _compile._accepted = lambda backend: False
+
+
 class _Compiles:
     """Counts XLA compilations (JAX's monitoring events: a backend compile, or a program
     taken from the persistent cache instead), so tests can assert none happened."""
@@ -111,6 +120,7 @@ COMPILES = _Compiles
 # (longest-first scheduling); the others keep their order.
 LONG_FIRST = (
     "tests/test_sharding.py::test_eight_device_suite",
+    "tests/test_compile.py::test_files_again_with_xla_default_emitters",
     "tests/test_unrolled.py::",
     "tests/test_sharding.py::test_two_processes",
     "tests/test_lbfgsb.py::test_vmap_over_starts",

@@ -1,5 +1,17 @@
 """`_compile.jit`: a solve that is its own program gets XLA:CPU's classic emitters, a
-solve inside a caller's program gets the caller's options, and both give the answer."""
+solve inside a caller's program gets the caller's options, and both give the answer.
+
+`make test` compiles every program with the classic emitters (the Makefile's XLA_FLAGS:
+the path of a direct call, and 0.5-0.6x the compile time of the Optax face's programs);
+a solve inside a user's jax.jit compiles with XLA's default emitters, which may round
+differently in the last bit. The files closest to rounding (float32 at its precision,
+non-finite values, extreme scales) run again in a subprocess with the default emitters
+for every program, minimize's own included."""
+
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +101,29 @@ def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
     np.testing.assert_allclose(np.asarray(g), 2.0 / (2.0 + 1.2 * x**2), rtol=1e-4)
     np.testing.assert_allclose(np.asarray(g_ckpt), np.asarray(g), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(xs[0]), x, rtol=1e-5, atol=1e-6)
+
+
+HERE = pathlib.Path(__file__).parent
+# file: the tests that run again (the default line search: the others run the same solver code)
+AGAIN_WITH_DEFAULTS = {"test_failure.py": "not zoom and not hager and not backtracking", "test_honest.py": ""}
+
+
+def test_this_run_compiles_as_it_says():
+    """In the subprocess below: XLA's default emitters, and minimize does not ask for others."""
+    if os.environ.get("QNJAX_TEST_XLA_DEFAULTS"):
+        assert "--xla_cpu_use_fusion_emitters=true" in os.environ.get("XLA_FLAGS", "")
+        assert not _compile._accepted("cpu")
+
+
+@x64_off_only  # (float32: where one rounding decides the most)
+@pytest.mark.parametrize("name", sorted(AGAIN_WITH_DEFAULTS))
+def test_files_again_with_xla_default_emitters(name):
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                          "-k", AGAIN_WITH_DEFAULTS[name] or "not nothing", str(HERE / name),
+                          f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says"],
+                         env=env, capture_output=True, text=True, cwd=HERE.parent, timeout=900)
+    tail = run.stdout[-6000:] + run.stderr[-3000:]
+    assert run.returncode == 0, tail
+    assert " passed" in run.stdout and " failed" not in run.stdout, tail
