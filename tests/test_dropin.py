@@ -148,11 +148,15 @@ def test_no_linesearch_matches_the_plain_algorithm(name):
 
     lr, steps = 1e-3, 15
     opt = qnjax.lbfgs(lr, memory_size=5, linesearch=None)  # learning_rate positionally, as optax
+
+    @jax.jit  # (a call of value_fn would raise while tracing)
+    def step(params, state):
+        updates, state = opt.update(jax.grad(fun)(params), state, params, value_fn=never)
+        return optax.apply_updates(params, updates), state
+
     params, state = jnp.asarray(x0), opt.init(jnp.asarray(x0))
     for _ in range(steps):
-        grad = jax.grad(fun)(params)
-        updates, state = opt.update(grad, state, params, value_fn=never)
-        params = optax.apply_updates(params, updates)
+        params, state = step(params, state)
     assert calls == []
     assert np.isinf(float(state.value))  # no line search: the state holds no value
     np.testing.assert_allclose(np.asarray(params), plain_lbfgs(fun, x0, lr, steps, 5), rtol=1e-6, atol=1e-8)

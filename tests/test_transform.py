@@ -229,6 +229,7 @@ def test_composes_in_optax_chain():
     assert optax.tree_utils.tree_get(state, "count").dtype == jnp.int32
 
 
+@pytest.mark.skipif(X64, reason="float32 and keyword passing: runs with x64 off (eager updates: 10 s)")
 def test_extra_args_reach_value_fn():
     def loss(p, target):
         return jnp.sum((p - target) ** 2)
