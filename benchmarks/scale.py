@@ -18,7 +18,10 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    second (best of 3 after a warm-up) and the evaluations each solver reports
    (qnjax: sum of `nfev`; optax: 1 + its line-search steps; jaxopt: `num_fun_eval`).
    Each batch runs in one `jax.jit`; one more qnjax row is `jax.vmap` of `minimize`
-   without it, as a user calls it (the solve its own program, `qnjax._compile`).
+   without it, as a user calls it (the solve its own program, `qnjax._compile`), and one
+   has `memory_size=3` instead of 10: under vmap every array the loop carries is moved
+   each iteration, and each member carries 4 (m + 1)^2 Gram entries (more than its pairs
+   at n = 10), so the difference is that cost.
 3. Compile: each solver's first and second call on 2-D Rosenbrock in float64, each in a
    fresh process (best of 2, the solvers taking turns); compile = first - second
    (tracing and compilation). `qnjax.minimize(rosen, x0)` called as users call it (its
@@ -71,9 +74,10 @@ def rosen(x):
 # ---- the solvers, each `make(fun, k) -> jitted x0 -> (x, iterations, reported evaluations)` ----
 
 def qnjax_solver(direction):
-    def make(fun, k):
+    def make(fun, k, memory_size=10):
         def solve(x0):
-            r = qnjax.minimize(fun, x0, gtol=0.0, ftol=0.0, fatol=0.0, maxiter=k, maxfev=10**6, direction=direction)
+            r = qnjax.minimize(fun, x0, gtol=0.0, ftol=0.0, fatol=0.0, maxiter=k, maxfev=10**6, direction=direction,
+                               memory_size=memory_size)
             return r.x, r.nit, r.nfev
         return solve
     return make
@@ -203,12 +207,17 @@ def per_iteration(solvers, sizes, dtypes, iters):
 def batched(solvers, starts, iters, seed=0):
     x0s = jnp.asarray(np.random.default_rng(seed).uniform(-2.0, 2.0, (starts, 10)), jnp.float64)
     rows = []
-    for name in ("qnjax compact", "qnjax compact, vmap of minimize", "qnjax two-loop", "optax", "jaxopt"):
+    rows_of = ("qnjax compact", "qnjax compact, vmap of minimize", "qnjax compact, memory_size=3", "qnjax two-loop",
+               "optax", "jaxopt")
+    for name in rows_of:
         if name.split(",")[0] not in solvers:
             continue
         row = dict(solver=name, starts=starts, n=10, dtype="float64", k=iters)
         try:
-            solve = solvers[name.split(",")[0]](rosen, iters)
+            # (memory_size=3: each member carries 4 (m + 1)^2 Gram entries, and a vmapped loop
+            # moves every carried array each iteration; the row shows that cost's share)
+            kw = {"memory_size": 3} if name.endswith("memory_size=3") else {}
+            solve = solvers[name.split(",")[0]](rosen, iters, **kw)
 
             def one(x0, solve=solve):
                 x, nit, nfev = solve(x0)
