@@ -108,11 +108,11 @@ HERE = pathlib.Path(__file__).parent
 AGAIN_WITH_DEFAULTS = {"test_failure.py": "not zoom and not hager and not backtracking", "test_honest.py": ""}
 
 
+@pytest.mark.skipif(not os.environ.get("QNJAX_TEST_XLA_DEFAULTS"), reason="runs in the subprocess below")
 def test_this_run_compiles_as_it_says():
     """In the subprocess below: XLA's default emitters, and minimize does not ask for others."""
-    if os.environ.get("QNJAX_TEST_XLA_DEFAULTS"):
-        assert "--xla_cpu_use_fusion_emitters=true" in os.environ.get("XLA_FLAGS", "")
-        assert not _compile._accepted("cpu")
+    assert "--xla_cpu_use_fusion_emitters=true" in os.environ.get("XLA_FLAGS", "")
+    assert not _compile._accepted("cpu")
 
 
 @x64_off_only  # (float32: where one rounding decides the most)
@@ -120,10 +120,12 @@ def test_this_run_compiles_as_it_says():
 def test_files_again_with_xla_default_emitters(name):
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
                           "-k", AGAIN_WITH_DEFAULTS[name] or "not nothing", str(HERE / name),
                           f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says"],
                          env=env, capture_output=True, text=True, cwd=HERE.parent, timeout=900)
     tail = run.stdout[-6000:] + run.stderr[-3000:]
     assert run.returncode == 0, tail
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
+    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]
+    assert not skipped, tail  # the check of the subprocess's own options ran
