@@ -204,28 +204,35 @@ def per_iteration(solvers, sizes, dtypes, iters):
 
 # ---- part 2 ----
 
+# (row, solver, make's keywords, own program): every batch runs in one jax.jit (XLA's
+# defaults) but one, jax.vmap(minimize) as a user calls it, its own program
+# (qnjax/_compile.py); memory_size=3: each member carries 4 (m + 1)^2 Gram entries, and a
+# vmapped loop moves every carried array each iteration, so the row shows that cost's share.
+BATCHED_ROWS = (
+    ("qnjax compact", "qnjax compact", {}, False),
+    ("qnjax compact, vmap of minimize", "qnjax compact", {}, True),
+    ("qnjax compact, memory_size=3", "qnjax compact", {"memory_size": 3}, False),
+    ("qnjax two-loop", "qnjax two-loop", {}, False),
+    ("optax", "optax", {}, False),
+    ("jaxopt", "jaxopt", {}, False),
+)
+
+
 def batched(solvers, starts, iters, seed=0):
     x0s = jnp.asarray(np.random.default_rng(seed).uniform(-2.0, 2.0, (starts, 10)), jnp.float64)
     rows = []
-    rows_of = ("qnjax compact", "qnjax compact, vmap of minimize", "qnjax compact, memory_size=3", "qnjax two-loop",
-               "optax", "jaxopt")
-    for name in rows_of:
-        if name.split(",")[0] not in solvers:
+    for name, solver, kw, own_program in BATCHED_ROWS:
+        if solver not in solvers:
             continue
         row = dict(solver=name, starts=starts, n=10, dtype="float64", k=iters)
         try:
-            # (memory_size=3: each member carries 4 (m + 1)^2 Gram entries, and a vmapped loop
-            # moves every carried array each iteration; the row shows that cost's share)
-            kw = {"memory_size": 3} if name.endswith("memory_size=3") else {}
-            solve = solvers[name.split(",")[0]](rosen, iters, **kw)
+            solve = solvers[solver](rosen, iters, **kw)
 
             def one(x0, solve=solve):
                 x, nit, nfev = solve(x0)
                 return x, rosen(x), nit, nfev
 
-            # Every solver's batch in one jax.jit (XLA's defaults); the second qnjax row is
-            # jax.vmap(minimize) as a user calls it, its own program (qnjax/_compile.py).
-            run = jax.vmap(one) if name.endswith("vmap of minimize") else jax.jit(jax.vmap(one))
+            run = jax.vmap(one) if own_program else jax.jit(jax.vmap(one))
             t = best_of(run, x0s)
             _, f, nit, nfev = jax.block_until_ready(run(x0s))
             f, nit, nfev = np.asarray(f), np.asarray(nit), np.asarray(nfev)

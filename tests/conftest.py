@@ -93,6 +93,18 @@ if os.environ.get("QNJAX_TEST_XLA_DEFAULTS"):
     _compile._accepted = lambda backend: False
 
 
+def run_pytest(*args, env):
+    """pytest in a fresh process (what needs other XLA flags or a device count, fixed when
+    JAX starts): ``(completed process, the tail of its output for an assertion message)``."""
+    import pathlib
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args],
+                         env=env, capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], timeout=900)
+    return run, run.stdout[-6000:] + run.stderr[-3000:]
+
+
 class _Compiles:
     """Counts XLA compilations (JAX's monitoring events: a backend compile, or a program
     taken from the persistent cache instead), so tests can assert none happened."""

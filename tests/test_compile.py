@@ -10,14 +10,12 @@ for every program, minimize's own included."""
 
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rosenbrock, x64_off_only
+from conftest import rosenbrock, run_pytest, x64_off_only
 
 import qnjax
 from qnjax import _compile, _minimize
@@ -120,11 +118,8 @@ def test_this_run_compiles_as_it_says():
 def test_files_again_with_xla_default_emitters(name):
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
-                          "-k", AGAIN_WITH_DEFAULTS[name] or "not nothing", str(HERE / name),
-                          f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says"],
-                         env=env, capture_output=True, text=True, cwd=HERE.parent, timeout=900)
-    tail = run.stdout[-6000:] + run.stderr[-3000:]
+    run, tail = run_pytest("-rs", "-k", AGAIN_WITH_DEFAULTS[name] or "not nothing", str(HERE / name),
+                           f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says", env=env)
     assert run.returncode == 0, tail
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64
+from conftest import X64, run_pytest
 
 import qnjax
 
@@ -36,10 +36,7 @@ def _env(devices):
 
 @pytest.mark.skipif(not X64, reason="runs once, in the x64-on run (float32, float64 and mixed leaves)")
 def test_eight_device_suite():
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                          "-W", "ignore::DeprecationWarning", str(HERE / "multidevice")],
-                         env=_env(8), capture_output=True, text=True, cwd=ROOT, timeout=900)
-    tail = run.stdout[-6000:] + run.stderr[-3000:]
+    run, tail = run_pytest("-W", "ignore::DeprecationWarning", str(HERE / "multidevice"), env=_env(8))
     assert run.returncode == 0, tail
     assert "6 passed" in run.stdout and "skipped" not in run.stdout, tail
 
