@@ -55,7 +55,7 @@ def drive(rng, pairs=5, hess=None, steps=()):
     """The memory after ``pairs`` steps u (random, not H q multiples, then ``steps``) with
     y = A u."""
     hess = spd(rng) if hess is None else hess
-    mem = _memory.init(as_tree(np.zeros(N)), M, DT, bounded=True)
+    mem = _memory.init(as_tree(np.zeros(N)), M, DT, bounded=True, compact=True)  # every small matrix
     q = rng.normal(size=N)
     for u in [rng.normal(size=N) * rng.uniform(0.2, 2.0) for _ in range(pairs)] + list(steps):
         mem = _push(mem, as_tree(q))
@@ -115,8 +115,9 @@ def test_compact_b_is_the_bfgs_recursion_in_chronological_order(seed):
     np.testing.assert_allclose(got @ s, y, rtol=RTOL, atol=RTOL * np.abs(y).max())  # secant equation
     h = _dense_h(mem)
     np.testing.assert_allclose(got @ h, np.eye(N), atol=50 * RTOL)
-    # The bounded solver leaves S^T Y's upper part, Y^T Y and R^-1 stale: ``rebuild`` (hess_inv's)
-    stale = mem._replace(gram=jnp.zeros_like(mem.gram).at[1].set(mem.gram[1]))
+    # The bounded solver keeps no Y^T Y and R^-1 (and leaves S^T Y's upper part stale):
+    # ``rebuild`` (hess_inv's) recomputes every matrix from the pairs
+    stale = mem._replace(gram=_memory.Gram(d=jnp.zeros_like(mem.gram.d), sy=jnp.tril(mem.gram.sy), ss=mem.gram.ss))
     h2 = _dense_h(jax.jit(_inverse_hessian.rebuild)(stale))
     np.testing.assert_allclose(h2, h, rtol=RTOL, atol=RTOL * np.abs(h).max())
 
@@ -336,7 +337,7 @@ def _bounded_run(n_steps, x0, lo, hi, a, b, step=None):
         newest = (int(mem.head) + M) % (M + 1)
         if int(mem.count):
             st_s, yt_s = np.asarray(jax.jit(_memory.products)(mem, _memory.row(mem.s, newest)), np.float64)
-            rows = np.asarray(mem.gram, np.float64)[[_memory.SS, _memory.SY], newest]
+            rows = np.stack([np.asarray(mem.gram.ss, np.float64)[newest], np.asarray(mem.gram.sy, np.float64)[newest]])
             valid = np.asarray(_memory.valid(mem))
             fresh = np.stack([st_s, yt_s])
             kept.append(np.abs((rows - fresh) * valid).max() / max(1.0, np.abs(fresh).max()))

@@ -47,8 +47,8 @@ def drive(method, hess, m, k, rng):
     """k L-BFGS iterations on f = x^T hess x / 2 with random steps, the memory driven as
     the solver drives it; returns the memory, the last q and H q computed from it."""
     n = hess.shape[0]
-    mem = _memory.init(as_tree(np.zeros(n)), m, DT)
-    push = jax.jit(lambda mem, q: _memory.push(mem, q, compact=method == "compact")[0])
+    mem = _memory.init(as_tree(np.zeros(n)), m, DT, compact=method == "compact")
+    push = jax.jit(lambda mem, q: _memory.push(mem, q)[0])
     product = jax.jit(METHODS[method].inverse_hessian)
     record = jax.jit(_memory.record_step)
     q = rng.normal(size=n)
@@ -86,17 +86,20 @@ def test_products_match_dense_bfgs(method, k, cond):
     gamma = (pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1.0
     want = dense_h(pairs, n, gamma) @ q
     np.testing.assert_allclose(hq, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
-    if method == "compact" and pairs:
-        # The Gram matrices are the products of the stored vectors (slot order).
+    if pairs:
+        # The small matrices are those of the stored vectors (slot order): <s_i, y_i>, and
+        # for the compact direction Y^T Y and the inverse of R (chronological upper triangle
+        # of S^T Y); the two-loop recursion keeps no other.
         S, Y = np.stack(s_buf), np.stack(y_buf)
-        g = np.asarray(mem.gram)
-        idx = np.ix_(slots, slots)
-        scale = max(np.abs(S @ Y.T).max(), np.abs(Y @ Y.T).max())
-        np.testing.assert_allclose(g[_memory.SY][idx], S @ Y.T, atol=RTOL * 10 * scale)
-        # SS: only its diagonal unconstrained (L-BFGS-B's pairs fill the rest; test_lbfgsb_parts)
-        np.testing.assert_allclose(np.diagonal(g[_memory.SS][idx]), np.sum(S * S, axis=1), rtol=RTOL)
-        # YY's newest column is pending until the next product: check the older block.
-        np.testing.assert_allclose(g[_memory.YY][idx][:-1, :-1], (Y @ Y.T)[:-1, :-1], atol=RTOL * 10 * scale)
+        g = mem.gram
+        np.testing.assert_allclose(np.asarray(g.d)[slots], np.sum(S * Y, axis=1), rtol=RTOL)
+        assert (g.yy is None and g.ri is None) == (method == "two-loop") and g.sy is None and g.ss is None
+        if method == "compact":
+            idx = np.ix_(slots, slots)
+            scale = np.abs(Y @ Y.T).max()
+            np.testing.assert_allclose(np.asarray(g.yy)[idx], Y @ Y.T, atol=RTOL * 10 * scale)
+            r_inv = np.linalg.inv(np.triu(S @ Y.T))
+            np.testing.assert_allclose(np.asarray(g.ri)[idx], r_inv, atol=RTOL * 10 * np.abs(r_inv).max())
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -128,7 +131,7 @@ def test_curvature_guard_skips_bad_pairs():
         mem = new
     assert int(mem.count) == 1
     newest = int(_memory.slot(mem, m - 1))
-    assert float(mem.gram[_memory.SY, newest, newest]) == pytest.approx(2.0)
+    assert float(mem.gram.d[newest]) == pytest.approx(2.0) and float(mem.gram.ri[newest, newest]) == pytest.approx(0.5)
     assert float(mem.gamma) == pytest.approx(0.5)
     # Without a tentative pair (nothing recorded since the last push) nothing is stored.
     assert not bool(_memory.push(mem, q_old)[1])
@@ -136,7 +139,7 @@ def test_curvature_guard_skips_bad_pairs():
 
 def test_low_precision_leaves_accumulate_in_scalar_dtype():
     mem = _memory.init({"h": jnp.zeros(4, jnp.bfloat16)}, 3, jnp.float32)
-    assert mem.s["h"].dtype == jnp.bfloat16 and mem.gram.dtype == jnp.float32
+    assert mem.s["h"].dtype == jnp.bfloat16 and {a.dtype for a in jax.tree.leaves(mem.gram)} == {jnp.dtype(jnp.float32)}
     q = {"h": jnp.full(4, 0.1, jnp.bfloat16)}
     mem, stored = _memory.push(mem, q)  # nothing to store yet; q goes to the free slot
     assert not bool(stored)
@@ -144,7 +147,7 @@ def test_low_precision_leaves_accumulate_in_scalar_dtype():
     mem = _memory.record_step(mem, q, 1.0)
     q_new = {"h": jnp.full(4, 0.2, jnp.bfloat16)}  # y = s = 0.1: H y = s, so H q_new = 0.2
     mem, stored = _memory.push(mem, q_new)
-    assert bool(stored) and mem.gram.dtype == jnp.float32
+    assert bool(stored) and {a.dtype for a in jax.tree.leaves(mem.gram)} == {jnp.dtype(jnp.float32)}
     d, _ = _compact.inverse_hessian(mem, q_new)  # the product after a push is with the q pushed
     assert d["h"].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(d["h"], np.float32), 0.2, rtol=1e-2)
@@ -169,8 +172,7 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     m = 2
     g = state.memory.gram
     h = 0
-    gram = g.at[_memory.SY, h, h].set(-3.0).at[_memory.SS, h, h].set(3.0).at[_memory.YY, h, h].set(3.0)
-    gram = gram.at[_memory.RI, h, h].set(-1 / 3)
+    gram = g._replace(d=g.d.at[h].set(-3.0), yy=g.yy.at[h, h].set(3.0), ri=g.ri.at[h, h].set(-1 / 3))
     mem = state.memory._replace(pairs=state.memory.pairs.at[h].set(s).at[m + 1 + h].set(-s), gram=gram,
                                 scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1, 0], jnp.int32))
     assert int(_memory.slot(mem, m - 1)) == h

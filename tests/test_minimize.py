@@ -165,6 +165,26 @@ def test_vmap_over_x0_matches_single_solves():
         assert bool(batched.success[i]) and bool(single.success)
 
 
+@pytest.mark.parametrize("direction", ["compact", "two-loop"])
+def test_vmap_member_that_finished_waits_unchanged(direction):
+    """Under vmap the loop runs while any member runs, and a finished member is not
+    selected back but left untouched (``qnjax._loop``): its whole result, state, memory
+    and trace included, is bit for bit the one it gets in a batch that stops with it."""
+    n = 12
+
+    def fun(x, cond):
+        return 0.5 * jnp.sum(cond ** jnp.linspace(0.0, 1.0, n, dtype=DT) * (x - 1.0) ** 2)
+
+    solve = jax.jit(jax.vmap(lambda c: qnjax.minimize(fun, jnp.zeros(n, DT), (c,), gtol=1e-3, memory_size=3,
+                                                      direction=direction, trace=3)))
+    quick, slow = 1.0, 1e3
+    alone = solve(jnp.asarray([quick, quick], DT))
+    mixed = solve(jnp.asarray([quick, slow], DT))
+    assert int(mixed.nit[1]) > int(mixed.nit[0]) + 5 and bool(jnp.all(mixed.success))
+    first = lambda tree: jax.tree.map(lambda a: np.asarray(a[0]), tree)  # noqa: E731
+    jax.tree.map(np.testing.assert_array_equal, first(mixed), first(alone))
+
+
 def test_aux_and_args_pytree_params():
     def fun(p, target, weight):
         r = p["w"] @ p["m"] - target

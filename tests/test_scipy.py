@@ -106,12 +106,14 @@ def test_result_by_key_and_njev(reference):
         reference["hessian"]
 
 
-def test_hess_inv_is_the_memory_s_inverse_hessian():
+@pytest.mark.parametrize("direction", ["compact", "two-loop"])
+def test_hess_inv_is_the_memory_s_inverse_hessian(direction):
     """H is symmetric positive definite and satisfies the secant equation of the newest
-    pair, H (g_k - g_{k-1}) = x_k - x_{k-1} (every BFGS update does, N&W eq. 6.17)."""
+    pair, H (g_k - g_{k-1}) = x_k - x_{k-1} (every BFGS update does, N&W eq. 6.17), with
+    either direction (the two-loop recursion keeps no R^-1: H's is rebuilt from the pairs)."""
     k = 12
-    prev = qnjax.minimize(rosenbrock, X0, maxiter=k - 1)
-    res = qnjax.minimize(rosenbrock, X0, maxiter=k)
+    prev = qnjax.minimize(rosenbrock, X0, maxiter=k - 1, direction=direction)
+    res = qnjax.minimize(rosenbrock, X0, maxiter=k, direction=direction)
     H = res.hess_inv
     dense = np.asarray(H.todense(), np.float64)
     assert dense.shape == H.shape == (3, 3)
@@ -122,9 +124,12 @@ def test_hess_inv_is_the_memory_s_inverse_hessian():
     y = np.asarray(res.grad, np.float64) - np.asarray(prev.grad, np.float64)
     np.testing.assert_allclose(np.asarray(H @ jnp.asarray(y, DT), np.float64), s, rtol=10 * tol,
                                atol=10 * tol * np.abs(s).max())
+    if X64 and direction == "two-loop":  # the same iterates to rounding, so the same memory and H
+        compact = qnjax.minimize(rosenbrock, X0, maxiter=k).hess_inv.todense()
+        np.testing.assert_allclose(dense, np.asarray(compact, np.float64), rtol=1e-6, atol=1e-6 * np.abs(dense).max())
     # A pytree x: matvec keeps the structure; H is symmetric positive definite there too.
     tree = qnjax.minimize(lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]])),
-                          {"a": X0[:2], "b": X0[2:]}, maxiter=k)
+                          {"a": X0[:2], "b": X0[2:]}, maxiter=k, direction=direction)
     columns = []
     for i in range(3):
         e = np.eye(3)[i]

@@ -58,7 +58,6 @@ import jax
 import jax.numpy as jnp
 
 from . import _argsort, _memory
-from ._memory import SS, SY
 from ._tree import matmul as mm
 
 
@@ -67,16 +66,16 @@ def middle(memory: _memory.Memory):
     slot order ([Y block, S block]), theta = 1 / gamma, and whether T's Cholesky
     factorisation succeeded (M finite)."""
     g = memory.gram
-    m1 = g.shape[-1]
-    sdt = g.dtype
+    m1 = g.d.shape[-1]
+    sdt = memory.dtype
     valid = _memory.valid(memory)
     pos = _memory.position(memory)
     both = valid[:, None] & valid[None, :]
     eye = jnp.eye(m1, dtype=sdt)
     theta = 1 / memory.gamma
-    dvec = jnp.where(valid, jnp.diagonal(g[SY]), 1)
-    low = jnp.where(both & (pos[:, None] > pos[None, :]), g[SY], 0)  # L
-    ss = jnp.where(both, g[SS], 0)
+    dvec = jnp.where(valid, g.d, 1)
+    low = jnp.where(both & (pos[:, None] > pos[None, :]), g.sy, 0)  # L
+    ss = jnp.where(both, g.ss, 0)
     low_d = low / dvec[None, :]  # L D^-1
     t = jnp.where(both, theta * ss + mm(low_d, low.T), eye)
     chol = jnp.linalg.cholesky(t)

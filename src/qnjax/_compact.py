@@ -24,7 +24,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import _memory
-from ._memory import RI, SY, YY
 from ._products import matvec, vecmat
 
 
@@ -32,12 +31,11 @@ def coefficients(memory: _memory.Memory, a, b):
     """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q."""
     mask = _memory.valid(memory)
     g = memory.gram
-    diag = jnp.sum(jnp.where(jnp.eye(mask.shape[0], dtype=bool), g[SY], 0), axis=1)
     gamma = memory.gamma
     # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
-    u = jnp.where(mask, matvec(g[RI], a), 0)
-    w = jnp.where(mask, diag * u + gamma * matvec(g[YY], u) - gamma * b, 0)
-    c_s = jnp.where(mask, vecmat(w, g[RI]), 0)  # R^-T w
+    u = jnp.where(mask, matvec(g.ri, a), 0)
+    w = jnp.where(mask, g.d * u + gamma * matvec(g.yy, u) - gamma * b, 0)
+    c_s = jnp.where(mask, vecmat(w, g.ri), 0)  # R^-T w
     return c_s, -gamma * u
 
 

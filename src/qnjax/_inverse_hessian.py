@@ -25,10 +25,10 @@ from . import _compact, _memory, _reduced, _tree
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:
-    """The Gram stack (SY, SS, YY, R^-1) recomputed from the stored pairs: O(n m^2), for a
-    bounded (real) memory, whose stack L-BFGS-B keeps only in part."""
+    """Every small matrix (``_memory.Gram``) recomputed from the stored pairs: O(n m^2), for
+    a memory without the compact direction's (L-BFGS-B's, the two-loop recursion's)."""
     m1 = _memory.size(memory) + 1
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     every = jax.tree.map(lambda buf: jnp.ones(buf.shape[1:], bool), memory.s)
     ss, ys, yy = _reduced.full(memory, every)  # zero where no pair
     ok, pos = _memory.valid(memory), _memory.position(memory)
@@ -36,14 +36,14 @@ def rebuild(memory: _memory.Memory) -> _memory.Memory:
     eye = jnp.eye(m1, dtype=sdt)
     r = jnp.where(both & (pos[:, None] <= pos[None, :]), ys.T, 0) + jnp.where(ok[:, None], 0, eye)
     ri = jnp.where(both, jnp.linalg.inv(r), 0)
-    return memory._replace(gram=jnp.stack([ys.T, ss, yy, ri]),
+    return memory._replace(gram=_memory.Gram(d=jnp.diagonal(ys), yy=yy, ri=ri, sy=ys.T, ss=ss),
                            flags=memory.flags & jnp.array([True, False, True]))
 
 
 @jax.jit
 def _final_memory(memory, grad):
-    if memory.free is not None:  # L-BFGS-B keeps only part of the Gram stack: rebuilt here
-        return rebuild(_memory.push(memory, grad, direct=True)[0])
+    if memory.gram.ri is None:  # L-BFGS-B and the two-loop recursion keep no R^-1: rebuilt here
+        return rebuild(_memory.push(memory, grad, direct=memory.gram.sy is not None)[0])
     memory, _ = _memory.push(memory, grad)
     # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
     # (the vector-free update); after that, products with any vector are plain.

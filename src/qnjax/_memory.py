@@ -2,21 +2,23 @@
 
 Notation (Nocedal & Wright 2006, Sec. 7.2; Byrd, Nocedal & Schnabel 1994, "BNS"):
 s_k = x_{k+1} - x_k, y_k = q_{k+1} - q_k with q the gradient, S = [s_0 .. s_{k-1}]
-and Y likewise, at most m pairs. The products with the memory (``_compact``,
-``_two_loop``) need
+and Y likewise, at most m pairs. The products with the memory need small matrices
+(BNS eqs. 2.17, 3.5), kept in the ring's slot order, (m + 1) x (m + 1), in the scalar
+dtype (``Gram``); each solver keeps only those it reads:
 
-    SY = S^T Y,   SS = S^T S,   YY = Y^T Y        (BNS eqs. 2.17, 3.5),   RI = R^-1,
+* every solver: the diagonal d_i = <s_i, y_i> (the two-loop recursion needs no more);
+* the compact direction (``_compact``): YY = Y^T Y and RI = R^-1, R the upper triangle
+  of S^T Y in *chronological* order (R_ij = <s_i, y_j> for pair i no newer than j);
+* L-BFGS-B (``_cauchy``, ``_reduced``): SY = S^T Y (its lower triangle and diagonal
+  are read) and SS = S^T S.
 
-R the upper triangle of SY in *chronological* order (R_ij = <s_i, y_j> for pair i
-no newer than pair j). They are kept in the ring's slot order, (m + 1) x (m + 1),
-with chronological order carried by each slot's position ``pos`` (0 oldest,
-m - 1 newest, m the free slot); so a new pair writes one row and column at its
-slot, nothing is rolled or gathered, and ring order never leaks into the
-algebra (a known bug of another JAX L-BFGS-B built R from storage order). R^-1
-is kept by appending columns: [[R, r], [0, rho]]^-1 = [[R^-1, -R^-1 r / rho],
-[0, 1 / rho]]; dropping the oldest pair only masks its row and column (the
-inverse of a trailing block of a triangular matrix is the trailing block of its
-inverse), so no triangular solve is needed.
+Chronological order is carried by each slot's position ``pos`` (0 oldest, m - 1
+newest, m the free slot); so a new pair writes one row and column at its slot, nothing
+is rolled or gathered, and ring order never leaks into the algebra (a known bug of
+another JAX L-BFGS-B built R from storage order). R^-1 is kept by appending columns:
+[[R, r], [0, rho]]^-1 = [[R^-1, -R^-1 r / rho], [0, 1 / rho]]; dropping the oldest pair
+only masks its row and column (the inverse of a trailing block of a triangular matrix
+is the trailing block of its inverse), so no triangular solve is needed.
 
 Storage, per leaf: one buffer ``pairs`` of shape (2 (m + 1), *leaf.shape) in the
 leaf's dtype, S's slots then Y's (``s`` and ``y`` are its halves), so that each product
@@ -33,23 +35,19 @@ passes the curvature guard
 with every product finite: the angle between s and y is measurably below 90
 degrees, which keeps H positive definite (N&W Sec. 6.1) and is invariant to
 scaling f or x. A rejected pair stays in the free slot and is overwritten.
-Writes are dynamic update slices of the loop-carried buffers (in place).
+Writes are dynamic update slices of the loop-carried buffers (in place), the small
+matrices' included: one row or column each (under ``jax.vmap`` a select over a whole
+matrix would move every member's (m + 1)^2 entries).
 
 Vector-free bookkeeping (Chen, Wang, Zhou & Gao, NeurIPS 2014): one pass computes
-a = S^T q, b = Y^T q for the direction, and the new pair's row and column of the
-Gram matrices come from what is known without another pass: with
-H q = gamma q + S c_s + Y c_y and s = step H q,
-
-    Y^T s = step (gamma b + SY^T c_s + YY c_y)
-
-and, one iteration later, S^T y = a' - a, Y^T y = b' - b with a' = S^T q_{k+1}
-(``pending``, filled by :func:`complete`). The new pair's own <s, y>, <y, y>,
-<s, s> are computed directly. So an iteration reads S and Y twice: once for a, b
-and once for the weighted sum. SS is read only by L-BFGS-B (the Cauchy point and the
-free set's Gram matrices), whose pairs come with S^T s of their own (``push``'s
-``direct`` and ``kept``); unconstrained, SS keeps only its diagonal <s, s>. Small
-values are packed into few arrays and updated with masks (each loop-carried value and
-each scatter costs compiled kernels).
+a = S^T q, b = Y^T q for the direction, and the new pair's column of R and of YY comes,
+one iteration later, from what that pass gives anyway: S^T y = a' - a, Y^T y = b' - b
+with a' = S^T q_{k+1} (``pending``, filled by :func:`complete`). The new pair's own
+<s, y>, <y, y>, <s, s> are computed directly. So an iteration reads S and Y twice: once
+for a, b and once for the weighted sum. L-BFGS-B's steps are not multiples of H q: its
+pairs' rows of SY and SS come from S^T s, Y^T s of their own (``push``'s ``direct`` and
+``kept``). Small values are packed into few arrays and updated with masks (each
+loop-carried value and each scatter costs compiled kernels).
 """
 
 from __future__ import annotations
@@ -63,13 +61,23 @@ import jax.numpy as jnp
 from . import _tree
 from ._products import matvec, vecmat
 
-SY, SS, YY, RI = 0, 1, 2, 3  # the Gram stack
 A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
+
+
+class Gram(NamedTuple):
+    """The memory's small matrices (module docstring), slot order, scalar dtype; None where
+    the solver does not read them."""
+
+    d: jax.Array  # (m + 1,): <s_i, y_i>
+    yy: Any = None  # (m + 1, m + 1) Y^T Y: the compact direction
+    ri: Any = None  # (m + 1, m + 1) R^-1: the compact direction
+    sy: Any = None  # (m + 1, m + 1) S^T Y: L-BFGS-B
+    ss: Any = None  # (m + 1, m + 1) S^T S: L-BFGS-B
 
 
 class Memory(NamedTuple):
     pairs: Any  # pytree, leaves (2 (m + 1), *leaf.shape) in the leaf dtype: S's slots, then Y's
-    gram: jax.Array  # (4, m + 1, m + 1) scalar dtype, slot order: SY, SS, YY, R^-1
+    gram: Gram  # the small matrices, slot order
     last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
     scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
     index: jax.Array  # (3,) int32: count (pairs stored), head (the free slot), count before the last clear
@@ -98,6 +106,11 @@ class Memory(NamedTuple):
     def gamma(self):
         return self.scalars[0]
 
+    @property
+    def dtype(self):
+        """The scalar dtype."""
+        return self.scalars.dtype
+
 
 # Leaves up to this size use ``_products`` (a multiply and a reduction, fused with their
 # neighbours; a batched dot under vmap); larger ones a matrix-vector product (one
@@ -123,16 +136,22 @@ def _vecmat_big(vec, mat):
     return jnp.tensordot(vec, mat, axes=1, precision=_tree.HIGHEST, preferred_element_type=mat.dtype)
 
 
-def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:
-    """An empty memory; ``bounded`` adds L-BFGS-B's free set (empty) and its Gram matrices (0)."""
+def init(params, memory_size: int, sdt, bounded: bool = False, compact: bool = True) -> Memory:
+    """An empty memory with the small matrices the solver reads: ``compact`` (the compact
+    direction's YY and R^-1), ``bounded`` (L-BFGS-B's SY and SS, its free set, empty, and
+    the free set's Gram matrices, 0)."""
     m = int(memory_size)
 
     def ring(p):
         return jnp.zeros((2 * (m + 1),) + jnp.shape(p), _tree.dtype_of(p))
 
+    def square():
+        return jnp.zeros((m + 1, m + 1), sdt)
+
+    gram = Gram(d=jnp.zeros((m + 1,), sdt), yy=square() if compact else None, ri=square() if compact else None,
+                sy=square() if bounded else None, ss=square() if bounded else None)
     return Memory(
-        pairs=jax.tree.map(ring, params),
-        gram=jnp.zeros((4, m + 1, m + 1), sdt), last=jnp.zeros((4, m + 1), sdt),
+        pairs=jax.tree.map(ring, params), gram=gram, last=jnp.zeros((4, m + 1), sdt),
         scalars=jnp.ones((2,), sdt), index=jnp.zeros((3,), jnp.int32), flags=jnp.zeros((3,), bool),
         free=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params) if bounded else None,
         fgram=jnp.zeros((3, m + 1, m + 1), sdt) if bounded else None,
@@ -140,7 +159,7 @@ def init(params, memory_size: int, sdt, bounded: bool = False) -> Memory:
 
 
 def size(memory: Memory) -> int:
-    return memory.gram.shape[-1] - 1
+    return memory.gram.d.shape[-1] - 1
 
 
 def position(memory: Memory):
@@ -199,7 +218,7 @@ def products(memory: Memory, q):
     """(2, m + 1) [S^T q, Y^T q] in slot order, zero where no pair: one matrix-vector
     product per leaf and buffer (each buffer read once), accumulated in the scalar dtype."""
     m = size(memory)
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     total = jnp.zeros((2, m + 1), sdt)
     for buf, v in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(q)):
         wd = _tree.work_dtype(buf.dtype, sdt)
@@ -211,7 +230,7 @@ def products(memory: Memory, q):
 
 def weighted_sum(memory: Memory, h0, q, c_s, c_y):
     """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y."""
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     coef = jnp.concatenate([c_s, c_y])
 
     def one(buf, v):
@@ -223,23 +242,34 @@ def weighted_sum(memory: Memory, h0, q, c_s, c_y):
 
 
 def complete(memory: Memory, a, b) -> Memory:
-    """Fill the newest pair's column of SY and YY (and R^-1) from a = S^T q, b = Y^T q at
-    the point after it (slot order, masked): S^T y = a - a_old, Y^T y = b - b_old."""
+    """Fill the newest pair's column of R^-1 and its column and row of YY from a = S^T q,
+    b = Y^T q at the point after it (slot order, masked): S^T y = a - a_old, Y^T y =
+    b - b_old (a memory without the compact direction's matrices is returned as it is)."""
+    g = memory.gram
+    if g.ri is None:
+        return memory
     m = size(memory)
     newest = (memory.head + m) % (m + 1)
     i = jnp.arange(m + 1, dtype=jnp.int32)
     fill = memory.flags[1] & valid(memory) & (i != newest)
     r = jnp.where(fill, a - memory.last[A], 0)
     yv = jnp.where(fill, b - memory.last[B], 0)
-    g = memory.gram
-    ri = -matvec(g[RI], r) * g[RI, newest, newest]
-    # One select over the stack: column ``newest`` of SY, YY and R^-1, and YY's row (symmetric).
-    in_col = (i == newest)[None, :] & fill[:, None]
-    in_row = jnp.swapaxes(in_col, 0, 1)
-    which = jnp.arange(4, dtype=jnp.int32)[:, None, None]
-    column = jnp.stack([r, jnp.zeros_like(r), yv, ri])[:, :, None]
-    gram = jnp.where(in_col & (which != SS), column, jnp.where(in_row & (which == YY), yv[None, None, :], g))
+    ri = -matvec(g.ri, r) * g.ri[newest, newest]
+    # (each first write depends on its matrix's read: XLA orders the read first, in place)
+    gram = g._replace(ri=_set_line(g.ri, newest, 1, ri, fill),
+                      yy=_set_line(_set_line(g.yy, newest, 1, yv, fill), newest, 0, yv, fill))
     return memory._replace(gram=gram, flags=memory.flags & jnp.array([True, False, True]))
+
+
+def _set_line(mat, i, axis, value, where):
+    """``mat`` (m + 1, m + 1) with row (``axis`` 0) or column (``axis`` 1) i set to ``value``
+    where ``where`` holds: one line read and written in place (a gather and a scatter
+    under vmap), not a select over the matrix, which under vmap moved every member's
+    (m + 1)^2 entries. A matrix's first write in an iteration must depend on what is read
+    of it before, so that XLA orders those reads first and updates the loop-carried
+    matrix in place instead of copying it."""
+    old = jax.lax.dynamic_index_in_dim(mat, i, axis=axis, keepdims=False)
+    return jax.lax.dynamic_update_index_in_dim(mat, jnp.where(where, value, old), i, axis)
 
 
 def record(memory: Memory, last) -> Memory:
@@ -248,79 +278,79 @@ def record(memory: Memory, last) -> Memory:
     return memory._replace(last=last)
 
 
-def record_step(memory: Memory, u, step) -> Memory:
-    """The update u = step * H q taken after the line search goes to the free slot of s."""
+def _keep(active, new, old):
+    """``new`` where ``active``, else ``old``: one row, so a write that changes nothing for a
+    finished member of a batch costs a row, not a select over the buffer."""
+    return new if active is None else jax.tree.map(lambda a, b: jnp.where(active, a.astype(b.dtype), b), new, old)
+
+
+def record_step(memory: Memory, u, step, active=None) -> Memory:
+    """The update u = step * H q taken after the line search goes to the free slot of s
+    (not where ``active`` is False: there the buffer keeps its row)."""
     step = jnp.asarray(step).astype(memory.scalars.dtype)
+    h = memory.head
     return memory._replace(
-        pairs=_write(memory.pairs, memory.head, u),
+        pairs=_write(memory.pairs, h, u if active is None else _keep(active, u, row(memory.pairs, h))),
         scalars=jnp.stack([memory.gamma, step]),
         flags=memory.flags | jnp.array([True, False, False]),
     )
 
 
-def push(memory: Memory, q, scale_init: bool = True, compact: bool = True, direct: bool = False,
-         kept: bool = False):
+def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept: bool = False, active=None):
     """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
     the curvature guard; q goes to the free slot of y, the next tentative pair's start.
-    L-BFGS-B's steps are not multiples of H q, so the formulas above do not apply: with
-    ``direct`` the new pair's row of S^T S and S^T Y comes from a pass over the memory;
-    with ``kept`` from [S^T d, Y^T d] of the direction d (s = step_taken * d), which
-    ``_subspace`` keeps in ``last[CS:]`` without a pass. Returns the new memory and
-    whether the pair was stored."""
+    The new pair's row of L-BFGS-B's SY and SS needs S^T s and Y^T s: with ``direct`` from
+    a pass over the memory; with ``kept`` from [S^T d, Y^T d] of the direction d (s =
+    step_taken * d), which ``_subspace`` keeps in ``last[CS:]`` without a pass. The compact
+    direction's YY and R^-1 get the pair's diagonal entries and R^-1 its (zero) row; their
+    column waits for :func:`complete`. Returns the new memory and whether the pair was
+    stored. Where ``active`` is False (a finished member of a batch) nothing is stored and
+    the buffers and small matrices keep every entry (``_loop``)."""
     m = size(memory)
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     h = memory.head
+    g = memory.gram
     y_row = m + 1  # Y's slot i is row y_row + i of ``pairs``
-    s = row(memory.pairs, h)
-    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, row(memory.pairs, y_row + h), q)
+    s, q_old = row(memory.pairs, h), row(memory.pairs, y_row + h)
+    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, q_old, q)
     prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
-    if direct:
-        st_s, yt_s = products(memory, s)
+    if g.sy is not None:
+        if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
+            st_s, yt_s = jnp.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
+        elif direct:
+            st_s, yt_s = products(memory, s)
+        else:
+            raise ValueError("L-BFGS-B's pairs need direct=True or kept=True (S^T s, Y^T s)")
     # The row written depends on the products (adding 0 * <s, y>: a rejected pair's row is
     # overwritten below), so every read of the old buffer comes before the write and XLA
     # updates the loop-carried buffer in place instead of copying it.
-    after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct else 0))
+    after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct and g.sy is not None else 0))
     pairs = _write(memory.pairs, y_row + h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
-    store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
+    store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy) & (True if active is None else active)
     # Divisions by what a stored pair has (a rejected one's may be zero): the values are
     # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.
     sy_ok, yy_ok = jnp.where(store, sy, 1), jnp.where(store, yy, 1)
 
-    i = jnp.arange(m + 1, dtype=jnp.int32)
-    at = i == h
-    in_row, in_col = at[:, None], at[None, :]
-    corner = in_row & in_col
-    g = memory.gram
-    diag = jnp.stack([sy, ss, yy, 1 / sy_ok])[:, None, None]
-    if compact or direct or kept:
-        if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
-            st_s, yt_s = jnp.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
-        elif not direct:
-            c_s, c_y = jnp.where(valid(memory), memory.last[CS:], 0)
-            step, gamma = memory.scalars[1], memory.gamma
-            # Y^T s; S^T s only with bounds (the unconstrained products never read SS)
-            yt_s = step * (gamma * memory.last[B] + vecmat(c_s, g[SY]) + matvec(g[YY], c_y))
-            st_s = jnp.zeros_like(yt_s)
-        zero = jnp.zeros_like(st_s)
-        rows = jnp.stack([yt_s, st_s, zero, zero])[:, None, :]  # row h: <s, y_j>, <s, s_j>, pending, 0
-        cols = jnp.stack([zero, st_s, zero, zero])[:, :, None]  # column h: pending, <s_j, s>, pending, pending
-        gram = jnp.where(store & corner[None], diag, jnp.where(store & in_row[None], rows,
-                                                                jnp.where(store & in_col[None], cols, g)))
-    else:  # the two-loop recursion needs <s, y> of each pair only
-        gram = jnp.where(store & corner[None], diag, g)
+    at = jnp.arange(m + 1, dtype=jnp.int32) == h
+    gram = g._replace(d=jnp.where(store & at, sy, g.d))
+    if g.ri is not None:  # R^-1's and YY's row h: zero but the diagonal (complete fills YY's)
+        gram = gram._replace(ri=_set_line(g.ri, h, 0, jnp.where(at, 1 / sy_ok, 0), store),
+                             yy=_set_line(g.yy, h, 0, jnp.where(at, yy, 0), store))
+    if g.sy is not None:  # row h of SY: <s, y_j> (L-BFGS-B reads SY's lower triangle); SS symmetric
+        ss_line = jnp.where(at, ss, st_s)
+        gram = gram._replace(sy=_set_line(g.sy, h, 0, jnp.where(at, sy, yt_s), store),
+                             ss=_set_line(_set_line(g.ss, h, 0, ss_line, store), h, 1, ss_line, store))
 
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
     stored = memory._replace(
-        pairs=_write(pairs, y_row + new_head, q),  # q: the next tentative pair
+        pairs=_write(pairs, y_row + new_head, _keep(active, q, q_old)),  # q: the next tentative pair
         gram=gram,
-        last=memory.last,
         scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
         index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
                          memory.index[2]]).astype(jnp.int32),
-        flags=jnp.stack([jnp.asarray(False), jnp.where(store, compact or direct or kept, memory.flags[1]),
-                         memory.flags[2] | store]),
+        flags=jnp.stack([jnp.asarray(False), jnp.where(store, True, memory.flags[1]), memory.flags[2] | store]),
     )
     return stored, store

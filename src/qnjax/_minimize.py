@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _callbacks, _compile, _implicit, _objective, _scipy, _trace, _tree, _unrolled
-from ._solver import LBFGS, State
+from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
+from ._solver import LBFGS, State, hold
 from ._status import Status, code, is_success
 
 
@@ -279,7 +279,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
     def running(s: State):
         return s.status == code(Status.RUNNING)
 
-    def observe(s, records, active, moved, start=False):
+    def observe(solver, s, records, active, moved, start=False):
         """The trace and the progress display: read-only."""
         if trace_length or verbose:
             gnorm = solver.stationarity(s.params, s.grad, s.bounds)
@@ -288,23 +288,33 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         return _trace.record(records, s, gnorm) if trace_length else None
 
     no = jnp.asarray(False)
-    records = observe(state, _trace.init(trace_length, state.value.dtype) if trace_length else None, no, no, True)
+    records = observe(solver, state, _trace.init(trace_length, state.value.dtype) if trace_length else None,
+                      no, no, True)
 
-    def body(carry):
+    def body(operands, carry, active):
+        """One iteration; ``active`` None: running (unbatched), else a batch member's flag
+        (``_loop``: a finished member's carry is kept as it is)."""
+        solver, objective, args = operands
         before, records = carry
-        active = running(before)
-        s = solver.step(before, evaluate, active=active)[1]
+        on = running(before) if active is None else active
+        s = solver.step(before, lambda x: objective(x, args), active=True if active is None else on)[1]
         moved = s.count > before.count
         if callback is not None:
             stop = _callbacks.call(callback, s, _tree.conj(s.grad), moved)
             s = s._replace(status=jnp.where(stop & running(s), code(Status.CALLBACK), s.status))
-        return s, observe(s, records, active, moved)
+        new_records = observe(solver, s, records, on, moved)
+        if active is not None:
+            s = hold(active, s, before)
+            new_records = _tree.select(active, new_records, records)
+        return s, new_records
 
+    operands = (solver, objective, args)
     if unrolled:
-        s, records = _unrolled.loop(lambda c: running(c[0]), body, (state, records), unrolled)
+        s, records = _unrolled.loop(lambda c: running(c[0]), lambda c: body(operands, c, None), (state, records),
+                                    unrolled)
         s = s._replace(status=jnp.where(running(s), code(Status.MAXITER), s.status))
     else:
-        s, records = jax.lax.while_loop(lambda c: running(c[0]), body, (state, records))
+        s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records))
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
         success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,

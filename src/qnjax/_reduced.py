@@ -70,7 +70,7 @@ def _block(pairs, f, sdt):
 def full(memory: _memory.Memory, free):
     """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] (zero where no pair) from scratch."""
     m1 = _memory.size(memory) + 1
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     total = jnp.zeros((3, m1, m1), sdt)
     for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
         if f.size <= CHUNK:
@@ -94,7 +94,7 @@ def full(memory: _memory.Memory, free):
 
 def _direct(memory: _memory.Memory, free, g):
     """G and [S^T F g, Y^T F g] from scratch."""
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     fg = jax.tree.map(lambda a, f: jnp.where(f, a, 0).astype(sdt), g, free)
     return full(memory, free), jnp.stack(_memory.products(memory, fg))
 
@@ -150,7 +150,7 @@ def _changes(now, before, gm, s_new, stored):
 def _updated(memory: _memory.Memory, ctx):
     """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
     m1 = _memory.size(memory) + 1
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     now, before, gm, gf, wg, stored, count = ctx
     s_new = _newest_s(memory, sdt)
     idx, rows = _gather(memory, lambda: functools.reduce(jnp.logical_or, _changes(now, before, gm, s_new, stored)),
@@ -169,8 +169,8 @@ def _updated(memory: _memory.Memory, ctx):
         y_row = _memory.row(memory.y, newest)
         y_new = _cauchy.flat(y_row, y_row, sdt)
         s_out = jnp.where(moved, s_new[idx], 0)
-        st_fs = memory.gram[_memory.SS, newest] - mm(s_out, ss)
-        yt_fs = memory.gram[_memory.SY, newest] - mm(s_out, ys)  # its own entry: s^T F y = s^T y - (rows)
+        st_fs = memory.gram.ss[newest] - mm(s_out, ss)
+        yt_fs = memory.gram.sy[newest] - mm(s_out, ys)  # its own entry: s^T F y = s^T y - (rows)
         d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
         old = memory.last[:2] + jnp.stack([mm(d_old, ss), mm(d_old, ys)])  # W^T F g' (stale at ``newest``)
         st_fy, yt_fy = fg - old
@@ -193,7 +193,7 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
     gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order; None: recompute)
     with ``gm`` = M g flat, and whether ``push`` just ``stored`` a pair."""
     m1 = _memory.size(memory) + 1
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     now = _cauchy.flat(free, free, bool)
     if not incremental(free):
         fgram, fg = _direct(memory, free, g)

@@ -89,7 +89,8 @@ def _fresh(solver, params, value, grad, bounds) -> State:
         value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
         grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
         aux=None,
-        memory=_memory.init(params, solver.memory_size, sdt, bounded=bounds is not None),
+        memory=_memory.init(params, solver.memory_size, sdt, bounded=bounds is not None,
+                            compact=bounds is None and solver.direction_method == "compact"),
         stepsize=jnp.zeros((), sdt),
         count=jnp.zeros((), jnp.int32),
         nfev=jnp.zeros((), jnp.int32),
@@ -113,6 +114,17 @@ def _state_shardings(shapes: State, params, where: _sharding.Plan) -> State:
                                 b, params, where.like)
         bounds = _bounds.Box(side(shapes.bounds.lower), side(shapes.bounds.upper))
     return out._replace(grad=where.like, memory=memory, bounds=bounds)
+
+
+def hold(active, new: State, old: State) -> State:
+    """``new`` where ``active``, else ``old`` (a finished member of a batch, ``_loop``),
+    except the memory's pairs and small matrices, taken from ``new`` as they are: a step
+    with ``active`` False leaves them unchanged, and they are most of what a member carries."""
+    def small(state):
+        return state._replace(memory=state.memory._replace(pairs=None, gram=None))
+
+    held = jax.tree.map(lambda a, b: b if a is b else jnp.where(active, a, b), small(new), small(old))
+    return held._replace(memory=held.memory._replace(pairs=new.memory.pairs, gram=new.memory.gram))
 
 
 def _static(**kw):
@@ -163,7 +175,7 @@ class LBFGS:
     # ----------------------------------------------------------------- seams
     def direction(self, memory, q, scale):
         """(d = -scale H q, memory)."""
-        sdt = memory.gram.dtype
+        sdt = memory.dtype
         return DIRECTIONS[self.direction_method].inverse_hessian(memory, q, -jnp.asarray(scale).astype(sdt))
 
     def first_stepsize(self, memory, dd):
@@ -253,16 +265,18 @@ class LBFGS:
 
         ``evaluate(params) -> (value, real-space grad, aux)``; ``q`` (default: the
         gradient) is what the memory multiplies and differences; ``scale`` multiplies
-        the direction; ``active=False`` makes the line search evaluate nothing (a
-        finished member of a vmapped batch). With bounds, ``q`` must be the gradient,
-        ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params + updates
+        the direction; ``active=False`` makes the line search evaluate nothing and leaves
+        the memory's buffers and small matrices as they are (a finished member of a vmapped
+        batch: :func:`hold` keeps the rest of its state). With bounds, ``q`` must be the
+        gradient, ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params + updates
         bit for bit (``_bounds.trial``), else at the projection itself."""
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
         q = grad if q is None or box is not None else q
+        held = None if active is True else jnp.asarray(active)  # (the memory's writes are masked by it)
         kept = box is not None and _subspace.keeps_products(params, sdt)
-        memory, stored = _memory.push(state.memory, q, self.scale_init_precond, self.direction_method == "compact",
-                                      direct=box is not None and not kept, kept=kept)
+        memory, stored = _memory.push(state.memory, q, self.scale_init_precond, direct=box is not None and not kept,
+                                      kept=kept, active=held)
         if box is None:
             d, memory = self.direction(memory, q, scale)
             usable = True
@@ -288,7 +302,7 @@ class LBFGS:
             t = jnp.where(empty & self.scale_init_precond,
                           jnp.minimum(1, 1 / jnp.maximum(jnp.sqrt(_tree.inner(q, q, sdt)), jnp.finfo(sdt).tiny)), 1)
             u = _tree.scale(t.astype(sdt), d, params)
-            memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t)
+            memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t, held)
             new = state._replace(params=_tree.add(params, u), value=jnp.full((), jnp.inf, sdt), memory=memory,
                                  stepsize=t.astype(sdt), count=state.count + 1)
             gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
@@ -322,7 +336,7 @@ class LBFGS:
         tie = res.value >= value
         moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
         u, x_new = point(jnp.where(moved, res.stepsize, 0))  # u is zero and x_new params when x stays
-        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize)
+        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize, held)
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(

@@ -16,7 +16,8 @@ and steps k >= m the second, oldest first, on r = gamma q (applied at k = m),
 
 A position without a pair has rho_j = 0 and changes nothing. It makes 2m
 sequential passes over the memory (``_compact`` makes two); it needs only the
-diagonal of the memory's S^T Y, so with it the memory keeps no other products.
+diagonal of the memory's S^T Y, so with it the memory keeps no other products
+(``_memory.init(compact=False)``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from . import _memory, _tree
 def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
     """(scale H q, memory) by the two-loop recursion (the scale is applied in the first
     step, so it costs no pass of its own)."""
-    sdt = memory.gram.dtype
+    sdt = memory.dtype
     m = _memory.size(memory)
     mask = _memory.valid(memory)
-    sy = jnp.sum(jnp.where(jnp.eye(m + 1, dtype=bool), memory.gram[_memory.SY], 0), axis=1)
-    rho = jnp.where(mask, 1 / jnp.where(mask, sy, 1), 0)  # by slot
+    rho = jnp.where(mask, 1 / jnp.where(mask, memory.gram.d, 1), 0)  # by slot
 
     def step(k, carry):
         r, alpha = carry
