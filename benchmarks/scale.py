@@ -26,7 +26,9 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    fresh process (best of 2, the solvers taking turns); compile = first - second
    (tracing and compilation). `qnjax.minimize(rosen, x0)` called as users call it (its
    own program, compiled with `qnjax._compile.OPTIONS` on a CPU), for compact and
-   two-loop, and once with XLA's defaults (the options off); qnjax inside a user's
+   two-loop, and once with XLA's defaults (the options off); Rosenbrock's sum over a
+   (32, 32) float32 leaf as qnjax compiles it (XLA's defaults: two axes) and with the
+   classic emitters forced (their pathological case); qnjax inside a user's
    `jax.jit` (XLA's defaults); the peers' jitted drivers
    of part 1 (50 iterations). Kernels: the compiled program's `fusion(` count.
 
@@ -259,8 +261,12 @@ if name.startswith("qnjax minimize"):  # the front door as users call it: its ow
     d = name.split("(")[1].split(",")[0].strip(")")
     if "XLA defaults" in name:  # what the first call cost before qnjax set its options
         _compile._accepted = lambda backend: False
+    if "32 x 32" in name:  # a leaf of two axes: XLA's defaults (_compile._vectors_only), or forced classic
+        x0 = jnp.full((32, 32), 0.5, jnp.float32)  # (float32: in float64 the classic emitters are not slower)
+        if "classic" in name:
+            _compile._vectors_only = lambda tree: True
     run = lambda x: qnjax.minimize(scale.rosen, x, direction=d).x
-    options = _compile.OPTIONS if _compile._accepted(jax.default_backend()) else None
+    options = _compile.OPTIONS if _compile._accepted(jax.default_backend()) and _compile._vectors_only(x0) else None
 else:  # a jitted driver of 50 iterations; qnjax's inside it compiles with XLA's defaults
     make = scale.SOLVERS["qnjax compact" if name == "qnjax inside jax.jit" else name]
     run, options = jax.jit(lambda x: make(scale.rosen, 50)(x)[0]), None
@@ -272,6 +278,7 @@ print(json.dumps(dict(solver=name, first_call_s=first, second_call_s=second, com
 """
 
 COMPILED = ("qnjax minimize (compact)", "qnjax minimize (two-loop)", "qnjax minimize (compact, XLA defaults)",
+            "qnjax minimize (compact, 32 x 32 leaf)", "qnjax minimize (compact, 32 x 32 leaf, classic emitters)",
             "qnjax inside jax.jit", "optax", "jaxopt", "optimistix")
 
 

@@ -55,10 +55,8 @@ def test_top_level_is_an_unbatched_call_only(name, transform, own):
     assert _where(transform) is own
 
 
-@x64_off_only  # which program a call takes, not what it computes (CI time: about 12 s a run)
-def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
-    dtype = jnp.float32  # (x64-off run only)
-    x0 = jnp.array([-1.2, 1.0, 0.7], dtype)  # a shape of its own: the caches start empty
+def _programs_taken(monkeypatch):
+    """The list to which each call of minimize's solve appends "tuned" or "plain"."""
     calls = []
 
     def counted(name, jitted):
@@ -69,6 +67,14 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
 
     monkeypatch.setattr(_minimize._solve, "tuned", counted("tuned", _minimize._solve.tuned))
     monkeypatch.setattr(_minimize._solve, "plain", counted("plain", _minimize._solve.plain))
+    return calls
+
+
+@x64_off_only  # which program a call takes, not what it computes (CI time: about 12 s a run)
+def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
+    dtype = jnp.float32  # (x64-off run only)
+    x0 = jnp.array([-1.2, 1.0, 0.7], dtype)  # a shape of its own: the caches start empty
+    calls = _programs_taken(monkeypatch)
     direct = qnjax.minimize(rosenbrock, x0)
     batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.stack([x0, 0.5 * x0]))
     inside = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)  # the caller's program
@@ -79,6 +85,20 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
         np.testing.assert_allclose(np.asarray(res.x), 1.0, atol=1e-3)
     # The same HLO program either way: the iterations agree to rounding.
     assert abs(int(direct.nit) - int(inside.nit)) <= 2
+
+
+@x64_off_only  # which program a call takes, not what it computes
+def test_a_solve_over_arrays_of_two_axes_compiles_with_the_defaults(monkeypatch):
+    """The classic emitters unroll reductions over some 2-D shapes completely (a (32, 32)
+    leaf: 5-9 s to compile a solve, 2-3 s with the defaults): such a call takes the
+    defaults, whether the array is the parameters, an argument or closed over."""
+    assert _compile._vectors_only((jnp.zeros(3), (1.0, 2), {"a": jnp.zeros(())}))
+    assert not _compile._vectors_only((jnp.zeros(3), (jnp.eye(2),)))
+    calls = _programs_taken(monkeypatch)
+    data = jnp.asarray([[2.0, 1.0], [1.0, 3.0]], jnp.float32)
+    res = qnjax.minimize(lambda x: jnp.sum((data @ x - 1.0) ** 2), jnp.zeros(2, jnp.float32))
+    assert calls == ["plain"] and res.success
+    np.testing.assert_allclose(np.asarray(data @ res.x), 1.0, rtol=1e-4)
 
 
 @x64_off_only  # that these compile at all; the derivatives are tested in both modes elsewhere (about 24 s)
