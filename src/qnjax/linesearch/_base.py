@@ -211,7 +211,9 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         start = as_s(stepsize)
         update = lambda r, p, finite: rebuilt(search, r, p, finite, value0, slope0, start, near)  # noqa: E731
 
-    def body(c):
+    def trial(c):
+        """The next trial: the new loop state (its ``grad`` still the kept one), whether the
+        trial is kept, and its payload."""
         f, d, g = phi(c.t)
         f, d = as_s(f), as_s(d)
         finite = jnp.isfinite(f) & jnp.isfinite(d)
@@ -222,7 +224,6 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         accept = jnp.where(at_max, ACCEPT, accept).astype(jnp.int32)
         keep = (accept != REJECT) | (admissible & finite & (f < c.best[1]))
         best = jnp.where(keep, p, c.best)
-        g = jax.tree.map(lambda n, o: jnp.where(keep, n, o), g, c.grad)
         rising = jnp.where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
         smallest = jnp.where(finite & (c.t < c.smallest[0]), p, c.smallest)
         # The trapezoid rule on the slopes predicts f(t) - f(0) = t (phi'(0) + phi'(t)) / 2.
@@ -231,7 +232,14 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         t_next = jnp.minimum(as_s(t_next), t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
-        return _loop(c.k + 1, t_next, accept, rule, best, g, rising, smallest, noise)
+        return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise), keep, g
+
+    def take(keep, latest, c):
+        return c._replace(grad=jax.tree.map(lambda n, o: jnp.where(keep, n, o), latest, c.grad))
+
+    def body(c):
+        new, keep, g = trial(c)
+        return take(keep, g, new)
 
     def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
@@ -240,7 +248,19 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     if fixed_steps:  # the iterations' loop, at most fixed_steps trials, checkpointed per trial
         c = _unrolled.loop(proceed, body, init, fixed_steps)
     else:
-        c = jax.lax.while_loop(proceed, body, init)
+        # The test is carried, computed where the state it tests is made: under vmap the loop
+        # selects every carried value with it, and XLA would compute it again inside each of
+        # those kernels, for each entry of the gradient it selects.
+        # Likewise the kept gradient: each trial's payload is carried with whether it is kept,
+        # and taken at the start of the next trial (or after the loop), from carried values.
+        def deferred(carry):
+            c, _, keep, latest = carry
+            new, keep, g = trial(take(keep, latest, c))
+            return new, proceed(new), keep, g
+
+        c, _, keep, latest = jax.lax.while_loop(lambda cg: cg[1], deferred,
+                                                (init, proceed(init), jnp.asarray(False), init.grad))
+        c = take(keep, latest, c)
     t, f, d = c.best
     status = jnp.where(
         c.accepted == ACCEPT, LineSearchStatus.SUCCESS,
