@@ -19,9 +19,9 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    (qnjax: sum of `nfev`; optax: 1 + its line-search steps; jaxopt: `num_fun_eval`).
    Each batch runs in one `jax.jit`; one more qnjax row is `jax.vmap` of `minimize`
    without it, as a user calls it (the solve its own program, `qnjax._compile`), and one
-   has `memory_size=3` instead of 10: under vmap every array the loop carries is moved
-   each iteration, and each member carries 4 (m + 1)^2 Gram entries (more than its pairs
-   at n = 10), so the difference is that cost.
+   has `memory_size=3` instead of 10: each member's memory holds 2 (m + 1)^2 small-matrix
+   entries and 2 (m + 1) n pair entries, read and written each iteration, so the
+   difference is what the memory size costs.
 3. Compile: each solver's first and second call on 2-D Rosenbrock in float64, each in a
    fresh process (best of 2, the solvers taking turns); compile = first - second
    (tracing and compilation). `qnjax.minimize(rosen, x0)` called as users call it (its
@@ -208,8 +208,8 @@ def per_iteration(solvers, sizes, dtypes, iters):
 
 # (row, solver, make's keywords, own program): every batch runs in one jax.jit (XLA's
 # defaults) but one, jax.vmap(minimize) as a user calls it, its own program
-# (qnjax/_compile.py); memory_size=3: each member carries 4 (m + 1)^2 Gram entries, and a
-# vmapped loop moves every carried array each iteration, so the row shows that cost's share.
+# (qnjax/_compile.py); memory_size=3: each member's memory holds 2 (m + 1)^2 small-matrix
+# entries and 2 (m + 1) n pair entries, so the row shows what the memory size costs.
 BATCHED_ROWS = (
     ("qnjax compact", "qnjax compact", {}, False),
     ("qnjax compact, vmap of minimize", "qnjax compact", {}, True),

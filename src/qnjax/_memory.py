@@ -279,9 +279,9 @@ def record(memory: Memory, last) -> Memory:
 
 
 def _keep(active, new, old):
-    """``new`` where ``active``, else ``old``: one row, so a write that changes nothing for a
-    finished member of a batch costs a row, not a select over the buffer."""
-    return new if active is None else jax.tree.map(lambda a, b: jnp.where(active, a.astype(b.dtype), b), new, old)
+    """The row to write: ``new``, or ``old`` where ``active`` is False (a finished member of
+    a batch: its write changes nothing and costs a row, not a select over the buffer)."""
+    return new if active is None else _tree.select(active, _tree.cast_like(new, old), old)
 
 
 def record_step(memory: Memory, u, step, active=None) -> Memory:
@@ -290,7 +290,7 @@ def record_step(memory: Memory, u, step, active=None) -> Memory:
     step = jnp.asarray(step).astype(memory.scalars.dtype)
     h = memory.head
     return memory._replace(
-        pairs=_write(memory.pairs, h, u if active is None else _keep(active, u, row(memory.pairs, h))),
+        pairs=_write(memory.pairs, h, _keep(active, u, row(memory.pairs, h))),
         scalars=jnp.stack([memory.gamma, step]),
         flags=memory.flags | jnp.array([True, False, False]),
     )

@@ -260,13 +260,10 @@ def _default_linesearch(linesearch):
 @_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"))
 def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose,
            unrolled=0) -> OptimizeResult:
-    def evaluate(x):
-        return objective(x, args)
-
     if state0 is None:
         if box is not None:
             x0 = _bounds.project(x0, box)
-        value0, grad0, aux0 = evaluate(x0)
+        value0, grad0, aux0 = objective(x0, args)
         state = solver.init(x0, value0, grad0, aux0, bounds=box)
         state = state._replace(nfev=state.nfev + 1)
     else:  # continue: the budgets count from here

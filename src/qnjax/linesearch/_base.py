@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _unrolled
+from .. import _tree, _unrolled
 
 
 class LineSearchStatus(enum.IntEnum):
@@ -235,7 +235,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise), keep, g
 
     def take(keep, latest, c):
-        return c._replace(grad=jax.tree.map(lambda n, o: jnp.where(keep, n, o), latest, c.grad))
+        return c._replace(grad=_tree.select(keep, latest, c.grad))
 
     def body(c):
         new, keep, g = trial(c)
