@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _tree
+from . import _compile, _tree
 from ._products import matvec, vecmat
 
 A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
@@ -329,6 +329,7 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy) & (True if active is None else active)
+    store = _compile.once(memory.count < 0, store)  # (read by every write below; count >= 0)
     # Divisions by what a stored pair has (a rejected one's may be zero): the values are
     # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.
     sy_ok, yy_ok = jnp.where(store, sy, 1), jnp.where(store, yy, 1)

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _compact, _memory, _sharding, _subspace, _tree, _two_loop
+from . import _bounds, _compact, _compile, _memory, _sharding, _subspace, _tree, _two_loop
 from ._objective import Evaluated
 from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
@@ -335,6 +335,7 @@ class LBFGS:
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
         tie = res.value >= value
         moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
+        moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
         u, x_new = point(jnp.where(moved, res.stepsize, 0))  # u is zero and x_new params when x stays
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize, held)
         failed = ~moved

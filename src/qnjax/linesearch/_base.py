@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _tree, _unrolled
+from .. import _compile, _tree, _unrolled
 
 
 class LineSearchStatus(enum.IntEnum):
@@ -168,22 +168,6 @@ def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise):
                  jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest]), rule, grad)
 
 
-def _once(k, tree):
-    """``tree`` as it is, computed once: its floating arrays divided by a one XLA cannot
-    see is one (k < 0 is never true: k counts evaluations).
-
-    XLA:CPU copies cheap element-wise code into every kernel that reads its result. A
-    search's case analysis (Moré-Thuente's: about 250 operations) was compiled into
-    each of the four kernels that read the next trial and the rule's new state (the loop
-    state's scalars and counts, the kept flag, the loop's test), and under vmap it ran
-    once per element of each. XLA does not copy a division: after one, the values are
-    computed in one kernel and read by the others. The minimize solve of Rosenbrock:
-    6,678 -> 6,071 lines of optimised HLO, compile about 15% less CPU time. Exact:
-    x / 1 == x for every x, signed zeros, infinities and NaN included."""
-    one = jnp.where(k < 0, 2.0, 1.0)
-    return jax.tree.map(lambda v: v / one.astype(v.dtype) if jnp.issubdtype(v.dtype, jnp.inexact) else v, tree)
-
-
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
         min_stepsize=0.0, rounding_stepsize=None, fixed_steps=0) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
@@ -235,7 +219,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         finite = jnp.isfinite(f) & jnp.isfinite(d)
         p = point(c.t, f, d)
         rule, t_next, accept, admissible = update(c.rule, p, finite)
-        t_next, rule = _once(c.k, (as_s(t_next), rule))
+        t_next, rule = _compile.once(c.k < 0, (as_s(t_next), rule))  # (k >= 0: never true)
         # At the largest step with a decrease, a search that wants to go further stops there.
         at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (as_s(t_next) >= c.t)
         accept = jnp.where(at_max, ACCEPT, accept).astype(jnp.int32)
