@@ -144,3 +144,46 @@ def test_files_again_with_xla_default_emitters(name):
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]
     assert not skipped, tail  # the check of the subprocess's own options ran
+
+
+def _shared_then_read_four_times(use_once):
+    """A loop whose body decides one value with much cheap code (a chain of 40 selects)
+    and writes four carried values from it; its optimised HLO, classic emitters."""
+
+    def body(c):
+        a, b, d, e, k = c
+        z = a
+        for i in range(40):
+            z = jnp.where(z > b * (i + 1), z - d, jnp.where(z < -b, z + d * 0.5, z * 0.99 + a))
+        if use_once:
+            z = _compile.once(k < 0, z)
+        return z + 1, z * b, jnp.where(z > 0, d, e), e + z, k + 1
+
+    def loop(c):
+        return jax.lax.while_loop(lambda c: c[4] < 10, body, c)
+
+    c = (jnp.float32(1), jnp.float32(2), jnp.float32(3), jnp.float32(4), jnp.int32(0))
+    return jax.jit(loop).lower(c).compile(_compile.OPTIONS).as_text(), jax.jit(loop)(c)
+
+
+@x64_off_only  # XLA's fusion decisions, not numerics
+def test_once_keeps_one_copy_of_code_that_many_kernels_read():
+    """XLA:CPU copies cheap element-wise code into each kernel that reads it (here four
+    copies of the 40 selects' chain); after ``once`` it is computed once. If XLA begins to
+    copy divisions too, ``once`` no longer helps and this fails."""
+    plain, plain_out = _shared_then_read_four_times(False)
+    kept, kept_out = _shared_then_read_four_times(True)
+    assert plain.count(" select(") >= 3 * 80  # the chain is copied into (at least) three kernels
+    assert kept.count(" select(") <= 80 + 10  # one copy
+    for a, b in zip(plain_out, kept_out):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_once_changes_no_value():
+    """Bit for bit (a subnormal number would become zero: XLA:CPU flushes them in arithmetic)."""
+    values = (jnp.asarray([-0.0, 0.0, 1.5, -jnp.inf, jnp.inf, jnp.nan, 1.2e-38, -3.4e38], jnp.float32),
+              jnp.asarray([True, False]), jnp.asarray([1 + 2j, -0.0 - 0.0j], jnp.complex64), jnp.arange(3))
+    out = jax.jit(lambda k, v: _compile.once(k < 0, v))(jnp.int32(0), values)
+    for a, b in zip(values, out):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))

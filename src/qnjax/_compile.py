@@ -101,8 +101,10 @@ def jit(fun=None, **kwargs):
 
 def once(never, tree):
     """``tree`` as it is, computed once: its arrays divided by a one that XLA cannot see is
-    one (``never``: a traced bool that is always False; booleans go through the scalar
-    dtype). Exact: x / 1 == x for every x, signed zeros, infinities and NaN included.
+    one (``never``: a traced bool that is always False; booleans go through float32, complex
+    numbers a part at a time, integers are left as they are). Exact: x / 1 == x, signed
+    zeros, infinities and NaN included, but for subnormal numbers, which XLA:CPU flushes to
+    zero in arithmetic (as in any other operation on them).
 
     XLA:CPU copies cheap element-wise code into every kernel that reads its result; XLA
     does not copy a division. Where many kernels read a few values made by much code,
@@ -122,6 +124,8 @@ def once(never, tree):
         v = jnp.asarray(v)
         if v.dtype == jnp.bool_:
             return one(v.astype(jnp.float32)) != 0
-        return v / divisor.astype(v.dtype) if jnp.issubdtype(v.dtype, jnp.inexact) else v
+        if jnp.issubdtype(v.dtype, jnp.complexfloating):  # (a complex division may turn +0 into -0)
+            return jax.lax.complex(one(v.real), one(v.imag))
+        return v / divisor.astype(v.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
 
     return jax.tree.map(one, tree)
