@@ -219,9 +219,9 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         finite = jnp.isfinite(f) & jnp.isfinite(d)
         p = point(c.t, f, d)
         rule, t_next, accept, admissible = update(c.rule, p, finite)
-        t_next, rule = _compile.once(c.k < 0, (as_s(t_next), rule))  # (k >= 0: never true)
+        t_next, rule = _compile.once(c.k < 0, (as_s(t_next), rule))  # (k counts evaluations: k < 0 never holds)
         # At the largest step with a decrease, a search that wants to go further stops there.
-        at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (as_s(t_next) >= c.t)
+        at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (t_next >= c.t)
         accept = jnp.where(at_max, ACCEPT, accept).astype(jnp.int32)
         keep = (accept != REJECT) | (admissible & finite & (f < c.best[1]))
         best = jnp.where(keep, p, c.best)
@@ -230,7 +230,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         # The trapezoid rule on the slopes predicts f(t) - f(0) = t (phi'(0) + phi'(t)) / 2.
         unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
         noise = jnp.where(finite & (c.t <= near), jnp.maximum(c.noise, unexplained), c.noise)
-        t_next = jnp.minimum(as_s(t_next), t_max)
+        t_next = jnp.minimum(t_next, t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
         return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise), keep, g
