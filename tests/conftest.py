@@ -60,6 +60,26 @@ def make_step(opt, loss, value_and_grad_from_state=None):
     return step
 
 
+def one_program(funs):
+    """``f(x, i) = funs[i](x)``: one objective for many of the same shape and dtype, so that
+    the tests solving each of them compile one solve between them (``i`` is data, an int32
+    argument: each call runs only its own branch). Compile time is the suite's cost (CI
+    time: DEVELOPERS.md); the solver sees the same values as from ``funs[i]`` itself."""
+    funs = tuple(funs)
+
+    def f(x, i):
+        return jax.lax.switch(i, funs, x)
+
+    return f
+
+
+def solve_one_of(funs, i, x0, **kwargs):
+    """``qnjax.minimize(funs[i], x0, **kwargs)``, through :func:`one_program`'s shared program."""
+    import qnjax
+
+    return qnjax.minimize(one_program(funs), x0, (jnp.asarray(i, jnp.int32),), **kwargs)
+
+
 def rosenbrock(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
