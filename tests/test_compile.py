@@ -88,6 +88,20 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
 
 
 @x64_off_only  # which program a call takes, not what it computes
+def test_a_resumed_solve_compiles_as_the_run_it_continues(monkeypatch):
+    """A resumed run's state carries 2-D history buffers (qnjax's own, in every solve's
+    program): the call takes the options as the run it continues did, so resuming is one
+    run bit for bit with XLA's default flags too (this suite compiles every program with
+    the classic emitters, where a wrong choice would not show)."""
+    calls = _programs_taken(monkeypatch)
+    x0 = jnp.array([-1.2, 1.0, 0.8, 1.1, -0.5], jnp.float32)
+    first = qnjax.minimize(rosenbrock, x0, maxiter=5)
+    more = qnjax.minimize(rosenbrock, first.x, maxiter=5, state=first.state)
+    assert calls == ["tuned", "tuned"]
+    assert int(more.nit) == 10
+
+
+@x64_off_only  # which program a call takes, not what it computes
 def test_a_solve_over_arrays_of_two_axes_compiles_with_the_defaults(monkeypatch):
     """The classic emitters unroll reductions over some 2-D shapes completely (a (32, 32)
     leaf: 5-9 s to compile a solve, 2-3 s with the defaults): such a call takes the

@@ -36,6 +36,7 @@ differently in the last bit, as any two programs XLA compiles separately may.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -76,14 +77,20 @@ def _vectors_only(tree) -> bool:
     return all(jnp.ndim(leaf) <= 1 for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
 
 
-def jit(fun=None, **kwargs):
+def jit(fun=None, *, users=None, **kwargs):
     """``jax.jit(fun, **kwargs)``, compiled with ``OPTIONS`` where the call is its own
     program on a CPU (see the module's docstring); a decorator with or without arguments.
     The wrapper's ``plain`` is the jitted function with XLA's defaults, ``tuned`` the one
     with ``OPTIONS`` (both made at once; whether the backend takes them is checked at the
-    first top-level call, so importing qnjax does not start JAX's backend)."""
+    first top-level call, so importing qnjax does not start JAX's backend).
+
+    ``users(arguments)``, given the call's arguments by name, returns the arrays that are
+    the user's (the ones :func:`_vectors_only` looks at); by default all of them. A
+    resumed solve's memory is qnjax's own: its 2-D history is in every solve's program,
+    and a resumed run must compile as the run it continues (the same rounding)."""
     if fun is None:
-        return functools.partial(jit, **kwargs)
+        return functools.partial(jit, users=users, **kwargs)
+    signature = inspect.signature(fun)
     plain = jax.jit(fun, **kwargs)
     try:
         tuned = jax.jit(fun, compiler_options=OPTIONS, **kwargs)
@@ -92,7 +99,8 @@ def jit(fun=None, **kwargs):
 
     @functools.wraps(fun)
     def call(*args, **kw):
-        own = _top_level() and _accepted(jax.default_backend()) and _vectors_only((args, kw))
+        arrays = (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
+        own = _top_level() and _accepted(jax.default_backend()) and _vectors_only(arrays)
         return (call.tuned if own else call.plain)(*args, **kw)
 
     call.plain, call.tuned = plain, tuned

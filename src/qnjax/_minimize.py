@@ -257,7 +257,13 @@ def _default_linesearch(linesearch):
     return MoreThuente() if linesearch is None else linesearch
 
 
-@_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"))
+def _users_arrays(arguments):
+    """All of ``_solve``'s arguments but a resumed state's memory (``_compile.jit``)."""
+    state = arguments.get("state0")
+    return {**arguments, "state0": None if state is None else state._replace(memory=None)}
+
+
+@_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"), users=_users_arrays)
 def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose,
            unrolled=0) -> OptimizeResult:
     if state0 is None:
