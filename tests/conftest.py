@@ -151,13 +151,13 @@ COMPILES = _Compiles
 # the two xdist workers finish together instead of one waiting out a long test at the end
 # (longest-first scheduling); the others keep their order.
 LONG_FIRST = (
+    "tests/test_docs.py::test_blocks_run_as_a_reader_runs_them",
     "tests/test_sharding.py::test_eight_device_suite",
     "tests/test_compile.py::test_files_again_with_xla_default_emitters",
     "tests/test_unrolled.py::",
     "tests/test_sharding.py::test_two_processes",
     "tests/test_lbfgsb.py::test_vmap_over_starts",
     "tests/test_implicit.py::test_failures_are_nan",
-    "tests/test_docs.py::test_code_block_runs[docs/derivatives.md[4]]",
     "tests/test_bench.py::test_floor_script",
     "tests/test_properties.py::test_minimize_properties",
     "tests/test_implicit.py::test_dense_solver",

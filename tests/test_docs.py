@@ -6,15 +6,23 @@ The blocks run with x64 off, as a reader's JAX starts. With x64 on, the README a
 pages whose blocks depend on the precision mode run again (mixed precision, the worked
 examples, which compare float32 and float64 results); the other pages call the same
 API as the unit tests, which run in both modes, so a second run of them would test
-compile time, not qnjax (CI time: DEVELOPERS.md)."""
+compile time, not qnjax (CI time: DEVELOPERS.md).
 
+They run as a reader runs them: in a subprocess without the suite's choice of XLA:CPU's
+emitters (the Makefile's XLA_FLAGS), so a solve called directly compiles with qnjax's
+options and the reader's own ``jax.jit`` programs with XLA's defaults. (A resumed run
+once took other emitters than the run it continued, and only there did it differ.)"""
+
+import os
 import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import X64
+from conftest import X64, run_pytest
+
+AS_A_READER = bool(os.environ.get("QNJAX_TEST_AS_A_READER"))  # set in the subprocess below
 
 ROOT = pathlib.Path(__file__).parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
@@ -33,9 +41,19 @@ def test_there_are_code_blocks():
     assert len(list(blocks())) >= 5
 
 
+@pytest.mark.skipif(not AS_A_READER, reason="runs in test_blocks_run_as_a_reader_runs_them's subprocess")
 @pytest.mark.parametrize("code", list(blocks()))
 def test_code_block_runs(code):
     exec(compile(code, "<doc>", "exec"), {"__name__": "__doc_block__"})
+
+
+@pytest.mark.skipif(AS_A_READER, reason="this is the subprocess")
+def test_blocks_run_as_a_reader_runs_them():
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
+    run, tail = run_pytest("-k", "test_code_block_runs", __file__,
+                           env=dict(os.environ, XLA_FLAGS=flags, QNJAX_TEST_AS_A_READER="1"))
+    assert run.returncode == 0, tail
+    assert f"{len(list(blocks()))} passed" in run.stdout and "skipped" not in run.stdout, tail
 
 
 @pytest.mark.skipif(X64, reason="the site does not depend on the precision mode: built in the x64-off run")
