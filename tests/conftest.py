@@ -64,7 +64,8 @@ def one_program(funs):
     """``f(x, i) = funs[i](x)``: one objective for many of the same shape and dtype, so that
     the tests solving each of them compile one solve between them (``i`` is data, an int32
     argument: each call runs only its own branch). Compile time is the suite's cost (CI
-    time: DEVELOPERS.md); the solver sees the same values as from ``funs[i]`` itself."""
+    time: DEVELOPERS.md). The branch is the same function, compiled apart from the solver's
+    code (it may round differently in the last bit, as any two separate programs may)."""
     funs = tuple(funs)
 
     def f(x, i):
