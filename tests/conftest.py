@@ -74,11 +74,13 @@ def one_program(funs):
     return f
 
 
-def solve_one_of(funs, i, x0, **kwargs):
-    """``qnjax.minimize(funs[i], x0, **kwargs)``, through :func:`one_program`'s shared program."""
+def solve_one_of(funs, name, x0, **kwargs):
+    """``qnjax.minimize(funs[name], x0, **kwargs)`` for a dict ``funs`` of objectives of one
+    shape (in the same order wherever it is built), through :func:`one_program`'s shared program."""
     import qnjax
 
-    return qnjax.minimize(one_program(funs), x0, (jnp.asarray(i, jnp.int32),), **kwargs)
+    i = jnp.asarray(list(funs).index(name), jnp.int32)
+    return qnjax.minimize(one_program(funs.values()), x0, (i,), **kwargs)
 
 
 def rosenbrock(x):

@@ -33,9 +33,8 @@ def test_against_scipy_lbfgsb(name):
     problem = problems.get(name)
     vg = jax.jit(jax.value_and_grad(problem.fun))  # one compiled f for scipy and for the checks
     # The problems of one size share one compiled solve (conftest.one_program).
-    same_n = [p for p in problems.mgh() if p.n == problem.n]
-    funs, i = [p.fun for p in same_n], [p.name for p in same_n].index(name)
-    res = solve_one_of(funs, i, problem.x0_as(np.float64), maxiter=5000, maxfev=10000)
+    same_n = {p.name: p.fun for p in problems.mgh() if p.n == problem.n}
+    res = solve_one_of(same_n, name, problem.x0_as(np.float64), maxiter=5000, maxfev=10000)
     ref = scipy_solve(problem, vg)
     f0 = float(vg(problem.x0_as(np.float64))[0])
     f, fs = float(res.fun), float(ref.fun)
@@ -53,7 +52,7 @@ def test_against_scipy_lbfgsb(name):
         # test; qnjax's defaults are relative and tighter, and go on to f* where scipy's stop
         # early: watson_n9, osborne1). The default line search is L-BFGS-B's (MoreThuente),
         # so the evaluation counts agree, up to rounding in the last iterations.
-        like_scipy = solve_one_of(funs, i, problem.x0_as(np.float64), maxiter=5000, maxfev=10000,
+        like_scipy = solve_one_of(same_n, name, problem.x0_as(np.float64), maxiter=5000, maxfev=10000,
                                   gtol=1e-5, fatol=1e7 * np.finfo(np.float64).eps)
         assert abs(int(like_scipy.nfev) - ref.nfev) <= 2, (int(like_scipy.nfev), ref.nfev)
         assert abs(int(like_scipy.nit) - ref.nit) <= 2, (int(like_scipy.nit), ref.nit)

@@ -77,9 +77,8 @@ def test_pathological(case, search):
     fun, x0, expected, check = CASES[case]
     x0 = jnp.asarray(x0, DT)
     # The cases of one size share one compiled solve per search (conftest.one_program).
-    same_size = [c for c in sorted(CASES) if len(CASES[c][1]) == len(x0)]
-    res = solve_one_of([CASES[c][0] for c in same_size], same_size.index(case), x0, maxiter=300,
-                       linesearch=LINESEARCHES[search])
+    same_size = {c: CASES[c][0] for c in sorted(CASES) if len(CASES[c][1]) == len(x0)}
+    res = solve_one_of(same_size, case, x0, maxiter=300, linesearch=LINESEARCHES[search])
     status = Status(int(res.status))
     assert status in expected, f"{case}: {status.name} ({res.message})"
     assert res.success == status.success

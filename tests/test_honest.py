@@ -37,8 +37,8 @@ def test_success_only_at_the_minimum(name, dtype):
     if dtype != DT.dtype.name:  # each mode's own float (float32 runs alike with x64 on)
         pytest.skip("float32: the x64-off run; float64: the x64-on run")
     problem = problems.get(name)
-    funs = [problems.get(n).fun for n in FAR_STARTS]  # one compiled solve for the four (conftest.one_program)
-    res = solve_one_of(funs, FAR_STARTS.index(name), problem.x0_as(dtype), maxfev=3000)
+    funs = {n: problems.get(n).fun for n in FAR_STARTS}  # one compiled solve for the four (conftest.one_program)
+    res = solve_one_of(funs, name, problem.x0_as(dtype), maxfev=3000)
     assert solved(problem, res.x, dtype), (Status(int(res.status)), float(res.fun))
     if name != "power_n100" or dtype == "float32":  # POWER in float64 runs to its range limit
         assert bool(res.success), Status(int(res.status))

@@ -99,8 +99,8 @@ def jit(fun=None, *, users=None, **kwargs):
 
     @functools.wraps(fun)
     def call(*args, **kw):
-        arrays = (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
-        own = _top_level() and _accepted(jax.default_backend()) and _vectors_only(arrays)
+        own = (_top_level() and _accepted(jax.default_backend())
+               and _vectors_only((args, kw) if users is None else users(signature.bind(*args, **kw).arguments)))
         return (call.tuned if own else call.plain)(*args, **kw)
 
     call.plain, call.tuned = plain, tuned
