@@ -31,8 +31,8 @@ XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_N
 # XLA:CPU has two code generators for fused kernels: a direct call of minimize compiles
 # with the classic one (qnjax/_compile.py), minimize inside a user's jax.jit with XLA's
 # default. Both runs compile every program with the classic one (the Optax face's programs
-# compile in 0.5-0.6x the time); tests/test_compile.py runs the files closest to rounding
-# again, in a subprocess, with the default emitters for every program.
+# compile in 0.5-0.6x the time), but for the tests closest to rounding, which the x64-off
+# run runs in a subprocess with the default emitters for every program (tests/conftest.py).
 #
 # XLA:CPU also splits each program's machine code into parts it compiles on several
 # threads: the two workers already keep both cores busy, and one part costs less CPU

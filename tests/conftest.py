@@ -11,6 +11,10 @@ needs_x64 = pytest.mark.skipif(not X64, reason="needs jax_enable_x64")
 # as a reader's JAX starts; with x64 on the same test would measure compile time, not
 # qnjax. Typing with x64 on (float32 leaves among float64 settings) stays in both runs.
 x64_off_only = pytest.mark.skipif(X64, reason="does not depend on the precision mode: runs with x64 off")
+# A kernel checked against its dense float64 reference (an identity of linear algebra, the
+# same code in either mode) is checked once, with x64 on, to float64's tolerance; float32
+# would check the same code to 2e-3.
+float64_reference = pytest.mark.skipif(not X64, reason="a kernel against its float64 reference: runs with x64 on")
 
 
 def searches_for_mode(names):
@@ -23,7 +27,10 @@ def leaf_types(tree):
     """(path, shape, dtype, weak_type) of every leaf, for exact type comparisons."""
     out = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        aval = jax.typeof(leaf) if hasattr(jax, "typeof") else jax.core.get_aval(leaf)
+        if isinstance(leaf, jax.ShapeDtypeStruct):  # (jax.eval_shape's)
+            aval = leaf
+        else:
+            aval = jax.typeof(leaf) if hasattr(jax, "typeof") else jax.core.get_aval(leaf)
         out.append((jax.tree_util.keystr(path), tuple(aval.shape), str(aval.dtype), bool(aval.weak_type)))
     return out
 
@@ -107,13 +114,24 @@ if os.environ.get("QNJAX_TEST_COMPILATION_CACHE"):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# ``tests/test_compile.py`` runs a few files again in a subprocess with XLA's default fusion
-# emitters for every program, minimize's own included (a solve inside a user's jax.jit
-# compiles so): this variable tells that subprocess's qnjax not to ask for its options.
-if os.environ.get("QNJAX_TEST_XLA_DEFAULTS"):
+# The tests closest to rounding (float32 at its precision, non-finite values, extreme
+# scales) run with both of XLA:CPU's emitters: with x64 on in this process (the classic
+# ones, a direct call's), with x64 off in ``tests/test_compile.py``'s subprocess with XLA's
+# default emitters for every program, minimize's own included (a solve inside a user's
+# jax.jit compiles so), where QNJAX_TEST_XLA_DEFAULTS tells qnjax not to ask for its
+# options. Once each, not twice in the x64-off run (CI time: DEVELOPERS.md).
+DEFAULT_EMITTERS = bool(os.environ.get("QNJAX_TEST_XLA_DEFAULTS"))
+if DEFAULT_EMITTERS:
     from qnjax import _compile
 
     _compile._accepted = lambda backend: False
+
+
+def with_default_emitters(nodeid):
+    """Whether a test is one of those (the default line search's: the others run the same
+    solver code) that the x64-off run runs with XLA's default emitters only."""
+    closest = nodeid.startswith(("tests/test_failure.py::", "tests/test_honest.py::"))
+    return closest and not any(other in nodeid for other in ("zoom", "hager-zhang", "backtracking"))
 
 
 def run_pytest(*args, env):
@@ -156,7 +174,7 @@ COMPILES = _Compiles
 LONG_FIRST = (
     "tests/test_docs.py::test_blocks_run_as_a_reader_runs_them",
     "tests/test_sharding.py::test_eight_device_suite",
-    "tests/test_compile.py::test_files_again_with_xla_default_emitters",
+    "tests/test_compile.py::test_files_with_xla_default_emitters",
     "tests/test_unrolled.py::",
     "tests/test_sharding.py::test_two_processes",
     "tests/test_lbfgsb.py::test_vmap_over_starts",
@@ -171,6 +189,14 @@ LONG_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+    if DEFAULT_EMITTERS:  # test_compile.py's subprocess: those tests (and its own check)
+        items[:] = [i for i in items if with_default_emitters(i.nodeid) or i.nodeid.startswith("tests/test_compile.py")]
+    elif not X64:
+        elsewhere = pytest.mark.skip(reason="x64 off: runs in test_compile.py's subprocess, XLA's default emitters")
+        for item in items:
+            if with_default_emitters(item.nodeid):
+                item.add_marker(elsewhere)
+
     def rank(item):
         return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
 

@@ -4,9 +4,10 @@ solve inside a caller's program gets the caller's options, and both give the ans
 `make test` compiles every program with the classic emitters (the Makefile's XLA_FLAGS:
 the path of a direct call, and 0.5-0.6x the compile time of the Optax face's programs);
 a solve inside a user's jax.jit compiles with XLA's default emitters, which may round
-differently in the last bit. The files closest to rounding (float32 at its precision,
-non-finite values, extreme scales) run again in a subprocess with the default emitters
-for every program, minimize's own included."""
+differently in the last bit. The tests closest to rounding (float32 at its precision,
+non-finite values, extreme scales) run with both: with x64 on in-process, with x64 off
+in a subprocess with the default emitters for every program, minimize's own included
+(``conftest.with_default_emitters``)."""
 
 import os
 import pathlib
@@ -136,8 +137,8 @@ def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
 
 
 HERE = pathlib.Path(__file__).parent
-# file: the tests that run again (the default line search: the others run the same solver code)
-AGAIN_WITH_DEFAULTS = {"test_failure.py": "not zoom and not hager and not backtracking", "test_honest.py": ""}
+# The files whose tests closest to rounding (conftest.with_default_emitters) run here.
+WITH_DEFAULTS = ["test_failure.py", "test_honest.py"]
 
 
 @pytest.mark.skipif(not os.environ.get("QNJAX_TEST_XLA_DEFAULTS"), reason="runs in the subprocess below")
@@ -147,13 +148,13 @@ def test_this_run_compiles_as_it_says():
     assert not _compile._accepted("cpu")
 
 
-@x64_off_only  # (float32: where one rounding decides the most)
-@pytest.mark.parametrize("name", sorted(AGAIN_WITH_DEFAULTS))
-def test_files_again_with_xla_default_emitters(name):
+@x64_off_only  # (float32: where one rounding decides the most; with x64 on they run in-process)
+@pytest.mark.parametrize("name", WITH_DEFAULTS)
+def test_files_with_xla_default_emitters(name):
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")
-    run, tail = run_pytest("-rs", "-k", AGAIN_WITH_DEFAULTS[name] or "not nothing", str(HERE / name),
-                           f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says", env=env)
+    run, tail = run_pytest("-rs", str(HERE / name), f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says",
+                           env=env)
     assert run.returncode == 0, tail
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]

@@ -114,7 +114,9 @@ def test_optax_face_reports_failures_and_never_moves_uphill():
     params = jnp.asarray([-1.0, 2.0], DT)
     state = opt.init(params)
     value, grad = jax.value_and_grad(fun)(params)
-    updates, new_state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+    # (jit: one program, not one per operation run eagerly; CI time)
+    update = jax.jit(lambda g, s, p, v: opt.update(g, s, p, value=v, grad=g, value_fn=fun))
+    updates, new_state = update(grad, state, params, value)
     assert int(new_state.status) == Status.NONFINITE
     assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
     assert_same_types(state, new_state)

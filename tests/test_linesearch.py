@@ -499,7 +499,6 @@ def test_types(name, dtype):
     first_steps = [1.0, jnp.asarray(1.0, jnp.result_type(float)), jnp.asarray(1.0, dtype)]
     for t0 in first_steps:  # a weak Python float, the default float dtype, the scalar dtype
         assert type_errors(jax.eval_shape(single, fid[0], p[0], t0), dtype) == []
-        assert type_errors(jax.eval_shape(jax.jit(single), fid[0], p[0], t0), dtype) == []
     t0s = jnp.asarray(T0[:8], dtype)
     assert type_errors(jax.eval_shape(jax.vmap(single), fid, p, t0s), dtype) == []
     assert type_errors(jax.eval_shape(jax.vmap(single, (0, 0, None)), fid, p, 1.0), dtype) == []

@@ -35,7 +35,12 @@ grouped in about sqrt(N) blocks of sqrt(N) (N = 2 ``maxiter``), each block
 checkpointed too (two-level checkpointing; Griewank & Walther 2008, Sec. 12.3): the
 backward pass stores the state at the start of every block and, while it goes through
 one block, the states inside it: about 2 sqrt(N) states (each holds the memory, 2
-(m + 1) n numbers), not N, for one extra forward pass. Forward mode (``jax.jvp``,
+(m + 1) n numbers), not N, for one extra forward pass. A line search's trials are
+checkpointed one by one, without blocks: while the backward pass goes through one
+iteration it stores that iteration's trial states (at most ``max_steps``, each a
+gradient and a few scalars), fewer numbers than one state's memory; blocks there would
+only make the program larger (3 iterations on Rosenbrock, reverse mode: 25,900 lines of
+optimised HLO instead of 29,300, lowered in half the time). Forward mode (``jax.jvp``,
 ``jax.jacfwd``) needs no storage at all.
 """
 
@@ -64,24 +69,27 @@ def search_steps(linesearch, bounds) -> int:
     return steps
 
 
-def loop(running, body, carry, n: int):
+def loop(running, body, carry, n: int, blocks: bool = True):
     """``while running(carry): carry = body(carry)``, at most ``n`` times (static), as
-    nested checkpointed ``fori_loop``-s (scans) whose iterations are skipped by
-    ``lax.cond`` once ``running`` is false. Used for the iterations and for a line
-    search's trials. The ``cond`` is inside the checkpoint: what the iterations share (a
-    data matrix ``fun`` closes over) then stays one loop-invariant input of the scan,
-    where a ``cond`` outside would hand it to reverse mode as a residual per iteration."""
+    checkpointed ``fori_loop``-s (scans) whose iterations are skipped by ``lax.cond``
+    once ``running`` is false: nested in about sqrt(n) blocks (``blocks``: the
+    iterations), or one loop (a line search's trials). The ``cond`` is inside the
+    checkpoint: what the iterations share (a data matrix ``fun`` closes over) then stays
+    one loop-invariant input of the scan, where a ``cond`` outside would hand it to
+    reverse mode as a residual per iteration."""
     n = int(n)
     if n <= 0:
         return carry
-    size = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) iterations per block
-    blocks = -(-n // size)
     step = jax.checkpoint(lambda c: jax.lax.cond(running(c), body, lambda c: c, c), prevent_cse=False)
+    if not blocks:
+        return jax.lax.fori_loop(0, n, lambda _, c: step(c), carry)
+    size = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) iterations per block
+    count = -(-n // size)
 
     def block(c):
         return jax.lax.fori_loop(0, size, lambda _, c: step(c), c)
 
-    return jax.lax.fori_loop(0, blocks, lambda _, c: jax.checkpoint(block, prevent_cse=False)(c), carry)
+    return jax.lax.fori_loop(0, count, lambda _, c: jax.checkpoint(block, prevent_cse=False)(c), carry)
 
 
 def forward_derivative(fn):
@@ -109,19 +117,19 @@ def forward_derivative(fn):
 
     @wrapped.defjvp
     def rule(primals, tangents):
-        out = fn(*primals)
         leaves, treedef = jax.tree.flatten(primals)
         which = [i for i, v in enumerate(leaves) if inexact(v)]
         x, unravel = ravel_pytree([leaves[i] for i in which])
 
-        def of_floats(vector):
+        def of_floats(vector):  # (the floats raveled, and the whole output: fn is traced once)
             full = list(leaves)
             for i, v in zip(which, unravel(vector)):
                 full[i] = v
-            return ravel_pytree([v for v in jax.tree.leaves(fn(*jax.tree.unflatten(treedef, full))) if inexact(v)])[0]
+            out = fn(*jax.tree.unflatten(treedef, full))
+            return ravel_pytree([v for v in jax.tree.leaves(out) if inexact(v)])[0], out
 
+        jac, out = jax.jacfwd(of_floats, has_aux=True)(x)
         y, unravel_out = ravel_pytree([v for v in jax.tree.leaves(out) if inexact(v)])
-        jac = jax.jacfwd(of_floats)(x)
         dot = ravel_pytree([jax.tree.leaves(tangents)[i].astype(leaves[i].dtype) for i in which])[0]
         dy = jnp.matmul(jnp.where(jnp.isfinite(jac), jac, 0), dot.astype(jac.dtype), precision=_tree.HIGHEST)
         floats = iter(unravel_out(dy.astype(y.dtype)))

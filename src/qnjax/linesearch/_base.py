@@ -247,7 +247,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         return (c.accepted == REJECT) & (c.k < limit) & usable & ~stop(c.rule, c.t)
 
     if fixed_steps:  # the iterations' loop, at most fixed_steps trials, checkpointed per trial
-        c = _unrolled.loop(proceed, body, init, fixed_steps)
+        c = _unrolled.loop(proceed, body, init, fixed_steps, blocks=False)
     else:
         # The test is carried, computed where the state it tests is made: under vmap the loop
         # selects every carried value with it, and XLA would compute it again inside each of
