@@ -13,13 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import COMPILES, X64, assert_same_types, x64_off_only
+from conftest import COMPILES, X64, assert_same_types, searches_for_mode, x64_off_only
 
 import qnjax
 
 DT = jnp.float64 if X64 else jnp.float32
+# With x64 on, both directions with the default search: each search's own types with x64 on
+# are checked by test_linesearch.py::test_types, and the rest does not depend on the mode.
 SOLVERS = {f"{direction}/{search}": dict(direction=direction, linesearch=qnjax.linesearch.get(search))
-           for direction in ("compact", "two-loop") for search in qnjax.linesearch.REGISTRY}
+           for direction in ("compact", "two-loop") for search in searches_for_mode(qnjax.linesearch.REGISTRY)}
 CALLS = [0]
 
 
