@@ -119,7 +119,9 @@ if os.environ.get("QNJAX_TEST_COMPILATION_CACHE"):
 # ones, a direct call's), with x64 off in ``tests/test_compile.py``'s subprocess with XLA's
 # default emitters for every program, minimize's own included (a solve inside a user's
 # jax.jit compiles so), where QNJAX_TEST_XLA_DEFAULTS tells qnjax not to ask for its
-# options. Once each, not twice in the x64-off run (CI time: DEVELOPERS.md).
+# options. Once each, not twice in the x64-off run (CI time: DEVELOPERS.md); those marked
+# x64_off_only (the WOODS saddle, the 1,000 float32 fits' statuses) run with the default
+# emitters only (the same fits run with x64 on, classic, against float64).
 DEFAULT_EMITTERS = bool(os.environ.get("QNJAX_TEST_XLA_DEFAULTS"))
 if DEFAULT_EMITTERS:
     from qnjax import _compile
