@@ -129,11 +129,15 @@ if DEFAULT_EMITTERS:
     _compile._accepted = lambda backend: False
 
 
+CLOSEST_TO_ROUNDING = ("test_failure.py", "test_honest.py")  # (test_compile.py runs them)
+
+
 def with_default_emitters(nodeid):
     """Whether a test is one of those (the default line search's: the others run the same
     solver code) that the x64-off run runs with XLA's default emitters only."""
-    closest = nodeid.startswith(("tests/test_failure.py::", "tests/test_honest.py::"))
-    return closest and not any(other in nodeid for other in ("zoom", "hager-zhang", "backtracking"))
+    closest = nodeid.startswith(tuple(f"tests/{name}::" for name in CLOSEST_TO_ROUNDING))
+    others = [name for name in LINESEARCHES if name != "more-thuente"]
+    return closest and not any(other in nodeid for other in others)
 
 
 def run_pytest(*args, env):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rosenbrock, run_pytest, x64_off_only
+from conftest import CLOSEST_TO_ROUNDING, rosenbrock, run_pytest, x64_off_only
 
 import qnjax
 from qnjax import _compile, _minimize
@@ -137,8 +137,6 @@ def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
 
 
 HERE = pathlib.Path(__file__).parent
-# The files whose tests closest to rounding (conftest.with_default_emitters) run here.
-WITH_DEFAULTS = ["test_failure.py", "test_honest.py"]
 
 
 @pytest.mark.skipif(not os.environ.get("QNJAX_TEST_XLA_DEFAULTS"), reason="runs in the subprocess below")
@@ -149,7 +147,7 @@ def test_this_run_compiles_as_it_says():
 
 
 @x64_off_only  # (float32: where one rounding decides the most; with x64 on they run in-process)
-@pytest.mark.parametrize("name", WITH_DEFAULTS)
+@pytest.mark.parametrize("name", CLOSEST_TO_ROUNDING)  # (conftest.with_default_emitters)
 def test_files_with_xla_default_emitters(name):
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")

@@ -25,7 +25,6 @@ spec.loader.exec_module(inplace)
 # Every search around the default (compact) direction; the two-loop with the default search
 # (the search runs between the writes, the direction reads the buffers). The other searches
 # share the writes: they are checked once, above _tree.STACK_LIMIT, with XLA's default emitters.
-STACK_LIMIT = _tree.STACK_LIMIT
 CONFIGS = [(search, "compact") for search in sorted(qnjax.linesearch.REGISTRY)] + [("more-thuente", "two-loop")]
 
 
@@ -34,7 +33,7 @@ CONFIGS = [(search, "compact") for search in sorted(qnjax.linesearch.REGISTRY)] 
 @pytest.mark.parametrize("n", [4099, 70001])  # below and above _tree.STACK_LIMIT (other fusions)
 @pytest.mark.parametrize("options", ["defaults", "qnjax"])  # a caller's jax.jit; minimize called directly
 def test_no_history_copy_in_the_loop(linesearch, direction, n, options):
-    if linesearch != "more-thuente" and (options == "qnjax" or n < STACK_LIMIT):
+    if linesearch != "more-thuente" and (options == "qnjax" or n < _tree.STACK_LIMIT):
         pytest.skip("the other searches share the writes: with XLA's default emitters, above the stack limit")
     m = 7  # n and m + 1: shapes that appear nowhere else in the program
     x0 = jnp.zeros(n, jnp.float32)

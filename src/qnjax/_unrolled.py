@@ -82,10 +82,10 @@ def loop(running, body, carry, n: int, blocks: bool = True):
     checkpointed ``fori_loop``-s (scans) whose iterations are skipped by ``lax.cond``
     once ``running`` is false: nested in about sqrt(n) blocks (``blocks``: the
     iterations, more than ``FLAT_LIMIT`` of them), or one loop (a line search's trials, a
-    short run's iterations). The ``cond`` is inside the
-    checkpoint: what the iterations share (a data matrix ``fun`` closes over) then stays
-    one loop-invariant input of the scan, where a ``cond`` outside would hand it to
-    reverse mode as a residual per iteration."""
+    short run's iterations). The ``cond`` is inside the checkpoint: what the iterations
+    share (a data matrix ``fun`` closes over) then stays one loop-invariant input of the
+    scan, where a ``cond`` outside would hand it to reverse mode as a residual per
+    iteration."""
     n = int(n)
     if n <= 0:
         return carry
