@@ -5,9 +5,11 @@ solve inside a caller's program gets the caller's options, and both give the ans
 the path of a direct call, and 0.5-0.6x the compile time of the Optax face's programs);
 a solve inside a user's jax.jit compiles with XLA's default emitters, which may round
 differently in the last bit. The tests closest to rounding (float32 at its precision,
-non-finite values, extreme scales) run with both: with x64 on in-process, with x64 off
-in a subprocess with the default emitters for every program, minimize's own included
-(``conftest.with_default_emitters``)."""
+non-finite values, extreme scales) run with both: with x64 off in a subprocess with the
+default emitters for every program, minimize's own included
+(``conftest.with_default_emitters``), with x64 on with the classic ones, in the subprocess
+that runs the x64-on run's tests of the optimised build's rounding (that run is a debug
+build: ``conftest.in_the_optimised_build``)."""
 
 import os
 import pathlib
@@ -16,7 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CLOSEST_TO_ROUNDING, rosenbrock, run_pytest, x64_off_only
+from conftest import (
+    CLOSEST_TO_ROUNDING,
+    DEBUG_BUILD,
+    ROUNDING_OF_THE_OPTIMISED_BUILD,
+    rosenbrock,
+    run_pytest,
+    users_xla_flags,
+    x64_off_only,
+)
 
 import qnjax
 from qnjax import _compile, _minimize
@@ -146,17 +156,38 @@ def test_this_run_compiles_as_it_says():
     assert not _compile._accepted("cpu")
 
 
-@x64_off_only  # (float32: where one rounding decides the most; with x64 on they run in-process)
-@pytest.mark.parametrize("name", CLOSEST_TO_ROUNDING)  # (conftest.with_default_emitters)
-def test_files_with_xla_default_emitters(name):
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=true".strip(), QNJAX_TEST_XLA_DEFAULTS="1")
-    run, tail = run_pytest("-rs", str(HERE / name), f"{HERE / 'test_compile.py'}::test_this_run_compiles_as_it_says",
+@pytest.mark.skipif(not os.environ.get("QNJAX_TEST_OPTIMISED"), reason="runs in the subprocess below")
+def test_this_run_is_optimised_with_the_classic_emitters():
+    """In the x64-on run's optimised subprocess: LLVM optimises (no debug build) and a direct
+    solve asks for the classic emitters, as a user's does."""
+    assert "backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
+    assert not DEBUG_BUILD and _compile._accepted("cpu")
+
+
+def _files_in_a_subprocess(files, check, env):
+    run, tail = run_pytest("-rs", *(str(HERE / name) for name in files), f"{HERE / 'test_compile.py'}::{check}",
                            env=env)
     assert run.returncode == 0, tail
     assert " passed" in run.stdout and " failed" not in run.stdout, tail
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]
     assert not skipped, tail  # the check of the subprocess's own options ran
+
+
+@x64_off_only  # (float32: where one rounding decides the most; with x64 on they run optimised, classic)
+@pytest.mark.parametrize("name", CLOSEST_TO_ROUNDING)  # (conftest.with_default_emitters)
+def test_files_with_xla_default_emitters(name):
+    env = dict(os.environ, XLA_FLAGS=users_xla_flags("--xla_cpu_use_fusion_emitters=true"), QNJAX_TEST_XLA_DEFAULTS="1")
+    _files_in_a_subprocess([name], "test_this_run_compiles_as_it_says", env)
+
+
+@pytest.mark.skipif(not DEBUG_BUILD, reason="this run is optimised: those tests ran in it")
+def test_rounding_of_the_optimised_build():
+    """The x64-on run's tests whose claims are about the optimised programs' rounding
+    (``conftest.in_the_optimised_build``), compiled as users' programs are."""
+    files = {node.split("::")[0].removeprefix("tests/") for node in ROUNDING_OF_THE_OPTIMISED_BUILD}
+    names = {*CLOSEST_TO_ROUNDING, *files}
+    env = dict(os.environ, XLA_FLAGS=users_xla_flags("--xla_cpu_use_fusion_emitters=false"), QNJAX_TEST_OPTIMISED="1")
+    _files_in_a_subprocess(sorted(names), "test_this_run_is_optimised_with_the_classic_emitters", env)
 
 
 def _shared_then_read_four_times(use_once):

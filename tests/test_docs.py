@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import X64, run_pytest
+from conftest import X64, run_pytest, users_xla_flags
 
 AS_A_READER = bool(os.environ.get("QNJAX_TEST_AS_A_READER"))  # set in the subprocess below
 
@@ -49,9 +49,8 @@ def test_code_block_runs(code):
 
 @pytest.mark.skipif(AS_A_READER, reason="this is the subprocess")
 def test_blocks_run_as_a_reader_runs_them():
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "fusion_emitters" not in f)
     run, tail = run_pytest("-k", "test_code_block_runs", __file__,
-                           env=dict(os.environ, XLA_FLAGS=flags, QNJAX_TEST_AS_A_READER="1"))
+                           env=dict(os.environ, XLA_FLAGS=users_xla_flags(), QNJAX_TEST_AS_A_READER="1"))
     assert run.returncode == 0, tail
     assert f"{len(list(blocks()))} passed" in run.stdout and "skipped" not in run.stdout, tail
 
