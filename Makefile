@@ -41,15 +41,16 @@ XLA_CACHE := QNJAX_TEST_COMPILATION_CACHE=$(CURDIR)/.pytest_cache/xla OPENBLAS_N
 # and bounded, float32 and float64, gives the same results bit for bit.
 CLASSIC := --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1
 
-test-x32: $(VENV)/.installed
-	$(XLA_CACHE) XLA_FLAGS="$$XLA_FLAGS $(CLASSIC)" JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
-
-# The x64-on run is a debug build: LLVM does not optimise the programs' machine code
-# (their HLO is optimised as ever), which compiles them in about 0.6x the time and runs
-# the suite's small problems no slower. Such code rounds differently from users'
-# (no fused multiply-adds), so the tests about the optimised build's rounding run in a
-# subprocess compiled as users' programs are (tests/conftest.py: in_the_optimised_build).
+# Both runs are debug builds: LLVM does not optimise the programs' machine code (their
+# HLO is optimised as ever), which compiles them in about 0.6x the time and runs the
+# suite's small problems no slower. Such code rounds differently from users' (no fused
+# multiply-adds), so the tests about the optimised build's rounding run in a subprocess
+# compiled as users' programs are (tests/conftest.py: in_the_optimised_build), and so do
+# the documentation's blocks (tests/test_docs.py).
 DEBUG_BUILD := --xla_backend_optimization_level=0
+
+test-x32: $(VENV)/.installed
+	$(XLA_CACHE) XLA_FLAGS="$$XLA_FLAGS $(CLASSIC) $(DEBUG_BUILD)" JAX_ENABLE_X64=0 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-x64: $(VENV)/.installed
 	$(XLA_CACHE) XLA_FLAGS="$$XLA_FLAGS $(CLASSIC) $(DEBUG_BUILD)" JAX_ENABLE_X64=1 $(PY) -m pytest $(PYTEST_ARGS)

@@ -140,21 +140,23 @@ def with_default_emitters(nodeid):
     return closest and not any(other in nodeid for other in others)
 
 
-# The x64-on run is a debug build: LLVM compiles every program without optimising it
-# (the Makefile's --xla_backend_optimization_level=0; the suite is compile-bound and this
-# compiles its programs in about 0.6x the time). Its programs compute the same mathematics
-# but round differently from the optimised code users run (no fused multiply-adds where
-# the optimiser forms them, and not uniformly: a batched program and its unbatched one no
+# Both runs are debug builds: LLVM compiles every program without optimising it (the
+# Makefile's --xla_backend_optimization_level=0; the suite is compile-bound and this compiles
+# its programs in about 0.6x the time). Their programs compute the same mathematics but
+# round differently from the optimised code users run (no fused multiply-adds where the
+# optimiser forms them, and not uniformly: a batched program and its unbatched one no
 # longer agree bit for bit). So the tests whose claims are about that rounding run in
-# ``tests/test_compile.py``'s subprocess, optimised as users' programs are (QNJAX_TEST_OPTIMISED),
-# with the classic emitters: the tests closest to rounding (above), a batched program
-# against its unbatched one bit for bit, which stop fires at working precision, and counts
-# against scipy's on an ill-conditioned problem and scipy's own end there (its objective
-# compiled by JAX). The x64-off run compiles every program optimised.
+# ``tests/test_compile.py``'s subprocess, optimised as users' programs are
+# (QNJAX_TEST_OPTIMISED), with the classic emitters: a batched program against its unbatched
+# one bit for bit, which stop fires at working precision, counts against scipy's on an
+# ill-conditioned problem and scipy's own end there (its objective compiled by JAX), and,
+# with x64 on, the tests closest to rounding (above; with x64 off they run optimised too,
+# in the default emitters' subprocess).
 DEBUG_BUILD = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
 OPTIMISED = bool(os.environ.get("QNJAX_TEST_OPTIMISED"))
 ROUNDING_OF_THE_OPTIMISED_BUILD = (
     "tests/test_linesearch.py::test_vmap_matches_one_by_one",
+    "tests/test_trace.py::test_trace_under_jit_and_vmap",
     "tests/test_memory.py::test_a_run_stopped_after_a_failed_retry_keeps_its_pairs",
     "tests/test_lbfgsb.py::test_bounded_catalogue_optimum_and_active_set",
     "tests/test_bounded_problems.py::test_lbfgsb_from_x0_reaches_fstar",
@@ -162,8 +164,8 @@ ROUNDING_OF_THE_OPTIMISED_BUILD = (
 
 
 def in_the_optimised_build(nodeid):
-    """Whether a test runs in the x64-on run's optimised subprocess (see above)."""
-    return with_default_emitters(nodeid) or nodeid.startswith(ROUNDING_OF_THE_OPTIMISED_BUILD)
+    """Whether a test runs in the optimised subprocess of a debug build's run (see above)."""
+    return nodeid.startswith(ROUNDING_OF_THE_OPTIMISED_BUILD) or (X64 and with_default_emitters(nodeid))
 
 
 def users_xla_flags(*extra):
@@ -230,16 +232,17 @@ LONG_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    chosen = {"default emitters": with_default_emitters, "optimised build": in_the_optimised_build}
-    where = "default emitters" if not X64 else "optimised build" if DEBUG_BUILD else None
     if DEFAULT_EMITTERS or OPTIMISED:  # test_compile.py's subprocesses: those tests (and its own check)
-        runs = chosen["default emitters" if DEFAULT_EMITTERS else "optimised build"]
+        runs = with_default_emitters if DEFAULT_EMITTERS else in_the_optimised_build
         items[:] = [i for i in items if runs(i.nodeid) or i.nodeid.startswith("tests/test_compile.py")]
-    elif where:
-        elsewhere = pytest.mark.skip(reason=f"runs in test_compile.py's subprocess ({where})")
+    else:
+        elsewhere = {where: pytest.mark.skip(reason=f"runs in test_compile.py's subprocess ({where})")
+                     for where in ("default emitters", "optimised build")}
         for item in items:
-            if chosen[where](item.nodeid):
-                item.add_marker(elsewhere)
+            if not X64 and with_default_emitters(item.nodeid):
+                item.add_marker(elsewhere["default emitters"])
+            elif DEBUG_BUILD and in_the_optimised_build(item.nodeid):
+                item.add_marker(elsewhere["optimised build"])
 
     def rank(item):
         return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))

@@ -8,8 +8,8 @@ differently in the last bit. The tests closest to rounding (float32 at its preci
 non-finite values, extreme scales) run with both: with x64 off in a subprocess with the
 default emitters for every program, minimize's own included
 (``conftest.with_default_emitters``), with x64 on with the classic ones, in the subprocess
-that runs the x64-on run's tests of the optimised build's rounding (that run is a debug
-build: ``conftest.in_the_optimised_build``)."""
+that runs the tests of the optimised build's rounding (both runs are debug builds:
+``conftest.in_the_optimised_build``)."""
 
 import os
 import pathlib
@@ -22,6 +22,7 @@ from conftest import (
     CLOSEST_TO_ROUNDING,
     DEBUG_BUILD,
     ROUNDING_OF_THE_OPTIMISED_BUILD,
+    X64,
     rosenbrock,
     run_pytest,
     users_xla_flags,
@@ -158,8 +159,8 @@ def test_this_run_compiles_as_it_says():
 
 @pytest.mark.skipif(not os.environ.get("QNJAX_TEST_OPTIMISED"), reason="runs in the subprocess below")
 def test_this_run_is_optimised_with_the_classic_emitters():
-    """In the x64-on run's optimised subprocess: LLVM optimises (no debug build) and a direct
-    solve asks for the classic emitters, as a user's does."""
+    """In a debug build's optimised subprocess: LLVM optimises and a direct solve asks for
+    the classic emitters, as a user's does."""
     assert "backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
     assert not DEBUG_BUILD and _compile._accepted("cpu")
 
@@ -182,10 +183,10 @@ def test_files_with_xla_default_emitters(name):
 
 @pytest.mark.skipif(not DEBUG_BUILD, reason="this run is optimised: those tests ran in it")
 def test_rounding_of_the_optimised_build():
-    """The x64-on run's tests whose claims are about the optimised programs' rounding
+    """A debug build's tests whose claims are about the optimised programs' rounding
     (``conftest.in_the_optimised_build``), compiled as users' programs are."""
     files = {node.split("::")[0].removeprefix("tests/") for node in ROUNDING_OF_THE_OPTIMISED_BUILD}
-    names = {*CLOSEST_TO_ROUNDING, *files}
+    names = {*CLOSEST_TO_ROUNDING, *files} if X64 else files
     env = dict(os.environ, XLA_FLAGS=users_xla_flags("--xla_cpu_use_fusion_emitters=false"), QNJAX_TEST_OPTIMISED="1")
     _files_in_a_subprocess(sorted(names), "test_this_run_is_optimised_with_the_classic_emitters", env)
 

@@ -8,9 +8,10 @@ examples, which compare float32 and float64 results); the other pages call the s
 API as the unit tests, which run in both modes, so a second run of them would test
 compile time, not qnjax (CI time: DEVELOPERS.md).
 
-They run as a reader runs them: in a subprocess without the suite's choice of XLA:CPU's
-emitters (the Makefile's XLA_FLAGS), so a solve called directly compiles with qnjax's
-options and the reader's own ``jax.jit`` programs with XLA's defaults. (A resumed run
+They run as a reader runs them: in a subprocess without the suite's choices of XLA:CPU's
+emitters and of a debug build (the Makefile's XLA_FLAGS), so every program is optimised, a
+solve called directly compiles with qnjax's options and the reader's own ``jax.jit``
+programs with XLA's defaults. (A resumed run
 once took other emitters than the run it continued, and only there did it differ.)"""
 
 import os
