@@ -168,6 +168,12 @@ def in_the_optimised_build(nodeid):
     return nodeid.startswith(ROUNDING_OF_THE_OPTIMISED_BUILD) or (X64 and with_default_emitters(nodeid))
 
 
+# The tests this run leaves to each subprocess (that they run there is checked by name),
+# and the test files it collected.
+SENT_TO_A_SUBPROCESS = {"default emitters": [], "optimised build": []}
+COLLECTED = set()
+
+
 def users_xla_flags(*extra):
     """XLA_FLAGS without the suite's compile-time choices (the emitters, the debug build),
     plus ``extra``: what a subprocess that compiles as users' programs compile is given."""
@@ -236,13 +242,13 @@ def pytest_collection_modifyitems(config, items):
         runs = with_default_emitters if DEFAULT_EMITTERS else in_the_optimised_build
         items[:] = [i for i in items if runs(i.nodeid) or i.nodeid.startswith("tests/test_compile.py")]
     else:
-        elsewhere = {where: pytest.mark.skip(reason=f"runs in test_compile.py's subprocess ({where})")
-                     for where in ("default emitters", "optimised build")}
+        COLLECTED.update(item.nodeid.split("::")[0] for item in items)
         for item in items:
-            if not X64 and with_default_emitters(item.nodeid):
-                item.add_marker(elsewhere["default emitters"])
-            elif DEBUG_BUILD and in_the_optimised_build(item.nodeid):
-                item.add_marker(elsewhere["optimised build"])
+            where = ("default emitters" if not X64 and with_default_emitters(item.nodeid) else
+                     "optimised build" if DEBUG_BUILD and in_the_optimised_build(item.nodeid) else None)
+            if where:
+                item.add_marker(pytest.mark.skip(reason=f"runs in test_compile.py's subprocess ({where})"))
+                SENT_TO_A_SUBPROCESS[where].append(item.nodeid)
 
     def rank(item):
         return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))

@@ -13,6 +13,7 @@ that runs the tests of the optimised build's rounding (both runs are debug build
 
 import os
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,10 @@ import numpy as np
 import pytest
 from conftest import (
     CLOSEST_TO_ROUNDING,
+    COLLECTED,
     DEBUG_BUILD,
     ROUNDING_OF_THE_OPTIMISED_BUILD,
+    SENT_TO_A_SUBPROCESS,
     X64,
     rosenbrock,
     run_pytest,
@@ -165,20 +168,27 @@ def test_this_run_is_optimised_with_the_classic_emitters():
     assert not DEBUG_BUILD and _compile._accepted("cpu")
 
 
-def _files_in_a_subprocess(files, check, env):
-    run, tail = run_pytest("-rs", *(str(HERE / name) for name in files), f"{HERE / 'test_compile.py'}::{check}",
+def _files_in_a_subprocess(files, check, env, where):
+    """Runs ``files`` in a subprocess with ``env``: the tests this run skipped for it
+    (``conftest.SENT_TO_A_SUBPROCESS[where]``) run there, by name (passed, or skipped there
+    as they would have been here), and so does its own ``check``."""
+    if not {f"tests/{name}" for name in files} & COLLECTED:
+        pytest.skip("none of those files is collected in this session")
+    run, tail = run_pytest("-vv", *(str(HERE / name) for name in files), f"{HERE / 'test_compile.py'}::{check}",
                            env=env)
     assert run.returncode == 0, tail
-    assert " passed" in run.stdout and " failed" not in run.stdout, tail
-    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED") and "test_compile.py" in line]
-    assert not skipped, tail  # the check of the subprocess's own options ran
+    outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|SKIPPED|FAILED|ERROR)", run.stdout, re.M))
+    sent = [n for n in SENT_TO_A_SUBPROCESS[where] if n.split("::")[0].removeprefix("tests/") in files]
+    assert sent and not set(sent) - set(outcomes), (set(sent) - set(outcomes), tail)
+    assert "PASSED" in {outcomes[n] for n in sent}, tail
+    assert outcomes[f"tests/test_compile.py::{check}"] == "PASSED", tail  # the subprocess's own options
 
 
 @x64_off_only  # (float32: where one rounding decides the most; with x64 on they run optimised, classic)
 @pytest.mark.parametrize("name", CLOSEST_TO_ROUNDING)  # (conftest.with_default_emitters)
 def test_files_with_xla_default_emitters(name):
     env = dict(os.environ, XLA_FLAGS=users_xla_flags("--xla_cpu_use_fusion_emitters=true"), QNJAX_TEST_XLA_DEFAULTS="1")
-    _files_in_a_subprocess([name], "test_this_run_compiles_as_it_says", env)
+    _files_in_a_subprocess([name], "test_this_run_compiles_as_it_says", env, "default emitters")
 
 
 @pytest.mark.skipif(not DEBUG_BUILD, reason="this run is optimised: those tests ran in it")
@@ -188,7 +198,8 @@ def test_rounding_of_the_optimised_build():
     files = {node.split("::")[0].removeprefix("tests/") for node in ROUNDING_OF_THE_OPTIMISED_BUILD}
     names = {*CLOSEST_TO_ROUNDING, *files} if X64 else files
     env = dict(os.environ, XLA_FLAGS=users_xla_flags("--xla_cpu_use_fusion_emitters=false"), QNJAX_TEST_OPTIMISED="1")
-    _files_in_a_subprocess(sorted(names), "test_this_run_is_optimised_with_the_classic_emitters", env)
+    check = "test_this_run_is_optimised_with_the_classic_emitters"
+    _files_in_a_subprocess(sorted(names), check, env, "optimised build")
 
 
 def _shared_then_read_four_times(use_once):
