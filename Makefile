@@ -45,8 +45,7 @@ CLASSIC := --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_
 # HLO is optimised as ever), which compiles them in about 0.6x the time and runs the
 # suite's small problems no slower. Such code rounds differently from users' (no fused
 # multiply-adds), so the tests about the optimised build's rounding run in a subprocess
-# compiled as users' programs are (tests/conftest.py: in_the_optimised_build), and so do
-# the documentation's blocks (tests/test_docs.py).
+# compiled as users' programs are (tests/conftest.py: in_the_optimised_build).
 DEBUG_BUILD := --xla_backend_optimization_level=0
 
 test-x32: $(VENV)/.installed

@@ -174,10 +174,11 @@ SENT_TO_A_SUBPROCESS = {"default emitters": [], "optimised build": []}
 COLLECTED = set()
 
 
-def users_xla_flags(*extra):
-    """XLA_FLAGS without the suite's compile-time choices (the emitters, the debug build),
-    plus ``extra``: what a subprocess that compiles as users' programs compile is given."""
-    ours = ("fusion_emitters", "backend_optimization_level")
+def users_xla_flags(*extra, optimised=True):
+    """XLA_FLAGS without the suite's compile-time choices (the emitters, and the debug build
+    where ``optimised``), plus ``extra``: what a subprocess that compiles as users' programs
+    compile is given."""
+    ours = ("fusion_emitters", "backend_optimization_level") if optimised else ("fusion_emitters",)
     kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(name in f for name in ours)]
     return " ".join([*kept, *extra])
 
