@@ -15,7 +15,8 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    counts steps, not iterations: one step is one evaluation, accepted or not.
 2. Batched throughput: `jax.vmap` over 1,000 random starts of the 10-D Rosenbrock
    function in float64, 50 iterations each, every stopping test off: problems per
-   second (best of 3 after a warm-up) and the evaluations each solver reports
+   second (the best of 7 rounds that run every row once in turn, after a warm-up: a slow
+   spell of the machine touches every row alike) and the evaluations each solver reports
    (qnjax: sum of `nfev`; optax: 1 + its line-search steps; jaxopt: `num_fun_eval`).
    Each batch runs in one `jax.jit`; one more qnjax row is `jax.vmap` of `minimize`
    without it, as a user calls it (the solve its own program, `qnjax._compile`), and one
@@ -40,6 +41,7 @@ not assert them.
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import subprocess
@@ -53,7 +55,7 @@ jax.config.update("jax_enable_x64", True)  # before any array: the float64 parts
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _timing import best_of  # noqa: E402
+from _timing import best_of, interleaved_best  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -220,9 +222,12 @@ BATCHED_ROWS = (
 )
 
 
-def batched(solvers, starts, iters, seed=0):
+def batched(solvers, starts, iters, seed=0, reps=7):
+    """Each row's batch compiled and checked, then timed: the best of ``reps`` rounds that run
+    every row once in turn (``interleaved_best``), so a slow spell of the machine touches
+    every solver alike rather than whichever ran during it."""
     x0s = jnp.asarray(np.random.default_rng(seed).uniform(-2.0, 2.0, (starts, 10)), jnp.float64)
-    rows = []
+    rows, runs = [], []
     for name, solver, kw, own_program in BATCHED_ROWS:
         if solver not in solvers:
             continue
@@ -235,14 +240,16 @@ def batched(solvers, starts, iters, seed=0):
                 return x, rosen(x), nit, nfev
 
             run = jax.vmap(one) if own_program else jax.jit(jax.vmap(one))
-            t = best_of(run, x0s)
             _, f, nit, nfev = jax.block_until_ready(run(x0s))
             f, nit, nfev = np.asarray(f), np.asarray(nit), np.asarray(nfev)
-            row.update(run_s=t, problems_per_s=starts / t, nfev_total=int(nfev.sum()), nit_min=int(nit.min()),
-                       nit_max=int(nit.max()), median_f=float(np.median(f)), below_1e8=int((f < 1e-8).sum()))
+            row.update(nfev_total=int(nfev.sum()), nit_min=int(nit.min()), nit_max=int(nit.max()),
+                       median_f=float(np.median(f)), below_1e8=int((f < 1e-8).sum()))
+            runs.append((row, functools.partial(run, x0s)))
         except Exception as e:  # noqa: BLE001
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(row)
+    for (row, _), t in zip(runs, interleaved_best([call for _, call in runs], reps=reps)):
+        row.update(run_s=t, problems_per_s=starts / t)
     return rows
 
 

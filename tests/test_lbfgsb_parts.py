@@ -313,6 +313,31 @@ def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     np.testing.assert_allclose(as_vec(d), want, rtol=RTOL, atol=RTOL)
 
 
+@pytest.mark.parametrize("lo, hi", [(-2.0, 0.8), (0.0, np.inf), (-np.inf, np.inf), (-np.inf, 1.0), (0.5, 0.5)])
+def test_stationarity_with_scalar_bounds_is_the_clip_of_the_gradient(lo, hi):
+    """||P(x - g) - x||_inf: with scalar bounds ``_bounds.stationarity`` forms the clip as a
+    select (no bound written out at full size for the reduction), with bounds shaped
+    like x as min(max(-g, l - x), u - x); per variable both equal that clip bit for bit,
+    at zeros of either sign, tiny (normal: XLA:CPU flushes subnormals), huge and infinite
+    values and NaN in x or g."""
+    vals = np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 2.0, -2.0, 0.5, 3e38, np.inf, -np.inf, np.nan])
+    x, g = (a.ravel().astype(DT) for a in np.meshgrid(vals, vals))
+    x = np.where(np.isnan(x), x, np.clip(x, lo, hi))  # the solver's x is in the box
+    ng, below, above = -g, (DT(lo) - x).astype(DT), (DT(hi) - x).astype(DT)
+    with np.errstate(invalid="ignore"):
+        want = np.abs(np.minimum(np.maximum(ng, below), above))  # (NumPy's min/max propagate NaN)
+
+    def each(box):
+        return jax.vmap(lambda a, b: _bounds.stationarity(a, b, box, DT))(jnp.asarray(x)[:, None],
+                                                                          jnp.asarray(g)[:, None])
+
+    scalar = each(_bounds.Box(jnp.asarray(lo, DT), jnp.asarray(hi, DT)))
+    shaped = each(_bounds.Box(jnp.full((1,), lo, DT), jnp.full((1,), hi, DT)))
+    np.testing.assert_array_equal(np.asarray(scalar), want)
+    np.testing.assert_array_equal(np.asarray(shaped), want)
+    assert np.isnan(want).any() and (want == 0).any() and np.isinf(want).any() == (np.isinf(lo) or np.isinf(hi))
+
+
 def _bounded_run(n_steps, x0, lo, hi, a, b, step=None):
     """The bounded solver's iterates on 0.5 x^T A x - b^T x, and after each step whether the
     kept Gram matrices of the free set equal those recomputed from scratch; and the compiled

@@ -182,8 +182,17 @@ def stationarity(x, g, box: Box, sdt):
         if jnp.iscomplexobj(xl):
             m = jnp.maximum(m, jnp.max(jnp.abs(gl)).astype(sdt))
             continue
-        xs = xl.astype(sdt)
-        pg = jnp.minimum(jnp.maximum(-gl.astype(sdt), lo.astype(sdt) - xs), hi.astype(sdt) - xs)
+        xs, ng = xl.astype(sdt), -gl.astype(sdt)
+        below, above = lo.astype(sdt) - xs, hi.astype(sdt) - xs
+        if jnp.ndim(lo) < xl.ndim or jnp.ndim(hi) < xl.ndim:
+            # The same values as a select: XLA:CPU's library reductions take the clip below
+            # into the reduction but not a bound given as a scalar, which they would read
+            # written out at full size; a select they leave to an elementwise pass that
+            # takes the scalars in, and reduce its result.
+            pg = jnp.where(ng < below, below, jnp.where(ng > above, above, ng))
+            pg = jnp.where(jnp.isnan(below) | jnp.isnan(above), below + above, pg)  # (NaN as the clip's)
+        else:
+            pg = jnp.minimum(jnp.maximum(ng, below), above)
         m = jnp.maximum(m, jnp.max(jnp.abs(pg)))
     return m
 
