@@ -122,16 +122,21 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     most CHANGES variables are not, else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
     ef = _cauchy.flat(e, e, sdt)
-    count = jnp.sum(ef != 0, dtype=jnp.int32)
+    # Zero everywhere (as a rule): told by one reduction that writes nothing (a count would
+    # write its 0/1 words first); NaN counts as nonzero.
+    some = ~(jnp.max(jnp.abs(ef)) == 0)
 
-    def gathered():
-        idx, rows = _gather(memory, lambda: ef != 0, count, sdt)
-        v = ef[idx]  # (0 where top_k listed a zero)
-        return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
+    def nonzero():
+        count = jnp.sum(ef != 0, dtype=jnp.int32)
 
-    branch = jnp.where(count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
-    return jax.lax.switch(branch, [lambda: jnp.zeros((2, m1), sdt), gathered,
-                                   lambda: jnp.stack(_memory.products(memory, e))])
+        def gathered():
+            idx, rows = _gather(memory, lambda: ef != 0, count, sdt)
+            v = ef[idx]  # (0 where top_k listed a zero)
+            return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
+
+        return jax.lax.cond(count <= CHANGES, gathered, lambda: jnp.stack(_memory.products(memory, e)))
+
+    return jax.lax.cond(some, nonzero, lambda: jnp.zeros((2, m1), sdt))
 
 
 def _newest_s(memory: _memory.Memory, sdt):
