@@ -116,11 +116,11 @@ class Memory(NamedTuple):
 # neighbours; a batched dot under vmap); larger ones a matrix-vector product (one
 # streaming pass). On XLA:CPU the multiply and reduction over (2 (m + 1), n) runs slower
 # than the dot from about n = 32 on, with either emitter (n = 1,000, float64: 11-17 us
-# against 3-4 us): measured in a solve, an iteration on a cheap objective took 37-47 us
+# against 3-4 us): measured in a solve, an iteration on a cheap objective took 34-50 us
 # with leaves of 1,000 taking that form and 19-35 us with dots (n = 4,096: 110-200 ->
-# 45-100 us). Leaves are never flattened: a reshape that merges a sharded axis with
-# another gathers the leaf across devices, while a contraction over the leaf's own axes
-# stays local.
+# 45-140 us; float32 and float64, both emitters, two runs each). Leaves are never
+# flattened: a reshape that merges a sharded axis with another gathers the leaf across
+# devices, while a contraction over the leaf's own axes stays local.
 SMALL = 16
 
 
