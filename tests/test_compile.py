@@ -23,6 +23,8 @@ from conftest import (
     CLOSEST_TO_ROUNDING,
     COLLECTED,
     DEBUG_BUILD,
+    DEFAULT_EMITTERS,
+    OPTIMISED,
     ROUNDING_OF_THE_OPTIMISED_BUILD,
     SENT_TO_A_SUBPROCESS,
     X64,
@@ -153,14 +155,14 @@ def test_a_solve_under_grad_scan_and_checkpoint_still_compiles():
 HERE = pathlib.Path(__file__).parent
 
 
-@pytest.mark.skipif(not os.environ.get("QNJAX_TEST_XLA_DEFAULTS"), reason="runs in the subprocess below")
+@pytest.mark.skipif(not DEFAULT_EMITTERS, reason="runs in the subprocess below")
 def test_this_run_compiles_as_it_says():
     """In the subprocess below: XLA's default emitters, and minimize does not ask for others."""
     assert "--xla_cpu_use_fusion_emitters=true" in os.environ.get("XLA_FLAGS", "")
     assert not _compile._accepted("cpu")
 
 
-@pytest.mark.skipif(not os.environ.get("QNJAX_TEST_OPTIMISED"), reason="runs in the subprocess below")
+@pytest.mark.skipif(not OPTIMISED, reason="runs in the subprocess below")
 def test_this_run_is_optimised_with_the_classic_emitters():
     """In a debug build's optimised subprocess: LLVM optimises and a direct solve asks for
     the classic emitters, as a user's does."""

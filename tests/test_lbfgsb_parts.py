@@ -323,9 +323,9 @@ def test_stationarity_with_scalar_bounds_is_the_clip_of_the_gradient(lo, hi):
     vals = np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 2.0, -2.0, 0.5, 3e38, np.inf, -np.inf, np.nan])
     x, g = (a.ravel().astype(DT) for a in np.meshgrid(vals, vals))
     x = np.where(np.isnan(x), x, np.clip(x, lo, hi))  # the solver's x is in the box
-    ng, below, above = -g, (DT(lo) - x).astype(DT), (DT(hi) - x).astype(DT)
-    with np.errstate(invalid="ignore"):
-        want = np.abs(np.minimum(np.maximum(ng, below), above))  # (NumPy's min/max propagate NaN)
+    with np.errstate(invalid="ignore"):  # (inf - inf: NaN, as in the solver)
+        below, above = np.asarray(lo, DT) - x, np.asarray(hi, DT) - x  # (NumPy: recomputed apart from JAX)
+        want = np.abs(np.minimum(np.maximum(-g, below), above))  # (NumPy's min/max propagate NaN)
 
     def each(box):
         return jax.vmap(lambda a, b: _bounds.stationarity(a, b, box, DT))(jnp.asarray(x)[:, None],
