@@ -26,6 +26,18 @@ def _nan_grad_jvp(primals, tangents):
     return nan_grad_below_zero(x), jnp.sum(g * t)
 
 
+@jax.custom_jvp
+def flat_with_a_gradient(x):
+    """f = 0 everywhere, with a gradient that claims f falls along every coordinate."""
+    return jnp.sum(x) * 0.0
+
+
+@flat_with_a_gradient.defjvp
+def _flat_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return flat_with_a_gradient(x), jnp.sum(t)
+
+
 def barrier(x):
     """-sum log x + sum x: +inf outside x > 0, minimum at x = 1."""
     return jnp.sum(jnp.where(x > 0, -jnp.log(jnp.where(x > 0, x, 1.0)) + x, jnp.inf))
@@ -45,6 +57,10 @@ CASES = {
                         lambda x: np.all(x >= 0) and nan_grad_below_zero(x) < 3.0),
     "log_barrier_inf_outside": (barrier, [5.0, 0.1, 30.0], {Status.GTOL, Status.PRECISION, Status.FTOL},
                                 lambda x: np.allclose(x, 1.0, atol=2e-3)),
+    # f comes back exactly unchanged at every trial: rounding could hide a change only as
+    # large as the slopes promise, and these promise an unlimited decrease (they never turn).
+    "flat_f_wrong_gradient": (flat_with_a_gradient, [1.0, 2.0], {Status.LINESEARCH_FAILED},
+                              lambda x: np.array_equal(x, [1, 2])),
     "flat_zero_gradient": (lambda x: jnp.sum(x * 0.0), [1.0, 2.0], {Status.GTOL}, lambda x: np.allclose(x, [1, 2])),
     # |g(x0)| ~ 1e-10 must not pass for convergence (an absolute gtol would stop at x0);
     # the first step may land on the minimum exactly (then the gradient is exactly 0).

@@ -3,6 +3,7 @@
 * With the defaults, a run that reports success is at the known minimum (CUTEst-style
   problems where a gradient relative to a far-away start used to pass: VARDIM, QUARTC,
   EXTCLIFF, POWER), and every one of them is solved.
+* A run at f's rounding floor is a success, in float64 too (BRYBND, ARWHEAD).
 * A float32 run that has reached the minimum to float32's precision is a success
   (Rosenbrock from [1.0001, 1.0]; curve fits whose f agrees with a float64 fit).
 * float32 keeps making progress where f's changes are at its rounding: WOODS (n = 100)
@@ -42,6 +43,22 @@ def test_success_only_at_the_minimum(name, dtype):
     assert solved(problem, res.x, dtype), (Status(int(res.status)), float(res.fun))
     if name != "power_n100" or dtype == "float32":  # POWER in float64 runs to its range limit
         assert bool(res.success), Status(int(res.status))
+
+
+@needs_x64
+@pytest.mark.parametrize("name", ["brybnd_n100", "arwhead_n100"])
+def test_at_the_floor_of_f_is_success(name):
+    """At f's rounding floor the run stops with PRECISION and is solved. BRYBND reaches
+    f ~ 5e-29, where every change of f is rounding, then took thousands of steps that each
+    lowered f by ~1e-38 moving a component of size 1e-17 (MAXFEV); ARWHEAD's f, a sum of
+    terms of size 100, comes back exactly 0 along -g where the slopes promise 1e-16 (it
+    ended LINESEARCH_FAILED)."""
+    problem = problems.get(name)
+    funs = {n: problems.get(n).fun for n in ("brybnd_n100", "arwhead_n100")}
+    res = solve_one_of(funs, name, problem.x0_as("float64"), maxfev=3000)
+    assert Status(int(res.status)) == Status.PRECISION, res.message
+    assert solved(problem, res.x, "float64") and float(res.fun) < 1e-20
+    assert int(res.nfev) < 500
 
 
 @x64_off_only

@@ -383,6 +383,28 @@ def test_decrease_below_rounding_float32(name):
             assert res.rising[i] >= np.float32(1) - 4 * np.finfo(dtype).eps, (case_name(i), res.rising[i])
 
 
+@pytest.mark.parametrize("name", SEARCHES)
+def test_noise_counts_trials_where_f_came_back_unchanged(name):
+    """phi = 1 at every t while the slopes say -2: every trial hides the slopes' change
+    t (phi'(0) + phi'(t)) / 2 = -2 t in f's rounding, however far from 0 (a sum of large terms
+    that cancel is flat like this at its floor), so ``noise`` is at least 2 t at the largest
+    trial, here at least the first one (t = 0.5; no trial is "near x" by distance, as
+    ``rounding_stepsize`` is 0). The search finds no decrease."""
+    dtype = jnp.float64 if X64 else jnp.float32
+    trials = []
+
+    def phi(t):
+        jax.debug.callback(lambda t: trials.append(float(t)), t)
+        return jnp.ones((), dtype), jnp.asarray(-2.0, dtype), t
+
+    res = jax.jit(lambda: SEARCHES[name].search(phi, jnp.ones((), dtype), jnp.asarray(-2.0, dtype),
+                                                jnp.zeros((), dtype), jnp.asarray(0.5, dtype)))()
+    jax.effects_barrier()
+    assert int(res.status) == FAILED
+    assert trials and trials[0] == 0.5
+    assert float(res.noise) == pytest.approx(2 * max(trials), rel=1e-6)
+
+
 # More & Thuente's own settings: (c1, c2) = (1e-3, 0.1) on functions 1-3 and
 # (1e-3, 1e-3) on 4-6. Float64 only (see above).
 MT_SETTINGS = {"mt1": 0.1, "mt2": 0.1, "mt3": 0.1, "mt456": 1e-3}

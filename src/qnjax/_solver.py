@@ -15,11 +15,13 @@ state that describes the point ``params``:
    invariant to scaling f (a dropped memory keeps its scale gamma, H = gamma I);
 4. if the full step t = 1 would move x by no more than rounding (``ulp_stepsize``),
    or the line search along phi(t) = f(x + t d) (limits per call: the evaluations
-   left, ``max_stepsize``, no trial below rounding) finds no decrease, x stays and
+   left, ``max_stepsize``, no trial below rounding) finds no decrease (or, having run out
+   of trials, only one within f's rounding noise: ``_noise``), x stays and
    the memory is dropped: the next iteration searches along -g (a *retry*, not an
    iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
-   within a few units in the last place of x (a minimiser along -g lies there),
-   else LINESEARCH_FAILED; without bounds the dropped pairs are then restored
+   within a few units in the last place of x (a minimiser along -g lies there) or the
+   decrease its slopes promise is within f's rounding noise (``_at_precision``), else
+   LINESEARCH_FAILED; without bounds the dropped pairs are then restored
    (``_memory.restore``), so the final state and ``hess_inv`` keep what was learnt;
 5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot;
 6. the status (``_status``) from the facts of this iteration.
@@ -61,6 +63,15 @@ ROUNDING_ULPS = 8
 # Steps in a row that move x without lowering f (see ``step``).
 MAX_TIES = 2
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
+
+
+def _noise(res, value):
+    """The change in f that rounding can hide at ``value``: a few units in the last place
+    of f, or more where the search's trials near x showed more (``res.noise``, the part of
+    their change in f that their slopes do not explain)."""
+    sdt = value.dtype
+    floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
+    return jnp.maximum(floor, res.noise)
 
 
 class State(NamedTuple):
@@ -218,16 +229,13 @@ class LBFGS:
         of a few units in the last place of f and, when the smallest trial moved x by at most
         a few thousand units in the last place, the part of its change in f that its
         slopes do not explain."""
-        sdt = value.dtype
         in_x = res.rising <= 1.01 * t_round
         t, _, d = res.smallest
         slope0 = res.slope  # the search returned the zero step: phi'(0)
         curvature = (d - slope0) / t
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
-        floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
-        noise = jnp.maximum(floor, res.noise)
-        in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
+        in_f = decrease <= 2 * _noise(res, value)  # the decrease is itself an upper bound
         return in_x | in_f
 
     # ----------------------------------------------------------------- iteration
@@ -334,7 +342,11 @@ class LBFGS:
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
         tie = res.value >= value
-        moved = (res.status != LineSearchStatus.FAILED) & (~tie | (state.ties < MAX_TIES))
+        # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
+        # found nothing: its step only chases rounding (a run at f's floor can take thousands of
+        # such steps, each moving a tiny component of x); it is treated as a failed search.
+        lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= _noise(res, value))
+        moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
         u, x_new = point(jnp.where(moved, res.stepsize, 0))  # u is zero and x_new params when x stays
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize, held)

@@ -13,10 +13,14 @@ The tests, checked at the start and after every iteration, first match wins:
 * GTOL         max_i |g_i| <= ``gtol`` (scipy's absolute test; default 0, i.e. an
                exactly zero gradient);
 * PRECISION    stationary to working precision: the quasi-Newton step moved x by no
-               more than rounding, so the memory was dropped, and then the line search
-               along -g found no decrease and bracketed a minimiser of f along -g
-               within a few units in the last place of x. No representable step
-               along either direction lowers f;
+               more than rounding or lowered f by no more than its rounding noise, so
+               the memory was dropped, and then the line search along -g found no
+               decrease (none above the noise) and either bracketed a minimiser of f
+               along -g within a few units in the last place of x, or the decrease
+               its slopes promise is within f's rounding noise (measured by the
+               search: changes of f that its slopes do not explain, near x or where f
+               came back exactly unchanged). No step along either direction lowers f
+               by more than rounding;
 * MAXFEV       the line search ran out of the evaluations ``maxfev`` leaves it;
 * LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
                rise along -g within rounding of x: a real failure (a gradient that
@@ -82,7 +86,7 @@ _MESSAGES = {
     Status.GTOL: "converged: max |grad| <= gtol",
     Status.PRECISION: (
         "converged to working precision: no step along the quasi-Newton direction or along "
-        "steepest descent changes x by more than rounding and lowers f"
+        "steepest descent lowers f by more than its rounding"
     ),
     Status.FTOL: (
         "converged in f: the last step reduced f by at most ftol relative (or fatol absolute); "

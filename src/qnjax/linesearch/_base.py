@@ -228,8 +228,10 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         rising = jnp.where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
         smallest = jnp.where(finite & (c.t < c.smallest[0]), p, c.smallest)
         # The trapezoid rule on the slopes predicts f(t) - f(0) = t (phi'(0) + phi'(t)) / 2.
+        # Near x, or wherever f came back exactly phi(0) (the slopes' change hidden by f's
+        # rounding: a sum of large terms that cancel can be flat at its floor far from x).
         unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
-        noise = jnp.where(finite & (c.t <= near), jnp.maximum(c.noise, unexplained), c.noise)
+        noise = jnp.where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
         t_next = jnp.minimum(t_next, t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
