@@ -348,8 +348,9 @@ class LBFGS:
         lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= _noise(res, value))
         moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
-        u, x_new = point(jnp.where(moved, res.stepsize, 0))  # u is zero and x_new params when x stays
-        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * res.stepsize, held)
+        taken = jnp.where(moved, res.stepsize, 0)
+        u, x_new = point(taken)  # u is zero and x_new params when x stays
+        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken, held)
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(
