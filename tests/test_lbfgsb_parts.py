@@ -364,13 +364,14 @@ def _bounded_run(n_steps, x0, lo, hi, a, b, step=None):
         scale = max(1.0, np.abs(fresh).max())
         kept.append(np.abs((np.asarray(mem.fgram, np.float64) - fresh) * both).max() / scale)
         fg = np.asarray(jax.jit(_memory.products)(mem, jnp.where(mem.free, grad, 0)), np.float64)
-        kept.append(np.abs(np.asarray(mem.last[:2], np.float64) - fg).max() / max(1.0, np.abs(fg).max()))
+        # (the stored pairs' entries only: a dropped memory's are stale and never read)
+        valid = np.asarray(_memory.valid(mem))
+        kept.append(np.abs((np.asarray(mem.last[:2], np.float64) - fg) * valid).max() / max(1.0, np.abs(fg).max()))
         # the newest pair's rows S^T s and Y^T s (``push``: at large n from the direction's kept W^T d)
         newest = (int(mem.head) + M) % (M + 1)
         if int(mem.count):
             st_s, yt_s = np.asarray(jax.jit(_memory.products)(mem, _memory.row(mem.s, newest)), np.float64)
             rows = np.stack([np.asarray(mem.gram.ss, np.float64)[newest], np.asarray(mem.gram.sy, np.float64)[newest]])
-            valid = np.asarray(_memory.valid(mem))
             fresh = np.stack([st_s, yt_s])
             kept.append(np.abs((rows - fresh) * valid).max() / max(1.0, np.abs(fresh).max()))
     return np.stack(xs), np.asarray(kept), step
