@@ -216,8 +216,9 @@ class LBFGS:
         return jnp.asarray(0.0 if self.ftol is None else self.ftol).astype(sdt)
 
     @staticmethod
-    def _at_precision(res, value, t_round, t_model):
-        """After a failed search along -g (phi(t) = f(x - t g)): is x stationary to working
+    def _at_precision(res, value, slope0, t_round, t_model):
+        """After a search along -g (phi(t) = f(x - t g), phi'(0) = ``slope0``) that found no
+        decrease, or one within the noise (then ``res`` is at its best trial): is x stationary to working
         precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
         non-negative slope, at the step t_round that moves x by a few units in the last
         place), or if the largest decrease along -g is within twice f's rounding noise. The
@@ -225,13 +226,12 @@ class LBFGS:
         c = (phi'(t) - phi'(0)) / t at the smallest trial t, and at most |phi'(0)| t_r / 2
         with t_r the smallest trial whose slope is not negative or the step ``t_model`` that
         minimises the quasi-Newton model along -g (1 once the memory has given H0 = gamma I
-        a curvature scale: the model's decrease g^T H0 g / 2). The noise is the larger
-        of a few units in the last place of f and, when the smallest trial moved x by at most
-        a few thousand units in the last place, the part of its change in f that its
-        slopes do not explain."""
+        a curvature scale: the model's decrease g^T H0 g / 2). The noise is ``_noise``: the
+        larger of a few units in the last place of f and the part of the change in f that
+        the slopes do not explain at trials that moved x by at most a few thousand units in
+        the last place or where f came back exactly unchanged."""
         in_x = res.rising <= 1.01 * t_round
         t, _, d = res.smallest
-        slope0 = res.slope  # the search returned the zero step: phi'(0)
         curvature = (d - slope0) / t
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
@@ -371,7 +371,7 @@ class LBFGS:
             new = new._replace(memory=_memory.restore(new.memory, final))
         # With bounds, also when the whole feasible part of the direction (up to t_max, which
         # the search tried) moves x by no more than rounding: no feasible step lowers f.
-        precision = final & (self._at_precision(res, value, ROUNDING_ULPS * t_ulp,
+        precision = final & (self._at_precision(res, value, slope0, ROUNDING_ULPS * t_ulp,
                                                   jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
                              | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
         out_of_budget = final & (budget < self.linesearch.max_steps)
