@@ -31,11 +31,12 @@ DECREASE, the search stopped and returns its best sufficient-decrease trial;
 FAILED, no decrease was found and the zero step is returned. ``rising`` reports
 the smallest trial with a finite, non-negative slope (with slope0 < 0 a minimiser
 of phi lies in (0, rising)) and ``smallest`` the point of the smallest finite
-trial, and ``noise`` the largest change of f over trials near x that the slopes do
-not explain (by the trapezoid rule); they tell a caller how far from x, and how large,
-a decrease could still be, and how large a change f's rounding hides. A trial whose
-value or slope is not finite is outside the domain and the step is shrunk; a search
-never returns a step whose value is above value0.
+trial, and ``noise`` the largest change of f that the slopes do not explain (by the
+trapezoid rule) over trials near x or where f came back exactly phi(0); they tell a
+caller how far from x, and how large, a decrease could still be, and how large a
+change f's rounding hides. A trial whose value or slope is not finite is outside the
+domain and the step is shrunk; a search never returns a step whose value is above
+value0.
 :func:`run` is that shared loop; a search only supplies its update rule
 (:class:`LineSearch`).
 """
@@ -71,7 +72,7 @@ class LineSearchResult(NamedTuple):
     status: jax.Array  # int32, a LineSearchStatus
     rising: jax.Array  # smallest trial with a finite slope >= 0 (+inf if none)
     smallest: jax.Array  # point(t, f, slope) of the smallest trial with finite value and slope (t = +inf if none)
-    noise: jax.Array  # the largest change in f that the slopes do not explain, over trials near x
+    noise: jax.Array  # the largest change in f that the slopes do not explain, over trials near x or flat
 
 
 # Trials within this factor of ``rounding_stepsize`` (x moves by a few thousand units in
