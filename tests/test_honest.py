@@ -61,6 +61,23 @@ def test_at_the_floor_of_f_is_success(name):
     assert int(res.nfev) < 500
 
 
+@pytest.mark.parametrize("slope0, at_precision", [(-1e-6, True), (-1e-3, False)])
+def test_precision_is_judged_from_the_slope_at_x(slope0, at_precision):
+    """``_at_precision`` after a search along -g whose best trial is not the zero step (its
+    decrease was within the noise): the decrease promised along -g is estimated from phi'(0)
+    at x, phi'(0)^2 / 2c (here c = 1 from the smallest trial), not from the slope at the
+    best trial (-10 here, which would promise 5e-3), and compared with twice the noise 1e-12."""
+    from qnjax.linesearch._base import LineSearchResult, LineSearchStatus, point
+
+    s = lambda v: jnp.asarray(v, DT)  # noqa: E731
+    t = 1e-3
+    res = LineSearchResult(stepsize=s(0.5), value=s(1e-6), slope=s(-10.0), grad=None, nfev=jnp.int32(3),
+                           status=jnp.int32(LineSearchStatus.DECREASE), rising=s(jnp.inf),
+                           smallest=point(s(t), s(1e-6), s(slope0 + t)), noise=s(1e-12))
+    got = qnjax.LBFGS._at_precision(res, s(1e-6), s(slope0), s(1e-9), s(1.0))
+    assert bool(got) == at_precision
+
+
 @x64_off_only
 def test_float32_at_its_precision_is_success():
     res = qnjax.minimize(rosenbrock, jnp.asarray([1.0001, 1.0], jnp.float32))
