@@ -67,8 +67,9 @@ DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
 
 def _noise(res, value):
     """The change in f that rounding can hide at ``value``: a few units in the last place
-    of f, or more where the search's trials near x showed more (``res.noise``, the part of
-    their change in f that their slopes do not explain)."""
+    of f, or more where the search's trials showed more (``res.noise``: the part of their
+    change in f that their slopes do not explain, at trials near x or where f came back
+    exactly unchanged)."""
     sdt = value.dtype
     floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
     return jnp.maximum(floor, res.noise)
