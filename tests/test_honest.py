@@ -74,7 +74,7 @@ def test_precision_is_judged_from_the_slope_at_x(slope0, at_precision):
     res = LineSearchResult(stepsize=s(0.5), value=s(1e-6), slope=s(-10.0), grad=None, nfev=jnp.int32(3),
                            status=jnp.int32(LineSearchStatus.DECREASE), rising=s(jnp.inf),
                            smallest=point(s(t), s(1e-6), s(slope0 + t)), noise=s(1e-12))
-    got = qnjax.LBFGS._at_precision(res, s(1e-6), s(slope0), s(1e-9), s(1.0))
+    got = qnjax.LBFGS._at_precision(res, s(slope0), s(1e-12), s(1e-9), s(1.0))
     assert bool(got) == at_precision
 
 

@@ -217,7 +217,7 @@ class LBFGS:
         return jnp.asarray(0.0 if self.ftol is None else self.ftol).astype(sdt)
 
     @staticmethod
-    def _at_precision(res, value, slope0, t_round, t_model):
+    def _at_precision(res, slope0, noise, t_round, t_model):
         """After a search along -g (phi(t) = f(x - t g), phi'(0) = ``slope0``) that found no
         decrease, or one within the noise (then ``res`` is at its best trial): is x stationary to working
         precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
@@ -227,16 +227,14 @@ class LBFGS:
         c = (phi'(t) - phi'(0)) / t at the smallest trial t, and at most |phi'(0)| t_r / 2
         with t_r the smallest trial whose slope is not negative or the step ``t_model`` that
         minimises the quasi-Newton model along -g (1 once the memory has given H0 = gamma I
-        a curvature scale: the model's decrease g^T H0 g / 2). The noise is ``_noise``: the
-        larger of a few units in the last place of f and the part of the change in f that
-        the slopes do not explain at trials that moved x by at most a few thousand units in
-        the last place or where f came back exactly unchanged."""
+        a curvature scale: the model's decrease g^T H0 g / 2). ``noise`` is f's rounding
+        noise at x (``_noise``)."""
         in_x = res.rising <= 1.01 * t_round
         t, _, d = res.smallest
         curvature = (d - slope0) / t
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
-        in_f = decrease <= 2 * _noise(res, value)  # the decrease is itself an upper bound
+        in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
         return in_x | in_f
 
     # ----------------------------------------------------------------- iteration
@@ -346,10 +344,11 @@ class LBFGS:
         # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
         # found nothing: its step only chases rounding (a run at f's floor can take thousands of
         # such steps, each moving a tiny component of x); it is treated as a failed search.
-        lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= _noise(res, value))
+        noise = _noise(res, value)
+        lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= noise)
         moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
-        taken = jnp.where(moved, res.stepsize, 0)
+        taken = jnp.where(moved, res.stepsize, jnp.zeros((), sdt))
         u, x_new = point(taken)  # u is zero and x_new params when x stays
         memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken, held)
         failed = ~moved
@@ -360,7 +359,7 @@ class LBFGS:
             grad=_tree.select(moved, res.grad.grad, grad),
             aux=_tree.select(moved, res.grad.aux, state.aux),
             memory=memory,
-            stepsize=jnp.where(moved, res.stepsize, jnp.zeros((), sdt)),
+            stepsize=taken,
             count=state.count + moved.astype(jnp.int32),
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
@@ -372,7 +371,7 @@ class LBFGS:
             new = new._replace(memory=_memory.restore(new.memory, final))
         # With bounds, also when the whole feasible part of the direction (up to t_max, which
         # the search tried) moves x by no more than rounding: no feasible step lowers f.
-        precision = final & (self._at_precision(res, value, slope0, ROUNDING_ULPS * t_ulp,
+        precision = final & (self._at_precision(res, slope0, noise, ROUNDING_ULPS * t_ulp,
                                                   jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
                              | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
         out_of_budget = final & (budget < self.linesearch.max_steps)
