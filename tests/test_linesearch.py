@@ -405,6 +405,39 @@ def test_noise_counts_trials_where_f_came_back_unchanged(name):
     assert float(res.noise) == pytest.approx(2 * max(trials), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", SEARCHES)
+@pytest.mark.parametrize("curvature", [1.0, 0.0, -1.0])
+def test_a_negligible_decrease_ends_the_search(name, curvature):
+    """``negligible``: phi comes back 2 ulps above phi(0) at every t (a rise within f's
+    rounding, every trial "near x": no trial is accepted), with the slopes of
+    1 + s t + c t^2 / 2, s = -1e-9. With c = 1 the slopes say phi falls by at most
+    s^2 / (2 c) = 5e-19, below negligible = 1e-12: the search stops after
+    ``HOPELESS_AFTER`` trials and finds nothing; without ``negligible`` (the default 0)
+    Moré-Thuente spends 6 trials and the others 26-30. With c <= 0 (a line, a saddle) the slopes
+    bound nothing and ``negligible`` changes nothing."""
+    from qnjax.linesearch._base import HOPELESS_AFTER
+
+    dtype = jnp.float64 if X64 else jnp.float32
+    s = jnp.asarray(-1e-9, dtype)
+    up = jnp.asarray(1 + 2 * np.finfo(dtype).eps, dtype)
+
+    def phi(t):
+        return up, s + jnp.asarray(curvature, dtype) * t, t
+
+    def run(negligible):
+        as_d = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+        return SEARCHES[name].search(phi, as_d(1), s, as_d(0), as_d(1e-11), rounding_stepsize=as_d(1e-9),
+                                     negligible=as_d(negligible))
+
+    res, free = jax.jit(lambda: (run(1e-12), run(0.0)))()
+    assert int(free.nfev) > HOPELESS_AFTER and int(free.status) == FAILED
+    if curvature > 0:
+        assert int(res.nfev) == HOPELESS_AFTER and int(res.status) == FAILED
+        assert float(res.stepsize) == 0 and float(res.value) == 1
+    else:
+        assert int(res.nfev) == int(free.nfev) and int(res.status) == int(free.status)
+
+
 # More & Thuente's own settings: (c1, c2) = (1e-3, 0.1) on functions 1-3 and
 # (1e-3, 1e-3) on 4-6. Float64 only (see above).
 MT_SETTINGS = {"mt1": 0.1, "mt2": 0.1, "mt3": 0.1, "mt456": 1e-3}

@@ -185,6 +185,51 @@ def test_vmap_member_that_finished_waits_unchanged(direction):
     jax.tree.map(np.testing.assert_array_equal, first(mixed), first(alone))
 
 
+A = jnp.logspace(0.0, 3.0, 20, dtype=DT)
+
+
+@jax.custom_jvp
+def noisy_quadratic(x):
+    """4 + sum a_i (x_i - 1)^2 / 2 plus a deterministic error of up to 5 units in the last
+    place of 4 (drawn from x's bits), with the exact gradient: f's rounding at its floor."""
+    bits = jax.lax.bitcast_convert_type(jnp.sum(x * jnp.arange(1, x.size + 1, dtype=DT)),
+                                        jnp.int64 if X64 else jnp.int32)
+    return 4 + 0.5 * jnp.sum(A * (x - 1) ** 2) + (bits % 11 - 5).astype(DT) * EPS * 4
+
+
+@noisy_quadratic.defjvp
+def _noisy_quadratic_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return noisy_quadratic(x), jnp.sum(A * (x - 1) * t)
+
+
+def test_searches_at_the_floor_of_f_end_after_a_few_trials():
+    """Where f is at its rounding floor (``noisy_quadratic`` once the run stops with
+    PRECISION), each search ends once the slopes of its trials bound phi's fall below
+    f's rounding (``linesearch._base``, ``negligible``): at most ``HOPELESS_AFTER``
+    evaluations, never a step that raises f, and the run stops again with PRECISION.
+    Without it these searches spent 6-8 trials each (in the Rosenbrock batch of
+    ``benchmarks/scale.py``, up to 15); under ``jax.vmap`` the whole batch waits for the
+    slowest member's search."""
+    from qnjax.linesearch._base import HOPELESS_AFTER
+
+    res = qnjax.minimize(noisy_quadratic, jnp.zeros(20, DT))
+    assert Status(int(res.status)) == Status.PRECISION, res.message
+    value_and_grad = jax.value_and_grad(noisy_quadratic)
+    solver = qnjax.LBFGS()
+    step = jax.jit(lambda s: solver.step_with_search(s, lambda x: (*value_and_grad(x), None))[1:])
+    state, spent = res.state._replace(status=jnp.asarray(int(Status.RUNNING), jnp.int32)), []
+    for _ in range(8):
+        new, search = step(state)
+        spent.append(int(search.nfev))
+        assert float(new.value) <= float(state.value)
+        state = new
+        if Status(int(state.status)) != Status.RUNNING:
+            break
+    assert Status(int(state.status)) == Status.PRECISION
+    assert max(spent) <= HOPELESS_AFTER, spent
+
+
 def test_aux_and_args_pytree_params():
     def fun(p, target, weight):
         r = p["w"] @ p["m"] - target

@@ -15,10 +15,12 @@ state that describes the point ``params``:
    invariant to scaling f (a dropped memory keeps its scale gamma, H = gamma I);
 4. if the full step t = 1 would move x by no more than rounding (``ulp_stepsize``),
    or the line search along phi(t) = f(x + t d) (limits per call: the evaluations
-   left, ``max_stepsize``, no trial below rounding) finds no decrease (or, having run out
-   of trials, only one within f's rounding noise: ``_noise``), x stays and
-   the memory is dropped: the next iteration searches along -g (a *retry*, not an
-   iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
+   left, ``max_stepsize``, no trial below rounding, and, where the quasi-Newton model
+   promises no decrease beyond f's rounding (``_floor``), no trial once the slopes bound
+   phi's fall within it too: a search at f's floor ends after a few trials) finds no
+   decrease (or, having run out of trials, only one within f's rounding noise:
+   ``_noise``), x stays and the memory is dropped: the next iteration searches along
+   -g (a *retry*, not an iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
    within a few units in the last place of x (a minimiser along -g lies there) or the
    decrease its slopes promise is within f's rounding noise (``_at_precision``), else
    LINESEARCH_FAILED; without bounds the dropped pairs are then restored
@@ -65,14 +67,17 @@ MAX_TIES = 2
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
 
 
-def _noise(res, value):
-    """The change in f that rounding can hide at ``value``: a few units in the last place
-    of f, or more where the search's trials showed more (``res.noise``: the part of their
-    change in f that their slopes do not explain, at trials near x or where f came back
-    exactly unchanged)."""
+def _floor(value):
+    """A few units in the last place of f at ``value``: the least change rounding can hide."""
     sdt = value.dtype
-    floor = ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
-    return jnp.maximum(floor, res.noise)
+    return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
+
+
+def _noise(res, value):
+    """The change in f that rounding can hide at ``value``: ``_floor``, or more where the
+    search's trials showed more (``res.noise``: the part of their change in f that their
+    slopes do not explain, at trials near x or where f came back exactly unchanged)."""
+    return jnp.maximum(_floor(value), res.noise)
 
 
 class State(NamedTuple):
@@ -333,10 +338,18 @@ class LBFGS:
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
         budget = jnp.where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
+        # A decrease within f's rounding is not worth trials (``linesearch._base``: the search stops
+        # when its slopes bound phi's fall below it) where the model agrees: a pair has given H its
+        # scale (trials are at the model's scale: a far trial's curvature says nothing of phi near 0)
+        # and the model's own decrease along d, -phi'(0) t0 / 2 at its minimiser t0 = 1, is within
+        # the floor (where the model promises more, a few trials' slopes may just have missed it).
+        floor = _floor(value)
+        negligible = jnp.where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      max_steps=budget, max_stepsize=t_max,
                                      min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
-                                     rounding_stepsize=ROUNDING_ULPS * t_ulp, fixed_steps=self.fixed_search_steps)
+                                     rounding_stepsize=ROUNDING_ULPS * t_ulp, negligible=negligible,
+                                     fixed_steps=self.fixed_search_steps)
         # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.

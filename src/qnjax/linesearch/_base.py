@@ -10,7 +10,7 @@ carried along with the accepted point). It never sees the objective, x, d or
 the pytree structure. Every search has the same call,
 
     search(phi, value0, slope0, grad0, stepsize, *, max_steps=None,
-           max_stepsize=inf, min_stepsize=0, rounding_stepsize=None) -> LineSearchResult
+           max_stepsize=inf, min_stepsize=0, rounding_stepsize=None, negligible=0) -> LineSearchResult
 
 with phi(0) = (value0, slope0, grad0) already known (slope0 < 0 required),
 ``stepsize`` the first trial and the limits of this call: at most ``max_steps``
@@ -22,7 +22,13 @@ below it tries ``min_stepsize`` itself once, then stops, and a first trial below
 it is raised to it. ``rounding_stepsize`` (default ``min_stepsize``) is the step
 that moves x by a few units in its last place: trials within NEAR times it are
 "near x", where f's rounding can hide the change the slopes predict.
-Evaluations are counted exactly (``nfev``).
+``negligible`` (default 0: never) is a decrease of f too small to look for (the
+caller's rounding level of f): the search stops once its slopes say that phi cannot
+fall by more. With c = min over the trials of (phi'(t) - phi'(0)) / t, the flattest
+curvature seen, the quadratic with slope phi'(0) and curvature c falls by at most
+phi'(0)^2 / (2 c); if c > 0 and that is below ``negligible`` after ``HOPELESS_AFTER``
+(4) trials, no further trial is worth making (a trial with c <= 0, as at a saddle, never
+ends a search this way). Evaluations are counted exactly (``nfev``).
 
 Outcomes (``LineSearchStatus``): SUCCESS, the search's acceptance test held with
 sufficient decrease; NOISE, it held through the approximate Wolfe test of Hager
@@ -74,6 +80,12 @@ class LineSearchResult(NamedTuple):
     smallest: jax.Array  # point(t, f, slope) of the smallest trial with finite value and slope (t = +inf if none)
     noise: jax.Array  # the largest change in f that the slopes do not explain, over trials near x or flat
 
+
+# Trials before ``negligible`` can end a search: a few, so that a step within f's rounding
+# that the slopes accept still gets its chances. Float32 runs get out of a saddle where f is
+# flat (WOODS, n = 100) and of a badly scaled valley (POWELL's) through such steps; after 2
+# or 3 trials they stopped there (``qnjax bench``, float32).
+HOPELESS_AFTER = 4
 
 # Trials within this factor of ``rounding_stepsize`` (x moves by a few thousand units in
 # its last place) are "near x": there a change in f that the slopes do not explain is noise.
@@ -140,18 +152,18 @@ class LineSearch:
     """
 
     def search(self, phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=jnp.inf,
-               min_stepsize=0.0, rounding_stepsize=None, fixed_steps=0) -> LineSearchResult:
+               min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0) -> LineSearchResult:
         return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize,
-                   rounding_stepsize, fixed_steps)
+                   rounding_stepsize, negligible, fixed_steps)
 
 
 class _Loop(NamedTuple):
     """The loop's state, packed (XLA compiles each loop-carried value that changes into
     its own kernel): ``counts`` = [k, accepted], ``scalars`` = [t, rising, noise, *best,
-    *smallest]."""
+    *smallest, flattest]."""
 
     counts: jax.Array  # int32 (2,): evaluations made, the verdict on the last trial
-    scalars: jax.Array  # (9,) scalar dtype
+    scalars: jax.Array  # (10,) scalar dtype
     rule: Any  # the search's own state
     grad: Any  # phi's grad payload at best
 
@@ -162,15 +174,16 @@ class _Loop(NamedTuple):
     noise = property(lambda self: self.scalars[2])  # largest unexplained change in f near x
     best = property(lambda self: self.scalars[3:6])  # point: the lowest admissible trial, or the accepted one
     smallest = property(lambda self: self.scalars[6:9])  # point of the smallest finite trial
+    flattest = property(lambda self: self.scalars[9])  # least (phi'(t) - phi'(0)) / t over finite trials (+inf: none)
 
 
-def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise):
+def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise, flattest):
     return _Loop(jnp.stack([k, accepted]).astype(jnp.int32),
-                 jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest]), rule, grad)
+                 jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest, flattest[None]]), rule, grad)
 
 
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
-        min_stepsize=0.0, rounding_stepsize=None, fixed_steps=0) -> LineSearchResult:
+        min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
 
     ``fixed_steps`` (a Python int) > 0: the loop has that static trip count, each trial
@@ -186,8 +199,9 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     value0, slope0 = as_s(value0), as_s(slope0)
     t_max, t_min = as_s(max_stepsize), as_s(min_stepsize)
     near = NEAR * (t_min if rounding_stepsize is None else as_s(rounding_stepsize))
+    negligible = as_s(negligible)
     if fixed_steps:  # derivatives go through this search: not through its rounding levels
-        t_max, t_min, near = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near))
+        t_max, t_min, near, negligible = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near, negligible))
     limit = jnp.asarray(search.max_steps, jnp.int32)
     if max_steps is not None:
         limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
@@ -203,6 +217,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         rising=jnp.full((), jnp.inf, sdt),
         smallest=point(jnp.full((), jnp.inf, sdt), value0, slope0),
         noise=jnp.zeros((), sdt),
+        flattest=jnp.full((), jnp.inf, sdt),
     )
 
     if fixed_steps:  # derivatives go through this search (qnjax._unrolled)
@@ -233,10 +248,11 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         # rounding: a sum of large terms that cancel can be flat at its floor far from x).
         unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
         noise = jnp.where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
+        flattest = jnp.where(finite, jnp.minimum(c.flattest, (d - slope0) / c.t), c.flattest)
         t_next = jnp.minimum(t_next, t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
         t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
-        return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise), keep, g
+        return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest), keep, g
 
     def take(keep, latest, c):
         return c._replace(grad=_tree.select(keep, latest, c.grad))
@@ -247,7 +263,10 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
 
     def proceed(c):  # the next trial is evaluated (tested here, so the body's t_next has one use)
         usable = jnp.isfinite(c.t) & (c.t > 0) & (c.t >= t_min)
-        return (c.accepted == REJECT) & (c.k < limit) & usable & ~stop(c.rule, c.t)
+        # phi'(0)^2 / (2 c) <= negligible, c the flattest curvature seen (module docstring)
+        hopeless = (c.k >= HOPELESS_AFTER) & (c.flattest > 0) & jnp.isfinite(c.flattest)
+        hopeless = hopeless & (slope0 * slope0 <= 2 * negligible * c.flattest)
+        return (c.accepted == REJECT) & (c.k < limit) & usable & ~hopeless & ~stop(c.rule, c.t)
 
     if fixed_steps:  # the iterations' loop, at most fixed_steps trials, checkpointed per trial
         c = _unrolled.loop(proceed, body, init, fixed_steps, blocks=False)
