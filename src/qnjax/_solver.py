@@ -20,11 +20,12 @@ state that describes the point ``params``:
    phi's fall within it too: a search at f's floor ends after a few trials) finds no
    decrease (or, having run out of trials, only one within f's rounding noise:
    ``_noise``), x stays and the memory is dropped: the next iteration searches along
-   -g (a *retry*, not an iteration). Along -g, no decrease is final: PRECISION if the search saw f rise
-   within a few units in the last place of x (a minimiser along -g lies there) or the
-   decrease its slopes promise is within f's rounding noise (``_at_precision``), else
-   LINESEARCH_FAILED; without bounds the dropped pairs are then restored
-   (``_memory.restore``), so the final state and ``hess_inv`` keep what was learnt;
+   -g (a *retry*, not an iteration). Along -g, no decrease is final: PRECISION if the
+   search saw f rise within a few units in the last place of x (a minimiser along -g
+   lies there) or the decrease its slopes promise is within f's rounding noise
+   (``_at_precision``), else LINESEARCH_FAILED; without bounds the dropped pairs are
+   then restored (``_memory.restore``), so the final state and ``hess_inv`` keep what
+   was learnt;
 5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot;
 6. the status (``_status``) from the facts of this iteration.
 
@@ -73,11 +74,11 @@ def _floor(value):
     return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
 
 
-def _noise(res, value):
-    """The change in f that rounding can hide at ``value``: ``_floor``, or more where the
-    search's trials showed more (``res.noise``: the part of their change in f that their
-    slopes do not explain, at trials near x or where f came back exactly unchanged)."""
-    return jnp.maximum(_floor(value), res.noise)
+def _noise(res, floor):
+    """The change in f that rounding can hide at x: ``floor`` (``_floor`` of f at x), or more
+    where the search's trials showed more (``res.noise``: the part of their change in f that
+    their slopes do not explain, at trials near x or where f came back exactly unchanged)."""
+    return jnp.maximum(floor, res.noise)
 
 
 class State(NamedTuple):
@@ -357,7 +358,7 @@ class LBFGS:
         # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
         # found nothing: its step only chases rounding (a run at f's floor can take thousands of
         # such steps, each moving a tiny component of x); it is treated as a failed search.
-        noise = _noise(res, value)
+        noise = _noise(res, floor)
         lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= noise)
         moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
