@@ -147,6 +147,55 @@ def test_fun_is_data_fresh_closures_compile_once():
     assert COMPILES.count - before <= 2
 
 
+def _rule_with_centre(centre):
+    """sum x^2 whose custom derivative is that of sum (x - centre)^2: the same forward
+    computation and rule name for every centre, a different gradient."""
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sum(x**2)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return f(x), jnp.sum(2 * (x - centre) * t)
+
+    return f
+
+
+def test_a_custom_derivative_rule_keys_the_compiled_solve():
+    """A solve is keyed by fun's forward jaxpr (``_objective``), which names a custom rule
+    but does not hold it: objectives with one are keyed by their differentiated jaxpr,
+    so two rules behind the same forward computation and name get their own gradients
+    (a shared program would return the first rule's gradient for both)."""
+    x0 = jnp.full(3, 2.0, DT)
+    for centre in (0.5, -1.0):
+        res = qnjax.minimize(_rule_with_centre(centre), x0, maxiter=3)
+        np.testing.assert_allclose(res.grad, 2 * (res.x - centre), rtol=4 * EPS, atol=4 * EPS)
+
+
+SHIFT = jnp.asarray(1.0, DT)
+
+
+def _shifted(x):
+    return jnp.sum((x - SHIFT) ** 2)
+
+
+def test_a_module_level_array_is_read_at_each_call():
+    """Arrays fun closes over, module-level ones too, are traced inputs read at every call
+    (not frozen by a cache of traces keyed by the function), with one compiled solve."""
+    global SHIFT
+    x0 = jnp.zeros(2, DT)
+    try:
+        np.testing.assert_allclose(qnjax.minimize(_shifted, x0).x, 1.0, rtol=1e-4)
+        before = COMPILES.count
+        SHIFT = jnp.asarray(-3.0, DT)
+        np.testing.assert_allclose(qnjax.minimize(_shifted, x0).x, -3.0, rtol=1e-4)
+        assert COMPILES.count == before
+    finally:
+        SHIFT = jnp.asarray(1.0, DT)
+
+
 def test_jit_of_minimize():
     x0 = jnp.array([-1.2, 1.0], DT)
     res = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)
