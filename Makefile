@@ -59,6 +59,7 @@ bench: $(VENV)/.installed
 	$(PY) -m qnjax bench --bounded --out bench-results/bounded
 	$(PY) benchmarks/inplace.py
 	$(PY) benchmarks/scale.py --out bench-results/full
+	$(PY) benchmarks/expensive.py --out bench-results/full
 	$(PY) benchmarks/xla_options.py
 	$(PY) benchmarks/floor.py --sizes 1e6,1e7 --peers all --out bench-results/full
 	$(PY) benchmarks/observe.py

@@ -398,3 +398,28 @@ def test_floor_script_runs_unchanged_on_cpu_with_small_n(tmp_path):
         assert r["floor_ms"] == pytest.approx(48 * 2000 * 4 / (r["bandwidth_gb_s"] * 1e9) * 1e3)
         assert math.isfinite(r["overhead_over_floor"])
     assert "overhead / floor" in run.stdout
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_expensive_objective_script_reports_the_ratio_to_one_evaluation(tmp_path):
+    """benchmarks/expensive.py (issue 14: time per iteration / one value-and-grad) with a
+    small n: each row's ratio is its ms/iter over its ms/eval, and its evaluations per
+    iteration are the counted ones."""
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "expensive.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--dtypes", "float64",
+                          "--solvers", "qnjax compact,optax", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=script.parent, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "expensive.json").read_text())
+    rows = result["rows"]
+    assert [r["solver"] for r in rows] == ["qnjax compact", "optax"]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["n"] == 1000 and r["nit"] == 6 and r["nfev"] >= 6
+        assert r["per_eval_ratio"] == pytest.approx(r["ms_per_iter"] / r["eval_ms"])
+        assert r["evals_per_iter"] == pytest.approx(r["nfev"] / 6)
+    assert set(result["targets"]) == {"float64_iter_over_eval"}
+    assert "ms/iter / ms/eval" in run.stdout
