@@ -38,7 +38,8 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    of part 1 (50 iterations). Kernels: the compiled program's `fusion(` count.
 
 Targets (from the issues): (1) at n = 1e6 in float32, qnjax compact ms/iter <= 0.75 x
-optax.lbfgs's; (2) qnjax problems/s >= optax's; (3) `minimize`'s compile <= 0.6 x
+optax.lbfgs's; (2) qnjax problems/s >= optax's (the jitted batch, and `jax.vmap` of
+`minimize` as a user calls it); (3) `minimize`'s compile <= 0.6 x
 optax's driver's. The script reports the measured ratios, whatever they are; it does
 not assert them.
 """
@@ -384,9 +385,11 @@ def main(argv=None):
         targets["n1e6_float32_compact_over_optax"] = dict(measured=big["vs_optax"], target="<= 0.75",
                                                           met=big["vs_optax"] <= 0.75)
     by = {r["solver"]: r for r in part2 if "problems_per_s" in r}
-    if "qnjax compact" in by and "optax" in by:
-        ratio = by["qnjax compact"]["problems_per_s"] / by["optax"]["problems_per_s"]
-        targets["vmap_qnjax_over_optax_problems_per_s"] = dict(measured=ratio, target=">= 1", met=ratio >= 1)
+    for row, key in (("qnjax compact", "vmap_qnjax_over_optax_problems_per_s"),
+                     ("qnjax compact, vmap of minimize", "vmap_of_minimize_over_optax_problems_per_s")):
+        if row in by and "optax" in by:
+            ratio = by[row]["problems_per_s"] / by["optax"]["problems_per_s"]
+            targets[key] = dict(measured=ratio, target=">= 1", met=ratio >= 1)
     direct = next((r for r in part3 if r["solver"] == "qnjax minimize (compact)"), {})
     if direct.get("vs_optax") is not None:
         targets["compile_minimize_over_optax"] = dict(measured=direct["vs_optax"], target="<= 0.6",
