@@ -157,10 +157,10 @@ def x64_context(name, dtype):
 
 # ---- part 1 ----
 
-def eval_time(x0, reps=50, fun=objective):
-    """Seconds per value-and-grad of `fun` at x0's size and dtype, in a compiled loop
+def eval_time(x0, reps=50):
+    """Seconds per value-and-grad of `objective` at x0's size and dtype, in a compiled loop
     (each evaluation depends on the last, so none is hoisted; no dispatch per evaluation)."""
-    vg = jax.value_and_grad(fun)
+    vg = jax.value_and_grad(objective)
 
     @jax.jit
     def loop(x):
@@ -172,14 +172,13 @@ def eval_time(x0, reps=50, fun=objective):
     return best_of(loop, x0, reps=3) / reps
 
 
-def per_iteration(solvers, sizes, dtypes, iters, fun=objective, eval_reps=50):
-    """Part 1's rows for ``fun`` (``benchmarks/expensive.py`` passes another objective)."""
+def per_iteration(solvers, sizes, dtypes, iters):
     rows = []
     for dtype in dtypes:
         for n in sizes:
             k = iters(n, dtype)
             x0 = jnp.zeros(n, dtype)
-            per_eval = eval_time(x0, eval_reps, fun)
+            per_eval = eval_time(x0)
             for name, make in solvers.items():
                 row = dict(dtype=dtype, n=n, solver=name, k=k, eval_ms=per_eval * 1e3)
                 try:
@@ -188,9 +187,9 @@ def per_iteration(solvers, sizes, dtypes, iters, fun=objective, eval_reps=50):
 
                         def counted(x, calls=calls):
                             jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
-                            return fun(x)
+                            return objective(x)
 
-                        run, first = jax.jit(make(fun, k)), jax.jit(make(fun, k // 3))
+                        run, first = jax.jit(make(objective, k)), jax.jit(make(objective, k // 3))
                         t_first, t = interleaved_best([functools.partial(first, x0), functools.partial(run, x0)],
                                                       reps=5)
                         _, nit, nfev_reported = jax.block_until_ready(run(x0))

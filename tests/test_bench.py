@@ -421,5 +421,6 @@ def test_expensive_objective_script_reports_the_ratio_to_one_evaluation(tmp_path
         assert r["n"] == 1000 and r["nit"] == 6 and r["nfev"] >= 6
         assert r["per_eval_ratio"] == pytest.approx(r["ms_per_iter"] / r["eval_ms"])
         assert r["evals_per_iter"] == pytest.approx(r["nfev"] / 6)
-    assert set(result["targets"]) == {"float64_iter_over_eval"}
+        assert r["later_ratio"] > 0 and r["nit_first"] == 2
+    assert set(result["targets"]) == {"float64_iter_over_eval", "float64_later_iter_over_eval"}
     assert "ms/iter / ms/eval" in run.stdout
