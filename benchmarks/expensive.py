@@ -58,21 +58,6 @@ def chain(x, terms):
     return total / terms + 5e-4 * jnp.sum(u * u)
 
 
-def evaluations(fun, k):
-    """``k`` value-and-grads of ``fun`` in one compiled loop, each at a point moved by the last
-    gradient (so none is hoisted or skipped)."""
-    vg = jax.value_and_grad(fun)
-
-    @jax.jit
-    def loop(x):
-        def body(_, c):
-            f, g = vg(c[0])
-            return c[0] - 1e-30 * g, c[1] + f
-        return jax.lax.fori_loop(0, k, body, (x, jnp.zeros((), x.dtype)))
-
-    return loop
-
-
 def measure(solvers, fun, n, dtype, k, repeats):
     """One dtype's rows: every solver's K-iteration solve and K evaluations, timed in turns."""
     x0 = jnp.zeros(n, dtype)
@@ -81,18 +66,10 @@ def measure(solvers, fun, n, dtype, k, repeats):
         row = dict(dtype=dtype, n=n, solver=name, k=k)
         try:
             with scale.x64_context(name, dtype):
-                count = [0]
-
-                def counted(x, count=count):
-                    jax.debug.callback(lambda: count.__setitem__(0, count[0] + 1))
-                    return fun(x)
-
                 run, first = jax.jit(make(fun, k)), jax.jit(make(fun, k // 3))
                 row["nit"] = int(jax.block_until_ready(run(x0))[1])
                 row["nit_first"] = int(jax.block_until_ready(first(x0))[1])
-                jax.block_until_ready(jax.jit(make(counted, k))(x0))
-                jax.effects_barrier()
-                row["nfev"] = count[0]
+                row["nfev"] = scale.counted_evaluations(make, fun, k, x0)
 
             def call(program, name=name):
                 with scale.x64_context(name, dtype):
@@ -102,7 +79,7 @@ def measure(solvers, fun, n, dtype, k, repeats):
         except Exception as e:  # noqa: BLE001 -- a peer that fails is a row with its error
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(row)
-    loop = evaluations(fun, k)
+    loop = scale.evaluation_loop(fun, k)
     times = interleaved_best([functools.partial(loop, x0)] + [c for _, run, first in calls for c in (run, first)],
                              reps=repeats)
     per_eval = times[0] / k

@@ -157,10 +157,11 @@ def x64_context(name, dtype):
 
 # ---- part 1 ----
 
-def eval_time(x0, reps=50):
-    """Seconds per value-and-grad of `objective` at x0's size and dtype, in a compiled loop
-    (each evaluation depends on the last, so none is hoisted; no dispatch per evaluation)."""
-    vg = jax.value_and_grad(objective)
+def evaluation_loop(fun, reps):
+    """``reps`` value-and-grads of ``fun`` in one compiled loop, each at a point moved by the
+    last gradient (each evaluation depends on the last, so none is hoisted or skipped; no
+    dispatch per evaluation)."""
+    vg = jax.value_and_grad(fun)
 
     @jax.jit
     def loop(x):
@@ -169,7 +170,26 @@ def eval_time(x0, reps=50):
             return c[0] - 1e-30 * g, c[1] + f
         return jax.lax.fori_loop(0, reps, body, (x, jnp.zeros((), x.dtype)))
 
-    return best_of(loop, x0, reps=3) / reps
+    return loop
+
+
+def eval_time(x0, reps=50):
+    """Seconds per value-and-grad of `objective` at x0's size and dtype (``evaluation_loop``)."""
+    return best_of(evaluation_loop(objective, reps), x0, reps=3) / reps
+
+
+def counted_evaluations(make, fun, k, x0):
+    """How many times ``make(fun, k)``'s jitted solve from x0 evaluates ``fun``, counted on the
+    host (a ``jax.debug.callback`` per forward pass) in a run of its own, untimed."""
+    calls = [0]
+
+    def counted(x):
+        jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
+        return fun(x)
+
+    jax.block_until_ready(jax.jit(make(counted, k))(x0))
+    jax.effects_barrier()
+    return calls[0]
 
 
 def per_iteration(solvers, sizes, dtypes, iters):
@@ -183,24 +203,17 @@ def per_iteration(solvers, sizes, dtypes, iters):
                 row = dict(dtype=dtype, n=n, solver=name, k=k, eval_ms=per_eval * 1e3)
                 try:
                     with x64_context(name, dtype):
-                        calls = [0]
-
-                        def counted(x, calls=calls):
-                            jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
-                            return objective(x)
-
                         run, first = jax.jit(make(objective, k)), jax.jit(make(objective, k // 3))
                         t_first, t = interleaved_best([functools.partial(first, x0), functools.partial(run, x0)],
                                                       reps=5)
                         _, nit, nfev_reported = jax.block_until_ready(run(x0))
                         nit_first = int(first(x0)[1])
-                        jax.block_until_ready(jax.jit(make(counted, k))(x0))
-                        jax.effects_barrier()
+                        nfev = counted_evaluations(make, objective, k, x0)
                     nit = int(nit)
-                    row.update(nit=nit, nfev=calls[0], nfev_reported=int(nfev_reported), run_s=t,
+                    row.update(nit=nit, nfev=nfev, nfev_reported=int(nfev_reported), run_s=t,
                                ms_per_iter=t / nit * 1e3,
                                later_ms_per_iter=(t - t_first) / max(nit - nit_first, 1) * 1e3,
-                               overhead_ms=(t - calls[0] * per_eval) / nit * 1e3)
+                               overhead_ms=(t - nfev * per_eval) / nit * 1e3)
                 except Exception as e:  # noqa: BLE001 -- a peer that fails is a row with its error
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 rows.append(row)
