@@ -99,23 +99,24 @@ def _user_functions(obj, depth: int = 0) -> tuple:
     return (obj,)
 
 
-def _callbacks(jaxpr, found: list) -> list:
-    """The host functions of every callback in ``jaxpr`` and its sub-jaxprs, in order."""
+def _equations(jaxpr):
+    """Every equation of ``jaxpr`` and of its sub-jaxprs, each before those of its own."""
     for eqn in jaxpr.eqns:
-        for name, value in eqn.params.items():
-            if "callback" in name:
-                found.extend(_user_functions(value))
+        yield eqn
         for sub in jex.core.jaxprs_in_params(eqn.params):
-            _callbacks(sub, found)
-    return found
+            yield from _equations(sub)
+
+
+def _callbacks(jaxpr) -> tuple:
+    """The host functions of every callback in ``jaxpr`` and its sub-jaxprs, in order."""
+    return tuple(f for eqn in _equations(jaxpr) for name, value in eqn.params.items() if "callback" in name
+                 for f in _user_functions(value))
 
 
 def _has_custom_rules(jaxpr) -> bool:
     """Whether ``jaxpr`` or a sub-jaxpr calls a custom derivative rule (which its text names
     but does not hold)."""
-    return any(eqn.primitive.name.startswith(("custom_jvp", "custom_vjp", "custom_lin"))
-               or any(_has_custom_rules(sub) for sub in jex.core.jaxprs_in_params(eqn.params))
-               for eqn in jaxpr.eqns)
+    return any(eqn.primitive.name.startswith(("custom_jvp", "custom_vjp", "custom_lin")) for eqn in _equations(jaxpr))
 
 
 class _Key:
@@ -126,7 +127,7 @@ class _Key:
         self.in_tree, self.out_tree = in_tree, out_tree
         self.sdt, self.has_aux = jnp.dtype(sdt), has_aux
         self.differentiated = differentiated  # closed is value_and_grad's jaxpr, else fun's
-        self.callbacks = tuple(_callbacks(closed.jaxpr, []))
+        self.callbacks = _callbacks(closed.jaxpr)
         self.text = str(closed.jaxpr)
         self._hash = hash((self.text, in_tree, out_tree, self.sdt, has_aux, differentiated))
 
