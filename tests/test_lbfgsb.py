@@ -8,6 +8,7 @@ evaluated at (all feasible), published optima (L-BFGS-B's driver1, Rosenbrock in
 """
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import pytest
 from conftest import X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import problems
+from qnjax import _cauchy, _reduced, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -197,6 +198,38 @@ def test_vmap_over_starts_bounds_and_both_equals_single_runs():
     want = both(x0s, jnp.broadcast_to(his[1], his.shape))
     np.testing.assert_allclose(np.asarray(starts.x), np.asarray(want.x), **close)
     np.testing.assert_array_equal(np.asarray(starts.status), np.asarray(want.status))
+
+
+@x64_off_only  # batching is exact in either mode
+def test_vmap_of_large_bounded_problems_steps_the_members_in_turn_as_single_runs():
+    """Beyond ``_reduced.incremental``'s size a batch's members take their iterations one
+    after another (``_loop``): each member's branches stay branches (under ``jax.vmap`` each
+    would run for every member, and ``lax.top_k`` become a full sort of every member's
+    breakpoints). Each member ends as its single run does (matrix-free NNLS from three
+    starts); the compiled batch sorts no batched array."""
+    n = _reduced.SMALL_N + 904
+    assert _reduced.incremental(jnp.zeros(n))
+    (nnls,) = [p for p in problems.scalable_bounded(n) if p.name.startswith("nnls")]
+    lo, hi = (np.asarray(b, np.float64) for b in (nnls.lower, nnls.upper))
+    starts = np.random.default_rng(0).uniform(-0.5, 2.0, (3, n))
+    x0s = jnp.asarray(np.clip(starts, lo, np.minimum(hi, 1e3)), DT)
+
+    def solve(x0):
+        return qnjax.minimize(nnls.fun, x0, bounds=(nnls.lower, nnls.upper))
+
+    batched = jax.jit(jax.vmap(solve))
+    batch = batched(x0s)
+    single = jax.jit(solve)
+    for i in range(3):
+        one = single(x0s[i])
+        np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), rtol=1e-5, atol=1e-6)
+        assert (int(batch.status[i]), int(batch.nit[i]), int(batch.nfev[i])) == \
+            (int(one.status), int(one.nit), int(one.nfev))
+        assert bool(batch.success[i])
+        assert_kkt(batch.x[i], batch.grad[i], lo, hi, TOL)
+    sorts = [line for line in batched.lower(x0s).compile().as_text().splitlines()
+             if re.search(r"\bsort\(|custom_call_target=\"TopK", line)]
+    assert sorts and not any(f"[3,{n}]" in line or f"[3,{_cauchy.CAPS[2]}]" in line for line in sorts), sorts
 
 
 def test_mixed_precision_leaves_keep_their_dtypes_and_inward_rounded_bounds():

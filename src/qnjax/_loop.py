@@ -32,9 +32,13 @@ import jax
 import jax.numpy as jnp
 
 
-def while_running(running, body, operands, carry):
+def while_running(running, body, operands, carry, sequential=False):
     """``while running(carry): carry = body(operands, carry, None)``; under ``jax.vmap``
-    the loop above, with ``body(operands, member, active)``."""
+    the loop above, with ``body(operands, member, active)``: for every member at once, or,
+    with ``sequential`` (static), one member after another (``jax.lax.map``), where a
+    member's iteration branches on its own data: there each ``lax.cond`` stays a branch,
+    which in a vmapped body would run all its branches for every member (and
+    ``lax.top_k`` a full sort)."""
 
     @jax.custom_batching.custom_vmap
     def loop(operands, carry):
@@ -51,8 +55,23 @@ def while_running(running, body, operands, carry):
         def member(ops, c):
             return body(ops, c, running(c))
 
-        out = jax.lax.while_loop(lambda c: jnp.any(each_running(c)),
-                                 lambda c: jax.vmap(member, in_axes=(axes, 0))(operands, c), carry)
+        if sequential:
+            leaves, treedef = jax.tree.flatten(operands)
+            flags = treedef.flatten_up_to(batched_operands)
+
+            def one(mapped_and_member):
+                mapped, c = mapped_and_member
+                it = iter(mapped)
+                ops = treedef.unflatten([next(it) if f else leaf for leaf, f in zip(leaves, flags)])
+                return jax.lax.cond(running(c), lambda: member(ops, c), lambda: c)  # (a finished one: nothing)
+
+            def step(c):
+                return jax.lax.map(one, ([leaf for leaf, f in zip(leaves, flags) if f], c))
+        else:
+            def step(c):
+                return jax.vmap(member, in_axes=(axes, 0))(operands, c)
+
+        out = jax.lax.while_loop(lambda c: jnp.any(each_running(c)), step, carry)
         return out, jax.tree.map(lambda _: True, out)
 
     return loop(operands, carry)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
+from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _reduced, _scipy, _trace, _tree, _unrolled
 from ._solver import LBFGS, State, hold
 from ._status import Status, code, is_success
 
@@ -322,7 +322,10 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
                                     unrolled)
         s = s._replace(status=jnp.where(running(s), code(Status.MAXITER), s.status))
     else:
-        s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records))
+        # (a batch of bounded problems large enough for the Cauchy point's and the products'
+        # branches: ``_reduced.incremental``)
+        sequential = state.bounds is not None and _reduced.incremental(state.params)
+        s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records), sequential)
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
         success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,
