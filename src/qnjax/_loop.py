@@ -21,6 +21,13 @@ gets in a batch that stops when it does (``tests/test_minimize.py``). ``operands
 solver, the objective, ``fun``'s arguments) are passed explicitly, batched or not, as
 ``custom_vmap`` needs; ``running`` and ``body`` must not close over traced values.
 
+Where one member's iteration branches on its own data (L-BFGS-B beyond
+``_reduced.incremental``'s size: how far along its path the Cauchy point lies, how many
+variables changed), ``_minimize`` asks for ``sequential``: the members take the iteration
+one after another (``jax.lax.map``, a finished one skipped by a ``lax.cond``), so each
+branch stays a branch; vmapped, every branch would run for every member, and
+``lax.top_k`` would become a full sort of every member's breakpoints.
+
 ``custom_vmap`` cannot be differentiated in reverse mode; nothing is: ``minimize``'s
 derivatives go through the implicit function theorem (``_implicit``), and the unrolled
 adjoint has a loop of its own (``_unrolled.loop``).
