@@ -8,6 +8,8 @@ import argparse
 import functools
 import json
 import math
+import pathlib
+import subprocess
 import sys
 
 import jax
@@ -378,18 +380,22 @@ def test_bounded_judge_needs_feasibility_and_the_projected_gradient():
     assert local["judged_by"] == "pgrad" and local["solved"]
 
 
+def run_benchmark(name, args, out):
+    """``benchmarks/<name>.py args --out out`` in a subprocess, which must succeed: (the run,
+    the ``<name>.json`` it wrote)."""
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    run = subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True,
+                         cwd=script.parent, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run, json.loads((out / f"{name}.json").read_text())
+
+
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
 def test_floor_script_runs_unchanged_on_cpu_with_small_n(tmp_path):
     """benchmarks/floor.py (the GPU script) on this CPU with a small n: a row per solver
     with a time, an overhead, the measured bandwidth and the floor."""
-    import pathlib
-    import subprocess
-
-    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "floor.py"
-    run = subprocess.run([sys.executable, str(script), "--sizes", "2000", "--dtypes", "float32", "--iters", "5",
-                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=script.parent, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = json.loads((tmp_path / "floor.json").read_text())["rows"]
+    run, result = run_benchmark("floor", ["--sizes", "2000", "--dtypes", "float32", "--iters", "5"], tmp_path)
+    rows = result["rows"]
     assert [r["solver"] for r in rows] == ["qnjax compact", "qnjax two-loop", "optax"]
     for r in rows:
         assert "error" not in r, r
@@ -405,15 +411,8 @@ def test_expensive_objective_script_reports_the_ratio_to_one_evaluation(tmp_path
     """benchmarks/expensive.py (issue 14: time per iteration / one value-and-grad) with a
     small n: each row's ratio is its ms/iter over its ms/eval, and its evaluations per
     iteration are the counted ones."""
-    import pathlib
-    import subprocess
-
-    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "expensive.py"
-    run = subprocess.run([sys.executable, str(script), "--quick", "--dtypes", "float64",
-                          "--solvers", "qnjax compact,optax", "--out", str(tmp_path)],
-                         capture_output=True, text=True, cwd=script.parent, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((tmp_path / "expensive.json").read_text())
+    run, result = run_benchmark("expensive", ["--quick", "--dtypes", "float64", "--solvers", "qnjax compact,optax"],
+                                tmp_path)
     rows = result["rows"]
     assert [r["solver"] for r in rows] == ["qnjax compact", "optax"]
     for r in rows:
