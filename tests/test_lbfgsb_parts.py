@@ -184,7 +184,7 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
     w = np.asarray(w, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # gm: g where the breakpoint is positive
         t = np.where(g < 0, (x - hi) / g, np.where(g > 0, (x - lo) / g, np.inf))
-    np.testing.assert_array_equal(np.asarray(gm), np.where(t > 0, g, 0))
+    np.testing.assert_array_equal(as_vec(gm), np.where(t > 0, g, 0))
     assert wg is None  # (computed at large n only)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL)
     at_bound = (want == lo) | (want == hi)

@@ -42,12 +42,16 @@ it is built here, in the scalar dtype (sorted by ``_argsort``), and the result i
 returned per leaf.
 
 At large n (SORT_LIMIT) nothing of size (n, 2m) is formed: the Cauchy point is first
-looked for among the smallest breakpoints (``_smallest``; the variables not listed
-enter as one tail), with no pair stored it has a closed form (``_no_pairs``), and only
-beyond both are all breakpoints sorted and walked BLOCK at a time (``_blocked``: the
-prefix sums within a block, Algorithm CP's forward updates between blocks; at most
-n / BLOCK trips). Every path also returns W^T (M g), M the variables moving along the
-path, for the subspace step's products (``_reduced``).
+looked for before the smallest breakpoint (``_first_segment``, per leaf), then among the
+smallest breakpoints (``_smallest``; the variables not listed enter as one tail), with
+no pair stored it has a closed form (``_no_pairs``), and only beyond these are all
+breakpoints sorted and walked BLOCK at a time (``_blocked``: the prefix sums within a
+block, Algorithm CP's forward updates between blocks; at most n / BLOCK trips). Only
+``_smallest`` and ``_blocked`` put the leaves in one order (a sharded leaf gathered
+across devices; scoped ``GATHERED``); once the active set settles the Cauchy point lies
+before the first breakpoint as a rule, and such an iteration gathers nothing. Every path
+also returns W^T (M g), M the variables moving along the path, for the subspace step's
+products (``_reduced``).
 """
 
 from __future__ import annotations
@@ -102,21 +106,6 @@ def w_rows(memory: _memory.Memory, theta, sdt):
     return jnp.where(valid[None, :], jnp.concatenate(blocks, axis=0), 0)
 
 
-def flat(tree, like, sdt):
-    """The leaves of ``tree`` (broadcast to ``like``'s) as one vector in ``sdt``: the global
-    order of the variables (a temporary: the state stays per leaf)."""
-    return jnp.concatenate([jnp.broadcast_to(a, jnp.shape(b)).reshape(-1).astype(sdt)
-                            for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like))])
-
-
-def _unflat(vec, like, dtype=None):
-    out, i = [], 0
-    for leaf in jax.tree_util.tree_leaves(like):
-        out.append(vec[i:i + leaf.size].reshape(leaf.shape).astype(leaf.dtype if dtype is None else dtype))
-        i += leaf.size
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
-
-
 # Beyond this many variables the breakpoints are not all sorted: the Cauchy point is looked
 # for before the second breakpoint (once the active set settles it is, as a rule), then among
 # the smallest CAPS[1] (``lax.top_k`` on float32 keys, one pass), then CAPS[2]; only then are
@@ -124,6 +113,9 @@ def _unflat(vec, like, dtype=None):
 SORT_LIMIT = 4096
 CAPS = (1, 1024, 16384)
 BLOCK = 16384
+# The name scope of what puts the variables of every leaf in one order (a sharded leaf
+# gathered): only in ``lax.cond`` branches that a settled iteration does not take.
+GATHERED = "gathered"
 # Walks longer than this sum by halving (``jax.lax.associative_scan``): XLA:CPU runs
 # ``jnp.cumsum`` as a windowed reduction, 3-4x slower at 1,000-4,000 breakpoints.
 SCAN_FROM = 16
@@ -203,41 +195,58 @@ def rows(memory, theta, idx, sdt):
     for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         size = sb[0].size
         local = jnp.clip(idx - off, 0, max(size - 1, 0))
-        ys, ss = (b.reshape(m1, -1)[:, local].astype(sdt).T for b in (yb, sb))
+        # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf)
+        at = (slice(None),) + tuple(jnp.unravel_index(local, sb.shape[1:]))
+        ys, ss = (b[at].astype(sdt).T for b in (yb, sb))
         inside = ((idx >= off) & (idx < off + size))[:, None]
         out = out + jnp.where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
         off += size
     return jnp.where(jnp.concatenate([_memory.valid(memory)] * 2)[None, :], out, 0)
 
 
-def _no_pairs(key, gm, theta, mid, sdt):
+def _no_pairs(keys, gms, theta, mid, sdt):
     """(t_c, c = 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
     slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
-    last breakpoint of a variable with g_i != 0 (0 if none moves)."""
-    last = jnp.max(jnp.where(gm != 0, key, 0))
+    last breakpoint of a variable with g_i != 0 (0 if none moves). Per leaf."""
+    last = functools.reduce(jnp.maximum, [jnp.max(jnp.where(gm != 0, key, 0), initial=0) for key, gm in zip(keys, gms)],
+                            jnp.zeros((), sdt))
     return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
 
 
-def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
-    """(t_c, c) from the CAPS[level] smallest breakpoints, else the next level, else all.
+def _first_segment(memory, theta, mid, keys, gms, wg, sdt):
+    """(t_c, c) in the segment before the smallest breakpoint, along which every moving
+    variable moves (CAPS[0]: no index needed, and per leaf: an ``argmin`` over n is a slow
+    reduction on CPU, and a sharded leaf is not gathered), else from ``_smallest``'s
+    levels, which put the leaves in one order (under ``GATHERED``)."""
+    t1 = functools.reduce(jnp.minimum, [jnp.min(key, initial=jnp.inf) for key in keys], jnp.full((), jnp.inf, sdt))
+    moving = sum((jnp.sum(gm * gm) for gm in gms), jnp.zeros((), sdt))
+    found, tc, c_star = _walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
+                              moving, theta, mid, ~jnp.isfinite(t1), sdt)
 
-    The first level is the segment before the smallest breakpoint (no index needed: an
-    ``argmin`` over n is a slow reduction on CPU); the others are selected
-    on float32 keys (``lax.top_k`` is one pass for float32 only, and only while no slice
-    of its outputs is taken): those whose exact key is at most the smallest key not
-    selected are certainly the smallest (rounding to float32 may tie others), so the
-    other ones selected join the variables not listed, whose p enters as wg minus the
-    listed ones' (Algorithm CP's forward update)."""
+    def later():
+        with jax.named_scope(GATHERED):
+            key, gm = _cat(keys), _cat(gms)
+            if CAPS[1] < key.shape[0]:
+                return _smallest(memory, theta, mid, key, gm, wg, sdt, 1)
+            return _blocked(memory, theta, mid, key, gm, wg, sdt)
+
+    return jax.lax.cond(found, lambda: (tc, c_star), later)
+
+
+def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
+    """(t_c, c) from the CAPS[level] smallest breakpoints (level >= 1), else the next level,
+    else all.
+
+    They are selected on float32 keys (``lax.top_k`` is one pass for float32 only, and
+    only while no slice of its outputs is taken): those whose exact key is at most the
+    smallest key not selected are certainly the smallest (rounding to float32 may tie
+    others), so the other ones selected join the variables not listed, whose p enters as
+    wg minus the listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
         later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1)  # noqa: E731
     else:
         later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt)  # noqa: E731
-    if cap == 1:  # the first segment, [0, smallest breakpoint], along which every moving variable moves
-        t1 = jnp.min(key)
-        found, tc, c_star = _walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
-                                  jnp.sum(gm * gm), theta, mid, ~jnp.isfinite(t1), sdt)
-        return jax.lax.cond(found, lambda: (tc, c_star), later)
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
@@ -253,40 +262,57 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 
+def _cat(leaves):
+    """Per-leaf arrays as one vector (the global order of the variables)."""
+    return jnp.concatenate([a.reshape(-1) for a in leaves])
+
+
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     """(x^c, c, free, t_c, W^T (moving g), moving g): the generalized Cauchy point (leaves in
     x's dtypes; bound-hitting variables exactly on their bound), c = W^T (x^c - x), which
     variables are strictly between their bounds at x^c (bool pytree), where it is on the
     path, the products of W with the moving variables' gradient (None up to SORT_LIMIT
-    variables) and that gradient, flat (zero where a variable does not move)."""
-    xf, gf = flat(x, x, sdt), flat(g, x, sdt)
-    lf, uf = flat(box.lower, x, sdt), flat(box.upper, x, sdt)
-    n = xf.shape[0]
-    gsafe = jnp.where(gf != 0, gf, 1)
-    tb = jnp.where(gf < 0, (xf - uf) / gsafe, jnp.where(gf > 0, (xf - lf) / gsafe, jnp.inf))
-    # A variable moves (t_i > 0) while the bound it heads for is not reached; t_i = inf: it
-    # never stops. Only the key and the moving variables' gradient gm are kept (no mask or
-    # t_i of their own: each would be one more pass at large n); a variable with g_i = 0
-    # moves at speed 0, which everything below treats as not moving.
-    moving = ((gf < 0) & (xf < uf)) | ((gf > 0) & (xf > lf))
-    key = jnp.where(moving, tb, jnp.inf)
-    gm = jnp.where(moving, gf, 0)
+    variables) and that gradient (a pytree like x in ``sdt``, zero where a variable does
+    not move).
+
+    Beyond SORT_LIMIT variables everything outside ``_smallest``'s levels is per leaf, so
+    an iteration whose Cauchy point lies before the first breakpoint (as a rule once the
+    active set settles) gathers no sharded leaf: only those levels put the variables in
+    one order (scoped ``GATHERED``, which the sharding test looks for)."""
+    treedef = jax.tree_util.tree_structure(x)
+    sides = [jax.tree_util.tree_leaves(side) for side in (x, g, box.lower, box.upper)]
+    keys, gms = [], []
+    for xl, gl, lo, hi in zip(*sides):
+        xs, gs, lo, hi = (a.astype(sdt) for a in (xl, gl, lo, hi))
+        gsafe = jnp.where(gs != 0, gs, 1)
+        tb = jnp.where(gs < 0, (xs - hi) / gsafe, jnp.where(gs > 0, (xs - lo) / gsafe, jnp.inf))
+        # A variable moves (t_i > 0) while the bound it heads for is not reached; t_i = inf: it
+        # never stops. Only the key and the moving variables' gradient gm are kept (no mask or
+        # t_i of their own: each would be one more pass at large n); a variable with g_i = 0
+        # moves at speed 0, which everything below treats as not moving.
+        moving = ((gs < 0) & (xs < hi)) | ((gs > 0) & (xs > lo))
+        keys.append(jnp.where(moving, tb, jnp.inf))
+        gms.append(jnp.where(moving, gs, 0))
+    n = sum(key.size for key in keys)
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
     wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
-
-    def all_sorted():
-        order = _argsort.argsort(key)
-        return _walk(key[order], gm[order], w_rows(memory, theta, sdt)[order], zero_p, zero_g, theta, mid,
-                     True, sdt)[1:]
-
+    gm = jax.tree_util.tree_unflatten(treedef, gms)
     if n <= SORT_LIMIT:
-        tc, c_star = all_sorted()
+        key, gmf = _cat(keys), _cat(gms)
+        order = _argsort.argsort(key)
+        tc, c_star = _walk(key[order], gmf[order], w_rows(memory, theta, sdt)[order], zero_p, zero_g, theta, mid,
+                           True, sdt)[1:]
     else:
-        s_t, y_t = _memory.products(memory, _unflat(gm, x, sdt))
+        s_t, y_t = _memory.products(memory, gm)
         wg = jnp.concatenate([y_t, theta * s_t])
-        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(key, gm, theta, mid, sdt),
-                                  lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, 0))
-    xc = jnp.where(key <= tc, jnp.where(gf < 0, uf, lf), jnp.clip(xf - tc * gm, lf, uf))  # (x is in the box)
-    xc = _unflat(xc, x)
+        tc, c_star = jax.lax.cond(memory.count == 0, lambda: _no_pairs(keys, gms, theta, mid, sdt),
+                                  lambda: _first_segment(memory, theta, mid, keys, gms, wg, sdt))
+    xc = []
+    for (xl, gl, lo, hi), key, gml in zip(zip(*sides), keys, gms):
+        lo, hi, gs = lo.astype(sdt), hi.astype(sdt), gl.astype(sdt)
+        # (x is in the box)
+        point = jnp.where(key <= tc, jnp.where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
+        xc.append(jnp.broadcast_to(point, xl.shape).astype(xl.dtype))
+    xc = jax.tree_util.tree_unflatten(treedef, xc)
     free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)
     return xc, c_star, free, tc, wg, gm

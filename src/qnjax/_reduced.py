@@ -36,7 +36,10 @@ over S and Y, a leaf longer than CHUNK in chunks of its first axis (one long
 contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as
 many small ones), and one product. Rows gathered the same way give the products of the
 memory with a vector that is zero in most variables (``sparse_products``, for
-``_subspace``'s W^T d).
+``_subspace``'s W^T d). Everything is per leaf except where rows are gathered, which
+puts the leaves in one order (``_cauchy.GATHERED``: a sharded leaf's mask gathered
+across devices, its rows taken by index on their own devices): in a ``lax.cond``
+branch taken only when some variable changed, so a settled iteration gathers nothing.
 """
 
 from __future__ import annotations
@@ -105,83 +108,110 @@ def incremental(params) -> bool:
     return n > SMALL_N and n > _cauchy.SORT_LIMIT
 
 
-def _gather(memory: _memory.Memory, mask, count, sdt):
-    """(idx, rows): the flat indices of the ``count`` <= CHANGES variables in ``mask()`` (a flat
-    bool vector, formed only when ``count`` > 0; indices padded with others) and their rows
-    [y_i, s_i], (CHANGES, 2 (m + 1)) (at most n). With none, as once the active set
-    settles, row 0 is gathered and no pass is made."""
-    k = min(CHANGES, sum(b[0].size for b in jax.tree_util.tree_leaves(memory.pairs)))
-    idx = jax.lax.cond(count > 0, lambda: jax.lax.top_k(mask().astype(jnp.float32), k)[1],
-                       lambda: jnp.zeros((k,), jnp.int32))
+def _gather(memory: _memory.Memory, mask, sdt):
+    """(idx, rows): the flat indices of the at most CHANGES (and at least one) variables set
+    in the flat bool vector ``mask`` (padded with others) and their rows [y_i, s_i],
+    (CHANGES, 2 (m + 1)) (at most n)."""
+    k = min(CHANGES, mask.shape[0])
+    idx = jax.lax.top_k(mask.astype(jnp.float32), k)[1]
     return idx, _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)
+
+
+def _leaves(*trees):
+    return zip(*(jax.tree_util.tree_leaves(t) for t in trees))
+
+
+def _cat(tree, sdt):
+    return jnp.concatenate([a.reshape(-1).astype(sdt) for a in jax.tree_util.tree_leaves(tree)])
 
 
 def sparse_products(memory: _memory.Memory, e, sdt):
     """(2, m + 1) [S^T e, Y^T e] for a pytree ``e`` that is zero in most variables: 0 with
     no pass over the memory when it is zero everywhere, from its gathered rows when at
-    most CHANGES variables are not, else one pass (``_memory.products``)."""
+    most CHANGES variables are not (the leaves put in one order, ``_cauchy.GATHERED``),
+    else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
-    ef = _cauchy.flat(e, e, sdt)
-    # Zero everywhere (as a rule): told by one reduction that writes nothing (a count would
-    # write its 0/1 words first); NaN counts as nonzero.
-    some = ~(jnp.max(jnp.abs(ef)) == 0)
+    leaves = [a.astype(sdt) for a in jax.tree_util.tree_leaves(e)]
+    # Zero everywhere (as a rule): told by one reduction per leaf that writes nothing (a count
+    # would write its 0/1 words first); NaN counts as nonzero.
+    some = ~(functools.reduce(jnp.maximum, [jnp.max(jnp.abs(a), initial=0) for a in leaves]) == 0)
 
     def nonzero():
-        count = jnp.sum(ef != 0, dtype=jnp.int32)
+        count = sum(jnp.sum(a != 0, dtype=jnp.int32) for a in leaves)
 
         def gathered():
-            idx, rows = _gather(memory, lambda: ef != 0, count, sdt)
-            v = ef[idx]  # (0 where top_k listed a zero)
-            return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
+            with jax.named_scope(_cauchy.GATHERED):
+                ef = _cat(leaves, sdt)
+                idx, rows = _gather(memory, ef != 0, sdt)
+                v = ef[idx]  # (0 where top_k listed a zero)
+                return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
 
         return jax.lax.cond(count <= CHANGES, gathered, lambda: jnp.stack(_memory.products(memory, e)))
 
     return jax.lax.cond(some, nonzero, lambda: jnp.zeros((2, m1), sdt))
 
 
-def _newest_s(memory: _memory.Memory, sdt):
-    """The newest pair's s, flat (read where it is used: a copy passed on would be a pass)."""
-    row = _memory.row(memory.s, _memory.slot(memory, _memory.size(memory) - 1))
-    return _cauchy.flat(row, row, sdt)
+def _newest(memory: _memory.Memory, buffer, sdt):
+    """The newest pair's s or y (``buffer``), per leaf in ``sdt`` (read where it is used: a
+    copy passed on would be a pass)."""
+    row = _memory.row(buffer, _memory.slot(memory, _memory.size(memory) - 1))
+    return [a.astype(sdt) for a in jax.tree_util.tree_leaves(row)]
 
 
 def _changes(now, before, gm, s_new, stored):
-    """The flat masks of the variables whose rows the update needs (module docstring):
-    those entering or leaving F, those moving along the path (gm = moving g != 0) but not
-    in F, and those not in F where the new pair's s_i != 0 (if one was stored)."""
+    """The masks of the variables whose rows the update needs (module docstring): those
+    entering or leaving F, those moving along the path (gm = moving g != 0) but not in F,
+    and those not in F where the new pair's s_i != 0 (if one was stored)."""
     return now != before, (gm != 0) & ~now, stored & ~now & (s_new != 0)
 
 
-def _updated(memory: _memory.Memory, ctx):
-    """G and [S^T F g, Y^T F g] from the kept ones and the gathered rows (module docstring)."""
+def _row_sums(memory: _memory.Memory, free, gm, g, stored):
+    """What the gathered rows add (module docstring): to G, to W^T F g (minus), to the new
+    pair's S^T F s and Y^T F s (minus), and to W^T F g'. Run when some variable changed:
+    the leaves are put in one order here (``_cauchy.GATHERED``)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
-    now, before, gm, gf, wg, stored, count = ctx
-    s_new = _newest_s(memory, sdt)
-    idx, rows = _gather(memory, lambda: functools.reduce(jnp.logical_or, _changes(now, before, gm, s_new, stored)),
-                        count, sdt)
-    # (the masks at the gathered rows only: no n-sized mask is formed when none changed)
-    changed, out, moved = _changes(now[idx], before[idx], gm[idx], s_new[idx], stored)
-    ys, ss = rows[:, :m1], rows[:, m1:]
-    sign = jnp.where(changed, jnp.where(now[idx], 1, -1), 0).astype(sdt)
-    fgram = memory.fgram + jnp.stack([mm((ss * sign[:, None]).T, ss), mm((ys * sign[:, None]).T, ss),
-                                      mm((ys * sign[:, None]).T, ys)])
-    g_out = jnp.where(out, gm[idx], 0)
-    fg = wg - jnp.stack([mm(g_out, ss), mm(g_out, ys)])  # [S^T F g, Y^T F g]
+    with jax.named_scope(_cauchy.GATHERED):
+        now, before = (_cat(t, bool) for t in (free, memory.free))
+        gm, gf, s_new = _cat(gm, sdt), _cat(g, sdt), _cat(_newest(memory, memory.s, sdt), sdt)
+        idx, rows = _gather(memory, functools.reduce(jnp.logical_or, _changes(now, before, gm, s_new, stored)),
+                            sdt)
+        # (the masks at the gathered rows only)
+        changed, out, moved = _changes(now[idx], before[idx], gm[idx], s_new[idx], stored)
+        ys, ss = rows[:, :m1], rows[:, m1:]
+        sign = jnp.where(changed, jnp.where(now[idx], 1, -1), 0).astype(sdt)
+        gram = jnp.stack([mm((ss * sign[:, None]).T, ss), mm((ys * sign[:, None]).T, ss),
+                          mm((ys * sign[:, None]).T, ys)])
+        g_out = jnp.where(out, gm[idx], 0)
+        s_out = jnp.where(moved, s_new[idx], 0)
+        newest = _memory.slot(memory, m1 - 2)
+        d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
+        return gram, jnp.stack([mm(g_out, ss), mm(g_out, ys), mm(s_out, ss), mm(s_out, ys), mm(d_old, ss),
+                                mm(d_old, ys)])
+
+
+def _updated(memory: _memory.Memory, free, gm, g, wg, stored, count):
+    """G and [S^T F g, Y^T F g] from the kept ones and, where some variable changed, the
+    gathered rows (module docstring); per leaf otherwise."""
+    m1 = _memory.size(memory) + 1
+    sdt = memory.dtype
+    gram, sums = jax.lax.cond(count > 0, lambda: _row_sums(memory, free, gm, g, stored),
+                              lambda: (jnp.zeros((3, m1, m1), sdt), jnp.zeros((6, m1), sdt)))
+    fgram = memory.fgram + gram
+    fg = wg - sums[0:2]  # [S^T F g, Y^T F g]
 
     def newest_pair():
         newest = _memory.slot(memory, m1 - 2)  # (chronological position m - 1: the newest pair)
-        y_row = _memory.row(memory.y, newest)
-        y_new = _cauchy.flat(y_row, y_row, sdt)
-        s_out = jnp.where(moved, s_new[idx], 0)
-        st_fs = memory.gram.ss[newest] - mm(s_out, ss)
-        yt_fs = memory.gram.sy[newest] - mm(s_out, ys)  # its own entry: s^T F y = s^T y - (rows)
-        d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
-        old = memory.last[:2] + jnp.stack([mm(d_old, ss), mm(d_old, ys)])  # W^T F g' (stale at ``newest``)
+        st_fs = memory.gram.ss[newest] - sums[2]
+        yt_fs = memory.gram.sy[newest] - sums[3]  # its own entry: s^T F y = s^T y - (rows)
+        old = memory.last[:2] + sums[4:6]  # W^T F g' (stale at ``newest``)
         st_fy, yt_fy = fg - old
         # the new pair's own entries: s^T F y is yt_fs's (the column below is written last),
         # y^T F y one pass over y
-        yt_fy = jnp.where(jnp.arange(m1) == newest, jnp.sum(jnp.where(now, y_new * y_new, 0)), yt_fy)
+        y_new = _newest(memory, memory.y, sdt)
+        yy = sum((jnp.sum(jnp.where(f, y * y, 0)) for f, y in zip(jax.tree_util.tree_leaves(free), y_new)),
+                 jnp.zeros((), sdt))
+        yt_fy = jnp.where(jnp.arange(m1) == newest, yy, yt_fy)
         i = jnp.arange(m1, dtype=jnp.int32)
         in_row, in_col = (i == newest)[:, None], (i == newest)[None, :]
         # row "newest" of Y^T F S is <y_new, F s_j>; its column is <y_i, F s_new>.
@@ -196,24 +226,24 @@ def _updated(memory: _memory.Memory, ctx):
 def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
     """(G, [S^T F g, Y^T F g], memory keeping F and both) for the bool pytree ``free``, the
     gradient ``g``, the Cauchy point's W^T (M g) = ``wg`` ([Y, theta S] order; None: recompute)
-    with ``gm`` = M g flat, and whether ``push`` just ``stored`` a pair."""
+    with ``gm`` = M g (a pytree), and whether ``push`` just ``stored`` a pair."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
-    now = _cauchy.flat(free, free, bool)
     if not incremental(free):
         fgram, fg = _direct(memory, free, g)
     else:
-        gf = _cauchy.flat(g, g, sdt)
-        before = _cauchy.flat(memory.free, memory.free, bool)
-        # (the masks are formed again inside the update's branch: here only their count, in
-        # one pass that writes no mask)
-        changed, out, moved = _changes(now, before, gm, _newest_s(memory, sdt), stored)
-        count = jnp.sum(changed | out | moved, dtype=jnp.int32)
-        ctx = (now, before, gm, gf, jnp.stack([wg[m1:] / theta, wg[:m1]]), stored, count)
+        # (the masks are formed again where rows are gathered: here only their count, per
+        # leaf, in passes that write no mask)
+        s_new = _newest(memory, memory.s, sdt)
+        count = sum((jnp.sum(functools.reduce(jnp.logical_or, _changes(now, before, gml, s, stored)),
+                             dtype=jnp.int32)
+                     for (now, before, gml), s in zip(_leaves(free, memory.free, gm), s_new)),
+                    jnp.zeros((), jnp.int32))
+        wg = jnp.stack([wg[m1:] / theta, wg[:m1]])
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
-            lambda: _updated(memory, ctx),
+            lambda: _updated(memory, free, gm, g, wg, stored, count),
             lambda: _direct(memory, free, g)])
     both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
     fg = jnp.where(_memory.valid(memory), fg, 0)

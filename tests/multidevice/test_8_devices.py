@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import qnjax
+from qnjax import _cauchy
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="run by tests/test_sharding.py with 8 CPU devices")
 
@@ -78,18 +79,34 @@ def assert_state_sharded(state, params):
         assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, P()), leaf.ndim), leaf.sharding
 
 
-def collectives(compiled):
-    """{op: count} of the cross-device operations in a compiled program, and the largest
-    number of elements any of them moves."""
-    ops, largest = Counter(), 0
-    for line in compiled.as_text().splitlines():
+def scoped_collectives(compiled):
+    """[(op, elements moved, inside ``_cauchy.GATHERED``)] of a compiled program's
+    cross-device operations. Inside: named in that scope, or in a computation (a branch)
+    that holds operations of the scope (XLA names a collective it inserts for an argument
+    after the argument)."""
+    out, pending, scoped = [], [], False
+    for line in compiled.as_text().splitlines() + [""]:
+        if not line.startswith(" "):  # a computation's first or last line
+            out += [(op, size, named or scoped) for op, size, named in pending]
+            pending, scoped = [], False
+            continue
+        name = re.search(r'op_name="([^"]+)"', line)
+        named = bool(name) and f"/{_cauchy.GATHERED}/" in name.group(1)
+        scoped = scoped or named
         found = re.match(r"\s*\S+ = (.+?) (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
                          r"(?:-start)?\(", line)
         if found:
-            ops[found.group(2)] += 1
-            for dims in re.findall(r"\[([\d,]*)\]", found.group(1)):
-                largest = max(largest, int(np.prod([int(d) for d in dims.split(",") if d])))
-    return ops, largest
+            size = max([int(np.prod([int(d) for d in dims.split(",") if d]))
+                        for dims in re.findall(r"\[([\d,]*)\]", found.group(1))] + [0])
+            pending.append((found.group(2), size, named))
+    return out
+
+
+def collectives(compiled):
+    """{op: count} of the cross-device operations in a compiled program, and the largest
+    number of elements any of them moves."""
+    ops = scoped_collectives(compiled)
+    return Counter(op for op, _, _ in ops), max([size for _, size, _ in ops] + [0])
 
 
 def close_to(x, target, dtypes, factor=1e3):
@@ -176,6 +193,52 @@ def test_bounded_solves_keep_shardings_and_satisfy_the_first_order_conditions():
             moved = np.clip(xk - np.asarray(g[k], np.float64), -0.5, 0.25) - xk
             tol = 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5
             assert np.max(np.abs(moved)) <= tol, (k, np.max(np.abs(moved)))
+
+
+@pytest.mark.parametrize("face", ["minimize", "optax"])
+def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one_order(face):
+    """Beyond ``_cauchy.SORT_LIMIT`` variables L-BFGS-B's iteration is per leaf: the only
+    gathers are in the branches that put every variable in one order (the Cauchy point
+    beyond its first breakpoint, the free set's rows when it changed), which a settled
+    iteration does not take, and even there a vector of the variables, never the memory
+    (its rows are gathered by index: each device's, summed across devices); everything
+    else reduces a few numbers across devices (at most the 3 (m + 1)^2 of the free
+    variables' Gram matrices). The result satisfies the bounded first-order conditions."""
+    dtypes = next(iter(DTYPES.values()))
+    n_v = 8 * (_cauchy.SORT_LIMIT // 8)  # with w and c: more than SORT_LIMIT variables
+    mesh, specs, params, target, loss = problem("1d", dtypes, n_v=n_v)
+    assert sum(v.size for v in params.values()) > _cauchy.SORT_LIMIT
+    m, lo, hi = 5, -0.5, 0.25
+    if face == "minimize":
+        compiled = jax.jit(lambda p: qnjax.minimize(loss, p, bounds=(lo, hi), memory_size=m)).lower(params).compile()
+        res = compiled(params)
+        assert bool(res.success), res.status
+        x = res.x
+        assert_state_sharded(res.state, params)
+    else:
+        opt = qnjax.lbfgs(bounds=(lo, hi), memory_size=m)
+        state = opt.init(params)
+        compiled = jax.jit(make_step(opt, loss)).lower(params, state).compile()
+        x = params
+        for _ in range(300):
+            x, state = compiled(x, state)
+            if qnjax.Status(int(state.status)).success:
+                break
+        assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
+        assert_state_sharded(state, params)
+    ops = scoped_collectives(compiled)
+    gathers = [op for op in ops if op[0] != "all-reduce"]
+    assert gathers and all(scoped for _, _, scoped in gathers), gathers  # (the scope is found)
+    outside = [size for op, size, scoped in ops if not scoped]
+    assert outside and max(outside) <= 3 * (m + 1) ** 2, ops
+    n = sum(v.size for v in params.values())
+    assert max(size for _, size, _ in gathers) <= n + 8, gathers  # vectors (padded per device), never the memory
+    g = jax.grad(loss)(x)
+    for k in x:
+        xk = np.asarray(x[k], np.float64)
+        assert np.all(xk >= lo) and np.all(xk <= hi)
+        moved = np.clip(xk - np.asarray(g[k], np.float64), lo, hi) - xk
+        assert np.max(np.abs(moved)) <= 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5, k
 
 
 def test_collectives_per_update_do_not_grow_with_memory_or_size():
