@@ -203,7 +203,8 @@ def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one
     iteration does not take, and even there a vector of the variables, never the memory
     (its rows are gathered by index: each device's, summed across devices); everything
     else reduces a few numbers across devices (at most the 3 (m + 1)^2 of the free
-    variables' Gram matrices). The result satisfies the bounded first-order conditions."""
+    variables' Gram matrices), in as many all-reduces for every memory size and n. The
+    result satisfies the bounded first-order conditions."""
     dtypes = next(iter(DTYPES.values()))
     n_v = 8 * (_cauchy.SORT_LIMIT // 8)  # with w and c: more than SORT_LIMIT variables
     mesh, specs, params, target, loss = problem("1d", dtypes, n_v=n_v)
@@ -227,6 +228,12 @@ def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one
         assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
         assert_state_sharded(state, params)
     ops = scoped_collectives(compiled)
+    if face == "optax":  # the reductions outside the scope: as many for another memory size and n
+        other = qnjax.lbfgs(bounds=(lo, hi), memory_size=m - 2)
+        _, _, p2, _, loss2 = problem("1d", dtypes, n_v=2 * n_v)
+        again = scoped_collectives(jax.jit(make_step(other, loss2)).lower(p2, other.init(p2)).compile())
+        assert Counter(op for op, _, scoped in ops if not scoped) == Counter(
+            op for op, _, scoped in again if not scoped), (ops, again)
     gathers = [op for op in ops if op[0] != "all-reduce"]
     assert gathers and all(scoped for _, _, scoped in gathers), gathers  # (the scope is found)
     outside = [size for op, size, scoped in ops if not scoped]
