@@ -233,12 +233,14 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
         fgram, fg = _direct(memory, free, g)
     else:
         # (the masks are formed again where rows are gathered: here only their count, per
-        # leaf, in passes that write no mask)
+        # leaf, in passes that write no mask; counted in float32, which XLA:CPU sums in one
+        # pass where an int32 sum writes its words first: exact to 2^24 and, beyond,
+        # still far above CHANGES, all that is asked of it)
         s_new = _newest(memory, memory.s, sdt)
-        count = sum((jnp.sum(functools.reduce(jnp.logical_or, _changes(now, before, gml, s, stored)),
-                             dtype=jnp.int32)
-                     for (now, before, gml), s in zip(_leaves(free, memory.free, gm), s_new)),
-                    jnp.zeros((), jnp.int32))
+        one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+        count = sum((jnp.sum(jnp.where(functools.reduce(jnp.logical_or, _changes(now, before, gml, s, stored)),
+                                       one, zero))
+                     for (now, before, gml), s in zip(_leaves(free, memory.free, gm), s_new)), zero)
         wg = jnp.stack([wg[m1:] / theta, wg[:m1]])
         branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
