@@ -197,7 +197,12 @@ def ulp_stepsizes(x, d, sdt):
             eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
             ratio = jnp.where((ax > 0) & (ad > 0), ax / jnp.where(ad > 0, ad, 1), jnp.inf)
-            xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
+            if xl.size <= STACK_LIMIT or jnp.iscomplexobj(xl) or jnp.iscomplexobj(dl):
+                xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
+            else:  # max |a| as max(max a, -min a): XLA:CPU's library reductions would write |a| out first
+                # (|a| also feeds the ratio), a pass each; these read a and write nothing
+                xn, dn = (jnp.maximum(jnp.max(a), -jnp.min(a)).astype(sdt) for a in (xl, dl))
+                rmin = jnp.min(ratio)
             vector = jnp.where(dn > 0, xn / jnp.where(dn > 0, dn, 1), jnp.inf)
             t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
     return t
