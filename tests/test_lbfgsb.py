@@ -18,7 +18,7 @@ import pytest
 from conftest import X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import _cauchy, _reduced, problems
+from qnjax import _reduced, _segments, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -229,7 +229,7 @@ def test_vmap_of_large_bounded_problems_steps_the_members_in_turn_as_single_runs
         assert_kkt(batch.x[i], batch.grad[i], lo, hi, TOL)
     sorts = [line for line in batched.lower(x0s).compile().as_text().splitlines()
              if re.search(r"\bsort\(|custom_call_target=\"TopK", line)]
-    assert sorts and not any(f"[3,{n}]" in line or f"[3,{_cauchy.CAPS[2]}]" in line for line in sorts), sorts
+    assert sorts and not any(f"[3,{n}]" in line or f"[3,{_segments.CAPS[2]}]" in line for line in sorts), sorts
 
 
 def test_mixed_precision_leaves_keep_their_dtypes_and_inward_rounded_bounds():

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from conftest import X64, assert_same_types, float64_reference, x64_off_only
 
-from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _subspace
+from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _segments, _subspace
 from qnjax._solver import LBFGS
 
 DT = jnp.float64 if X64 else jnp.float32
@@ -171,15 +171,22 @@ def _cauchy_point(mem, x, g, bx):
 
 
 @float64_reference
+@pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed):
+def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed, first, monkeypatch):
+    """All breakpoints sorted (n <= FIRST_FROM), or (``first``) the segment before the
+    smallest breakpoint first, the sort only if the Cauchy point lies beyond."""
     rng = np.random.default_rng(seed)
     mem = drive(rng)
     b, _, _ = dense_b(mem)
     x, g, lo, hi = problem(rng)
     g = as_vec(as_tree(g))
     want = brute_cauchy(x, g, lo, hi, b)
-    xc, c, free, w, wg, gm = _cauchy_point(mem, as_tree(x), as_tree(g), box(lo, hi))
+    run = _cauchy_point
+    if first:
+        monkeypatch.setattr(_cauchy, "FIRST_FROM", 0)
+        run = jax.jit(_cauchy_point.__wrapped__)
+    xc, c, free, w, wg, gm = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     got = as_vec(xc)
     w = np.asarray(w, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # gm: g where the breakpoint is positive
@@ -201,8 +208,8 @@ def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, monkeypatch):
     Cauchy point lies beyond, and with no pair stored it has a closed form: forced here at
     n = 7. W^T (moving g) is returned for the subspace step."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_cauchy, "CAPS", (1, cap + 1, cap + 2))
-    monkeypatch.setattr(_cauchy, "BLOCK", cap)
+    monkeypatch.setattr(_segments, "CAPS", (1, cap + 1, cap + 2))
+    monkeypatch.setattr(_segments, "BLOCK", cap)
     run = jax.jit(lambda mem, x, g, bx: _cauchy_point.__wrapped__(mem, x, g, bx))
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -393,8 +400,8 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     x0, lo, hi = jnp.full(n, 0.5, DT), jnp.zeros(n, DT), jnp.ones(n, DT)
     want = _bounded_run(12, x0, lo, hi, a, b)[0]
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_cauchy, "CAPS", (1, 2, 5))
-    monkeypatch.setattr(_cauchy, "BLOCK", 3)
+    monkeypatch.setattr(_segments, "CAPS", (1, 2, 5))
+    monkeypatch.setattr(_segments, "BLOCK", 3)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
     monkeypatch.setattr(_reduced, "CHANGES", 4)
     assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below

@@ -82,3 +82,15 @@ def while_running(running, body, operands, carry, sequential=False):
         return out, jax.tree.map(lambda _: True, out)
 
     return loop(operands, carry)
+
+
+def batched(tree) -> bool:
+    """Whether ``jax.vmap`` is batching an array of ``tree`` where this is traced (static):
+    the batched loop above, or a user's ``vmap`` of the Optax face. False where that
+    cannot be told (another JAX's internals)."""
+    try:
+        from jax._src.interpreters import batching
+
+        return any(isinstance(leaf, batching.BatchTracer) for leaf in jax.tree.leaves(tree))
+    except Exception:  # noqa: BLE001
+        return False

@@ -37,7 +37,7 @@ contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU 
 many small ones), and one product. Rows gathered the same way give the products of the
 memory with a vector that is zero in most variables (``sparse_products``, for
 ``_subspace``'s W^T d). Everything is per leaf except where rows are gathered, which
-puts the leaves in one order (``_cauchy.GATHERED``: a sharded leaf's mask gathered
+puts the leaves in one order (``_segments.GATHERED``: a sharded leaf's mask gathered
 across devices, its rows taken by index on their own devices): in a ``lax.cond``
 branch taken only when some variable changed, so a settled iteration gathers nothing.
 """
@@ -50,7 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import _cauchy, _memory, _tree
+from . import _cauchy, _memory, _segments, _tree
 from ._tree import matmul as mm
 
 SMALL_N = 4096
@@ -114,7 +114,7 @@ def _gather(memory: _memory.Memory, mask, sdt):
     (CHANGES, 2 (m + 1)) (at most n)."""
     k = min(CHANGES, mask.shape[0])
     idx = jax.lax.top_k(mask.astype(jnp.float32), k)[1]
-    return idx, _cauchy.rows(memory, jnp.ones((), sdt), idx, sdt)
+    return idx, _segments.rows(memory, jnp.ones((), sdt), idx, sdt)
 
 
 def _leaves(*trees):
@@ -128,7 +128,7 @@ def _cat(tree, sdt):
 def sparse_products(memory: _memory.Memory, e, sdt):
     """(2, m + 1) [S^T e, Y^T e] for a pytree ``e`` that is zero in most variables: 0 with
     no pass over the memory when it is zero everywhere, from its gathered rows when at
-    most CHANGES variables are not (the leaves put in one order, ``_cauchy.GATHERED``),
+    most CHANGES variables are not (the leaves put in one order, ``_segments.GATHERED``),
     else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
     leaves = [a.astype(sdt) for a in jax.tree_util.tree_leaves(e)]
@@ -140,7 +140,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
         count = sum(jnp.sum(a != 0, dtype=jnp.int32) for a in leaves)
 
         def gathered():
-            with jax.named_scope(_cauchy.GATHERED):
+            with jax.named_scope(_segments.GATHERED):
                 ef = _cat(leaves, sdt)
                 idx, rows = _gather(memory, ef != 0, sdt)
                 v = ef[idx]  # (0 where top_k listed a zero)
@@ -168,10 +168,10 @@ def _changes(now, before, gm, s_new, stored):
 def _row_sums(memory: _memory.Memory, free, gm, g, stored):
     """What the gathered rows add (module docstring): to G, to W^T F g (minus), to the new
     pair's S^T F s and Y^T F s (minus), and to W^T F g'. Run when some variable changed:
-    the leaves are put in one order here (``_cauchy.GATHERED``)."""
+    the leaves are put in one order here (``_segments.GATHERED``)."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
-    with jax.named_scope(_cauchy.GATHERED):
+    with jax.named_scope(_segments.GATHERED):
         now, before = (_cat(t, bool) for t in (free, memory.free))
         gm, gf, s_new = _cat(gm, sdt), _cat(g, sdt), _cat(_newest(memory, memory.s, sdt), sdt)
         idx, rows = _gather(memory, functools.reduce(jnp.logical_or, _changes(now, before, gm, s_new, stored)),

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import qnjax
-from qnjax import _cauchy
+from qnjax import _cauchy, _segments
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="run by tests/test_sharding.py with 8 CPU devices")
 
@@ -80,7 +80,7 @@ def assert_state_sharded(state, params):
 
 
 def scoped_collectives(compiled):
-    """[(op, elements moved, inside ``_cauchy.GATHERED``)] of a compiled program's
+    """[(op, elements moved, inside ``_segments.GATHERED``)] of a compiled program's
     cross-device operations. Inside: named in that scope, or in a computation (a branch)
     that holds operations of the scope (XLA names a collective it inserts for an argument
     after the argument)."""
@@ -91,7 +91,7 @@ def scoped_collectives(compiled):
             pending, scoped = [], False
             continue
         name = re.search(r'op_name="([^"]+)"', line)
-        named = bool(name) and f"/{_cauchy.GATHERED}/" in name.group(1)
+        named = bool(name) and f"/{_segments.GATHERED}/" in name.group(1)
         scoped = scoped or named
         found = re.match(r"\s*\S+ = (.+?) (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
                          r"(?:-start)?\(", line)
