@@ -18,7 +18,7 @@ import pytest
 from conftest import X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import _reduced, _segments, problems
+from qnjax import _cauchy, _reduced, _segments, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -370,6 +370,34 @@ def test_bounded_catalogue_optimum_and_active_set(name):
     if abs(ref.fun - p.fstar) <= 1e-6 * max(1.0, abs(p.fstar)):  # (bard_box: scipy stops at f = 1.51)
         counts = (int(same.nit), int(same.nfev), ref.nit, ref.nfev)
         assert counts[0] <= ref.nit + 2 and counts[1] <= ref.nfev + 2, counts
+
+
+@pytest.mark.skipif(not X64, reason="scipy's optimum is a float64 reference")
+@pytest.mark.parametrize("first", [True, False])
+def test_medium_solves_find_scipys_optimum_with_or_without_the_first_segment(first, monkeypatch):
+    """300-D Rosenbrock in [-2, 0.8]^n from a random start (many variables on bounds):
+    looking for the Cauchy point before the smallest breakpoint first (more than
+    ``_cauchy.FIRST_FROM`` variables) or always sorting them, the solve ends at scipy's
+    L-BFGS-B optimum with its active set and the KKT conditions, in about as many
+    iterations."""
+    import scipy.optimize
+
+    n = 300
+    if not first:
+        monkeypatch.setattr(_cauchy, "FIRST_FROM", n)
+    jax.clear_caches()  # (the solve's program is traced again with the setting)
+    x0 = np.random.default_rng(5).uniform(-1.5, 0.7, n)
+    lo, hi = np.full(n, -2.0), np.full(n, 0.8)
+    res = qnjax.minimize(rosenbrock, jnp.asarray(x0), bounds=(-2.0, 0.8))
+    vg = jax.jit(jax.value_and_grad(rosenbrock))
+    ref = scipy.optimize.minimize(lambda v: tuple(np.asarray(a, np.float64) for a in vg(v)), x0, jac=True,
+                                  method="L-BFGS-B", bounds=list(zip(lo, hi)), options=dict(maxiter=1000))
+    assert bool(res.success), res.message
+    x = np.asarray(res.x)
+    assert_kkt(x, res.grad, lo, hi, 1e-5)
+    np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-7)
+    np.testing.assert_array_equal(x == 0.8, ref.x == 0.8)
+    assert int(res.nit) <= 1.2 * ref.nit + 5, (int(res.nit), ref.nit)
 
 
 def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
