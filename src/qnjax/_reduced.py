@@ -121,8 +121,8 @@ def _leaves(*trees):
     return zip(*(jax.tree_util.tree_leaves(t) for t in trees))
 
 
-def _cat(tree, sdt):
-    return jnp.concatenate([a.reshape(-1).astype(sdt) for a in jax.tree_util.tree_leaves(tree)])
+def _cat(tree, dtype):
+    return _segments.cat([a.astype(dtype) for a in jax.tree_util.tree_leaves(tree)])
 
 
 def sparse_products(memory: _memory.Memory, e, sdt):
