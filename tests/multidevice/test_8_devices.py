@@ -115,6 +115,26 @@ def close_to(x, target, dtypes, factor=1e3):
         np.testing.assert_allclose(np.asarray(x[k], np.float64), np.asarray(target[k], np.float64), atol=tol)
 
 
+def until_solved(step, p, state, limit):
+    """The Optax face stepped until its status says solved, ``limit`` steps at most."""
+    for _ in range(limit):
+        p, state = step(p, state)
+        if qnjax.Status(int(state.status)).success:
+            break
+    return p, state
+
+
+def assert_bounded_first_order(x, loss, lo, hi, dtypes):
+    """x in [lo, hi] and its projected gradient, recomputed from scratch, below tolerance."""
+    g = jax.grad(loss)(x)
+    for k in x:
+        xk = np.asarray(x[k], np.float64)
+        assert np.all(xk >= lo) and np.all(xk <= hi)
+        moved = np.clip(xk - np.asarray(g[k], np.float64), lo, hi) - xk
+        tol = 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5
+        assert np.max(np.abs(moved)) <= tol, (k, np.max(np.abs(moved)))
+
+
 # Each mesh once, the dtype cases shared between them (CI time: every case is a compilation).
 CASES = [("1d", list(DTYPES)[0]), ("2d", list(DTYPES)[-1])]
 
@@ -146,12 +166,7 @@ def test_optax_face_state_is_created_and_kept_where_the_parameters_live(kind):
     before = COMPILES.count
     assert_state_sharded(opt.init(params), params)
     assert COMPILES.count == before  # a second init reuses the first one's program
-    step = jax.jit(make_step(opt, loss))
-    p = params
-    for _ in range(200):
-        p, state = step(p, state)
-        if qnjax.Status(int(state.status)).success:
-            break
+    p, state = until_solved(jax.jit(make_step(opt, loss)), params, state, 200)
     assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
     close_to(p, target, dtypes)
     assert_state_sharded(state, params)
@@ -178,21 +193,10 @@ def test_bounded_solves_keep_shardings_and_satisfy_the_first_order_conditions():
         assert state.bounds.lower[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim)
     step = jax.jit(lambda p, s: (lambda u_s: (optax.apply_updates(p, u_s[0]), u_s[1]))(
         opt.update(jax.grad(loss)(p), s, p, value=loss(p), value_fn=loss)))
-    p = params
-    for _ in range(200):
-        p, state = step(p, state)
-        if qnjax.Status(int(state.status)).success:
-            break
+    p, state = until_solved(step, params, state, 200)
     assert_state_sharded(state, params)
-
-    for x in (res.x, p):  # the projected gradient recomputed from scratch
-        g = jax.grad(loss)(x)
-        for k in x:
-            xk = np.asarray(x[k], np.float64)
-            assert np.all(xk >= -0.5) and np.all(xk <= 0.25)
-            moved = np.clip(xk - np.asarray(g[k], np.float64), -0.5, 0.25) - xk
-            tol = 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5
-            assert np.max(np.abs(moved)) <= tol, (k, np.max(np.abs(moved)))
+    for x in (res.x, p):
+        assert_bounded_first_order(x, loss, -0.5, 0.25, dtypes)
 
 
 @pytest.mark.parametrize("face", ["minimize", "optax"])
@@ -220,11 +224,7 @@ def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one
         opt = qnjax.lbfgs(bounds=(lo, hi), memory_size=m)
         state = opt.init(params)
         compiled = jax.jit(make_step(opt, loss)).lower(params, state).compile()
-        x = params
-        for _ in range(300):
-            x, state = compiled(x, state)
-            if qnjax.Status(int(state.status)).success:
-                break
+        x, state = until_solved(compiled, params, state, 300)
         assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
         assert_state_sharded(state, params)
     ops = scoped_collectives(compiled)
@@ -240,12 +240,7 @@ def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one
     assert outside and max(outside) <= 3 * (m + 1) ** 2, ops
     n = sum(v.size for v in params.values())
     assert max(size for _, size, _ in gathers) <= n + 8, gathers  # vectors (padded per device), never the memory
-    g = jax.grad(loss)(x)
-    for k in x:
-        xk = np.asarray(x[k], np.float64)
-        assert np.all(xk >= lo) and np.all(xk <= hi)
-        moved = np.clip(xk - np.asarray(g[k], np.float64), lo, hi) - xk
-        assert np.max(np.abs(moved)) <= 1e3 * float(jnp.finfo(dtypes[k]).eps) ** 0.5, k
+    assert_bounded_first_order(x, loss, lo, hi, dtypes)
 
 
 def test_collectives_per_update_do_not_grow_with_memory_or_size():
