@@ -14,7 +14,7 @@ import pytest
 from conftest import X64
 
 import qnjax
-from qnjax import _compact, _memory, _products, _two_loop
+from qnjax import _compact, _memory, _products, _solver, _tree, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32
 CT = jnp.complex128 if X64 else jnp.complex64
@@ -43,14 +43,23 @@ def as_vec(tree):
     return np.concatenate([np.ravel(tree["a"]), c.real, c.imag, np.ravel(tree["z"])]).astype(np.float64)
 
 
-def drive(method, hess, m, k, rng):
+def drive(method, hess, m, k, rng, whole=False):
     """k L-BFGS iterations on f = x^T hess x / 2 with random steps, the memory driven as
-    the solver drives it; returns the memory, the last q and H q computed from it."""
+    the solver drives it; returns the memory, the last q and H q computed from it.
+    ``whole``: as ``minimize`` does, each pair is recorded whole after its step, y with
+    its products (<s, y> and <s, s> from the slopes along d and <d, d>: ``_solver._pair``);
+    else as the Optax face does, ``push`` takes the difference of the q it is given."""
     n = hess.shape[0]
     mem = _memory.init(as_tree(np.zeros(n)), m, DT, compact=method == "compact")
-    push = jax.jit(lambda mem, q: _memory.push(mem, q)[0])
+    push = jax.jit(lambda mem, q: _memory.push(mem, None if whole else q)[0])
     product = jax.jit(METHODS[method].inverse_hessian)
     record = jax.jit(_memory.record_step)
+
+    @jax.jit
+    def record_whole(mem, u, t, q, q_new, d):
+        slope0, slope, dd = _tree.inners([(q, d), (q_new, d), (d, d)], DT)
+        return _memory.record_step(mem, u, -t, **_solver._pair(u, q, q_new, t, slope0, slope, dd, True, DT))
+
     q = rng.normal(size=n)
     for it in range(k + 1):
         mem = push(mem, as_tree(q))
@@ -59,8 +68,13 @@ def drive(method, hess, m, k, rng):
             return mem, q, as_vec(hq)
         t = rng.uniform(0.3, 1.5)
         u = as_vec(as_tree(-t * as_vec(hq)))  # the update as stored (rounded to the leaves' dtypes)
-        mem = record(mem, as_tree(u), -t)
-        q = q + hess @ u
+        q_new = q + hess @ u
+        if whole:
+            d = jax.tree.map(lambda a: -a, hq)
+            mem = record_whole(mem, as_tree(u), jnp.asarray(t, DT), as_tree(q), as_tree(q_new), d)
+        else:
+            mem = record(mem, as_tree(u), -t)
+        q = q_new
 
 
 def spd(rng, n, cond):
@@ -69,13 +83,14 @@ def spd(rng, n, cond):
     return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["differences", "whole"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("k, cond", [(0, 10.0), (1, 10.0), (3, 10.0), (5, 10.0), (9, 10.0), (9, 1e6)])
-def test_products_match_dense_bfgs(method, k, cond):
+def test_products_match_dense_bfgs(method, k, cond, whole):
     m, n = 5, 7
     rng = np.random.default_rng(k)
     hess = spd(rng, n, cond)
-    mem, q, hq = drive(method, hess, m, k, rng)
+    mem, q, hq = drive(method, hess, m, k, rng, whole)
     # The stored pairs, oldest first, read back from the ring in float64.
     count = int(mem.count)
     assert count == min(k, m)
@@ -102,13 +117,14 @@ def test_products_match_dense_bfgs(method, k, cond):
             np.testing.assert_allclose(np.asarray(g.ri)[idx], r_inv, atol=RTOL * 10 * np.abs(r_inv).max())
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["differences", "whole"])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_secant_equation_on_the_newest_pair(method):
+def test_secant_equation_on_the_newest_pair(method, whole):
     """H y = s for the newest pair (the defining property of the BFGS update)."""
     m, n = 4, 7
     rng = np.random.default_rng(7)
     hess = spd(rng, n, 100.0)
-    mem, _, _ = drive(method, hess, m, 6, rng)
+    mem, _, _ = drive(method, hess, m, 6, rng, whole)
     newest = int(_memory.slot(mem, m - 1))
     s = as_vec(jax.tree.map(lambda b: b[newest], mem.s))
     y = as_vec(jax.tree.map(lambda b: b[newest], mem.y))
@@ -154,6 +170,28 @@ def test_low_precision_leaves_accumulate_in_scalar_dtype():
     assert int(_memory.clear(mem).count) == 0
 
 
+def test_a_whole_pair_of_narrow_leaves_has_the_products_of_its_stored_vectors():
+    """``minimize`` records a pair whole with its products: from the slopes where the leaves
+    are as wide as the scalar dtype, and of the vectors as stored (rounded to bfloat16) where
+    they are narrower, so the small matrices describe the buffer's pairs."""
+    rng = np.random.default_rng(3)
+    leaf = lambda v: jnp.asarray(v, jnp.float32).astype(jnp.bfloat16)  # noqa: E731
+    grad, new_grad, d = ({"h": leaf(rng.normal(size=64))} for _ in range(3))
+    t = jnp.asarray(0.7, jnp.float32)
+    u = {"h": (t * d["h"].astype(jnp.float32)).astype(jnp.bfloat16)}
+    slope0, slope, dd = _tree.inners([(grad, d), (new_grad, d), (d, d)], jnp.float32)
+    pair = _solver._pair(u, grad, new_grad, t, slope0, slope, dd, True, jnp.float32)
+    mem = _memory.record_step(_memory.init(u, 3, jnp.float32), u, -t, **pair)
+    s, y = (np.asarray(b["h"][0], np.float64) for b in (mem.s, mem.y))
+    assert mem.pairs["h"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(y, np.asarray(new_grad["h"] - grad["h"], np.float64))  # rounded to bfloat16
+    assert not np.allclose(y, np.asarray(new_grad["h"], np.float64) - np.asarray(grad["h"], np.float64), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(mem.scalars[2:]), [s @ y, y @ y, s @ s], rtol=1e-5)
+    # Not moved: y is zero (the state's new gradient is the old one), and so are the products.
+    stay = _solver._pair(u, grad, grad, t, slope0, slope, dd, False, jnp.float32)
+    assert not np.any(np.asarray(stay["y"]["h"], np.float32)) and float(stay["prods"][0]) == 0.0
+
+
 def test_step_retries_along_steepest_descent_after_a_bad_memory():
     """A memory whose direction goes uphill: the step does not move, drops the memory
     (a retry, status RUNNING); the next step searches along -g and moves."""
@@ -174,7 +212,8 @@ def test_step_retries_along_steepest_descent_after_a_bad_memory():
     h = 0
     gram = g._replace(d=g.d.at[h].set(-3.0), yy=g.yy.at[h, h].set(3.0), ri=g.ri.at[h, h].set(-1 / 3))
     mem = state.memory._replace(pairs=state.memory.pairs.at[h].set(s).at[m + 1 + h].set(-s), gram=gram,
-                                scalars=jnp.asarray([1.0, 0.0], DT), index=jnp.asarray([1, 1, 0], jnp.int32))
+                                scalars=state.memory.scalars.at[:2].set(jnp.asarray([1.0, 0.0], DT)),
+                                index=jnp.asarray([1, 1, 0], jnp.int32))
     assert int(_memory.slot(mem, m - 1)) == h
     state = state._replace(memory=mem)
     d, _ = solver.direction(mem, g0, 1.0)

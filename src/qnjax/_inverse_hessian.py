@@ -42,9 +42,10 @@ def rebuild(memory: _memory.Memory) -> _memory.Memory:
 
 @jax.jit
 def _final_memory(memory, grad):
+    # (``minimize``'s steps record the last pair whole: ``push`` takes no q)
     if memory.gram.ri is None:  # L-BFGS-B and the two-loop recursion keep no R^-1: rebuilt here
-        return rebuild(_memory.push(memory, grad, direct=memory.gram.sy is not None)[0])
-    memory, _ = _memory.push(memory, grad)
+        return rebuild(_memory.push(memory, None, direct=memory.gram.sy is not None)[0])
+    memory, _ = _memory.push(memory, None)
     # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
     # (the vector-free update); after that, products with any vector are plain.
     return _compact.inverse_hessian(memory, grad)[1]

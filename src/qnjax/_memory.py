@@ -24,11 +24,20 @@ Storage, per leaf: one buffer ``pairs`` of shape (2 (m + 1), *leaf.shape) in the
 leaf's dtype, S's slots then Y's (``s`` and ``y`` are its halves), so that each product
 with S and Y is one matrix-vector product per leaf over both (on a CPU one product over
 the stacked buffer streams it about 1.5 times faster than two). Slot ``head`` is free
-and holds the *tentative* pair of the current iteration: ``y[head] = q_k`` (written by
-``push``), ``s[head] = u_k`` (the update taken) after the line search. The next
-iteration turns it into a pair in place, y[head] = q_{k+1} - q_k, and stores it
-(``push``: head moves on, the oldest pair's slot becomes free when m are stored) if it
-passes the curvature guard
+and holds the *tentative* pair of the current iteration, written one of two ways:
+
+* whole (``minimize``: q is the gradient, and the line search's last evaluation gives
+  q_{k+1}): after the search ``record_step`` writes s[head] = u_k and y[head] =
+  q_{k+1} - q_k with the pair's products (<s, y> and <s, s> from the search's slopes
+  and <d, d>, <y, y> in one pass over the two gradients), and the next ``push(q=None)``
+  reads and writes no row: two vectors written, two read, per iteration;
+* by differences (the Optax face: q is given at each call, and may be any transformed
+  gradient): ``push`` left q_k in y[head], ``record_step`` writes s[head] = u_k, and the
+  next ``push`` turns it into y[head] = q_{k+1} - q_k in place, reads s back for the
+  products, and leaves q_{k+1} in the next free slot.
+
+Either way the pair is then stored (``push``: head moves on, the oldest pair's slot
+becomes free when m are stored) if it passes the curvature guard
 
     <s, y> > eps ||s|| ||y||      (eps of the scalar dtype)
 
@@ -43,7 +52,7 @@ Vector-free bookkeeping (Chen, Wang, Zhou & Gao, NeurIPS 2014): one pass compute
 a = S^T q, b = Y^T q for the direction, and the new pair's column of R and of YY comes,
 one iteration later, from what that pass gives anyway: S^T y = a' - a, Y^T y = b' - b
 with a' = S^T q_{k+1} (``pending``, filled by :func:`complete`). The new pair's own
-<s, y>, <y, y>, <s, s> are computed directly. So an iteration reads S and Y twice: once
+<s, y>, <y, y>, <s, s> are computed as it is written (above). So an iteration reads S and Y twice: once
 for a, b and once for the weighted sum. L-BFGS-B's steps are not multiples of H q: its
 pairs' rows of SY and SS come from S^T s, Y^T s of their own (``push``'s ``direct`` and
 ``kept``). Small values are packed into few arrays and updated with masks (each
@@ -79,7 +88,8 @@ class Memory(NamedTuple):
     pairs: Any  # pytree, leaves (2 (m + 1), *leaf.shape) in the leaf dtype: S's slots, then Y's
     gram: Gram  # the small matrices, slot order
     last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
-    scalars: jax.Array  # (2,) scalar dtype: gamma (H0 = gamma I), step (u = step H q)
+    scalars: jax.Array  # (5,) scalar dtype: gamma (H0 = gamma I), step (u = step H q), and the tentative
+    # pair's <s, y>, <y, y>, <s, s> when it was recorded whole (``record_step`` with ``y``)
     index: jax.Array  # (3,) int32: count (pairs stored), head (the free slot), count before the last clear
     flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
     free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
@@ -156,7 +166,7 @@ def init(params, memory_size: int, sdt, bounded: bool = False, compact: bool = T
                 sy=square() if bounded else None, ss=square() if bounded else None)
     return Memory(
         pairs=jax.tree.map(ring, params), gram=gram, last=jnp.zeros((4, m + 1), sdt),
-        scalars=jnp.ones((2,), sdt), index=jnp.zeros((3,), jnp.int32), flags=jnp.zeros((3,), bool),
+        scalars=jnp.ones((5,), sdt), index=jnp.zeros((3,), jnp.int32), flags=jnp.zeros((3,), bool),
         free=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params) if bounded else None,
         fgram=jnp.zeros((3, m + 1, m + 1), sdt) if bounded else None,
     )
@@ -288,14 +298,25 @@ def _keep(active, new, old):
     return new if active is None else _tree.select(active, _tree.cast_like(new, old), old)
 
 
-def record_step(memory: Memory, u, step, active=None) -> Memory:
+def record_step(memory: Memory, u, step, active=None, y=None, prods=None) -> Memory:
     """The update u = step * H q taken after the line search goes to the free slot of s
-    (not where ``active`` is False: there the buffer keeps its row)."""
-    step = jnp.asarray(step).astype(memory.scalars.dtype)
+    (not where ``active`` is False: there the buffer keeps its row). With ``y`` (the
+    change of q over the step, known when q is the gradient the search evaluated at the
+    new point: ``minimize``) the pair is written whole, y to the free slot of y, with
+    its products ``prods`` = (<s, y>, <y, y>, <s, s>): the next :func:`push` (with
+    ``q=None``) then reads neither row and writes nothing to the buffers."""
+    sdt = memory.scalars.dtype
+    step = jnp.asarray(step).astype(sdt)
     h = memory.head
+    pairs = _write(memory.pairs, h, _keep(active, u, row(memory.pairs, h)))
+    products = memory.scalars[2:]
+    if y is not None:
+        y_row = size(memory) + 1 + h
+        pairs = _write(pairs, y_row, _keep(active, y, row(memory.pairs, y_row)))
+        products = jnp.asarray(prods).astype(sdt)
     return memory._replace(
-        pairs=_write(memory.pairs, h, _keep(active, u, row(memory.pairs, h))),
-        scalars=jnp.stack([memory.gamma, step]),
+        pairs=pairs,
+        scalars=jnp.concatenate([jnp.stack([memory.gamma, step]), products]),
         flags=memory.flags | jnp.array([True, False, False]),
     )
 
@@ -303,6 +324,8 @@ def record_step(memory: Memory, u, step, active=None) -> Memory:
 def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept: bool = False, active=None):
     """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
     the curvature guard; q goes to the free slot of y, the next tentative pair's start.
+    With ``q`` None the pair was recorded whole (:func:`record_step` with ``y``): only the
+    guard and the small matrices are updated, from its recorded products.
     The new pair's row of L-BFGS-B's SY and SS needs S^T s and Y^T s: with ``direct`` from
     a pass over the memory; with ``kept`` from [S^T d, Y^T d] of the direction d (s =
     step_taken * d), which ``_subspace`` keeps in ``last[CS:]`` without a pass. The compact
@@ -315,9 +338,13 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
     h = memory.head
     g = memory.gram
     y_row = m + 1  # Y's slot i is row y_row + i of ``pairs``
-    s, q_old = row(memory.pairs, h), row(memory.pairs, y_row + h)
-    y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, q_old, q)
-    prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
+    s = row(memory.pairs, h) if q is not None or direct else None
+    if q is None:
+        prods = memory.scalars[2:]
+    else:
+        q_old = row(memory.pairs, y_row + h)
+        y = jax.tree.map(lambda old, new: new.astype(old.dtype) - old, q_old, q)
+        prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
     if g.sy is not None:
         if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
             st_s, yt_s = jnp.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
@@ -325,11 +352,13 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
             st_s, yt_s = products(memory, s)
         else:
             raise ValueError("L-BFGS-B's pairs need direct=True or kept=True (S^T s, Y^T s)")
-    # The row written depends on the products (adding 0 * <s, y>: a rejected pair's row is
-    # overwritten below), so every read of the old buffer comes before the write and XLA
-    # updates the loop-carried buffer in place instead of copying it.
-    after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct and g.sy is not None else 0))
-    pairs = _write(memory.pairs, y_row + h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
+    pairs = memory.pairs
+    if q is not None:
+        # The row written depends on the products (adding 0 * <s, y>: a rejected pair's row is
+        # overwritten below), so every read of the old buffer comes before the write and XLA
+        # updates the loop-carried buffer in place instead of copying it.
+        after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct and g.sy is not None else 0))
+        pairs = _write(pairs, y_row + h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy) & (True if active is None else active)
@@ -350,10 +379,13 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
 
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
     new_head = jnp.where(store, (h + 1) % (m + 1), h)
+    if q is not None:  # q: the next tentative pair's start
+        pairs = _write(pairs, y_row + new_head, _keep(active, q, q_old))
     stored = memory._replace(
-        pairs=_write(pairs, y_row + new_head, _keep(active, q, q_old)),  # q: the next tentative pair
+        pairs=pairs,
         gram=gram,
-        scalars=jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
+        scalars=jnp.concatenate([jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
+                                 memory.scalars[2:]]),
         index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
                          memory.index[2]]).astype(jnp.int32),
         flags=jnp.stack([jnp.asarray(False), jnp.where(store, True, memory.flags[1]), memory.flags[2] | store]),

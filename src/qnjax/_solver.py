@@ -7,7 +7,8 @@ dtype and sharding rules are applied once) and ``step`` is one iteration from a
 state that describes the point ``params``:
 
 1. ``_memory.push``: last iteration's tentative pair (s, y) is stored if it passes
-   the curvature guard;
+   the curvature guard (``minimize`` recorded it whole at the end of that iteration,
+   ``_pair``; the Optax face's q arrives now, and ``push`` takes the difference);
 2. ``direction``: d = -scale H q (q the gradient, or what the Optax face was given)
    by the compact representation (``_compact``, default) or the two-loop recursion;
 3. ``first_stepsize``: 1, or 1 / ||d||_2 (a first step of unit length in x, as
@@ -26,7 +27,8 @@ state that describes the point ``params``:
    (``_at_precision``), else LINESEARCH_FAILED; without bounds the dropped pairs are
    then restored (``_memory.restore``), so the final state and ``hess_inv`` keep what
    was learnt;
-5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot;
+5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot (with
+   minimize's y = g_{k+1} - g_k and the pair's products);
 6. the status (``_status``) from the facts of this iteration.
 
 The seams later capabilities attach to are methods: ``direction``,
@@ -79,6 +81,24 @@ def _noise(res, floor):
     where the search's trials showed more (``res.noise``: the part of their change in f that
     their slopes do not explain, at trials near x or where f came back exactly unchanged)."""
     return jnp.maximum(floor, res.noise)
+
+
+def _pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
+    """The whole pair of a step u = t d for ``_memory.record_step``: y = g_new - g (zero where
+    x stays: ``moved`` False, g_new = g) and the products <s, y>, <y, y>, <s, s>. <y, y> is
+    one pass over the two gradients; <s, y> = t (phi'(t) - phi'(0)) and <s, s> = t^2 <d, d>
+    come from the search's slopes and the direction's norm (vector-free: no pass over s),
+    where every leaf is at least as wide as the scalar dtype; narrower leaves are rounded
+    when stored, so their products are taken of the rounded vectors."""
+    y = jax.tree.map(lambda a, b: a - b, new_grad, grad)
+    wide = all(jnp.finfo(_tree.dtype_of(leaf)).bits >= jnp.finfo(sdt).bits for leaf in jax.tree_util.tree_leaves(u))
+    if wide:  # (of g - g_new: XLA would write y out first to share it between the sum and the store)
+        minus_y = jax.tree.map(lambda a, b: b - a, new_grad, grad)
+        yy = _tree.inner(minus_y, minus_y, sdt)
+        sy, ss = jnp.where(moved, t * (slope - slope0), 0), jnp.where(moved, t * t * dd, 0)
+    else:
+        sy, yy, ss = _tree.inners([(u, y), (y, y), (u, u)], sdt)
+    return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
 
 
 class State(NamedTuple):
@@ -285,11 +305,16 @@ class LBFGS:
         bit for bit (``_bounds.trial``), else at the projection itself."""
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
+        # With q the gradient and a search (``minimize``) the search's last evaluation gives the
+        # next gradient, so the pair is recorded whole at the end of this step (``_pair``) and
+        # ``push`` reads and writes no buffer row; else (the Optax face: q is given at each call)
+        # ``push`` differences q with the q it left in the free slot.
+        whole = q is None and self.linesearch is not None
         q = grad if q is None or box is not None else q
         held = None if active is True else jnp.asarray(active)  # (the memory's writes are masked by it)
         kept = box is not None and _subspace.keeps_products(params, sdt)
-        memory, stored = _memory.push(state.memory, q, self.scale_init_precond, direct=box is not None and not kept,
-                                      kept=kept, active=held)
+        memory, stored = _memory.push(state.memory, None if whole else q, self.scale_init_precond,
+                                      direct=box is not None and not kept, kept=kept, active=held)
         if box is None:
             d, memory = self.direction(memory, q, scale)
             usable = True
@@ -364,13 +389,15 @@ class LBFGS:
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
         taken = jnp.where(moved, res.stepsize, jnp.zeros((), sdt))
         u, x_new = point(taken)  # u is zero and x_new params when x stays
-        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken, held)
+        new_grad = _tree.select(moved, res.grad.grad, grad)
+        pair = _pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt) if whole else {}
+        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken, held, **pair)
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(
             params=x_new,
             value=jnp.where(moved, res.value, value),
-            grad=_tree.select(moved, res.grad.grad, grad),
+            grad=new_grad,
             aux=_tree.select(moved, res.grad.aux, state.aux),
             memory=memory,
             stepsize=taken,
