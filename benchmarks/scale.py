@@ -150,6 +150,11 @@ def available(notice):
     return out
 
 
+def _call(name, dtype, fn, x0):
+    with x64_context(name, dtype):
+        return fn(x0)
+
+
 def x64_context(name, dtype):
     # optimistix.LBFGS fails to trace in float32 while x64 is on (its carry turns float64)
     return jax.enable_x64(False) if name == "optimistix" and dtype == "float32" else contextlib.nullcontext()
@@ -193,31 +198,38 @@ def counted_evaluations(make, fun, k, x0):
 
 
 def per_iteration(solvers, sizes, dtypes, iters):
+    """Per (dtype, n): every solver's fixed-iteration solve (and one a third as long, for the
+    later iterations' cost) compiled and checked, then timed by ``interleaved_best`` over all
+    of them, so a slow spell of the machine touches every solver alike and the ratios
+    between solvers compare runs made side by side."""
     rows = []
     for dtype in dtypes:
         for n in sizes:
             k = iters(n, dtype)
             x0 = jnp.zeros(n, dtype)
             per_eval = eval_time(x0)
+            timed = []
             for name, make in solvers.items():
                 row = dict(dtype=dtype, n=n, solver=name, k=k, eval_ms=per_eval * 1e3)
                 try:
                     with x64_context(name, dtype):
                         run, first = jax.jit(make(objective, k)), jax.jit(make(objective, k // 3))
-                        t_first, t = interleaved_best([functools.partial(first, x0), functools.partial(run, x0)],
-                                                      reps=5)
                         _, nit, nfev_reported = jax.block_until_ready(run(x0))
-                        nit_first = int(first(x0)[1])
-                        nfev = counted_evaluations(make, objective, k, x0)
-                    nit = int(nit)
-                    row.update(nit=nit, nfev=nfev, nfev_reported=int(nfev_reported), run_s=t,
-                               ms_per_iter=t / nit * 1e3,
-                               later_ms_per_iter=(t - t_first) / max(nit - nit_first, 1) * 1e3,
-                               overhead_ms=(t - nfev * per_eval) / nit * 1e3)
+                        row.update(nit=int(nit), nit_first=int(first(x0)[1]), nfev_reported=int(nfev_reported),
+                                   nfev=counted_evaluations(make, objective, k, x0))
+                    timed.append((row, [functools.partial(_call, name, dtype, f, x0) for f in (first, run)]))
                 except Exception as e:  # noqa: BLE001 -- a peer that fails is a row with its error
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 rows.append(row)
-                console.print(f"  {dtype} n={n:,} {name}: " + (row.get("error") or
+            best = interleaved_best([call for _, calls in timed for call in calls], reps=5)
+            for i, (row, _) in enumerate(timed):
+                t_first, t = best[2 * i], best[2 * i + 1]
+                nit, nit_first = row["nit"], row.pop("nit_first")
+                row.update(run_s=t, ms_per_iter=t / nit * 1e3,
+                           later_ms_per_iter=(t - t_first) / max(nit - nit_first, 1) * 1e3,
+                           overhead_ms=(t - row["nfev"] * per_eval) / nit * 1e3)
+            for row in rows[-len(solvers):]:
+                console.print(f"  {dtype} n={n:,} {row['solver']}: " + (row.get("error") or
                               f"{row['ms_per_iter']:.3f} ms/iter, {row['nit']} it, {row['nfev']} ev"),
                               markup=False, highlight=False)
     for r in rows:
