@@ -30,7 +30,7 @@ and holds the *tentative* pair of the current iteration, written one of two ways
   q_{k+1}): after the search ``record_step`` writes s[head] = u_k and y[head] =
   q_{k+1} - q_k with the pair's products (<s, y> and <s, s> from the search's slopes
   and <d, d>, <y, y> in one pass over the two gradients), and the next ``push(q=None)``
-  reads and writes no row: two vectors written, two read, per iteration;
+  reads and writes no row;
 * by differences (the Optax face: q is given at each call, and may be any transformed
   gradient): ``push`` left q_k in y[head], ``record_step`` writes s[head] = u_k, and the
   next ``push`` turns it into y[head] = q_{k+1} - q_k in place, reads s back for the
@@ -52,7 +52,7 @@ Vector-free bookkeeping (Chen, Wang, Zhou & Gao, NeurIPS 2014): one pass compute
 a = S^T q, b = Y^T q for the direction, and the new pair's column of R and of YY comes,
 one iteration later, from what that pass gives anyway: S^T y = a' - a, Y^T y = b' - b
 with a' = S^T q_{k+1} (``pending``, filled by :func:`complete`). The new pair's own
-<s, y>, <y, y>, <s, s> are computed as it is written (above). So an iteration reads S and Y twice: once
+<s, y>, <y, y>, <s, s> come with it (above). So an iteration reads S and Y twice: once
 for a, b and once for the weighted sum. L-BFGS-B's steps are not multiples of H q: its
 pairs' rows of SY and SS come from S^T s, Y^T s of their own (``push``'s ``direct`` and
 ``kept``). Small values are packed into few arrays and updated with masks (each
@@ -91,7 +91,7 @@ class Memory(NamedTuple):
     scalars: jax.Array  # (5,) scalar dtype: gamma (H0 = gamma I), step (u = step H q), and the tentative
     # pair's <s, y>, <y, y>, <s, s> when it was recorded whole (``record_step`` with ``y``)
     index: jax.Array  # (3,) int32: count (pairs stored), head (the free slot), count before the last clear
-    flags: jax.Array  # (3,) bool: tentative (the free slot holds u, q), pending (see complete), scaled (gamma was set)
+    flags: jax.Array  # (3,) bool: tentative (the free slot holds a pair), pending (see complete), scaled (gamma set)
     free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
     fgram: Any = None  # L-BFGS-B only: (3, m + 1, m + 1) S^T F S, Y^T F S, Y^T F Y over that set
 
