@@ -249,9 +249,11 @@ def check_direction(mem, x, g, lo, hi):
     b, _, _ = dense_b(mem)
     g = as_vec(as_tree(g))
     want, branch = dense_direction(x, g, lo, hi, b, brute_cauchy(x, g, lo, hi, b))
-    d, ok, _ = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    d, ok, _, slope = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
     assert bool(ok) == (g @ want < 0)  # uphill: the solver drops the memory
     np.testing.assert_allclose(as_vec(d), want, rtol=20 * RTOL, atol=20 * RTOL * np.abs(want).max())
+    # the slope the solver takes from it (every leaf in the scalar dtype) is g^T d
+    np.testing.assert_allclose(float(slope), g @ as_vec(d), rtol=RTOL, atol=RTOL * np.abs(g).max() * np.abs(want).max())
     return branch
 
 
@@ -264,12 +266,14 @@ def check_kept_products(mem, x, g, lo, hi, monkeypatch):
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
     run = _direction_large  # (traced on its first call, here: with the constants patched)
-    want, _, out = run(mem, as_tree(x), as_tree(g), box(lo, hi))
+    want, _, out, _ = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     # (``drive`` stored the pairs without keeping the free set's Gram matrices: kept now, for
     # this free set, so the second call updates them from gathered rows)
     mem = mem._replace(free=out.free, fgram=jax.jit(_reduced.full)(mem, out.free))
-    d, _, out = run(mem, as_tree(x), as_tree(g), box(lo, hi))
+    d, _, out, slope = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     np.testing.assert_allclose(as_vec(d), as_vec(want), rtol=RTOL, atol=RTOL)
+    g, dv = as_vec(as_tree(g)), as_vec(d)
+    np.testing.assert_allclose(float(slope), g @ dv, rtol=RTOL, atol=RTOL * np.abs(g).max() * np.abs(dv).max())
     fresh = np.asarray(jax.jit(_memory.products)(mem, d), np.float64)
     np.testing.assert_allclose(np.asarray(out.last[2:], np.float64), fresh, rtol=0,
                                atol=20 * RTOL * max(1.0, np.abs(fresh).max()))
@@ -314,7 +318,7 @@ def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     rng = np.random.default_rng(7)
     mem = _push(_memory.init(as_tree(np.zeros(N)), M, DT, bounded=True), as_tree(np.zeros(N)))
     x, g, lo, hi = problem(rng)
-    d, ok, _ = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
+    d, ok, _, _ = _direction(mem, as_tree(x), as_tree(g), box(lo, hi))
     assert bool(ok)
     want = np.clip(x - as_vec(as_tree(g)), lo, hi) - x
     np.testing.assert_allclose(as_vec(d), want, rtol=RTOL, atol=RTOL)

@@ -315,15 +315,19 @@ class LBFGS:
         kept = box is not None and _subspace.keeps_products(params, sdt)
         memory, stored = _memory.push(state.memory, None if whole else q, self.scale_init_precond,
                                       direct=box is not None and not kept, kept=kept, active=held)
+        slope0 = None
         if box is None:
             d, memory = self.direction(memory, q, scale)
             usable = True
         else:
             # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
             # from ``push``: no products with q, and S^T y, Y^T Y, R^-1 are left stale.)
-            d, usable, memory = _subspace.direction(memory, params, grad, box, sdt, stored)
+            d, usable, memory, slope0 = _subspace.direction(memory, params, grad, box, sdt, stored)
         empty = memory.count == 0
-        slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
+        if slope0 is None:
+            slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
+        else:  # (the direction's own g^T d: no second pass over g and d)
+            dd = _tree.inner(d, d, sdt)
         t0 = self.first_stepsize(memory, dd)
         t_max = self.max_stepsize(params, d, box)
         if box is not None:

@@ -52,9 +52,11 @@ from ._products import matvec
 
 
 def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
-    """(d, ok, memory): the L-BFGS-B direction d = x_bar - x (leaves in x's dtypes), whether
-    the small factorisations succeeded and d is downhill, and the memory with the free
-    set's products kept (``_reduced``; ``stored``: whether ``push`` just stored a pair)."""
+    """(d, ok, memory, slope): the L-BFGS-B direction d = x_bar - x (leaves in x's dtypes),
+    whether the small factorisations succeeded and d is downhill, the memory with the free
+    set's products kept (``_reduced``; ``stored``: whether ``push`` just stored a pair), and
+    g^T d in ``sdt`` as the caller would compute it (None where d is rounded to a leaf
+    narrower than ``sdt``: the caller takes it of the rounded d)."""
     m1 = _memory.size(memory) + 1
     mid, k, theta, ok = _cauchy.middle(memory)
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
@@ -91,7 +93,8 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         slopes = _tree.inners([(g, d), (g, d_t)], sdt)
         downhill = slopes[0] < 0
         d = _tree.select(downhill, d, d_t)
-        ok = ok & (jnp.where(downhill, slopes[0], slopes[1]) < 0)
+        slope = jnp.where(downhill, slopes[0], slopes[1])
+        ok = ok & (slope < 0)
     else:  # a branch (the truncation's passes are made only when it is taken)
         def truncated():
             d_t, alpha, clipped = truncation()
@@ -113,7 +116,8 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         # the next pair's row), so wd's reads of S come before the step's write into S,
         # which XLA then does in place instead of copying the buffer twice.
         ok = ok & jnp.all(jnp.isfinite(wd))
-    return _tree.cast_like(d, x), ok, memory
+    exact = all(_tree.dtype_of(a) == sdt for a in jax.tree_util.tree_leaves(x))
+    return _tree.cast_like(d, x), ok, memory, slope if exact else None
 
 
 def keeps_products(x, sdt) -> bool:
