@@ -312,7 +312,10 @@ def record_step(memory: Memory, u, step, active=None, y=None, prods=None) -> Mem
     products = memory.scalars[2:]
     if y is not None:
         y_row = size(memory) + 1 + h
-        pairs = _write(pairs, y_row, _keep(active, y, row(memory.pairs, y_row)))
+        # (the row a finished member keeps is read from the buffer just written, not from the
+        # one passed in: under jax.vmap both writes are scatters, and a read of the old buffer
+        # after the first made XLA copy the whole loop-carried buffer twice an iteration)
+        pairs = _write(pairs, y_row, _keep(active, y, row(pairs, y_row)))
         products = jnp.asarray(prods).astype(sdt)
     return memory._replace(
         pairs=pairs,
