@@ -116,15 +116,20 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         # the next pair's row), so wd's reads of S come before the step's write into S,
         # which XLA then does in place instead of copying the buffer twice.
         ok = ok & jnp.all(jnp.isfinite(wd))
-    exact = all(_tree.dtype_of(a) == sdt for a in jax.tree_util.tree_leaves(x))
-    return _tree.cast_like(d, x), ok, memory, slope if exact else None
+    return _tree.cast_like(d, x), ok, memory, slope if _in_scalar_dtype(x, sdt) else None
 
 
 def keeps_products(x, sdt) -> bool:
     """Whether ``direction`` keeps W^T d for ``push`` (static): with many variables
     (``_reduced.incremental``), every one stored in the scalar dtype (a step rounded to a
     narrower dtype differs from t d by more than the scalar dtype's rounding)."""
-    return _reduced.incremental(x) and all(_tree.dtype_of(a) == sdt for a in jax.tree_util.tree_leaves(x))
+    return _reduced.incremental(x) and _in_scalar_dtype(x, sdt)
+
+
+def _in_scalar_dtype(x, sdt) -> bool:
+    """Whether every leaf of ``x`` is stored in the scalar dtype (static): its vectors are
+    then exactly the ones the direction computed, not rounded copies."""
+    return all(_tree.dtype_of(a) == sdt for a in jax.tree_util.tree_leaves(x))
 
 
 def _as(box, sdt):
