@@ -124,6 +124,15 @@ def test_hess_inv_is_the_memory_s_inverse_hessian(direction):
     y = np.asarray(res.grad, np.float64) - np.asarray(prev.grad, np.float64)
     np.testing.assert_allclose(np.asarray(H @ jnp.asarray(y, DT), np.float64), s, rtol=10 * tol,
                                atol=10 * tol * np.abs(s).max())
+    # scipy's operator interface: a matrix's columns, v @ H (H symmetric: H.T is H), dtype
+    m = np.random.default_rng(0).standard_normal((3, 4))
+    for got, want in ((H @ m, dense @ m), (H.matmat(m), dense @ m), (H.dot(m), dense @ m), (m.T @ H, m.T @ dense),
+                      (jnp.asarray(m.T, DT) @ H, m.T @ dense), (m[:, 0] @ H.T, dense @ m[:, 0])):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=10 * tol, atol=10 * tol * np.abs(want).max())
+    assert H.dtype == DT and H.T is H
+    with pytest.raises(ValueError, match="matmat"):
+        H.matmat(m[:2])
     if X64 and direction == "two-loop":  # the same iterates to rounding, so the same memory and H
         compact = qnjax.minimize(rosenbrock, X0, maxiter=k).hess_inv.todense()
         np.testing.assert_allclose(dense, np.asarray(compact, np.float64), rtol=1e-6, atol=1e-6 * np.abs(dense).max())

@@ -63,8 +63,13 @@ def _dense(memory, x):
 
 
 class InverseHessian:
-    """H of the final state as an operator: ``H @ v``, ``H.matvec(v)`` (v a pytree like
-    x, or a flat array when x is one array), ``H.todense()`` (x one array)."""
+    """H of the final state as an operator, shaped like scipy's ``LbfgsInvHessProduct``:
+    ``H @ v``, ``H.matvec(v)``, ``H.dot(v)`` with v a pytree like x, or, when x is one
+    array, a flat vector of its n entries or an (n, k) matrix (each column multiplied,
+    ``H.matmat``); ``v @ H`` (H is symmetric, so ``H.T`` is H); ``H.todense()`` (x one
+    array); ``H.shape`` = (n, n) and ``H.dtype``."""
+
+    __array_ufunc__ = None  # ``numpy_array @ H`` defers to ``H.__rmatmul__``
 
     def __init__(self, state):
         if jnp.ndim(state.value) != 0:
@@ -77,13 +82,43 @@ class InverseHessian:
         n = sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(self.params))
         return (n, n)
 
+    @property
+    def dtype(self):
+        return jnp.result_type(*jax.tree.leaves(self.params))
+
+    @property
+    def T(self):  # noqa: N802 (scipy's name)
+        return self
+
     def matvec(self, v):
         if isinstance(self.params, jax.Array):
             v = jnp.asarray(v)
             return _apply(self.memory, v.reshape(self.params.shape).astype(self.params.dtype)).reshape(v.shape)
         return _apply(self.memory, _tree.cast_like(v, self.params))
 
-    __matmul__ = matvec
+    def matmat(self, v):
+        """H V for an (n, k) matrix V (x one array of n entries): each column."""
+        n = self.shape[0]
+        if not isinstance(self.params, jax.Array):
+            raise TypeError("matmat needs x to be one array (apply matvec to each pytree instead)")
+        v = jnp.asarray(v)
+        if v.ndim != 2 or v.shape[0] != n:
+            raise ValueError(f"matmat takes an ({n}, k) matrix, got shape {v.shape}")
+        return jax.vmap(self.matvec, in_axes=1, out_axes=1)(v)
+
+    def __matmul__(self, v):
+        if isinstance(self.params, jax.Array):
+            v = jnp.asarray(v)
+            if v.shape != self.params.shape and v.ndim == 2 and v.shape[0] == self.shape[0]:
+                return self.matmat(v)
+        return self.matvec(v)
+
+    def __rmatmul__(self, v):  # v^T H = (H v)^T: H is symmetric
+        v = jnp.asarray(v)
+        return (self @ v.T).T if v.ndim == 2 else self @ v
+
+    dot = __matmul__
+    rmatvec = matvec
 
     def __call__(self, v):
         return self.matvec(v)
