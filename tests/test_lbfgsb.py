@@ -266,9 +266,18 @@ def test_scipy_bounds_spellings():
 
     f = lambda x: jnp.sum((x - jnp.arange(3.0, dtype=DT)) ** 2)  # noqa: E731
     want = np.asarray([0.5, 1.0, 1.5], DT)
-    for bounds in (Bounds([0.5, -1, 0], [1, 1, 1.5]), [(0.5, 1), (None, 1), (0, 1.5)]):
+    for bounds in (Bounds([0.5, -1, 0], [1, 1, 1.5]), [(0.5, 1), (None, 1), (0, 1.5)],
+                   np.array([[0.5, 1], [-np.inf, 1], [0, 1.5]])):
         res = qnjax.minimize(f, np.zeros(3, DT), method="L-BFGS-B", bounds=bounds)
         np.testing.assert_array_equal(np.asarray(res.x), want)
+    # an integer NumPy x0 is read as scipy reads it (floating); a JAX one's dtype was chosen
+    res = qnjax.minimize(f, np.zeros(3, int), method="L-BFGS-B", bounds=bounds)
+    assert jnp.issubdtype(res.x.dtype, jnp.floating)
+    np.testing.assert_array_equal(np.asarray(res.x), want)
+    with pytest.raises(TypeError, match="floating-point"):
+        qnjax.minimize(f, jnp.zeros(3, int))
+    with pytest.raises(ValueError, match="lower > upper"):  # NaN is not "no bound"
+        qnjax.minimize(f, np.zeros(3, DT), bounds=np.array([[0.5, 1], [np.nan, 1], [0, 1.5]]))
 
 
 @x64_off_only  # (resuming without bounds: in both modes, test_trace)

@@ -6,7 +6,8 @@ same the spelling is accepted, otherwise the error names the qnjax equivalent.
 * ``method``: ``"L-BFGS-B"`` (scipy's name), ``"lbfgs"``, ``"l-bfgs"``, any case.
 * ``bounds``: qnjax's ``(lower, upper)`` (``_bounds``), a ``scipy.optimize.Bounds``
   (its ``lb`` and ``ub``), or scipy's sequence of ``(min, max)`` pairs, one per
-  variable of a 1-D ``x0``, ``None`` for no bound.
+  variable of a 1-D ``x0`` (a list, or a NumPy array of shape (n, 2)), ``None`` or
+  ±inf for no bound.
 * ``jac=True``: ``fun`` returns ``(loss, grad)``; ``jac=callable``: ``jac(x, *args)``
   returns the gradient. Either becomes a ``jax.custom_jvp`` rule, so the solver uses
   the given gradient (one call of ``fun`` per evaluation with ``jac=True``) and
@@ -16,8 +17,9 @@ same the spelling is accepted, otherwise the error names the qnjax equivalent.
 * ``options``: ``maxiter``, ``maxfun``/``maxfev``, ``gtol``, ``ftol``, ``maxcor``
   (``memory_size``), ``disp`` (``verbose``); scipy options without a meaning here
   (``eps``, ``iprint``, ``maxls``, ...) are rejected with what to use instead.
-* ``x0`` as a list or tuple of numbers, or a Python number: an array, as scipy reads
-  it (nested containers of arrays stay pytrees).
+* ``x0`` as a list or tuple of numbers, a Python number or a NumPy array of integers:
+  a floating array, as scipy reads it (nested containers of arrays stay pytrees; a JAX
+  integer array is refused with a message, its dtype having been chosen).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def bounds_pair(bounds, x0):
         return None
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
         return bounds.lb, bounds.ub
+    if isinstance(bounds, np.ndarray) and bounds.ndim == 2 and bounds.shape[1] == 2:  # scipy: one row per variable
+        bounds = [tuple(row) for row in bounds.tolist()]
     if not isinstance(bounds, (tuple, list)):
         raise TypeError(f"bounds must be (lower, upper) or a sequence of (min, max) pairs, got {type(bounds).__name__}")
     leaves = jax.tree_util.tree_leaves(x0)
@@ -87,11 +91,14 @@ def settings(given: dict, defaults: dict, tol, options) -> dict:
 
 
 def as_params(x0):
-    """A list/tuple of numbers or a Python number becomes an array (floating), as scipy
-    reads ``x0``; anything else is a pytree and is kept."""
+    """A list/tuple of numbers, a Python number or a NumPy array of integers becomes an
+    array (floating), as scipy reads ``x0``; anything else is a pytree and is kept (a JAX
+    integer array is refused with a message: its dtype was chosen)."""
     leaves = jax.tree.leaves(x0)
     scalar = isinstance(x0, numbers.Number)
-    if scalar or (isinstance(x0, (list, tuple)) and leaves and all(isinstance(v, numbers.Number) for v in leaves)):
+    numpy_ints = isinstance(x0, np.ndarray) and (np.issubdtype(x0.dtype, np.integer) or x0.dtype == bool)
+    if scalar or numpy_ints or (isinstance(x0, (list, tuple)) and leaves
+                                and all(isinstance(v, numbers.Number) for v in leaves)):
         arr = jnp.asarray(x0)
         return arr if jnp.issubdtype(arr.dtype, jnp.inexact) else arr.astype(jnp.result_type(float))
     return x0
