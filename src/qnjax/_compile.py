@@ -6,7 +6,8 @@ has about 150) as a module of its own. Its newer MLIR fusion emitters take longe
 kernel than its classic elemental emitters, and on an unbatched solve's kernels (small
 loops over vectors, a few matrix products) they run no faster. So a program qnjax
 compiles itself (``jit`` below: an unbatched call at the top level) asks XLA:CPU for
-the classic emitters, ``OPTIONS``. Measured on 2 CPU cores (``benchmarks/xla_options.py``:
+the classic emitters, ``OPTIONS`` (and, with fewer cores than 32, as many code
+generation modules as cores: below). Measured on 2 CPU cores (``benchmarks/xla_options.py``:
 the same lowered solve of 50 iterations compiled both ways in one process, n = 10 to
 1e6, float32 and float64; two runs): compile 1.4-2.8 s -> 0.9-1.9 s (0.5-0.9x), and
 the run no slower (0.78-1.07x the defaults' time, within the machine's noise). The
@@ -37,11 +38,28 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 
 import jax
 import jax.numpy as jnp
 
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not on every platform)
+        return os.cpu_count() or 1
+
+
+# XLA:CPU cuts a program into up to 32 modules (xla_cpu_parallel_codegen_split_count) to
+# compile them in parallel; with fewer cores than that, the cutting and cloning cost more
+# than they save: on 2 cores, 2 modules compiled the 2-D Rosenbrock solve in 0.90x the
+# time (median of 14 paired compiles in one process; the program and its speed are the
+# same).
 OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+if _cores() < 32:
+    OPTIONS["xla_cpu_parallel_codegen_split_count"] = _cores()
 
 
 @functools.cache
