@@ -146,5 +146,7 @@ def test_hess_inv_is_the_memory_s_inverse_hessian(direction):
         assert hv["a"].shape == (2,) and hv["b"].shape == (1,) and hv["a"].dtype == DT
         columns.append(np.concatenate([hv["a"], hv["b"]]))
     tree_dense = np.stack(columns, axis=1).astype(np.float64)
+    with pytest.raises(TypeError, match="pytree"):  # a matrix is not a pytree like x
+        tree.hess_inv @ np.eye(3)
     np.testing.assert_allclose(tree_dense, tree_dense.T, rtol=tol, atol=tol * np.abs(tree_dense).max())
     assert np.linalg.eigvalsh((tree_dense + tree_dense.T) / 2).min() > 0

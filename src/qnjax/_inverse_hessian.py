@@ -94,6 +94,9 @@ class InverseHessian:
         if isinstance(self.params, jax.Array):
             v = jnp.asarray(v)
             return _apply(self.memory, v.reshape(self.params.shape).astype(self.params.dtype)).reshape(v.shape)
+        if jax.tree.structure(v) != jax.tree.structure(self.params):
+            raise TypeError(f"x is a pytree ({jax.tree.structure(self.params)}): H multiplies a pytree of that "
+                            f"structure, got {jax.tree.structure(v)}")
         return _apply(self.memory, _tree.cast_like(v, self.params))
 
     def matmat(self, v):
