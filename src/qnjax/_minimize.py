@@ -61,8 +61,10 @@ class OptimizeResult(NamedTuple):
 
     @property
     def hess_inv(self):
-        """The final L-BFGS inverse-Hessian approximation as an operator
-        (:class:`qnjax._inverse_hessian.InverseHessian`: ``@``, ``matvec``, ``todense``)."""
+        """The final L-BFGS inverse-Hessian approximation as an operator, as scipy's
+        ``LbfgsInvHessProduct`` (:class:`qnjax._inverse_hessian.InverseHessian`: ``H @ v``,
+        ``H @ V`` for an (n, k) matrix, ``v @ H``, ``H.T``, ``matvec``, ``matmat``,
+        ``todense``, ``shape``, ``dtype``)."""
         from ._inverse_hessian import InverseHessian
 
         return InverseHessian(self.state)
