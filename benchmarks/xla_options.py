@@ -8,6 +8,12 @@ starts of 10-D Rosenbrock in float64 (where qnjax keeps XLA's defaults), traced 
 the same process, once with XLA's defaults and once with the options; compile time of
 each, then run time (best of `repeats`, the two programs taking turns). Prints a table;
 asserts nothing.
+
+`--split-rounds K` (K > 0) instead compiles the unbatched 2-D Rosenbrock solve 2K times
+in one process, alternating `OPTIONS` with and without its code-generation split count
+(`xla_cpu_parallel_codegen_split_count`, set to the number of cores below 32), each time
+from a fresh trace (`jax.clear_caches()`), and prints the median compile time of each and
+the median over the rounds of the paired ratio.
 """
 
 import argparse
@@ -60,12 +66,36 @@ def compare(n, dtype, repeats, batch=None):
     return row
 
 
+def split_rounds(rounds):
+    """Paired compiles of the 2-D Rosenbrock solve with ``OPTIONS`` and without its split count."""
+    x0 = jnp.asarray([-1.2, 1.0])
+    jax.block_until_ready(x0 + 1.0)
+    without = {k: v for k, v in _compile.OPTIONS.items() if k != "xla_cpu_parallel_codegen_split_count"}
+    configs = {"options": _compile.OPTIONS, "without the split count": without}
+    times = {name: [] for name in configs}
+    for r in range(rounds):
+        for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
+            jax.clear_caches()
+            lowered = jax.jit(lambda x: qnjax.minimize(rosen, x).x).trace(x0).lower()
+            t = time.perf_counter()
+            lowered.compile(configs[name])
+            times[name].append(time.perf_counter() - t)
+    ratio = np.median(np.asarray(times["options"]) / np.asarray(times["without the split count"]))
+    for name, t in times.items():
+        print(f"{name} {configs[name]}: median compile {np.median(t):.3f} s over {rounds}")
+    print(f"paired ratio (options / without the split count), median: {ratio:.3f}")
+    return ratio
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[10, 1e4, 1e6])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000, help="the batched row: jax.vmap over this many starts")
+    parser.add_argument("--split-rounds", type=int, default=0, help="paired compiles with and without the split count")
     args = parser.parse_args(argv)
+    if args.split_rounds:
+        return split_rounds(args.split_rounds)
     rows = [compare(int(n), dtype, args.repeats) for n in args.sizes for dtype in (jnp.float32, jnp.float64)]
     rows += [compare(10, jnp.float64, args.repeats, batch=args.batch)]
     table = Table(title=f"XLA:CPU options {_compile.OPTIONS}: 50 iterations, {jax.default_backend()}")
