@@ -54,9 +54,9 @@ def _cores() -> int:
 
 # XLA:CPU cuts a program into up to 32 modules (xla_cpu_parallel_codegen_split_count) to
 # compile them in parallel; with fewer cores than that, the cutting and cloning cost more
-# than they save: on 2 cores, 2 modules compiled the 2-D Rosenbrock solve in 0.90x the
-# time (median of 14 paired compiles in one process; the program and its speed are the
-# same).
+# than they save: on 2 cores, 2 modules compiled the 2-D Rosenbrock solve in 0.90x and
+# 0.95x the time in two runs (median of 14 paired compiles in one process:
+# ``benchmarks/xla_options.py --split-rounds 14``; the program and its speed are the same).
 OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 if _cores() < 32:
     OPTIONS["xla_cpu_parallel_codegen_split_count"] = _cores()
