@@ -423,3 +423,22 @@ def test_expensive_objective_script_reports_the_ratio_to_one_evaluation(tmp_path
         assert r["later_ratio"] > 0 and r["nit_first"] == 2
     assert set(result["targets"]) == {"float64_iter_over_eval", "float64_later_iter_over_eval"}
     assert "ms/iter / ms/eval" in run.stdout
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_scale_script_batched_part_reports_paired_ratios(tmp_path):
+    """benchmarks/scale.py part 2 (issue 10's batched throughput) at a small batch: a row per
+    batched solver, each with its median and best rates and its paired ratio to optax's
+    (optax's own is 1); the two qnjax rows solve the same problems (the same evaluations,
+    to rounding), and the targets are taken at 1,000 starts only."""
+    run, result = run_benchmark("scale", ["--parts", "2", "--starts", "10"], tmp_path)
+    rows = {r["solver"]: r for r in result["batched"]}
+    assert {"qnjax compact", "qnjax compact, vmap of minimize", "optax"} <= set(rows)
+    for r in rows.values():
+        assert "error" not in r, r
+        assert r["starts"] == 10 and r["problems_per_s"] > 0
+        assert r["best_problems_per_s"] >= r["problems_per_s"] and r["vs_optax"] > 0
+    assert rows["optax"]["vs_optax"] == 1.0
+    jitted, own = rows["qnjax compact"]["nfev_total"], rows["qnjax compact, vmap of minimize"]["nfev_total"]
+    assert abs(jitted - own) <= 0.02 * jitted  # (two programs: they may round differently)
+    assert result["targets"] == {} and "/ optax (paired)" in run.stdout
