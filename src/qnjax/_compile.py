@@ -58,8 +58,9 @@ def _cores() -> int:
 # 0.95x the time in two runs (median of 14 paired compiles in one process:
 # ``benchmarks/xla_options.py --split-rounds 14``; the program and its speed are the same).
 OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-if _cores() < 32:
-    OPTIONS["xla_cpu_parallel_codegen_split_count"] = _cores()
+_CORES = _cores()
+if _CORES < 32:
+    OPTIONS["xla_cpu_parallel_codegen_split_count"] = _CORES
 
 
 @functools.cache
