@@ -48,7 +48,7 @@ def _where(transform):
     seen = []
 
     def f(x):
-        seen.append(_compile._top_level())
+        seen.append(_compile.top_level())
         return jnp.sin(x)
 
     transform(f)(jnp.ones((2, 3)))
@@ -85,6 +85,29 @@ def _programs_taken(monkeypatch):
     monkeypatch.setattr(_minimize._solve, "tuned", counted("tuned", _minimize._solve.tuned))
     monkeypatch.setattr(_minimize._solve, "plain", counted("plain", _minimize._solve.plain))
     return calls
+
+
+@x64_off_only  # where the call stands, not what it computes
+def test_the_derivative_rule_is_made_only_where_a_trace_could_use_it(monkeypatch):
+    """An eager call skips the implicit-differentiation rule (making and calling a
+    ``jax.custom_jvp`` was about a third of a small solve's call); under ``jax.grad``,
+    ``jax.jit`` or ``jax.vmap`` the rule is there, and the derivative is the solution's."""
+    made = []
+    real = _minimize._implicit.differentiable
+    monkeypatch.setattr(_minimize._implicit, "differentiable", lambda *a: made.append(1) or real(*a))
+
+    def solve(t):
+        return qnjax.minimize(lambda x: jnp.sum((x - t) ** 2), jnp.zeros(2), gtol=1e-6).x
+
+    t = jnp.array([0.3, -0.2])
+    eager = solve(t)
+    assert made == [] and np.allclose(eager, t, atol=1e-5)
+    d = jax.jacobian(solve)(t)  # x*(t) = t: the identity
+    assert made == [1] and np.allclose(d, np.eye(2), atol=1e-4)
+    batched = jax.vmap(solve)(jnp.stack([t, 2 * t]))
+    assert made == [1, 1] and np.allclose(batched[1], 2 * t, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(solve)(t), eager, atol=1e-6)  # the same program (XLA's defaults)
+    assert made == [1, 1, 1]
 
 
 @x64_off_only  # which program a call takes, not what it computes (CI time: about 12 s a run)

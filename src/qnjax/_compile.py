@@ -75,9 +75,11 @@ def _accepted(backend: str) -> bool:
     return True
 
 
-def _top_level() -> bool:
-    """Whether a jitted call made now is an unbatched program of its own: no trace above
-    it (not even ``jax.vmap``'s, under which the classic emitters run slower)."""
+def top_level() -> bool:
+    """Whether a call made now runs eagerly: no trace above it (not even ``jax.vmap``'s).
+    A jitted call made now is then an unbatched program of its own (``jit``: under
+    ``jax.vmap`` the classic emitters run slower), and nothing can differentiate its
+    result (``minimize`` then needs no custom derivative rule)."""
     try:
         from jax._src import core
 
@@ -118,7 +120,7 @@ def jit(fun=None, *, users=None, **kwargs):
 
     @functools.wraps(fun)
     def call(*args, **kw):
-        own = (_top_level() and _accepted(jax.default_backend())
+        own = (top_level() and _accepted(jax.default_backend())
                and _vectors_only((args, kw) if users is None else users(signature.bind(*args, **kw).arguments)))
         return (call.tuned if own else call.plain)(*args, **kw)
 
