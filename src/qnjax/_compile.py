@@ -76,15 +76,30 @@ def _accepted(backend: str) -> bool:
 
 
 def top_level() -> bool:
-    """Whether a call made now runs eagerly: no trace above it (not even ``jax.vmap``'s).
-    A jitted call made now is then an unbatched program of its own (``jit``: under
-    ``jax.vmap`` the classic emitters run slower), and nothing can differentiate its
-    result (``minimize`` then needs no custom derivative rule)."""
+    """Whether a jitted call made now is an unbatched program of its own: no trace above
+    it (not even ``jax.vmap``'s, under which the classic emitters run slower)."""
     try:
         from jax._src import core
 
         return isinstance(core.trace_ctx.trace, core.EvalTrace)
     except Exception:  # another JAX's internals: compile with the defaults
+        return False
+
+
+def nothing_differentiates() -> bool:
+    """Whether no trace above a call made now can differentiate what it returns: none at
+    all, or only ``jax.vmap``'s over none (``minimize`` then needs no custom derivative
+    rule). Under ``jax.grad``, ``jax.jvp``, ``jax.jit`` (whose program may be
+    differentiated later), ``lax.scan`` and the like: False."""
+    try:
+        from jax._src import core
+        from jax._src.interpreters import batching
+
+        trace = core.trace_ctx.trace
+        while isinstance(trace, batching.BatchTrace):
+            trace = trace.parent_trace
+        return isinstance(trace, core.EvalTrace)
+    except Exception:  # another JAX's internals: keep the rule
         return False
 
 

@@ -173,8 +173,8 @@ def _reduced(box, d_box, x, hvp, precond, neg):
 def differentiable(solve, config: ImplicitDiff):
     """``solve(solver, objective, x0, args, state0, box) -> OptimizeResult`` with derivatives
     of x, fun, grad and aux with respect to the objective's arrays and ``args``. (``minimize``
-    calls ``solve`` itself where no trace is above the call, ``_compile.top_level``: nothing
-    can differentiate an eager result.)"""
+    calls ``solve`` itself where no trace above the call can differentiate it: none, or
+    only ``jax.vmap``'s, ``_compile.nothing_differentiates``.)"""
 
     @jax.custom_jvp
     def run(solver, objective, x0, args, state0, box):
