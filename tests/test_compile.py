@@ -70,7 +70,7 @@ def _where(transform):
     ("checkpoint", jax.checkpoint, False, False),
     ("scan", lambda f: lambda x: jax.lax.scan(lambda c, _: (f(c), None), x, None, length=1), False, False),
 ])
-def test_top_level_is_an_unbatched_call_only(name, transform, own, underived):
+def test_where_a_call_stands_decides_its_options_and_its_derivative_rule(name, transform, own, underived):
     """``top_level``: the call is a program of its own (the options); ``nothing_differentiates``:
     no trace above can differentiate the call's result (minimize's derivative rule)."""
     assert _where(transform) == (own, underived)
