@@ -75,15 +75,25 @@ def _accepted(backend: str) -> bool:
     return True
 
 
+def _eager(through_vmap: bool) -> bool:
+    """Whether the trace a call made now runs under is JAX's eager one, after stepping over
+    ``jax.vmap``'s traces if ``through_vmap``. False where JAX's internals are not these."""
+    try:
+        from jax._src import core
+        from jax._src.interpreters import batching
+
+        trace = core.trace_ctx.trace
+        while through_vmap and isinstance(trace, batching.BatchTrace):
+            trace = trace.parent_trace
+        return isinstance(trace, core.EvalTrace)
+    except Exception:  # another JAX's internals: compile with the defaults, keep the rule
+        return False
+
+
 def top_level() -> bool:
     """Whether a jitted call made now is an unbatched program of its own: no trace above
     it (not even ``jax.vmap``'s, under which the classic emitters run slower)."""
-    try:
-        from jax._src import core
-
-        return isinstance(core.trace_ctx.trace, core.EvalTrace)
-    except Exception:  # another JAX's internals: compile with the defaults
-        return False
+    return _eager(through_vmap=False)
 
 
 def nothing_differentiates() -> bool:
@@ -91,16 +101,7 @@ def nothing_differentiates() -> bool:
     all, or only ``jax.vmap``'s over none (``minimize`` then needs no custom derivative
     rule). Under ``jax.grad``, ``jax.jvp``, ``jax.jit`` (whose program may be
     differentiated later), ``lax.scan`` and the like: False."""
-    try:
-        from jax._src import core
-        from jax._src.interpreters import batching
-
-        trace = core.trace_ctx.trace
-        while isinstance(trace, batching.BatchTrace):
-            trace = trace.parent_trace
-        return isinstance(trace, core.EvalTrace)
-    except Exception:  # another JAX's internals: keep the rule
-        return False
+    return _eager(through_vmap=True)
 
 
 def _vectors_only(tree) -> bool:
