@@ -39,7 +39,12 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    (32, 32) float32 leaf as qnjax compiles it (XLA's defaults: two axes) and with the
    classic emitters forced (their pathological case); qnjax inside a user's
    `jax.jit` (XLA's defaults); the peers' jitted drivers
-   of part 1 (50 iterations). Kernels: the compiled program's `fusion(` count.
+   of part 1 (50 iterations). Kernels: the compiled program's `fusion(` count. And the
+   Optax faces as optax users write them, one `jax.jit` of a step (`value_and_grad_from_state`,
+   `update`, `apply_updates`) called three times: compile = first + second - 2 x third,
+   "compiles" the step's cache entries after the three calls (a state whose dtypes or weak
+   types change in an update compiles the step again: optax.lbfgs 0.2.8's does, at the
+   second call), "/ optax" against optax.lbfgs's step.
 
 Targets (from the issues): (1) at n = 1e6 in float32, qnjax compact ms/iter <= 0.75 x
 optax.lbfgs's; (2) qnjax problems/s >= optax's (the jitted batch, and `jax.vmap` of
@@ -306,6 +311,26 @@ from qnjax import _compile
 name = sys.argv[1]
 x0 = jnp.array([-1.2, 1.0])
 jax.block_until_ready(x0 + 1.0)  # the backend is up before timing
+if name.endswith("lbfgs step"):  # an Optax face as optax users write it: a jitted step, XLA's defaults
+    import optax
+    opt = qnjax.lbfgs() if name.startswith("qnjax") else optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(scale.rosen)
+
+    @jax.jit
+    def step(x, state):
+        f, g = value_and_grad(x, state=state)
+        u, state = opt.update(g, state, x, value=f, grad=g, value_fn=scale.rosen)
+        return optax.apply_updates(x, u), state
+
+    calls, carry = [], (x0, opt.init(x0))
+    for _ in range(3):  # a state whose types change after an update compiles the step again
+        t = time.perf_counter(); carry = jax.block_until_ready(step(*carry)); calls.append(time.perf_counter() - t)
+    hlo = step.lower(x0, opt.init(x0)).compile()
+    print(json.dumps(dict(solver=name, first_call_s=calls[0], second_call_s=calls[1],
+                          compile_s=calls[0] + calls[1] - 2 * calls[2],
+                          compiles=getattr(step, "_cache_size", lambda: None)(),
+                          kernels=hlo.as_text().count(" fusion("))))
+    sys.exit(0)
 if name.startswith("qnjax minimize"):  # the front door as users call it: its own program
     d = name.split("(")[1].split(",")[0].strip(")")
     if "XLA defaults" in name:  # what the first call cost before qnjax set its options
@@ -328,16 +353,16 @@ print(json.dumps(dict(solver=name, first_call_s=first, second_call_s=second, com
 
 COMPILED = ("qnjax minimize (compact)", "qnjax minimize (two-loop)", "qnjax minimize (compact, XLA defaults)",
             "qnjax minimize (compact, 32 x 32 leaf)", "qnjax minimize (compact, 32 x 32 leaf, classic emitters)",
-            "qnjax inside jax.jit", "optax", "jaxopt", "optimistix")
+            "qnjax inside jax.jit", "optax", "jaxopt", "optimistix", "qnjax.lbfgs step", "optax.lbfgs step")
 
 
-def compile_costs(solvers, rounds=2):
+def compile_costs(solvers, rounds=2, names=COMPILED):
     """Each solver's first call in a fresh process (best of `rounds`, the solvers taking turns)."""
     here = str(Path(__file__).resolve().parent)
     best = {}
     for _ in range(rounds):
-        for name in COMPILED:
-            if name.split()[0] not in {s.split()[0] for s in solvers}:
+        for name in names:
+            if name.split()[0].split(".")[0] not in {s.split()[0] for s in solvers}:
                 continue
             out = subprocess.run([sys.executable, "-c", _COMPILE, name, here], capture_output=True, text=True)
             if out.returncode:
@@ -347,8 +372,8 @@ def compile_costs(solvers, rounds=2):
             if "compile_s" not in best.get(name, {}) or row["compile_s"] < best[name]["compile_s"]:
                 best[name] = row
     rows = list(best.values())
-    ref = best.get("optax", {}).get("compile_s")
-    for r in rows:
+    for r in rows:  # a step against optax's step, a solve against optax's driver
+        ref = best.get("optax.lbfgs step" if r["solver"].endswith("step") else "optax", {}).get("compile_s")
         r["vs_optax"] = r["compile_s"] / ref if ref and "compile_s" in r else None
     return rows
 
@@ -383,6 +408,8 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=30, help="iterations per solve in part 1 (default 30)")
     p.add_argument("--iters-1e6-float64", type=int, default=None, help="fewer at n = 1e6 in float64 if needed")
     p.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
+    p.add_argument("--compiled", default=None, help="part 3's rows, comma-separated (default: all of "
+                   + ", ".join(COMPILED) + ")")
     ns = p.parse_args(argv)
     parts = {int(s) for s in ns.parts.split(",")}
     notice = lambda m: console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
@@ -397,7 +424,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters) if 1 in parts else []
     part2 = [row for size in starts for row in batched(solvers, size, 50)] if 2 in parts else []
-    part3 = compile_costs(solvers) if 3 in parts else []
+    names = tuple(v.strip() for v in ns.compiled.split(",")) if ns.compiled else COMPILED
+    part3 = compile_costs(solvers, names=names) if 3 in parts else []
     wall = time.perf_counter() - t0
 
     console.print(table("1. time per iteration, every stopping test off (ms)", part1, [
@@ -416,7 +444,8 @@ def main(argv=None):
     console.print(table("3. compile: the first call on 2-D Rosenbrock, float64, each in a fresh process", part3, [
         ("solver", "solver", None), ("first call (s)", "first_call_s", ".2f"),
         ("second call (s)", "second_call_s", ".4f"), ("compile (s)", "compile_s", ".2f"),
-        ("/ optax", "vs_optax", ".2f"), ("kernels (fusions)", "kernels", "d"), ("error", "error", None)]))
+        ("/ optax", "vs_optax", ".2f"), ("compiles", "compiles", "d"), ("kernels (fusions)", "kernels", "d"),
+        ("error", "error", None)]))
 
     targets = {}
     big = next((r for r in part1 if (r["dtype"], r["n"], r["solver"]) == ("float32", 10**6, "qnjax compact")), None)
