@@ -312,6 +312,32 @@ def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point(m
     check_kept_products(mem, x, g, lo, hi, monkeypatch)
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkeypatch):
+    """``_reduced.full``: [S^T F S, Y^T F S, Y^T F Y] in slot order equals the dense
+    products over the free variables of the stored pairs (zero where a slot holds none),
+    in one pass or in chunks of a leaf, after the ring has wrapped, and a slot that holds
+    no pair may hold anything (a rejected pair's row: inf and NaN) without changing
+    them."""
+    if chunk is not None:
+        monkeypatch.setattr(_reduced, "CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    mem = drive(rng, pairs=6)  # (M + 1 slots: wrapped twice)
+    free = as_tree(rng.uniform(size=N) < 0.6)
+    free = jax.tree.map(lambda a: a.astype(bool), free)
+    head = int(mem.head)
+    assert not bool(_memory.valid(mem)[head])
+    bad = jax.tree.map(lambda b: b.at[head].set(jnp.inf).at[M + 1 + head].set(jnp.nan), mem.pairs)
+    got = np.asarray(jax.jit(_reduced.full)(mem._replace(pairs=bad), free), np.float64)
+    valid = np.asarray(_memory.valid(mem))
+    f = as_vec(free).astype(bool)
+    rows = lambda buf: np.stack([as_vec(jax.tree.map(lambda b, i=i: b[i], buf)) for i in range(M + 1)])  # noqa: E731
+    s, y = rows(mem.s)[:, f], rows(mem.y)[:, f]
+    want = np.stack([s @ s.T, y @ s.T, y @ y.T]) * np.outer(valid, valid)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+
+
 def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     """With no pairs, B = theta I (theta = 1): the model is separable and its box
     minimiser P(x - g) is the Cauchy point itself, so d = P(x - g) - x."""
