@@ -61,11 +61,10 @@ CHUNK = 8192
 def _block(pairs, f, sdt):
     """[S^T F S, Y^T F S, Y^T F Y] of one leaf's stacked (2 (m + 1), *shape) buffer (or a
     cut of it along the leaf's axes) and mask: the three blocks of one product W^T F W
-    (W = [S; Y]), the mask a 0/1 factor that XLA:CPU's library dot takes in (a select it
-    writes out first): 0.80-0.83x the time of three products with a selected S and Y, in
-    chunks of CHUNK at n = 1e6, float32 and float64 (2 cores). A stored pair's entries are
-    finite; a row that is not (a pair rejected for it) is a slot no valid entry reads,
-    masked by the caller."""
+    (W = [S; Y], the mask a 0/1 factor), not three products of a masked S and Y: 0.80-0.83x
+    their time in chunks of CHUNK at n = 1e6, float32 and float64 (2 cores). A stored
+    pair's entries are finite; a slot's row that is not (a pair rejected for it: inf times
+    the mask's 0 is NaN) is read by no valid entry, and the caller masks its entries."""
     wd = _tree.work_dtype(pairs.dtype, sdt)
     m1 = pairs.shape[0] // 2
     w = pairs.astype(wd)
