@@ -447,9 +447,10 @@ def test_scale_script_batched_part_reports_paired_ratios(tmp_path):
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
 def test_scale_script_compiles_each_optax_face_step_as_users_write_it(tmp_path):
     """benchmarks/scale.py part 3's Optax-face rows: a user's jitted step of qnjax.lbfgs
-    compiles once (its state keeps every type through an update), its compile time is the
-    first call's and the second's beyond the third's, and its ratio is taken against
-    optax.lbfgs's step (whatever that one's number of compiles: upstream may change it)."""
+    compiles once (its state keeps every type through an update), its compile time is at
+    most the first two calls' (the first call's and the second's beyond the third's), and
+    its ratio is taken against optax.lbfgs's step (whatever that one's number of compiles
+    and how its two compiles split: upstream may change them)."""
     steps = ("qnjax.lbfgs step", "optax.lbfgs step")
     run, result = run_benchmark("scale", ["--parts", "3", "--compiled", ",".join(steps)], tmp_path)
     rows = {r["solver"]: r for r in result["compile"]}
@@ -457,7 +458,7 @@ def test_scale_script_compiles_each_optax_face_step_as_users_write_it(tmp_path):
     for r in rows.values():
         assert "error" not in r, r
         assert r["compiles"] >= 1 and r["kernels"] > 0
-        assert r["compile_s"] > 0 and r["first_call_s"] > r["compile_s"] / 2
+        assert 0 < r["compile_s"] <= r["first_call_s"] + r["second_call_s"]
     assert rows["qnjax.lbfgs step"]["compiles"] == 1
     ours, theirs = rows["qnjax.lbfgs step"], rows["optax.lbfgs step"]
     assert ours["vs_optax"] == pytest.approx(ours["compile_s"] / theirs["compile_s"]) and theirs["vs_optax"] == 1.0
