@@ -101,19 +101,32 @@ def qnjax_solver(direction):
     return make
 
 
+def optax_step(opt, fun):
+    """One update of an Optax face as optax users write it: f and its gradient from the
+    state, the update, its application: ``step(x, state) -> (x, state)``."""
+    import optax
+
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(x, state):
+        f, g = value_and_grad(x, state=state)
+        updates, state = opt.update(g, state, x, value=f, grad=g, value_fn=fun)
+        return optax.apply_updates(x, updates), state
+    return step
+
+
 def optax_make(fun, k):
     import optax
 
     opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(fun)
+    step = optax_step(opt, fun)
 
     def solve(x0):
         def body(c):
             x, state, i, evals = c
-            f, g = value_and_grad(x, state=state)
-            updates, state = opt.update(g, state, x, value=f, grad=g, value_fn=fun)
+            x, state = step(x, state)
             evals = evals + jnp.asarray(optax.tree.get(state, "num_linesearch_steps"), jnp.int32)
-            return optax.apply_updates(x, updates), state, i + 1, evals
+            return x, state, i + 1, evals
 
         one = jnp.ones((), jnp.int32)
         x, _, i, evals = jax.lax.while_loop(lambda c: c[2] < k, body, (x0, opt.init(x0), 0 * one, one))
@@ -314,14 +327,7 @@ jax.block_until_ready(x0 + 1.0)  # the backend is up before timing
 if name.endswith("lbfgs step"):  # an Optax face as optax users write it: a jitted step, XLA's defaults
     import optax
     opt = qnjax.lbfgs() if name.startswith("qnjax") else optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(scale.rosen)
-
-    @jax.jit
-    def step(x, state):
-        f, g = value_and_grad(x, state=state)
-        u, state = opt.update(g, state, x, value=f, grad=g, value_fn=scale.rosen)
-        return optax.apply_updates(x, u), state
-
+    step = jax.jit(scale.optax_step(opt, scale.rosen))
     calls, carry = [], (x0, opt.init(x0))
     for _ in range(3):  # a state whose types change after an update compiles the step again
         t = time.perf_counter(); carry = jax.block_until_ready(step(*carry)); calls.append(time.perf_counter() - t)
