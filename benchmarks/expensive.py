@@ -102,14 +102,16 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--terms", type=int, default=32)
     p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=None, help="rounds (default 7, with --quick 2)")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--solvers", default=None, help="comma-separated rows of scale.py (default: every one installed)")
     p.add_argument("--out", type=Path, default=Path("bench-results/full"))
-    p.add_argument("--quick", action="store_true", help="n = 1,000, 4 terms, 6 iterations, 2 rounds: a smoke test")
+    p.add_argument("--quick", action="store_true",
+                   help="n = 1,000, 4 terms, 6 iterations, 2 rounds unless --repeats: a smoke test")
     ns = p.parse_args(argv)
     if ns.quick:
-        ns.n, ns.terms, ns.iters, ns.repeats = 1_000, 4, 6, 2
+        ns.n, ns.terms, ns.iters = 1_000, 4, 6
+    ns.repeats = ns.repeats or (2 if ns.quick else 7)
     solvers = scale.available(lambda m: scale.console.print(m, style="yellow", markup=False, highlight=False))
     if ns.solvers:
         solvers = {k: v for k, v in solvers.items() if k in ns.solvers.split(",")}
