@@ -104,6 +104,23 @@ def test_float32_escapes_a_saddle_where_f_is_flat_at_its_rounding():
     assert np.all(status[~escaped] == Status.PRECISION) and np.all(np.abs(f[~escaped] - 196.92) < 0.01)
 
 
+def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
+    """Powell's badly scaled function from 100 x0 = (0, 100): f = 1 and g = (-2e6, ~0), whose
+    minimiser along -g, x_1 = 1e-6, moves x by less than a unit in the last place of its
+    largest component (100). That step is the line search's whole decrease (f falls to 1e-8);
+    with the rounding level of a component at zero taken from the others, the search could
+    not try it and the run stopped at x0 with PRECISION (float32)."""
+    problem = problems.get("powell_badly_scaled")
+    x0 = jnp.asarray([0.0, 100.0], DT)
+    x, d = x0, jnp.asarray([1.0, 0.0], DT)
+    t_vector, t_each = qnjax._tree.ulp_stepsizes(x, d, DT)
+    assert float(t_vector) == pytest.approx(float(jnp.finfo(DT).eps) * 100, rel=1e-6)
+    assert float(t_each) == pytest.approx(float(jnp.finfo(DT).tiny), rel=1e-6, abs=0)  # x_1: its smallest normal
+    res = qnjax.minimize(problem.fun, x0)
+    assert bool(res.success) and float(res.fun) < 1e-7, (Status(int(res.status)), float(res.fun))
+    assert 0 < float(res.x[0]) < 1e-4 and int(res.nit) >= 1
+
+
 def curve_fits(dtype, count=1000):
     t = jnp.linspace(0.0, 4.0, 30, dtype=dtype)
     key = jax.random.PRNGKey(0)

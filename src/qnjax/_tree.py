@@ -187,16 +187,23 @@ def ulp_stepsizes(x, d, sdt):
     """The steps t at which ``x + t d`` moves x by one unit in its last place: (2,) array of
 
     * the vector's: min over leaves of eps(leaf) ||x_leaf||_inf / ||d_leaf||_inf;
-    * the components': min over nonzero components of eps(leaf) |x_i| / |d_i|;
+    * the components': min over moving components of ulp_i / |d_i|, with
+      ulp_i = eps(leaf) max(|x_i|, tiny(leaf) / eps(leaf)): a component at (or near) zero
+      moves by its dtype's smallest normal number, not by a fraction of the others;
 
     (+inf where d is zero). A smaller step changes no component (the vector) at more
-    than its rounding level. Both come from one reduction per leaf."""
+    than its rounding level. Both come from one reduction per leaf. (A component at
+    zero beside large ones, such as x = (0, 100) with d along the first: its minimiser
+    along d may lie far below the vector's rounding step, and the line search must be
+    allowed to go there.)"""
     t = jnp.full((2,), jnp.inf, sdt)
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
         if xl.size:
-            eps = jnp.asarray(jnp.finfo(dtype_of(xl)).eps, sdt)
+            info = jnp.finfo(dtype_of(xl))
+            eps = jnp.asarray(info.eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
-            ratio = jnp.where((ax > 0) & (ad > 0), ax / jnp.where(ad > 0, ad, 1), jnp.inf)
+            floor = jnp.asarray(float(info.tiny) / float(info.eps), sdt)
+            ratio = jnp.where(ad > 0, jnp.maximum(ax, floor) / jnp.where(ad > 0, ad, 1), jnp.inf)
             if xl.size <= STACK_LIMIT or jnp.iscomplexobj(xl) or jnp.iscomplexobj(dl):
                 xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
             else:  # max |a| as max(max a, -min a): XLA:CPU's library reductions would write |a| out first
