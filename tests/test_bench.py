@@ -238,6 +238,33 @@ def test_set_selects_the_catalogue():
         parser.parse_args(["--set", "nope"])
 
 
+def test_starts_run_each_problem_from_multiples_of_its_start(tmp_path):
+    rosen = problems.get("rosenbrock")
+    got = _run.from_starts([rosen], (1, 10, 100.0, 10))
+    assert _names(got) == ["rosenbrock", "rosenbrock@10x0", "rosenbrock@100x0"] and got[0] is rosen
+    for p, f in zip(got, (1, 10, 100)):
+        np.testing.assert_array_equal(p.x0, f * rosen.x0)
+        assert (p.fstar, p.n, p.fun) == (rosen.fstar, rosen.n, rosen.fun)
+    assert got[1].f0 is None and not got[1].x0.flags.writeable
+    for bad in ((0,), (float("inf"),), ()):
+        with pytest.raises(ValueError, match="start factors"):
+            _run.from_starts([rosen], bad)
+    from qnjax import bench
+
+    parser = bench.add_arguments(argparse.ArgumentParser())
+    assert parser.parse_args([]).starts == (1.0,) and parser.parse_args(["--starts", "1,10"]).starts == (1.0, 10.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--starts", "ten"])
+    out = tmp_path / "res"
+    assert main(["bench", "--solvers", "scipy", "--problems", "rosenbrock", "--starts", "1,10",
+                 "--dtype", DTYPE, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["starts"] == [1.0, 10.0]
+    assert sorted(r["problem"] for r in results["records"]) == ["rosenbrock", "rosenbrock@10x0"]
+    far = next(r for r in results["records"] if r["problem"] == "rosenbrock@10x0")
+    assert far["nfev"] > next(r for r in results["records"] if r["problem"] == "rosenbrock")["nfev"]
+
+
 QUAD = problems.Problem("quad", None, 2, lambda x: jnp.sum(jnp.arange(1, 3, dtype=x.dtype) * (x - 1.0) ** 2),
                         x0=[0.0, 0.0], fstar=0.0)
 SMALL = _solvers.Budget(maxiter=40, maxfev=80)

@@ -2,7 +2,7 @@
 
     python -m qnjax bench [--quick] [--rule same|defaults] [--set mgh|cutest|all] [--bounded]
                           [--dtype float32,float64] [--solvers ...] [--problems ...]
-                          [--linesearch zoom,...] [--out DIR] [--per-problem]
+                          [--linesearch zoom,...] [--starts 1,10,100] [--out DIR] [--per-problem]
 
 Every solver gets the same budgets, the same stopping rule (``--rule same``, the
 default) or its own defaults (``--rule defaults``; see :mod:`qnjax.bench._solvers`),
@@ -36,6 +36,7 @@ from ._run import (
     SETS,
     clean_json,
     environment,
+    from_starts,
     linesearch_names,
     make_adapters,
     run_all,
@@ -50,6 +51,13 @@ DTYPES = ("float32", "float64")
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"start factors are numbers, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -76,6 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--linesearch", type=_csv, default=("more-thuente",),
                    help=f"qnjax line searches, one solver entry each: {','.join(linesearch_names())} "
                         "(default more-thuente)")
+    p.add_argument("--starts", type=_factors, default=(1.0,),
+                   help="comma-separated multiples of each problem's standard start, each run as a problem of "
+                        "its own (named <problem>@<factor>x0): Moré, Garbow & Hillstrom test from 1,10,100; "
+                        "default 1")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     p.add_argument("--per-problem", action="store_true", help="also print a per-problem table")
     return p
@@ -83,9 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_bench(*, solvers=None, dtypes=DTYPES, problems=None, linesearches=("more-thuente",), quick=False,
               out="bench-results", per_problem=False, argv=None, console=None, budget: Budget | None = None,
-              rule: str = "same", problem_set: str = "mgh", bounded: bool = False):
+              rule: str = "same", problem_set: str = "mgh", bounded: bool = False, starts=(1.0,)):
     """Run the bench, print the report, write ``results.json`` and ``profile.png``; return the results.
-    ``solvers=None``: every solver (every one that takes bounds when ``bounded``)."""
+    ``solvers=None``: every solver (every one that takes bounds when ``bounded``); ``starts``:
+    multiples of each problem's standard start (``_run.from_starts``)."""
     import jax
     from rich.console import Console
     from rich.markup import escape
@@ -102,7 +115,7 @@ def run_bench(*, solvers=None, dtypes=DTYPES, problems=None, linesearches=("more
         notice("skipping float64: x64 is off (python -m qnjax bench turns it on; set JAX_ENABLE_X64=1 here)")
         dtypes = tuple(d for d in dtypes if d != "float64")
     budget = budget or (QUICK_BUDGET if quick else FULL_BUDGET)
-    probs = select_problems(problem_set, problems, quick, bounded)
+    probs = from_starts(select_problems(problem_set, problems, quick, bounded), starts)
     if solvers is None:
         solvers = BOUNDED_SOLVER_NAMES if bounded else SOLVER_NAMES
     adapters = make_adapters(solvers, linesearches, notice, rule, bounded)
@@ -124,6 +137,7 @@ def run_bench(*, solvers=None, dtypes=DTYPES, problems=None, linesearches=("more
         settings=dict(
             budget=budget._asdict(), dtypes=list(dtypes), rule=rule, bounded=bool(bounded),
             problem_set=None if problems is not None or bounded else problem_set, problems=[p.name for p in probs],
+            starts=[float(f) for f in starts],
             solvers=[a.name for a in adapters], quick=bool(quick), wall_s=wall,
             stopping=dict(rule=rule, gtol=GTOL if rule == "same" else None,
                           note=(f"same: every solver told max|{'proj ' if bounded else ''}g| <= gtol and no "
@@ -160,7 +174,7 @@ def cli(ns: argparse.Namespace, argv=None) -> int:
     try:
         run_bench(solvers=ns.solvers, dtypes=ns.dtype, problems=ns.problems, linesearches=ns.linesearch,
                   quick=ns.quick, out=ns.out, per_problem=ns.per_problem, rule=ns.rule, problem_set=ns.problem_set,
-                  bounded=ns.bounded, argv=list(sys.argv if argv is None else argv))
+                  bounded=ns.bounded, starts=ns.starts, argv=list(sys.argv if argv is None else argv))
     except (KeyError, ValueError) as e:  # bad names on the command line
         print(f"qnjax bench: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@
   ``--problems`` overrides both (:func:`select_problems`). ``--bounded`` takes the
   bound-constrained catalogue (``qnjax.problems.bounded()``) instead of a set, and only
   the solvers that take bounds (:data:`qnjax.bench._solvers.BOUNDED_SOLVER_NAMES`);
-  bounded and unconstrained problems never mix in one run.
+  bounded and unconstrained problems never mix in one run. ``--starts 1,10,100`` runs
+  each from 1, 10 and 100 times its standard start (:func:`from_starts`).
 * Counting: :func:`counted` wraps the objective so that a ``jax.debug.callback``
   increments a host counter every time the objective's forward pass runs at run
   time (never at trace time). A value-and-gradient evaluation runs the forward pass
@@ -133,6 +134,25 @@ def select_problems(problem_set: str = "mgh", names=None, quick: bool = False, b
     if problem_set in ("cutest", "all"):
         probs += list(catalogue.cutest(CUTEST_N))
     return probs
+
+
+def from_starts(problems, factors=(1.0,)) -> list:
+    """Each problem from each of ``factors`` times its standard start, as Moré, Garbow &
+    Hillstrom (1981) test from x0, 10 x0 and 100 x0: factor 1 is the problem itself,
+    another is the same problem named ``"<name>@<factor>x0"`` with ``x0`` scaled and
+    ``f0`` unknown. ``fstar`` is kept: from a far start a run may reach another local
+    minimum, which the judge then accepts by the gradient (:mod:`._judge`)."""
+    import dataclasses
+
+    factors = tuple(dict.fromkeys(float(f) for f in factors))
+    if not factors or any(not math.isfinite(f) or f == 0 for f in factors):
+        raise ValueError(f"start factors must be finite and nonzero, got {factors}")
+    out = []
+    for problem in problems:
+        for f in factors:
+            out.append(problem if f == 1 else dataclasses.replace(
+                problem, name=f"{problem.name}@{f:g}x0", x0=problem.x0 * f, f0=None))
+    return out
 
 
 class Counter:
