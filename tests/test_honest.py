@@ -121,6 +121,48 @@ def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
     assert 0 < float(res.x[0]) < 1e-4 and int(res.nit) >= 1
 
 
+def test_float32_gradient_whose_square_overflows():
+    """Chebyquad (n = 8) from 10 x0 in float32: f = 2e22 and max|g| = 2.7e22, so <g, g>
+    (1.8e19 squared is float32's largest number) is inf. The direction is scaled by a power
+    of two for its products and the search; both faces then solve it (they stopped with
+    LINESEARCH_FAILED at x0, as optax's and jaxopt's L-BFGS do there)."""
+    import optax
+
+    problem = problems.get("chebyquad_n8")
+    x0 = jnp.asarray(problem.x0 * 10, jnp.float32)
+    assert not bool(jnp.isfinite(jnp.sum(jax.grad(problem.fun)(x0) ** 2)))
+    res = qnjax.minimize(problem.fun, x0)
+    assert bool(res.success) and solved(problem, res.x, "float32"), (Status(int(res.status)), float(res.fun))
+
+    opt = qnjax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(problem.fun)
+
+    @jax.jit
+    def update(x, state):
+        value, grad = value_and_grad(x, state=state)
+        u, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=problem.fun)
+        return optax.apply_updates(x, u), state
+
+    x, state = x0, opt.init(x0)
+    for _ in range(300):
+        x, state = update(x, state)
+        if Status(int(state.status)) != Status.RUNNING:
+            break
+    assert Status(int(state.status)).success and solved(problem, x, "float32"), (Status(int(state.status)),
+                                                                                 float(problem.fun(x)))
+
+
+def test_float64_runs_compile_no_overflow_guard():
+    """The guard is float32's: a float64 solve's program has no branch for it (under
+    ``jax.vmap`` both sides of a branch run, a few kernels an iteration)."""
+    if not X64:
+        pytest.skip("needs float64")
+    x = jnp.zeros(3, jnp.float64)
+    text = {dt: jax.jit(lambda x: qnjax.minimize(rosenbrock, x, maxiter=2)).lower(x.astype(dt)).as_text()
+            for dt in (jnp.float32, jnp.float64)}
+    assert text[jnp.float32].count("stablehlo.case") == text[jnp.float64].count("stablehlo.case") + 1
+
+
 def curve_fits(dtype, count=1000):
     t = jnp.linspace(0.0, 4.0, 30, dtype=dtype)
     key = jax.random.PRNGKey(0)

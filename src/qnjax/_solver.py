@@ -10,7 +10,9 @@ state that describes the point ``params``:
    the curvature guard (``minimize`` recorded it whole at the end of that iteration,
    ``_pair``; the Optax face's q arrives now, and ``push`` takes the difference);
 2. ``direction``: d = -scale H q (q the gradient, or what the Optax face was given)
-   by the compact representation (``_compact``, default) or the two-loop recursion;
+   by the compact representation (``_compact``, default) or the two-loop recursion; in
+   float32, where <g, d> or <d, d> overflow (a gradient beyond 1.8e19), d is scaled by a
+   power of two and the step sizes by its inverse (``_unoverflowed``);
 3. ``first_stepsize``: 1, or 1 / ||d||_2 (a first step of unit length in x, as
    scipy's L-BFGS-B) while no curvature pair was ever stored; both make the iterates
    invariant to scaling f (a dropped memory keeps its scale gamma, H = gamma I);
@@ -99,6 +101,27 @@ def _pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
     else:
         sy, yy, ss = _tree.inners([(u, y), (y, y), (u, u)], sdt)
     return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
+
+
+def _unoverflowed(d, grad, slope0, dd, sdt):
+    """(d', slope0', dd', factor): where <g, d> or <d, d> overflow (a direction beyond the
+    square root of the largest number: 1.8e19 in float32, as a far start's gradient can be),
+    d' = factor d with factor a power of two that brings d's largest component near 1, and
+    its products, which are then finite; else everything as given and factor 1. Only d's
+    length changes: the caller scales the step sizes it derives by 1 / factor. (A branch:
+    its passes are made only where the products overflowed, but under ``jax.vmap`` both
+    sides run, a few kernels an iteration; so it is made where the scalar dtype is float32,
+    not in float64, whose products overflow only beyond 1.3e154.)"""
+    def rescaled():
+        _, e = jnp.frexp(_tree.norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
+        half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
+        factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
+        scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
+        slope, norm2 = _tree.inners([(grad, scaled), (scaled, scaled)], sdt)
+        return scaled, slope, norm2, factors[0] * factors[1]
+
+    over = ~(jnp.isfinite(slope0) & jnp.isfinite(dd))
+    return jax.lax.cond(over, rescaled, lambda: (d, slope0, dd, jnp.ones((), sdt)))
 
 
 class State(NamedTuple):
@@ -216,13 +239,14 @@ class LBFGS:
         sdt = memory.dtype
         return DIRECTIONS[self.direction_method].inverse_hessian(memory, q, -jnp.asarray(scale).astype(sdt))
 
-    def first_stepsize(self, memory, dd):
-        """1, except while no curvature pair was ever stored (H = I has no scale), where it
-        is 1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
+    def first_stepsize(self, memory, dd, unit=1.0):
+        """``unit`` (1: the model's step; ``step`` rescales d where its products overflow),
+        except while no curvature pair was ever stored (H = I has no scale), where it is
+        1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
         norm = jnp.sqrt(jnp.where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
         # (the select between sqrt and the division also keeps XLA from rewriting 1/sqrt as rsqrt,
         # which rounds differently)
-        return jnp.where(~memory.flags[2], 1 / jnp.where(dd > 0, norm, 1), jnp.ones_like(dd))
+        return jnp.where(~memory.flags[2], 1 / jnp.where(dd > 0, norm, 1), jnp.ones_like(dd) * unit)
 
     def max_stepsize(self, params, d, bounds=None):
         """inf, or with bounds the largest feasible step along d."""
@@ -328,7 +352,11 @@ class LBFGS:
             slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
         else:  # (the direction's own g^T d: no second pass over g and d)
             dd = _tree.inner(d, d, sdt)
-        t0 = self.first_stepsize(memory, dd)
+        unit = jnp.ones((), sdt)  # the step t = unit: the direction as the model gives it
+        if box is None and self.linesearch is not None and jnp.finfo(sdt).bits <= 32:
+            d, slope0, dd, factor = _unoverflowed(d, grad, slope0, dd, sdt)
+            unit = 1 / factor
+        t0 = self.first_stepsize(memory, dd, unit)
         t_max = self.max_stepsize(params, d, box)
         if box is not None:
             # scipy's: a first trial of 1 when every variable is boxed (while no pair was stored),
@@ -395,7 +423,7 @@ class LBFGS:
         u, x_new = point(taken)  # u is zero and x_new params when x stays
         new_grad = _tree.select(moved, res.grad.grad, grad)
         pair = _pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt) if whole else {}
-        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken, held, **pair)
+        memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken / unit, held, **pair)
         failed = ~moved
         memory = _memory.clear(memory, failed)
         new = state._replace(
@@ -417,7 +445,7 @@ class LBFGS:
         # With bounds, also when the whole feasible part of the direction (up to t_max, which
         # the search tried) moves x by no more than rounding: no feasible step lowers f.
         precision = final & (self._at_precision(res, slope0, noise, ROUNDING_ULPS * t_ulp,
-                                                  jnp.where(memory.flags[2], 1.0, jnp.inf).astype(sdt))
+                                                  jnp.where(memory.flags[2], unit, jnp.inf).astype(sdt))
                              | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
         out_of_budget = final & (budget < self.linesearch.max_steps)
         f_new = new.value
