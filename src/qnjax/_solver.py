@@ -114,6 +114,7 @@ def _unoverflowed(d, grad, slope0, dd, sdt):
     not in float64, whose products overflow only beyond 1.3e154.)"""
     def rescaled():
         _, e = jnp.frexp(_tree.norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
+        e = jnp.minimum(e, jnp.finfo(sdt).maxexp - 2)  # (so that 1 / factor is finite too)
         half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
         factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
         scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
