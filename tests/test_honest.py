@@ -125,7 +125,7 @@ def test_float32_gradient_whose_square_overflows():
     """Chebyquad (n = 8) from 10 x0 in float32: f = 2e22 and max|g| = 2.7e22, so <g, g>
     (1.8e19 squared is float32's largest number) is inf. The direction is scaled by a power
     of two for its products and the search; both faces then solve it (they stopped with
-    LINESEARCH_FAILED at x0, as optax's and jaxopt's L-BFGS do there)."""
+    LINESEARCH_FAILED at x0, as jaxopt's L-BFGS does there; optax's ends where f is not finite)."""
     import optax
 
     problem = problems.get("chebyquad_n8")
