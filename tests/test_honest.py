@@ -125,7 +125,8 @@ def test_float32_gradient_whose_square_overflows():
     """Chebyquad (n = 8) from 10 x0 in float32: f = 2e22 and max|g| = 2.7e22, so <g, g>
     (1.8e19 squared is float32's largest number) is inf. The direction is scaled by a power
     of two for its products and the search; both faces then solve it (they stopped with
-    LINESEARCH_FAILED at x0, as jaxopt's L-BFGS does there; optax's ends where f is not finite)."""
+    LINESEARCH_FAILED at x0, as jaxopt's L-BFGS does there; optax's ends where f is not finite),
+    and the Optax face without a line search takes a first step of unit length (it was zero)."""
     import optax
 
     problem = problems.get("chebyquad_n8")
@@ -150,6 +151,12 @@ def test_float32_gradient_whose_square_overflows():
             break
     assert Status(int(state.status)).success and solved(problem, x, "float32"), (Status(int(state.status)),
                                                                                  float(problem.fun(x)))
+
+    # Without a line search the first update is -g scaled to unit length (optax.lbfgs's
+    # scale_init_precond): ||g|| overflows too, and the update was zero, at every call.
+    plain = qnjax.lbfgs(linesearch=None)
+    u, _ = plain.update(jax.grad(problem.fun)(x0), plain.init(x0), x0)
+    assert float(jnp.sqrt(jnp.sum(u * u))) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_float64_runs_compile_no_overflow_guard():

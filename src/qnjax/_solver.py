@@ -370,8 +370,17 @@ class LBFGS:
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
+            norm = jnp.sqrt(_tree.inner(q, q, sdt))
+            if jnp.finfo(sdt).bits <= 32:  # (||q||^2 overflows beyond 1.8e19 in float32: ``_unoverflowed``)
+                def scaled_norm():
+                    m = _tree.norm_inf(q, sdt)
+                    inv = 1 / jnp.where(m > 0, m, 1)
+                    unit = jax.tree.map(lambda a: a * inv.astype(a.dtype), q)
+                    return m * jnp.sqrt(_tree.inner(unit, unit, sdt))
+
+                norm = jax.lax.cond(jnp.isfinite(norm), lambda: norm, scaled_norm)
             t = jnp.where(empty & self.scale_init_precond,
-                          jnp.minimum(1, 1 / jnp.maximum(jnp.sqrt(_tree.inner(q, q, sdt)), jnp.finfo(sdt).tiny)), 1)
+                          jnp.minimum(1, 1 / jnp.maximum(norm, jnp.finfo(sdt).tiny)), 1)
             u = _tree.scale(t.astype(sdt), d, params)
             memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t, held)
             new = state._replace(params=_tree.add(params, u), value=jnp.full((), jnp.inf, sdt), memory=memory,
