@@ -103,6 +103,17 @@ def _pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
     return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
 
 
+def _scaled_down(d, sdt):
+    """(factor d, factor): factor a power of two (in ``sdt``) that brings d's largest component
+    near 1, exactly (each leaf is multiplied by powers of two), with 1 / factor finite."""
+    _, e = jnp.frexp(_tree.norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
+    e = jnp.minimum(e, jnp.finfo(sdt).maxexp - 2)  # (so that 1 / factor is finite too)
+    half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
+    factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
+    scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
+    return scaled, factors[0] * factors[1]
+
+
 def _unoverflowed(d, grad, slope0, dd, sdt):
     """(d', slope0', dd', factor): where <g, d> or <d, d> overflow (a direction beyond the
     square root of the largest number: 1.8e19 in float32, as a far start's gradient can be),
@@ -113,13 +124,9 @@ def _unoverflowed(d, grad, slope0, dd, sdt):
     sides run, a few kernels an iteration; so it is made where the scalar dtype is float32,
     not in float64, whose products overflow only beyond 1.3e154.)"""
     def rescaled():
-        _, e = jnp.frexp(_tree.norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
-        e = jnp.minimum(e, jnp.finfo(sdt).maxexp - 2)  # (so that 1 / factor is finite too)
-        half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
-        factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
-        scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
+        scaled, factor = _scaled_down(d, sdt)
         slope, norm2 = _tree.inners([(grad, scaled), (scaled, scaled)], sdt)
-        return scaled, slope, norm2, factors[0] * factors[1]
+        return scaled, slope, norm2, factor
 
     over = ~(jnp.isfinite(slope0) & jnp.isfinite(dd))
     return jax.lax.cond(over, rescaled, lambda: (d, slope0, dd, jnp.ones((), sdt)))
@@ -373,10 +380,8 @@ class LBFGS:
             norm = jnp.sqrt(_tree.inner(q, q, sdt))
             if jnp.finfo(sdt).bits <= 32:  # (||q||^2 overflows beyond 1.8e19 in float32: ``_unoverflowed``)
                 def scaled_norm():
-                    m = _tree.norm_inf(q, sdt)
-                    inv = 1 / jnp.where(m > 0, m, 1)
-                    unit = jax.tree.map(lambda a: a * inv.astype(a.dtype), q)
-                    return m * jnp.sqrt(_tree.inner(unit, unit, sdt))
+                    scaled, factor = _scaled_down(q, sdt)
+                    return jnp.sqrt(_tree.inner(scaled, scaled, sdt)) / factor
 
                 norm = jax.lax.cond(jnp.isfinite(norm), lambda: norm, scaled_norm)
             t = jnp.where(empty & self.scale_init_precond,
