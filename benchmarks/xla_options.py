@@ -1,6 +1,6 @@
 """What `qnjax._compile.OPTIONS` (XLA:CPU's classic emitters) does to compile and run time.
 
-    .venv/bin/python benchmarks/xla_options.py [--sizes 10 1e4 1e6] [--repeats 5]
+    .venv/bin/python benchmarks/xla_options.py [--sizes 10 1e4 1e6] [--repeats 5] [--levels K] [--split-rounds K]
 
 For each size and dtype: the solve of 50 iterations (every stopping test off; 2-D..1e4:
 Rosenbrock, above: a separable quartic), and `jax.vmap` of it over `--batch` random
@@ -8,6 +8,14 @@ starts of 10-D Rosenbrock in float64 (where qnjax keeps XLA's defaults), traced 
 the same process, once with XLA's defaults and once with the options; compile time of
 each, then run time (best of `repeats`, the two programs taking turns). Prints a table;
 asserts nothing.
+
+`--levels K` (K > 0) instead compares `OPTIONS` with `UNOPTIMISED` (the same, LLVM told not
+to optimise the machine code: the test suite's debug build) on the solve of 200 iterations of
+Rosenbrock at each of `--sizes` (default 2 10 100 1000), float64 and float32: each of K
+rounds traces and lowers it afresh (`jax.clear_caches()`) and compiles it both ways, in
+alternating order; then the two programs run in turns (`--repeats` times). Prints the
+median compile time of each, the best run time of each and the median of the paired
+run-time ratios.
 
 `--split-rounds K` (K > 0) instead compiles the unbatched 2-D Rosenbrock solve 2K times
 in one process, alternating `OPTIONS` with and without its code-generation split count
@@ -87,16 +95,66 @@ def split_rounds(rounds):
     return ratio
 
 
+# What the test suite compiles with (the Makefile's DEBUG_BUILD). Not users' programs: see
+# docs/performance.md ("LLVM's optimisations") for what it saves and why a solve keeps them.
+UNOPTIMISED = {**_compile.OPTIONS, "xla_backend_optimization_level": 0}
+
+
+def levels(sizes, rounds, repeats):
+    """Paired compiles and runs of the Rosenbrock solve with ``OPTIONS`` and ``UNOPTIMISED``."""
+    configs = {"optimised": _compile.OPTIONS, "unoptimised": UNOPTIMISED}
+    table = Table(title=f"LLVM's optimisations on and off ({UNOPTIMISED}): Rosenbrock, 200 iterations")
+    for col in ("n", "dtype", "compile optimised (s)", "compile unoptimised (s)", "run optimised (ms)",
+                "run unoptimised (ms)", "run unoptimised / optimised"):
+        table.add_column(col, justify="right")
+    rows = []
+    for n in sizes:
+        for dtype in (jnp.float64, jnp.float32):
+            x0 = jnp.asarray(np.random.default_rng(0).uniform(-2.0, 2.0, n), dtype)
+            solve = lambda x: qnjax.minimize(rosen, x, maxiter=200).x  # noqa: E731
+            compiles, programs = {name: [] for name in configs}, {}
+            for r in range(rounds):
+                for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
+                    jax.clear_caches()
+                    lowered = jax.jit(solve).trace(x0).lower()
+                    t = time.perf_counter()
+                    programs[name] = lowered.compile(configs[name])
+                    compiles[name].append(time.perf_counter() - t)
+            runs = {name: [] for name in configs}
+            for program in programs.values():
+                jax.block_until_ready(program(x0))
+            for _ in range(repeats):
+                for name, program in programs.items():
+                    t = time.perf_counter()
+                    jax.block_until_ready(program(x0))
+                    runs[name].append(time.perf_counter() - t)
+            row = dict(n=int(n), dtype=jnp.dtype(dtype).name,
+                       **{f"compile_{k}": float(np.median(v)) for k, v in compiles.items()},
+                       **{f"run_{k}": min(v) for k, v in runs.items()},
+                       run_ratio=float(np.median(np.asarray(runs["unoptimised"]) / np.asarray(runs["optimised"]))))
+            rows.append(row)
+            table.add_row(f"{row['n']:,}", row["dtype"], f"{row['compile_optimised']:.2f}",
+                          f"{row['compile_unoptimised']:.2f}", f"{row['run_optimised'] * 1e3:.2f}",
+                          f"{row['run_unoptimised'] * 1e3:.2f}", f"{row['run_ratio']:.2f}")
+    Console(width=150).print(table)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=float, nargs="+", default=[10, 1e4, 1e6])
+    parser.add_argument("--sizes", type=float, nargs="+", default=None,
+                        help="default 10 1e4 1e6 (--levels: 2 10 100 1000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000, help="the batched row: jax.vmap over this many starts")
     parser.add_argument("--split-rounds", type=int, default=0, help="paired compiles with and without the split count")
+    parser.add_argument("--levels", type=int, default=0, help="paired compiles with LLVM's optimisations on and off")
     args = parser.parse_args(argv)
     if args.split_rounds:
         return split_rounds(args.split_rounds)
-    rows = [compare(int(n), dtype, args.repeats) for n in args.sizes for dtype in (jnp.float32, jnp.float64)]
+    if args.levels:
+        return levels([int(n) for n in args.sizes or (2, 10, 100, 1000)], args.levels, args.repeats)
+    rows = [compare(int(n), dtype, args.repeats) for n in args.sizes or (10, 1e4, 1e6)
+            for dtype in (jnp.float32, jnp.float64)]
     rows += [compare(10, jnp.float64, args.repeats, batch=args.batch)]
     table = Table(title=f"XLA:CPU options {_compile.OPTIONS}: 50 iterations, {jax.default_backend()}")
     for col in ("n", "batch", "dtype", "compile defaults (s)", "compile options (s)", "run defaults (ms)",
