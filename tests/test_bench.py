@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -492,3 +493,20 @@ def test_scale_script_compiles_each_optax_face_step_as_users_write_it(tmp_path):
     ours, theirs = rows["qnjax.lbfgs step"], rows["optax.lbfgs step"]
     assert ours["vs_optax"] == pytest.approx(ours["compile_s"] / theirs["compile_s"]) and theirs["vs_optax"] == 1.0
     assert "compiles" in run.stdout and result["targets"] == {}
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_xla_options_script_compares_llvm_optimisation_levels():
+    """benchmarks/xla_options.py --levels (docs/performance.md: why a solve keeps LLVM's
+    optimisations) at n = 2, one round: a row per dtype with both compile times, both run
+    times and the run-time ratio, all positive."""
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "xla_options.py"
+    run = subprocess.run([sys.executable, str(script), "--levels", "1", "--sizes", "2", "--repeats", "2"],
+                         capture_output=True, text=True, cwd=script.parent, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if re.match(r"^│\s+2 │", line)]
+    assert [row.split("│")[2].strip() for row in rows] == ["float64", "float32"], run.stdout
+    for row in rows:
+        values = [float(cell) for cell in row.split("│")[3:8]]
+        assert all(v > 0 for v in values), row
+    assert "xla_backend_optimization_level" in run.stdout
