@@ -114,6 +114,13 @@ def _scaled_down(d, sdt):
     return scaled, factors[0] * factors[1]
 
 
+def _guards_overflow(sdt) -> bool:
+    """Whether a program in the scalar dtype ``sdt`` carries the overflow guards (static):
+    float32 and narrower, where squares overflow beyond 1.8e19; float64's overflow only
+    beyond 1.3e154, and a guard is a branch (both sides run under ``jax.vmap``)."""
+    return jnp.finfo(sdt).bits <= 32
+
+
 def _unoverflowed(d, grad, slope0, dd, sdt):
     """(d', slope0', dd', factor): where <g, d> or <d, d> overflow (a direction beyond the
     square root of the largest number: 1.8e19 in float32, as a far start's gradient can be),
@@ -121,8 +128,7 @@ def _unoverflowed(d, grad, slope0, dd, sdt):
     its products, which are then finite; else everything as given and factor 1. Only d's
     length changes: the caller scales the step sizes it derives by 1 / factor. (A branch:
     its passes are made only where the products overflowed, but under ``jax.vmap`` both
-    sides run, a few kernels an iteration; so it is made where the scalar dtype is float32,
-    not in float64, whose products overflow only beyond 1.3e154.)"""
+    sides run, a few kernels an iteration; so it is made only where ``_guards_overflow``.)"""
     def rescaled():
         scaled, factor = _scaled_down(d, sdt)
         slope, norm2 = _tree.inners([(grad, scaled), (scaled, scaled)], sdt)
@@ -361,7 +367,7 @@ class LBFGS:
         else:  # (the direction's own g^T d: no second pass over g and d)
             dd = _tree.inner(d, d, sdt)
         unit = jnp.ones((), sdt)  # the step t = unit: the direction as the model gives it
-        if box is None and self.linesearch is not None and jnp.finfo(sdt).bits <= 32:
+        if box is None and self.linesearch is not None and _guards_overflow(sdt):
             d, slope0, dd, factor = _unoverflowed(d, grad, slope0, dd, sdt)
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
@@ -378,7 +384,7 @@ class LBFGS:
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             norm = jnp.sqrt(_tree.inner(q, q, sdt))
-            if jnp.finfo(sdt).bits <= 32:  # (||q||^2 overflows beyond 1.8e19 in float32: ``_unoverflowed``)
+            if _guards_overflow(sdt):  # (||q||^2 overflows beyond 1.8e19 in float32)
                 def scaled_norm():
                     scaled, factor = _scaled_down(q, sdt)
                     return jnp.sqrt(_tree.inner(scaled, scaled, sdt)) / factor
