@@ -74,20 +74,28 @@ def compare(n, dtype, repeats, batch=None):
     return row
 
 
+def paired_compiles(solve, x0, configs, rounds):
+    """({name: compile times}, {name: the last program}): ``solve`` traced and lowered afresh
+    (``jax.clear_caches()``) and compiled with each of ``configs`` in every round, the
+    order alternating between rounds."""
+    times, programs = {name: [] for name in configs}, {}
+    for r in range(rounds):
+        for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
+            jax.clear_caches()
+            lowered = jax.jit(solve).trace(x0).lower()
+            t = time.perf_counter()
+            programs[name] = lowered.compile(configs[name])
+            times[name].append(time.perf_counter() - t)
+    return times, programs
+
+
 def split_rounds(rounds):
     """Paired compiles of the 2-D Rosenbrock solve with ``OPTIONS`` and without its split count."""
     x0 = jnp.asarray([-1.2, 1.0])
     jax.block_until_ready(x0 + 1.0)
     without = {k: v for k, v in _compile.OPTIONS.items() if k != "xla_cpu_parallel_codegen_split_count"}
     configs = {"options": _compile.OPTIONS, "without the split count": without}
-    times = {name: [] for name in configs}
-    for r in range(rounds):
-        for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
-            jax.clear_caches()
-            lowered = jax.jit(lambda x: qnjax.minimize(rosen, x).x).trace(x0).lower()
-            t = time.perf_counter()
-            lowered.compile(configs[name])
-            times[name].append(time.perf_counter() - t)
+    times, _ = paired_compiles(lambda x: qnjax.minimize(rosen, x).x, x0, configs, rounds)
     ratio = np.median(np.asarray(times["options"]) / np.asarray(times["without the split count"]))
     for name, t in times.items():
         print(f"{name} {configs[name]}: median compile {np.median(t):.3f} s over {rounds}")
@@ -112,14 +120,7 @@ def levels(sizes, rounds, repeats):
         for dtype in (jnp.float64, jnp.float32):
             x0 = jnp.asarray(np.random.default_rng(0).uniform(-2.0, 2.0, n), dtype)
             solve = lambda x: qnjax.minimize(rosen, x, maxiter=200).x  # noqa: E731
-            compiles, programs = {name: [] for name in configs}, {}
-            for r in range(rounds):
-                for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
-                    jax.clear_caches()
-                    lowered = jax.jit(solve).trace(x0).lower()
-                    t = time.perf_counter()
-                    programs[name] = lowered.compile(configs[name])
-                    compiles[name].append(time.perf_counter() - t)
+            compiles, programs = paired_compiles(solve, x0, configs, rounds)
             runs = {name: [] for name in configs}
             for program in programs.values():
                 jax.block_until_ready(program(x0))
