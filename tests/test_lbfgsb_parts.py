@@ -338,6 +338,46 @@ def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkey
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("history", ["one pair", "two pairs", "one pair after a clear", "full"])
+def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
+    """At many variables (``_reduced.incremental``) ``_reduced.full`` reads only the newest
+    slots that can hold the pairs stored (``_reduced._windows``): with one, two, a full
+    memory, and one pair stored after a clear (the ring's head elsewhere than slot 0), the
+    recompute's [S^T F S, Y^T F S, Y^T F Y] and [S^T F g, Y^T F g] equal the dense products
+    over the free variables in slot order, every slot that holds no pair poisoned (inf,
+    NaN)."""
+    monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
+    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    if chunk is not None:
+        monkeypatch.setattr(_reduced, "CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    mem = drive(rng, pairs={"one pair": 1, "two pairs": 2, "one pair after a clear": 5, "full": 7}[history])
+    if history == "one pair after a clear":
+        mem = _push(jax.jit(_memory.record_step)(_memory.clear(mem), as_tree(rng.normal(size=N)), 1.0),
+                    as_tree(rng.normal(size=N)))
+        assert int(mem.count) == 1 and int(mem.head) != 1
+    want_count = {"one pair": 1, "two pairs": 2, "one pair after a clear": 1, "full": M}[history]
+    assert int(mem.count) == want_count
+    sizes = _reduced._windows(mem, as_tree(np.zeros(N, bool)))
+    assert sizes == (1, 2, M + 1)
+    valid = np.asarray(_memory.valid(mem))
+    bad = mem.pairs
+    for i in np.flatnonzero(~valid):
+        bad = jax.tree.map(lambda b, i=i: b.at[i].set(jnp.inf).at[M + 1 + i].set(jnp.nan), bad)
+    free = jax.tree.map(lambda a: a.astype(bool), as_tree(rng.uniform(size=N) < 0.6))
+    g = as_tree(rng.normal(size=N))
+    got, prods = (np.asarray(a, np.float64) for a in jax.jit(_reduced._direct)(mem._replace(pairs=bad), free, g))
+    f = as_vec(free).astype(bool)
+    rows = lambda buf: np.stack([as_vec(jax.tree.map(lambda b, i=i: b[i], buf)) for i in range(M + 1)])  # noqa: E731
+    s, y = rows(mem.s) * valid[:, None], rows(mem.y) * valid[:, None]
+    want = np.stack([s[:, f] @ s[:, f].T, y[:, f] @ s[:, f].T, y[:, f] @ y[:, f].T])
+    want_g = np.stack([s[:, f] @ as_vec(g)[f], y[:, f] @ as_vec(g)[f]])
+    assert np.isfinite(got).all() and np.isfinite(prods).all()
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+    np.testing.assert_allclose(prods, want_g, rtol=RTOL, atol=RTOL * np.abs(want_g).max())
+
+
 def test_empty_memory_gives_the_projected_steepest_descent_minimiser():
     """With no pairs, B = theta I (theta = 1): the model is separable and its box
     minimiser P(x - g) is the Cauchy point itself, so d = P(x - g) - x."""
