@@ -162,23 +162,20 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
     leaves = [a.astype(sdt) for a in jax.tree_util.tree_leaves(e)]
-    # Zero everywhere (as a rule): told by one reduction per leaf that writes nothing (a count
-    # would write its 0/1 words first); NaN counts as nonzero.
-    some = ~(functools.reduce(jnp.maximum, [jnp.max(jnp.abs(a), initial=0) for a in leaves]) == 0)
+    # How many are nonzero (NaN counts), in one reduction per leaf that writes nothing:
+    # counted in float32 (exact to 2^24, and beyond still above CHANGES) as in ``update``.
+    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+    count = sum((jnp.sum(jnp.where(a != 0, one, zero)) for a in leaves), zero)
 
-    def nonzero():
-        count = sum(jnp.sum(a != 0, dtype=jnp.int32) for a in leaves)
+    def gathered():
+        with jax.named_scope(_segments.GATHERED):
+            ef = _cat(leaves, sdt)
+            idx, rows = _gather(memory, ef != 0, sdt)
+            v = ef[idx]  # (0 where top_k listed a zero)
+            return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
 
-        def gathered():
-            with jax.named_scope(_segments.GATHERED):
-                ef = _cat(leaves, sdt)
-                idx, rows = _gather(memory, ef != 0, sdt)
-                v = ef[idx]  # (0 where top_k listed a zero)
-                return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
-
-        return jax.lax.cond(count <= CHANGES, gathered, lambda: jnp.stack(_memory.products(memory, e)))
-
-    return jax.lax.cond(some, nonzero, lambda: jnp.zeros((2, m1), sdt))
+    return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= CHANGES, 1, 2)),
+                          [lambda: jnp.zeros((2, m1), sdt), gathered, lambda: jnp.stack(_memory.products(memory, e))])
 
 
 def _newest(memory: _memory.Memory, buffer, sdt):
