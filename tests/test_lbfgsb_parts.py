@@ -361,6 +361,10 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
     assert int(mem.count) == want_count
     sizes = _reduced._windows(mem, as_tree(np.zeros(N, bool)))
     assert sizes == (1, 2, M + 1)
+    seen = []  # under jax.vmap (a user's of the Optax face) every branch would run: all slots, one branch
+    jax.vmap(lambda f: seen.append(_reduced._windows(mem, f)) or 0)({"a": jnp.zeros((2, 2, 2), bool),
+                                                                     "z": jnp.zeros((2, N - 4), bool)})
+    assert seen == [(M + 1,)]
     valid = np.asarray(_memory.valid(mem))
     bad = mem.pairs
     for i in np.flatnonzero(~valid):

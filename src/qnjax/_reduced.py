@@ -37,10 +37,10 @@ contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU 
 many small ones), and one product. The pass costs O(n k^2) for the k slots it reads
 and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms in
 float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
-while the memory holds few pairs, so at many variables only the fewest newest slots
-(a quarter, a half, or all) that hold every pair are read (3 of 11 slots: 6 and 16 ms). Rows
-gathered the same way give the products of the memory with a vector that is zero in
-most variables (``sparse_products``, for ``_subspace``'s W^T d). Everything is per leaf
+while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
+the fewest newest slots (a quarter, a half, or all) that hold every pair are read (3 of
+11 slots: 6 and 16 ms). Rows gathered the same way give the products of the memory with
+a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s W^T d). Everything is per leaf
 except where rows are gathered, which puts the leaves in one order
 (``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows taken
 by index on their own devices): in a ``lax.cond`` branch taken only when some variable
@@ -55,7 +55,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import _cauchy, _memory, _segments, _tree
+from . import _cauchy, _loop, _memory, _segments, _tree
 from ._tree import matmul as mm
 
 SMALL_N = 4096
@@ -79,10 +79,12 @@ def _windows(memory: _memory.Memory, free):
     """How many of the newest slots a recompute may read (static): a quarter, a half or all
     of the m + 1, the fewest that hold the pairs stored (as many branches for every memory
     size from 3: the compiled program's collectives do not depend on it). Fewer than all
-    only at many variables (``incremental``: a ``lax.switch`` under ``vmap`` would run
-    every branch)."""
+    only at many variables (``incremental``) and not under ``jax.vmap`` (a user's of the
+    Optax face), where a ``lax.switch`` runs every branch."""
     m1 = _memory.size(memory) + 1
-    return tuple(sorted({-(-m1 // 4), -(-m1 // 2), m1})) if incremental(free) else (m1,)
+    if not incremental(free) or _loop.batched(free):
+        return (m1,)
+    return tuple(sorted({-(-m1 // 4), -(-m1 // 2), m1}))
 
 
 def full(memory: _memory.Memory, free):
