@@ -40,11 +40,11 @@ float32 and 63 ms in float64 on 2 cores); the active set changes most early in a
 while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
 the fewest newest slots (a quarter, a half, or all) that hold every pair are read (3 of
 11 slots: 6 and 16 ms). Rows gathered the same way give the products of the memory with
-a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s W^T d). Everything is per leaf
-except where rows are gathered, which puts the leaves in one order
-(``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows taken
-by index on their own devices): in a ``lax.cond`` branch taken only when some variable
-changed, so a settled iteration gathers nothing.
+a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s W^T d).
+Everything is per leaf except where rows are gathered, which puts the leaves in one
+order (``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows
+taken by index on their own devices): in a ``lax.cond`` branch taken only when some
+variable changed, so a settled iteration gathers nothing.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _block(pairs, f, sdt):
 def _windows(memory: _memory.Memory, free):
     """How many of the newest slots a recompute may read (static): a quarter, a half or all
     of the m + 1, the fewest that hold the pairs stored (as many branches for every memory
-    size from 3: the compiled program's collectives do not depend on it). Fewer than all
+    size from 2: the compiled program's collectives do not depend on it). Fewer than all
     only at many variables (``incremental``) and not under ``jax.vmap`` (a user's of the
     Optax face), where a ``lax.switch`` runs every branch."""
     m1 = _memory.size(memory) + 1
