@@ -41,7 +41,8 @@ from qnjax import _compile, _minimize
 def test_this_cpu_takes_the_options():
     assert jax.default_backend() == "cpu"
     assert _compile._accepted("cpu")  # else every first call is about twice as slow
-    assert not _compile._accepted("gpu")
+    assert _compile._small_accepted("cpu")  # else a small problem's first call is about 10% slower
+    assert not _compile._accepted("gpu") and not _compile._small_accepted("gpu")
 
 
 def _where(transform):
@@ -77,7 +78,7 @@ def test_where_a_call_stands_decides_its_options_and_its_derivative_rule(name, t
 
 
 def _programs_taken(monkeypatch):
-    """The list to which each call of minimize's solve appends "tuned" or "plain"."""
+    """The list to which each call of minimize's solve appends "small", "tuned" or "plain"."""
     calls = []
 
     def counted(name, jitted):
@@ -88,6 +89,7 @@ def _programs_taken(monkeypatch):
 
     monkeypatch.setattr(_minimize._solve, "tuned", counted("tuned", _minimize._solve.tuned))
     monkeypatch.setattr(_minimize._solve, "plain", counted("plain", _minimize._solve.plain))
+    monkeypatch.setattr(_minimize._solve, "small", counted("small", _minimize._solve.small))
     return calls
 
 
@@ -124,7 +126,7 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
     direct = qnjax.minimize(rosenbrock, x0)
     batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.stack([x0, 0.5 * x0]))
     inside = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)  # the caller's program
-    assert calls == ["tuned", "plain", "plain"]
+    assert calls == ["small", "plain", "plain"]
     for res in (direct, inside, jax.tree.map(lambda v: v[0], batched)):
         assert res.success  # fun is f(x) as the solve's program computes it; eagerly, to rounding:
         np.testing.assert_allclose(res.fun, rosenbrock(res.x), rtol=1e-2, atol=float(jnp.finfo(dtype).eps) ** 2)
@@ -143,8 +145,27 @@ def test_a_resumed_solve_compiles_as_the_run_it_continues(monkeypatch):
     x0 = jnp.array([-1.2, 1.0, 0.8, 1.1, -0.5], jnp.float32)
     first = qnjax.minimize(rosenbrock, x0, maxiter=5)
     more = qnjax.minimize(rosenbrock, first.x, maxiter=5, state=first.state)
-    assert calls == ["tuned", "tuned"]
+    assert calls == ["small", "small"]
     assert int(more.nit) == 10
+
+
+@x64_off_only  # which program a call takes, not what it computes
+def test_only_a_small_problem_skips_loop_invariant_code_motion(monkeypatch):
+    """``SMALL_OPTIONS`` (no loop-invariant code motion) where no array of the user's has
+    more than ``SMALL_PROGRAM`` elements; the parameters or an array ``fun`` closes over
+    beyond it: ``OPTIONS``, which keep the pass (the objective's invariant work on its data
+    would be redone at every evaluation). Each is solved."""
+    assert _compile.SMALL_OPTIONS == {**_compile.OPTIONS,
+                                      "xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+    calls = _programs_taken(monkeypatch)
+    big = _compile.SMALL_PROGRAM + 4
+    data = jnp.linspace(0.5, 1.5, big, dtype=jnp.float32)
+    runs = [qnjax.minimize(lambda x: jnp.sum((x - 0.5) ** 2), jnp.zeros(big - 8, jnp.float32)),
+            qnjax.minimize(lambda x: jnp.sum((x - 0.5) ** 2), jnp.zeros(big, jnp.float32)),
+            qnjax.minimize(lambda x: jnp.sum((x[0] * data - data ** 2) ** 2), jnp.zeros(1, jnp.float32))]
+    assert calls == ["small", "tuned", "tuned"]
+    assert all(bool(r.success) for r in runs)
+    np.testing.assert_allclose(np.asarray(runs[2].x), float(jnp.sum(data ** 3) / jnp.sum(data ** 2)), rtol=1e-4)
 
 
 @x64_off_only  # which program a call takes, not what it computes
