@@ -147,6 +147,12 @@ def test_a_resumed_solve_compiles_as_the_run_it_continues(monkeypatch):
     more = qnjax.minimize(rosenbrock, first.x, maxiter=5, state=first.state)
     assert calls == ["small", "small"]
     assert int(more.nit) == 10
+    # fun's aux is computed in both programs: a large 2-D one in the resumed state changes nothing
+    with_aux = lambda x: (rosenbrock(x), jnp.outer(jnp.tile(x, 12), jnp.tile(x, 12)))  # noqa: E731  (60 x 60)
+    first = qnjax.minimize(with_aux, x0, maxiter=5, has_aux=True)
+    more = qnjax.minimize(with_aux, first.x, maxiter=5, state=first.state, has_aux=True)
+    assert calls == ["small"] * 4
+    assert int(more.nit) == 10 and more.aux.shape == (60, 60)
 
 
 @x64_off_only  # which program a call takes, not what it computes

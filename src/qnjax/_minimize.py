@@ -268,9 +268,10 @@ def _default_linesearch(linesearch):
 
 
 def _users_arrays(arguments):
-    """All of ``_solve``'s arguments but a resumed state's memory (``_compile.jit``)."""
+    """All of ``_solve``'s arguments but a resumed state's memory and ``fun``'s aux
+    (``_compile.jit``): what the run it continues was called with decides its program."""
     state = arguments.get("state0")
-    return {**arguments, "state0": None if state is None else state._replace(memory=None)}
+    return {**arguments, "state0": None if state is None else state._replace(memory=None, aux=None)}
 
 
 @_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"), users=_users_arrays)
