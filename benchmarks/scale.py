@@ -346,10 +346,7 @@ if name.startswith("qnjax minimize"):  # the front door as users call it: its ow
         if "classic" in name:
             _compile._vectors_only = lambda tree: True
     run = lambda x: qnjax.minimize(scale.rosen, x, direction=d).x
-    options = None
-    if _compile._accepted(jax.default_backend()) and _compile._vectors_only(x0):  # as minimize chooses them
-        small = _compile._small(x0) and _compile._small_accepted(jax.default_backend())
-        options = _compile.SMALL_OPTIONS if small else _compile.OPTIONS
+    options = _compile.options_for(x0)  # as minimize chooses them
 else:  # a jitted driver of 50 iterations; qnjax's inside it compiles with XLA's defaults
     make = scale.SOLVERS["qnjax compact" if name == "qnjax inside jax.jit" else name]
     run, options = jax.jit(lambda x: make(scale.rosen, 50)(x)[0]), None

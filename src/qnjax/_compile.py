@@ -101,7 +101,17 @@ def _accepted(backend: str) -> bool:
 def _small_accepted(backend: str) -> bool:
     """Whether it also takes ``SMALL_OPTIONS`` (else a small problem's solve compiles with
     ``OPTIONS``)."""
-    return _accepted(backend) and _compiles_with(backend, True)
+    return _compiles_with(backend, True)
+
+
+def options_for(tree):
+    """The compiler options of a program of its own over the user's arrays ``tree`` (the
+    parameters, ``fun``'s arguments and the arrays it closes over): ``SMALL_OPTIONS``,
+    ``OPTIONS``, or None (XLA's defaults; module docstring)."""
+    backend = jax.default_backend()
+    if not (_accepted(backend) and _vectors_only(tree)):
+        return None
+    return SMALL_OPTIONS if _small(tree) and _small_accepted(backend) else OPTIONS
 
 
 def _eager(through_vmap: bool) -> bool:
@@ -166,12 +176,10 @@ def jit(fun=None, *, users=None, **kwargs):
 
     @functools.wraps(fun)
     def call(*args, **kw):
-        if not (top_level() and _accepted(jax.default_backend())):
+        if not top_level():
             return call.plain(*args, **kw)
-        mine = (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
-        if not _vectors_only(mine):
-            return call.plain(*args, **kw)
-        return (call.small if _small(mine) and _small_accepted(jax.default_backend()) else call.tuned)(*args, **kw)
+        options = options_for((args, kw) if users is None else users(signature.bind(*args, **kw).arguments))
+        return (call.plain if options is None else call.small if options is SMALL_OPTIONS else call.tuned)(*args, **kw)
 
     call.plain, call.tuned, call.small = plain, tuned, small
     return call
