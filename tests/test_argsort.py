@@ -4,7 +4,7 @@ Keys as the Cauchy point sorts them and worse: ties (many variables with one
 breakpoint), +inf (variables that never stop), +0 and -0 (which must tie), negative
 keys, and in float64 keys that differ only in their low 32 bits (the second digit of
 the radix sort); float32, float64 (with x64 on), bfloat16 and float16, one row and a batch.
-Words of 64 bits with x64 on, of 32 bits (up to three radix passes here) with it off.
+Words of 64 bits in both precision modes (one radix pass for float32 keys, two for float64).
 """
 
 import jax
@@ -31,7 +31,7 @@ def keys(rng, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
-@pytest.mark.parametrize("shape", [(2,), (10,), (3, 2000), (70000,)])  # 1, 2 and 3 passes (32-bit words)
+@pytest.mark.parametrize("shape", [(2,), (10,), (3, 2000), (70000,)])
 def test_argsort_is_the_stable_argsort(dtype, shape):
     k = keys(np.random.default_rng(sum(shape)), shape, dtype)
     got = np.asarray(jax.jit(_argsort.argsort)(k))
@@ -43,7 +43,7 @@ def test_argsort_is_the_stable_argsort(dtype, shape):
     np.testing.assert_array_equal(np.take_along_axis(k, got, axis=-1), np.sort(k, axis=-1))
 
 
-def test_argsort_sorts_single_arrays_of_words_of_the_precision_mode():
+def test_argsort_sorts_single_arrays_of_64_bit_words_in_both_precision_modes():
     def eqns(jaxpr):  # every equation, inside nested jaxprs too
         for e in jaxpr.eqns:
             yield e
@@ -52,7 +52,9 @@ def test_argsort_sorts_single_arrays_of_words_of_the_precision_mode():
                 if hasattr(inner, "eqns"):
                     yield from eqns(inner)
 
-    sorts = [e for e in eqns(jax.make_jaxpr(_argsort.argsort)(jnp.zeros(100, jnp.float32)).jaxpr)
-             if e.primitive.name == "sort"]
-    assert sorts and all(len(e.invars) == 1 for e in sorts)
-    assert {str(e.invars[0].aval.dtype) for e in sorts} == {"uint64" if X64 else "uint32"}
+    for dtype, passes in [(jnp.float32, 1)] + ([(jnp.float64, 2)] if X64 else []):
+        jaxpr = jax.make_jaxpr(_argsort.argsort)(jnp.zeros(100, dtype))
+        sorts = [e for e in eqns(jaxpr.jaxpr) if e.primitive.name == "sort"]
+        assert len(sorts) == passes and all(len(e.invars) == 1 for e in sorts)
+        assert {str(e.invars[0].aval.dtype) for e in sorts} == {"uint64"}
+        assert [str(v.aval.dtype) for v in jaxpr.jaxpr.outvars] == ["int32"]  # (nothing 64-bit leaves it)
