@@ -159,6 +159,31 @@ def test_float32_gradient_whose_square_overflows():
     assert float(jnp.sqrt(jnp.sum(u * u))) == pytest.approx(1.0, rel=1e-5)
 
 
+def test_float32_bounded_gradient_whose_square_overflows():
+    """L-BFGS-B keeps the guard: the same Chebyquad start with every bound infinite takes the
+    unconstrained iterates (it stopped with LINESEARCH_FAILED at x0), and in a box around
+    the start it is solved. On f = 1e20 |x - 0.3|^2 in [0, 1]^3 a stored pair makes
+    theta = 1 / gamma = 2e20, whose square overflows: its retry along the projected gradient
+    had no usable direction and ended as MAXFEV after 9 of its 30,000 evaluations."""
+    problem = problems.get("chebyquad_n8")
+    x0 = jnp.asarray(problem.x0 * 10, jnp.float32)
+    for k in (1, 3, 5):
+        free = qnjax.minimize(problem.fun, x0, maxiter=k)
+        boxed = qnjax.minimize(problem.fun, x0, bounds=(-jnp.inf, jnp.inf), maxiter=k)
+        np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
+        assert int(boxed.nfev) == int(free.nfev) and int(boxed.nit) == int(free.nit) == k
+    for bounds in [(-jnp.inf, jnp.inf), (-20.0, 20.0)]:
+        res = qnjax.minimize(problem.fun, x0, bounds=bounds)
+        assert bool(res.success) and solved(problem, res.x, "float32"), (Status(int(res.status)), float(res.fun))
+
+    def steep(x):
+        return jnp.sum(1e20 * (x - 0.3) ** 2)
+
+    res = qnjax.minimize(steep, jnp.asarray([2.0, -1.0, 0.5], jnp.float32), bounds=(0.0, 1.0))
+    assert bool(res.success), (Status(int(res.status)), res.message)
+    np.testing.assert_allclose(np.asarray(res.x), 0.3, rtol=1e-6)
+
+
 def test_float64_runs_compile_no_overflow_guard():
     """The guard is float32's: a float64 solve's program has no branch for it (under
     ``jax.vmap`` both sides of a branch run, a few kernels an iteration)."""

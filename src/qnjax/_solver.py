@@ -44,7 +44,8 @@ direction is x_bar - x from the Cauchy point and the subspace step, the first tr
 and the largest step are scipy's (the first trial, while no pair was ever stored:
 1 / ||d|| unless every variable is boxed, else 1; the step at most 1 in the first
 iteration when some bound is finite, afterwards at most the largest feasible step),
-every trial point is projected onto the box (``_bounds.trial``), a failed
+every trial point is projected onto the box (``_bounds.trial``), the overflow guard is the
+same (in float32, d and the step sizes rescaled by a power of two), a failed
 factorisation or an uphill direction drops the memory
 as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
@@ -367,7 +368,7 @@ class LBFGS:
         else:  # (the direction's own g^T d: no second pass over g and d)
             dd = _tree.inner(d, d, sdt)
         unit = jnp.ones((), sdt)  # the step t = unit: the direction as the model gives it
-        if box is None and self.linesearch is not None and _guards_overflow(sdt):
+        if self.linesearch is not None and _guards_overflow(sdt):
             d, slope0, dd, factor = _unoverflowed(d, grad, slope0, dd, sdt)
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
@@ -377,8 +378,8 @@ class LBFGS:
             # and a step of at most 1 when constrained in the first iteration only (later searches
             # along a direction without curvature information may go as far as the box allows)
             _, constrained, boxed = _bounds.facts(box, params)
-            t0 = jnp.where(~memory.flags[2] & boxed, 1, t0).astype(sdt)
-            t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, 1), t_max)
+            t0 = jnp.where(~memory.flags[2] & boxed, unit, t0).astype(sdt)
+            t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, unit), t_max)
             t0 = jnp.minimum(t0, t_max)
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
@@ -414,6 +415,7 @@ class LBFGS:
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
         if self.maxfev is not None:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
+        spent = budget < self.linesearch.max_steps  # (maxfev cut this search short)
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
         budget = jnp.where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
@@ -468,7 +470,7 @@ class LBFGS:
         precision = final & (self._at_precision(res, slope0, noise, ROUNDING_ULPS * t_ulp,
                                                   jnp.where(memory.flags[2], unit, jnp.inf).astype(sdt))
                              | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
-        out_of_budget = final & (budget < self.linesearch.max_steps)
+        out_of_budget = final & spent
         f_new = new.value
         ftol, fatol = self.ftol_for(sdt), jnp.asarray(0 if self.fatol is None else self.fatol).astype(sdt)
         bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)

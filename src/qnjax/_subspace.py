@@ -61,7 +61,9 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     mid, k, theta, ok = _cauchy.middle(memory)
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid, theta, x, g, box, sdt)
     gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
-    wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * theta * gram[0]]])
+    # (theta (theta S^T F S), not theta^2 S^T F S: theta^2 alone overflows float32 beyond 1.8e19, where
+    # the product, of the order of Y^T F Y, does not)
+    wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * (theta * gram[0])]])
     mc = matvec(mid, c)
     mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
