@@ -184,6 +184,32 @@ def test_float32_bounded_gradient_whose_square_overflows():
     np.testing.assert_allclose(np.asarray(res.x), 0.3, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-30])
+def test_bounded_gradient_below_the_rounding_of_x(scale):
+    """f scaled by 1e-20 (in float32 also 1e-30, where <g, g> underflows): with every bound
+    infinite L-BFGS-B takes the unconstrained iterates, and in [0, 1]^3 it is solved. Its
+    first direction x_bar - x = P(x - g) - x was a difference of points in which a step of
+    1e-20 rounded away: d = 0, and the run stopped at x0 claiming PRECISION; in float32 the
+    underflowed <g, d> also made the direction unusable, and the unconstrained run stopped
+    with LINESEARCH_FAILED at x0."""
+    if DT == jnp.float64 and scale < 1e-25:
+        pytest.skip("float64's products do not underflow there")
+
+    def f(x):
+        return jnp.sum(scale * ((x - 0.3) ** 2 + 0.1 * (x - 0.3) ** 4))
+
+    x0 = jnp.asarray([2.0, -1.0, 0.5], DT)
+    free = qnjax.minimize(f, x0)
+    boxed = qnjax.minimize(f, x0, bounds=(-jnp.inf, jnp.inf))
+    assert bool(free.success) and bool(boxed.success), (free.message, boxed.message)
+    np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
+    assert (int(boxed.nit), int(boxed.nfev)) == (int(free.nit), int(free.nfev))
+    np.testing.assert_allclose(np.asarray(free.x), 0.3, rtol=1e-5)
+    inside = qnjax.minimize(f, x0, bounds=(0.0, 1.0))
+    assert bool(inside.success) and int(inside.nit) >= 2, inside.message
+    np.testing.assert_allclose(np.asarray(inside.x), 0.3, rtol=1e-5)
+
+
 def test_float64_runs_compile_no_overflow_guard():
     """The guard is float32's: a float64 solve's program has no branch for it (under
     ``jax.vmap`` both sides of a branch run, a few kernels an iteration)."""

@@ -104,38 +104,24 @@ def _pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
     return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
 
 
-def _scaled_down(d, sdt):
-    """(factor d, factor): factor a power of two (in ``sdt``) that brings d's largest component
-    near 1, exactly (each leaf is multiplied by powers of two), with 1 / factor finite."""
-    _, e = jnp.frexp(_tree.norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
-    e = jnp.minimum(e, jnp.finfo(sdt).maxexp - 2)  # (so that 1 / factor is finite too)
-    half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
-    factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
-    scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
-    return scaled, factors[0] * factors[1]
-
-
-def _guards_overflow(sdt) -> bool:
-    """Whether a program in the scalar dtype ``sdt`` carries the overflow guards (static):
-    float32 and narrower, where squares overflow beyond 1.8e19; float64's overflow only
-    beyond 1.3e154, and a guard is a branch (both sides run under ``jax.vmap``)."""
-    return jnp.finfo(sdt).bits <= 32
-
-
 def _unoverflowed(d, grad, slope0, dd, sdt):
     """(d', slope0', dd', factor): where <g, d> or <d, d> overflow (a direction beyond the
-    square root of the largest number: 1.8e19 in float32, as a far start's gradient can be),
-    d' = factor d with factor a power of two that brings d's largest component near 1, and
-    its products, which are then finite; else everything as given and factor 1. Only d's
+    square root of the largest number: 1.8e19 in float32, as a far start's gradient can be)
+    or underflow (below the smallest normal number: f scaled by 1e-20 in float32 has
+    <g, g> ~ 1e-40, which left no search), d' = factor d with factor a power of two that
+    brings d's largest component near 1, and its products, which are then finite and, where
+    g is not itself below the smallest normal number's square root, normal; else everything
+    as given and factor 1. Only d's
     length changes: the caller scales the step sizes it derives by 1 / factor. (A branch:
     its passes are made only where the products overflowed, but under ``jax.vmap`` both
-    sides run, a few kernels an iteration; so it is made only where ``_guards_overflow``.)"""
+    sides run, a few kernels an iteration; so it is made only where ``_tree.guards_range``.)"""
     def rescaled():
-        scaled, factor = _scaled_down(d, sdt)
+        scaled, factor = _tree.scaled_to_unit(d, sdt)
         slope, norm2 = _tree.inners([(grad, scaled), (scaled, scaled)], sdt)
         return scaled, slope, norm2, factor
 
-    over = ~(jnp.isfinite(slope0) & jnp.isfinite(dd))
+    tiny = jnp.finfo(sdt).tiny  # (and where they underflow: f scaled by 1e-20 has <g, g> ~ 1e-40)
+    over = ~(jnp.isfinite(slope0) & jnp.isfinite(dd)) | (dd < tiny) | (jnp.abs(slope0) < tiny)
     return jax.lax.cond(over, rescaled, lambda: (d, slope0, dd, jnp.ones((), sdt)))
 
 
@@ -368,26 +354,27 @@ class LBFGS:
         else:  # (the direction's own g^T d: no second pass over g and d)
             dd = _tree.inner(d, d, sdt)
         unit = jnp.ones((), sdt)  # the step t = unit: the direction as the model gives it
-        if self.linesearch is not None and _guards_overflow(sdt):
+        if self.linesearch is not None and _tree.guards_range(sdt):
             d, slope0, dd, factor = _unoverflowed(d, grad, slope0, dd, sdt)
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
         t_max = self.max_stepsize(params, d, box)
+        t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
         if box is not None:
             # scipy's: a first trial of 1 when every variable is boxed (while no pair was stored),
-            # and a step of at most 1 when constrained in the first iteration only (later searches
-            # along a direction without curvature information may go as far as the box allows)
+            # unless that step is within x's rounding (f scaled by 1e-20: d ~ 1e-20; then the unit
+            # length's), and a step of at most 1 when constrained in the first iteration only (later
+            # searches along a direction without curvature information may go as far as the box allows)
             _, constrained, boxed = _bounds.facts(box, params)
-            t0 = jnp.where(~memory.flags[2] & boxed, unit, t0).astype(sdt)
+            t0 = jnp.where(~memory.flags[2] & boxed & (unit > ROUNDING_ULPS * t_ulp), unit, t0).astype(sdt)
             t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, unit), t_max)
             t0 = jnp.minimum(t0, t_max)
-        t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             norm = jnp.sqrt(_tree.inner(q, q, sdt))
-            if _guards_overflow(sdt):  # (||q||^2 overflows beyond 1.8e19 in float32)
+            if _tree.guards_range(sdt):  # (||q||^2 overflows beyond 1.8e19 in float32)
                 def scaled_norm():
-                    scaled, factor = _scaled_down(q, sdt)
+                    scaled, factor = _tree.scaled_to_unit(q, sdt)
                     return jnp.sqrt(_tree.inner(scaled, scaled, sdt)) / factor
 
                 norm = jax.lax.cond(jnp.isfinite(norm), lambda: norm, scaled_norm)

@@ -93,19 +93,38 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     if not _reduced.incremental(x):  # both, and a select (one kernel each under vmap)
         d_t = truncation()[0]
         slopes = _tree.inners([(g, d), (g, d_t)], sdt)
-        downhill = slopes[0] < 0
+        downhill = _negative(g, d, slopes[0], sdt)
         d = _tree.select(downhill, d, d_t)
         slope = jnp.where(downhill, slopes[0], slopes[1])
-        ok = ok & (slope < 0)
+        ok = ok & (downhill | _negative(g, d_t, slopes[1], sdt))
     else:  # a branch (the truncation's passes are made only when it is taken)
         def truncated():
             d_t, alpha, clipped = truncation()
-            return d_t, _tree.inner(g, d_t, sdt), alpha, clipped if keep else None
+            slope_t = _tree.inner(g, d_t, sdt)
+            return d_t, slope_t, alpha, clipped if keep else None, _negative(g, d_t, slope_t, sdt, branch=True)
 
         slope = _tree.inner(g, d, sdt)
-        d, slope, beta, clipped = jax.lax.cond(
-            slope < 0, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved) if keep else None), truncated)
-        ok = ok & (slope < 0)
+        downhill = _negative(g, d, slope, sdt, branch=True)
+        d, slope, beta, clipped, downhill = jax.lax.cond(
+            downhill, lambda: (d, slope, jnp.ones((), sdt), _tree.sub(xbar, moved) if keep else None, downhill),
+            truncated)
+        ok = ok & downhill
+    # With no pair stored (the first iteration, or after the memory was dropped) x_bar is P(x - gamma g)
+    # exactly (t_c = 1 / theta or the path's end, and no subspace step); d is taken as that displacement,
+    # clip(-gamma g, l - x, u - x), not as a difference of points, in which a step below x's rounding
+    # vanished (f scaled by 1e-20: d was 0, and the run stopped at x0 claiming PRECISION).
+    def plain():
+        d_p = jax.tree.map(lambda gl, xl, lo, hi: jnp.clip(-memory.gamma * gl.astype(sdt), lo - xl, hi - xl),
+                           g, x_s, box_s.lower, box_s.upper)
+        slope_p = _tree.inner(g, d_p, sdt)
+        return d_p, slope_p, _negative(g, d_p, slope_p, sdt, branch=_reduced.incremental(x))
+
+    empty = memory.count == 0
+    if not _reduced.incremental(x):
+        d_p, slope_p, ok_p = plain()
+        d, slope, ok = _tree.select(empty, d_p, d), jnp.where(empty, slope_p, slope), jnp.where(empty, ok_p, ok)
+    else:
+        d, slope, ok = jax.lax.cond(empty, plain, lambda: (d, slope, ok))
     if keep:  # W^T d for ``push``, from kept data (module docstring)
         c_s, c_y = coef[m1:], coef[:m1] / theta
         du_s = -shrink / theta * fg[0] + matvec(gram[0], c_s) + matvec(gram[1].T, c_y)
@@ -119,6 +138,22 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         # which XLA then does in place instead of copying the buffer twice.
         ok = ok & jnp.all(jnp.isfinite(wd))
     return _tree.cast_like(d, x), ok, memory, slope if _in_scalar_dtype(x, sdt) else None
+
+
+def _negative(g, d, slope, sdt, branch=False):
+    """Whether g^T d < 0, given ``slope`` = g^T d: in float32 (``_tree.guards_range``), where it
+    came out zero because its products underflowed (f scaled by 1e-20: g and d near 1e-20,
+    products near 1e-40), decided again with g scaled by a power of two towards 1 (the sign
+    is the same); ``branch``: that pass only where ``slope`` is zero (``lax.cond``)."""
+    if not _tree.guards_range(sdt):
+        return slope < 0
+
+    def scaled():
+        return _tree.inner(_tree.scaled_to_unit(g, sdt)[0], d, sdt) < 0
+
+    if branch:
+        return jax.lax.cond(slope == 0, scaled, lambda: slope < 0)
+    return jnp.where(slope == 0, scaled(), slope < 0)
 
 
 def keeps_products(x, sdt) -> bool:

@@ -140,6 +140,28 @@ def norm_inf(a, sdt):
     return m
 
 
+def guards_range(sdt) -> bool:
+    """Whether a program in the scalar dtype ``sdt`` carries the guards against products that
+    overflow or underflow (static): float32 and narrower, where squares overflow beyond 1.8e19
+    and underflow below 1e-19; float64's only beyond 1.3e154 and below 1e-154, and a guard is a
+    branch (both sides run under ``jax.vmap``)."""
+    return jnp.finfo(sdt).bits <= 32
+
+
+def scaled_to_unit(d, sdt):
+    """(factor d, factor): factor a power of two (in ``sdt``) that brings d's largest component
+    near 1, exactly (each leaf is multiplied by powers of two), with factor and 1 / factor
+    finite normal numbers (so a d far beyond the square root of the largest number, or below
+    that of the smallest, gets products <d, d> that neither overflow nor underflow)."""
+    fi = jnp.finfo(sdt)
+    _, e = jnp.frexp(norm_inf(d, sdt))  # max |d_i| = f 2^e, 1/2 <= f < 1
+    e = jnp.clip(e, fi.minexp + 2, fi.maxexp - 2)
+    half = e // 2  # (2^-e in two factors, each a normal number: 2^-e alone may be subnormal)
+    factors = [jnp.ldexp(jnp.ones((), sdt), -k) for k in (half, e - half)]
+    scaled = jax.tree.map(lambda a: (a * factors[0].astype(a.dtype)) * factors[1].astype(a.dtype), d)
+    return scaled, factors[0] * factors[1]
+
+
 def all_finite(a):
     ok = jnp.asarray(True)
     for x in jax.tree_util.tree_leaves(a):
