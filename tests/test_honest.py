@@ -208,6 +208,10 @@ def test_bounded_gradient_below_the_rounding_of_x(scale):
     inside = qnjax.minimize(f, x0, bounds=(0.0, 1.0))
     assert bool(inside.success) and int(inside.nit) >= 2, inside.message
     np.testing.assert_allclose(np.asarray(inside.x), 0.3, rtol=1e-5)
+    # scipy's first step of at most P(x - g) - x, within x's rounding here, does not bind either:
+    # the first iteration moves x (0.4 is on the box's lower side: the minimiser is there)
+    first = qnjax.minimize(f, x0, bounds=(0.4, 1.0), maxiter=1)
+    assert int(first.nit) == 1 and float(jnp.max(jnp.abs(first.x - jnp.clip(x0, 0.4, 1.0)))) > 0.1
 
 
 def test_float64_runs_compile_no_overflow_guard():

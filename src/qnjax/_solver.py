@@ -362,12 +362,14 @@ class LBFGS:
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
         if box is not None:
             # scipy's: a first trial of 1 when every variable is boxed (while no pair was stored),
-            # unless that step is within x's rounding (f scaled by 1e-20: d ~ 1e-20; then the unit
-            # length's), and a step of at most 1 when constrained in the first iteration only (later
-            # searches along a direction without curvature information may go as far as the box allows)
+            # and a step of at most 1 when constrained in the first iteration only (later searches
+            # along a direction without curvature information may go as far as the box allows);
+            # neither where the step of 1 moves x by rounding only (f scaled by 1e-20: d = P(x - g) - x
+            # ~ 1e-20): there the first trial is of unit length, as without bounds
             _, constrained, boxed = _bounds.facts(box, params)
-            t0 = jnp.where(~memory.flags[2] & boxed & (unit > ROUNDING_ULPS * t_ulp), unit, t0).astype(sdt)
-            t_max = jnp.where((state.count == 0) & constrained, jnp.minimum(t_max, unit), t_max)
+            resolved = unit > ROUNDING_ULPS * t_ulp
+            t0 = jnp.where(~memory.flags[2] & boxed & resolved, unit, t0).astype(sdt)
+            t_max = jnp.where((state.count == 0) & constrained & resolved, jnp.minimum(t_max, unit), t_max)
             t0 = jnp.minimum(t0, t_max)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
