@@ -54,14 +54,16 @@ def _push(mem, q):
     return _memory.record(mem, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
 
 
-def drive(rng, pairs=5, hess=None, steps=()):
+def drive(rng, pairs=5, hess=None, steps=(), clear_before=None):
     """The memory after ``pairs`` steps u (random, not H q multiples, then ``steps``) with
-    y = A u."""
+    y = A u; ``clear_before``: the memory is cleared before that step."""
     hess = spd(rng) if hess is None else hess
     mem = _memory.init(as_tree(np.zeros(N)), M, DT, bounded=True, compact=True)  # every small matrix
     q = rng.normal(size=N)
-    for u in [rng.normal(size=N) * rng.uniform(0.2, 2.0) for _ in range(pairs)] + list(steps):
+    for i, u in enumerate([rng.normal(size=N) * rng.uniform(0.2, 2.0) for _ in range(pairs)] + list(steps)):
         mem = _push(mem, as_tree(q))
+        if i == clear_before:
+            mem = _memory.clear(mem)
         u = as_vec(as_tree(u))
         mem = jax.jit(_memory.record_step)(mem, as_tree(u), 1.0)
         q = q + hess @ u
@@ -201,19 +203,24 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed, firs
 
 
 @float64_reference
+@pytest.mark.parametrize("pairs", [1, 2, "after a clear", 5])
 @pytest.mark.parametrize("cap", [1, 2, 4])
-def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, monkeypatch):
+def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkeypatch):
     """Beyond ``SORT_LIMIT`` variables only the ``CAPS`` smallest breakpoints are sorted (the
     first level is the smallest alone), all of them (walked ``BLOCK`` at a time) only if the
     Cauchy point lies beyond, and with no pair stored it has a closed form: forced here at
-    n = 7. W^T (moving g) is returned for the subspace step."""
+    n = 7. W^T (moving g) is returned for the subspace step. The levels read the columns of
+    W of the newest slots that hold the pairs (``_memory.by_window``: one, two or all of the
+    4 slots, and one pair stored after a clear, the ring's head elsewhere)."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_segments, "CAPS", (1, cap + 1, cap + 2))
     monkeypatch.setattr(_segments, "BLOCK", cap)
     run = jax.jit(lambda mem, x, g, bx: _cauchy_point.__wrapped__(mem, x, g, bx))
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        mem = drive(rng)
+        mem = drive(rng, pairs=6, clear_before=5) if pairs == "after a clear" else drive(rng, pairs=pairs)
+        assert int(mem.count) == {1: 1, 2: 2, "after a clear": 1, 5: M}[pairs]
+        assert pairs != "after a clear" or int(mem.head) != 1
         x, g, lo, hi = problem(rng)
         g = as_vec(as_tree(g))
         xc, _, _, w, wg, _ = run(mem, as_tree(x), as_tree(g), box(lo, hi))
@@ -342,7 +349,7 @@ def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkey
 @pytest.mark.parametrize("history", ["one pair", "two pairs", "one pair after a clear", "full"])
 def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
     """At many variables (``_reduced.incremental``) ``_reduced.full`` reads only the newest
-    slots that can hold the pairs stored (``_reduced._windows``): with one, two, a full
+    slots that can hold the pairs stored (``_memory.by_window``): with one, two, a full
     memory, and one pair stored after a clear (the ring's head elsewhere than slot 0), the
     recompute's [S^T F S, Y^T F S, Y^T F Y] and [S^T F g, Y^T F g] equal the dense products
     over the free variables in slot order, every slot that holds no pair poisoned (inf,
@@ -359,12 +366,15 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
         assert int(mem.count) == 1 and int(mem.head) != 1
     want_count = {"one pair": 1, "two pairs": 2, "one pair after a clear": 1, "full": M}[history]
     assert int(mem.count) == want_count
-    sizes = _reduced._windows(mem, as_tree(np.zeros(N, bool)))
-    assert sizes == (1, 2, M + 1)
-    seen = []  # under jax.vmap (a user's of the Optax face) every branch would run: all slots, one branch
-    jax.vmap(lambda f: seen.append(_reduced._windows(mem, f)) or 0)({"a": jnp.zeros((2, 2, 2), bool),
-                                                                     "z": jnp.zeros((2, N - 4), bool)})
-    assert seen == [(M + 1,)]
+    sizes = []  # the windows' sizes, as their branches are traced
+    _memory.by_window(mem, True, lambda slots: sizes.append(M + 1 if slots is None else slots.shape[0]) or 0)
+    assert sizes == [1, 2, M + 1]
+    many, by_window = [], _memory.by_window
+    monkeypatch.setattr(_memory, "by_window", lambda mem, m, branch: many.append(m) or by_window(mem, m, branch))
+    jax.jit(lambda mem, f: _reduced.full(mem, f))(mem, as_tree(np.zeros(N, bool)))  # (a fresh trace)
+    # under jax.vmap (a user's of the Optax face) every branch would run: all slots, one branch
+    jax.vmap(lambda f: _reduced.full(mem, f))({"a": jnp.zeros((2, 2, 2), bool), "z": jnp.zeros((2, N - 4), bool)})
+    assert many == [True, False]
     valid = np.asarray(_memory.valid(mem))
     bad = mem.pairs
     for i in np.flatnonzero(~valid):

@@ -193,6 +193,23 @@ def slot(memory: Memory, j):
     return (memory.head + 1 + j) % (size(memory) + 1)
 
 
+def by_window(memory: Memory, many: bool, branch):
+    """``branch(slots)`` with ``slots`` the k newest slots (chronological positions
+    m - k .. m - 1; None: all m + 1), k the fewest of a quarter, a half or all of the
+    m + 1 that hold every pair stored, as a ``lax.switch`` on the pair count (as many
+    branches for every memory size from 2: a sharded program's collectives do not
+    depend on it). Fewer than all only where ``many`` (static: many variables, and not
+    under ``jax.vmap``, where a switch runs every branch): work over the pairs' rows
+    then costs what the pairs stored need, as early in a run, when the active set of
+    L-BFGS-B changes most."""
+    m1 = size(memory) + 1
+    sizes = tuple(sorted({-(-m1 // 4), -(-m1 // 2), m1})) if many else (m1,)
+    branches = [lambda k=k: branch(None if k == m1 else (memory.head - k + jnp.arange(k)) % m1) for k in sizes]
+    if len(sizes) == 1:
+        return branches[0]()
+    return jax.lax.switch(sum((memory.count > k).astype(jnp.int32) for k in sizes[:-1]), branches)
+
+
 def clear(memory: Memory, where=True) -> Memory:
     """Drop every pair if ``where`` (the buffers keep their contents, masked by ``count``,
     and the count is kept for :func:`restore`). gamma is kept: with no pairs H = gamma I,

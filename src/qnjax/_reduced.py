@@ -75,35 +75,21 @@ def _block(pairs, f, sdt):
     return jnp.stack(products).astype(sdt)
 
 
-def _windows(memory: _memory.Memory, free):
-    """How many of the newest slots a recompute may read (static): a quarter, a half or all
-    of the m + 1, the fewest that hold the pairs stored (as many branches for every memory
-    size from 2: the compiled program's collectives do not depend on it). Fewer than all
-    only at many variables (``incremental``) and not under ``jax.vmap`` (a user's of the
-    Optax face), where a ``lax.switch`` runs every branch."""
-    m1 = _memory.size(memory) + 1
-    if not incremental(free) or _loop.batched(free):
-        return (m1,)
-    return tuple(sorted({-(-m1 // 4), -(-m1 // 2), m1}))
-
-
 def full(memory: _memory.Memory, free):
     """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] (zero where no pair) from scratch: one
-    pass over the fewest newest slots that hold every pair stored (``_windows``)."""
-    sizes = _windows(memory, free)
-    branches = [functools.partial(_window, memory, free, k) for k in sizes]
-    if len(sizes) == 1:
-        return branches[0]()
-    return jax.lax.switch(sum((memory.count > k).astype(jnp.int32) for k in sizes[:-1]), branches)
+    pass over the fewest newest slots that hold every pair stored (``_memory.by_window``;
+    all at few variables, ``incremental``)."""
+    many = incremental(free) and not _loop.batched(free)
+    return _memory.by_window(memory, many, functools.partial(_window, memory, free))
 
 
-def _window(memory: _memory.Memory, free, k):
-    """``full`` from the k newest slots (chronological positions m - k .. m - 1; every slot
-    when k = m + 1), a leaf longer than CHUNK in chunks of its first axis."""
+def _window(memory: _memory.Memory, free, slots):
+    """``full`` from the memory's ``slots`` (None: every slot), a leaf longer than CHUNK in
+    chunks of its first axis."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
-    slots = (memory.head - k + jnp.arange(k)) % m1  # (slot(j) = (head + 1 + j) % (m + 1))
-    take = (lambda a: a) if k == m1 else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
+    k = m1 if slots is None else slots.shape[0]
+    take = (lambda a: a) if slots is None else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
     total = jnp.zeros((3, k, k), sdt)
     for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
         if f.size <= CHUNK:
@@ -121,7 +107,7 @@ def _window(memory: _memory.Memory, free, k):
         total = jax.lax.fori_loop(0, count, chunk, total)
         if count * rows < f.shape[0]:
             total = total + _block(take(pb[:, count * rows:]), f[count * rows:], sdt)
-    if k < m1:  # (the slots are distinct: k <= m + 1 in a row)
+    if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
         total = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(total)
     valid = _memory.valid(memory)
     return jnp.where(valid[:, None] & valid[None, :], total, 0)

@@ -28,9 +28,13 @@ form (``no_pairs``). Beyond, at large n, the CAPS[1] smallest breakpoints (``lax
 on float32 keys, one pass; the variables not listed enter as one tail), then CAPS[2],
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
-n / BLOCK trips): nothing of size (n, 2m) is formed. Only those levels put the leaves'
-variables in one order (a sharded leaf gathered across devices), under the name scope
-GATHERED.
+n / BLOCK trips): nothing of size (n, 2m) is formed. The levels read the columns of W
+of the newest slots that hold every pair stored (``_memory.by_window``: a quarter, a half
+or all of them), so early in a run, where many variables reach a bound and the memory
+holds few pairs, the rows gathered and the prefix sums are a fraction as wide (NNLS at
+n = 10^6, float64, a walk of 500,000 breakpoints with one pair stored: 3 of 11 slots).
+Only those levels put the leaves' variables in one order (a sharded leaf gathered across
+devices), under the name scope GATHERED.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _memory
+from . import _argsort, _loop, _memory
 from ._tree import matmul as mm
 
 CAPS = (1, 1024, 16384)
@@ -90,7 +94,7 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
-def _blocked(memory, theta, mid, key, gm, wg, sdt):
+def _blocked(memory, theta, mid, key, gm, wg, sdt, slots=None):
     """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
     (n, 2(m + 1)) array is formed. ``gm`` = moving g, ``wg`` = W^T gm."""
@@ -105,7 +109,7 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt):
     def body(carry):
         b, t0, q0, p_after, g_after, _, _, _ = carry
         idx = jax.lax.dynamic_slice_in_dim(order, b * BLOCK, BLOCK)
-        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
+        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt, slots)
         a = wt[:, None] * w
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
         found, tc, c = walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
@@ -120,20 +124,25 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt):
     return out[6], out[7]
 
 
-def rows(memory, theta, idx, sdt):
-    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf."""
-    m1 = _memory.size(memory) + 1
-    out, off = jnp.zeros((idx.shape[0], 2 * m1), sdt), 0
+def rows(memory, theta, idx, sdt, slots=None):
+    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf;
+    with ``slots``, their columns only ([Y, theta S] of those slots)."""
+    valid = _memory.valid(memory)
+    if slots is not None:
+        valid = valid[slots]
+    out, off = jnp.zeros((idx.shape[0], 2 * valid.shape[0]), sdt), 0
     for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         size = sb[0].size
         local = jnp.clip(idx - off, 0, max(size - 1, 0))
-        # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf)
-        at = (slice(None),) + tuple(jnp.unravel_index(local, sb.shape[1:]))
+        # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf;
+        # the slots with them: a buffer's slots taken first would be copied whole)
+        at = tuple(jnp.unravel_index(local, sb.shape[1:]))
+        at = (slice(None),) + at if slots is None else (slots[:, None],) + tuple(a[None, :] for a in at)
         ys, ss = (b[at].astype(sdt).T for b in (yb, sb))
         inside = ((idx >= off) & (idx < off + size))[:, None]
         out = out + jnp.where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
         off += size
-    return jnp.where(jnp.concatenate([_memory.valid(memory)] * 2)[None, :], out, 0)
+    return jnp.where(jnp.concatenate([valid] * 2)[None, :], out, 0)
 
 
 def no_pairs(keys, gms, theta, mid, sdt):
@@ -158,14 +167,31 @@ def first_segment(memory, theta, mid, keys, gms, wg, sdt, later=None):
     def levels():
         with jax.named_scope(GATHERED):
             key, gm = cat(keys), cat(gms)
-            if CAPS[1] < key.shape[0]:
-                return _smallest(memory, theta, mid, key, gm, wg, sdt, 1)
-            return _blocked(memory, theta, mid, key, gm, wg, sdt)
+            branch = functools.partial(_windowed, memory, theta, mid, key, gm, wg, sdt)
+            return _memory.by_window(memory, not _loop.batched(key), branch)
 
     return jax.lax.cond(found, lambda: (tc, c_star), levels if later is None else later)
 
 
-def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
+def _windowed(memory, theta, mid, key, gm, wg, sdt, slots):
+    """(t_c, c) from ``_smallest``'s levels (or ``_blocked`` at once) with W's columns of
+    the memory's ``slots`` only (None: all): the rows gathered and the prefix sums are as
+    wide as the pairs stored need (``_memory.by_window``; the columns of slots without a
+    pair are zero, so the walk is the same). c is returned in every slot's place."""
+    cols = None
+    if slots is not None:
+        cols = jnp.concatenate([slots, mid.shape[0] // 2 + slots])
+        mid, wg = mid[cols[:, None], cols[None, :]], wg[cols]
+    if CAPS[1] < key.shape[0]:
+        tc, c = _smallest(memory, theta, mid, key, gm, wg, sdt, 1, slots)
+    else:
+        tc, c = _blocked(memory, theta, mid, key, gm, wg, sdt, slots)
+    if cols is not None:
+        c = jnp.zeros((2 * (_memory.size(memory) + 1),), sdt).at[cols].set(c)
+    return tc, c
+
+
+def _smallest(memory, theta, mid, key, gm, wg, sdt, level, slots=None):
     """(t_c, c) from the CAPS[level] smallest breakpoints (level >= 1), else the next level,
     else all.
 
@@ -176,9 +202,9 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     wg minus the listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1)  # noqa: E731
+        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1, slots)  # noqa: E731
     else:
-        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt)  # noqa: E731
+        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt, slots)  # noqa: E731
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
@@ -187,7 +213,7 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     ts = jnp.where(listed, key[idx], jnp.inf)
     unlisted = ~jnp.zeros(n, bool).at[idx].set(listed)
     wt = jnp.where(listed, gm[idx], 0)
-    w = rows(memory, theta, idx, sdt)
+    w = rows(memory, theta, idx, sdt, slots)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
     found, tc, c_star = walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
                               jnp.sum(jnp.where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
