@@ -276,22 +276,15 @@ class LBFGS:
         place), or if the largest decrease along -g is within twice f's rounding noise. The
         decrease is estimated from slopes: phi'(0)^2 / 2c with the curvature
         c = (phi'(t) - phi'(0)) / t at the smallest trial t, and at most |phi'(0)| t_r / 2
-        with t_r the smallest trial whose slope is not negative or, where the trials measured
-        no positive curvature, the step ``t_model`` that minimises the quasi-Newton model
-        along -g (1 once the memory has given H0 = gamma I a curvature scale: the model's
-        decrease g^T H0 g / 2). A measured curvature overrules the model's step: gamma is the
-        curvature along the last steps, and -g may see far less (Meyer's function from 50 x0
-        in float64: a first pair of curvature 2e15 along x_1 put the model's step along -g a
-        few units in the last place of x away, while the trials' curvature promised a
-        decrease of 4,000 and a step of 1e-6 lowers f by 250; it was reported PRECISION at
-        f = 1.3e9). ``noise`` is f's rounding noise at x (``_noise``)."""
+        with t_r the smallest trial whose slope is not negative or the step ``t_model`` that
+        minimises the quasi-Newton model along -g (1 once the memory has given H0 = gamma I
+        a curvature scale: the model's decrease g^T H0 g / 2). ``noise`` is f's rounding
+        noise at x (``_noise``)."""
         in_x = res.rising <= 1.01 * t_round
         t, _, d = res.smallest
         curvature = (d - slope0) / t
         decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
-        # (the model's step only where the trials measured no curvature: see above)
-        reach = jnp.where(curvature > 0, res.rising, jnp.minimum(res.rising, t_model))
-        decrease = jnp.minimum(decrease, -slope0 * reach / 2)
+        decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
         in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
         return in_x | in_f
 
