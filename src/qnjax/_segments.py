@@ -178,16 +178,16 @@ def _windowed(memory, theta, mid, key, gm, wg, sdt, slots):
     the memory's ``slots`` only (None: all): the rows gathered and the prefix sums are as
     wide as the pairs stored need (``_memory.by_window``; the columns of slots without a
     pair are zero, so the walk is the same). c is returned in every slot's place."""
-    cols = None
+    width, cols = mid.shape[0], None  # (2 (m + 1): every slot's Y and S column)
     if slots is not None:
-        cols = jnp.concatenate([slots, mid.shape[0] // 2 + slots])
+        cols = jnp.concatenate([slots, width // 2 + slots])
         mid, wg = mid[cols[:, None], cols[None, :]], wg[cols]
     if CAPS[1] < key.shape[0]:
         tc, c = _smallest(memory, theta, mid, key, gm, wg, sdt, 1, slots)
     else:
         tc, c = _blocked(memory, theta, mid, key, gm, wg, sdt, slots)
     if cols is not None:
-        c = jnp.zeros((2 * (_memory.size(memory) + 1),), sdt).at[cols].set(c)
+        c = jnp.zeros((width,), sdt).at[cols].set(c)
     return tc, c
 
 
