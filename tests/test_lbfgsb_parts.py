@@ -204,10 +204,11 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed, firs
 
 @float64_reference
 @pytest.mark.parametrize("pairs", [1, 2, "after a clear", 5])
-@pytest.mark.parametrize("cap", [1, 2, 4])
+@pytest.mark.parametrize("cap", [1, 2, 4, 1000])
 def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkeypatch):
     """Beyond ``SORT_LIMIT`` variables only the ``CAPS`` smallest breakpoints are sorted (the
-    first level is the smallest alone), all of them (walked ``BLOCK`` at a time) only if the
+    first level is the smallest alone), all of them (walked ``BLOCK`` at a time; cap = 1000:
+    no level, and a block longer than the breakpoints, as off a CPU) only if the
     Cauchy point lies beyond, and with no pair stored it has a closed form: forced here at
     n = 7. W^T (moving g) is returned for the subspace step. The levels read the columns of
     W of the newest slots that hold the pairs (``_memory.by_window``: one, two or all of the
@@ -390,6 +391,34 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
     assert np.isfinite(got).all() and np.isfinite(prods).all()
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
     np.testing.assert_allclose(prods, want_g, rtol=RTOL, atol=RTOL * np.abs(want_g).max())
+
+
+@x64_off_only  # (what is lowered does not depend on the mode)
+def test_walk_and_recompute_take_the_platforms_piece_sizes(monkeypatch):
+    """``_segments``' walk of all the breakpoints and ``_reduced``'s recompute of the free
+    Gram matrices cut the variables in pieces of BLOCK and CHUNK in a program lowered for a
+    CPU, and of BLOCK_ELSEWHERE and CHUNK_ELSEWHERE for a GPU or a TPU (``jax.export``
+    lowers for a platform this machine does not have)."""
+    import re
+
+    from qnjax import minimize
+
+    monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
+    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    sizes = dict(BLOCK=96, BLOCK_ELSEWHERE=160, CHUNK=48, CHUNK_ELSEWHERE=80)
+    for module, names in ((_segments, ("BLOCK", "BLOCK_ELSEWHERE")), (_reduced, ("CHUNK", "CHUNK_ELSEWHERE"))):
+        for name in names:
+            monkeypatch.setattr(module, name, sizes[name])
+    n = 400
+    solve = jax.jit(lambda x: minimize(lambda v: jnp.sum((v - 2) ** 2), x, bounds=(0.0, 1.0)).x)
+    for platform, block, chunk in (("cpu", 96, 48), ("cuda", 160, 80), ("tpu", 160, 80)):
+        text = jax.export.export(solve, platforms=[platform])(jnp.zeros(n, jnp.float32)).mlir_module()
+        # the walk slices `block` positions of the sorted order; the recompute cuts `chunk`
+        # of the leaf's (2 (m + 1), n) pairs buffer
+        found = {int(v) for v in re.findall(r"tensor<(\d+)xi32>", text)}
+        assert block in found and not ({96, 160} - {block}) & found, (platform, sorted(found))
+        cuts = {int(v) for v in re.findall(r"tensor<22x(\d+)xf32>", text)}
+        assert chunk in cuts and not ({48, 80} - {chunk}) & cuts, (platform, sorted(cuts))
 
 
 def test_empty_memory_gives_the_projected_steepest_descent_minimiser():

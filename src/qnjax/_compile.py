@@ -220,3 +220,19 @@ def once(never, tree):
         return v / divisor.astype(v.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
 
     return jax.tree.map(one, tree)
+
+
+def by_platform(size, cpu_size, other_size, fun):
+    """``fun(cpu_size)`` in a program compiled for a CPU, ``fun(other_size)`` on any other
+    platform (GPU, TPU), where the work is at most ``size`` elements big (static); one
+    call where the two sizes cut that work alike.
+
+    For loops over a large vector in pieces: on a CPU a piece that fits in its caches
+    (thousands of elements) is fastest, while on a GPU each trip is a dozen kernel
+    launches of a few microseconds whatever the piece holds, so there pieces of about a
+    million elements make a few trips instead of hundreds. Both are traced and only the
+    platform's is compiled (``jax.lax.platform_dependent``: the choice is made where
+    the program is lowered, not from the default device when it is traced)."""
+    if min(size, cpu_size) == min(size, other_size):
+        return fun(cpu_size)
+    return jax.lax.platform_dependent(cpu=lambda: fun(cpu_size), default=lambda: fun(other_size))

@@ -34,7 +34,7 @@ stored all are 0; with more changes, or at most SMALL_N variables (where a pass 
 and a ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass
 over S and Y, a leaf longer than CHUNK in chunks of its first axis (one long
 contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as
-many small ones), and one product. The pass costs O(n k^2) for the k slots it reads
+many small ones; CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it reads
 and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms in
 float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
 while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
@@ -55,12 +55,21 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import _cauchy, _loop, _memory, _segments, _tree
+from . import _cauchy, _compile, _loop, _memory, _segments, _tree
 from ._tree import matmul as mm
 
 SMALL_N = 4096
 CHANGES = 1024
+# Elements of a leaf per trip of the recompute (``_window``) on a CPU, and on other
+# platforms (``_compile.by_platform``). On an NVIDIA H200 at n = 1e7 (20 iterations, stopping
+# tests off; the quartic and NNLS of ``problems.scalable_bounded``, float32 and float64), with
+# CHUNK and ``_segments.BLOCK`` everywhere a bounded iteration took 9.9, 8.8, 16.5 and 17.3 ms
+# (an unconstrained one 1.2, 2.3, 1.1 and 2.0): over a thousand trips a run, each a few small
+# matrix products and their reductions. With 2^18 for both: 2.6, 4.0, 4.7 and 5.6 ms. 2^20
+# ran as fast at n = 1e7, but at n = 1e6 (one piece each) the first bounded solve had not
+# compiled after 140 s there.
 CHUNK = 8192
+CHUNK_ELSEWHERE = 1 << 18
 
 
 def _block(pairs, f, sdt):
@@ -92,25 +101,32 @@ def _window(memory: _memory.Memory, free, slots):
     take = (lambda a: a) if slots is None else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
     total = jnp.zeros((3, k, k), sdt)
     for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
-        if f.size <= CHUNK:
-            total = total + _block(take(pb), f, sdt)
-            continue
-        rows = max(1, CHUNK // math.prod(f.shape[1:]))
-        count = f.shape[0] // rows
-
-        def chunk(i, acc, pb=pb, f=f, rows=rows):
-            # (the stacked buffer itself is cut: S and Y sliced out of it first would be
-            # copied whole before the loop)
-            cut = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * rows, rows, axis)  # noqa: E731
-            return acc + _block(take(cut(pb, 1)), cut(f, 0), sdt)
-
-        total = jax.lax.fori_loop(0, count, chunk, total)
-        if count * rows < f.shape[0]:
-            total = total + _block(take(pb[:, count * rows:]), f[count * rows:], sdt)
+        total = total + _compile.by_platform(f.size, CHUNK, CHUNK_ELSEWHERE,
+                                             functools.partial(_chunked, take, k, pb, f, sdt))
     if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
         total = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(total)
     valid = _memory.valid(memory)
     return jnp.where(valid[:, None] & valid[None, :], total, 0)
+
+
+def _chunked(take, k, pb, f, sdt, chunk):
+    """``_block`` of one leaf (``k`` slots taken), in pieces of its first axis of about
+    ``chunk`` elements."""
+    if f.size <= chunk:
+        return _block(take(pb), f, sdt)
+    rows = max(1, chunk // math.prod(f.shape[1:]))
+    count = f.shape[0] // rows
+
+    def piece(i, acc):
+        # (the stacked buffer itself is cut: S and Y sliced out of it first would be
+        # copied whole before the loop)
+        cut = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * rows, rows, axis)  # noqa: E731
+        return acc + _block(take(cut(pb, 1)), cut(f, 0), sdt)
+
+    total = jax.lax.fori_loop(0, count, piece, jnp.zeros((3, k, k), sdt))
+    if count * rows < f.shape[0]:
+        total = total + _block(take(pb[:, count * rows:]), f[count * rows:], sdt)
+    return total
 
 
 def _direct(memory: _memory.Memory, free, g):

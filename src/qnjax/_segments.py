@@ -28,7 +28,7 @@ form (``no_pairs``). Beyond, at large n, the CAPS[1] smallest breakpoints (``lax
 on float32 keys, one pass; the variables not listed enter as one tail), then CAPS[2],
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
-n / BLOCK trips): nothing of size (n, 2m) is formed. The levels read the columns of W
+n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. The levels read the columns of W
 of the newest slots that hold every pair stored (``_memory.by_window``: a quarter, a half
 or all of them), so early in a run, where many variables reach a bound and the memory
 holds few pairs, the rows gathered and the prefix sums are a fraction as wide (NNLS at
@@ -44,11 +44,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _loop, _memory
+from . import _argsort, _compile, _loop, _memory
 from ._tree import matmul as mm
 
 CAPS = (1, 1024, 16384)
+# Breakpoints per trip of ``_blocked``'s walk on a CPU, and on other platforms, where each
+# trip is a dozen kernel launches whatever it holds (``_compile.by_platform``). With 16,384
+# on an NVIDIA H200, whole bounded runs at n = 1e7 (``benchmarks/bounded.py``'s problems) spent
+# most of their time in the launches of hundreds of trips; see ``_reduced.CHUNK_ELSEWHERE``.
 BLOCK = 16384
+BLOCK_ELSEWHERE = 1 << 18
 # The name scope of what puts the variables of every leaf in one order (a sharded leaf
 # gathered): only in ``lax.cond`` branches that a settled iteration does not take.
 GATHERED = "gathered"
@@ -98,21 +103,28 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt, slots=None):
     """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
     (n, 2(m + 1)) array is formed. ``gm`` = moving g, ``wg`` = W^T gm."""
-    n = key.shape[0]
-    count = -(-n // BLOCK)
     order = _argsort.argsort(key)
-    order = jnp.concatenate([order, jnp.full((count * BLOCK - n,), n, order.dtype)])  # n: no variable
+    walk_in = functools.partial(_walk_blocks, memory, theta, mid, key, gm, wg, sdt, slots, order)
+    return _compile.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
+
+
+def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, slots, order, block):
+    """``_blocked``'s walk, ``block`` breakpoints a trip, in the ``order`` that sorts ``key``."""
+    n = key.shape[0]
+    block = min(block, n)
+    count = -(-n // block)
+    order = jnp.concatenate([order, jnp.full((count * block - n,), n, order.dtype)])  # n: no variable
     keys = jnp.concatenate([key, jnp.full((1,), jnp.inf, sdt)])
     gm = jnp.concatenate([gm, jnp.zeros((1,), sdt)])
     finite = jnp.sum(jnp.isfinite(key))
 
     def body(carry):
         b, t0, q0, p_after, g_after, _, _, _ = carry
-        idx = jax.lax.dynamic_slice_in_dim(order, b * BLOCK, BLOCK)
+        idx = jax.lax.dynamic_slice_in_dim(order, b * block, block)
         ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt, slots)
         a = wt[:, None] * w
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
-        found, tc, c = walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * BLOCK >= finite, sdt, t0, q0)
+        found, tc, c = walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * block >= finite, sdt, t0, q0)
         is_bp = jnp.isfinite(ts)
         q0 = q0 + jnp.sum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)
         return b + 1, jnp.max(jnp.where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
