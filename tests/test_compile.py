@@ -42,7 +42,9 @@ def test_this_cpu_takes_the_options():
     assert jax.default_backend() == "cpu"
     assert _compile._accepted("cpu")  # else every first call is about twice as slow
     assert _compile._small_accepted("cpu")  # else a small problem's first call is about 10% slower
+    assert _compile._batched_accepted("cpu")  # else a batch of small problems runs about 7% slower
     assert not _compile._accepted("gpu") and not _compile._small_accepted("gpu")
+    assert not _compile._batched_accepted("gpu")
 
 
 def _where(transform):
@@ -90,6 +92,7 @@ def _programs_taken(monkeypatch):
     monkeypatch.setattr(_minimize._solve, "tuned", counted("tuned", _minimize._solve.tuned))
     monkeypatch.setattr(_minimize._solve, "plain", counted("plain", _minimize._solve.plain))
     monkeypatch.setattr(_minimize._solve, "small", counted("small", _minimize._solve.small))
+    monkeypatch.setattr(_minimize._solve, "batched", counted("batched", _minimize._solve.batched))
     return calls
 
 
@@ -118,6 +121,22 @@ def test_the_derivative_rule_is_made_only_where_a_trace_could_use_it(monkeypatch
     assert made == [1, 1, 1] and np.allclose(d, np.eye(2), atol=1e-4)
 
 
+@x64_off_only  # which program a call takes, not what it computes
+def test_only_a_batch_of_small_unbounded_problems_leaves_out_ynn_fusions(monkeypatch):
+    """``jax.vmap`` of an eager call compiles its own program: without XLA's YNN fusions
+    (``BATCHED_SMALL_OPTIONS``) for small unbounded members, with XLA's defaults for bounded
+    ones or a member over ``SMALL_PROGRAM`` elements; and the options do leave them out."""
+    calls = _programs_taken(monkeypatch)
+    x0s = jnp.stack([jnp.array([-1.2, 1.0, 0.4, 0.2]), jnp.array([0.5, 0.3, -0.8, 0.1])])
+    small = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(x0s)
+    boxed = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, bounds=(-2.0, 0.8)))(x0s)
+    wide = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.tile(x0s, (1, 80)))  # 320 each
+    assert calls == ["batched", "plain", "plain"]
+    assert bool(jnp.all(small.success)) and bool(jnp.all(boxed.success)) and bool(jnp.all(wide.success))
+    batched_sums = jax.jit(jax.vmap(lambda v: jnp.sum(v * v)), compiler_options=_compile.BATCHED_SMALL_OPTIONS)
+    assert "kind=kCustom" not in batched_sums.lower(jnp.ones((1000, 10))).compile().as_text()  # (YNN fusions)
+
+
 @x64_off_only  # which program a call takes, not what it computes (CI time: about 12 s a run)
 def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkeypatch):
     dtype = jnp.float32  # (x64-off run only)
@@ -126,7 +145,7 @@ def test_direct_solve_compiles_with_the_options_and_jit_with_the_defaults(monkey
     direct = qnjax.minimize(rosenbrock, x0)
     batched = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.stack([x0, 0.5 * x0]))
     inside = jax.jit(lambda x: qnjax.minimize(rosenbrock, x))(x0)  # the caller's program
-    assert calls == ["small", "plain", "plain"]
+    assert calls == ["small", "batched", "plain"]
     for res in (direct, inside, jax.tree.map(lambda v: v[0], batched)):
         assert res.success  # fun is f(x) as the solve's program computes it; eagerly, to rounding:
         np.testing.assert_allclose(res.fun, rosenbrock(res.x), rtol=1e-2, atol=float(jnp.finfo(dtype).eps) ** 2)

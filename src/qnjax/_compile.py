@@ -13,8 +13,9 @@ the same lowered solve of 50 iterations compiled both ways in one process, n = 1
 the run no slower (0.78-1.07x the defaults' time, within the machine's noise). The
 first calls beside the peers' are in ``benchmarks/scale.py --parts 3`` (with a row for
 the defaults). Under ``jax.vmap`` the classic emitters' kernels run slower (1,000 batched 10-D problems: 1.3-1.6x the
-defaults' time, the script's batched row), so a batched solve keeps XLA's defaults. A
-small problem's solve also skips XLA's loop-invariant code motion (``SMALL_OPTIONS``).
+defaults' time, the script's batched row), so a batched solve keeps XLA's emitters (a
+batch of small unbounded problems leaves out XLA's YNN fusions: ``BATCHED_SMALL_OPTIONS``).
+A small problem's solve also skips XLA's loop-invariant code motion (``SMALL_OPTIONS``).
 
 Where that is not possible, or not wise, the call compiles with XLA's defaults, as any
 JAX function:
@@ -23,7 +24,7 @@ JAX function:
   ``fun`` closes over) has two or more axes (``_vectors_only``: the classic emitters'
   pathological case);
 
-* under ``jax.vmap`` (see above);
+* under ``jax.vmap`` (see above; but for ``BATCHED_SMALL_OPTIONS``);
 * inside a program the caller stages (``jax.jit``, ``lax.scan``, ``jax.grad``'s
   linearisation...), which compiles as one program with the caller's options (JAX
   accepts compiler options on the outermost ``jax.jit`` only: pass the same ``OPTIONS``
@@ -78,15 +79,29 @@ if _CORES < 32:
 SMALL_OPTIONS = {**OPTIONS, "xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
 SMALL_PROGRAM = 256
 
+# A batch of small problems (``jax.vmap`` of an eager call, every member's arrays at most
+# SMALL_PROGRAM elements) keeps XLA's emitters but not its YNN (XNNPACK) fusions: under vmap
+# each member's short reductions (the inner products, the objective's sum) become YNN
+# kernels that XLA:CPU runs more slowly than its own loops. 1,000 batched 10-D Rosenbrock
+# problems, float64, 50 iterations (one lowered program compiled both ways, best of 10,
+# three alternating rounds): 61.8-63.9 ms -> 58.1-58.5 ms. At large n YNN's reductions are
+# the faster ones (n = 1e6, float32, unbatched: 10.1 ms an iteration with them, 14.5
+# without), so nothing else changes; nor does a batch of bounded problems (the same batch in
+# [-2, 0.8]^10: 626-648 ms -> 680-687 ms without them; ``_minimize._solve``'s ``batches``).
+BATCHED_SMALL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_KINDS = {"small": SMALL_OPTIONS, "tuned": OPTIONS, "batched": BATCHED_SMALL_OPTIONS}
+
 
 @functools.cache
-def _compiles_with(backend: str, small: bool) -> bool:
-    """Whether this backend is a CPU and its XLA takes ``SMALL_OPTIONS`` (``small``) or
-    ``OPTIONS``: one tiny compile."""
+def _compiles_with(backend: str, kind) -> bool:
+    """Whether this backend is a CPU and its XLA takes the options of ``kind`` ("small":
+    ``SMALL_OPTIONS``, True as "small", "tuned" or False: ``OPTIONS``, "batched":
+    ``BATCHED_SMALL_OPTIONS``): one tiny compile."""
     if backend != "cpu":
         return False
+    options = _KINDS[{True: "small", False: "tuned"}.get(kind, kind)]
     try:
-        jax.jit(jnp.negative, compiler_options=SMALL_OPTIONS if small else OPTIONS).lower(1.0).compile()
+        jax.jit(jnp.negative, compiler_options=options).lower(1.0).compile()
     except Exception:  # an older JAX (no compiler_options) or an XLA without the flag
         return False
     return True
@@ -102,6 +117,11 @@ def _small_accepted(backend: str) -> bool:
     """Whether it also takes ``SMALL_OPTIONS`` (else a small problem's solve compiles with
     ``OPTIONS``)."""
     return _compiles_with(backend, True)
+
+
+def _batched_accepted(backend: str) -> bool:
+    """Whether it takes ``BATCHED_SMALL_OPTIONS`` (else a batch compiles with XLA's defaults)."""
+    return _compiles_with(backend, "batched")
 
 
 def options_for(tree):
@@ -153,35 +173,46 @@ def _vectors_only(tree) -> bool:
     return all(jnp.ndim(leaf) <= 1 for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
 
 
-def jit(fun=None, *, users=None, **kwargs):
+def jit(fun=None, *, users=None, batches=None, **kwargs):
     """``jax.jit(fun, **kwargs)``, compiled with ``OPTIONS`` where the call is its own
     program on a CPU (see the module's docstring); a decorator with or without arguments.
     The wrapper's ``plain`` is the jitted function with XLA's defaults, ``tuned`` the one
-    with ``OPTIONS`` (both made at once; whether the backend takes them is checked at the
-    first top-level call, so importing qnjax does not start JAX's backend).
+    with ``OPTIONS``, ``small`` with ``SMALL_OPTIONS`` and ``batched`` with
+    ``BATCHED_SMALL_OPTIONS`` (all made at once; whether the backend takes them is checked
+    at the first call that would use them, so importing qnjax does not start JAX's backend).
 
     ``users(arguments)``, given the call's arguments by name, returns the arrays that are
-    the user's (the ones :func:`_vectors_only` looks at); by default all of them. A
-    resumed solve's memory is qnjax's own: its 2-D history is in every solve's program,
-    and a resumed run must compile as the run it continues (the same rounding)."""
+    the user's (the ones :func:`_vectors_only` and :func:`_small` look at); by default all
+    of them. A resumed solve's memory is qnjax's own: its 2-D history is in every solve's
+    program, and a resumed run must compile as the run it continues (the same rounding).
+    ``batches(arguments)``: whether a batch of small problems of this call compiles with
+    ``BATCHED_SMALL_OPTIONS`` (by default, always)."""
     if fun is None:
-        return functools.partial(jit, users=users, **kwargs)
+        return functools.partial(jit, users=users, batches=batches, **kwargs)
     signature = inspect.signature(fun)
     plain = jax.jit(fun, **kwargs)
     try:
         tuned = jax.jit(fun, compiler_options=OPTIONS, **kwargs)
         small = jax.jit(fun, compiler_options=SMALL_OPTIONS, **kwargs)
+        batched = jax.jit(fun, compiler_options=BATCHED_SMALL_OPTIONS, **kwargs)
     except TypeError:  # a JAX whose jit takes no compiler options (_accepted is then False)
-        tuned = small = plain
+        tuned = small = batched = plain
+
+    def arrays(args, kw):
+        return (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
 
     @functools.wraps(fun)
     def call(*args, **kw):
         if not top_level():
-            return call.plain(*args, **kw)
-        options = options_for((args, kw) if users is None else users(signature.bind(*args, **kw).arguments))
+            # (a batch of small problems: its own program under jax.vmap's traces alone)
+            small_batch = (_eager(through_vmap=True) and _batched_accepted(jax.default_backend())
+                           and (batches is None or batches(signature.bind(*args, **kw).arguments))
+                           and _small(arrays(args, kw)))
+            return (call.batched if small_batch else call.plain)(*args, **kw)
+        options = options_for(arrays(args, kw))
         return (call.plain if options is None else call.small if options is SMALL_OPTIONS else call.tuned)(*args, **kw)
 
-    call.plain, call.tuned, call.small = plain, tuned, small
+    call.plain, call.tuned, call.small, call.batched = plain, tuned, small, batched
     return call
 
 

@@ -274,7 +274,14 @@ def _users_arrays(arguments):
     return {**arguments, "state0": None if state is None else state._replace(memory=None, aux=None)}
 
 
-@_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"), users=_users_arrays)
+def _unbounded(arguments):
+    """Whether a batch of this solve may compile with ``_compile.BATCHED_SMALL_OPTIONS``: not
+    with bounds (bounded batches ran slower with them)."""
+    return arguments["box"] is None
+
+
+@_compile.jit(static_argnames=("trace_length", "callback", "verbose", "unrolled"), users=_users_arrays,
+              batches=_unbounded)
 def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, callback, verbose,
            unrolled=0) -> OptimizeResult:
     if state0 is None:
