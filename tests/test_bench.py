@@ -460,18 +460,20 @@ def test_scale_script_batched_part_reports_paired_ratios(tmp_path):
     """benchmarks/scale.py part 2 (issue 10's batched throughput) at a small batch: a row per
     batched solver, each with its median and best rates and its paired ratio to optax's
     (optax's own is 1); the two qnjax rows solve the same problems (the same evaluations,
-    to rounding), and the targets are taken at 1,000 starts only."""
+    to rounding), and the targets are taken at 1,000 starts only. Each row's ratio to the
+    fastest peer of each round is there too (at most 1 for a peer)."""
     run, result = run_benchmark("scale", ["--parts", "2", "--starts", "10"], tmp_path)
     rows = {r["solver"]: r for r in result["batched"]}
     assert {"qnjax compact", "qnjax compact, vmap of minimize", "optax"} <= set(rows)
     for r in rows.values():
         assert "error" not in r, r
         assert r["starts"] == 10 and r["problems_per_s"] > 0
-        assert r["best_problems_per_s"] >= r["problems_per_s"] and r["vs_optax"] > 0
-    assert rows["optax"]["vs_optax"] == 1.0
+        assert r["best_problems_per_s"] >= r["problems_per_s"] and r["vs_optax"] > 0 and r["vs_best_peer"] > 0
+    assert rows["optax"]["vs_optax"] == 1.0 and rows["optax"]["vs_best_peer"] <= 1.0  # (a peer itself)
+    assert "/ best peer" in run.stdout
     jitted, own = rows["qnjax compact"]["nfev_total"], rows["qnjax compact, vmap of minimize"]["nfev_total"]
     assert abs(jitted - own) <= 0.02 * jitted  # (two programs: they may round differently)
-    assert result["targets"] == {} and "/ optax (paired)" in run.stdout
+    assert result["targets"] == {} and "/ optax" in run.stdout and "(paired)" in run.stdout
 
 
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
