@@ -124,13 +124,14 @@ def test_the_derivative_rule_is_made_only_where_a_trace_could_use_it(monkeypatch
 @x64_off_only  # which program a call takes, not what it computes
 def test_only_a_batch_of_small_unbounded_problems_leaves_out_ynn_fusions(monkeypatch):
     """``jax.vmap`` of an eager call compiles its own program: without XLA's YNN fusions
-    (``BATCHED_SMALL_OPTIONS``) for small unbounded members, with XLA's defaults for bounded
-    ones or a member over ``SMALL_PROGRAM`` elements; and the options do leave them out."""
+    (``BATCHED_SMALL_OPTIONS``) for very small unbounded members, with XLA's defaults for
+    bounded ones or a member over ``BATCHED_PROGRAM`` elements; and the options do leave them
+    out."""
     calls = _programs_taken(monkeypatch)
     x0s = jnp.stack([jnp.array([-1.2, 1.0, 0.4, 0.2]), jnp.array([0.5, 0.3, -0.8, 0.1])])
     small = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(x0s)
     boxed = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, bounds=(-2.0, 0.8)))(x0s)
-    wide = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.tile(x0s, (1, 80)))  # 320 each
+    wide = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x))(jnp.tile(x0s, (1, 9)))  # 36 each
     assert calls == ["batched", "plain", "plain"]
     assert bool(jnp.all(small.success)) and bool(jnp.all(boxed.success)) and bool(jnp.all(wide.success))
     batched_sums = jax.jit(jax.vmap(lambda v: jnp.sum(v * v)), compiler_options=_compile.BATCHED_SMALL_OPTIONS)

@@ -14,7 +14,7 @@ the run no slower (0.78-1.07x the defaults' time, within the machine's noise). T
 first calls beside the peers' are in ``benchmarks/scale.py --parts 3`` (with a row for
 the defaults). Under ``jax.vmap`` the classic emitters' kernels run slower (1,000 batched 10-D problems: 1.3-1.6x the
 defaults' time, the script's batched row), so a batched solve keeps XLA's emitters (a
-batch of small unbounded problems leaves out XLA's YNN fusions: ``BATCHED_SMALL_OPTIONS``).
+batch of very small unbounded problems leaves out XLA's YNN fusions: ``BATCHED_SMALL_OPTIONS``).
 A small problem's solve also skips XLA's loop-invariant code motion (``SMALL_OPTIONS``).
 
 Where that is not possible, or not wise, the call compiles with XLA's defaults, as any
@@ -79,16 +79,20 @@ if _CORES < 32:
 SMALL_OPTIONS = {**OPTIONS, "xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
 SMALL_PROGRAM = 256
 
-# A batch of small problems (``jax.vmap`` of an eager call, every member's arrays at most
-# SMALL_PROGRAM elements) keeps XLA's emitters but not its YNN (XNNPACK) fusions: under vmap
-# each member's short reductions (the inner products, the objective's sum) become YNN
-# kernels that XLA:CPU runs more slowly than its own loops. 1,000 batched 10-D Rosenbrock
-# problems, float64, 50 iterations (one lowered program compiled both ways, best of 10,
-# three alternating rounds): 61.8-63.9 ms -> 58.1-58.5 ms. At large n YNN's reductions are
-# the faster ones (n = 1e6, float32, unbatched: 10.1 ms an iteration with them, 14.5
-# without), so nothing else changes; nor does a batch of bounded problems (the same batch in
-# [-2, 0.8]^10: 626-648 ms -> 680-687 ms without them; ``_minimize._solve``'s ``batches``).
+# A batch of very small problems (``jax.vmap`` of an eager call, every member's arrays at
+# most BATCHED_PROGRAM elements) keeps XLA's emitters but not its YNN (XNNPACK) fusions:
+# under vmap each member's short reductions (the inner products, the objective's sum)
+# become YNN kernels that XLA:CPU runs more slowly than its own loops. 1,000 batched 10-D
+# Rosenbrock problems, float64, 50 iterations (one lowered program compiled both ways, best
+# of 10, three alternating rounds): 61.8-63.9 ms -> 58.1-58.5 ms. ``jax.vmap(minimize)`` of
+# 1,000 n-D Rosenbrock problems, 50 iterations, best of 3 x 5 alternating runs, float64 and
+# float32: n = 10 0.95 and 0.95 the time, n = 20 0.89 and 0.96, but n = 40 1.02 and 1.08, n = 100
+# 1.12 and 1.19: longer reductions are YNN's strength (n = 1e6, float32, unbatched: 10.1 ms
+# an iteration with them, 14.5 without). Nor does a batch of bounded problems gain (the
+# 10-D batch in [-2, 0.8]^10: 626-648 ms -> 680-687 ms without them; ``_minimize._solve``'s
+# ``batches``): those keep XLA's defaults.
 BATCHED_SMALL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+BATCHED_PROGRAM = 32
 _KINDS = {"small": SMALL_OPTIONS, "tuned": OPTIONS, "batched": BATCHED_SMALL_OPTIONS}
 
 
@@ -207,7 +211,7 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
             # (a batch of small problems: its own program under jax.vmap's traces alone)
             small_batch = (_eager(through_vmap=True) and _batched_accepted(jax.default_backend())
                            and (batches is None or batches(signature.bind(*args, **kw).arguments))
-                           and _small(arrays(args, kw)))
+                           and _small(arrays(args, kw), BATCHED_PROGRAM))
             return (call.batched if small_batch else call.plain)(*args, **kw)
         options = options_for(arrays(args, kw))
         return (call.plain if options is None else call.small if options is SMALL_OPTIONS else call.tuned)(*args, **kw)
@@ -216,9 +220,11 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
     return call
 
 
-def _small(tree) -> bool:
-    """Whether every array in ``tree`` has at most SMALL_PROGRAM elements (``SMALL_OPTIONS``)."""
-    return all(jnp.size(leaf) <= SMALL_PROGRAM for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
+def _small(tree, most=None) -> bool:
+    """Whether every array in ``tree`` has at most ``most`` (default SMALL_PROGRAM: ``SMALL_OPTIONS``)
+    elements."""
+    most = SMALL_PROGRAM if most is None else most
+    return all(jnp.size(leaf) <= most for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
 
 
 def once(never, tree):
