@@ -97,15 +97,14 @@ _KINDS = {"small": SMALL_OPTIONS, "tuned": OPTIONS, "batched": BATCHED_SMALL_OPT
 
 
 @functools.cache
-def _compiles_with(backend: str, kind) -> bool:
+def _compiles_with(backend: str, kind: str) -> bool:
     """Whether this backend is a CPU and its XLA takes the options of ``kind`` ("small":
-    ``SMALL_OPTIONS``, True as "small", "tuned" or False: ``OPTIONS``, "batched":
-    ``BATCHED_SMALL_OPTIONS``): one tiny compile."""
+    ``SMALL_OPTIONS``, "tuned": ``OPTIONS``, "batched": ``BATCHED_SMALL_OPTIONS``): one
+    tiny compile."""
     if backend != "cpu":
         return False
-    options = _KINDS[{True: "small", False: "tuned"}.get(kind, kind)]
     try:
-        jax.jit(jnp.negative, compiler_options=options).lower(1.0).compile()
+        jax.jit(jnp.negative, compiler_options=_KINDS[kind]).lower(1.0).compile()
     except Exception:  # an older JAX (no compiler_options) or an XLA without the flag
         return False
     return True
@@ -114,13 +113,13 @@ def _compiles_with(backend: str, kind) -> bool:
 def _accepted(backend: str) -> bool:
     """Whether this backend is a CPU and its XLA accepts ``OPTIONS`` (``SMALL_OPTIONS`` are
     tried first: they hold ``OPTIONS``, so one tiny compile as a rule answers both)."""
-    return _compiles_with(backend, True) or _compiles_with(backend, False)
+    return _compiles_with(backend, "small") or _compiles_with(backend, "tuned")
 
 
 def _small_accepted(backend: str) -> bool:
     """Whether it also takes ``SMALL_OPTIONS`` (else a small problem's solve compiles with
     ``OPTIONS``)."""
-    return _compiles_with(backend, True)
+    return _compiles_with(backend, "small")
 
 
 def _batched_accepted(backend: str) -> bool:
@@ -205,14 +204,17 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
     def arrays(args, kw):
         return (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
 
+    def small_batch(args, kw):
+        """A batch of very small problems: its own program under ``jax.vmap``'s traces alone."""
+        if not (_eager(through_vmap=True) and _batched_accepted(jax.default_backend())):
+            return False
+        return ((batches is None or batches(signature.bind(*args, **kw).arguments))
+                and _small(arrays(args, kw), BATCHED_PROGRAM))
+
     @functools.wraps(fun)
     def call(*args, **kw):
         if not top_level():
-            # (a batch of small problems: its own program under jax.vmap's traces alone)
-            small_batch = (_eager(through_vmap=True) and _batched_accepted(jax.default_backend())
-                           and (batches is None or batches(signature.bind(*args, **kw).arguments))
-                           and _small(arrays(args, kw), BATCHED_PROGRAM))
-            return (call.batched if small_batch else call.plain)(*args, **kw)
+            return (call.batched if small_batch(args, kw) else call.plain)(*args, **kw)
         options = options_for(arrays(args, kw))
         return (call.plain if options is None else call.small if options is SMALL_OPTIONS else call.tuned)(*args, **kw)
 
@@ -266,8 +268,8 @@ def by_platform(size, cpu_size, other_size, fun):
 
     For loops over a large vector in pieces: on a CPU a piece that fits in its caches
     (thousands of elements) is fastest, while on a GPU each trip is a dozen kernel
-    launches of a few microseconds whatever the piece holds, so there pieces of about a
-    million elements make a few trips instead of hundreds. Both are traced and only the
+    launches of a few microseconds whatever the piece holds, so there pieces of hundreds
+    of thousands of elements make a few trips instead of hundreds. Both are traced and only the
     platform's is compiled (``jax.lax.platform_dependent``: the choice is made where
     the program is lowered, not from the default device when it is traced)."""
     if min(size, cpu_size) == min(size, other_size):

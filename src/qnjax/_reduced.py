@@ -26,23 +26,23 @@ previous gradient:
 
 and the new pair's own entries (its slot held another pair) s^T F y = s^T y - sum_{i not
 in F} s_i y_i and y^T F y = sum_{i in F} y_i^2 (one pass over y).
-The rows gathered are the union of these sets (at most CHANGES). The memory keeps F,
-G and [S^T F g, Y^T F g] (``Memory.free``, ``Memory.fgram``, ``Memory.last``; F empty
-and both zero at ``init``, which agree): a pair's entries are right from the iteration
-it is stored in, and a slot becomes valid again only by being rewritten. With no pair
-stored all are 0; with more changes, or at most SMALL_N variables (where a pass is cheap
-and a ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass
-over S and Y, a leaf longer than CHUNK in chunks of its first axis (one long
-contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as
-many small ones; CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it reads
-and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms in
-float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
+The rows gathered are the union of these sets (at most CHANGES). The memory keeps F, G
+and [S^T F g, Y^T F g] (``Memory.free``, ``Memory.fgram``, ``Memory.last``; F empty and
+both zero at ``init``, which agree): a pair's entries are right from the iteration it is
+stored in, and a slot becomes valid again only by being rewritten. With no pair stored
+all are 0; with more changes, or at most SMALL_N variables (where a pass is cheap and a
+``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass over
+S and Y, a leaf longer than CHUNK in chunks of its first axis (one long contraction with
+2(m + 1) outputs per side is far slower as a single dot on CPU than as many small ones;
+CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it
+reads and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms
+in float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
 while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
 the fewest newest slots (a quarter, a half, or all) that hold every pair are read (3 of
 11 slots: 6 and 16 ms). Rows gathered the same way give the products of the memory with
-a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s W^T d).
-Everything is per leaf except where rows are gathered, which puts the leaves in one
-order (``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows
+a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s
+W^T d). Everything is per leaf except where rows are gathered, which puts the leaves in
+one order (``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows
 taken by index on their own devices): in a ``lax.cond`` branch taken only when some
 variable changed, so a settled iteration gathers nothing.
 """
