@@ -202,6 +202,50 @@ def test_false_success_and_false_failure(x, reported, solved, false_success, fal
     assert (rec["false_success"], rec["false_failure"]) == (false_success, false_failure)
 
 
+def _double_well(x):
+    return (x[0] ** 2 - 1) ** 2 + 0.3 * x[0] + x[1] ** 2
+
+
+def _well_minimum(x0):
+    """A minimiser of the double well's first coordinate (Newton's iteration, float64)."""
+    for _ in range(50):
+        x0 -= (4 * x0 * (x0 * x0 - 1) + 0.3) / (12 * x0 * x0 - 4)
+    return x0
+
+
+_BOTTOM = _well_minimum(0.96)  # the other well's
+_CURVATURE = 12 * _BOTTOM ** 2 - 4
+
+
+@pytest.mark.parametrize("x0, local, line", [
+    # beside the other well's bottom, its gradient twice the bench's gradient tolerance
+    (_BOTTOM + 2 * _judge.TOL_GRAD[DTYPE] / _CURVATURE, True, "near a local minimum other than fstar's"),
+    (0.0, False, "smallest eigenvalue"),  # on the hump between the wells (f'' = -4)
+    (1.5, False, "a Newton step would lower f by"),  # on the outer slope: convex, not stationary
+])
+def test_a_false_success_is_diagnosed_as_a_local_minimum_or_not(x0, local, line):
+    """A false success of a small unconstrained problem says whether x is near a local
+    minimum other than fstar's (Hessian positive definite, the Newton decrease within the
+    bench's f tolerance) although its gradient is above the bench's gradient tolerance (at
+    a local minimum within it, x is judged solved): recomputed from x, in the record and
+    in the report's line."""
+    xstar = np.array([_well_minimum(-1.04), 0.0])
+    well = problems.Problem(name="double_well", number=None, n=2, fun=_double_well, x0=np.array([0.5, 1.0]),
+                            fstar=float(_double_well(xstar)))
+    rec = _run.run_one(_Fixed([x0, 0.0], True), well, DTYPE, _run.QUICK_BUDGET)
+    assert rec["error"] is None and rec["false_success"], rec
+    assert rec["local_minimum"] is local
+    assert (rec["hessian_min_eig"] > 0) is (x0 != 0.0)
+    assert rec["grad_inf"] > _judge.TOL_GRAD[DTYPE]
+    if local:  # the quadratic model's decrease, g^2 / 2 f'', with g = 2 TOL_GRAD (to rounding)
+        want = 2 * _judge.TOL_GRAD[DTYPE] ** 2 / _CURVATURE
+        assert rec["newton_decrease"] == pytest.approx(want, rel=0.05)
+        assert rec["hessian_min_eig"] == pytest.approx(min(2.0, 12 * x0 * x0 - 4), rel=1e-2)
+    assert line in _report._where(rec)
+    solved = _run.run_one(_Fixed(xstar, True), well, DTYPE, _run.QUICK_BUDGET)
+    assert solved["solved"] and "local_minimum" not in solved  # (only false successes are diagnosed)
+
+
 def test_summary_counts_false_verdicts():
     rosen = problems.get("rosenbrock")
     cases = [(ROSEN_MIN, True), (ROSEN_MIN, False), (ROSEN_START, True), (ROSEN_START, True), (ROSEN_START, False)]

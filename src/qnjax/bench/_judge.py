@@ -25,6 +25,16 @@ qnjax's ``Status.success``, jaxopt's ``error <= tol``, ...). Comparing the two:
   of budget although x is a minimiser by the bench's rule.
 
 A run that raised has ``reported_success = None`` and is neither.
+
+A false success of an unconstrained problem of at most ``LOCAL_N`` variables is also
+diagnosed (``local_minimum``): with the Hessian H of f at x (same dtype as f and the
+gradient), x lies **near a local minimum** other than the known one if H is positive
+definite and the Newton step would lower f by at most ``TOL_F[dtype] * max(1, |f|)``
+(g^T H^-1 g / 2, the decrease the quadratic model promises): the bench's own tolerance
+on f, measured from the minimum nearby instead of ``fstar``. (At a local minimum whose
+gradient is within ``TOL_GRAD`` the run is solved; this is one whose gradient is not,
+as a badly scaled minimum's at its rounding floor can be.) It stays a false success, and
+the report says which kind it is.
 """
 
 from __future__ import annotations
@@ -53,6 +63,34 @@ BOUNDED_RULE_TEXT = ("solved if x is feasible (lower <= x <= upper, the bounds e
 @functools.lru_cache(maxsize=128)
 def _value_and_grad(problem, dtype: str):
     return jax.jit(jax.value_and_grad(problem.fun))
+
+
+LOCAL_N = 200  # the most variables whose Hessian the diagnosis forms
+
+
+@functools.lru_cache(maxsize=128)
+def _hessian(problem, dtype: str):
+    return jax.jit(jax.hessian(problem.fun))
+
+
+def local_minimum(problem, x, dtype: str) -> dict:
+    """For an unconstrained ``problem`` of at most LOCAL_N variables and a finite ``x`` run in
+    ``dtype``: ``local_minimum`` (module docstring), the Hessian's smallest eigenvalue and the
+    Newton decrease g^T H^-1 g / 2 (None where H is not positive definite); else {}."""
+    x = np.asarray(x, dtype=np.float64)
+    if problem.bounded or problem.n > LOCAL_N or x.shape != (problem.n,) or not np.all(np.isfinite(x)):
+        return {}
+    edt = judge_dtype(dtype)
+    xs = jnp.asarray(x, edt)
+    fv, g = _value_and_grad(problem, edt)(xs)
+    h = np.asarray(_hessian(problem, edt)(xs), np.float64)
+    f, g = float(fv), np.asarray(g, np.float64)
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g)) and math.isfinite(f)):
+        return {}
+    smallest = float(np.linalg.eigvalsh((h + h.T) / 2)[0])
+    decrease = float(g @ np.linalg.solve(h, g)) / 2 if smallest > 0 else None
+    at_min = decrease is not None and decrease <= TOL_F[dtype] * max(1.0, abs(f))
+    return dict(local_minimum=at_min, hessian_min_eig=smallest, newton_decrease=decrease)
 
 
 def judge_dtype(dtype: str) -> str:

@@ -113,8 +113,20 @@ def print_report(console: Console, results: dict, per_problem: bool = False) -> 
             g = (f"max|proj g|={_fmt(r['pgrad_inf'], '.3g')}" if r.get("bounded")
                  else f"max|g|={_fmt(r['grad_inf'], '.3g')}")
             console.print(f"  {r['solver']} {r['problem']} ({r['dtype']}): f={_fmt(r['f'], '.6g')} "
-                          f"fstar={r['fstar']:.6g} {g} nit={r['nit']}: {r['message']}",
+                          f"fstar={r['fstar']:.6g} {g} nit={r['nit']}: {r['message']}{_where(r)}",
                           markup=False, highlight=False)
+
+
+def _where(r: dict) -> str:
+    """What a false success's x is (``_judge.local_minimum``), where the bench diagnosed it."""
+    if "local_minimum" not in r:
+        return ""
+    if r["local_minimum"]:
+        return (f" [near a local minimum other than fstar's (within the bench's f tolerance): Hessian positive "
+                f"definite, a Newton step would lower f by {_fmt(r['newton_decrease'], '.2g')}]")
+    if r["newton_decrease"] is None:
+        return f" [not at a local minimum: the Hessian's smallest eigenvalue is {_fmt(r['hessian_min_eig'], '.3g')}]"
+    return f" [not at a local minimum: a Newton step would lower f by {_fmt(r['newton_decrease'], '.3g')}]"
 
 
 def profile_ratios(records: list[dict], dtype: str) -> dict[str, list[float]]:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ._judge import judge, judge_dtype, verdicts
+from ._judge import judge, judge_dtype, local_minimum, verdicts
 from ._solvers import BOUNDED_SOLVER_NAMES, SOLVER_NAMES, Adapter, Budget, Jaxopt, Optax, Optimistix, Qnjax, Scipy
 
 # Budgets (the same for every solver; maxfev where the solver takes one).
@@ -216,6 +216,11 @@ def run_one(adapter: Adapter, problem, dtype: str, budget: Budget) -> dict:
         rec["solved"] = False
         rec["error"] = f"{type(e).__name__}: {e}"[:4000]
     rec.update(verdicts(rec["reported_success"], rec["solved"]))
+    if rec["false_success"] and rec.get("x") is not None:  # (a local minimum other than the known one?)
+        try:
+            rec.update(local_minimum(problem, rec["x"], dtype))
+        except Exception:  # noqa: BLE001 -- a diagnosis that fails leaves the record as it is
+            pass
     return rec
 
 
