@@ -28,13 +28,13 @@ form (``no_pairs``). Beyond, at large n, the CAPS[1] smallest breakpoints (``lax
 on float32 keys, one pass; the variables not listed enter as one tail), then CAPS[2],
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
-n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. The levels read the columns of W
-of the newest slots that hold every pair stored (``_memory.by_window``: a quarter, a half
-or all of them), so early in a run, where many variables reach a bound and the memory
-holds few pairs, the rows gathered and the prefix sums are a fraction as wide (NNLS at
-n = 10^6, float64, a walk of 500,000 breakpoints with one pair stored: 3 of 11 slots).
-Only those levels put the leaves' variables in one order (a sharded leaf gathered across
-devices), under the name scope GATHERED.
+n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. The levels
+read the columns of W of the newest slots that hold every pair stored
+(``_memory.by_window``: a quarter, a half or all of them), so early in a run, where many
+variables reach a bound and the memory holds few pairs, the rows gathered and the prefix
+sums are a fraction as wide (NNLS at n = 10^6, float64, a walk of 500,000 breakpoints
+with one pair stored: 3 of 11 slots). Only those levels put the leaves' variables in one
+order (a sharded leaf gathered across devices), under the name scope GATHERED.
 """
 
 from __future__ import annotations
