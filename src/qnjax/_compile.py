@@ -201,15 +201,18 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
     except TypeError:  # a JAX whose jit takes no compiler options (_accepted is then False)
         tuned = small = batched = plain
 
-    def arrays(args, kw):
-        return (args, kw) if users is None else users(signature.bind(*args, **kw).arguments)
+    def arrays(args, kw, arguments=None):
+        if users is None:
+            return args, kw
+        return users(signature.bind(*args, **kw).arguments if arguments is None else arguments)
 
     def small_batch(args, kw):
         """A batch of very small problems: its own program under ``jax.vmap``'s traces alone."""
         if not (_eager(through_vmap=True) and _batched_accepted(jax.default_backend())):
             return False
-        return ((batches is None or batches(signature.bind(*args, **kw).arguments))
-                and _small(arrays(args, kw), BATCHED_PROGRAM))
+        arguments = signature.bind(*args, **kw).arguments  # (bound once for both tests)
+        return ((batches is None or batches(arguments))
+                and _small(arrays(args, kw, arguments), BATCHED_PROGRAM))
 
     @functools.wraps(fun)
     def call(*args, **kw):
