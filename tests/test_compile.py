@@ -39,12 +39,35 @@ from qnjax import _compile, _minimize
 
 
 def test_this_cpu_takes_the_options():
+    """This XLA compiles with every kind of options (else: every first call about twice as
+    slow, a small problem's about 10% slower, a batch of small problems run about 7%
+    slower); qnjax asks for them on a CPU only."""
     assert jax.default_backend() == "cpu"
-    assert _compile._accepted("cpu")  # else every first call is about twice as slow
-    assert _compile._small_accepted("cpu")  # else a small problem's first call is about 10% slower
-    assert _compile._batched_accepted("cpu")  # else a batch of small problems runs about 7% slower
-    assert not _compile._accepted("gpu") and not _compile._small_accepted("gpu")
-    assert not _compile._batched_accepted("gpu")
+    for options in _compile._KINDS.values():
+        jax.jit(jnp.negative, compiler_options=options).lower(1.0).compile()
+    assert _compile._accepted("cpu") and _compile._small_accepted("cpu") and _compile._batched_accepted("cpu")
+    assert not any(_compile._compiles_with("gpu", kind) for kind in _compile._KINDS)
+
+
+def test_options_an_xla_refuses_are_not_asked_for_again(monkeypatch):
+    """An XLA that does not know an option refuses the compile (the check is that compile,
+    not one of its own: a tiny test compile cost every process's first call about 10 ms).
+    That call and every later one of that kind compile with the next kind down (here the
+    small kind's, then ``OPTIONS``), and the answer is the same."""
+    monkeypatch.setattr(_compile, "_REFUSED", set())
+    monkeypatch.setitem(_compile._KINDS, "small", {**_compile.SMALL_OPTIONS, "xla_no_such_option_qnjax": True})
+    compiled = []
+    solve = _compile.jit(lambda x: jnp.sum(x * x))
+
+    def counted(kind, run):
+        return lambda *a: compiled.append(kind) or run(*a)
+
+    for kind in ("small", "tuned"):
+        monkeypatch.setattr(solve, kind, counted(kind, getattr(solve, kind)))
+    x = jnp.arange(3.0)
+    assert float(solve(x)) == 5.0 and float(solve(2 * x)) == 20.0
+    assert compiled == ["small", "tuned", "tuned"] and _compile._REFUSED == {"small"}
+    assert _compile.kind_for(x) == "tuned" and _compile.options_for(x) is _compile.OPTIONS
 
 
 def _where(transform):
@@ -80,7 +103,8 @@ def test_where_a_call_stands_decides_its_options_and_its_derivative_rule(name, t
 
 
 def _programs_taken(monkeypatch):
-    """The list to which each call of minimize's solve appends "small", "tuned" or "plain"."""
+    """The list to which each call of minimize's solve appends the kind of options it
+    compiled with ("small", "tuned", "batched"), or "plain"."""
     calls = []
 
     def counted(name, jitted):

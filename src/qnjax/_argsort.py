@@ -31,14 +31,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._compile import where
+
 
 def _ordered(key):
     """The unsigned integers of ``key``'s width in ``key``'s order."""
-    key = jnp.where(key == 0, jnp.zeros_like(key), key)  # -0 -> +0
+    key = where(key == 0, jnp.zeros_like(key), key)  # -0 -> +0
     bits = {jnp.dtype(jnp.float32): jnp.uint32, jnp.dtype(jnp.float64): jnp.uint64}[key.dtype]
     b = jax.lax.bitcast_convert_type(key, bits)
     sign = jnp.asarray(1, bits) << (8 * b.dtype.itemsize - 1)
-    return jnp.where((b & sign) != 0, ~b, b | sign)
+    return where((b & sign) != 0, ~b, b | sign)
 
 
 def argsort(key):

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tree
+from ._compile import where
 
 
 class Box(NamedTuple):
@@ -73,12 +74,12 @@ def _nearest_inward(b, dtype, up: bool, traced: bool):
         c = jnp.asarray(b).astype(dtype)
         if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
             back = c.astype(src)
-            c = jnp.where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
+            c = where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
         return c
     exact = np.asarray(b, np.float64)
     c = exact.astype(dtype)
     back = c.astype(np.float64)
-    return jnp.where(jnp.asarray((back < exact) if up else (back > exact)), jnp.nextafter(jnp.asarray(c), inf),
+    return where(jnp.asarray((back < exact) if up else (back > exact)), jnp.nextafter(jnp.asarray(c), inf),
                      jnp.asarray(c))
 
 
@@ -94,35 +95,35 @@ def box(params, bounds) -> Box:
     out_l, out_u = [], []
     for path, leaf, lo, hi in zip(paths, leaves, lows, highs):
         dtype = _tree.dtype_of(leaf)
-        where = f"x0{path}" if path else "x0"
+        label = f"x0{path}" if path else "x0"
         lo = -np.inf if lo is None else lo
         hi = np.inf if hi is None else hi
         traced = isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer)
         for b, name in ((lo, "lower"), (hi, "upper")):
             if jnp.issubdtype(jnp.result_type(b), jnp.complexfloating):
-                raise TypeError(f"bounds: the {name} bound of {where} is complex; bounds are real")
+                raise TypeError(f"bounds: the {name} bound of {label} is complex; bounds are real")
             try:
                 shape = np.broadcast_shapes(np.shape(b), np.shape(leaf))
             except ValueError:
                 shape = None
             if shape != np.shape(leaf):
-                raise ValueError(f"bounds: the {name} bound of {where} has shape {np.shape(b)}, which does not "
+                raise ValueError(f"bounds: the {name} bound of {label} has shape {np.shape(b)}, which does not "
                                  f"broadcast to the leaf's shape {np.shape(leaf)}")
         if jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError(f"bounds: {where} is complex ({dtype}); L-BFGS-B takes real leaves only "
+            raise TypeError(f"bounds: {label} is complex ({dtype}); L-BFGS-B takes real leaves only "
                             "(optimise its real and imaginary parts as two real leaves)")
         if not traced:
             bad = ~(np.asarray(lo, np.float64) <= np.asarray(hi, np.float64))
             if np.any(bad):
-                raise ValueError(f"bounds: lower > upper (or NaN) for {where} at index "
+                raise ValueError(f"bounds: lower > upper (or NaN) for {label} at index "
                                  f"{tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, np.shape(leaf)))[0])}")
         lo_c = _nearest_inward(lo, dtype, True, traced)
         hi_c = _nearest_inward(hi, dtype, False, traced)
         # No representable value in [lower, upper]: both become the one nearest to lower.
         empty = (lo_c > hi_c) & (jnp.asarray(lo).astype(jnp.result_type(lo, float)) <= hi)
         nearest = jnp.asarray(lo).astype(dtype)
-        out_l.append(jnp.where(empty, nearest, lo_c))
-        out_u.append(jnp.where(empty, nearest, hi_c))
+        out_l.append(where(empty, nearest, lo_c))
+        out_u.append(where(empty, nearest, hi_c))
     return Box(jax.tree_util.tree_unflatten(treedef, out_l), jax.tree_util.tree_unflatten(treedef, out_u))
 
 
@@ -167,8 +168,8 @@ def max_stepsize(x, d, box: Box, sdt):
         if jnp.iscomplexobj(xl) or not xl.size:
             continue
         xs, ds = xl.astype(sdt), dl.astype(sdt)
-        room = jnp.where(ds > 0, hi.astype(sdt) - xs, jnp.where(ds < 0, lo.astype(sdt) - xs, jnp.inf))
-        ratio = jnp.where(ds != 0, room / jnp.where(ds != 0, ds, 1), jnp.inf)
+        room = where(ds > 0, hi.astype(sdt) - xs, where(ds < 0, lo.astype(sdt) - xs, jnp.inf))
+        ratio = where(ds != 0, room / where(ds != 0, ds, 1), jnp.inf)
         t = jnp.minimum(t, jnp.maximum(jnp.min(ratio), 0))
     return t
 
@@ -189,8 +190,8 @@ def stationarity(x, g, box: Box, sdt):
             # into the reduction but not a bound given as a scalar, which they would read
             # written out at full size; a select they leave to an elementwise pass that
             # takes the scalars in, and reduce its result.
-            pg = jnp.where(ng < below, below, jnp.where(ng > above, above, ng))
-            pg = jnp.where(jnp.isnan(below) | jnp.isnan(above), below + above, pg)  # (NaN as the clip's)
+            pg = where(ng < below, below, where(ng > above, above, ng))
+            pg = where(jnp.isnan(below) | jnp.isnan(above), below + above, pg)  # (NaN as the clip's)
         else:
             pg = jnp.minimum(jnp.maximum(ng, below), above)
         m = jnp.maximum(m, jnp.max(jnp.abs(pg)))
@@ -217,11 +218,11 @@ def trial(params, u, box: Box, exact_updates: bool):
         c = jnp.minimum(jnp.maximum(raw, lo), hi)
         moved = c != raw
         if not exact_updates:
-            return jnp.where(moved, c - p, v), c
-        w = jnp.where(moved, c - p, v)
+            return where(moved, c - p, v), c
+        w = where(moved, c - p, v)
         y = jax.lax.optimization_barrier(p + w)
-        w = jnp.where(y > hi, jnp.nextafter(w, jnp.asarray(-jnp.inf, w.dtype)),
-                      jnp.where(y < lo, jnp.nextafter(w, jnp.asarray(jnp.inf, w.dtype)), w))
+        w = where(y > hi, jnp.nextafter(w, jnp.asarray(-jnp.inf, w.dtype)),
+                      where(y < lo, jnp.nextafter(w, jnp.asarray(jnp.inf, w.dtype)), w))
         return w, jax.lax.optimization_barrier(p + w)
 
     pairs = jax.tree.map(one, params, u, box.lower, box.upper)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _argsort, _loop, _memory, _segments
+from ._compile import where
 from ._tree import matmul as mm
 
 
@@ -54,21 +55,21 @@ def middle(memory: _memory.Memory):
     both = valid[:, None] & valid[None, :]
     eye = jnp.eye(m1, dtype=sdt)
     theta = 1 / memory.gamma
-    dvec = jnp.where(valid, g.d, 1)
-    low = jnp.where(both & (pos[:, None] > pos[None, :]), g.sy, 0)  # L
-    ss = jnp.where(both, g.ss, 0)
+    dvec = where(valid, g.d, 1)
+    low = where(both & (pos[:, None] > pos[None, :]), g.sy, 0)  # L
+    ss = where(both, g.ss, 0)
     low_d = low / dvec[None, :]  # L D^-1
-    t = jnp.where(both, theta * ss + mm(low_d, low.T), eye)
+    t = where(both, theta * ss + mm(low_d, low.T), eye)
     chol = jnp.linalg.cholesky(t)
     t_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
     e = mm(t_inv, low_d)
     m11 = mm(low_d.T, e) - jnp.diag(1 / dvec)
     mid = jnp.block([[m11, e.T], [e, t_inv]])
     both2 = jnp.tile(both, (2, 2))
-    mid = jnp.where(both2, mid, 0)
-    k = jnp.block([[-jnp.diag(dvec), low.T], [low, jnp.where(both, theta * ss, eye)]])
+    mid = where(both2, mid, 0)
+    k = jnp.block([[-jnp.diag(dvec), low.T], [low, where(both, theta * ss, eye)]])
     ok = jnp.all(jnp.isfinite(mid))
-    return jnp.where(ok, mid, 0), k, theta, ok
+    return where(ok, mid, 0), k, theta, ok
 
 
 def w_rows(memory: _memory.Memory, theta, sdt):
@@ -80,7 +81,7 @@ def w_rows(memory: _memory.Memory, theta, sdt):
     for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         flat = lambda b: b.reshape(m1, -1).astype(sdt).T  # noqa: E731
         blocks.append(jnp.concatenate([flat(yb), theta * flat(sb)], axis=1))
-    return jnp.where(valid[None, :], jnp.concatenate(blocks, axis=0), 0)
+    return where(valid[None, :], jnp.concatenate(blocks, axis=0), 0)
 
 
 # Beyond this many variables the breakpoints are not all sorted: ``_segments`` selects them.
@@ -113,15 +114,15 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     keys, gms = [], []
     for xl, gl, lo, hi in zip(*sides):
         xs, gs, lo, hi = (a.astype(sdt) for a in (xl, gl, lo, hi))
-        gsafe = jnp.where(gs != 0, gs, 1)
-        tb = jnp.where(gs < 0, (xs - hi) / gsafe, jnp.where(gs > 0, (xs - lo) / gsafe, jnp.inf))
+        gsafe = where(gs != 0, gs, 1)
+        tb = where(gs < 0, (xs - hi) / gsafe, where(gs > 0, (xs - lo) / gsafe, jnp.inf))
         # A variable moves (t_i > 0) while the bound it heads for is not reached; t_i = inf: it
         # never stops. Only the key and the moving variables' gradient gm are kept (no mask or
         # t_i of their own: each would be one more pass at large n); a variable with g_i = 0
         # moves at speed 0, which everything below treats as not moving.
         moving = ((gs < 0) & (xs < hi)) | ((gs > 0) & (xs > lo))
-        keys.append(jnp.where(moving, tb, jnp.inf))
-        gms.append(jnp.where(moving, gs, 0))
+        keys.append(where(moving, tb, jnp.inf))
+        gms.append(where(moving, gs, 0))
     n = sum(key.size for key in keys)
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
     wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
@@ -148,7 +149,7 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     for (xl, gl, lo, hi), key, gml in zip(zip(*sides), keys, gms):
         lo, hi, gs = lo.astype(sdt), hi.astype(sdt), gl.astype(sdt)
         # (x is in the box)
-        point = jnp.where(key <= tc, jnp.where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
+        point = where(key <= tc, where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
         xc.append(jnp.broadcast_to(point, xl.shape).astype(xl.dtype))
     xc = jax.tree_util.tree_unflatten(treedef, xc)
     free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import _memory
+from ._compile import where
 from ._products import matvec, vecmat
 
 
@@ -33,9 +34,9 @@ def coefficients(memory: _memory.Memory, a, b):
     g = memory.gram
     gamma = memory.gamma
     # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
-    u = jnp.where(mask, matvec(g.ri, a), 0)
-    w = jnp.where(mask, g.d * u + gamma * matvec(g.yy, u) - gamma * b, 0)
-    c_s = jnp.where(mask, vecmat(w, g.ri), 0)  # R^-T w
+    u = where(mask, matvec(g.ri, a), 0)
+    w = where(mask, g.d * u + gamma * matvec(g.yy, u) - gamma * b, 0)
+    c_s = where(mask, vecmat(w, g.ri), 0)  # R^-T w
     return c_s, -gamma * u
 
 

@@ -30,7 +30,8 @@ JAX function:
   accepts compiler options on the outermost ``jax.jit`` only: pass the same ``OPTIONS``
   to your own ``jax.jit`` for the same effect);
 * on other backends than CPU, and where this JAX or XLA does not accept the options
-  (checked once, on a program of one addition).
+  (learnt from the first compile that asks for them: XLA refuses an option it does not
+  know, and that call and later ones compile without it).
 
 The two kinds of program are the same HLO program, optimised alike; they may round
 differently in the last bit, as any two programs XLA compiles separately may.
@@ -96,24 +97,22 @@ BATCHED_PROGRAM = 32
 _KINDS = {"small": SMALL_OPTIONS, "tuned": OPTIONS, "batched": BATCHED_SMALL_OPTIONS}
 
 
-@functools.cache
+# The kinds of options this process's XLA refused: a program's first compile with them
+# failed on an unknown option (an older XLA), so calls compile with the next kind down
+# (``jit``). Learnt from the first real compile, not from a test compile of its own: that
+# cost every process's first call about 10 ms.
+_REFUSED: set = set()
+
+
 def _compiles_with(backend: str, kind: str) -> bool:
-    """Whether this backend is a CPU and its XLA takes the options of ``kind`` ("small":
-    ``SMALL_OPTIONS``, "tuned": ``OPTIONS``, "batched": ``BATCHED_SMALL_OPTIONS``): one
-    tiny compile."""
-    if backend != "cpu":
-        return False
-    try:
-        jax.jit(jnp.negative, compiler_options=_KINDS[kind]).lower(1.0).compile()
-    except Exception:  # an older JAX (no compiler_options) or an XLA without the flag
-        return False
-    return True
+    """Whether this backend is a CPU and its XLA has not refused the options of ``kind``
+    ("small": ``SMALL_OPTIONS``, "tuned": ``OPTIONS``, "batched": ``BATCHED_SMALL_OPTIONS``)."""
+    return backend == "cpu" and kind not in _REFUSED
 
 
 def _accepted(backend: str) -> bool:
-    """Whether this backend is a CPU and its XLA accepts ``OPTIONS`` (``SMALL_OPTIONS`` are
-    tried first: they hold ``OPTIONS``, so one tiny compile as a rule answers both)."""
-    return _compiles_with(backend, "small") or _compiles_with(backend, "tuned")
+    """Whether this backend is a CPU and its XLA takes ``OPTIONS``."""
+    return _compiles_with(backend, "tuned")
 
 
 def _small_accepted(backend: str) -> bool:
@@ -127,14 +126,26 @@ def _batched_accepted(backend: str) -> bool:
     return _compiles_with(backend, "batched")
 
 
-def options_for(tree):
-    """The compiler options of a program of its own over the user's arrays ``tree`` (the
-    parameters, ``fun``'s arguments and the arrays it closes over): ``SMALL_OPTIONS``,
-    ``OPTIONS``, or None (XLA's defaults; module docstring)."""
+def _refused(error: Exception) -> bool:
+    """Whether ``error`` is XLA refusing a compiler option it does not know."""
+    return "compile option" in str(error)
+
+
+def kind_for(tree):
+    """The kind of options of a program of its own over the user's arrays ``tree`` (the
+    parameters, ``fun``'s arguments and the arrays it closes over): "small", "tuned", or
+    None (XLA's defaults; module docstring)."""
     backend = jax.default_backend()
     if not (_accepted(backend) and _vectors_only(tree)):
         return None
-    return SMALL_OPTIONS if _small(tree) and _small_accepted(backend) else OPTIONS
+    return "small" if _small(tree) and _small_accepted(backend) else "tuned"
+
+
+def options_for(tree):
+    """The compiler options of that kind (:func:`kind_for`): ``SMALL_OPTIONS``, ``OPTIONS``,
+    or None."""
+    kind = kind_for(tree)
+    return None if kind is None else _KINDS[kind]
 
 
 def _eager(through_vmap: bool) -> bool:
@@ -181,8 +192,9 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
     program on a CPU (see the module's docstring); a decorator with or without arguments.
     The wrapper's ``plain`` is the jitted function with XLA's defaults, ``tuned`` the one
     with ``OPTIONS``, ``small`` with ``SMALL_OPTIONS`` and ``batched`` with
-    ``BATCHED_SMALL_OPTIONS`` (all made at once; whether the backend takes them is checked
-    at the first call that would use them, so importing qnjax does not start JAX's backend).
+    ``BATCHED_SMALL_OPTIONS`` (all made at once; a kind of options this XLA refuses at the
+    first compile that asks for it is not asked for again, and that call compiles with
+    the next kind down: ``SMALL_OPTIONS`` hold ``OPTIONS``, then XLA's defaults).
 
     ``users(arguments)``, given the call's arguments by name, returns the arrays that are
     the user's (the ones :func:`_vectors_only` and :func:`_small` look at); by default all
@@ -195,11 +207,9 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
     signature = inspect.signature(fun)
     plain = jax.jit(fun, **kwargs)
     try:
-        tuned = jax.jit(fun, compiler_options=OPTIONS, **kwargs)
-        small = jax.jit(fun, compiler_options=SMALL_OPTIONS, **kwargs)
-        batched = jax.jit(fun, compiler_options=BATCHED_SMALL_OPTIONS, **kwargs)
-    except TypeError:  # a JAX whose jit takes no compiler options (_accepted is then False)
-        tuned = small = batched = plain
+        jitted = {kind: jax.jit(fun, compiler_options=options, **kwargs) for kind, options in _KINDS.items()}
+    except TypeError:  # a JAX whose jit takes no compiler options: the defaults for all
+        jitted = dict.fromkeys(_KINDS, plain)
 
     def arrays(args, kw, arguments=None):
         if users is None:
@@ -214,14 +224,28 @@ def jit(fun=None, *, users=None, batches=None, **kwargs):
         return ((batches is None or batches(arguments))
                 and _small(arrays(args, kw, arguments), BATCHED_PROGRAM))
 
+    def kind_of(args, kw):
+        """The kind of options this call compiles with, None for XLA's defaults."""
+        if not top_level():
+            return "batched" if small_batch(args, kw) else None
+        return kind_for(arrays(args, kw))
+
     @functools.wraps(fun)
     def call(*args, **kw):
-        if not top_level():
-            return (call.batched if small_batch(args, kw) else call.plain)(*args, **kw)
-        options = options_for(arrays(args, kw))
-        return (call.plain if options is None else call.small if options is SMALL_OPTIONS else call.tuned)(*args, **kw)
+        kind = kind_of(args, kw)
+        if kind is None:
+            return call.plain(*args, **kw)
+        try:
+            return getattr(call, kind)(*args, **kw)
+        except Exception as error:  # noqa: BLE001
+            if not _refused(error):
+                raise
+        _REFUSED.add(kind)  # (outside the handler: an error of the plain call is not chained to XLA's)
+        return call(*args, **kw)
 
-    call.plain, call.tuned, call.small, call.batched = plain, tuned, small, batched
+    call.plain = plain
+    for kind, jitted_kind in jitted.items():
+        setattr(call, kind, jitted_kind)
     return call
 
 
@@ -230,6 +254,33 @@ def _small(tree, most=None) -> bool:
     elements."""
     most = SMALL_PROGRAM if most is None else most
     return all(jnp.size(leaf) <= most for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
+
+
+def _plain_where():
+    """JAX's ``jnp.where`` without the ``jax.jit`` around it (None where this JAX's is not
+    built so)."""
+    try:
+        from jax._src.numpy import util
+
+        inner = getattr(util._where, "__wrapped__", None)
+    except (ImportError, AttributeError):
+        return None
+    return inner if callable(inner) else None
+
+
+_WHERE = _plain_where() or jnp.where
+
+
+def where(condition, x, y):
+    """``jnp.where(condition, x, y)``: the same promotion, broadcasting and result, without
+    the ``jax.jit`` that JAX wraps around it (falling back to ``jnp.where`` where a JAX has
+    no such inner function). That jit makes each call a program of its own nested in the
+    caller's (the solve of a small problem held 103), lowered as a function of its own and
+    inlined again by XLA. The optimised program is the same (its instructions, with
+    ``OPTIONS``, on three solves); the 2-D Rosenbrock solve's first call took 0.439-0.446 s
+    instead of 0.450-0.461 (lowering 47 ms instead of 53-55; medians of 7 fresh traces,
+    three alternating runs)."""
+    return _WHERE(condition, x, y)
 
 
 def once(never, tree):
@@ -251,7 +302,7 @@ def once(never, tree):
     compiles in 1.5-1.7 s of CPU time instead of 2.1-2.3 (least of 7 compiles, two
     alternating runs)."""
 
-    divisor = jnp.where(never, 2.0, 1.0)
+    divisor = where(never, 2.0, 1.0)
 
     def one(v):
         v = jnp.asarray(v)

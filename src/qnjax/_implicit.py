@@ -56,6 +56,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _tree
+from ._compile import where
 from ._inverse_hessian import InverseHessian
 
 
@@ -114,12 +115,12 @@ def conjugate_gradient(matvec, b, precond, config: ImplicitDiff, sdt):
         ap = matvec(p)
         pap = _tree.inner(p, ap, sdt)
         bad = ~(pap > 0)  # indefinite, singular, or not finite
-        alpha = jnp.where(bad, 0, rz / jnp.where(bad, 1, pap))
+        alpha = where(bad, 0, rz / where(bad, 1, pap))
         x = _tree.add(x, _tree.scale(alpha, p, x))
         r = _tree.sub(r, _tree.scale(alpha, ap, r))
         z = precond(r)
         rz_new = _tree.inner(r, z, sdt)
-        p = _tree.add(z, _tree.scale(rz_new / jnp.where(rz != 0, rz, 1), p, z))
+        p = _tree.add(z, _tree.scale(rz_new / where(rz != 0, rz, 1), p, z))
         return x, r, z, p, rz_new, _tree.inner(r, r, sdt), k + 1, bad
 
     x, _, _, _, _, rr, _, bad = jax.lax.while_loop(going, body, init)
@@ -139,14 +140,14 @@ def dense_solve(matvec, b, sdt):
     a = columns.astype(sdt)
     w, v = jnp.linalg.eigh((a + a.T) / 2)
     ok = jnp.all(jnp.isfinite(w)) & (w[0] > n * jnp.finfo(sdt).eps * jnp.max(jnp.abs(w)))
-    x = _tree.matmul(v, _tree.matmul(v.T, flat_b.astype(sdt)) / jnp.where(ok, w, 1))
+    x = _tree.matmul(v, _tree.matmul(v.T, flat_b.astype(sdt)) / where(ok, w, 1))
     return poison(unravel(x.astype(flat_b.dtype)), ok & jnp.all(jnp.isfinite(flat_b)))
 
 
 def poison(tangent, ok):
     """``tangent`` if ``ok`` else NaN, as a product with a primal factor (linear in the
     tangent: a select would lose the NaN when JAX transposes it for reverse mode)."""
-    factor = jnp.where(ok, 1.0, jnp.nan)
+    factor = where(ok, 1.0, jnp.nan)
     return jax.tree.map(lambda a: a * factor.astype(a.dtype), tangent)
 
 
@@ -156,16 +157,16 @@ def _reduced(box, d_box, x, hvp, precond, neg):
     as one SPD system over every variable, identity on A (BLNZ's Z^T H Z, masked):
     M v = F H (F v) + (1 - F) v, right-hand side F (-B dtheta - H dx_A) + (1 - F) dx_A."""
     free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), x, box.lower, box.upper)
-    d_bound = jax.tree.map(lambda v, lo, dlo, dhi: jnp.broadcast_to(jnp.where(v == lo, dlo, dhi), v.shape)
+    d_bound = jax.tree.map(lambda v, lo, dlo, dhi: jnp.broadcast_to(where(v == lo, dlo, dhi), v.shape)
                            .astype(v.dtype), x, box.lower, d_box.lower, d_box.upper)
-    dx_a = jax.tree.map(lambda f, d: jnp.where(f, 0, d), free, d_bound)
-    on_free = lambda t: jax.tree.map(lambda f, a: jnp.where(f, a, 0), free, t)  # noqa: E731
+    dx_a = jax.tree.map(lambda f, d: where(f, 0, d), free, d_bound)
+    on_free = lambda t: jax.tree.map(lambda f, a: where(f, a, 0), free, t)  # noqa: E731
 
     def masked(op):
-        return lambda v: jax.tree.map(lambda f, a, b: jnp.where(f, a, b), free, op(on_free(v)), v)
+        return lambda v: jax.tree.map(lambda f, a, b: where(f, a, b), free, op(on_free(v)), v)
 
     coupling = hvp(dx_a)
-    rhs = jax.tree.map(lambda f, n, c, d: jnp.where(f, n - c.astype(n.dtype), d.astype(n.dtype)),
+    rhs = jax.tree.map(lambda f, n, c, d: where(f, n - c.astype(n.dtype), d.astype(n.dtype)),
                        free, neg, coupling, dx_a)
     return masked(hvp), masked(precond), rhs
 

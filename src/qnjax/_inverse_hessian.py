@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _compact, _memory, _reduced, _tree
+from ._compile import where
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:
@@ -34,8 +35,8 @@ def rebuild(memory: _memory.Memory) -> _memory.Memory:
     ok, pos = _memory.valid(memory), _memory.position(memory)
     both = ok[:, None] & ok[None, :]
     eye = jnp.eye(m1, dtype=sdt)
-    r = jnp.where(both & (pos[:, None] <= pos[None, :]), ys.T, 0) + jnp.where(ok[:, None], 0, eye)
-    ri = jnp.where(both, jnp.linalg.inv(r), 0)
+    r = where(both & (pos[:, None] <= pos[None, :]), ys.T, 0) + where(ok[:, None], 0, eye)
+    ri = where(both, jnp.linalg.inv(r), 0)
     return memory._replace(gram=_memory.Gram(d=jnp.diagonal(ys), yy=yy, ri=ri, sy=ys.T, ss=ss),
                            flags=memory.flags & jnp.array([True, False, True]))
 

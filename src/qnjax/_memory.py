@@ -216,9 +216,9 @@ def clear(memory: Memory, where=True) -> Memory:
     the last curvature scale seen."""
     where = jnp.asarray(where)
     count = memory.count
-    kept = jnp.where(where & (count > 0), count, memory.index[2])
+    kept = _compile.where(where & (count > 0), count, memory.index[2])
     return memory._replace(
-        index=jnp.stack([jnp.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
+        index=jnp.stack([_compile.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
         flags=memory.flags & ~(where & (jnp.arange(3, dtype=jnp.int32) == 1)),
     )
 
@@ -230,7 +230,7 @@ def restore(memory: Memory, where=True) -> Memory:
     matrices changed meanwhile: a failed search stores no pair."""
     where = jnp.asarray(where) & (memory.count == 0)
     first = jnp.arange(3, dtype=jnp.int32) == 0
-    return memory._replace(index=jnp.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
+    return memory._replace(index=_compile.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
 
 
 def _write(pairs, i, value):
@@ -256,7 +256,7 @@ def products(memory: Memory, q):
         vec = v.astype(wd)
         vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
         total = total + jnp.real(_matvec_big(buf.astype(wd), vec)).reshape(2, m + 1).astype(sdt)
-    return jnp.where(valid(memory), total, 0)
+    return _compile.where(valid(memory), total, 0)
 
 
 def weighted_sum(memory: Memory, h0, q, c_s, c_y):
@@ -283,8 +283,8 @@ def complete(memory: Memory, a, b) -> Memory:
     newest = (memory.head + m) % (m + 1)
     i = jnp.arange(m + 1, dtype=jnp.int32)
     fill = memory.flags[1] & valid(memory) & (i != newest)
-    r = jnp.where(fill, a - memory.last[A], 0)
-    yv = jnp.where(fill, b - memory.last[B], 0)
+    r = _compile.where(fill, a - memory.last[A], 0)
+    yv = _compile.where(fill, b - memory.last[B], 0)
     ri = -matvec(g.ri, r) * g.ri[newest, newest]
     # (each first write depends on its matrix's read: XLA orders the read first, in place)
     gram = g._replace(ri=_set_line(g.ri, newest, 1, ri, fill),
@@ -300,7 +300,7 @@ def _set_line(mat, i, axis, value, where):
     of it before, so that XLA orders those reads first and updates the loop-carried
     matrix in place instead of copying it."""
     old = jax.lax.dynamic_index_in_dim(mat, i, axis=axis, keepdims=False)
-    return jax.lax.dynamic_update_index_in_dim(mat, jnp.where(where, value, old), i, axis)
+    return jax.lax.dynamic_update_index_in_dim(mat, _compile.where(where, value, old), i, axis)
 
 
 def record(memory: Memory, last) -> Memory:
@@ -367,7 +367,7 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
         prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
     if g.sy is not None:
         if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
-            st_s, yt_s = jnp.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
+            st_s, yt_s = _compile.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
         elif direct:
             st_s, yt_s = products(memory, s)
         else:
@@ -385,29 +385,29 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
     store = _compile.once(memory.count < 0, store)  # (read by every write below; count >= 0)
     # Divisions by what a stored pair has (a rejected one's may be zero): the values are
     # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.
-    sy_ok, yy_ok = jnp.where(store, sy, 1), jnp.where(store, yy, 1)
+    sy_ok, yy_ok = _compile.where(store, sy, 1), _compile.where(store, yy, 1)
 
     at = jnp.arange(m + 1, dtype=jnp.int32) == h
-    gram = g._replace(d=jnp.where(store & at, sy, g.d))
+    gram = g._replace(d=_compile.where(store & at, sy, g.d))
     if g.ri is not None:  # R^-1's and YY's row h: zero but the diagonal (complete fills YY's)
-        gram = gram._replace(ri=_set_line(g.ri, h, 0, jnp.where(at, 1 / sy_ok, 0), store),
-                             yy=_set_line(g.yy, h, 0, jnp.where(at, yy, 0), store))
+        gram = gram._replace(ri=_set_line(g.ri, h, 0, _compile.where(at, 1 / sy_ok, 0), store),
+                             yy=_set_line(g.yy, h, 0, _compile.where(at, yy, 0), store))
     if g.sy is not None:  # row h of SY: <s, y_j> (L-BFGS-B reads SY's lower triangle); SS symmetric
-        ss_line = jnp.where(at, ss, st_s)
-        gram = gram._replace(sy=_set_line(g.sy, h, 0, jnp.where(at, sy, yt_s), store),
+        ss_line = _compile.where(at, ss, st_s)
+        gram = gram._replace(sy=_set_line(g.sy, h, 0, _compile.where(at, sy, yt_s), store),
                              ss=_set_line(_set_line(g.ss, h, 0, ss_line, store), h, 1, ss_line, store))
 
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
-    new_head = jnp.where(store, (h + 1) % (m + 1), h)
+    new_head = _compile.where(store, (h + 1) % (m + 1), h)
     if q is not None:  # q: the next tentative pair's start
         pairs = _write(pairs, y_row + new_head, _keep(active, q, q_old))
     stored = memory._replace(
         pairs=pairs,
         gram=gram,
-        scalars=jnp.concatenate([jnp.stack([jnp.where(store, gamma, memory.gamma), memory.scalars[1]]),
+        scalars=jnp.concatenate([jnp.stack([_compile.where(store, gamma, memory.gamma), memory.scalars[1]]),
                                  memory.scalars[2:]]),
-        index=jnp.stack([jnp.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
+        index=jnp.stack([_compile.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
                          memory.index[2]]).astype(jnp.int32),
-        flags=jnp.stack([jnp.asarray(False), jnp.where(store, True, memory.flags[1]), memory.flags[2] | store]),
+        flags=jnp.stack([jnp.asarray(False), _compile.where(store, True, memory.flags[1]), memory.flags[2] | store]),
     )
     return stored, store

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _reduced, _scipy, _trace, _tree, _unrolled
+from ._compile import where
 from ._solver import LBFGS, State, hold
 from ._status import Status, code, is_success
 
@@ -322,7 +323,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         moved = s.count > before.count
         if callback is not None:
             stop = _callbacks.call(callback, s, _tree.conj(s.grad), moved)
-            s = s._replace(status=jnp.where(stop & running(s), code(Status.CALLBACK), s.status))
+            s = s._replace(status=where(stop & running(s), code(Status.CALLBACK), s.status))
         new_records = observe(solver, s, records, on, moved)
         if active is not None:
             s = hold(active, s, before)
@@ -333,7 +334,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
     if unrolled:
         s, records = _unrolled.loop(lambda c: running(c[0]), lambda c: body(operands, c, None), (state, records),
                                     unrolled)
-        s = s._replace(status=jnp.where(running(s), code(Status.MAXITER), s.status))
+        s = s._replace(status=where(running(s), code(Status.MAXITER), s.status))
     else:
         # (a batch of bounded problems large enough for the Cauchy point's and the products'
         # branches: ``_reduced.incremental``)

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _cauchy, _compile, _loop, _memory, _segments, _tree
+from ._compile import where
 from ._tree import matmul as mm
 
 SMALL_N = 4096
@@ -78,7 +79,7 @@ def _block(pairs, f, sdt):
     wd = _tree.work_dtype(pairs.dtype, sdt)
     k = pairs.shape[0] // 2
     s, y = pairs[:k].astype(wd), pairs[k:].astype(wd)
-    fs, fy = jnp.where(f[None], s, 0), jnp.where(f[None], y, 0)
+    fs, fy = where(f[None], s, 0), where(f[None], y, 0)
     axes = (tuple(range(1, s.ndim)),) * 2
     products = [jnp.tensordot(a, b, axes, precision=_tree.HIGHEST) for a, b in ((fs, s), (fy, s), (fy, y))]
     return jnp.stack(products).astype(sdt)
@@ -106,7 +107,7 @@ def _window(memory: _memory.Memory, free, slots):
     if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
         total = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(total)
     valid = _memory.valid(memory)
-    return jnp.where(valid[:, None] & valid[None, :], total, 0)
+    return where(valid[:, None] & valid[None, :], total, 0)
 
 
 def _chunked(take, k, pb, f, sdt, chunk):
@@ -132,7 +133,7 @@ def _chunked(take, k, pb, f, sdt, chunk):
 def _direct(memory: _memory.Memory, free, g):
     """G and [S^T F g, Y^T F g] from scratch."""
     sdt = memory.dtype
-    fg = jax.tree.map(lambda a, f: jnp.where(f, a, 0).astype(sdt), g, free)
+    fg = jax.tree.map(lambda a, f: where(f, a, 0).astype(sdt), g, free)
     return full(memory, free), jnp.stack(_memory.products(memory, fg))
 
 
@@ -169,7 +170,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     # How many are nonzero (NaN counts), in one reduction per leaf that writes nothing:
     # counted in float32 (exact to 2^24, and beyond still above CHANGES) as in ``update``.
     one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-    count = sum((jnp.sum(jnp.where(a != 0, one, zero)) for a in leaves), zero)
+    count = sum((jnp.sum(where(a != 0, one, zero)) for a in leaves), zero)
 
     def gathered():
         with jax.named_scope(_segments.GATHERED):
@@ -178,7 +179,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
             v = ef[idx]  # (0 where top_k listed a zero)
             return jnp.stack([mm(v, rows[:, m1:]), mm(v, rows[:, :m1])])
 
-    return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= CHANGES, 1, 2)),
+    return jax.lax.switch(where(count == 0, 0, where(count <= CHANGES, 1, 2)),
                           [lambda: jnp.zeros((2, m1), sdt), gathered, lambda: jnp.stack(_memory.products(memory, e))])
 
 
@@ -210,11 +211,11 @@ def _row_sums(memory: _memory.Memory, free, gm, g, stored):
         # (the masks at the gathered rows only)
         changed, out, moved = _changes(now[idx], before[idx], gm[idx], s_new[idx], stored)
         ys, ss = rows[:, :m1], rows[:, m1:]
-        sign = jnp.where(changed, jnp.where(now[idx], 1, -1), 0).astype(sdt)
+        sign = where(changed, where(now[idx], 1, -1), 0).astype(sdt)
         gram = jnp.stack([mm((ss * sign[:, None]).T, ss), mm((ys * sign[:, None]).T, ss),
                           mm((ys * sign[:, None]).T, ys)])
-        g_out = jnp.where(out, gm[idx], 0)
-        s_out = jnp.where(moved, s_new[idx], 0)
+        g_out = where(out, gm[idx], 0)
+        s_out = where(moved, s_new[idx], 0)
         newest = _memory.slot(memory, m1 - 2)
         d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
         return gram, jnp.stack([mm(g_out, ss), mm(g_out, ys), mm(s_out, ss), mm(s_out, ys), mm(d_old, ss),
@@ -240,15 +241,15 @@ def _updated(memory: _memory.Memory, free, gm, g, wg, stored, count):
         # the new pair's own entries: s^T F y is yt_fs's (the column below is written last),
         # y^T F y one pass over y
         y_new = _newest(memory, memory.y, sdt)
-        yy = sum((jnp.sum(jnp.where(f, y * y, 0)) for f, y in zip(jax.tree_util.tree_leaves(free), y_new)),
+        yy = sum((jnp.sum(where(f, y * y, 0)) for f, y in zip(jax.tree_util.tree_leaves(free), y_new)),
                  jnp.zeros((), sdt))
-        yt_fy = jnp.where(jnp.arange(m1) == newest, yy, yt_fy)
+        yt_fy = where(jnp.arange(m1) == newest, yy, yt_fy)
         i = jnp.arange(m1, dtype=jnp.int32)
         in_row, in_col = (i == newest)[:, None], (i == newest)[None, :]
         # row "newest" of Y^T F S is <y_new, F s_j>; its column is <y_i, F s_new>.
         rows_new = jnp.stack([st_fs, st_fy, yt_fy])[:, None, :]
         cols_new = jnp.stack([st_fs, yt_fs, yt_fy])[:, :, None]
-        return jnp.where(in_col[None], cols_new, jnp.where(in_row[None], rows_new, fgram))
+        return where(in_col[None], cols_new, where(in_row[None], rows_new, fgram))
 
     fgram = jax.lax.cond(stored, newest_pair, lambda: fgram)
     return fgram, fg
@@ -269,17 +270,17 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
         # still far above CHANGES, all that is asked of it)
         s_new = _newest(memory, memory.s, sdt)
         one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-        count = sum((jnp.sum(jnp.where(functools.reduce(jnp.logical_or, _changes(now, before, gml, s, stored)),
+        count = sum((jnp.sum(where(functools.reduce(jnp.logical_or, _changes(now, before, gml, s, stored)),
                                        one, zero))
                      for (now, before, gml), s in zip(_leaves(free, memory.free, gm), s_new)), zero)
         wg = jnp.stack([wg[m1:] / theta, wg[:m1]])
-        branch = jnp.where(memory.count == 0, 0, jnp.where(count <= CHANGES, 1, 2))
+        branch = where(memory.count == 0, 0, where(count <= CHANGES, 1, 2))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
             lambda: _updated(memory, free, gm, g, wg, stored, count),
             lambda: _direct(memory, free, g)])
     both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
-    fg = jnp.where(_memory.valid(memory), fg, 0)
-    fgram = jnp.where(both, fgram, 0)
+    fg = where(_memory.valid(memory), fg, 0)
+    fgram = where(both, fgram, 0)
     last = memory.last.at[:2].set(fg)
     return fgram, fg, memory._replace(free=free, fgram=fgram, last=last)

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _argsort, _compile, _loop, _memory
+from ._compile import where
 from ._tree import matmul as mm
 
 CAPS = (1, 1024, 16384)
@@ -71,7 +72,7 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     ``t0``, ``q0``: the path walked before ``ts`` (its end, and sum t_(k) g_(k) w_(k))."""
     k, m = w.shape
     is_bp = jnp.isfinite(ts)
-    tb = jnp.where(is_bp, ts, 0)
+    tb = where(is_bp, ts, 0)
     a = wt[:, None] * w  # g_i w_i of each moving variable
     # One prefix sum over [a backwards, g_i^2 backwards, t_i a forwards]: p and G are
     # sums from the end (sum_{k >= j} + tail, j = 0..k), q from the start (SCAN_FROM).
@@ -88,14 +89,14 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     pm = mm(p, mid)
     fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
     fpp = theta * big_g - jnp.sum(pm * p, axis=1)
-    dtm = jnp.where(fpp > 0, -fp / jnp.where(fpp > 0, fpp, 1), jnp.where(fp < 0, jnp.inf, 0))
+    dtm = where(fpp > 0, -fp / where(fpp > 0, fpp, 1), where(fp < 0, jnp.inf, 0))
     j = jnp.arange(k + 1)
     last = jnp.sum(is_bp)  # the segment after every breakpoint listed
     stop = (j <= last) & ((dtm < t_end - t_prev) | (big_g <= 0) | ((j == last) & complete))
     stop = stop & ((j < last) | complete)
     js = jnp.argmax(stop)
     step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
-    step = jnp.where(jnp.isfinite(step), step, 0)
+    step = where(jnp.isfinite(step), step, 0)
     return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
@@ -126,8 +127,8 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, slots, order, block):
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
         found, tc, c = walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * block >= finite, sdt, t0, q0)
         is_bp = jnp.isfinite(ts)
-        q0 = q0 + jnp.sum(jnp.where(is_bp, ts, 0)[:, None] * a, axis=0)
-        return b + 1, jnp.max(jnp.where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
+        q0 = q0 + jnp.sum(where(is_bp, ts, 0)[:, None] * a, axis=0)
+        return b + 1, jnp.max(where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
 
     zero = jnp.zeros((mid.shape[0],), sdt)
     start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -wg, jnp.sum(gm * gm), jnp.asarray(False),
@@ -152,16 +153,16 @@ def rows(memory, theta, idx, sdt, slots=None):
         at = (slice(None),) + at if slots is None else (slots[:, None],) + tuple(a[None, :] for a in at)
         ys, ss = (b[at].astype(sdt).T for b in (yb, sb))
         inside = ((idx >= off) & (idx < off + size))[:, None]
-        out = out + jnp.where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
+        out = out + where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
         off += size
-    return jnp.where(jnp.concatenate([valid] * 2)[None, :], out, 0)
+    return where(jnp.concatenate([valid] * 2)[None, :], out, 0)
 
 
 def no_pairs(keys, gms, theta, mid, sdt):
     """(t_c, c = 0) with no pair stored (W = 0): every segment's model is G_j (theta t - 1) in
     slope, so the Cauchy point is at t = 1 / theta unless the path ends first, at the
     last breakpoint of a variable with g_i != 0 (0 if none moves). Per leaf."""
-    last = functools.reduce(jnp.maximum, [jnp.max(jnp.where(gm != 0, key, 0), initial=0)
+    last = functools.reduce(jnp.maximum, [jnp.max(where(gm != 0, key, 0), initial=0)
                                           for key, gm in zip(keys, gms)], jnp.zeros((), sdt))
     return jnp.minimum(1 / theta, last).astype(sdt), jnp.zeros((mid.shape[0],), sdt)
 
@@ -218,17 +219,17 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level, slots=None):
     else:
         later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt, slots)  # noqa: E731
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
-    beyond = jnp.min(jnp.where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
+    beyond = jnp.min(where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
-    order = _argsort.argsort(jnp.where(listed, key[idx], jnp.inf))
+    order = _argsort.argsort(where(listed, key[idx], jnp.inf))
     idx, listed = idx[order], listed[order]
-    ts = jnp.where(listed, key[idx], jnp.inf)
+    ts = where(listed, key[idx], jnp.inf)
     unlisted = ~jnp.zeros(n, bool).at[idx].set(listed)
-    wt = jnp.where(listed, gm[idx], 0)
+    wt = where(listed, gm[idx], 0)
     w = rows(memory, theta, idx, sdt, slots)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
     found, tc, c_star = walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
-                              jnp.sum(jnp.where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
+                              jnp.sum(where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
     return jax.lax.cond(found, lambda: (tc, c_star), later)
 
 

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _compact, _compile, _memory, _sharding, _subspace, _tree, _two_loop
+from ._compile import where
 from ._objective import Evaluated
 from ._status import Status, code, decide
 from .linesearch import LineSearchStatus, MoreThuente
@@ -98,7 +99,7 @@ def _pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
     if wide:  # (of g - g_new: XLA would write y out first to share it between the sum and the store)
         minus_y = jax.tree.map(lambda a, b: b - a, new_grad, grad)
         yy = _tree.inner(minus_y, minus_y, sdt)
-        sy, ss = jnp.where(moved, t * (slope - slope0), 0), jnp.where(moved, t * t * dd, 0)
+        sy, ss = where(moved, t * (slope - slope0), 0), where(moved, t * t * dd, 0)
     else:
         sy, yy, ss = _tree.inners([(u, y), (y, y), (u, u)], sdt)
     return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
@@ -163,19 +164,19 @@ def _fresh(solver, params, value, grad, bounds) -> State:
     )
 
 
-def _state_shardings(shapes: State, params, where: _sharding.Plan) -> State:
+def _state_shardings(shapes: State, params, plan: _sharding.Plan) -> State:
     """The output shardings of :func:`_fresh`: the gradient (and a bound shaped like its
     parameter) like the parameter, the memory buffers stacked, the rest replicated."""
-    out = jax.tree.map(lambda _: where.replicated, shapes)
-    memory = out.memory._replace(pairs=where.stacked,
-                                 free=None if shapes.memory.free is None else where.like)
+    out = jax.tree.map(lambda _: plan.replicated, shapes)
+    memory = out.memory._replace(pairs=plan.stacked,
+                                 free=None if shapes.memory.free is None else plan.like)
     bounds = out.bounds
     if shapes.bounds is not None:
         def side(b):
-            return jax.tree.map(lambda s, p, like: like if s.shape == np.shape(p) else where.replicated,
-                                b, params, where.like)
+            return jax.tree.map(lambda s, p, like: like if s.shape == np.shape(p) else plan.replicated,
+                                b, params, plan.like)
         bounds = _bounds.Box(side(shapes.bounds.lower), side(shapes.bounds.upper))
-    return out._replace(grad=where.like, memory=memory, bounds=bounds)
+    return out._replace(grad=plan.like, memory=memory, bounds=bounds)
 
 
 def hold(active, new: State, old: State) -> State:
@@ -185,7 +186,7 @@ def hold(active, new: State, old: State) -> State:
     def small(state):
         return state._replace(memory=state.memory._replace(pairs=None, gram=None))
 
-    held = jax.tree.map(lambda a, b: b if a is b else jnp.where(active, a, b), small(new), small(old))
+    held = jax.tree.map(lambda a, b: b if a is b else where(active, a, b), small(new), small(old))
     return held._replace(memory=held.memory._replace(pairs=new.memory.pairs, gram=new.memory.gram))
 
 
@@ -225,12 +226,12 @@ class LBFGS:
         _tree.check_params(params)
         if bounds is not None and not isinstance(bounds, _bounds.Box):
             bounds = _bounds.box(params, bounds)
-        where = _sharding.plan(params)
-        if where is None:
+        plan = _sharding.plan(params)
+        if plan is None:
             state = _fresh(self, params, value, grad, bounds)
         else:
             shapes = jax.eval_shape(_fresh, self, params, value, grad, bounds)
-            state = jax.jit(_fresh, out_shardings=_state_shardings(shapes, params, where))(
+            state = jax.jit(_fresh, out_shardings=_state_shardings(shapes, params, plan))(
                 self, params, value, grad, bounds)
         return state._replace(params=params, aux=aux)
 
@@ -244,10 +245,10 @@ class LBFGS:
         """``unit`` (1: the model's step; ``step`` rescales d where its products overflow),
         except while no curvature pair was ever stored (H = I has no scale), where it is
         1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
-        norm = jnp.sqrt(jnp.where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
+        norm = jnp.sqrt(where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
         # (the select between sqrt and the division also keeps XLA from rewriting 1/sqrt as rsqrt,
         # which rounds differently)
-        return jnp.where(~memory.flags[2], 1 / jnp.where(dd > 0, norm, 1), jnp.ones_like(dd) * unit)
+        return where(~memory.flags[2], 1 / where(dd > 0, norm, 1), jnp.ones_like(dd) * unit)
 
     def max_stepsize(self, params, d, bounds=None):
         """inf, or with bounds the largest feasible step along d."""
@@ -283,7 +284,7 @@ class LBFGS:
         in_x = res.rising <= 1.01 * t_round
         t, _, d = res.smallest
         curvature = (d - slope0) / t
-        decrease = jnp.where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
+        decrease = where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
         decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
         in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
         return in_x | in_f
@@ -368,8 +369,8 @@ class LBFGS:
             # ~ 1e-20): there the first trial is of unit length, as without bounds
             _, constrained, boxed = _bounds.facts(box, params)
             resolved = unit > ROUNDING_ULPS * t_ulp
-            t0 = jnp.where(~memory.flags[2] & boxed & resolved, unit, t0).astype(sdt)
-            t_max = jnp.where((state.count == 0) & constrained & resolved, jnp.minimum(t_max, unit), t_max)
+            t0 = where(~memory.flags[2] & boxed & resolved, unit, t0).astype(sdt)
+            t_max = where((state.count == 0) & constrained & resolved, jnp.minimum(t_max, unit), t_max)
             t0 = jnp.minimum(t0, t_max)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
@@ -380,7 +381,7 @@ class LBFGS:
                     return jnp.sqrt(_tree.inner(scaled, scaled, sdt)) / factor
 
                 norm = jax.lax.cond(jnp.isfinite(norm), lambda: norm, scaled_norm)
-            t = jnp.where(empty & self.scale_init_precond,
+            t = where(empty & self.scale_init_precond,
                           jnp.minimum(1, 1 / jnp.maximum(norm, jnp.finfo(sdt).tiny)), 1)
             u = _tree.scale(t.astype(sdt), d, params)
             memory = _memory.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t, held)
@@ -407,14 +408,14 @@ class LBFGS:
         spent = budget < self.linesearch.max_steps  # (maxfev cut this search short)
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
-        budget = jnp.where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
+        budget = where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
         # A decrease within f's rounding is not worth trials (``linesearch._base``: the search stops
         # when its slopes bound phi's fall below it) where the model agrees: a pair has given H its
         # scale (trials are at the model's scale: a far trial's curvature says nothing of phi near 0)
         # and the model's own decrease along d, -phi'(0) t0 / 2 at its minimiser t0 = 1, is within
         # the floor (where the model promises more, a few trials' slopes may just have missed it).
         floor = _floor(value)
-        negligible = jnp.where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
+        negligible = where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      max_steps=budget, max_stepsize=t_max,
                                      min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
@@ -431,7 +432,7 @@ class LBFGS:
         lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= noise)
         moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
-        taken = jnp.where(moved, res.stepsize, jnp.zeros((), sdt))
+        taken = where(moved, res.stepsize, jnp.zeros((), sdt))
         u, x_new = point(taken)  # u is zero and x_new params when x stays
         new_grad = _tree.select(moved, res.grad.grad, grad)
         pair = _pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt) if whole else {}
@@ -440,7 +441,7 @@ class LBFGS:
         memory = _memory.clear(memory, failed)
         new = state._replace(
             params=x_new,
-            value=jnp.where(moved, res.value, value),
+            value=where(moved, res.value, value),
             grad=new_grad,
             aux=_tree.select(moved, res.grad.aux, state.aux),
             memory=memory,
@@ -448,7 +449,7 @@ class LBFGS:
             count=state.count + moved.astype(jnp.int32),
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
-            ties=jnp.where(moved, jnp.where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
+            ties=where(moved, where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
         )
         final = failed & empty
         if box is None:  # the pairs dropped for the retry are kept when the run stops (not with
@@ -457,7 +458,7 @@ class LBFGS:
         # With bounds, also when the whole feasible part of the direction (up to t_max, which
         # the search tried) moves x by no more than rounding: no feasible step lowers f.
         precision = final & (self._at_precision(res, slope0, noise, ROUNDING_ULPS * t_ulp,
-                                                  jnp.where(memory.flags[2], unit, jnp.inf).astype(sdt))
+                                                  where(memory.flags[2], unit, jnp.inf).astype(sdt))
                              | (t_max <= 1.01 * ROUNDING_ULPS * t_ulp))
         out_of_budget = final & spent
         f_new = new.value

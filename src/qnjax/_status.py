@@ -55,6 +55,8 @@ import enum
 
 import jax.numpy as jnp
 
+from ._compile import where
+
 
 class Status(enum.IntEnum):
     """Outcome of a solve (or, in the Optax face, of the last update)."""
@@ -126,5 +128,5 @@ def decide(rules):
     RUNNING: one chain of selects, each condition used once (one compiled kernel)."""
     status = code(Status.RUNNING)
     for condition, s in reversed(rules):
-        status = jnp.where(condition, code(s), status)
+        status = where(condition, code(s), status)
     return status

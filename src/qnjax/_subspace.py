@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _bounds, _cauchy, _memory, _reduced, _tree
+from ._compile import where
 from ._products import matvec
 
 
@@ -65,14 +66,14 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     # the product, of the order of Y^T F Y, does not)
     wzw = jnp.block([[gram[2], theta * gram[1]], [theta * gram[1].T, theta * (theta * gram[0])]])
     mc = matvec(mid, c)
-    mask = lambda tree: jax.tree.map(lambda a, f: jnp.where(f, a, 0), tree, free)  # noqa: E731
+    mask = lambda tree: jax.tree.map(lambda a, f: where(f, a, 0), tree, free)  # noqa: E731
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
     r0 = mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))
     v = shrink * jnp.concatenate([fg[1], theta * fg[0]]) - matvec(wzw, mc)  # W^T Z r
     sol = jnp.linalg.solve(k - wzw / theta, v)
     ok = ok & jnp.all(jnp.isfinite(sol))
-    sol = jnp.where(ok, sol, 0)
+    sol = where(ok, sol, 0)
     coef = mc - sol / theta  # W (M c - sol / theta) / theta = Y c_y + S c_s
     du = mask(_memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1] / theta))
     as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
@@ -95,7 +96,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         slopes = _tree.inners([(g, d), (g, d_t)], sdt)
         downhill = _negative(g, d, slopes[0], sdt)
         d = _tree.select(downhill, d, d_t)
-        slope = jnp.where(downhill, slopes[0], slopes[1])
+        slope = where(downhill, slopes[0], slopes[1])
         ok = ok & (downhill | _negative(g, d_t, slopes[1], sdt))
     else:  # a branch (the truncation's passes are made only when it is taken)
         def truncated():
@@ -122,7 +123,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     empty = memory.count == 0
     if not _reduced.incremental(x):
         d_p, slope_p, ok_p = plain()
-        d, slope, ok = _tree.select(empty, d_p, d), jnp.where(empty, slope_p, slope), jnp.where(empty, ok_p, ok)
+        d, slope, ok = _tree.select(empty, d_p, d), where(empty, slope_p, slope), where(empty, ok_p, ok)
     else:
         d, slope, ok = jax.lax.cond(empty, plain, lambda: (d, slope, ok))
     if keep:  # W^T d for ``push``, from kept data (module docstring)
@@ -131,7 +132,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         du_y = -shrink / theta * fg[1] + matvec(gram[1], c_s) + matvec(gram[2], c_y)
         wd = jnp.stack([c[m1:] / theta + beta * du_s, c[:m1] + beta * du_y])
         wd = wd + _reduced.sparse_products(memory, clipped, sdt)
-        wd = jnp.where(_memory.valid(memory), wd, 0)
+        wd = where(_memory.valid(memory), wd, 0)
         memory = memory._replace(last=memory.last.at[2:].set(wd))
         # The search depends on wd through ``ok`` (products that are not finite would spoil
         # the next pair's row), so wd's reads of S come before the step's write into S,
@@ -153,7 +154,7 @@ def _negative(g, d, slope, sdt, branch=False):
 
     if branch:
         return jax.lax.cond(slope == 0, scaled, lambda: slope < 0)
-    return jnp.where(slope == 0, scaled(), slope < 0)
+    return where(slope == 0, scaled(), slope < 0)
 
 
 def keeps_products(x, sdt) -> bool:

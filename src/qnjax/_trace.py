@@ -26,6 +26,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._compile import where
+
 
 class Trace(NamedTuple):
     """Records of a run (module docstring): arrays of 2K rows, the first K records then
@@ -66,7 +68,7 @@ def record(trace: Trace, state, gnorm) -> Trace:
     """Append the record of ``state`` (a ``qnjax.State``) with its stationarity measure."""
     k = trace.nit.shape[0] // 2
     r = trace.records
-    row = jnp.where(r < k, r, k + (r - k) % k)
+    row = where(r < k, r, k + (r - k) % k)
     values = (state.count, state.nfev, state.value, gnorm, state.stepsize, state.linesearch_status, state.status)
     columns = [jax.lax.dynamic_update_index_in_dim(col, jnp.asarray(v).astype(col.dtype), row, 0)
                for col, v in zip(trace[:-1], values)]
@@ -77,7 +79,7 @@ def finish(trace: Trace) -> Trace:
     """Put the ring of last records in chronological order."""
     k = trace.nit.shape[0] // 2
     in_ring = trace.records - k
-    start = jnp.where(in_ring > k, in_ring % k, 0)
+    start = where(in_ring > k, in_ring % k, 0)
 
     def order(col):
         return jnp.concatenate([col[:k], jnp.roll(col[k:], -start)])

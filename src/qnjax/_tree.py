@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compile import where
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -193,7 +195,7 @@ def sub(x, u):
 
 def select(pred, on_true, on_false):
     """``on_true`` where the scalar ``pred`` holds, else ``on_false``, leaf by leaf."""
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+    return jax.tree.map(lambda a, b: where(pred, a, b), on_true, on_false)
 
 
 def zeros_like(x):
@@ -225,13 +227,13 @@ def ulp_stepsizes(x, d, sdt):
             eps = jnp.asarray(info.eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
             floor = jnp.asarray(float(info.tiny) / float(info.eps), sdt)
-            ratio = jnp.where(ad > 0, jnp.maximum(ax, floor) / jnp.where(ad > 0, ad, 1), jnp.inf)
+            ratio = where(ad > 0, jnp.maximum(ax, floor) / where(ad > 0, ad, 1), jnp.inf)
             if xl.size <= STACK_LIMIT or jnp.iscomplexobj(xl) or jnp.iscomplexobj(dl):
                 xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
             else:  # max |a| as max(max a, -min a): XLA:CPU's library reductions would write |a| out first
                 # (|a| also feeds the ratio), a pass each; these read a and write nothing
                 xn, dn = (jnp.maximum(jnp.max(a), -jnp.min(a)).astype(sdt) for a in (xl, dl))
                 rmin = jnp.min(ratio)
-            vector = jnp.where(dn > 0, xn / jnp.where(dn > 0, dn, 1), jnp.inf)
+            vector = where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
             t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
     return t

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _memory, _tree
+from ._compile import where
 
 
 def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
@@ -34,18 +35,18 @@ def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
     sdt = memory.dtype
     m = _memory.size(memory)
     mask = _memory.valid(memory)
-    rho = jnp.where(mask, 1 / jnp.where(mask, memory.gram.d, 1), 0)  # by slot
+    rho = where(mask, 1 / where(mask, memory.gram.d, 1), 0)  # by slot
 
     def step(k, carry):
         r, alpha = carry
         second = k >= m
-        j = _memory.slot(memory, jnp.where(second, k - m, m - 1 - k))  # newest first, then oldest first
-        h0 = jnp.where(k == m, memory.gamma, jnp.where(k == 0, jnp.asarray(scale).astype(sdt), jnp.ones((), sdt)))
+        j = _memory.slot(memory, where(second, k - m, m - 1 - k))  # newest first, then oldest first
+        h0 = where(k == m, memory.gamma, where(k == 0, jnp.asarray(scale).astype(sdt), jnp.ones((), sdt)))
         s_j, y_j = _memory.row(memory.s, j), _memory.row(memory.y, j)
         dot_with = _tree.select(second, y_j, s_j)
         move_along = _tree.select(second, s_j, y_j)
         c = rho[j] * (h0 * _tree.inner(dot_with, r, sdt))
-        coef = jnp.where(second, alpha[j], 0) - c
+        coef = where(second, alpha[j], 0) - c
         r = _combine(coef, move_along, h0, r)
         # In the second loop alpha_j has just been read for the last time: overwriting it is harmless.
         return r, alpha.at[j].set(c)

@@ -55,6 +55,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _tree
+from ._compile import where
 
 
 def search_steps(linesearch, bounds) -> int:
@@ -140,7 +141,7 @@ def forward_derivative(fn):
         jac, out = jax.jacfwd(of_floats, has_aux=True)(x)
         y, unravel_out = ravel_pytree([v for v in jax.tree.leaves(out) if inexact(v)])
         dot = ravel_pytree([jax.tree.leaves(tangents)[i].astype(leaves[i].dtype) for i in which])[0]
-        dy = jnp.matmul(jnp.where(jnp.isfinite(jac), jac, 0), dot.astype(jac.dtype), precision=_tree.HIGHEST)
+        dy = jnp.matmul(where(jnp.isfinite(jac), jac, 0), dot.astype(jac.dtype), precision=_tree.HIGHEST)
         floats = iter(unravel_out(dy.astype(y.dtype)))
         outs, out_def = jax.tree.flatten(out)
         result = [next(floats) if inexact(v) else np.zeros(np.shape(v), jax.dtypes.float0) for v in outs]

@@ -39,6 +39,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from .._compile import where
 from ._base import LineSearch, acceptance
 from ._interpolate import quadratic_min
 
@@ -64,8 +65,8 @@ def _cubic_step(value0, slope0, tp, fp, t, f):
     a = (r - rp) / (t - tp)
     b = (t * rp - tp * r) / (t - tp)
     disc = b * b - 3 * a * slope0
-    den = b + jnp.sqrt(jnp.where(disc >= 0, disc, jnp.nan))
-    return jnp.where(den > 0, -slope0 / den, jnp.nan)
+    den = b + jnp.sqrt(where(disc >= 0, disc, jnp.nan))
+    return where(den > 0, -slope0 / den, jnp.nan)
 
 
 def _rule(cfg: Backtracking, value0, slope0, stepsize, near=0.0):
@@ -82,9 +83,9 @@ def _rule(cfg: Backtracking, value0, slope0, stepsize, near=0.0):
         tp, fp, prev_finite = prev
         quad = quadratic_min(zero, value0, slope0, t, f)
         cubic = _cubic_step(value0, slope0, tp, fp, t, f)
-        trial = jnp.where(prev_finite & jnp.isfinite(cubic), cubic, quad)
-        trial = jnp.where(jnp.isfinite(trial), trial, hi_frac * t)
-        t_next = jnp.where(finite, jnp.clip(trial, lo_frac * t, hi_frac * t), lo_frac * t)
+        trial = where(prev_finite & jnp.isfinite(cubic), cubic, quad)
+        trial = where(jnp.isfinite(trial), trial, hi_frac * t)
+        t_next = where(finite, jnp.clip(trial, lo_frac * t, hi_frac * t), lo_frac * t)
         return (t, f, finite), t_next, acceptance(armijo, True), finite
 
     prev0 = (zero, value0, jnp.asarray(False))

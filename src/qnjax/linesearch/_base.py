@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _compile, _tree, _unrolled
+from .._compile import where
 from .._loop import batched
 
 
@@ -126,7 +127,7 @@ def wolfe_tests(value0, slope0, c1, c2, approx_eps):
 
 def acceptance(success, exact):
     """A rule's verdict on a trial: REJECT, ACCEPT (with sufficient decrease) or ACCEPT_APPROX."""
-    return jnp.where(success, jnp.where(exact, ACCEPT, ACCEPT_APPROX), REJECT).astype(jnp.int32)
+    return where(success, where(exact, ACCEPT, ACCEPT_APPROX), REJECT).astype(jnp.int32)
 
 
 def point(t, f, d):
@@ -210,7 +211,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     start_ok = (slope0 < 0) & jnp.isfinite(value0)
     init = _loop(
         k=jnp.zeros((), jnp.int32),
-        t=jnp.where(start_ok, jnp.minimum(jnp.maximum(as_s(stepsize), t_min), t_max), jnp.nan),  # NaN: no trial
+        t=where(start_ok, jnp.minimum(jnp.maximum(as_s(stepsize), t_min), t_max), jnp.nan),  # NaN: no trial
         accepted=jnp.asarray(REJECT, jnp.int32),
         rule=rule0,
         best=point(jnp.zeros((), sdt), value0, slope0),
@@ -239,20 +240,20 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         t_next, rule = _compile.once(c.k < 0, (as_s(t_next), rule))  # (k counts evaluations: k < 0 never holds)
         # At the largest step with a decrease, a search that wants to go further stops there.
         at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (t_next >= c.t)
-        accept = jnp.where(at_max, ACCEPT, accept).astype(jnp.int32)
+        accept = where(at_max, ACCEPT, accept).astype(jnp.int32)
         keep = (accept != REJECT) | (admissible & finite & (f < c.best[1]))
-        best = jnp.where(keep, p, c.best)
-        rising = jnp.where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
-        smallest = jnp.where(finite & (c.t < c.smallest[0]), p, c.smallest)
+        best = where(keep, p, c.best)
+        rising = where(finite & (d >= 0), jnp.minimum(c.rising, c.t), c.rising)
+        smallest = where(finite & (c.t < c.smallest[0]), p, c.smallest)
         # The trapezoid rule on the slopes predicts f(t) - f(0) = t (phi'(0) + phi'(t)) / 2.
         # Near x, or wherever f came back exactly phi(0) (the slopes' change hidden by f's
         # rounding: a sum of large terms that cancel can be flat at its floor far from x).
         unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
-        noise = jnp.where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
-        flattest = jnp.where(finite, jnp.minimum(c.flattest, (d - slope0) / c.t), c.flattest)
+        noise = where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
+        flattest = where(finite, jnp.minimum(c.flattest, (d - slope0) / c.t), c.flattest)
         t_next = jnp.minimum(t_next, t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
-        t_next = jnp.where((t_next < t_min) & (c.t > t_min), t_min, t_next)
+        t_next = where((t_next < t_min) & (c.t > t_min), t_min, t_next)
         return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest), keep, g
 
     def take(keep, latest, c):
@@ -291,10 +292,10 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
                                                 (init, proceed(init), jnp.asarray(False), init.grad))
         c = take(keep, latest, c)
     t, f, d = c.best
-    status = jnp.where(
+    status = where(
         c.accepted == ACCEPT, LineSearchStatus.SUCCESS,
-        jnp.where(c.accepted == ACCEPT_APPROX, LineSearchStatus.NOISE,
-                  jnp.where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)),
+        where(c.accepted == ACCEPT_APPROX, LineSearchStatus.NOISE,
+                  where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)),
     ).astype(jnp.int32)
     return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status, rising=c.rising,
                             smallest=c.smallest, noise=c.noise)

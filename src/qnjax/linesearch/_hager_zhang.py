@@ -71,6 +71,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._compile import where
 from ._base import LineSearch, acceptance, point
 
 # Stages: which procedure the next trial belongs to.
@@ -133,10 +134,10 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize, near=0.0):
 
         # The interval update (module docstring: one rule for U1-U3, B1-B3).
         move_a = finite & (d < 0) & (f <= high_level)
-        kind_c = jnp.where(~finite, _BAD, jnp.where(d >= 0, _SLOPE, _HIGH))
-        a = jnp.where(move_a, p, c.a)
-        b = jnp.where(move_a, c.b, p)
-        kind = jnp.where(move_a, c.kind, kind_c).astype(jnp.int32)
+        kind_c = where(~finite, _BAD, where(d >= 0, _SLOPE, _HIGH))
+        a = where(move_a, p, c.a)
+        b = where(move_a, c.b, p)
+        kind = where(move_a, c.kind, kind_c).astype(jnp.int32)
 
         # The next trial.
         a_t, _, a_d = a
@@ -147,7 +148,7 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize, near=0.0):
         s = c.stage
         # After S1 the second secant (S2/S3) through the moved end and its old value.
         (aj_t, aj_d), (bj_t, bj_d) = c.aj, c.bj
-        c_bar = jnp.where(move_a, _secant(aj_t, aj_d, a_t, a_d), _secant(bj_t, bj_d, b_t, b_d))
+        c_bar = where(move_a, _secant(aj_t, aj_d, a_t, a_d), _secant(bj_t, bj_d, b_t, b_d))
         to_sec2 = (s == _SEC1) & inside(c_bar)
         to_l1 = (s == _EXPAND) | (s == _MID) | ((s == _SHRINK) & (c.ret == _TO_L1))
         to_l2 = ~to_l1 & ~to_sec2  # after S4, S1 without a second secant, or a SHRINK from them
@@ -155,22 +156,22 @@ def _rule(cfg: HagerZhang, value0, slope0, stepsize, near=0.0):
         new_iter = ~to_sec2 & ~l2_bisect  # L3 -> L1: secant^2 on the current interval
         c_sec = _secant(a_t, a_d, b_t, b_d)
         use_sec = new_iter & inside(c_sec)  # else S1 evaluates nothing and L2 bisects
-        slope_stage = jnp.where(to_sec2, _SEC2, jnp.where(use_sec, _SEC1, _MID))
-        slope_t = jnp.where(to_sec2, c_bar, jnp.where(use_sec, c_sec, mid))
+        slope_stage = where(to_sec2, _SEC2, where(use_sec, _SEC1, _MID))
+        slope_t = where(to_sec2, c_bar, where(use_sec, c_sec, mid))
 
         is_open = kind == _OPEN
         shrinking = (kind == _HIGH) | (kind == _BAD)
-        frac = jnp.where(kind == _HIGH, theta, jnp.where(a_t == 0, as_s(0.1), as_s(0.5)))
-        t_next = jnp.where(is_open, rho * t, jnp.where(shrinking, a_t + frac * width, slope_t))
-        stage = jnp.where(is_open, _EXPAND, jnp.where(shrinking, _SHRINK, slope_stage))
-        ret_new = jnp.where((s == _SEC1) | (s == _SEC2), _TO_L2, jnp.where(s == _SHRINK, c.ret, _TO_L1))
+        frac = where(kind == _HIGH, theta, where(a_t == 0, as_s(0.1), as_s(0.5)))
+        t_next = where(is_open, rho * t, where(shrinking, a_t + frac * width, slope_t))
+        stage = where(is_open, _EXPAND, where(shrinking, _SHRINK, slope_stage))
+        ret_new = where((s == _SEC1) | (s == _SEC2), _TO_L2, where(s == _SHRINK, c.ret, _TO_L1))
         new_start = (kind == _SLOPE) & new_iter
-        aj = jax.tree.map(lambda n, o: jnp.where(new_start, n, o), (a_t, a_d), c.aj)
-        bj = jax.tree.map(lambda n, o: jnp.where(new_start, n, o), (b_t, b_d), c.bj)
+        aj = jax.tree.map(lambda n, o: where(new_start, n, o), (a_t, a_d), c.aj)
+        bj = jax.tree.map(lambda n, o: where(new_start, n, o), (b_t, b_d), c.bj)
 
         rule = _Rule(
             stage=stage.astype(jnp.int32),
-            ret=jnp.where(shrinking, ret_new, c.ret).astype(jnp.int32),
+            ret=where(shrinking, ret_new, c.ret).astype(jnp.int32),
             kind=kind,
             a=a,
             b=b,

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .._compile import where
+
 
 def cubic_min(a, fa, da, b, fb, db):
     d1 = da + db - 3 * (fa - fb) / (a - b)
     disc = d1 * d1 - da * db
-    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(disc >= 0, disc, jnp.nan))
+    d2 = jnp.sign(b - a) * jnp.sqrt(where(disc >= 0, disc, jnp.nan))
     return b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
 
 
@@ -42,8 +44,8 @@ def safeguarded(a, fa, da, b, fb, db, margin):
     ok_c = jnp.isfinite(cubic) & (cubic >= lo) & (cubic <= hi)
     ok_q = jnp.isfinite(quad)
     mid = (a + b) / 2
-    t = jnp.where(ok_c, cubic, jnp.where(ok_q, jnp.clip(quad, lo, hi), mid))
-    return jnp.where(jnp.isfinite(t), t, mid)
+    t = where(ok_c, cubic, where(ok_q, jnp.clip(quad, lo, hi), mid))
+    return where(jnp.isfinite(t), t, mid)
 
 
 def extrapolate(a, fa, da, b, fb, db, expand):
@@ -52,4 +54,4 @@ def extrapolate(a, fa, da, b, fb, db, expand):
     lo = b + 1.1 * (b - a)
     hi = b + expand * (b - a)
     cubic = cubic_min(a, fa, da, b, fb, db)
-    return jnp.where(jnp.isfinite(cubic) & (cubic > b), jnp.clip(cubic, lo, hi), hi)
+    return where(jnp.isfinite(cubic) & (cubic > b), jnp.clip(cubic, lo, hi), hi)

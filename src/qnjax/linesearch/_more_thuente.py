@@ -61,6 +61,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._compile import where
 from ._base import LineSearch, acceptance, point, wolfe_tests
 
 
@@ -121,25 +122,25 @@ def _trial(x, y, p, bracketed, lo, hi, flat):
     secant = tp + dp / (dp - dx) * (tx - tp)
     quad = tx + dx / ((fx - fp) / (tp - tx) + dx) / 2 * (tp - tx)
     # Case 1: higher value.
-    t1 = jnp.where(jnp.abs(cubic_xp - tx) < jnp.abs(quad - tx), cubic_xp, cubic_xp + (quad - cubic_xp) / 2)
+    t1 = where(jnp.abs(cubic_xp - tx) < jnp.abs(quad - tx), cubic_xp, cubic_xp + (quad - cubic_xp) / 2)
     # Case 2: slopes of opposite sign.
-    t2 = jnp.where(jnp.abs(cubic_xp - tp) > jnp.abs(secant - tp), cubic_xp, secant)
+    t2 = where(jnp.abs(cubic_xp - tp) > jnp.abs(secant - tp), cubic_xp, secant)
     # Case 3: slope magnitude decreases. The cubic is used only if it tends to
     # infinity in the direction of the step and its minimiser lies beyond tp.
     beyond = (r < 0) & (gamma != 0)
-    c3 = jnp.where(beyond, cubic_xp, jnp.where(tp > tx, hi, lo))
-    near = jnp.where(jnp.abs(c3 - tp) < jnp.abs(secant - tp), c3, secant)
-    far = jnp.clip(jnp.where(jnp.abs(c3 - tp) > jnp.abs(secant - tp), c3, secant), lo, hi)
+    c3 = where(beyond, cubic_xp, where(tp > tx, hi, lo))
+    near = where(jnp.abs(c3 - tp) < jnp.abs(secant - tp), c3, secant)
+    far = jnp.clip(where(jnp.abs(c3 - tp) > jnp.abs(secant - tp), c3, secant), lo, hi)
     limit = tp + 0.66 * (ty - tp)
-    t3 = jnp.where(bracketed, jnp.where(tp > tx, jnp.minimum(limit, near), jnp.maximum(limit, near)), far)
+    t3 = where(bracketed, where(tp > tx, jnp.minimum(limit, near), jnp.maximum(limit, near)), far)
     # Case 4: slope magnitude does not decrease.
     cubic_py = _cubic(ty, fy, dy, tp, fp, dp)[0]
-    t4 = jnp.where(bracketed, cubic_py, jnp.where(tp > tx, hi, lo))
+    t4 = where(bracketed, cubic_py, where(tp > tx, hi, lo))
 
     case1 = (fp > fx) & ~flat
     case2 = ~case1 & opposite
     case3 = ~case1 & ~case2 & (jnp.abs(dp) < jnp.abs(dx))
-    t_new = jnp.where(case1, t1, jnp.where(case2, t2, jnp.where(case3, t3, t4)))
+    t_new = where(case1, t1, where(case2, t2, where(case3, t3, t4)))
     return t_new, case1, opposite
 
 
@@ -156,8 +157,8 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         # Where trial t may go: bracketed, the interval; else [t + 1.1 (t - t_x), t + expand (t - t_x)]
         # (before the first evaluation, t_x = 0 and the lower bound is 0).
         first = ~bracketed & (x[0] == 0)
-        lo = jnp.where(bracketed, jnp.minimum(x[0], y[0]), jnp.where(first, 0, t + 1.1 * (t - x[0])))
-        hi = jnp.where(bracketed, jnp.maximum(x[0], y[0]), t + expand * (t - x[0]))
+        lo = where(bracketed, jnp.minimum(x[0], y[0]), where(first, 0, t + 1.1 * (t - x[0])))
+        hi = where(bracketed, jnp.maximum(x[0], y[0]), t + expand * (t - x[0]))
         return lo, hi
 
     def update(r, p, finite):
@@ -167,7 +168,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         success = decrease & curvature
         # psi (eq. 2.1) while in stage 1 and the trial is below t_x but not sufficiently low.
         use_psi = r.stage1 & (f <= r.x[1]) & ~decrease
-        psi = jnp.where(use_psi, gtest, zero)
+        psi = where(use_psi, gtest, zero)
         shift = lambda q: (q[0], q[1] - psi * q[0], q[2] - psi)  # noqa: E731  phi -> psi
         # Near x (where x moves by a few thousand units in the last place at most), a rise
         # that the slopes do not explain
@@ -182,19 +183,19 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         # t_x becomes t_y if the slopes changed sign). A non-finite trial is outside the
         # domain: it becomes t_y, and the step shrinks towards t_x.
         to_y = higher | ~finite
-        x = jnp.where(to_y, r.x, p)
-        bad = jnp.where(finite, p, point(t, inf, zero))
-        y = jnp.where(to_y, bad, jnp.where(opposite, r.x, r.y))
+        x = where(to_y, r.x, p)
+        bad = where(finite, p, point(t, inf, zero))
+        y = where(to_y, bad, where(opposite, r.x, r.y))
         bracketed = r.bracketed | to_y | opposite
-        t_bad = r.x[0] + jnp.where(r.x[0] == 0, as_s(0.1), as_s(0.5)) * (t - r.x[0])
-        t_new = jnp.where(finite, t_new, t_bad)
+        t_bad = r.x[0] + where(r.x[0] == 0, as_s(0.1), as_s(0.5)) * (t - r.x[0])
+        t_new = where(finite, t_new, t_bad)
 
         # Bisect an interval that shrinks too slowly (or a trial that is not finite).
         width_now = jnp.abs(y[0] - x[0])
         bisect = bracketed & finite & ((width_now >= 0.66 * r.width1) | ~jnp.isfinite(t_new))
-        t_new = jnp.where(bisect, x[0] + 0.5 * (y[0] - x[0]), t_new)
-        width1 = jnp.where(bracketed, r.width, r.width1)
-        width = jnp.where(bracketed, width_now, r.width)
+        t_new = where(bisect, x[0] + 0.5 * (y[0] - x[0]), t_new)
+        width1 = where(bracketed, r.width, r.width1)
+        width = where(bracketed, width_now, r.width)
 
         stage1 = r.stage1 & ~(decrease & (d >= 0))
         rule = _packed(bracketed, stage1, x, y, width, width1)

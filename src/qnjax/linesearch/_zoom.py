@@ -39,6 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._compile import where
 from ._base import LineSearch, acceptance, point, wolfe_tests
 from ._interpolate import extrapolate, safeguarded
 
@@ -89,12 +90,12 @@ def _rule(cfg: Zoom, value0, slope0, stepsize, near=0.0):
         flip = ~shrink_hi & (d * (hi_t - lo_t) >= 0)
 
         b = r.bracketed
-        new_lo = jnp.where(b, jnp.where(shrink_hi, r.lo, p), jnp.where(to_zoom_hi, r.lo, p))
-        old_lo_as_hi = jnp.where(flip, r.lo, r.hi)
-        new_hi = jnp.where(
+        new_lo = where(b, where(shrink_hi, r.lo, p), where(to_zoom_hi, r.lo, p))
+        old_lo_as_hi = where(flip, r.lo, r.hi)
+        new_hi = where(
             b,
-            jnp.where(shrink_hi, p, old_lo_as_hi),
-            jnp.where(to_zoom_hi, p, jnp.where(to_zoom_swap, r.lo, old_lo_as_hi)),
+            where(shrink_hi, p, old_lo_as_hi),
+            where(to_zoom_hi, p, where(to_zoom_swap, r.lo, old_lo_as_hi)),
         )
         bracketed = b | to_zoom_hi | to_zoom_swap
 
@@ -102,12 +103,12 @@ def _rule(cfg: Zoom, value0, slope0, stepsize, near=0.0):
         nl_t, nl_f, nl_d = new_lo
         nh_t, nh_f, nh_d = new_hi
         hi_bad = ~(jnp.isfinite(nh_f) & jnp.isfinite(nh_d))
-        frac = jnp.where(nl_t == 0, as_s(0.1), as_s(0.5))
-        t_zoom = jnp.where(
+        frac = where(nl_t == 0, as_s(0.1), as_s(0.5))
+        t_zoom = where(
             hi_bad, nl_t + frac * (nh_t - nl_t), safeguarded(nl_t, nl_f, nl_d, nh_t, nh_f, nh_d, margin)
         )
         t_ext = extrapolate(lo_t, lo_f, lo_d, t, f, d, as_s(cfg.expand))
-        t_next = jnp.where(bracketed, t_zoom, t_ext)
+        t_next = where(bracketed, t_zoom, t_ext)
         return _Rule(bracketed, new_lo, new_hi), t_next, acceptance(success, exact), decrease
 
     def stop(r, t):  # the interval collapsed to rounding
