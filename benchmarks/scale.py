@@ -59,6 +59,7 @@ import contextlib
 import functools
 import importlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -425,6 +426,10 @@ def main(argv=None):
                    + ", ".join(COMPILED) + ")")
     ns = p.parse_args(argv)
     parts = {int(s) for s in ns.parts.split(",")}
+    # (commas inside a row's parentheses are part of its name: "qnjax minimize (compact, XLA defaults)")
+    names = tuple(v.strip() for v in re.split(r",(?![^()]*\))", ns.compiled)) if ns.compiled else COMPILED
+    if set(names) - set(COMPILED):
+        p.error(f"--compiled: unknown rows {sorted(set(names) - set(COMPILED))}; the rows are {', '.join(COMPILED)}")
     notice = lambda m: console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
     solvers = available(notice)
     sizes = (1_000,) if ns.quick else (1_000, 10_000, 1_000_000)
@@ -437,7 +442,6 @@ def main(argv=None):
     t0 = time.perf_counter()
     part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters) if 1 in parts else []
     part2 = [row for size in starts for row in batched(solvers, size, 50)] if 2 in parts else []
-    names = tuple(v.strip() for v in ns.compiled.split(",")) if ns.compiled else COMPILED
     part3 = compile_costs(solvers, names=names) if 3 in parts else []
     wall = time.perf_counter() - t0
 
