@@ -345,3 +345,32 @@ def test_once_changes_no_value():
     for a, b in zip(values, out):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+
+
+def test_where_is_jnp_where_without_a_program_of_its_own(monkeypatch):
+    """``_compile.where`` gives what ``jnp.where`` gives (value, dtype, weak type, shape:
+    Python scalars, weak and strong arrays, integers, booleans, broadcasting), eagerly and
+    under ``jax.jit``; in a solve's program no ``jnp.where`` is left as a nested program
+    (a plain ``jnp.where`` in qnjax's code would put one back, and this fails)."""
+    cond = jnp.asarray([True, False, True])
+    cases = [(cond, 1.0, 2), (cond, jnp.arange(3.0, dtype=jnp.float32), 0.5), (True, jnp.float32(1.5), 2.0),
+             (cond[:, None], jnp.zeros((1, 4), jnp.int32), jnp.int8(3)), (cond, jnp.asarray(1.0), jnp.asarray(2)),
+             (jnp.asarray(0.0), cond, False), (cond, 1 + 2j, jnp.zeros(3, jnp.float32))]
+    for c, x, y in cases:
+        for run in (lambda f: f, jax.jit):
+            got, want = run(_compile.where)(c, x, y), run(jnp.where)(c, x, y)
+            assert (got.dtype, got.shape, got.weak_type) == (want.dtype, want.shape, want.weak_type), (c, x, y)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert _compile._WHERE is not jnp.where  # (this JAX has the inner function)
+
+    def nested_wheres(inner):  # (JAX's own functions, jnp.frexp among them, keep theirs)
+        calls = []
+        monkeypatch.setattr(_compile, "_WHERE", lambda *a: calls.append(1) or inner(*a))
+        jax.clear_caches()  # (the solve is traced afresh)
+        solve = jax.make_jaxpr(lambda x: qnjax.minimize(rosenbrock, x, bounds=(-2.0, 0.8)).x)
+        names = [eqn.params.get("name") for eqn in _minimize._objective._equations(solve(jnp.zeros(3)).jaxpr)]
+        return names.count("_where"), len(calls)
+
+    ours, calls = nested_wheres(_compile._WHERE)
+    theirs, _ = nested_wheres(jnp.where)
+    assert calls > 100 and theirs - ours == calls
