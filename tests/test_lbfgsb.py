@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import X64, assert_same_types, make_step, x64_off_only
+from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import _cauchy, _reduced, _segments, problems
+from qnjax import _bounds, _cauchy, _reduced, _segments, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -248,6 +248,39 @@ def test_mixed_precision_leaves_keep_their_dtypes_and_inward_rounded_bounds():
     up = np.nextafter(np.float32(-0.3), np.float32(0))  # float32(-0.3) < -0.3: rounded up
     assert float(np.float32(-0.3)) < -0.3 <= float(up) and np.all(np.asarray(res.x["b"]) == up)
     assert bool(res.success)
+
+
+def _inward(value, dtype, up):
+    """The representable number of ``dtype`` nearest to ``value`` on the inside: the least one
+    >= value (``up``) or the greatest one <= value, found among the cast and its neighbours."""
+    c = np.asarray(value, np.float64).astype(dtype)
+    near = [np.nextafter(c, np.asarray(-np.inf, dtype)), c, np.nextafter(c, np.asarray(np.inf, dtype))]
+    ok = [v for v in near if (v.astype(np.float64) >= value if up else v.astype(np.float64) <= value)]
+    return min(ok, key=lambda v: v.astype(np.float64)) if up else max(ok, key=lambda v: v.astype(np.float64))
+
+
+def test_concrete_bounds_round_inward_on_the_host():
+    """Concrete bounds are cast to each leaf's dtype rounding inward, exactly from their float64
+    values, and with no computation of JAX's (each one a compile at a first call): checked
+    against the nearest representable neighbours, on leaves of shapes no other test uses."""
+    dtypes = [jnp.bfloat16, jnp.float16, jnp.float32] + ([jnp.float64] if X64 else [])
+    params = {str(np.dtype(d)): jnp.zeros((3, 7), d) for d in dtypes}
+    lower = {k: np.array([0.1, -0.3, 1 / 3, -np.inf, 2.0, 0.1, 1e-3])[None, :] for k in params}
+    upper = {k: np.array([0.1, 0.7, 1 / 3, 1.0, np.inf, 0.2, 1e-3]) for k in params}
+    before = COMPILES.count
+    box = _bounds.box(params, (lower, upper))
+    assert COMPILES.count == before  # (NumPy and device_put only)
+    for key, leaf in params.items():
+        dtype = np.dtype(leaf.dtype)
+        lo, hi = np.asarray(box.lower[key]), np.asarray(box.upper[key])
+        assert lo.dtype == hi.dtype == dtype and lo.shape == hi.shape == (1, 7)
+        assert not box.lower[key].weak_type and isinstance(box.lower[key], jax.Array)
+        for i, (a, b) in enumerate(zip(lower[key][0], upper[key])):
+            want_lo, want_hi = _inward(a, dtype, True), _inward(b, dtype, False)
+            if want_lo.astype(np.float64) > want_hi.astype(np.float64):  # no number in [a, b]: the one nearest a
+                want_lo = want_hi = np.asarray(a).astype(dtype)
+            assert lo[0, i] == want_lo and hi[0, i] == want_hi, (key, i, lo[0, i], want_lo, hi[0, i], want_hi)
+            assert a <= lo[0, i].astype(np.float64) <= hi[0, i].astype(np.float64) <= b or want_lo == want_hi
 
 
 def test_bounds_errors_name_the_leaf_and_traced_empty_boxes_stop():

@@ -66,21 +66,33 @@ def _side(side, params, name):
     return side_leaves
 
 
-def _nearest_inward(b, dtype, up: bool, traced: bool):
-    """``b`` in ``dtype``, rounded up (``up``) or down where the cast is inexact."""
+def _nearest_inward(b, dtype, up: bool):
+    """Traced ``b`` in ``dtype``, rounded up (``up``) or down where the cast is inexact."""
     inf = jnp.asarray(np.inf if up else -np.inf, dtype)
-    if traced:
-        src = jnp.result_type(b)
-        c = jnp.asarray(b).astype(dtype)
-        if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
-            back = c.astype(src)
-            c = where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
-        return c
-    exact = np.asarray(b, np.float64)
-    c = exact.astype(dtype)
-    back = c.astype(np.float64)
-    return where(jnp.asarray((back < exact) if up else (back > exact)), jnp.nextafter(jnp.asarray(c), inf),
-                     jnp.asarray(c))
+    src = jnp.result_type(b)
+    c = jnp.asarray(b).astype(dtype)
+    if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
+        back = c.astype(src)
+        c = where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
+    return c
+
+
+def _concrete(lo, hi, dtype):
+    """Concrete bounds, already checked (lower <= upper, no NaN), cast inward to ``dtype``
+    on the host with NumPy (exactly, from their float64 values), and put on the device
+    (``jax.device_put``): no computation of JAX's, each of which a first call would
+    compile (5-20 ms each; ``jnp.asarray`` of a NumPy array too)."""
+    exact = [np.asarray(b, np.float64) for b in (lo, hi)]
+    dtype = np.dtype(dtype)
+    out = []
+    for e, up in zip(exact, (True, False)):
+        c = e.astype(dtype)
+        inexact = (c.astype(np.float64) < e) if up else (c.astype(np.float64) > e)
+        out.append(np.where(inexact, np.nextafter(c, np.asarray(np.inf if up else -np.inf, dtype)), c))
+    # No representable value in [lower, upper]: both become the one nearest to lower.
+    empty = out[0] > out[1]
+    nearest = exact[0].astype(dtype)
+    return tuple(jax.device_put(np.where(empty, nearest, c).astype(dtype)) for c in out)
 
 
 def box(params, bounds) -> Box:
@@ -117,8 +129,13 @@ def box(params, bounds) -> Box:
             if np.any(bad):
                 raise ValueError(f"bounds: lower > upper (or NaN) for {label} at index "
                                  f"{tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, np.shape(leaf)))[0])}")
-        lo_c = _nearest_inward(lo, dtype, True, traced)
-        hi_c = _nearest_inward(hi, dtype, False, traced)
+        if not traced:
+            lo_c, hi_c = _concrete(lo, hi, dtype)
+            out_l.append(lo_c)
+            out_u.append(hi_c)
+            continue
+        lo_c = _nearest_inward(lo, dtype, True)
+        hi_c = _nearest_inward(hi, dtype, False)
         # No representable value in [lower, upper]: both become the one nearest to lower.
         empty = (lo_c > hi_c) & (jnp.asarray(lo).astype(jnp.result_type(lo, float)) <= hi)
         nearest = jnp.asarray(lo).astype(dtype)
