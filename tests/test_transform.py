@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
+from conftest import COMPILES, X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
 
 import qnjax
 
@@ -269,3 +269,19 @@ def test_updates_reproduce_the_stored_point_exactly():
     # programs); without the barriers in _step the bf16 leaf made this 2e-4 off.
     np.testing.assert_allclose(float(state.value), float(loss(new)), rtol=4 * np.finfo(np.float32).eps)
     assert float(state.value) < float(value)
+
+
+@pytest.mark.parametrize("bounds", [None, (-1.0, {"a": 2.0, "b": None})])
+def test_init_called_eagerly_is_one_program_with_the_traced_init_state(bounds):
+    """``init`` outside ``jit`` builds the state in one compiled program (its operations one by
+    one were a dozen programs, each compiled at a first call), and that state is the one a
+    jitted ``init`` builds: values, dtypes, shapes and weak types."""
+    params = {"a": jnp.zeros(5, jnp.float32), "b": jnp.ones((2, 3), jnp.bfloat16)}  # (shapes of this test only)
+    opt = qnjax.lbfgs(memory_size=7, bounds=bounds)
+    before = COMPILES.count
+    state = opt.init(params)
+    assert COMPILES.count - before == 1
+    assert qnjax.lbfgs(memory_size=7, bounds=bounds).init(params) is not None and COMPILES.count - before == 1
+    traced = jax.jit(opt.init)(params)
+    assert_same_types(traced, state)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b, equal_nan=True)), traced, state))
