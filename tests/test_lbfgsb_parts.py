@@ -210,9 +210,8 @@ def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkey
     first level is the smallest alone), all of them (walked ``BLOCK`` at a time; cap = 1000:
     no level, and a block longer than the breakpoints, as off a CPU) only if the
     Cauchy point lies beyond, and with no pair stored it has a closed form: forced here at
-    n = 7. W^T (moving g) is returned for the subspace step. The levels read the columns of
-    W of the newest slots that hold the pairs (``_memory.by_window``: one, two or all of the
-    4 slots, and one pair stored after a clear, the ring's head elsewhere)."""
+    n = 7. W^T (moving g) is returned for the subspace step. One, two or all of the 4 slots
+    hold pairs, and one pair stored after a clear, the ring's head elsewhere."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_segments, "CAPS", (1, cap + 1, cap + 2))
     monkeypatch.setattr(_segments, "BLOCK", cap)

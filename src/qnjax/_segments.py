@@ -28,13 +28,14 @@ form (``no_pairs``). Beyond, at large n, the CAPS[1] smallest breakpoints (``lax
 on float32 keys, one pass; the variables not listed enter as one tail), then CAPS[2],
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
-n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. The levels
-read the columns of W of the newest slots that hold every pair stored
-(``_memory.by_window``: a quarter, a half or all of them), so early in a run, where many
-variables reach a bound and the memory holds few pairs, the rows gathered and the prefix
-sums are a fraction as wide (NNLS at n = 10^6, float64, a walk of 500,000 breakpoints
-with one pair stored: 3 of 11 slots). Only those levels put the leaves' variables in one
-order (a sharded leaf gathered across devices), under the name scope GATHERED.
+n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. Only
+those levels put the leaves' variables in one order (a sharded leaf gathered across
+devices), under the name scope GATHERED. They read every slot's columns of W (those of
+slots without a pair are zero). Reading only the newest slots that hold the pairs, as
+``_reduced``'s recompute does (``_memory.by_window``), made early iterations' walks
+narrower (NNLS at n = 10^6, float64: 77 instead of 89 ms an iteration over its 10), but it
+compiled the levels three times over: the first bounded call at n = 10^4 took 5.2 s
+instead of 2.8 s, at n = 10^6 (NNLS, float32) 7.3 s instead of 4.3 s.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _compile, _loop, _memory
+from . import _argsort, _compile, _memory
 from ._compile import where
 from ._tree import matmul as mm
 
@@ -100,16 +101,16 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
 
 
-def _blocked(memory, theta, mid, key, gm, wg, sdt, slots=None):
+def _blocked(memory, theta, mid, key, gm, wg, sdt):
     """(t_c, c) with every breakpoint sorted once, walked BLOCK at a time (Algorithm CP's
     forward updates of p, c, G between blocks) until the segment holding t_c: no
     (n, 2(m + 1)) array is formed. ``gm`` = moving g, ``wg`` = W^T gm."""
     order = _argsort.argsort(key)
-    walk_in = functools.partial(_walk_blocks, memory, theta, mid, key, gm, wg, sdt, slots, order)
+    walk_in = functools.partial(_walk_blocks, memory, theta, mid, key, gm, wg, sdt, order)
     return _compile.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
 
 
-def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, slots, order, block):
+def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):
     """``_blocked``'s walk, ``block`` breakpoints a trip, in the ``order`` that sorts ``key``."""
     n = key.shape[0]
     block = min(block, n)
@@ -122,7 +123,7 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, slots, order, block):
     def body(carry):
         b, t0, q0, p_after, g_after, _, _, _ = carry
         idx = jax.lax.dynamic_slice_in_dim(order, b * block, block)
-        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt, slots)
+        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
         a = wt[:, None] * w
         p_after, g_after = p_after + jnp.sum(a, axis=0), g_after - jnp.sum(wt * wt)
         found, tc, c = walk(ts, wt, w, p_after, g_after, theta, mid, (b + 1) * block >= finite, sdt, t0, q0)
@@ -137,20 +138,15 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, slots, order, block):
     return out[6], out[7]
 
 
-def rows(memory, theta, idx, sdt, slots=None):
-    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf;
-    with ``slots``, their columns only ([Y, theta S] of those slots)."""
+def rows(memory, theta, idx, sdt):
+    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf."""
     valid = _memory.valid(memory)
-    if slots is not None:
-        valid = valid[slots]
     out, off = jnp.zeros((idx.shape[0], 2 * valid.shape[0]), sdt), 0
     for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         size = sb[0].size
         local = jnp.clip(idx - off, 0, max(size - 1, 0))
-        # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf;
-        # the slots with them: a buffer's slots taken first would be copied whole)
-        at = tuple(jnp.unravel_index(local, sb.shape[1:]))
-        at = (slice(None),) + at if slots is None else (slots[:, None],) + tuple(a[None, :] for a in at)
+        # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf)
+        at = (slice(None),) + tuple(jnp.unravel_index(local, sb.shape[1:]))
         ys, ss = (b[at].astype(sdt).T for b in (yb, sb))
         inside = ((idx >= off) & (idx < off + size))[:, None]
         out = out + where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
@@ -180,31 +176,14 @@ def first_segment(memory, theta, mid, keys, gms, wg, sdt, later=None):
     def levels():
         with jax.named_scope(GATHERED):
             key, gm = cat(keys), cat(gms)
-            branch = functools.partial(_windowed, memory, theta, mid, key, gm, wg, sdt)
-            return _memory.by_window(memory, not _loop.batched(key), branch)
+            if CAPS[1] < key.shape[0]:
+                return _smallest(memory, theta, mid, key, gm, wg, sdt, 1)
+            return _blocked(memory, theta, mid, key, gm, wg, sdt)
 
     return jax.lax.cond(found, lambda: (tc, c_star), levels if later is None else later)
 
 
-def _windowed(memory, theta, mid, key, gm, wg, sdt, slots):
-    """(t_c, c) from ``_smallest``'s levels (or ``_blocked`` at once) with W's columns of
-    the memory's ``slots`` only (None: all): the rows gathered and the prefix sums are as
-    wide as the pairs stored need (``_memory.by_window``; the columns of slots without a
-    pair are zero, so the walk is the same). c is returned in every slot's place."""
-    width, cols = mid.shape[0], None  # (2 (m + 1): every slot's Y and S column)
-    if slots is not None:
-        cols = jnp.concatenate([slots, width // 2 + slots])
-        mid, wg = mid[cols[:, None], cols[None, :]], wg[cols]
-    if CAPS[1] < key.shape[0]:
-        tc, c = _smallest(memory, theta, mid, key, gm, wg, sdt, 1, slots)
-    else:
-        tc, c = _blocked(memory, theta, mid, key, gm, wg, sdt, slots)
-    if cols is not None:
-        c = jnp.zeros((width,), sdt).at[cols].set(c)
-    return tc, c
-
-
-def _smallest(memory, theta, mid, key, gm, wg, sdt, level, slots=None):
+def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     """(t_c, c) from the CAPS[level] smallest breakpoints (level >= 1), else the next level,
     else all.
 
@@ -215,9 +194,9 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level, slots=None):
     wg minus the listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
     if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1, slots)  # noqa: E731
+        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1)  # noqa: E731
     else:
-        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt, slots)  # noqa: E731
+        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt)  # noqa: E731
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
@@ -226,7 +205,7 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level, slots=None):
     ts = where(listed, key[idx], jnp.inf)
     unlisted = ~jnp.zeros(n, bool).at[idx].set(listed)
     wt = where(listed, gm[idx], 0)
-    w = rows(memory, theta, idx, sdt, slots)
+    w = rows(memory, theta, idx, sdt)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
     found, tc, c_star = walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
                               jnp.sum(where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
