@@ -202,3 +202,26 @@ def test_dense_solver_agrees_with_cg_and_catches_a_singular_hessian():
     with pytest.raises(TypeError, match="real parameters"):
         jax.jacfwd(lambda c: qnjax.minimize(lambda z, c: jnp.sum(jnp.abs(z - c) ** 2), jnp.zeros(2, jnp.complex64),
                                             (c,), implicit_diff=dense).x)(jnp.asarray(1.0, jnp.float32))
+
+
+_PROGRAMS = []  # the programs compiled (or taken from the persistent cache) while a test listens
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _PROGRAMS.append(kw.get("fun_name"))
+    if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+def test_an_eager_grad_runs_the_solve_and_the_tangent_as_programs():
+    """``jax.grad`` of a solve called outside ``jax.jit``: JAX evaluates the derivative rule's
+    linearisation and its transpose eagerly, so the rule's tangent is one compiled program
+    (``_implicit._tangent``: its known part and its transpose), not its dozens of
+    operations each compiled on its own. The derivative is the closed form's: x* = 2a/3."""
+    a, x0 = jnp.linspace(0.5, 1.5, 7, dtype=DT), jnp.zeros(7, DT)  # (a size of this test only: nothing cached)
+
+    def optimum(a):  # f* = sum(a^2) / 3
+        return qnjax.minimize(lambda x: jnp.sum((x - a) ** 2) + 0.5 * jnp.sum(x ** 2), x0).fun
+
+    del _PROGRAMS[:]
+    g = jax.grad(optimum)(a)
+    others = [name for name in _PROGRAMS if name not in ("jit(_solve)", "jit(_tangent)")]
+    assert {"jit(_solve)", "jit(_tangent)"} <= set(_PROGRAMS) and len(others) <= 2, _PROGRAMS  # (JAX's seed of 1)
+    np.testing.assert_allclose(g, 2 * a / 3, rtol=1e-4 if X64 else 1e-3)

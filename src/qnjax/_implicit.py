@@ -186,43 +186,50 @@ def differentiable(solve, config: ImplicitDiff):
         solver, objective, x0, args, state0, box = primals
         _, d_objective, _, d_args, _, d_box = tangents
         res = run(solver, objective, x0, args, state0, box)
-        x = res.x
-        sdt = res.fun.dtype
-        if box is None and res.state.bounds is not None:  # resumed: the bounds are data, not inputs
-            box, d_box = res.state.bounds, jax.tree.map(jnp.zeros_like, res.state.bounds)
-
-        def grad_at(point, obj, a):
-            return obj(point, a)[1]
-
-        _, rhs = jax.jvp(lambda obj, a: grad_at(x, obj, a), (objective, args), (d_objective, d_args))
-        ridge = jnp.asarray(config.ridge, sdt)
-
-        def hvp(v):
-            hv = jax.jvp(lambda p: grad_at(p, objective, args), (x,), (v,))[1]
-            return _tree.add(hv, _tree.scale(ridge, v, hv))
-
-        precond = InverseHessian(res.state).matvec if config.precondition else (lambda r: r)
-
-        neg = jax.tree.map(jnp.negative, rhs)
-        if box is not None:
-            hvp, precond, neg = _reduced(box, d_box, x, hvp, precond, neg)
-        if config.solver == "dense":
-            linear_solve = lambda mv, b: dense_solve(mv, b, sdt)  # noqa: E731
-        else:
-            linear_solve = lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt)  # noqa: E731
-        dx = jax.lax.custom_linear_solve(hvp, neg, linear_solve, symmetric=True)
-        _, (_, d_grad, d_aux) = jax.jvp(lambda p, obj, a: obj(p, a), (x, objective, args),
-                                         (dx, d_objective, d_args))
-        # The optimal value needs no linear solve (envelope theorem): d f* = grad_theta f dtheta,
-        # plus g_A dx_A with bounds (the gradient is not zero on the active variables).
-        _, d_value = jax.jvp(lambda obj, a: obj(x, a)[0], (objective, args), (d_objective, d_args))
-        if box is not None:
-            d_value = d_value + _tree.inner(_tree.conj(res.state.grad), dx, sdt).astype(d_value.dtype)
-        if not config.accept_unconverged:
-            dx, d_value, d_grad, d_aux = poison((dx, d_value, d_grad, d_aux), res.success)
-        zero = jax.tree.map(_zero_tangent, res)
-        d_state = zero.state._replace(params=dx, value=d_value, grad=d_grad, aux=d_aux)
-        d_res = zero._replace(x=dx, fun=d_value, grad=_tree.conj(d_grad), aux=d_aux, state=d_state)
-        return res, d_res
+        # (one compiled program for the whole tangent: under an eager ``jax.grad`` its dozens of
+        # operations were each compiled and dispatched on their own)
+        return res, _tangent(config, objective, args, box, d_objective, d_args, d_box, res)
 
     return run
+
+
+@jax.jit
+def _tangent(config: ImplicitDiff, objective, args, box, d_objective, d_args, d_box, res):
+    """The tangent of ``minimize``'s result (``differentiable``'s rule) from those of the
+    objective's arrays, ``args`` and the bounds, at the solution ``res``."""
+    x = res.x
+    sdt = res.fun.dtype
+    if box is None and res.state.bounds is not None:  # resumed: the bounds are data, not inputs
+        box, d_box = res.state.bounds, jax.tree.map(jnp.zeros_like, res.state.bounds)
+
+    def grad_at(point, obj, a):
+        return obj(point, a)[1]
+
+    _, rhs = jax.jvp(lambda obj, a: grad_at(x, obj, a), (objective, args), (d_objective, d_args))
+    ridge = jnp.asarray(config.ridge, sdt)
+
+    def hvp(v):
+        hv = jax.jvp(lambda p: grad_at(p, objective, args), (x,), (v,))[1]
+        return _tree.add(hv, _tree.scale(ridge, v, hv))
+
+    precond = InverseHessian(res.state).matvec if config.precondition else (lambda r: r)
+
+    neg = jax.tree.map(jnp.negative, rhs)
+    if box is not None:
+        hvp, precond, neg = _reduced(box, d_box, x, hvp, precond, neg)
+    if config.solver == "dense":
+        linear_solve = lambda mv, b: dense_solve(mv, b, sdt)  # noqa: E731
+    else:
+        linear_solve = lambda mv, b: conjugate_gradient(mv, b, precond, config, sdt)  # noqa: E731
+    dx = jax.lax.custom_linear_solve(hvp, neg, linear_solve, symmetric=True)
+    _, (_, d_grad, d_aux) = jax.jvp(lambda p, obj, a: obj(p, a), (x, objective, args), (dx, d_objective, d_args))
+    # The optimal value needs no linear solve (envelope theorem): d f* = grad_theta f dtheta,
+    # plus g_A dx_A with bounds (the gradient is not zero on the active variables).
+    _, d_value = jax.jvp(lambda obj, a: obj(x, a)[0], (objective, args), (d_objective, d_args))
+    if box is not None:
+        d_value = d_value + _tree.inner(_tree.conj(res.state.grad), dx, sdt).astype(d_value.dtype)
+    if not config.accept_unconverged:
+        dx, d_value, d_grad, d_aux = poison((dx, d_value, d_grad, d_aux), res.success)
+    zero = jax.tree.map(_zero_tangent, res)
+    d_state = zero.state._replace(params=dx, value=d_value, grad=d_grad, aux=d_aux)
+    return zero._replace(x=dx, fun=d_value, grad=_tree.conj(d_grad), aux=d_aux, state=d_state)
