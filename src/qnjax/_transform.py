@@ -35,6 +35,14 @@ stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; NONFINITE
 when the given value or gradient is not finite (updates zero, state kept).
 ``extra_args`` are passed on to ``value_fn``.
 
+Called outside ``jax.jit`` (as a notebook's loop may), ``update`` and
+``value_and_grad_from_state`` each run as one compiled program, with ``value_fn`` as
+data (``_objective.Objective``: a new closure over new arrays reuses the program), not
+as hundreds of operations dispatched one at a time (2-D Rosenbrock: the first update
+took 4.9 s, 0.57 s now; each later one 0.49 s, 2 ms now; ``optax.lbfgs``'s 1.6 s and
+0.5 s). Inside a transformation (``jax.jit``, ``jax.vmap``, ``lax.scan``) they are traced
+into the caller's program as before.
+
 ``bounds=(lower, upper)``: L-BFGS-B inside the transformation (``qnjax.minimize``'s
 rules for bounds, ``_bounds``), so the line search sees the box: every point
 ``value_fn`` is evaluated at, and ``optax.apply_updates(params, updates)``, lies in
@@ -51,10 +59,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from . import _bounds, _objective, _tree, _unrolled
+from . import _bounds, _compile, _objective, _tree, _unrolled
 from ._solver import LBFGS, State
 from ._status import Status, code
 from .linesearch import LineSearch, MoreThuente
@@ -114,22 +123,14 @@ def lbfgs(
     def init_fn(params) -> State:
         return solver.init(params, bounds=None if bounds is None else _bounds.box(params, bounds))
 
-    def update_fn(updates, state: State, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
-        if params is None:
-            raise ValueError("qnjax.lbfgs needs params: update(grad, state, params, value=..., value_fn=...)")
+    def step(updates, state: State, params, value, grad, evaluate):
         sdt = state.value.dtype
         q = _tree.cast_like(updates, params)
         g = q if grad is None else _tree.cast_like(grad, params)
         if linesearch is not None:
-            if value is None or value_fn is None:
-                raise ValueError("qnjax.lbfgs with a line search needs value= and value_fn= "
-                                 "(or pass linesearch=None)")
-            _objective.check_loss(value)
             value = jnp.asarray(value).astype(sdt)
-            vg = _objective.value_and_grad(value_fn, params, sdt)
-            evaluate = lambda x: vg(x, **extra_args)  # noqa: E731
         else:
-            value, evaluate = jnp.full((), jnp.inf, sdt), None
+            value = jnp.full((), jnp.inf, sdt)
         lr = 1.0 if learning_rate is None else (
             learning_rate(state.count) if callable(learning_rate) else learning_rate)
         here = state._replace(params=params, value=value, grad=g)
@@ -143,7 +144,44 @@ def lbfgs(
             new = _tree.select(inside, new, here._replace(status=code(Status.INFEASIBLE)))
         return u, new
 
+    def compiled(updates, state, params, value, grad, objective, extra_args):
+        evaluate = None if objective is None else (lambda x: objective(x, (extra_args,)))
+        return step(updates, state, params, value, grad, evaluate)
+
+    def update_fn(updates, state: State, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
+        if params is None:
+            raise ValueError("qnjax.lbfgs needs params: update(grad, state, params, value=..., value_fn=...)")
+        if linesearch is not None:
+            if value is None or value_fn is None:
+                raise ValueError("qnjax.lbfgs with a line search needs value= and value_fn= "
+                                 "(or pass linesearch=None)")
+            _objective.check_loss(value)
+        if _compile.top_level():
+            # Called outside jax.jit, the update's hundreds of operations would each be a program
+            # of their own, compiled at a first call and dispatched one by one after (4.9 s, then
+            # 0.5 s an update on 2-D Rosenbrock): as one program, value_fn as data
+            # (``_objective.Objective``: a new closure over new arrays reuses it).
+            objective = None if linesearch is None else _objective.Objective.build(
+                lambda p, kw: value_fn(p, **kw), params, (extra_args,), state.value.dtype)
+            return _eager(compiled, updates, state, params, value, grad, objective, extra_args)
+        if linesearch is not None:
+            vg = _objective.value_and_grad(value_fn, params, state.value.dtype)
+            return step(updates, state, params, value, grad, lambda x: vg(x, **extra_args))
+        return step(updates, state, params, value, grad, None)
+
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@_compile.jit(static_argnums=0, users=lambda arguments: (arguments["params"], arguments["extra_args"]))
+def _eager(compiled, updates, state, params, value, grad, objective, extra_args):
+    """``compiled(...)``, a transformation's update, as a program of its own (``update_fn``)."""
+    return compiled(updates, state, params, value, grad, objective, extra_args)
+
+
+@_compile.jit(users=lambda arguments: (arguments["params"], arguments["args"]))
+def _evaluated(objective, params, args):
+    """(value, real-space gradient) of ``objective`` at ``params``, as a program of its own."""
+    return objective(params, (args,))[:2]
 
 
 def value_and_grad_from_state(value_fn):
@@ -158,6 +196,12 @@ def value_and_grad_from_state(value_fn):
         grad = otu.tree_get(state, "grad")
         if value is None or grad is None:
             raise ValueError("the state has no 'value' and 'grad' fields (expected exactly one of each)")
+        if _compile.top_level():  # eagerly: a lax.cond of new closures would compile on every call
+            if not np.isinf(np.asarray(value)):
+                return value, grad
+            objective = _objective.Objective.build(lambda p, a: value_fn(p, *a[0], **a[1]), params, ((args, kwargs),),
+                                                   value.dtype)
+            return _evaluated(objective, params, (args, kwargs))
 
         def evaluate():
             f, g, _ = _objective.value_and_grad(value_fn, grad, value.dtype)(params, *args, **kwargs)
