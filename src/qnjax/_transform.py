@@ -156,11 +156,13 @@ def lbfgs(
                 raise ValueError("qnjax.lbfgs with a line search needs value= and value_fn= "
                                  "(or pass linesearch=None)")
             _objective.check_loss(value)
-        if _compile.top_level():
+        arrays = all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves(extra_args))
+        if _compile.top_level() and arrays:
             # Called outside jax.jit, the update's hundreds of operations would each be a program
             # of their own, compiled at a first call and dispatched one by one after (4.9 s, then
             # 0.5 s an update on 2-D Rosenbrock): as one program, value_fn as data
-            # (``_objective.Objective``: a new closure over new arrays reuses it).
+            # (``_objective.Objective``: a new closure over new arrays reuses it). (Not where an
+            # extra argument is not an array: value_fn may branch on it in Python.)
             objective = None if linesearch is None else _objective.Objective.build(
                 lambda p, kw: value_fn(p, **kw), params, (extra_args,), state.value.dtype)
             return _eager(compiled, updates, state, params, value, grad, objective, extra_args)
