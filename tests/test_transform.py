@@ -331,3 +331,20 @@ def test_updates_called_eagerly_are_one_program_and_the_jitted_updates(bounds):
     assert_same_types(other, state)
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
     assert int(state.count) == int(other.count) and int(state.status) == int(other.status)
+
+
+def test_an_eager_update_whose_extra_argument_is_not_an_array_stays_eager():
+    """``value_fn`` may branch in Python on an extra argument that is not an array (a flag):
+    such eager calls are not compiled as one program (the flag would be traced), and work."""
+    def loss(p, shifted=False):
+        return jnp.sum((p - (2.0 if shifted else 1.0)) ** 2)
+
+    opt = qnjax.lbfgs()
+    x = jnp.zeros(3, jnp.float32)
+    state = opt.init(x)
+    for _ in range(4):
+        value, grad = qnjax.value_and_grad_from_state(loss)(x, shifted=True, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss, shifted=True)
+        x = optax.apply_updates(x, updates)
+    np.testing.assert_allclose(x, 2.0, rtol=1e-5)
+    assert qnjax.Status(int(state.status)).success

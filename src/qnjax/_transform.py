@@ -198,7 +198,8 @@ def value_and_grad_from_state(value_fn):
         grad = otu.tree_get(state, "grad")
         if value is None or grad is None:
             raise ValueError("the state has no 'value' and 'grad' fields (expected exactly one of each)")
-        if _compile.top_level():  # eagerly: a lax.cond of new closures would compile on every call
+        arrays = all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves((args, kwargs)))
+        if _compile.top_level() and arrays:  # eagerly: a lax.cond of new closures compiled on every call
             if not np.isinf(np.asarray(value)):
                 return value, grad
             objective = _objective.Objective.build(lambda p, a: value_fn(p, *a[0], **a[1]), params, ((args, kwargs),),
