@@ -204,6 +204,7 @@ class _Compiles:
     where each program is lowered, before either event."""
 
     count = 0
+    names = []  # each program's name (``jit(f)``), compiled or taken from the cache; tests may clear it
     _hit = False
 
     @classmethod
@@ -211,6 +212,7 @@ class _Compiles:
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
             cls._hit = False
         elif event == "/jax/core/compile/backend_compile_duration":
+            cls.names.append(kwargs.get("fun_name"))
             if not cls._hit:
                 cls.count += 1
             cls._hit = False

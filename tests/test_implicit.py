@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, needs_x64, x64_off_only
+from conftest import COMPILES, X64, needs_x64, x64_off_only
 
 import qnjax
 
@@ -204,12 +204,6 @@ def test_dense_solver_agrees_with_cg_and_catches_a_singular_hessian():
                                             (c,), implicit_diff=dense).x)(jnp.asarray(1.0, jnp.float32))
 
 
-_PROGRAMS = []  # the programs compiled (or taken from the persistent cache) while a test listens
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: _PROGRAMS.append(kw.get("fun_name"))
-    if event == "/jax/core/compile/backend_compile_duration" else None)
-
-
 def test_an_eager_grad_runs_the_solve_and_the_tangent_as_programs():
     """``jax.grad`` of a solve called outside ``jax.jit``: JAX evaluates the derivative rule's
     linearisation and its transpose eagerly, so the rule's tangent is one compiled program
@@ -220,8 +214,9 @@ def test_an_eager_grad_runs_the_solve_and_the_tangent_as_programs():
     def optimum(a):  # f* = sum(a^2) / 3
         return qnjax.minimize(lambda x: jnp.sum((x - a) ** 2) + 0.5 * jnp.sum(x ** 2), x0).fun
 
-    del _PROGRAMS[:]
+    del COMPILES.names[:]
     g = jax.grad(optimum)(a)
-    others = [name for name in _PROGRAMS if name not in ("jit(_solve)", "jit(_tangent)")]
-    assert {"jit(_solve)", "jit(_tangent)"} <= set(_PROGRAMS) and len(others) <= 2, _PROGRAMS  # (JAX's seed of 1)
+    names = COMPILES.names
+    others = [name for name in names if name not in ("jit(_solve)", "jit(_tangent)")]
+    assert {"jit(_solve)", "jit(_tangent)"} <= set(names) and len(others) <= 2, names  # (JAX's seed of 1)
     np.testing.assert_allclose(g, 2 * a / 3, rtol=1e-4 if X64 else 1e-3)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
+from conftest import COMPILES, X64, assert_same_types, leaf_types, make_step, needs_x64, rosenbrock
 
 import qnjax
 
@@ -271,12 +271,6 @@ def test_updates_reproduce_the_stored_point_exactly():
     assert float(state.value) < float(value)
 
 
-_PROGRAMS = []  # the programs compiled (or taken from the persistent cache) while a test listens
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: _PROGRAMS.append(kw.get("fun_name"))
-    if event == "/jax/core/compile/backend_compile_duration" else None)
-
-
 @pytest.mark.parametrize("bounds", [None, (-1.0, {"a": 2.0, "b": None})])
 def test_init_called_eagerly_is_one_program_with_the_traced_init_state(bounds):
     """``init`` outside ``jit`` builds the state in one compiled program (its operations one by
@@ -284,10 +278,10 @@ def test_init_called_eagerly_is_one_program_with_the_traced_init_state(bounds):
     jitted ``init`` builds: values, dtypes, shapes and weak types."""
     params = {"a": jnp.zeros(5, jnp.float32), "b": jnp.ones((2, 3), jnp.bfloat16)}  # (shapes of this test only)
     opt = qnjax.lbfgs(memory_size=7, bounds=bounds)
-    del _PROGRAMS[:]
+    del COMPILES.names[:]
     state = opt.init(params)
     qnjax.lbfgs(memory_size=7, bounds=bounds).init(params)  # (a new transformation: the same program)
-    assert _PROGRAMS == ["jit(_fresh)"]  # (compiled, or taken from the suite's persistent cache)
+    assert COMPILES.names == ["jit(_fresh)"]  # (compiled, or taken from the suite's persistent cache)
     traced = jax.jit(opt.init)(params)
     assert_same_types(traced, state)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b, equal_nan=True)), traced, state))
@@ -308,7 +302,7 @@ def test_updates_called_eagerly_are_one_program_and_the_jitted_updates(bounds):
         x, state = x0, opt.init(x0)
         for i, d in enumerate(data):
             if i == 1:
-                del _PROGRAMS[:]
+                del COMPILES.names[:]
             loss = lambda p, d=d: d * rosenbrock(p)  # noqa: E731  (new each update)
             value, grad = qnjax.value_and_grad_from_state(loss)(x, state=state)
             updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss)
@@ -316,7 +310,7 @@ def test_updates_called_eagerly_are_one_program_and_the_jitted_updates(bounds):
         return x, state
 
     x, state = eager_run()
-    assert _PROGRAMS == []  # (after the first update)
+    assert COMPILES.names == []  # (after the first update)
 
     @jax.jit
     def jitted_step(x, state, d):

@@ -145,7 +145,7 @@ def lbfgs(
         return u, new
 
     def compiled(updates, state, params, value, grad, objective, extra_args):
-        evaluate = None if objective is None else (lambda x: objective(x, (extra_args,)))
+        evaluate = None if objective is None else (lambda x: objective(x, (((), extra_args),)))
         return step(updates, state, params, value, grad, evaluate)
 
     def update_fn(updates, state: State, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
@@ -156,15 +156,11 @@ def lbfgs(
                 raise ValueError("qnjax.lbfgs with a line search needs value= and value_fn= "
                                  "(or pass linesearch=None)")
             _objective.check_loss(value)
-        arrays = all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves(extra_args))
-        if _compile.top_level() and arrays:
-            # Called outside jax.jit, the update's hundreds of operations would each be a program
-            # of their own, compiled at a first call and dispatched one by one after (4.9 s, then
-            # 0.5 s an update on 2-D Rosenbrock): as one program, value_fn as data
-            # (``_objective.Objective``: a new closure over new arrays reuses it). (Not where an
-            # extra argument is not an array: value_fn may branch on it in Python.)
-            objective = None if linesearch is None else _objective.Objective.build(
-                lambda p, kw: value_fn(p, **kw), params, (extra_args,), state.value.dtype)
+        if _eagerly(extra_args):
+            # Outside jax.jit the update's hundreds of operations would each be a program of
+            # their own, compiled at a first call and dispatched one by one after (4.9 s, then
+            # 0.5 s an update on 2-D Rosenbrock): as one program, value_fn as data.
+            objective = None if linesearch is None else _as_data(value_fn, params, (), extra_args, state.value.dtype)
             return _eager(compiled, updates, state, params, value, grad, objective, extra_args)
         if linesearch is not None:
             vg = _objective.value_and_grad(value_fn, params, state.value.dtype)
@@ -172,6 +168,20 @@ def lbfgs(
         return step(updates, state, params, value, grad, None)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _eagerly(arguments) -> bool:
+    """Whether a call made now, with ``value_fn``'s extra ``arguments``, runs as one program of
+    its own (``_eager``, ``_evaluated``): outside any transformation, and only where every
+    extra argument is an array (``value_fn`` may branch on another in Python: such calls
+    stay eager)."""
+    return _compile.top_level() and all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves(arguments))
+
+
+def _as_data(value_fn, params, args, kwargs, sdt):
+    """``value_fn(p, *args, **kwargs)`` as an ``_objective.Objective`` over the pair (args,
+    kwargs): a new closure over new arrays is the same program's data."""
+    return _objective.Objective.build(lambda p, a: value_fn(p, *a[0], **a[1]), params, ((args, kwargs),), sdt)
 
 
 @_compile.jit(static_argnums=0, users=lambda arguments: (arguments["params"], arguments["extra_args"]))
@@ -198,13 +208,10 @@ def value_and_grad_from_state(value_fn):
         grad = otu.tree_get(state, "grad")
         if value is None or grad is None:
             raise ValueError("the state has no 'value' and 'grad' fields (expected exactly one of each)")
-        arrays = all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves((args, kwargs)))
-        if _compile.top_level() and arrays:  # eagerly: a lax.cond of new closures compiled on every call
+        if _eagerly((args, kwargs)):  # (a lax.cond of new closures compiled on every call)
             if not np.isinf(np.asarray(value)):
                 return value, grad
-            objective = _objective.Objective.build(lambda p, a: value_fn(p, *a[0], **a[1]), params, ((args, kwargs),),
-                                                   value.dtype)
-            return _evaluated(objective, params, (args, kwargs))
+            return _evaluated(_as_data(value_fn, params, args, kwargs, value.dtype), params, (args, kwargs))
 
         def evaluate():
             f, g, _ = _objective.value_and_grad(value_fn, grad, value.dtype)(params, *args, **kwargs)
