@@ -235,6 +235,56 @@ def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkey
         np.testing.assert_allclose(as_vec(xc), brute_cauchy(x, g, lo, hi, np.eye(N)), rtol=RTOL, atol=RTOL)
 
 
+@float64_reference
+@pytest.mark.parametrize("scale", [0.02, 1.0, 3.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slope_bound_is_above_the_models_slope_along_each_stretch_of_the_path(seed, scale):
+    """``_segments.slope_bound`` (SLOPE_BOUND), which lets the walk skip a block's prefix
+    sums: over every stretch of sorted breakpoints (1, 3, 8 and 25 long), U is at least the
+    model's slope g^T d(t) + z(t)^T B d(t), recomputed densely with B = theta I - W M W^T at
+    both ends of every segment of the stretch (the slope is linear between); and
+    ``rises_within`` says the slope stays negative for stretches well before the Cauchy
+    point, so blocks are skipped. n = 200, a random symmetric M (the bound holds for any)
+    of three sizes."""
+    rng = np.random.default_rng(seed)
+    n, k = 200, 6
+    w = rng.normal(size=(n, k))
+    a = rng.normal(size=(k, k)) * scale / np.sqrt(n)
+    mid, theta = a + a.T, rng.uniform(0.2, 1.0)
+    b = theta * np.eye(n) - w @ mid @ w.T
+    x, g = rng.uniform(-1, 1, n), 3 * rng.normal(size=n)
+    lo, hi = np.full(n, -1.0), np.where(rng.uniform(size=n) < 0.2, np.inf, 1.0)
+    t = np.where(g < 0, (x - hi) / g, (x - lo) / g)
+    order = np.argsort(t)
+    ts, gs, ws, b = t[order], g[order], w[order], b[np.ix_(order, order)]
+    fin = int(np.isfinite(ts).sum())
+
+    def slope(tt, j):  # the slope at tt on the segment where sorted variables j, j + 1, ... move
+        d = np.where(np.arange(n) >= j, -gs, 0)
+        z = -gs * np.minimum(tt, ts)
+        return gs @ d + z @ b @ d
+
+    bound = jax.jit(lambda *a: (_segments.slope_bound(*a), _segments.rises_within(*a, DT)))
+    verdicts, gaps = [], []
+    for size in (1, 3, 8, 25):
+        for start in range(0, fin - size, size):
+            t0 = ts[start - 1] if start else 0.0
+            p0 = -(ws[start:].T @ gs[start:])
+            q0 = ws[:start].T @ (ts[:start] * gs[:start])
+            blk = slice(start, start + size)
+            (u, _), rises = bound(jnp.asarray(ts[blk], DT), jnp.asarray(gs[blk], DT), jnp.asarray(ws[blk], DT),
+                                  theta, jnp.asarray(mid, DT), float(np.linalg.norm(mid)), t0, jnp.asarray(q0, DT),
+                                  jnp.asarray(p0, DT), float(gs[start:] @ gs[start:]))
+            ends = np.concatenate([[t0], ts[blk]])
+            top = max(max(slope(ends[i], start + i), slope(ends[i + 1], start + i)) for i in range(size))
+            assert float(u) >= top - 1e-9 * max(abs(top), 1), (size, start, float(u), top)
+            assert bool(rises) or top < 0, (size, start, top)
+            verdicts.append(bool(rises))
+            gaps.append((float(u) - top) / max(abs(top), 1))
+    assert not all(verdicts) and any(verdicts), verdicts  # both answers are given
+    assert min(gaps) < 1e-2, min(gaps)  # and the bound is tight somewhere (on a single breakpoint)
+
+
 def dense_direction(x, g, lo, hi, b, xc):
     free = (xc > lo) & (xc < hi)
     z = np.eye(N)[:, free]
