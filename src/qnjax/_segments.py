@@ -141,11 +141,11 @@ def slope_bound(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0):
     c = ends[:, None] * p0 - q0  # c_a(t) at both ends
     mc, mp = mm(c, mid), mm(mid, p0)
     lin = -(1 - theta * ends)[:, None] * jnp.stack([g0, g1])[None, :]  # [end, G_a or G_b]
-    front = jnp.max(jnp.max(lin, axis=1) - mc @ p0)
+    front = jnp.max(jnp.max(lin, axis=1) - mm(mc, p0))
     span = t1 - t0
     rest = big_a * (jnp.max(jnp.sqrt(jnp.sum(mc * mc, axis=1))) + span * jnp.sqrt(jnp.sum(mp * mp))
                     + span * big_a * mid_norm)
-    return front + rest, g0 * (1 + jnp.abs(theta) * t1) + jnp.max(jnp.abs(mc @ p0)) + rest
+    return front + rest, g0 * (1 + jnp.abs(theta) * t1) + jnp.max(jnp.abs(mm(mc, p0))) + rest
 
 
 def rises_within(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
