@@ -236,6 +236,24 @@ def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkey
 
 
 @float64_reference
+def test_prefix_sums_by_blocks_are_the_running_sums():
+    """``_segments.prefix_sums`` (the walk's, by blocks of PREFIX_BLOCK rows and recursively
+    over the blocks' totals) against np.cumsum, for lengths around the block's and its
+    square's, with columns of mixed sign and size."""
+    rng = np.random.default_rng(0)
+    b = _segments.PREFIX_BLOCK
+    run = jax.jit(_segments.prefix_sums)
+    for k in (1, 2, 17, b - 1, b, b + 1, 2 * b, b * b - 1, b * b, b * b + 1, 3 * b * b + 5):
+        s = rng.normal(size=(k, 4)) * np.array([1.0, 1e-3, 1e3, 1.0])
+        s[:, 3] = np.abs(s[:, 3])
+        want = np.cumsum(s, axis=0)
+        got = np.asarray(run(jnp.asarray(s, DT)))
+        assert got.shape == want.shape
+        scale = np.cumsum(np.abs(s), axis=0)
+        np.testing.assert_array_less(np.abs(got - want), 8 * np.log2(k + 1) * np.finfo(np.float64).eps * scale + 1e-300)
+
+
+@float64_reference
 @pytest.mark.parametrize("scale", [0.02, 1.0, 3.0])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_slope_bound_is_above_the_models_slope_along_each_stretch_of_the_path(seed, scale):
