@@ -58,3 +58,29 @@ def test_argsort_sorts_single_arrays_of_64_bit_words_in_both_precision_modes():
         assert len(sorts) == passes and all(len(e.invars) == 1 for e in sorts)
         assert {str(e.invars[0].aval.dtype) for e in sorts} == {"uint64"}
         assert [str(v.aval.dtype) for v in jaxpr.jaxpr.outvars] == ["int32"]  # (nothing 64-bit leaves it)
+
+
+@pytest.mark.skipif(not X64, reason="float64 keys need x64")
+def test_float64_keys_sharing_their_top_bits_are_repaired_or_sorted_twice(monkeypatch):
+    """Beyond REPAIR_FROM float64 keys, one pass sorts the top digit and REPAIR_ROUNDS of
+    odd-even transposition order the keys that share it: groups of 2 to REPAIR_ROUNDS such
+    keys (differing in their lowest bits only, placed in reverse index order), among ties,
+    infinities and signed zeros, come out in the stable order from that path alone; a
+    larger group is not done there and the two passes give it."""
+    monkeypatch.setattr(_argsort, "REPAIR_FROM", 64)
+    rng = np.random.default_rng(5)
+    n = 3000
+    low = max(1, (n - 1).bit_length())
+    base = np.asarray(keys(rng, (n,), jnp.float32), np.float64)  # (no near-ties of their own)
+    starts = iter(8 * rng.permutation(n // 8 - 1))  # groups apart
+    for size in range(2, _argsort.REPAIR_ROUNDS + 1):
+        for i in [next(starts) for _ in range(40)]:  # reversed: each group needs size rounds
+            base[i:i + size] = 1.5 + rng.uniform() + np.arange(size)[::-1] * 2.0**-52 * 7
+    got, done = jax.jit(lambda k: _argsort.repaired(k, low, 64 - low))(jnp.asarray(base))
+    assert bool(done)
+    np.testing.assert_array_equal(np.asarray(got), np.argsort(base, kind="stable"))
+    big = base.copy()
+    big[100:100 + 2 * _argsort.REPAIR_ROUNDS] = 2.5 + np.arange(2 * _argsort.REPAIR_ROUNDS)[::-1] * 2.0**-52 * 9
+    assert not bool(jax.jit(lambda k: _argsort.repaired(k, low, 64 - low)[1])(jnp.asarray(big)))
+    np.testing.assert_array_equal(np.asarray(jax.jit(_argsort.argsort)(jnp.asarray(big))),
+                                  np.argsort(big, kind="stable"))

@@ -17,7 +17,15 @@ least-significant-digit radix sort:
   order, so equal digits keep the order of the lower ones; the result is the
   composition of the passes' permutations.
 
-One pass for float32 keys, two for float64. The words are 64 bits wide with
+One pass for float32 keys, two for float64. Beyond REPAIR_FROM float64 keys (one row) the
+first pass sorts the top digit instead (the keys' order but among keys that share it,
+left in index order), and REPAIR_ROUNDS rounds of odd-even transposition on the full keys
+(each pair swapped only when strictly out of order, so ties keep index order) sort the
+groups of up to that many keys that share a top digit and differ below. That is the
+stable order wherever the keys come out non-decreasing, which is checked; else (a larger
+group) the two passes run (``lax.cond``). Keys that share their top 44 bits (of 64) are
+rare: 11 adjacent pairs among 750,000 random ones; at 10^6 keys the order took 60-70 instead
+of about 120 ms. The words are 64 bits wide with
 ``jax_enable_x64`` off too (the packing runs under ``jax.enable_x64``, and only int32
 positions leave it): with 32-bit words, float32 keys took three passes at 10^6 keys, and
 the ordering about 3 times as long (159 against 54 ms). Equal keys keep index order: the
@@ -32,6 +40,9 @@ import jax
 import jax.numpy as jnp
 
 from ._compile import where
+
+REPAIR_FROM = 1 << 16
+REPAIR_ROUNDS = 4
 
 
 def _ordered(key):
@@ -53,6 +64,14 @@ def argsort(key):
     key_bits = 8 * key.dtype.itemsize
     low = max(1, (n - 1).bit_length())  # position bits
     digit = 64 - low
+    if key_bits > digit and key.ndim == 1 and n >= REPAIR_FROM:
+        return _top_then_repaired(key, low, digit)
+    return _passes(key, low, digit)
+
+
+def _passes(key, low, digit):
+    """The least-significant-digit radix sort of the module docstring."""
+    key_bits = 8 * key.dtype.itemsize
     with jax.enable_x64(True):  # (64-bit words whatever the precision mode: one pass for float32 keys)
         u = _ordered(key).astype(jnp.uint64)
         positions = jax.lax.broadcasted_iota(jnp.uint64, key.shape, key.ndim - 1)
@@ -66,3 +85,35 @@ def argsort(key):
             step = step.astype(jnp.int32)
             order = step if order is None else jnp.take_along_axis(order, step, axis=-1)
     return order
+
+
+def _exchange(u, order, parity):
+    """One round of odd-even transposition: each pair (i, i + 1) with i = parity mod 2
+    swapped where u_i > u_(i+1) (strictly: equal keys keep their order)."""
+    pairs = (u.shape[0] - parity) // 2
+    cut = slice(parity, parity + 2 * pairs)
+    a, o = u[cut].reshape(pairs, 2), order[cut].reshape(pairs, 2)
+    swap = (a[:, 0] > a[:, 1])[:, None]
+    a, o = where(swap, a[:, ::-1], a), where(swap, o[:, ::-1], o)
+    return u.at[cut].set(a.reshape(-1)), order.at[cut].set(o.reshape(-1))
+
+
+def repaired(key, low, digit):
+    """(order, done): the order from one pass over float64 ``key``'s top ``digit`` bits
+    (``low`` position bits) and REPAIR_ROUNDS transposition rounds, and whether the keys
+    come out non-decreasing in it (then it is the stable order)."""
+    with jax.enable_x64(True):
+        u = _ordered(key)
+        positions = jax.lax.broadcasted_iota(jnp.uint64, key.shape, 0)
+        top = u >> (64 - digit)
+        order = (jnp.sort((top << low) | positions) & jnp.asarray((1 << low) - 1, jnp.uint64)).astype(jnp.int32)
+        ordered = u[order]
+        for r in range(REPAIR_ROUNDS):
+            ordered, order = _exchange(ordered, order, r % 2)
+        return order, jnp.all(ordered[1:] >= ordered[:-1])
+
+
+def _top_then_repaired(key, low, digit):
+    """``repaired``'s order where it is done, else both passes (``lax.cond``)."""
+    order, done = repaired(key, low, digit)
+    return jax.lax.cond(done, lambda: order, lambda: _passes(key, low, digit))
