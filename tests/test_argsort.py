@@ -4,7 +4,8 @@ Keys as the Cauchy point sorts them and worse: ties (many variables with one
 breakpoint), +inf (variables that never stop), +0 and -0 (which must tie), negative
 keys, and in float64 keys that differ only in their low 32 bits (the second digit of
 the radix sort); float32, float64 (with x64 on), bfloat16 and float16, one row and a batch.
-Words of 64 bits in both precision modes (one radix pass for float32 keys, two for float64).
+Words of 64 bits in both precision modes (one radix pass for float32 keys, two for float64,
+or beyond REPAIR_FROM float64 keys one and a few transposition rounds).
 """
 
 import jax
