@@ -66,33 +66,25 @@ def _side(side, params, name):
     return side_leaves
 
 
-def _nearest_inward(b, dtype, up: bool):
-    """Traced ``b`` in ``dtype``, rounded up (``up``) or down where the cast is inexact."""
-    inf = jnp.asarray(np.inf if up else -np.inf, dtype)
-    src = jnp.result_type(b)
-    c = jnp.asarray(b).astype(dtype)
-    if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
-        back = c.astype(src)
-        c = where((back < b) if up else (back > b), jnp.nextafter(c, inf), c)
-    return c
-
-
-def _concrete(lo, hi, dtype):
-    """Concrete bounds, already checked (lower <= upper, no NaN), cast inward to ``dtype``
-    on the host with NumPy (exactly, from their float64 values), and put on the device
-    (``jax.device_put``): no computation of JAX's, each of which a first call would
-    compile (5-20 ms each; ``jnp.asarray`` of a NumPy array too)."""
-    exact = [np.asarray(b, np.float64) for b in (lo, hi)]
-    dtype = np.dtype(dtype)
+def _inward(lo, hi, dtype, xp):
+    """(lower, upper) in ``dtype``, lower rounded up and upper down where the cast is
+    inexact; where no representable value lies in [lower, upper], both the one nearest to
+    lower. ``xp``: ``np`` for concrete bounds, given as float64 arrays (computed exactly on
+    the host: each of JAX's operations a first call would compile, 5-20 ms each, and
+    ``jnp.asarray`` of a NumPy array too), or ``jnp`` for traced ones."""
+    select = np.where if xp is np else where
     out = []
-    for e, up in zip(exact, (True, False)):
-        c = e.astype(dtype)
-        inexact = (c.astype(np.float64) < e) if up else (c.astype(np.float64) > e)
-        out.append(np.where(inexact, np.nextafter(c, np.asarray(np.inf if up else -np.inf, dtype)), c))
-    # No representable value in [lower, upper]: both become the one nearest to lower.
-    empty = out[0] > out[1]
-    nearest = exact[0].astype(dtype)
-    return tuple(jax.device_put(np.where(empty, nearest, c).astype(dtype)) for c in out)
+    for b, up in ((lo, True), (hi, False)):
+        src = xp.result_type(b)
+        c = xp.asarray(b).astype(dtype)
+        if jnp.issubdtype(src, jnp.floating) and jnp.finfo(src).bits > jnp.finfo(dtype).bits:
+            back = c.astype(src)
+            towards = xp.asarray(np.inf if up else -np.inf, dtype)
+            c = select((back < b) if up else (back > b), xp.nextafter(c, towards), c)
+        out.append(c)
+    empty = (out[0] > out[1]) & (xp.asarray(lo).astype(xp.result_type(lo, float)) <= hi)
+    nearest = xp.asarray(lo).astype(dtype)
+    return tuple(select(empty, nearest, c) for c in out)
 
 
 def box(params, bounds) -> Box:
@@ -124,23 +116,17 @@ def box(params, bounds) -> Box:
         if jnp.issubdtype(dtype, jnp.complexfloating):
             raise TypeError(f"bounds: {label} is complex ({dtype}); L-BFGS-B takes real leaves only "
                             "(optimise its real and imaginary parts as two real leaves)")
-        if not traced:
-            bad = ~(np.asarray(lo, np.float64) <= np.asarray(hi, np.float64))
+        if traced:
+            lo_c, hi_c = _inward(lo, hi, dtype, jnp)
+        else:
+            lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+            bad = ~(lo <= hi)
             if np.any(bad):
                 raise ValueError(f"bounds: lower > upper (or NaN) for {label} at index "
                                  f"{tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, np.shape(leaf)))[0])}")
-        if not traced:
-            lo_c, hi_c = _concrete(lo, hi, dtype)
-            out_l.append(lo_c)
-            out_u.append(hi_c)
-            continue
-        lo_c = _nearest_inward(lo, dtype, True)
-        hi_c = _nearest_inward(hi, dtype, False)
-        # No representable value in [lower, upper]: both become the one nearest to lower.
-        empty = (lo_c > hi_c) & (jnp.asarray(lo).astype(jnp.result_type(lo, float)) <= hi)
-        nearest = jnp.asarray(lo).astype(dtype)
-        out_l.append(where(empty, nearest, lo_c))
-        out_u.append(where(empty, nearest, hi_c))
+            lo_c, hi_c = (jax.device_put(np.asarray(c, dtype)) for c in _inward(lo, hi, dtype, np))
+        out_l.append(lo_c)
+        out_u.append(hi_c)
     return Box(jax.tree_util.tree_unflatten(treedef, out_l), jax.tree_util.tree_unflatten(treedef, out_u))
 
 
