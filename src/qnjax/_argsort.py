@@ -81,10 +81,16 @@ def _passes(key, low, digit):
             d = (u >> shift) & mask
             if order is not None:
                 d = jnp.take_along_axis(d, order, axis=-1)
-            step = (jnp.sort((d << low) | positions, axis=-1) & jnp.asarray((1 << low) - 1, jnp.uint64))
-            step = step.astype(jnp.int32)
+            step = _by_digit(d, positions, low)
             order = step if order is None else jnp.take_along_axis(order, step, axis=-1)
     return order
+
+
+def _by_digit(d, positions, low):
+    """The stable order of the digits ``d`` (unsigned 64-bit, below 2^(64 - low)): one sort of
+    the words ``d << low | position``, whose low bits are then the positions (int32)."""
+    words = jnp.sort((d << low) | positions, axis=-1)
+    return (words & jnp.asarray((1 << low) - 1, jnp.uint64)).astype(jnp.int32)
 
 
 def _exchange(u, order, parity):
@@ -106,7 +112,7 @@ def repaired(key, low, digit):
         u = _ordered(key)
         positions = jax.lax.broadcasted_iota(jnp.uint64, key.shape, 0)
         top = u >> (64 - digit)
-        order = (jnp.sort((top << low) | positions) & jnp.asarray((1 << low) - 1, jnp.uint64)).astype(jnp.int32)
+        order = _by_digit(top, positions, low)
         ordered = u[order]
         for r in range(REPAIR_ROUNDS):
             ordered, order = _exchange(ordered, order, r % 2)
