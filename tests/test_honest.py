@@ -121,6 +121,36 @@ def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
     assert 0 < float(res.x[0]) < 1e-4 and int(res.nit) >= 1
 
 
+@pytest.mark.parametrize("leaf_dtype", ["float32", "float64", "bfloat16"])
+def test_rounding_steps_of_a_large_leaf_in_one_pass_are_the_definition(monkeypatch, leaf_dtype):
+    """Above ``_tree.STACK_LIMIT`` elements a leaf's rounding steps come from one variadic
+    reduction (no select: the floor makes x / 0 = inf); they equal the definition recomputed
+    in NumPy and the stacked form's, bit for bit, with components at zero in x and in d. A
+    float64 leaf in a float32 scalar dtype, whose floor underflows to 0 there (0 / 0), keeps
+    the select and gives a number."""
+    if leaf_dtype == "float64" and not jax.config.jax_enable_x64:
+        pytest.skip("float64 leaves need x64")
+    rng = np.random.default_rng(3)
+    shape = (3, qnjax._tree.STACK_LIMIT // 2)
+    x = jnp.asarray(rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4, shape), leaf_dtype).at[0, :5].set(0)
+    d = jnp.asarray(rng.normal(size=shape) * (rng.random(shape) > 0.2), leaf_dtype).at[0, :3].set(0)
+    info = jnp.finfo(leaf_dtype)
+    ax, ad = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(d, np.float64))
+    for sdt in [jnp.dtype("float32")] + ([jnp.dtype("float64")] if jax.config.jax_enable_x64 else []):
+        floor = np.float64(np.asarray(float(info.tiny) / float(info.eps), sdt))
+        steps = jax.jit(lambda x, d, sdt=sdt: qnjax._tree.ulp_stepsizes({"a": x}, {"a": d}, sdt))
+        one_pass = np.asarray(steps(x, d))
+        assert np.all(np.isfinite(one_pass)), one_pass
+        if floor > 0:
+            expected_each = np.min(np.maximum(ax, floor)[ad > 0] / ad[ad > 0])
+            np.testing.assert_allclose(one_pass, np.asarray([ax.max() / ad.max(), expected_each]) * float(info.eps),
+                                       rtol=4 * float(jnp.finfo(sdt).eps), atol=float(jnp.finfo(sdt).tiny))  # (FTZ)
+        monkeypatch.setattr(qnjax._tree, "STACK_LIMIT", 1 << 40)
+        stacked = np.asarray(jax.jit(lambda x, d, sdt=sdt: qnjax._tree.ulp_stepsizes({"a": x}, {"a": d}, sdt))(x, d))
+        monkeypatch.undo()
+        assert one_pass.tolist() == stacked.tolist(), (one_pass, stacked)
+
+
 def test_float32_gradient_whose_square_overflows():
     """Chebyquad (n = 8) from 10 x0 in float32: f = 2e22 and max|g| = 2.7e22, so <g, g>
     (1.8e19 squared is float32's largest number) is inf. The direction is scaled by a power
