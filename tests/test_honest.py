@@ -125,15 +125,16 @@ def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
 def test_rounding_steps_of_a_large_leaf_in_one_pass_are_the_definition(monkeypatch, leaf_dtype):
     """Above ``_tree.STACK_LIMIT`` elements a leaf's rounding steps come from one variadic
     reduction (no select: the floor makes x / 0 = inf); they equal the definition recomputed
-    in NumPy and the stacked form's, bit for bit, with components at zero in x and in d. A
+    in NumPy and the stacked form's, bit for bit, with components at zero in x (not moving)
+    and in d. A
     float64 leaf in a float32 scalar dtype, whose floor underflows to 0 there (0 / 0), keeps
     the select and gives a number."""
     if leaf_dtype == "float64" and not jax.config.jax_enable_x64:
         pytest.skip("float64 leaves need x64")
     rng = np.random.default_rng(3)
     shape = (3, qnjax._tree.STACK_LIMIT // 2)
-    x = jnp.asarray(rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4, shape), leaf_dtype).at[0, :5].set(0)
-    d = jnp.asarray(rng.normal(size=shape) * (rng.random(shape) > 0.2), leaf_dtype).at[0, :3].set(0)
+    x = jnp.asarray(rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4, shape), leaf_dtype).at[0, :3].set(0)
+    d = jnp.asarray(rng.normal(size=shape) * (rng.random(shape) > 0.2), leaf_dtype).at[0, :5].set(0)
     info = jnp.finfo(leaf_dtype)
     ax, ad = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(d, np.float64))
     for sdt in [jnp.dtype("float32")] + ([jnp.dtype("float64")] if jax.config.jax_enable_x64 else []):
