@@ -258,6 +258,26 @@ def test_summary_counts_false_verdicts():
     assert [list(c.cells)[0] for c in printed.columns][2:5] == ["2/5", "2", "1"]
 
 
+def test_summary_compares_evaluations_over_the_problems_every_solver_solved():
+    """A solver that also solves a hard, costly problem has the higher plain median; over
+    the problems both solved (per dtype) its median is the lower one, as each problem says."""
+    def rec(solver, problem, nfev, solved=True, dtype="float64"):
+        return dict(solver=solver, dtype=dtype, problem=problem, solved=solved, nfev=nfev, nit=nfev, compile_s=0.1,
+                    run_s=0.01, error=None, reported_success=solved, false_success=False, false_failure=False)
+
+    records = [rec("a", "p1", 10), rec("a", "p2", 20), rec("a", "hard", 90),
+               rec("b", "p1", 12), rec("b", "p2", 22), rec("b", "hard", 400, solved=False),
+               rec("a", "p1", 5, dtype="float32"), rec("b", "p1", 6, dtype="float32")]
+    assert _judge.solved_by_all(records) == {"float64": {"p1", "p2"}, "float32": {"p1"}}
+    rows = {(r["solver"], r["dtype"]): r for r in _judge.summarize(records)}
+    assert rows["a", "float64"]["median_nfev"] == 20 and rows["b", "float64"]["median_nfev"] == 17
+    assert rows["a", "float64"]["median_nfev_shared"] == 15 and rows["b", "float64"]["median_nfev_shared"] == 17
+    assert rows["a", "float32"]["median_nfev_shared"] == 5 and rows["b", "float32"]["solved_by_all"] == 1
+    printed = _report.summary_table(list(rows.values()))
+    column = next(c for c in printed.columns if c.header == "median nfev (solved by all)")
+    assert list(column.cells) == ["15 of 2", "17 of 2", "5 of 1", "6 of 1"]
+
+
 def _names(probs):
     return [p.name for p in probs]
 

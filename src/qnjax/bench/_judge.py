@@ -144,12 +144,26 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def solved_by_all(records: list[dict]) -> dict:
+    """Per dtype, the problems that every solver of the run solved in it."""
+    out = {}
+    for dtype in dict.fromkeys(r["dtype"] for r in records):
+        rs = [r for r in records if r["dtype"] == dtype]
+        solvers = dict.fromkeys(r["solver"] for r in rs)
+        sets = [{r["problem"] for r in rs if r["solver"] == s and r["solved"]} for s in solvers]
+        out[dtype] = set.intersection(*sets)
+    return out
+
+
 def summarize(records: list[dict]) -> list[dict]:
     """Per (solver, dtype): solved/total, false successes and failures, medians of nit
-    and nfev over the solved problems, medians of compile and run time over every
-    problem that ran."""
+    and nfev over the solved problems, the median of nfev over the problems every solver
+    solved in that dtype (solvers that solve different sets compare fairly only there: a
+    problem one of them fails, often a hard one, is left out of its median only), medians
+    of compile and run time over every problem that ran."""
     rows = []
     keys = list(dict.fromkeys((r["solver"], r["dtype"]) for r in records))
+    shared = solved_by_all(records)
     for solver, dtype in keys:
         rs = [r for r in records if r["solver"] == solver and r["dtype"] == dtype]
         ok = [r for r in rs if r["solved"]]
@@ -161,6 +175,8 @@ def summarize(records: list[dict]) -> list[dict]:
             errors=sum(r["error"] is not None for r in rs),
             median_nit=_median([r["nit"] for r in ok]),
             median_nfev=_median([r["nfev"] for r in ok]),
+            median_nfev_shared=_median([r["nfev"] for r in ok if r["problem"] in shared[dtype]]),
+            solved_by_all=len(shared[dtype]),
             median_compile_s=_median([r["compile_s"] for r in rs]),
             median_run_s=_median([r["run_s"] for r in rs]),
         ))

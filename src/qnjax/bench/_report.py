@@ -30,17 +30,21 @@ def _fmt(v, spec: str, scale: float = 1.0) -> str:
 
 def summary_table(summary: list[dict], title: str = "qnjax bench") -> Table:
     """One row per (solver, dtype). ``false success``: the solver reported success and
-    the bench did not judge the problem solved; ``false failure``: the reverse."""
+    the bench did not judge the problem solved; ``false failure``: the reverse; ``median
+    nfev (solved by all)``: over the problems every solver of the run solved in that
+    dtype (how many: "of k"), the paired comparison of their costs."""
     t = Table(title=title, box=box.SIMPLE_HEAVY)
     t.add_column("solver", no_wrap=True)
     for col in ("dtype", "solved", "false success", "false failure", "median nit", "median nfev",
-                "median compile (s)", "median run (ms)", "errors"):
+                "median nfev (solved by all)", "median compile (s)", "median run (ms)", "errors"):
         t.add_column(col, justify="left" if col == "dtype" else "right")
     for row in summary:
+        shared = row.get("median_nfev_shared")
         t.add_row(escape(row["solver"]), row["dtype"], f"{row['solved']}/{row['total']}",
                   str(row.get("false_success", "-")), str(row.get("false_failure", "-")),
-                  _fmt(row["median_nit"], ".0f"), _fmt(row["median_nfev"], ".0f"), _fmt(row["median_compile_s"], ".2f"),
-                  _fmt(row["median_run_s"], ".1f", 1e3), str(row["errors"]))
+                  _fmt(row["median_nit"], ".0f"), _fmt(row["median_nfev"], ".0f"),
+                  "-" if shared is None else f"{shared:.0f} of {row['solved_by_all']}",
+                  _fmt(row["median_compile_s"], ".2f"), _fmt(row["median_run_s"], ".1f", 1e3), str(row["errors"]))
     return t
 
 
