@@ -463,8 +463,9 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
 @x64_off_only  # (what is lowered does not depend on the mode)
 def test_walk_and_recompute_take_the_platforms_piece_sizes(monkeypatch):
     """``_segments``' walk of all the breakpoints and ``_reduced``'s recompute of the free
-    Gram matrices cut the variables in pieces of BLOCK and CHUNK in a program lowered for a
-    CPU, and of BLOCK_ELSEWHERE and CHUNK_ELSEWHERE for a GPU or a TPU (``jax.export``
+    Gram matrices cut the variables in pieces of BLOCK and CHUNK (8-byte elements: twice as
+    many float32 ones) in a program lowered for a CPU, and of BLOCK_ELSEWHERE and
+    CHUNK_ELSEWHERE for a GPU or a TPU (``jax.export``
     lowers for a platform this machine does not have)."""
     import re
 
@@ -478,14 +479,15 @@ def test_walk_and_recompute_take_the_platforms_piece_sizes(monkeypatch):
             monkeypatch.setattr(module, name, sizes[name])
     n = 400
     solve = jax.jit(lambda x: minimize(lambda v: jnp.sum((v - 2) ** 2), x, bounds=(0.0, 1.0)).x)
-    for platform, block, chunk in (("cpu", 96, 48), ("cuda", 160, 80), ("tpu", 160, 80)):
+    # (a CPU's CHUNK counts 8-byte elements: float32 pieces hold twice as many)
+    for platform, block, chunk in (("cpu", 96, 96), ("cuda", 160, 80), ("tpu", 160, 80)):
         text = jax.export.export(solve, platforms=[platform])(jnp.zeros(n, jnp.float32)).mlir_module()
         # the walk slices `block` positions of the sorted order; the recompute cuts `chunk`
         # of the leaf's (2 (m + 1), n) pairs buffer
         found = {int(v) for v in re.findall(r"tensor<(\d+)xi32>", text)}
         assert block in found and not ({96, 160} - {block}) & found, (platform, sorted(found))
         cuts = {int(v) for v in re.findall(r"tensor<22x(\d+)xf32>", text)}
-        assert chunk in cuts and not ({48, 80} - {chunk}) & cuts, (platform, sorted(cuts))
+        assert chunk in cuts and not ({48, 96, 80} - {chunk}) & cuts, (platform, sorted(cuts))
 
 
 def test_empty_memory_gives_the_projected_steepest_descent_minimiser():

@@ -32,9 +32,9 @@ both zero at ``init``, which agree): a pair's entries are right from the iterati
 stored in, and a slot becomes valid again only by being rewritten. With no pair stored
 all are 0; with more changes, or at most SMALL_N variables (where a pass is cheap and a
 ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass over
-S and Y, a leaf longer than CHUNK in chunks of its first axis (one long contraction with
-2(m + 1) outputs per side is far slower as a single dot on CPU than as many small ones;
-CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it
+S and Y, a leaf longer than CHUNK (8-byte elements) in chunks of its first axis (one long
+contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as many
+small ones; CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it
 reads and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms
 in float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
 while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
@@ -68,9 +68,19 @@ CHANGES = 1024
 # (an unconstrained one 1.2, 2.3, 1.1 and 2.0): over a thousand trips a run, each a few small
 # matrix products and their reductions. With 2^18 for both: 2.6, 4.0, 4.7 and 5.6 ms. 2^20
 # ran as fast at n = 1e7, but at n = 1e6 (one piece each) the first bounded solve had not
-# compiled after 140 s there.
+# compiled after 140 s there. On a CPU the piece is counted in 8-byte elements: a narrower
+# work dtype takes proportionally more of them (``_chunk``), so a piece holds the same bytes
+# (a piece of 8,192 float32 elements was too small: nonnegative least squares at n = 1e6,
+# ``problems.scalable_bounded``, 20 iterations, float32, whose recomputes read up to all 11
+# slots, ran in 305-317 ms with 8,192, 274-281 with 16,384 or 32,768 and 303-305 with 65,536
+# or more; in float64 8,192 and 32,768 ran alike, 780-782 ms; the quartic alike in both).
 CHUNK = 8192
 CHUNK_ELSEWHERE = 1 << 18
+
+
+def _chunk(dtype):
+    """CHUNK for pieces of ``dtype``: the same bytes as CHUNK 8-byte elements."""
+    return max(1, CHUNK * 8 // jnp.dtype(dtype).itemsize)
 
 
 def _block(pairs, f, sdt):
@@ -94,15 +104,16 @@ def full(memory: _memory.Memory, free):
 
 
 def _window(memory: _memory.Memory, free, slots):
-    """``full`` from the memory's ``slots`` (None: every slot), a leaf longer than CHUNK in
-    chunks of its first axis."""
+    """``full`` from the memory's ``slots`` (None: every slot), a leaf longer than ``_chunk``
+    in chunks of its first axis."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
     k = m1 if slots is None else slots.shape[0]
     take = (lambda a: a) if slots is None else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
     total = jnp.zeros((3, k, k), sdt)
     for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
-        total = total + _compile.by_platform(f.size, CHUNK, CHUNK_ELSEWHERE,
+        chunk = _chunk(_tree.work_dtype(pb.dtype, sdt))
+        total = total + _compile.by_platform(f.size, chunk, CHUNK_ELSEWHERE,
                                              functools.partial(_chunked, take, k, pb, f, sdt))
     if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
         total = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(total)
