@@ -214,10 +214,10 @@ def _norms_and_ratio(ax, ad, floor):
     ratio out first and read the vectors three times: 0.62-0.79 ms against 0.32-0.34 ms at
     10^6 float32 elements, 1.21-1.25 ms against 0.60 ms in float64, with either emitter and
     the same values (a ``/tmp`` microbenchmark, best of 40). In a solve at 10^6 (Rosenbrock's
-    function, float32) the profile's kernels for these went from 1.21 to 0.46 ms an iteration,
-    but the iteration's wall time did not measurably change on 2 cores: the five ran beside
-    other kernels. What it saves is memory traffic and kernels. (A select in the ratio, as
-    smaller leaves have, made the variadic reduction 2.6 ms.)"""
+    function, float32) the profile's kernels for these went from 1.21 to 0.46 ms an iteration;
+    the iteration's wall time gained less, about 0.4 ms of 11-12 (faster in three of four
+    alternating pairs of runs): on 2 cores the five partly ran beside other kernels. (A
+    select in the ratio, as smaller leaves have, made the variadic reduction 2.6 ms.)"""
     zero = jnp.zeros((), ax.dtype)
     return jax.lax.reduce((ax, ad, jnp.maximum(ax, floor) / ad), (zero, zero, jnp.asarray(jnp.inf, ax.dtype)),
                           lambda a, b: (jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1]), jnp.minimum(a[2], b[2])),
