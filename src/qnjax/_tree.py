@@ -243,12 +243,12 @@ def ulp_stepsizes(x, d, sdt):
             info = jnp.finfo(dtype_of(xl))
             eps = jnp.asarray(info.eps, sdt)
             ax, ad = jnp.abs(xl).astype(sdt), jnp.abs(dl).astype(sdt)
-            floor = jnp.asarray(float(info.tiny) / float(info.eps), sdt)
+            floor = np.asarray(float(info.tiny) / float(info.eps), np.dtype(sdt))  # (static: checked below)
             real = not (jnp.iscomplexobj(xl) or jnp.iscomplexobj(dl))
-            if xl.size > STACK_LIMIT and real and np.asarray(float(info.tiny) / float(info.eps), np.dtype(sdt)) > 0:
-                xn, dn, rmin = _norms_and_ratio(ax, ad, floor)
+            if xl.size > STACK_LIMIT and real and floor > 0:
+                xn, dn, rmin = _norms_and_ratio(ax, ad, jnp.asarray(floor))
             else:  # (a floor that underflows in sdt, a float64 leaf in float32, needs the select: 0 / 0)
-                ratio = where(ad > 0, jnp.maximum(ax, floor) / where(ad > 0, ad, 1), jnp.inf)
+                ratio = where(ad > 0, jnp.maximum(ax, jnp.asarray(floor)) / where(ad > 0, ad, 1), jnp.inf)
                 xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
             vector = where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
             t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
