@@ -69,8 +69,12 @@ from .linesearch import LineSearchStatus, MoreThuente
 
 # A step moving x by at most this many units in the last place counts as no step at all.
 ROUNDING_ULPS = 8
-# Steps in a row that move x without lowering f (see ``step``).
+# Steps in a row that move x without lowering f (ties, see ``step``): MAX_TIES while the decrease
+# the model promises is not resolved, TIE_PATIENCE while it is but has not fallen to TIE_FALL
+# times its value where the count began (then the count restarts).
 MAX_TIES = 2
+TIE_PATIENCE = 10
+TIE_FALL = 0.7
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
 
 
@@ -140,7 +144,9 @@ class State(NamedTuple):
     nfev: jax.Array  # int32: evaluations of f and its gradient
     status: jax.Array  # int32 Status
     linesearch_status: jax.Array  # int32 LineSearchStatus of the last search
-    ties: jax.Array  # int32: consecutive steps that moved x without lowering f
+    ties: jax.Array  # int32: consecutive steps that moved x without lowering f (since the count restarted)
+    tie_level: jax.Array  # scalar dtype: the decrease the model promised where that count began
+    tie_start: jax.Array  # scalar dtype: the decrease it promised at the first of those steps (+inf: none)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
@@ -160,6 +166,8 @@ def _fresh(solver, params, value, grad, bounds) -> State:
         status=code(Status.RUNNING),
         linesearch_status=jnp.asarray(int(LineSearchStatus.SUCCESS), jnp.int32),
         ties=jnp.zeros((), jnp.int32),
+        tie_level=jnp.full((), jnp.inf, sdt),
+        tie_start=jnp.full((), jnp.inf, sdt),
         bounds=bounds,
     )
 
@@ -432,14 +440,23 @@ class LBFGS:
                                      fixed_steps=self.fixed_search_steps)
         # A step that does not lower f (a tie the approximate Wolfe test let through) lets the
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
-        # float32); MAX_TIES in a row at most, so ties cannot wander at a minimum.
+        # float32, or f = 1e6 + a sum of squares: f's rounding hides what the exact gradient still
+        # sees). Ties wander at a minimum, where the gradient is its own rounding noise, so few
+        # are taken in a row: MAX_TIES, or, while the decrease the model promises along d is
+        # resolved (above eps times its value at the run's first tie, the slopes' own precision),
+        # TIE_PATIENCE, the count restarting each time that promise falls to TIE_FALL times its
+        # value where the count began (progress: at a minimum it does not keep falling).
         tie = res.value >= value
+        promised = -slope0 * t0 / 2
+        resolved = (promised > jnp.finfo(sdt).eps * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
+        ties = where((state.ties > 0) & resolved & (promised <= TIE_FALL * state.tie_level), 0, state.ties)
         # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
         # found nothing: its step only chases rounding (a run at f's floor can take thousands of
         # such steps, each moving a tiny component of x); it is treated as a failed search.
         noise = _noise(res, floor)
         lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= noise)
-        moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | (state.ties < MAX_TIES))
+        allowed = ties < where(resolved, TIE_PATIENCE, MAX_TIES)
+        moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | allowed)
         moved = _compile.once(state.nfev < 0, moved)  # (read by every update below; nfev >= 0)
         taken = where(moved, res.stepsize, jnp.zeros((), sdt))
         u, x_new = point(taken)  # u is zero and x_new params when x stays
@@ -458,7 +475,10 @@ class LBFGS:
             count=state.count + moved.astype(jnp.int32),
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
-            ties=where(moved, where(tie, state.ties + 1, 0), state.ties).astype(jnp.int32),
+            ties=where(moved, where(tie, ties + 1, 0), ties).astype(jnp.int32),
+            tie_level=where(moved & tie & (ties == 0), promised, state.tie_level).astype(sdt),
+            tie_start=where(moved, where(tie, where(state.ties == 0, promised, state.tie_start), jnp.inf),
+                            state.tie_start).astype(sdt),
         )
         final = failed & empty
         if box is None:  # the pairs dropped for the retry are kept when the run stops (not with
