@@ -442,13 +442,16 @@ class LBFGS:
         # slopes lead through a region where f is flat at its rounding (a plateau, a saddle in
         # float32, or f = 1e6 + a sum of squares: f's rounding hides what the exact gradient still
         # sees). Ties wander at a minimum, where the gradient is its own rounding noise, so few
-        # are taken in a row: MAX_TIES, or, while the decrease the model promises along d is
-        # resolved (above eps times its value at the run's first tie, the slopes' own precision),
-        # TIE_PATIENCE, the count restarting each time that promise falls to TIE_FALL times its
-        # value where the count began (progress: at a minimum it does not keep falling).
+        # are taken in a row: MAX_TIES, or, below float64, while the decrease the model promises
+        # along d is resolved (above eps times its value at the run's first tie, the slopes' own
+        # precision), TIE_PATIENCE, the count restarting each time that promise falls to TIE_FALL
+        # times its value where the count began (progress: at a minimum it does not keep falling).
         tie = res.value >= value
         promised = -slope0 * t0 / 2
         resolved = (promised > jnp.finfo(sdt).eps * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
+        if jnp.finfo(sdt).bits >= 64:  # (float64: f's rounding hides 1e-16 of f, x is then within about
+            # 1e-8 of the model's minimiser, and the run keeps scipy's steps; float32: 3e-4, worse with a constant)
+            resolved = jnp.zeros((), bool)
         ties = where((state.ties > 0) & resolved & (promised <= TIE_FALL * state.tie_level), 0, state.ties)
         # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
         # found nothing: its step only chases rounding (a run at f's floor can take thousands of
