@@ -105,14 +105,14 @@ def test_float32_escapes_a_saddle_where_f_is_flat_at_its_rounding():
 
 
 @x64_off_only
-@pytest.mark.parametrize("offset, tol", [(1e6, 2e-4), (1e9, 1e-2)])
-def test_float32_keeps_converging_on_the_gradient_where_a_constant_hides_fs_decrease(offset, tol):
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_float32_keeps_converging_on_the_gradient_where_a_constant_hides_fs_decrease(offset):
     """A large constant in f (a sum over many data, a likelihood's normalisation) leaves f
     flat at its rounding long before x is: f = offset + sum_i d_i (x_i - c_i)^2 in float32,
     d over three decades, n = 50. The gradient does not see the constant, so ties (steps
     that leave f unchanged, the slopes leading) still make progress while the decrease the
     model promises keeps falling. With at most two ties in a row the runs stopped with
-    PRECISION at max |x - c| = 0.12 (offset 1e6) and 1.5 (1e9); now at 2e-5 and 1e-3, against
+    PRECISION at max |x - c| = 0.12 (offset 1e6) and 1.5 (1e9); now at 2e-5 for both, against
     5e-6 with no offset. At a minimum the promise stops falling, and ties stop."""
     rng = np.random.default_rng(1)
     n = 50
@@ -121,8 +121,8 @@ def test_float32_keeps_converging_on_the_gradient_where_a_constant_hides_fs_decr
     res = qnjax.minimize(lambda x, k: k + jnp.sum(d * (x - c) ** 2), jnp.zeros(n, jnp.float32),
                          args=(jnp.float32(offset),))
     assert Status(int(res.status)) == Status.PRECISION, res.message
-    assert float(jnp.max(jnp.abs(res.x - c))) < tol
-    assert int(res.nit) < 400  # (no wandering: 108-153 iterations)
+    assert float(jnp.max(jnp.abs(res.x - c))) < 2e-4
+    assert int(res.nit) < 400  # (no wandering: 152-159 iterations)
 
 
 def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():

@@ -75,6 +75,9 @@ ROUNDING_ULPS = 8
 MAX_TIES = 2
 TIE_PATIENCE = 10
 TIE_FALL = 0.7
+# Resolved: the promise above eps^RESOLVED times its value at the run's first tie (it measures the
+# squared distance to the model's minimiser, which has then fallen by eps^0.75: 6.6e-6 in float32).
+RESOLVED = 1.5
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
 
 
@@ -443,12 +446,13 @@ class LBFGS:
         # float32, or f = 1e6 + a sum of squares: f's rounding hides what the exact gradient still
         # sees). Ties wander at a minimum, where the gradient is its own rounding noise, so few
         # are taken in a row: MAX_TIES, or, below float64, while the decrease the model promises
-        # along d is resolved (above eps times its value at the run's first tie, the slopes' own
-        # precision), TIE_PATIENCE, the count restarting each time that promise falls to TIE_FALL
-        # times its value where the count began (progress: at a minimum it does not keep falling).
+        # along d is resolved (RESOLVED), TIE_PATIENCE, the count restarting each time that promise
+        # falls to TIE_FALL times its value where the count began (progress: at a minimum, where
+        # the slopes are rounding, it does not keep falling).
         tie = res.value >= value
         promised = -slope0 * t0 / 2
-        resolved = (promised > jnp.finfo(sdt).eps * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
+        resolution = float(jnp.finfo(sdt).eps) ** RESOLVED
+        resolved = (promised > resolution * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
         if jnp.finfo(sdt).bits >= 64:  # (float64: f's rounding hides 1e-16 of f, x is then within about
             # 1e-8 of the model's minimiser, and the run keeps scipy's steps; float32: 3e-4, worse with a constant)
             resolved = jnp.zeros((), bool)
