@@ -451,11 +451,12 @@ class LBFGS:
         # the slopes are rounding, it does not keep falling).
         tie = res.value >= value
         promised = -slope0 * t0 / 2
-        resolution = float(jnp.finfo(sdt).eps) ** RESOLVED
-        resolved = (promised > resolution * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
         if jnp.finfo(sdt).bits >= 64:  # (float64: f's rounding hides 1e-16 of f, x is then within about
             # 1e-8 of the model's minimiser, and the run keeps scipy's steps; float32: 3e-4, worse with a constant)
             resolved = jnp.zeros((), bool)
+        else:
+            resolution = float(jnp.finfo(sdt).eps) ** RESOLVED
+            resolved = (promised > resolution * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
         ties = where((state.ties > 0) & resolved & (promised <= TIE_FALL * state.tie_level), 0, state.ties)
         # A search that ran out of trials (DECREASE) with a decrease f's rounding can hide has
         # found nothing: its step only chases rounding (a run at f's floor can take thousands of
