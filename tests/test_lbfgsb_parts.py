@@ -203,18 +203,25 @@ def test_cauchy_point_is_the_first_minimiser_along_the_projected_path(seed, firs
 
 
 @float64_reference
+@pytest.mark.parametrize("reach", ["estimated", "near", "far"])
 @pytest.mark.parametrize("pairs", [1, 2, "after a clear", 5])
 @pytest.mark.parametrize("cap", [1, 2, 4, 1000])
-def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, monkeypatch):
+def test_cauchy_point_among_the_smallest_breakpoints_then_all(cap, pairs, reach, monkeypatch):
     """Beyond ``SORT_LIMIT`` variables only the ``CAPS`` smallest breakpoints are sorted (the
     first level is the smallest alone), all of them (walked ``BLOCK`` at a time; cap = 1000:
     no level, and a block longer than the breakpoints, as off a CPU) only if the
     Cauchy point lies beyond, and with no pair stored it has a closed form: forced here at
     n = 7. W^T (moving g) is returned for the subspace step. One, two or all of the 4 slots
-    hold pairs, and one pair stored after a clear, the ring's head elsewhere."""
+    hold pairs, and one pair stored after a clear, the ring's head elsewhere. A level is
+    skipped where the walk before it reaches beyond its cap (REACH): as estimated, or with
+    every reach made 0 (every level tried) or inf (none: all sorted at once)."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_segments, "CAPS", (1, cap + 1, cap + 2))
     monkeypatch.setattr(_segments, "BLOCK", cap)
+    if reach != "estimated":
+        walk = _segments.walk
+        monkeypatch.setattr(_segments, "walk", lambda *a, **k: walk(*a, **k)[:3] + (
+            jnp.asarray(0.0 if reach == "near" else np.inf, DT),))
     run = jax.jit(lambda mem, x, g, bx: _cauchy_point.__wrapped__(mem, x, g, bx))
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -290,7 +297,8 @@ def test_slope_bound_is_above_the_models_slope_along_each_stretch_of_the_path(se
             p0 = -(ws[start:].T @ gs[start:])
             q0 = ws[:start].T @ (ts[:start] * gs[:start])
             blk = slice(start, start + size)
-            (u, _), rises = bound(jnp.asarray(ts[blk], DT), jnp.asarray(gs[blk], DT), jnp.asarray(ws[blk], DT),
+            (u, _), rises = bound(jnp.asarray(ts[blk], DT), jnp.asarray(gs[blk], DT),
+                                  jnp.asarray(np.linalg.norm(ws[blk], axis=1), DT),
                                   theta, jnp.asarray(mid, DT), float(np.linalg.norm(mid)), t0, jnp.asarray(q0, DT),
                                   jnp.asarray(p0, DT), float(gs[start:] @ gs[start:]))
             ends = np.concatenate([[t0], ts[blk]])

@@ -132,7 +132,7 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
         key, gmf = _segments.cat(keys), _segments.cat(gms)
         order = _argsort.argsort(key)
         return _segments.walk(key[order], gmf[order], w_rows(memory, theta, sdt)[order], zero_p, zero_g, theta,
-                              mid, True, sdt)[1:]
+                              mid, True, sdt)[1:3]
 
     if n <= SORT_LIMIT and (n <= FIRST_FROM or _loop.batched(x)):
         tc, c_star = all_sorted()

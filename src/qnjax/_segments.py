@@ -29,14 +29,23 @@ on float32 keys, one pass; the variables not listed enter as one tail), then CAP
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
 n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. A trip
-takes the prefix sums only where the slope may reach 0 within its block (SLOPE_BOUND). Only
+takes the prefix sums only where the slope may reach 0 within its block (SLOPE_BOUND), and
+forms the block's rows of W only then (else a product of each half, Y and theta S, gives
+its sums and a reduction its row norms). A level is tried only where it may hold t_c (REACH). Only
 those levels put the leaves' variables in one order (a sharded leaf gathered across
 devices), under the name scope GATHERED. They read every slot's columns of W (those of
-slots without a pair are zero). Reading only the newest slots that hold the pairs, as
-``_reduced``'s recompute does (``_memory.by_window``), made early iterations' walks
-narrower (NNLS at n = 10^6, float64: 77 instead of 89 ms an iteration over its 10), but it
-compiled the levels three times over: the first bounded call at n = 10^4 took 5.2 s
-instead of 2.8 s, at n = 10^6 (NNLS, float32) 7.3 s instead of 4.3 s.
+slots without a pair are zero): one width, compiled once (docs/performance.md, "Large n").
+
+REACH: a walk that ends before t_c (the segment after its last listed breakpoint not
+searched) knows that segment's model exactly; its minimiser, ``reach`` = t_(last) +
+max(-f'/f'', 0) (inf where f'' <= 0), estimates where the path's model stops falling (as
+if no variable stopped: one that does lowers the curvature, and may raise the slope). Where
+more than REACH_MARGIN times a level's cap of breakpoints lie at or before it, the level
+is skipped (the next level, or all sorted, comes at once). Either way t_c is Algorithm
+CP's; only the cost changes. In the second iteration of nonnegative least squares at
+n = 10^6 (``problems.scalable_bounded``; t_c beyond 500,000 of 750,000 breakpoints) the
+first segment's reach lies beyond 250,000 of them, and both levels (about 14 ms of
+``lax.top_k`` and their walks, float32) are skipped.
 
 SLOPE_BOUND: a block's breakpoints t_(k) in [t_a, t_b] (t_a where the path walked before
 ends), p_a, G_a, q_a the values at t_a, a_k = g_(k) w_(k). For t in the block the slope is
@@ -68,6 +77,10 @@ from ._compile import where
 from ._tree import matmul as mm
 
 CAPS = (1, 1024, 16384)
+# A level is skipped where more than REACH_MARGIN times its cap of breakpoints lie at or before
+# the reach of the walk before it (REACH): skipping one that would have held t_c costs a sort of
+# every breakpoint, trying one that does not a top_k of its cap.
+REACH_MARGIN = 4
 # Breakpoints per trip of ``_blocked``'s walk on a CPU, and on other platforms, where each
 # trip is a dozen kernel launches whatever it holds (``_compile.by_platform``). With 16,384
 # on an NVIDIA H200, whole bounded runs at n = 1e7 (``benchmarks/bounded.py``'s problems) spent
@@ -102,11 +115,12 @@ def prefix_sums(s):
 
 
 def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
-    """(found, t_c, c) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
+    """(found, t_c, c, reach) from breakpoints ``ts`` in increasing order (inf: none), ``wt`` = g_i
     of the moving variables among them (0 otherwise), their rows ``w`` of W, and the
     moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
     ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
-    last one has no known end and is not searched: ``found`` says whether t_c was).
+    last one has no known end and is not searched: ``found`` says whether t_c was, and
+    ``reach`` is where that segment's model has its minimiser, inf if it has none: REACH).
     ``t0``, ``q0``: the path walked before ``ts`` (its end, and sum t_(k) g_(k) w_(k))."""
     k, m = w.shape
     is_bp = jnp.isfinite(ts)
@@ -135,7 +149,7 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     js = jnp.argmax(stop)
     step = jnp.clip(dtm[js], 0, t_end[js] - t_prev[js])
     step = where(jnp.isfinite(step), step, 0)
-    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js]
+    return jnp.any(stop), t_prev[js] + step, c[js] + step * p[js], t_prev[last] + jnp.maximum(dtm[last], 0)
 
 
 def _blocked(memory, theta, mid, key, gm, wg, sdt):
@@ -147,15 +161,15 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt):
     return _compile.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
 
 
-def slope_bound(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0):
+def slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0):
     """(U, the size of its terms): SLOPE_BOUND's bound on the model's slope along the path
-    in the segments that end at the breakpoints ``ts`` (``walk``'s arguments; the path
-    before them ends at ``t0``, with p0 = p, g0 = G and ``q0`` there; ``mid_norm`` =
-    ||M||_F)."""
+    in the segments that end at the breakpoints ``ts`` (``walk``'s ``ts`` and ``wt``, and
+    ``norms`` = ||w_(k)|| of their rows of W; the path before them ends at ``t0``, with
+    p0 = p, g0 = G and ``q0`` there; ``mid_norm`` = ||M||_F)."""
     is_bp = jnp.isfinite(ts)
     t1 = jnp.max(where(is_bp, ts, t0))
     g1 = g0 - jnp.sum(wt * wt)
-    big_a = jnp.sum(jnp.abs(wt) * jnp.sqrt(jnp.sum(w * w, axis=1)))
+    big_a = jnp.sum(jnp.abs(wt) * norms)
     ends = jnp.stack([t0, t1])
     c = ends[:, None] * p0 - q0  # c_a(t) at both ends
     mc, mp = mm(c, mid), mm(mid, p0)
@@ -167,10 +181,10 @@ def slope_bound(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0):
     return front + rest, g0 * (1 + jnp.abs(theta) * t1) + jnp.max(jnp.abs(mm(mc, p0))) + rest
 
 
-def rises_within(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
+def rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
     """Whether the slope may reach 0 in those segments (``slope_bound``'s arguments): False
     only where U < 0 by a margin of sqrt(eps) times its terms' size, and G stays positive."""
-    bound, size = slope_bound(ts, wt, w, theta, mid, mid_norm, t0, q0, p0, g0)
+    bound, size = slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0)
     return ~((bound + jnp.sqrt(jnp.finfo(sdt).eps) * size < 0) & (g0 - jnp.sum(wt * wt) > 0))
 
 
@@ -190,17 +204,23 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):
     def body(carry):
         b, t0, q0, p_before, g_before, _, _, _ = carry
         idx = jax.lax.dynamic_slice_in_dim(order, b * block, block)
-        ts, wt, w = keys[idx], gm[idx], rows(memory, theta, idx, sdt)
-        a = wt[:, None] * w
-        p_after, g_after = p_before + jnp.sum(a, axis=0), g_before - jnp.sum(wt * wt)
-        complete = (b + 1) * block >= finite
-        scan = complete | rises_within(ts, wt, w, theta, mid, mid_norm, t0, q0, p_before, g_before, sdt)
-        found, tc, c = jax.lax.cond(
-            scan, lambda: walk(ts, wt, w, p_after, g_after, theta, mid, complete, sdt, t0, q0),
-            lambda: (jnp.asarray(False), jnp.zeros((), sdt), zero))
+        ts, wt = keys[idx], gm[idx]
         is_bp = jnp.isfinite(ts)
-        q0 = q0 + jnp.sum(where(is_bp, ts, 0)[:, None] * a, axis=0)
-        return b + 1, jnp.max(where(is_bp, ts, t0)), q0, p_after, g_after, found, tc, c
+        # The block's rows of W, its Y and theta S halves as gathered: its sums sum a_k and
+        # sum t_(k) a_k (a_k = g_(k) w_(k)) are a product of each, its row norms a reduction,
+        # and the whole rows are formed only in a block that is walked.
+        ys, ss = halves(memory, theta, idx, sdt)
+        coef = jnp.stack([wt, where(is_bp, ts, 0) * wt])
+        sums = jnp.concatenate([mm(coef, ys), mm(coef, ss)], axis=1)
+        norms = jnp.sqrt(jnp.sum(ys * ys, axis=1) + jnp.sum(ss * ss, axis=1))
+        p_after, g_after = p_before + sums[0], g_before - jnp.sum(wt * wt)
+        complete = (b + 1) * block >= finite
+        scan = complete | rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p_before, g_before, sdt)
+        found, tc, c = jax.lax.cond(
+            scan, lambda: walk(ts, wt, jnp.concatenate([ys, ss], axis=1), p_after, g_after, theta, mid, complete,
+                               sdt, t0, q0)[:3],
+            lambda: (jnp.asarray(False), jnp.zeros((), sdt), zero))
+        return b + 1, jnp.max(where(is_bp, ts, t0)), q0 + sums[1], p_after, g_after, found, tc, c
 
     start = (jnp.zeros((), jnp.int32), jnp.zeros((), sdt), zero, -wg, jnp.sum(gm * gm), jnp.asarray(False),
              jnp.zeros((), sdt), zero)
@@ -208,20 +228,28 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):
     return out[6], out[7]
 
 
-def rows(memory, theta, idx, sdt):
-    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S], gathered leaf by leaf."""
-    valid = _memory.valid(memory)
-    out, off = jnp.zeros((idx.shape[0], 2 * valid.shape[0]), sdt), 0
+def halves(memory, theta, idx, sdt):
+    """(Y, theta S) rows ``idx`` (flat indices over all leaves): two (len(idx), m + 1) arrays
+    in ``sdt``, zero in slots without a pair and at indices beyond the variables (gathered
+    leaf by leaf)."""
+    valid = _memory.valid(memory)[None, :]
+    ys = ss = jnp.zeros((idx.shape[0], valid.shape[1]), sdt)
+    off = 0
     for sb, yb in zip(jax.tree_util.tree_leaves(memory.s), jax.tree_util.tree_leaves(memory.y)):
         size = sb[0].size
         local = jnp.clip(idx - off, 0, max(size - 1, 0))
         # (indexed along the leaf's own axes: a flattening reshape would gather a sharded leaf)
         at = (slice(None),) + tuple(jnp.unravel_index(local, sb.shape[1:]))
-        ys, ss = (b[at].astype(sdt).T for b in (yb, sb))
         inside = ((idx >= off) & (idx < off + size))[:, None]
-        out = out + where(inside, jnp.concatenate([ys, theta * ss], axis=1), 0)
+        ys = ys + where(inside, yb[at].astype(sdt).T, 0)
+        ss = ss + where(inside, sb[at].astype(sdt).T, 0)
         off += size
-    return where(jnp.concatenate([valid] * 2)[None, :], out, 0)
+    return where(valid, ys, 0), where(valid, theta * ss, 0)
+
+
+def rows(memory, theta, idx, sdt):
+    """Rows ``idx`` (flat indices over all leaves) of W = [Y  theta S]: (len(idx), 2(m + 1))."""
+    return jnp.concatenate(halves(memory, theta, idx, sdt), axis=1)
 
 
 def no_pairs(keys, gms, theta, mid, sdt):
@@ -240,22 +268,35 @@ def first_segment(memory, theta, mid, keys, gms, wg, sdt, later=None):
     default ``_smallest``'s levels, which put the leaves in one order under ``GATHERED``)."""
     t1 = functools.reduce(jnp.minimum, [jnp.min(key, initial=jnp.inf) for key in keys], jnp.full((), jnp.inf, sdt))
     moving = sum((jnp.sum(gm * gm) for gm in gms), jnp.zeros((), sdt))
-    found, tc, c_star = walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
-                             moving, theta, mid, ~jnp.isfinite(t1), sdt)
+    found, tc, c_star, reach = walk(t1[None], jnp.zeros((1,), sdt), jnp.zeros((1, mid.shape[0]), sdt), -wg,
+                                    moving, theta, mid, ~jnp.isfinite(t1), sdt)
 
     def levels():
         with jax.named_scope(GATHERED):
-            key, gm = cat(keys), cat(gms)
-            if CAPS[1] < key.shape[0]:
-                return _smallest(memory, theta, mid, key, gm, wg, sdt, 1)
-            return _blocked(memory, theta, mid, key, gm, wg, sdt)
+            return _onward(memory, theta, mid, cat(keys), cat(gms), wg, sdt, reach)
 
     return jax.lax.cond(found, lambda: (tc, c_star), levels if later is None else later)
 
 
+def _onward(memory, theta, mid, key, gm, wg, sdt, reach):
+    """(t_c, c) beyond the smallest breakpoint: from each level of CAPS (below n) whose cap
+    covers the breakpoints up to the ``reach`` of the walk before it (REACH), else from all
+    of them sorted (``_blocked``). Each level is one ``lax.cond`` after the other (nothing
+    compiled twice)."""
+    n = key.shape[0]
+    tried = [level for level in range(1, len(CAPS)) if CAPS[level] < n]
+    if not tried:
+        return _blocked(memory, theta, mid, key, gm, wg, sdt)
+    out = (jnp.asarray(False), jnp.zeros((), sdt), jnp.zeros((mid.shape[0],), sdt), reach)
+    for level in tried:
+        worth = ~out[0] & (jnp.sum(key <= out[3]) <= REACH_MARGIN * CAPS[level])
+        out = jax.lax.cond(worth, lambda level=level: _smallest(memory, theta, mid, key, gm, wg, sdt, level),
+                           lambda out=out: out)
+    return jax.lax.cond(out[0], lambda: out[1:3], lambda: _blocked(memory, theta, mid, key, gm, wg, sdt))
+
+
 def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
-    """(t_c, c) from the CAPS[level] smallest breakpoints (level >= 1), else the next level,
-    else all.
+    """``walk``'s (found, t_c, c, reach) over the CAPS[level] smallest breakpoints (level >= 1).
 
     They are selected on float32 keys (``lax.top_k`` is one pass for float32 only, and
     only while no slice of its outputs is taken): those whose exact key is at most the
@@ -263,10 +304,6 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     others), so the other ones selected join the variables not listed, whose p enters as
     wg minus the listed ones' (Algorithm CP's forward update)."""
     n, cap = key.shape[0], CAPS[level]
-    if level + 1 < len(CAPS) and CAPS[level + 1] < n:
-        later = lambda: _smallest(memory, theta, mid, key, gm, wg, sdt, level + 1)  # noqa: E731
-    else:
-        later = lambda: _blocked(memory, theta, mid, key, gm, wg, sdt)  # noqa: E731
     idx = jax.lax.top_k(-key.astype(jnp.float32), cap)[1]
     beyond = jnp.min(where(jnp.zeros(n, bool).at[idx].set(True), jnp.inf, key))
     listed = key[idx] <= beyond
@@ -277,9 +314,8 @@ def _smallest(memory, theta, mid, key, gm, wg, sdt, level):
     wt = where(listed, gm[idx], 0)
     w = rows(memory, theta, idx, sdt)
     complete = jnp.sum(jnp.isfinite(key)) <= jnp.sum(listed)
-    found, tc, c_star = walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)),
-                              jnp.sum(where(unlisted, gm * gm, 0)), theta, mid, complete, sdt)
-    return jax.lax.cond(found, lambda: (tc, c_star), later)
+    return walk(ts, wt, w, -(wg - jnp.sum(wt[:, None] * w, axis=0)), jnp.sum(where(unlisted, gm * gm, 0)), theta,
+                mid, complete, sdt)
 
 
 def cat(leaves):
