@@ -55,6 +55,24 @@ def test_no_history_copy_in_the_loop(linesearch, direction, n, options):
 
 @x64_off_only
 @pytest.mark.parametrize("options", ["defaults", "qnjax"])
+def test_no_history_copy_in_the_bounded_loop(options):
+    """With bounds, beyond ``_memory.SKIP_EMPTY_FROM`` variables, the passes over the memory
+    that a ``lax.cond`` skips while no pair is stored (the Cauchy point's products and the
+    subspace step's weighted sum) read the buffer as a branch operand: it is still updated
+    in place."""
+    from qnjax import _memory
+
+    m, n = 7, _memory.SKIP_EMPTY_FROM + 3
+    x0 = jnp.full(n, 0.3, jnp.float32)
+    run = jax.jit(lambda x: qnjax.minimize(inplace.objective, x, bounds=(0.0, 0.4), memory_size=m, maxiter=5))
+    xla = _compile.OPTIONS if options == "qnjax" else {"xla_cpu_use_fusion_emitters": True}
+    text = run.lower(x0).compile(xla).as_text()
+    assert f"f32[{2 * (m + 1)},{n}]" in text
+    assert inplace.buffer_copies(text, m + 1, n) == []
+
+
+@x64_off_only
+@pytest.mark.parametrize("options", ["defaults", "qnjax"])
 def test_no_history_copy_in_the_batched_loop(options):
     """Under ``jax.vmap`` each member writes its own rows (scatters): no member's kept row is
     read from the buffer as it was before the first write, so XLA updates the loop-carried

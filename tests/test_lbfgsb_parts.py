@@ -580,8 +580,9 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     n only): the Cauchy point among the smallest breakpoints (two levels), then all sorted and
     walked a block at a time; its closed form with no pair; the free set's Gram matrices
     updated from the changed rows, or recomputed when too many change, and their products
-    with the gradient. The iterates equal the small-n paths' up to rounding, and what is kept
-    equals what is recomputed."""
+    with the gradient; the passes over the memory skipped while it holds no pair. The
+    iterates equal the small-n paths' up to rounding, and what is kept equals what is
+    recomputed."""
     rng = np.random.default_rng(3)
     n = 40
     q, _ = np.linalg.qr(rng.normal(size=(n, n)))
@@ -594,6 +595,7 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     monkeypatch.setattr(_segments, "BLOCK", 3)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
     monkeypatch.setattr(_reduced, "CHANGES", 4)
+    monkeypatch.setattr(_memory, "SKIP_EMPTY_FROM", 0)
     assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below
     assert not _subspace.keeps_products({"a": x0, "b": x0.astype(jnp.bfloat16)}, DT)  # (a rounded step: a pass)
     got, kept, step = _bounded_run(12, x0, lo, hi, a, b)

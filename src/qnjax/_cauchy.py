@@ -137,7 +137,8 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
     if n <= SORT_LIMIT and (n <= FIRST_FROM or _loop.batched(x)):
         tc, c_star = all_sorted()
     else:
-        s_t, y_t = _memory.products(memory, gm)
+        s_t, y_t = _memory.unless_empty(memory, gm, lambda: _memory.products(memory, gm),
+                                        lambda: jnp.zeros((2, mid.shape[0] // 2), sdt))
         products = jnp.concatenate([y_t, theta * s_t])
         if n <= SORT_LIMIT:
             tc, c_star = _segments.first_segment(memory, theta, mid, keys, gms, products, sdt, later=all_sorted)

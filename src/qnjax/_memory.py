@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _compile, _tree
+from . import _compile, _loop, _tree
 from ._products import matvec, vecmat
 
 A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
@@ -245,6 +245,21 @@ def row(tree, i):
     return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
 
 
+# From this many variables, unbatched, a pass over the memory that holds no pair is not made
+# (``unless_empty``): its result is then known. Below it, or under ``jax.vmap``, where both branches
+# of a ``lax.cond`` run for every member, the pass is made.
+SKIP_EMPTY_FROM = 65536
+
+
+def unless_empty(memory: Memory, tree, made, known):
+    """``made()``, a pass over the memory (``tree`` has the variables' shapes), or ``known()``, its
+    result with no pair stored, where none is (a ``lax.cond`` from SKIP_EMPTY_FROM variables, not
+    batched): the first iteration, and the one after the memory was dropped."""
+    if sum(jnp.size(a) for a in jax.tree_util.tree_leaves(tree)) < SKIP_EMPTY_FROM or _loop.batched(tree):
+        return made()
+    return jax.lax.cond(memory.count == 0, known, made)
+
+
 def products(memory: Memory, q):
     """(2, m + 1) [S^T q, Y^T q] in slot order, zero where no pair: one matrix-vector
     product per leaf and buffer (each buffer read once), accumulated in the scalar dtype."""
@@ -259,14 +274,17 @@ def products(memory: Memory, q):
     return _compile.where(valid(memory), total, 0)
 
 
-def weighted_sum(memory: Memory, h0, q, c_s, c_y):
-    """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y."""
+def weighted_sum(memory: Memory, h0, q, c_s, c_y, pairs=True):
+    """h0 q + S c_s + Y c_y (slot-order coefficients), leaf by leaf: one pass over S and Y
+    (``pairs`` False: h0 q alone, as it is where no pair is stored and the coefficients are 0)."""
     sdt = memory.dtype
     coef = jnp.concatenate([c_s, c_y])
 
     def one(buf, v):
         wd = _tree.work_dtype(buf.dtype, sdt)
-        out = h0.astype(wd) * v.astype(wd) + _vecmat_big(coef.astype(wd), buf.astype(wd))
+        out = h0.astype(wd) * v.astype(wd)
+        if pairs:
+            out = out + _vecmat_big(coef.astype(wd), buf.astype(wd))
         return out.astype(v.dtype)
 
     return jax.tree.map(one, memory.pairs, q)
