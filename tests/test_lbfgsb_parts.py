@@ -421,17 +421,20 @@ def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkey
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
 
 
+@pytest.mark.parametrize("single", [False, True])
 @pytest.mark.parametrize("chunk", [None, 3])
 @pytest.mark.parametrize("history", ["one pair", "two pairs", "one pair after a clear", "full"])
-def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
+def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkeypatch):
     """At many variables (``_reduced.incremental``) ``_reduced.full`` reads only the newest
-    slots that can hold the pairs stored (``_memory.by_window``): with one, two, a full
-    memory, and one pair stored after a clear (the ring's head elsewhere than slot 0), the
-    recompute's [S^T F S, Y^T F S, Y^T F Y] and [S^T F g, Y^T F g] equal the dense products
-    over the free variables in slot order, every slot that holds no pair poisoned (inf,
-    NaN)."""
+    slots that can hold the pairs stored (``_memory.by_window``; ``single``: from
+    ONE_SLOT_FROM variables, also the newest slot alone): with one, two, a full memory, and
+    one pair stored after a clear (the ring's head elsewhere than slot 0), the recompute's
+    [S^T F S, Y^T F S, Y^T F Y] and [S^T F g, Y^T F g] (one pass for both) equal the dense
+    products over the free variables in slot order, every slot that holds no pair poisoned
+    (inf, NaN)."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    monkeypatch.setattr(_reduced, "ONE_SLOT_FROM", 0 if single else N + 1)
     if chunk is not None:
         monkeypatch.setattr(_reduced, "CHUNK", chunk)
     rng = np.random.default_rng(5)
@@ -443,10 +446,11 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, monkeypatch):
     want_count = {"one pair": 1, "two pairs": 2, "one pair after a clear": 1, "full": M}[history]
     assert int(mem.count) == want_count
     sizes = []  # the windows' sizes, as their branches are traced
-    _memory.by_window(mem, True, lambda slots: sizes.append(M + 1 if slots is None else slots.shape[0]) or 0)
-    assert sizes == [1, 2, M + 1]
+    _memory.by_window(mem, True, lambda slots: sizes.append(M + 1 if slots is None else slots.shape[0]) or 0, single)
+    assert sizes == [1, 1, 2, M + 1] if single else [1, 2, M + 1]  # (a quarter of M + 1 = 4 slots is one)
     many, by_window = [], _memory.by_window
-    monkeypatch.setattr(_memory, "by_window", lambda mem, m, branch: many.append(m) or by_window(mem, m, branch))
+    monkeypatch.setattr(_memory, "by_window",
+                        lambda mem, m, branch, one: many.append(m) or by_window(mem, m, branch, one))
     jax.jit(lambda mem, f: _reduced.full(mem, f))(mem, as_tree(np.zeros(N, bool)))  # (a fresh trace)
     # under jax.vmap (a user's of the Optax face) every branch would run: all slots, one branch
     jax.vmap(lambda f: _reduced.full(mem, f))({"a": jnp.zeros((2, 2, 2), bool), "z": jnp.zeros((2, N - 4), bool)})

@@ -193,17 +193,17 @@ def slot(memory: Memory, j):
     return (memory.head + 1 + j) % (size(memory) + 1)
 
 
-def by_window(memory: Memory, many: bool, branch):
+def by_window(memory: Memory, many: bool, branch, single: bool = False):
     """``branch(slots)`` with ``slots`` the k newest slots (chronological positions
     m - k .. m - 1; None: all m + 1), k the fewest of a quarter, a half or all of the
-    m + 1 that hold every pair stored, as a ``lax.switch`` on the pair count (as many
-    branches for every memory size from 2: a sharded program's collectives do not
-    depend on it). Fewer than all only where ``many`` (static: many variables, and not
-    under ``jax.vmap``, where a switch runs every branch): work over the pairs' rows
-    then costs what the pairs stored need, as early in a run, when the active set of
-    L-BFGS-B changes most."""
+    m + 1 (and with ``single``, static, of one) that hold every pair stored, as a
+    ``lax.switch`` on the pair count (as many branches for every memory size from 2, one
+    size perhaps twice: a sharded program's collectives do not depend on it). Fewer than
+    all only where ``many`` (static: many variables, and not under ``jax.vmap``, where a
+    switch runs every branch): work over the pairs' rows then costs what the pairs stored
+    need, as early in a run, when the active set of L-BFGS-B changes most."""
     m1 = size(memory) + 1
-    sizes = tuple(sorted({-(-m1 // 4), -(-m1 // 2), m1})) if many else (m1,)
+    sizes = tuple(sorted(((1,) if single else ()) + (-(-m1 // 4), -(-m1 // 2), m1))) if many else (m1,)
     branches = [lambda k=k: branch(None if k == m1 else (memory.head - k + jnp.arange(k)) % m1) for k in sizes]
     if len(sizes) == 1:
         return branches[0]()

@@ -34,12 +34,13 @@ all are 0; with more changes, or at most SMALL_N variables (where a pass is chea
 ``lax.cond`` under ``vmap`` would run every branch), they are recomputed: one pass over
 S and Y, a leaf longer than CHUNK (8-byte elements) in chunks of its first axis (one long
 contraction with 2(m + 1) outputs per side is far slower as a single dot on CPU than as many
-small ones; CHUNK_ELSEWHERE off a CPU), and one product. The pass costs O(n k^2) for the k slots it
-reads and is bound by that arithmetic (at n = 10^6 and m = 10, all 11 slots, about 25 ms
-in float32 and 63 ms in float64 on 2 cores); the active set changes most early in a run,
-while the memory holds few pairs, so at many variables (and not under ``jax.vmap``) only
-the fewest newest slots (a quarter, a half, or all) that hold every pair are read (3 of
-11 slots: 6 and 16 ms). Rows gathered the same way give the products of the memory with
+small ones; CHUNK_ELSEWHERE off a CPU), which also gives the products with g. The pass
+costs O(n k^2) for the k slots it reads and is bound by that arithmetic (at n = 10^6 and
+m = 10, all 11 slots, about 25 ms in float32 and 63 ms in float64 on 2 cores); the active
+set changes most early in a run, while the memory holds few pairs, so at many variables
+(and not under ``jax.vmap``) only the fewest newest slots (a quarter, a half, or all; from
+ONE_SLOT_FROM variables also the newest alone) that hold every pair are read (3 of 11
+slots: 6 and 16 ms). Rows gathered the same way give the products of the memory with
 a vector that is zero in most variables (``sparse_products``, for ``_subspace``'s
 W^T d). Everything is per leaf except where rows are gathered, which puts the leaves in
 one order (``_segments.GATHERED``: a sharded leaf's mask gathered across devices, its rows
@@ -76,6 +77,12 @@ CHANGES = 1024
 # or more; in float64 8,192 and 32,768 ran alike, 780-782 ms; the quartic alike in both).
 CHUNK = 8192
 CHUNK_ELSEWHERE = 1 << 18
+# From this many variables the recompute also has a branch for the memory's one newest slot (the
+# second iteration's one pair, where the active set changes most): at n = 10^6 (the quartic of
+# ``problems.scalable_bounded``) that iteration took 15-17 instead of 25-26 ms in float32 and 38-41
+# instead of 56-57 ms in float64, while one more branch made the first bounded call at n = 10^4
+# about 0.1-0.2 s (of 3.1) longer: below, it is left out.
+ONE_SLOT_FROM = 1 << 18
 
 
 def _chunk(dtype):
@@ -83,69 +90,81 @@ def _chunk(dtype):
     return max(1, CHUNK * 8 // jnp.dtype(dtype).itemsize)
 
 
-def _block(pairs, f, sdt):
+def _block(pairs, f, sdt, g=None):
     """[S^T F S, Y^T F S, Y^T F Y] of one leaf's stacked (2 k, *shape) rows (or a cut of them
-    along the leaf's axes) and mask."""
+    along the leaf's axes) and mask; with ``g`` (the same cut of the gradient) also
+    [S^T F g, Y^T F g], from the same reads of the rows."""
     wd = _tree.work_dtype(pairs.dtype, sdt)
     k = pairs.shape[0] // 2
     s, y = pairs[:k].astype(wd), pairs[k:].astype(wd)
     fs, fy = where(f[None], s, 0), where(f[None], y, 0)
     axes = (tuple(range(1, s.ndim)),) * 2
     products = [jnp.tensordot(a, b, axes, precision=_tree.HIGHEST) for a, b in ((fs, s), (fy, s), (fy, y))]
-    return jnp.stack(products).astype(sdt)
+    gram = jnp.stack(products).astype(sdt)
+    if g is None:
+        return gram
+    gv = (tuple(range(1, s.ndim)), tuple(range(g.ndim)))
+    return gram, jnp.stack([jnp.tensordot(a, g.astype(wd), gv, precision=_tree.HIGHEST) for a in (fs, fy)]).astype(sdt)
 
 
-def full(memory: _memory.Memory, free):
-    """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] (zero where no pair) from scratch: one
-    pass over the fewest newest slots that hold every pair stored (``_memory.by_window``;
-    all at few variables, ``incremental``)."""
+def full(memory: _memory.Memory, free, g=None):
+    """(3, m + 1, m + 1) [S^T F S, Y^T F S, Y^T F Y] (zero where no pair) from scratch, and
+    with ``g`` also (2, m + 1) [S^T F g, Y^T F g]: one pass over the fewest newest slots that
+    hold every pair stored (``_memory.by_window``; all at few variables, ``incremental``)."""
     many = incremental(free) and not _loop.batched(free)
-    return _memory.by_window(memory, many, functools.partial(_window, memory, free))
+    single = sum(jnp.size(f) for f in jax.tree_util.tree_leaves(free)) >= ONE_SLOT_FROM
+    return _memory.by_window(memory, many, functools.partial(_window, memory, free, g), single)
 
 
-def _window(memory: _memory.Memory, free, slots):
+def _window(memory: _memory.Memory, free, g, slots):
     """``full`` from the memory's ``slots`` (None: every slot), a leaf longer than ``_chunk``
     in chunks of its first axis."""
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
     k = m1 if slots is None else slots.shape[0]
     take = (lambda a: a) if slots is None else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
-    total = jnp.zeros((3, k, k), sdt)
-    for pb, f in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free)):
+    total = jnp.zeros((3, k, k), sdt) if g is None else (jnp.zeros((3, k, k), sdt), jnp.zeros((2, k), sdt))
+    gs = [None] * len(jax.tree_util.tree_leaves(free)) if g is None else jax.tree_util.tree_leaves(g)
+    for pb, f, gl in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free), gs):
         chunk = _chunk(_tree.work_dtype(pb.dtype, sdt))
-        total = total + _compile.by_platform(f.size, chunk, CHUNK_ELSEWHERE,
-                                             functools.partial(_chunked, take, k, pb, f, sdt))
-    if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
-        total = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(total)
+        part = _compile.by_platform(f.size, chunk, CHUNK_ELSEWHERE,
+                                    functools.partial(_chunked, take, k, pb, f, gl, sdt))
+        total = jax.tree.map(jnp.add, total, part)
+    gram, prods = (total, None) if g is None else total
     valid = _memory.valid(memory)
-    return where(valid[:, None] & valid[None, :], total, 0)
+    if slots is not None:  # (the slots are distinct: k <= m + 1 in a row)
+        gram = jnp.zeros((3, m1, m1), sdt).at[:, slots[:, None], slots[None, :]].set(gram)
+        prods = None if g is None else jnp.zeros((2, m1), sdt).at[:, slots].set(prods)
+    gram = where(valid[:, None] & valid[None, :], gram, 0)
+    return gram if g is None else (gram, where(valid, prods, 0))
 
 
-def _chunked(take, k, pb, f, sdt, chunk):
+def _chunked(take, k, pb, f, g, sdt, chunk):
     """``_block`` of one leaf (``k`` slots taken), in pieces of its first axis of about
     ``chunk`` elements."""
     if f.size <= chunk:
-        return _block(take(pb), f, sdt)
+        return _block(take(pb), f, sdt, g)
     rows = max(1, chunk // math.prod(f.shape[1:]))
     count = f.shape[0] // rows
+    zero = jnp.zeros((3, k, k), sdt) if g is None else (jnp.zeros((3, k, k), sdt), jnp.zeros((2, k), sdt))
 
     def piece(i, acc):
         # (the stacked buffer itself is cut: S and Y sliced out of it first would be
         # copied whole before the loop)
         cut = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * rows, rows, axis)  # noqa: E731
-        return acc + _block(take(cut(pb, 1)), cut(f, 0), sdt)
+        part = _block(take(cut(pb, 1)), cut(f, 0), sdt, None if g is None else cut(g, 0))
+        return jax.tree.map(jnp.add, acc, part)
 
-    total = jax.lax.fori_loop(0, count, piece, jnp.zeros((3, k, k), sdt))
+    total = jax.lax.fori_loop(0, count, piece, zero)
     if count * rows < f.shape[0]:
-        total = total + _block(take(pb[:, count * rows:]), f[count * rows:], sdt)
+        rest = _block(take(pb[:, count * rows:]), f[count * rows:], sdt, None if g is None else g[count * rows:])
+        total = jax.tree.map(jnp.add, total, rest)
     return total
 
 
 def _direct(memory: _memory.Memory, free, g):
-    """G and [S^T F g, Y^T F g] from scratch."""
-    sdt = memory.dtype
-    fg = jax.tree.map(lambda a, f: where(f, a, 0).astype(sdt), g, free)
-    return full(memory, free), jnp.stack(_memory.products(memory, fg))
+    """G and [S^T F g, Y^T F g] from scratch, in one pass."""
+    return full(memory, free, g)
 
 
 def incremental(params) -> bool:
