@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from conftest import X64, assert_same_types, float64_reference, x64_off_only
 
-from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _segments, _subspace
+from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _segments, _slope_bound, _subspace
 from qnjax._solver import LBFGS
 
 DT = jnp.float64 if X64 else jnp.float32
@@ -264,7 +264,7 @@ def test_prefix_sums_by_blocks_are_the_running_sums():
 @pytest.mark.parametrize("scale", [0.02, 1.0, 3.0])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_slope_bound_is_above_the_models_slope_along_each_stretch_of_the_path(seed, scale):
-    """``_segments.slope_bound`` (SLOPE_BOUND), which lets the walk skip a block's prefix
+    """``_slope_bound.slope_bound``, which lets the walk skip a block's prefix
     sums: over every stretch of sorted breakpoints (1, 3, 8 and 25 long), U is at least the
     model's slope g^T d(t) + z(t)^T B d(t), recomputed densely with B = theta I - W M W^T at
     both ends of every segment of the stretch (the slope is linear between); and
@@ -289,7 +289,7 @@ def test_slope_bound_is_above_the_models_slope_along_each_stretch_of_the_path(se
         z = -gs * np.minimum(tt, ts)
         return gs @ d + z @ b @ d
 
-    bound = jax.jit(lambda *a: (_segments.slope_bound(*a), _segments.rises_within(*a, DT)))
+    bound = jax.jit(lambda *a: (_slope_bound.slope_bound(*a), _slope_bound.rises_within(*a, DT)))
     verdicts, gaps = [], []
     for size in (1, 3, 8, 25):
         for start in range(0, fin - size, size):

@@ -29,7 +29,7 @@ on float32 keys, one pass; the variables not listed enter as one tail), then CAP
 and only then all of them, sorted once and walked BLOCK at a time (``_blocked``: the
 prefix sums within a block, Algorithm CP's forward updates between blocks; at most
 n / BLOCK trips; BLOCK_ELSEWHERE off a CPU): nothing of size (n, 2m) is formed. A trip
-takes the prefix sums only where the slope may reach 0 within its block (SLOPE_BOUND), and
+takes the prefix sums only where the slope may reach 0 within its block (``_slope_bound``), and
 forms the block's rows of W only then (else a product of each half, Y and theta S, gives
 its sums and a reduction its row norms). A level is tried only where it may hold t_c (REACH). Only
 those levels put the leaves' variables in one order (a sharded leaf gathered across
@@ -38,31 +38,15 @@ slots without a pair are zero): one width, compiled once (docs/performance.md, "
 
 REACH: a walk that ends before t_c (the segment after its last listed breakpoint not
 searched) knows that segment's model exactly; its minimiser, ``reach`` = t_(last) +
-max(-f'/f'', 0) (inf where f'' <= 0), estimates where the path's model stops falling (as
-if no variable stopped: one that does lowers the curvature, and may raise the slope). Where
+max(-f'/f'', 0) (inf where it falls without end), estimates where the path's model stops
+falling (as if no variable stopped: one that does lowers the curvature, and may raise the
+slope). Where
 more than REACH_MARGIN times a level's cap of breakpoints lie at or before it, the level
 is skipped (the next level, or all sorted, comes at once). Either way t_c is Algorithm
 CP's; only the cost changes. In the second iteration of nonnegative least squares at
 n = 10^6 (``problems.scalable_bounded``; t_c beyond 500,000 of 750,000 breakpoints) the
 first segment's reach lies beyond 250,000 of them, and both levels (about 14 ms of
 ``lax.top_k`` and their walks, float32) are skipped.
-
-SLOPE_BOUND: a block's breakpoints t_(k) in [t_a, t_b] (t_a where the path walked before
-ends), p_a, G_a, q_a the values at t_a, a_k = g_(k) w_(k). For t in the block the slope is
-s(t) = -G(t) (1 - theta t) - p(t)^T M c(t) with G(t) in [G_b, G_a] (G_b after the block),
-p(t) = p_a + dp, c(t) = t p(t) - q(t) = c_a(t) + dc, c_a(t) = t p_a - q_a, where dp sums
-the a_k passed and dc their (t - t_(k)) a_k, so ||dp|| <= A = sum_k |g_(k)| ||w_(k)|| and
-||dc|| <= (t_b - t_a) A. Expanding, with the convex parts at most their values at the ends,
-
-    s(t) <= U = max_{t in {t_a, t_b}} [max(-G_a (1 - theta t), -G_b (1 - theta t)) - p_a^T M c_a(t)]
-              + A max_{t in {t_a, t_b}} ||M c_a(t)|| + (t_b - t_a) A ||M p_a|| + (t_b - t_a) A^2 ||M||_F.
-
-U < 0 (by a margin of sqrt(eps) times the terms' size, which covers the rounding of both
-this bound and the walk's sums) means no segment of the block holds t_c, so the block
-only adds its sums (no prefix sum: most of a trip's cost). Where the Cauchy point lies
-far along the path, as when many bounds become active at once, the slope is far below 0
-until close to it: nonnegative least squares at n = 10^6 (``problems.scalable_bounded``)
-walks 500,000 breakpoints in 31 trips, 30 of which the bound skips.
 """
 
 from __future__ import annotations
@@ -72,7 +56,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _compile, _memory
+from . import _argsort, _compile, _memory, _slope_bound
 from ._compile import where
 from ._tree import matmul as mm
 
@@ -120,7 +104,7 @@ def walk(ts, wt, w, p_tail, g_tail, theta, mid, complete, sdt, t0=0.0, q0=0.0):
     moving variables not among them (p_tail = -sum g_i w_i, g_tail = sum g_i^2).
     ``complete``: ``ts`` holds every finite breakpoint (else the segment after the
     last one has no known end and is not searched: ``found`` says whether t_c was, and
-    ``reach`` is where that segment's model has its minimiser, inf if it has none: REACH).
+    ``reach`` is where that segment's model, extended, stops falling: REACH).
     ``t0``, ``q0``: the path walked before ``ts`` (its end, and sum t_(k) g_(k) w_(k))."""
     k, m = w.shape
     is_bp = jnp.isfinite(ts)
@@ -161,36 +145,9 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt):
     return _compile.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
 
 
-def slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0):
-    """(U, the size of its terms): SLOPE_BOUND's bound on the model's slope along the path
-    in the segments that end at the breakpoints ``ts`` (``walk``'s ``ts`` and ``wt``, and
-    ``norms`` = ||w_(k)|| of their rows of W; the path before them ends at ``t0``, with
-    p0 = p, g0 = G and ``q0`` there; ``mid_norm`` = ||M||_F)."""
-    is_bp = jnp.isfinite(ts)
-    t1 = jnp.max(where(is_bp, ts, t0))
-    g1 = g0 - jnp.sum(wt * wt)
-    big_a = jnp.sum(jnp.abs(wt) * norms)
-    ends = jnp.stack([t0, t1])
-    c = ends[:, None] * p0 - q0  # c_a(t) at both ends
-    mc, mp = mm(c, mid), mm(mid, p0)
-    lin = -(1 - theta * ends)[:, None] * jnp.stack([g0, g1])[None, :]  # [end, G_a or G_b]
-    front = jnp.max(jnp.max(lin, axis=1) - mm(mc, p0))
-    span = t1 - t0
-    rest = big_a * (jnp.max(jnp.sqrt(jnp.sum(mc * mc, axis=1))) + span * jnp.sqrt(jnp.sum(mp * mp))
-                    + span * big_a * mid_norm)
-    return front + rest, g0 * (1 + jnp.abs(theta) * t1) + jnp.max(jnp.abs(mm(mc, p0))) + rest
-
-
-def rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
-    """Whether the slope may reach 0 in those segments (``slope_bound``'s arguments): False
-    only where U < 0 by a margin of sqrt(eps) times its terms' size, and G stays positive."""
-    bound, size = slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0)
-    return ~((bound + jnp.sqrt(jnp.finfo(sdt).eps) * size < 0) & (g0 - jnp.sum(wt * wt) > 0))
-
-
 def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):
     """``_blocked``'s walk, ``block`` breakpoints a trip, in the ``order`` that sorts ``key``;
-    a trip whose slope stays negative by SLOPE_BOUND only updates p, c, G (no prefix sum)."""
+    a trip whose slope stays negative by ``_slope_bound`` only updates p, c, G (no prefix sum)."""
     n = key.shape[0]
     block = min(block, n)
     count = -(-n // block)
@@ -215,7 +172,8 @@ def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):
         norms = jnp.sqrt(jnp.sum(ys * ys, axis=1) + jnp.sum(ss * ss, axis=1))
         p_after, g_after = p_before + sums[0], g_before - jnp.sum(wt * wt)
         complete = (b + 1) * block >= finite
-        scan = complete | rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p_before, g_before, sdt)
+        scan = complete | _slope_bound.rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p_before, g_before,
+                                                    sdt)
         found, tc, c = jax.lax.cond(
             scan, lambda: walk(ts, wt, jnp.concatenate([ys, ss], axis=1), p_after, g_after, theta, mid, complete,
                                sdt, t0, q0)[:3],
