@@ -45,7 +45,7 @@ more than REACH_MARGIN times a level's cap of breakpoints lie at or before it, t
 is skipped (the next level, or all sorted, comes at once). Either way t_c is Algorithm
 CP's; only the cost changes. In the second iteration of nonnegative least squares at
 n = 10^6 (``problems.scalable_bounded``; t_c beyond 500,000 of 750,000 breakpoints) the
-first segment's reach lies beyond 250,000 of them, and both levels (about 14 ms of
+first segment's reach lies beyond 500,000 of them, and both levels (about 14 ms of
 ``lax.top_k`` and their walks, float32) are skipped.
 """
 
