@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _loop, _memory, _segments
+from . import _argsort, _loop, _memory, _segments, _tree
 from ._compile import where
 from ._tree import matmul as mm
 
@@ -123,7 +123,7 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
         moving = ((gs < 0) & (xs < hi)) | ((gs > 0) & (xs > lo))
         keys.append(where(moving, tb, jnp.inf))
         gms.append(where(moving, gs, 0))
-    n = sum(key.size for key in keys)
+    n = _tree.count(keys)
     zero_p, zero_g = jnp.zeros((mid.shape[0],), sdt), jnp.zeros((), sdt)
     wg = None  # W^T (moving g), at large n (the subspace step's products start from it)
     gm = jax.tree_util.tree_unflatten(treedef, gms)

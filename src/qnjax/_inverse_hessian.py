@@ -89,7 +89,7 @@ class InverseHessian:
 
     @property
     def shape(self):
-        n = sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(self.params))
+        n = int(_tree.count(self.params))
         return (n, n)
 
     @property

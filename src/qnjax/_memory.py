@@ -255,7 +255,7 @@ def unless_empty(memory: Memory, tree, made, known):
     """``made()``, a pass over the memory (``tree`` has the variables' shapes), or ``known()``, its
     result with no pair stored, where none is (a ``lax.cond`` from SKIP_EMPTY_FROM variables, not
     batched): the first iteration, and the one after the memory was dropped."""
-    if sum(jnp.size(a) for a in jax.tree_util.tree_leaves(tree)) < SKIP_EMPTY_FROM or _loop.batched(tree):
+    if _tree.count(tree) < SKIP_EMPTY_FROM or _loop.batched(tree):
         return made()
     return jax.lax.cond(memory.count == 0, known, made)
 

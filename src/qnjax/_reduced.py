@@ -112,7 +112,7 @@ def full(memory: _memory.Memory, free, g=None):
     with ``g`` also (2, m + 1) [S^T F g, Y^T F g]: one pass over the fewest newest slots that
     hold every pair stored (``_memory.by_window``; all at few variables, ``incremental``)."""
     many = incremental(free) and not _loop.batched(free)
-    single = sum(jnp.size(f) for f in jax.tree_util.tree_leaves(free)) >= ONE_SLOT_FROM
+    single = _tree.count(free) >= ONE_SLOT_FROM
     return _memory.by_window(memory, many, functools.partial(_window, memory, free, g), single)
 
 
@@ -123,7 +123,7 @@ def _window(memory: _memory.Memory, free, g, slots):
     sdt = memory.dtype
     k = m1 if slots is None else slots.shape[0]
     take = (lambda a: a) if slots is None else (lambda a: a[jnp.concatenate([slots, m1 + slots])])  # noqa: E731
-    total = jnp.zeros((3, k, k), sdt) if g is None else (jnp.zeros((3, k, k), sdt), jnp.zeros((2, k), sdt))
+    total = _zeros(k, sdt, g)
     gs = [None] * len(jax.tree_util.tree_leaves(free)) if g is None else jax.tree_util.tree_leaves(g)
     for pb, f, gl in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free), gs):
         chunk = _chunk(_tree.work_dtype(pb.dtype, sdt))
@@ -139,6 +139,12 @@ def _window(memory: _memory.Memory, free, g, slots):
     return gram if g is None else (gram, where(valid, prods, 0))
 
 
+def _zeros(k, sdt, g):
+    """``_block``'s sums over ``k`` slots before any variable: the Gram matrices, and with ``g``
+    the products with it."""
+    return jnp.zeros((3, k, k), sdt) if g is None else (jnp.zeros((3, k, k), sdt), jnp.zeros((2, k), sdt))
+
+
 def _chunked(take, k, pb, f, g, sdt, chunk):
     """``_block`` of one leaf (``k`` slots taken), in pieces of its first axis of about
     ``chunk`` elements."""
@@ -146,7 +152,6 @@ def _chunked(take, k, pb, f, g, sdt, chunk):
         return _block(take(pb), f, sdt, g)
     rows = max(1, chunk // math.prod(f.shape[1:]))
     count = f.shape[0] // rows
-    zero = jnp.zeros((3, k, k), sdt) if g is None else (jnp.zeros((3, k, k), sdt), jnp.zeros((2, k), sdt))
 
     def piece(i, acc):
         # (the stacked buffer itself is cut: S and Y sliced out of it first would be
@@ -155,7 +160,7 @@ def _chunked(take, k, pb, f, g, sdt, chunk):
         part = _block(take(cut(pb, 1)), cut(f, 0), sdt, None if g is None else cut(g, 0))
         return jax.tree.map(jnp.add, acc, part)
 
-    total = jax.lax.fori_loop(0, count, piece, zero)
+    total = jax.lax.fori_loop(0, count, piece, _zeros(k, sdt, g))
     if count * rows < f.shape[0]:
         rest = _block(take(pb[:, count * rows:]), f[count * rows:], sdt, None if g is None else g[count * rows:])
         total = jax.tree.map(jnp.add, total, rest)
@@ -169,7 +174,7 @@ def _direct(memory: _memory.Memory, free, g):
 
 def incremental(params) -> bool:
     """Whether the products are kept and updated (many variables; static): else recomputed."""
-    n = sum(jnp.size(leaf) for leaf in jax.tree_util.tree_leaves(params))
+    n = _tree.count(params)
     return n > SMALL_N and n > _cauchy.SORT_LIMIT
 
 

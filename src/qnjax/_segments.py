@@ -40,9 +40,8 @@ REACH: a walk that ends before t_c (the segment after its last listed breakpoint
 searched) knows that segment's model exactly; its minimiser, ``reach`` = t_(last) +
 max(-f'/f'', 0) (inf where it falls without end), estimates where the path's model stops
 falling (as if no variable stopped: one that does lowers the curvature, and may raise the
-slope). Where
-more than REACH_MARGIN times a level's cap of breakpoints lie at or before it, the level
-is skipped (the next level, or all sorted, comes at once). Either way t_c is Algorithm
+slope). Where more than REACH_MARGIN times a level's cap of breakpoints lie at or before it,
+the level is skipped (the next level, or all sorted, comes at once). Either way t_c is Algorithm
 CP's; only the cost changes. In the second iteration of nonnegative least squares at
 n = 10^6 (``problems.scalable_bounded``; t_c beyond 500,000 of 750,000 breakpoints) the
 first segment's reach lies beyond 500,000 of them, and both levels (about 14 ms of
@@ -247,7 +246,9 @@ def _onward(memory, theta, mid, key, gm, wg, sdt, reach):
         return _blocked(memory, theta, mid, key, gm, wg, sdt)
     out = (jnp.asarray(False), jnp.zeros((), sdt), jnp.zeros((mid.shape[0],), sdt), reach)
     for level in tried:
-        worth = ~out[0] & (jnp.sum(key <= out[3]) <= REACH_MARGIN * CAPS[level])
+        # (the count, a pass over the keys, only where t_c is not found yet)
+        worth = jax.lax.cond(out[0], lambda: jnp.asarray(False),
+                             lambda out=out, level=level: jnp.sum(key <= out[3]) <= REACH_MARGIN * CAPS[level])
         out = jax.lax.cond(worth, lambda level=level: _smallest(memory, theta, mid, key, gm, wg, sdt, level),
                            lambda out=out: out)
     return jax.lax.cond(out[0], lambda: out[1:3], lambda: _blocked(memory, theta, mid, key, gm, wg, sdt))

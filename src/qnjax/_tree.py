@@ -45,6 +45,11 @@ def dtype_of(x) -> np.dtype:
     return jnp.result_type(x)
 
 
+def count(tree) -> int:
+    """The number of elements over all leaves of ``tree`` (static)."""
+    return sum(jnp.size(leaf) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def check_params(params, what: str = "params") -> None:
     """Raise ``TypeError`` naming the first leaf whose dtype is not float/complex."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
