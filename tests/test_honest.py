@@ -17,7 +17,7 @@ import pytest
 from conftest import X64, needs_x64, rosenbrock, solve_one_of, x64_off_only
 
 import qnjax
-from qnjax import Status, problems
+from qnjax import Status, _verdict, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 
@@ -63,7 +63,7 @@ def test_at_the_floor_of_f_is_success(name):
 
 @pytest.mark.parametrize("slope0, at_precision", [(-1e-6, True), (-1e-3, False)])
 def test_precision_is_judged_from_the_slope_at_x(slope0, at_precision):
-    """``_at_precision`` after a search along -g whose best trial is not the zero step (its
+    """``_verdict.at_precision`` after a search along -g whose best trial is not the zero step (its
     decrease was within the noise): the decrease promised along -g is estimated from phi'(0)
     at x, phi'(0)^2 / 2c (here c = 1 from the smallest trial), not from the slope at the
     best trial (-10 here, which would promise 5e-3), and compared with twice the noise 1e-12."""
@@ -74,7 +74,7 @@ def test_precision_is_judged_from_the_slope_at_x(slope0, at_precision):
     res = LineSearchResult(stepsize=s(0.5), value=s(1e-6), slope=s(-10.0), grad=None, nfev=jnp.int32(3),
                            status=jnp.int32(LineSearchStatus.DECREASE), rising=s(jnp.inf),
                            smallest=point(s(t), s(1e-6), s(slope0 + t)), noise=s(1e-12))
-    got = qnjax.LBFGS._at_precision(res, s(slope0), s(1e-12), s(1e-9), s(1.0))
+    got = _verdict.at_precision(res, s(slope0), s(1e-12), s(1e-9), s(1.0))
     assert bool(got) == at_precision
 
 

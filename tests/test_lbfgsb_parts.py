@@ -25,7 +25,18 @@ import numpy as np
 import pytest
 from conftest import X64, assert_same_types, float64_reference, x64_off_only
 
-from qnjax import _bounds, _cauchy, _compact, _inverse_hessian, _memory, _reduced, _segments, _slope_bound, _subspace
+from qnjax import (
+    _bounds,
+    _cauchy,
+    _compact,
+    _inverse_hessian,
+    _memory,
+    _memory_update,
+    _reduced,
+    _segments,
+    _slope_bound,
+    _subspace,
+)
 from qnjax._solver import LBFGS
 
 DT = jnp.float64 if X64 else jnp.float32
@@ -48,10 +59,10 @@ def spd(rng, cond=10.0):
 
 @jax.jit
 def _push(mem, q):
-    mem = _memory.push(mem, q, direct=True)[0]
+    mem = _memory_update.push(mem, q, direct=True)[0]
     a, b = _memory.products(mem, q)
-    mem = _memory.complete(mem, a, b)
-    return _memory.record(mem, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
+    mem = _memory_update.complete(mem, a, b)
+    return _memory_update.record(mem, jnp.stack([a, b, jnp.zeros_like(a), jnp.zeros_like(a)]))
 
 
 def drive(rng, pairs=5, hess=None, steps=(), clear_before=None):
@@ -65,7 +76,7 @@ def drive(rng, pairs=5, hess=None, steps=(), clear_before=None):
         if i == clear_before:
             mem = _memory.clear(mem)
         u = as_vec(as_tree(u))
-        mem = jax.jit(_memory.record_step)(mem, as_tree(u), 1.0)
+        mem = jax.jit(_memory_update.record_step)(mem, as_tree(u), 1.0)
         q = q + hess @ u
     return _push(mem, as_tree(q))
 
@@ -440,7 +451,7 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkey
     rng = np.random.default_rng(5)
     mem = drive(rng, pairs={"one pair": 1, "two pairs": 2, "one pair after a clear": 5, "full": 7}[history])
     if history == "one pair after a clear":
-        mem = _push(jax.jit(_memory.record_step)(_memory.clear(mem), as_tree(rng.normal(size=N)), 1.0),
+        mem = _push(jax.jit(_memory_update.record_step)(_memory.clear(mem), as_tree(rng.normal(size=N)), 1.0),
                     as_tree(rng.normal(size=N)))
         assert int(mem.count) == 1 and int(mem.head) != 1
     want_count = {"one pair": 1, "two pairs": 2, "one pair after a clear": 1, "full": M}[history]

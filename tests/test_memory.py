@@ -14,7 +14,7 @@ import pytest
 from conftest import X64
 
 import qnjax
-from qnjax import _compact, _memory, _products, _solver, _tree, _two_loop
+from qnjax import _compact, _memory, _memory_update, _products, _tree, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32
 CT = jnp.complex128 if X64 else jnp.complex64
@@ -47,18 +47,19 @@ def drive(method, hess, m, k, rng, whole=False):
     """k L-BFGS iterations on f = x^T hess x / 2 with random steps, the memory driven as
     the solver drives it; returns the memory, the last q and H q computed from it.
     ``whole``: as ``minimize`` does, each pair is recorded whole after its step, y with
-    its products (<s, y> and <s, s> from the slopes along d and <d, d>: ``_solver._pair``);
+    its products (<s, y> and <s, s> from the slopes along d and <d, d>: ``_memory_update.pair``);
     else as the Optax face does, ``push`` takes the difference of the q it is given."""
     n = hess.shape[0]
     mem = _memory.init(as_tree(np.zeros(n)), m, DT, compact=method == "compact")
-    push = jax.jit(lambda mem, q: _memory.push(mem, None if whole else q)[0])
+    push = jax.jit(lambda mem, q: _memory_update.push(mem, None if whole else q)[0])
     product = jax.jit(METHODS[method].inverse_hessian)
-    record = jax.jit(_memory.record_step)
+    record = jax.jit(_memory_update.record_step)
 
     @jax.jit
     def record_whole(mem, u, t, q, q_new, d):
         slope0, slope, dd = _tree.inners([(q, d), (q_new, d), (d, d)], DT)
-        return _memory.record_step(mem, u, -t, **_solver._pair(u, q, q_new, t, slope0, slope, dd, True, DT))
+        pair = _memory_update.pair(u, q, q_new, t, slope0, slope, dd, True, DT)
+        return _memory_update.record_step(mem, u, -t, **pair)
 
     q = rng.normal(size=n)
     for it in range(k + 1):
@@ -139,8 +140,8 @@ def test_curvature_guard_skips_bad_pairs():
     q_old = jnp.zeros(3, DT)
     for y, ok in [([-1.0, 0, 0], False), ([0.0, 1, 0], False), ([np.nan, 0, 0], False), ([2.0, 0, 0], True)]:
         with_q = mem._replace(pairs=mem.pairs.at[m + 1 + mem.head].set(q_old))  # what push left in the free slot
-        tentative = _memory.record_step(with_q, s, 1.0)
-        new, stored = _memory.push(tentative, q_old + jnp.asarray(y, DT))
+        tentative = _memory_update.record_step(with_q, s, 1.0)
+        new, stored = _memory_update.push(tentative, q_old + jnp.asarray(y, DT))
         assert bool(stored) == ok
         if not ok:
             assert int(new.count) == int(mem.count) and int(new.head) == int(mem.head)
@@ -150,19 +151,19 @@ def test_curvature_guard_skips_bad_pairs():
     assert float(mem.gram.d[newest]) == pytest.approx(2.0) and float(mem.gram.ri[newest, newest]) == pytest.approx(0.5)
     assert float(mem.gamma) == pytest.approx(0.5)
     # Without a tentative pair (nothing recorded since the last push) nothing is stored.
-    assert not bool(_memory.push(mem, q_old)[1])
+    assert not bool(_memory_update.push(mem, q_old)[1])
 
 
 def test_low_precision_leaves_accumulate_in_scalar_dtype():
     mem = _memory.init({"h": jnp.zeros(4, jnp.bfloat16)}, 3, jnp.float32)
     assert mem.s["h"].dtype == jnp.bfloat16 and {a.dtype for a in jax.tree.leaves(mem.gram)} == {jnp.dtype(jnp.float32)}
     q = {"h": jnp.full(4, 0.1, jnp.bfloat16)}
-    mem, stored = _memory.push(mem, q)  # nothing to store yet; q goes to the free slot
+    mem, stored = _memory_update.push(mem, q)  # nothing to store yet; q goes to the free slot
     assert not bool(stored)
     hq, mem = _compact.inverse_hessian(mem, q)
-    mem = _memory.record_step(mem, q, 1.0)
+    mem = _memory_update.record_step(mem, q, 1.0)
     q_new = {"h": jnp.full(4, 0.2, jnp.bfloat16)}  # y = s = 0.1: H y = s, so H q_new = 0.2
-    mem, stored = _memory.push(mem, q_new)
+    mem, stored = _memory_update.push(mem, q_new)
     assert bool(stored) and {a.dtype for a in jax.tree.leaves(mem.gram)} == {jnp.dtype(jnp.float32)}
     d, _ = _compact.inverse_hessian(mem, q_new)  # the product after a push is with the q pushed
     assert d["h"].dtype == jnp.bfloat16
@@ -180,15 +181,15 @@ def test_a_whole_pair_of_narrow_leaves_has_the_products_of_its_stored_vectors():
     t = jnp.asarray(0.7, jnp.float32)
     u = {"h": (t * d["h"].astype(jnp.float32)).astype(jnp.bfloat16)}
     slope0, slope, dd = _tree.inners([(grad, d), (new_grad, d), (d, d)], jnp.float32)
-    pair = _solver._pair(u, grad, new_grad, t, slope0, slope, dd, True, jnp.float32)
-    mem = _memory.record_step(_memory.init(u, 3, jnp.float32), u, -t, **pair)
+    pair = _memory_update.pair(u, grad, new_grad, t, slope0, slope, dd, True, jnp.float32)
+    mem = _memory_update.record_step(_memory.init(u, 3, jnp.float32), u, -t, **pair)
     s, y = (np.asarray(b["h"][0], np.float64) for b in (mem.s, mem.y))
     assert mem.pairs["h"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(y, np.asarray(new_grad["h"] - grad["h"], np.float64))  # rounded to bfloat16
     assert not np.allclose(y, np.asarray(new_grad["h"], np.float64) - np.asarray(grad["h"], np.float64), rtol=1e-4)
     np.testing.assert_allclose(np.asarray(mem.scalars[2:]), [s @ y, y @ y, s @ s], rtol=1e-5)
     # Not moved: y is zero (the state's new gradient is the old one), and so are the products.
-    stay = _solver._pair(u, grad, grad, t, slope0, slope, dd, False, jnp.float32)
+    stay = _memory_update.pair(u, grad, grad, t, slope0, slope, dd, False, jnp.float32)
     assert not np.any(np.asarray(stay["y"]["h"], np.float32)) and float(stay["prods"][0]) == 0.0
 
 

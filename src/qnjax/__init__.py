@@ -15,7 +15,8 @@ from ._callbacks import IntermediateResult
 from ._implicit import ImplicitDiff
 from ._minimize import OptimizeResult, minimize
 from ._plot import plot, plot_profile
-from ._solver import LBFGS, State
+from ._solver import LBFGS
+from ._state import State
 from ._state_types import LeafChange, check_state_types, keep_state_types
 from ._status import Status
 from ._trace import Trace

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import _memory
+from . import _memory, _memory_update
 from ._compile import where
 from ._products import matvec, vecmat
 
@@ -45,8 +45,8 @@ def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
     column from this pass's products and records what the next ``push`` needs (the
     coefficients of H q itself; the scale costs nothing, it multiplies them)."""
     a, b = _memory.products(memory, q)
-    memory = _memory.complete(memory, a, b)
+    memory = _memory_update.complete(memory, a, b)
     c_s, c_y = coefficients(memory, a, b)
     scale = jnp.asarray(scale).astype(a.dtype)
     hq = _memory.weighted_sum(memory, scale * memory.gamma, q, scale * c_s, scale * c_y)
-    return hq, _memory.record(memory, jnp.stack([a, b, c_s, c_y]))
+    return hq, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))

@@ -6,7 +6,7 @@ solution) to a vector, and can be densified for small n. Here H is the compact
 form of the memory in the final state (``_compact``, Byrd, Nocedal & Schnabel 1994,
 eq. 2.6) after the last pair (the step that led to x and its gradient change) is
 stored and its products completed, exactly as the next iteration would
-(``_memory.push`` with the curvature guard, then ``_memory.complete``). So
+(``_memory_update.push`` with the curvature guard, then ``_memory_update.complete``). So
 ``hess_inv @ g`` is the quasi-Newton step the solver would take next, up to sign
 (unconstrained). A bounded run's memory (L-BFGS-B keeps only the Gram matrices its
 direction needs) has them recomputed from the stored pairs instead, and H is the
@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _compact, _compile, _memory, _reduced, _tree
+from . import _compact, _compile, _memory, _memory_update, _reduced, _tree
 from ._compile import where
 
 
@@ -47,8 +47,8 @@ def rebuild(memory: _memory.Memory) -> _memory.Memory:
 def _final_memory(memory, grad):
     # (``minimize``'s steps record the last pair whole: ``push`` takes no q)
     if memory.gram.ri is None:  # L-BFGS-B and the two-loop recursion keep no R^-1: rebuilt here
-        return rebuild(_memory.push(memory, None, direct=memory.gram.sy is not None)[0])
-    memory, _ = _memory.push(memory, None)
+        return rebuild(_memory_update.push(memory, None, direct=memory.gram.sy is not None)[0])
+    memory, _ = _memory_update.push(memory, None)
     # The new pair's Gram column is completed from S^T g, Y^T g at this point's gradient
     # (the vector-free update); after that, products with any vector are plain.
     return _compact.inverse_hessian(memory, grad)[1]

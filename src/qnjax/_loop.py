@@ -15,7 +15,7 @@ Here the batched form (``jax.custom_batching.custom_vmap``) is instead
 
 and ``body`` keeps a finished member as it is (``active`` False): ``LBFGS.step`` with
 ``active=False`` evaluates nothing and leaves the memory's buffers untouched (its writes
-are of rows, masked), and :func:`qnjax._solver.hold` selects the remaining, small,
+are of rows, masked), and :func:`qnjax._state.hold` selects the remaining, small,
 fields. A finished member's carry never changes: its result is bit for bit the one it
 gets in a batch that stops when it does (``tests/test_minimize.py``). ``operands`` (the
 solver, the objective, ``fun``'s arguments) are passed explicitly, batched or not, as

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _reduced, _scipy, _trace, _tree, _unrolled
 from ._compile import where
-from ._solver import LBFGS, State, hold
+from ._solver import LBFGS
+from ._state import State, hold
 from ._status import Status, code, is_success
 
 

@@ -64,7 +64,8 @@ import optax
 import optax.tree_utils as otu
 
 from . import _bounds, _compile, _objective, _tree, _unrolled
-from ._solver import LBFGS, State
+from ._solver import LBFGS
+from ._state import State
 from ._status import Status, code
 from .linesearch import LineSearch, MoreThuente
 

@@ -169,6 +169,27 @@ def scaled_to_unit(d, sdt):
     return scaled, factors[0] * factors[1]
 
 
+def unoverflowed(d, grad, slope0, dd, sdt):
+    """(d', slope0', dd', factor): where <g, d> or <d, d> overflow (a direction beyond the
+    square root of the largest number: 1.8e19 in float32, as a far start's gradient can be)
+    or underflow (below the smallest normal number: f scaled by 1e-20 in float32 has
+    <g, g> ~ 1e-40, which left no search), d' = factor d with factor a power of two that
+    brings d's largest component near 1, and its products, which are then finite and, where
+    g is not itself below the smallest normal number's square root, normal; else everything
+    as given and factor 1. Only d's
+    length changes: the caller scales the step sizes it derives by 1 / factor. (A branch:
+    its passes are made only where the products overflowed, but under ``jax.vmap`` both
+    sides run, a few kernels an iteration; so it is made only where :func:`guards_range`.)"""
+    def rescaled():
+        scaled, factor = scaled_to_unit(d, sdt)
+        slope, norm2 = inners([(grad, scaled), (scaled, scaled)], sdt)
+        return scaled, slope, norm2, factor
+
+    tiny = jnp.finfo(sdt).tiny  # (and where they underflow: f scaled by 1e-20 has <g, g> ~ 1e-40)
+    over = ~(jnp.isfinite(slope0) & jnp.isfinite(dd)) | (dd < tiny) | (jnp.abs(slope0) < tiny)
+    return jax.lax.cond(over, rescaled, lambda: (d, slope0, dd, jnp.ones((), sdt)))
+
+
 def all_finite(a):
     ok = jnp.asarray(True)
     for x in jax.tree_util.tree_leaves(a):

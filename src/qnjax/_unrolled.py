@@ -15,7 +15,7 @@ warned for quasi-Newton iterations). A search picks its next trial among candida
 with ``where``, and an unpicked one may divide by zero: reverse mode would turn that
 into NaN, so the trial's derivative goes through its forward-mode Jacobian
 (:func:`forward_derivative`). Where a pair is rejected the memory's update
-divides by what it kept instead (``_memory.push``). L-BFGS-B is not supported (the
+divides by what it kept instead (``_memory_update.push``). L-BFGS-B is not supported (the
 Cauchy point's sort); its implicit derivatives are.
 
 JAX cannot transpose a ``while_loop``, so in this mode both loops have a static trip

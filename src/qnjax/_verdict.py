@@ -1,0 +1,181 @@
+"""What one line search's result means for the iteration: a step taken, a tie, a
+retry, or a stop, and with which status.
+
+After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
+
+* **Rounding.** f's *floor* at x is a few units in its last place (``floor``); its
+  *noise* is the floor, or more where the search's trials showed more (``noise``: the
+  part of their change in f that their slopes do not explain). A search that ran out
+  of trials with a decrease within the noise found nothing (it only chases rounding)
+  and counts as failed.
+* **Ties** (``judge``). A step that does not lower f (the approximate Wolfe test let it
+  through, Hager & Zhang 2005) lets the slopes lead through a region where f is flat
+  at its rounding: a plateau, a saddle in float32, or f = 1e6 + a sum of squares,
+  whose rounding hides what the exact gradient still sees. Ties wander at a minimum,
+  where the gradient is its own rounding noise, so few are taken in a row: MAX_TIES,
+  or, below float64, TIE_PATIENCE while the decrease the quasi-Newton model promises
+  along d, -phi'(0) t0 / 2, is *resolved* (above eps^RESOLVED times its value at the
+  run's first tie: it measures the squared distance to the model's minimiser, which
+  has then fallen by eps^0.75, 6.6e-6 in float32), the count restarting each time that
+  promise falls to TIE_FALL times its value where the count began (progress: at a
+  minimum, where the slopes are rounding, it does not keep falling). Float64 keeps
+  MAX_TIES: its rounding hides about 1e-16 of f, where x is already within about 1e-8
+  of the model's minimiser, and its runs keep scipy's steps.
+* **Stationary to working precision** (``at_precision``), after a failed search along
+  -g: a minimiser along -g lies within rounding of x, or the largest decrease along -g
+  is within twice f's noise.
+* **The status** (``rules``): GTOL, PRECISION, MAXFEV (a search cut short by
+  ``maxfev``), LINESEARCH_FAILED, FTOL, then the budgets (``spent``), the first true
+  wins (``_status.decide``); before the first iteration, ``start_rules``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from . import _bounds, _compile, _tree
+from ._compile import where
+from ._status import Status
+from .linesearch import LineSearchStatus
+
+# A step moving x by at most this many units in the last place counts as no step at all.
+ROUNDING_ULPS = 8
+# Steps in a row that move x without lowering f (ties): MAX_TIES while the decrease the model
+# promises is not resolved, TIE_PATIENCE while it is but has not fallen to TIE_FALL times its
+# value where the count began (then the count restarts).
+MAX_TIES = 2
+TIE_PATIENCE = 10
+TIE_FALL = 0.7
+# Resolved: the promise above eps^RESOLVED times its value at the run's first tie.
+RESOLVED = 1.5
+
+
+def floor(value):
+    """A few units in the last place of f at ``value``: the least change rounding can hide."""
+    sdt = value.dtype
+    return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
+
+
+def noise(res, floor):
+    """The change in f that rounding can hide at x: ``floor`` (``floor`` of f at x), or more
+    where the search's trials showed more (``res.noise``: the part of their change in f that
+    their slopes do not explain, at trials near x or where f came back exactly unchanged)."""
+    return jnp.maximum(floor, res.noise)
+
+
+def at_precision(res, slope0, noise, t_round, t_model):
+    """After a search along -g (phi(t) = f(x - t g), phi'(0) = ``slope0``) that found no
+    decrease, or one within the noise (then ``res`` is at its best trial): is x stationary to
+    working precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
+    non-negative slope, at the step t_round that moves x by a few units in the last place),
+    or if the largest decrease along -g is within twice f's rounding noise. The decrease is
+    estimated from slopes: phi'(0)^2 / 2c with the curvature c = (phi'(t) - phi'(0)) / t at
+    the smallest trial t, and at most |phi'(0)| t_r / 2 with t_r the smallest trial whose
+    slope is not negative or the step ``t_model`` that minimises the quasi-Newton model along
+    -g (1 once the memory has given H0 = gamma I a curvature scale: the model's decrease
+    g^T H0 g / 2). ``noise`` is f's rounding noise at x (:func:`noise`)."""
+    in_x = res.rising <= 1.01 * t_round
+    t, _, d = res.smallest
+    curvature = (d - slope0) / t
+    decrease = where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
+    decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
+    in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
+    return in_x | in_f
+
+
+class Judged(NamedTuple):
+    """A search's result judged (:func:`judge`)."""
+
+    moved: Any  # bool: x moves to the search's point (else x stays: a retry or a stop)
+    tie: Any  # bool: the search's point does not lower f
+    ties: Any  # int32: the ties in a row before this step, after a restart of the count
+    promised: Any  # the model's promised decrease along d, -phi'(0) t0 / 2
+    noise: Any  # f's rounding noise at x (:func:`noise`)
+
+
+def judge(state, res, slope0, t0, floor) -> Judged:
+    """Whether the search's point is taken (the module's docstring): not after a failed
+    search, nor a search that ran out of trials with a decrease within f's noise, nor a tie
+    beyond the ties allowed in a row. ``state`` is the iteration's (its f, ties and tie
+    levels), ``t0`` the search's first trial, ``floor`` :func:`floor` of f at x."""
+    value = state.value
+    sdt = value.dtype
+    tie = res.value >= value
+    promised = -slope0 * t0 / 2
+    if jnp.finfo(sdt).bits >= 64:
+        resolved = jnp.zeros((), bool)
+    else:
+        resolution = float(jnp.finfo(sdt).eps) ** RESOLVED
+        resolved = (promised > resolution * state.tie_start) & (promised > jnp.finfo(sdt).tiny)
+    ties = where((state.ties > 0) & resolved & (promised <= TIE_FALL * state.tie_level), 0, state.ties)
+    rounding = noise(res, floor)
+    lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= rounding)
+    allowed = ties < where(resolved, TIE_PATIENCE, MAX_TIES)
+    moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | allowed)
+    moved = _compile.once(state.nfev < 0, moved)  # (read by every update after it; nfev >= 0)
+    return Judged(moved, tie, ties, promised, rounding)
+
+
+def tie_fields(state, judged: Judged) -> dict:
+    """The new state's ``ties``, ``tie_level`` and ``tie_start``."""
+    sdt = state.value.dtype
+    moved, tie, ties, promised = judged.moved, judged.tie, judged.ties, judged.promised
+    return dict(
+        ties=where(moved, where(tie, ties + 1, 0), ties).astype(jnp.int32),
+        tie_level=where(moved & tie & (ties == 0), promised, state.tie_level).astype(sdt),
+        tie_start=where(moved, where(tie, where(state.ties == 0, promised, state.tie_start), jnp.inf),
+                        state.tie_start).astype(sdt),
+    )
+
+
+def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_round, t_model, t_max):
+    """The status rules of an iteration from ``state`` to ``new`` after the search ``res``
+    (``_status.decide`` them, with :func:`spent` after them). ``final``: x stays
+    after a search along -g (no retry is left); ``spent``: ``maxfev`` cut that search short;
+    ``t_round`` the step that moves x by a few units in the last place, ``t_model`` the step
+    that minimises the model along -g (:func:`at_precision`), ``t_max`` the largest feasible
+    step: with bounds, PRECISION also when the whole feasible part of the direction (up to
+    t_max, which the search tried) moves x by no more than rounding."""
+    sdt = state.value.dtype
+    value, f_new = state.value, new.value
+    precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model) | (t_max <= 1.01 * t_round))
+    ftol = jnp.asarray(0.0 if solver.ftol is None else solver.ftol).astype(sdt)
+    fatol = jnp.asarray(0 if solver.fatol is None else solver.fatol).astype(sdt)
+    bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)
+    normal = res.status == LineSearchStatus.SUCCESS
+    converged_f = normal & ((ftol > 0) | (fatol > 0)) & (value - f_new <= bound)
+    gtol = jnp.asarray(0 if solver.gtol is None else solver.gtol).astype(sdt)
+    return [
+        (solver.stationarity(new.params, new.grad, new.bounds) <= gtol, Status.GTOL),
+        (precision, Status.PRECISION),
+        (final & spent, Status.MAXFEV),
+        (final, Status.LINESEARCH_FAILED),
+        (converged_f, Status.FTOL),
+    ]
+
+
+def start_rules(solver, state):
+    """The status rules of a state before any iteration: INFEASIBLE, NONFINITE, GTOL, then
+    MAXITER or MAXFEV when a budget is already spent (as with ``maxiter=0``); none true:
+    RUNNING."""
+    sdt = state.value.dtype
+    finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
+    gtol = jnp.asarray(0 if solver.gtol is None else solver.gtol).astype(sdt)
+    rules = [(~finite, Status.NONFINITE),
+             (solver.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
+    if state.bounds is not None:
+        rules.insert(0, (~_bounds.facts(state.bounds, state.params)[0], Status.INFEASIBLE))
+    return rules + spent(solver, state)
+
+
+def spent(solver, state):
+    """The status rules of the budgets: MAXITER once ``count`` reaches ``maxiter``, MAXFEV
+    once ``nfev`` reaches ``maxfev`` (none for a budget that is None)."""
+    rules = []
+    if solver.maxiter is not None:
+        rules.append((state.count >= jnp.asarray(solver.maxiter, jnp.int32), Status.MAXITER))
+    if solver.maxfev is not None:
+        rules.append((state.nfev >= jnp.asarray(solver.maxfev, jnp.int32), Status.MAXFEV))
+    return rules
