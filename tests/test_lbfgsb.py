@@ -18,7 +18,7 @@ import pytest
 from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import _bounds, _cauchy, _reduced, _segments, problems
+from qnjax import _bounds, _cauchy, _free_gram, _reduced, _segments, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -210,7 +210,7 @@ def test_vmap_of_large_bounded_problems_steps_the_members_in_turn_as_single_runs
     slots, to a gradient tolerance short of f's rounding floor: there the last searches'
     evaluations are decided by rounding, and at LLVM's O0 XLA rounds a product of the two
     programs differently, by an ulp); the compiled batch sorts no batched array."""
-    n = _reduced.SMALL_N + 904
+    n = _free_gram.SMALL_N + 904
     assert _reduced.incremental(jnp.zeros(n))
     (nnls,) = [p for p in problems.scalable_bounded(n) if p.name.startswith("nnls")]
     lo, hi = (np.asarray(b, np.float64) for b in (nnls.lower, nnls.upper))

@@ -29,6 +29,7 @@ from qnjax import (
     _bounds,
     _cauchy,
     _compact,
+    _free_gram,
     _inverse_hessian,
     _memory,
     _memory_update,
@@ -358,12 +359,12 @@ def check_kept_products(mem, x, g, lo, hi, monkeypatch):
     """With the many-variable paths forced, the direction keeps W^T d for ``push`` from kept
     data, with no pass over the memory: it equals the products recomputed from d."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    monkeypatch.setattr(_free_gram, "SMALL_N", 0)
     run = _direction_large  # (traced on its first call, here: with the constants patched)
     want, _, out, _ = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     # (``drive`` stored the pairs without keeping the free set's Gram matrices: kept now, for
     # this free set, so the second call updates them from gathered rows)
-    mem = mem._replace(free=out.free, fgram=jax.jit(_reduced.full)(mem, out.free))
+    mem = mem._replace(free=out.free, fgram=jax.jit(_free_gram.full)(mem, out.free))
     d, _, out, slope = run(mem, as_tree(x), as_tree(g), box(lo, hi))
     np.testing.assert_allclose(as_vec(d), as_vec(want), rtol=RTOL, atol=RTOL)
     g, dv = as_vec(as_tree(g)), as_vec(d)
@@ -408,13 +409,13 @@ def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point(m
 
 @pytest.mark.parametrize("chunk", [None, 3])
 def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkeypatch):
-    """``_reduced.full``: [S^T F S, Y^T F S, Y^T F Y] in slot order equals the dense
+    """``_free_gram.full``: [S^T F S, Y^T F S, Y^T F Y] in slot order equals the dense
     products over the free variables of the stored pairs (zero where a slot holds none),
     in one pass or in chunks of a leaf, after the ring has wrapped, and a slot that holds
     no pair may hold anything (a rejected pair's row: inf and NaN) without changing
     them."""
     if chunk is not None:
-        monkeypatch.setattr(_reduced, "CHUNK", chunk)
+        monkeypatch.setattr(_free_gram, "CHUNK", chunk)
     rng = np.random.default_rng(3)
     mem = drive(rng, pairs=6)  # (M + 1 slots: wrapped twice)
     free = as_tree(rng.uniform(size=N) < 0.6)
@@ -422,7 +423,7 @@ def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkey
     head = int(mem.head)
     assert not bool(_memory.valid(mem)[head])
     bad = jax.tree.map(lambda b: b.at[head].set(jnp.inf).at[M + 1 + head].set(jnp.nan), mem.pairs)
-    got = np.asarray(jax.jit(_reduced.full)(mem._replace(pairs=bad), free), np.float64)
+    got = np.asarray(jax.jit(_free_gram.full)(mem._replace(pairs=bad), free), np.float64)
     valid = np.asarray(_memory.valid(mem))
     f = as_vec(free).astype(bool)
     rows = lambda buf: np.stack([as_vec(jax.tree.map(lambda b, i=i: b[i], buf)) for i in range(M + 1)])  # noqa: E731
@@ -436,7 +437,7 @@ def test_free_gram_from_scratch_is_dense_and_reads_no_rejected_row(chunk, monkey
 @pytest.mark.parametrize("chunk", [None, 3])
 @pytest.mark.parametrize("history", ["one pair", "two pairs", "one pair after a clear", "full"])
 def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkeypatch):
-    """At many variables (``_reduced.incremental``) ``_reduced.full`` reads only the newest
+    """At many variables (``_free_gram.incremental``) ``_free_gram.full`` reads only the newest
     slots that can hold the pairs stored (``_memory.by_window``; ``single``: from
     ONE_SLOT_FROM variables, also the newest slot alone): with one, two, a full memory, and
     one pair stored after a clear (the ring's head elsewhere than slot 0), the recompute's
@@ -444,10 +445,10 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkey
     products over the free variables in slot order, every slot that holds no pair poisoned
     (inf, NaN)."""
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_reduced, "SMALL_N", 0)
-    monkeypatch.setattr(_reduced, "ONE_SLOT_FROM", 0 if single else N + 1)
+    monkeypatch.setattr(_free_gram, "SMALL_N", 0)
+    monkeypatch.setattr(_free_gram, "ONE_SLOT_FROM", 0 if single else N + 1)
     if chunk is not None:
-        monkeypatch.setattr(_reduced, "CHUNK", chunk)
+        monkeypatch.setattr(_free_gram, "CHUNK", chunk)
     rng = np.random.default_rng(5)
     mem = drive(rng, pairs={"one pair": 1, "two pairs": 2, "one pair after a clear": 5, "full": 7}[history])
     if history == "one pair after a clear":
@@ -462,9 +463,9 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkey
     many, by_window = [], _memory.by_window
     monkeypatch.setattr(_memory, "by_window",
                         lambda mem, m, branch, one: many.append(m) or by_window(mem, m, branch, one))
-    jax.jit(lambda mem, f: _reduced.full(mem, f))(mem, as_tree(np.zeros(N, bool)))  # (a fresh trace)
+    jax.jit(lambda mem, f: _free_gram.full(mem, f))(mem, as_tree(np.zeros(N, bool)))  # (a fresh trace)
     # under jax.vmap (a user's of the Optax face) every branch would run: all slots, one branch
-    jax.vmap(lambda f: _reduced.full(mem, f))({"a": jnp.zeros((2, 2, 2), bool), "z": jnp.zeros((2, N - 4), bool)})
+    jax.vmap(lambda f: _free_gram.full(mem, f))({"a": jnp.zeros((2, 2, 2), bool), "z": jnp.zeros((2, N - 4), bool)})
     assert many == [True, False]
     valid = np.asarray(_memory.valid(mem))
     bad = mem.pairs
@@ -472,7 +473,7 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkey
         bad = jax.tree.map(lambda b, i=i: b.at[i].set(jnp.inf).at[M + 1 + i].set(jnp.nan), bad)
     free = jax.tree.map(lambda a: a.astype(bool), as_tree(rng.uniform(size=N) < 0.6))
     g = as_tree(rng.normal(size=N))
-    got, prods = (np.asarray(a, np.float64) for a in jax.jit(_reduced._direct)(mem._replace(pairs=bad), free, g))
+    got, prods = (np.asarray(a, np.float64) for a in jax.jit(_free_gram.full)(mem._replace(pairs=bad), free, g))
     f = as_vec(free).astype(bool)
     rows = lambda buf: np.stack([as_vec(jax.tree.map(lambda b, i=i: b[i], buf)) for i in range(M + 1)])  # noqa: E731
     s, y = rows(mem.s) * valid[:, None], rows(mem.y) * valid[:, None]
@@ -485,7 +486,7 @@ def test_free_gram_from_the_newest_slots_is_dense(history, chunk, single, monkey
 
 @x64_off_only  # (what is lowered does not depend on the mode)
 def test_walk_and_recompute_take_the_platforms_piece_sizes(monkeypatch):
-    """``_segments``' walk of all the breakpoints and ``_reduced``'s recompute of the free
+    """``_segments``' walk of all the breakpoints and ``_free_gram``'s recompute of the free
     Gram matrices cut the variables in pieces of BLOCK and CHUNK (8-byte elements: twice as
     many float32 ones) in a program lowered for a CPU, and of BLOCK_ELSEWHERE and
     CHUNK_ELSEWHERE for a GPU or a TPU (``jax.export``
@@ -495,9 +496,9 @@ def test_walk_and_recompute_take_the_platforms_piece_sizes(monkeypatch):
     from qnjax import minimize
 
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
-    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    monkeypatch.setattr(_free_gram, "SMALL_N", 0)
     sizes = dict(BLOCK=96, BLOCK_ELSEWHERE=160, CHUNK=48, CHUNK_ELSEWHERE=80)
-    for module, names in ((_segments, ("BLOCK", "BLOCK_ELSEWHERE")), (_reduced, ("CHUNK", "CHUNK_ELSEWHERE"))):
+    for module, names in ((_segments, ("BLOCK", "BLOCK_ELSEWHERE")), (_free_gram, ("CHUNK", "CHUNK_ELSEWHERE"))):
         for name in names:
             monkeypatch.setattr(module, name, sizes[name])
     n = 400
@@ -572,7 +573,7 @@ def _bounded_run(n_steps, x0, lo, hi, a, b, step=None):
         xs.append(np.asarray(state.params, np.float64))
         mem = state.memory
         both = np.outer(np.asarray(_memory.valid(mem)), np.asarray(_memory.valid(mem)))
-        fresh = np.asarray(jax.jit(_reduced.full)(mem, mem.free), np.float64)
+        fresh = np.asarray(jax.jit(_free_gram.full)(mem, mem.free), np.float64)
         scale = max(1.0, np.abs(fresh).max())
         kept.append(np.abs((np.asarray(mem.fgram, np.float64) - fresh) * both).max() / scale)
         fg = np.asarray(jax.jit(_memory.products)(mem, jnp.where(mem.free, grad, 0)), np.float64)
@@ -608,7 +609,7 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     monkeypatch.setattr(_cauchy, "SORT_LIMIT", 0)
     monkeypatch.setattr(_segments, "CAPS", (1, 2, 5))
     monkeypatch.setattr(_segments, "BLOCK", 3)
-    monkeypatch.setattr(_reduced, "SMALL_N", 0)
+    monkeypatch.setattr(_free_gram, "SMALL_N", 0)
     monkeypatch.setattr(_reduced, "CHANGES", 4)
     monkeypatch.setattr(_memory, "SKIP_EMPTY_FROM", 0)
     assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below

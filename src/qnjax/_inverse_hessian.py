@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _compact, _compile, _memory, _memory_update, _reduced, _tree
+from . import _compact, _compile, _free_gram, _memory, _memory_update, _tree
 from ._compile import where
 
 
@@ -33,7 +33,7 @@ def rebuild(memory: _memory.Memory) -> _memory.Memory:
     m1 = _memory.size(memory) + 1
     sdt = memory.dtype
     every = jax.tree.map(lambda buf: jnp.ones(buf.shape[1:], bool), memory.s)
-    ss, ys, yy = _reduced.full(memory, every)  # zero where no pair
+    ss, ys, yy = _free_gram.full(memory, every)  # zero where no pair
     ok, pos = _memory.valid(memory), _memory.position(memory)
     both = ok[:, None] & ok[None, :]
     eye = jnp.eye(m1, dtype=sdt)

@@ -67,7 +67,7 @@ REACH_MARGIN = 4
 # Breakpoints per trip of ``_blocked``'s walk on a CPU, and on other platforms, where each
 # trip is a dozen kernel launches whatever it holds (``_compile.by_platform``). With 16,384
 # on an NVIDIA H200, whole bounded runs at n = 1e7 (``benchmarks/bounded.py``'s problems) spent
-# most of their time in the launches of hundreds of trips; see ``_reduced.CHUNK_ELSEWHERE``.
+# most of their time in the launches of hundreds of trips; see ``_free_gram.CHUNK_ELSEWHERE``.
 BLOCK = 16384
 BLOCK_ELSEWHERE = 1 << 18
 # The name scope of what puts the variables of every leaf in one order (a sharded leaf
