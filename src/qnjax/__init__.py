@@ -13,8 +13,9 @@
 from . import linesearch
 from ._callbacks import IntermediateResult
 from ._implicit import ImplicitDiff
-from ._minimize import OptimizeResult, minimize
+from ._minimize import minimize
 from ._plot import plot, plot_profile
+from ._result import OptimizeResult
 from ._solver import LBFGS
 from ._state import State
 from ._state_types import LeafChange, check_state_types, keep_state_types
