@@ -35,7 +35,7 @@ from conftest import (
 )
 
 import qnjax
-from qnjax import _compile, _minimize
+from qnjax import _compile, _minimize, _xla
 
 
 def test_this_cpu_takes_the_options():
@@ -337,7 +337,7 @@ def _shared_then_read_four_times(use_once):
         for i in range(40):
             z = jnp.where(z > b * (i + 1), z - d, jnp.where(z < -b, z + d * 0.5, z * 0.99 + a))
         if use_once:
-            z = _compile.once(k < 0, z)
+            z = _xla.once(k < 0, z)
         return z + 1, z * b, jnp.where(z > 0, d, e), e + z, k + 1
 
     def loop(c):
@@ -364,14 +364,14 @@ def test_once_changes_no_value():
     """Bit for bit (a subnormal number would become zero: XLA:CPU flushes them in arithmetic)."""
     values = (jnp.asarray([-0.0, 0.0, 1.5, -jnp.inf, jnp.inf, jnp.nan, 1.2e-38, -3.4e38], jnp.float32),
               jnp.asarray([True, False]), jnp.asarray([1 + 2j, -0.0 - 0.0j], jnp.complex64), jnp.arange(3))
-    out = jax.jit(lambda k, v: _compile.once(k < 0, v))(jnp.int32(0), values)
+    out = jax.jit(lambda k, v: _xla.once(k < 0, v))(jnp.int32(0), values)
     for a, b in zip(values, out):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
 
 
 def test_where_is_jnp_where_without_a_program_of_its_own(monkeypatch):
-    """``_compile.where`` gives what ``jnp.where`` gives (value, dtype, weak type, shape:
+    """``_xla.where`` gives what ``jnp.where`` gives (value, dtype, weak type, shape:
     Python scalars, weak and strong arrays, integers, booleans, broadcasting), eagerly and
     under ``jax.jit``; in a solve's program no ``jnp.where`` is left as a nested program
     (a plain ``jnp.where`` in qnjax's code would put one back, and this fails)."""
@@ -381,19 +381,19 @@ def test_where_is_jnp_where_without_a_program_of_its_own(monkeypatch):
              (jnp.asarray(0.0), cond, False), (cond, 1 + 2j, jnp.zeros(3, jnp.float32))]
     for c, x, y in cases:
         for run in (lambda f: f, jax.jit):
-            got, want = run(_compile.where)(c, x, y), run(jnp.where)(c, x, y)
+            got, want = run(_xla.where)(c, x, y), run(jnp.where)(c, x, y)
             assert (got.dtype, got.shape, got.weak_type) == (want.dtype, want.shape, want.weak_type), (c, x, y)
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert _compile._WHERE is not jnp.where  # (this JAX has the inner function)
+    assert _xla._WHERE is not jnp.where  # (this JAX has the inner function)
 
     def nested_wheres(inner):  # (JAX's own functions, jnp.frexp among them, keep theirs)
         calls = []
-        monkeypatch.setattr(_compile, "_WHERE", lambda *a: calls.append(1) or inner(*a))
+        monkeypatch.setattr(_xla, "_WHERE", lambda *a: calls.append(1) or inner(*a))
         jax.clear_caches()  # (the solve is traced afresh)
         solve = jax.make_jaxpr(lambda x: qnjax.minimize(rosenbrock, x, bounds=(-2.0, 0.8)).x)
         names = [eqn.params.get("name") for eqn in _minimize._objective._equations(solve(jnp.zeros(3)).jaxpr)]
         return names.count("_where"), len(calls)
 
-    ours, calls = nested_wheres(_compile._WHERE)
+    ours, calls = nested_wheres(_xla._WHERE)
     theirs, _ = nested_wheres(jnp.where)
     assert calls > 100 and theirs - ours == calls

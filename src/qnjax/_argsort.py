@@ -39,7 +39,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._compile import where
+from ._xla import where
 
 REPAIR_FROM = 1 << 16
 REPAIR_ROUNDS = 4

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tree
-from ._compile import where
+from ._xla import where
 
 
 class Box(NamedTuple):

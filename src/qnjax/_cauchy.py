@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _argsort, _loop, _memory, _segments, _tree
-from ._compile import where
 from ._tree import matmul as mm
+from ._xla import where
 
 
 def middle(memory: _memory.Memory):

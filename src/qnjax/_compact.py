@@ -24,8 +24,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import _memory, _memory_update
-from ._compile import where
 from ._products import matvec, vecmat
+from ._xla import where
 
 
 def coefficients(memory: _memory.Memory, a, b):

@@ -26,13 +26,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import _cauchy, _compile, _loop, _memory, _tree
-from ._compile import where
+from . import _cauchy, _loop, _memory, _tree, _xla
+from ._xla import where
 
 # Variables up to which the products are recomputed at every iteration (``incremental``).
 SMALL_N = 4096
 # Elements of a leaf per trip of the recompute (``_window``) on a CPU, and on other
-# platforms (``_compile.by_platform``). On an NVIDIA H200 at n = 1e7 (20 iterations, stopping
+# platforms (``_xla.by_platform``). On an NVIDIA H200 at n = 1e7 (20 iterations, stopping
 # tests off; the quartic and NNLS of ``problems.scalable_bounded``, float32 and float64), with
 # CHUNK and ``_segments.BLOCK`` everywhere a bounded iteration took 9.9, 8.8, 16.5 and 17.3 ms
 # (an unconstrained one 1.2, 2.3, 1.1 and 2.0): over a thousand trips a run, each a few small
@@ -96,7 +96,7 @@ def _window(memory: _memory.Memory, free, g, slots):
     gs = [None] * len(jax.tree_util.tree_leaves(free)) if g is None else jax.tree_util.tree_leaves(g)
     for pb, f, gl in zip(jax.tree_util.tree_leaves(memory.pairs), jax.tree_util.tree_leaves(free), gs):
         chunk = _chunk(_tree.work_dtype(pb.dtype, sdt))
-        part = _compile.by_platform(f.size, chunk, CHUNK_ELSEWHERE,
+        part = _xla.by_platform(f.size, chunk, CHUNK_ELSEWHERE,
                                     functools.partial(_chunked, take, k, pb, f, gl, sdt))
         total = jax.tree.map(jnp.add, total, part)
     gram, prods = (total, None) if g is None else total

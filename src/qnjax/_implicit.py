@@ -56,8 +56,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _tree
-from ._compile import where
 from ._inverse_hessian import InverseHessian
+from ._xla import where
 
 
 @jax.tree_util.register_dataclass

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _compact, _compile, _free_gram, _memory, _memory_update, _tree
-from ._compile import where
+from ._xla import where
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:

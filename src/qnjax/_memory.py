@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _compile, _loop, _tree
+from . import _loop, _tree, _xla
 from ._products import matvec, vecmat
 
 A, B, CS, CY = 0, 1, 2, 3  # the last direction's data: S^T q, Y^T q, and H q = gamma q + S c_s + Y c_y
@@ -185,9 +185,9 @@ def clear(memory: Memory, where=True) -> Memory:
     the last curvature scale seen."""
     where = jnp.asarray(where)
     count = memory.count
-    kept = _compile.where(where & (count > 0), count, memory.index[2])
+    kept = _xla.where(where & (count > 0), count, memory.index[2])
     return memory._replace(
-        index=jnp.stack([_compile.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
+        index=jnp.stack([_xla.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
         flags=memory.flags & ~(where & (jnp.arange(3, dtype=jnp.int32) == 1)),
     )
 
@@ -199,7 +199,7 @@ def restore(memory: Memory, where=True) -> Memory:
     matrices changed meanwhile: a failed search stores no pair."""
     where = jnp.asarray(where) & (memory.count == 0)
     first = jnp.arange(3, dtype=jnp.int32) == 0
-    return memory._replace(index=_compile.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
+    return memory._replace(index=_xla.where(where & first, memory.index[2], memory.index).astype(jnp.int32))
 
 
 def write(pairs, i, value):
@@ -240,7 +240,7 @@ def products(memory: Memory, q):
         vec = v.astype(wd)
         vec = jnp.conj(vec) if jnp.iscomplexobj(vec) else vec  # Re sum conj(b) q = Re sum b conj(q)
         total = total + jnp.real(_matvec_big(buf.astype(wd), vec)).reshape(2, m + 1).astype(sdt)
-    return _compile.where(valid(memory), total, 0)
+    return _xla.where(valid(memory), total, 0)
 
 
 def weighted_sum(memory: Memory, h0, q, c_s, c_y, pairs=True):

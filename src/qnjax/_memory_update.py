@@ -42,7 +42,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _compile, _tree
+from . import _tree, _xla
 from ._memory import CS, A, B, Memory, products, row, size, valid, write
 from ._products import matvec
 
@@ -59,7 +59,7 @@ def pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
     if wide:  # (of g - g_new: XLA would write y out first to share it between the sum and the store)
         minus_y = jax.tree.map(lambda a, b: b - a, new_grad, grad)
         yy = _tree.inner(minus_y, minus_y, sdt)
-        sy, ss = _compile.where(moved, t * (slope - slope0), 0), _compile.where(moved, t * t * dd, 0)
+        sy, ss = _xla.where(moved, t * (slope - slope0), 0), _xla.where(moved, t * t * dd, 0)
     else:
         sy, yy, ss = _tree.inners([(u, y), (y, y), (u, u)], sdt)
     return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
@@ -76,8 +76,8 @@ def complete(memory: Memory, a, b) -> Memory:
     newest = (memory.head + m) % (m + 1)
     i = jnp.arange(m + 1, dtype=jnp.int32)
     fill = memory.flags[1] & valid(memory) & (i != newest)
-    r = _compile.where(fill, a - memory.last[A], 0)
-    yv = _compile.where(fill, b - memory.last[B], 0)
+    r = _xla.where(fill, a - memory.last[A], 0)
+    yv = _xla.where(fill, b - memory.last[B], 0)
     ri = -matvec(g.ri, r) * g.ri[newest, newest]
     # (each first write depends on its matrix's read: XLA orders the read first, in place)
     gram = g._replace(ri=_set_line(g.ri, newest, 1, ri, fill),
@@ -93,7 +93,7 @@ def _set_line(mat, i, axis, value, where):
     of it before, so that XLA orders those reads first and updates the loop-carried
     matrix in place instead of copying it."""
     old = jax.lax.dynamic_index_in_dim(mat, i, axis=axis, keepdims=False)
-    return jax.lax.dynamic_update_index_in_dim(mat, _compile.where(where, value, old), i, axis)
+    return jax.lax.dynamic_update_index_in_dim(mat, _xla.where(where, value, old), i, axis)
 
 
 def record(memory: Memory, last) -> Memory:
@@ -160,7 +160,7 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
         prods = _tree.inners([(s, y), (y, y), (s, s)], sdt)
     if g.sy is not None:
         if kept:  # (record_step keeps -t for a step t d: L-BFGS-B's scale is 1)
-            st_s, yt_s = _compile.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
+            st_s, yt_s = _xla.where(valid(memory), -memory.scalars[1] * memory.last[CS:], 0)
         elif direct:
             st_s, yt_s = products(memory, s)
         else:
@@ -175,32 +175,32 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
     sy, yy, ss = prods[0], prods[1], prods[2]
     store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
     store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy) & (True if active is None else active)
-    store = _compile.once(memory.count < 0, store)  # (read by every write below; count >= 0)
+    store = _xla.once(memory.count < 0, store)  # (read by every write below; count >= 0)
     # Divisions by what a stored pair has (a rejected one's may be zero): the values are
     # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.
-    sy_ok, yy_ok = _compile.where(store, sy, 1), _compile.where(store, yy, 1)
+    sy_ok, yy_ok = _xla.where(store, sy, 1), _xla.where(store, yy, 1)
 
     at = jnp.arange(m + 1, dtype=jnp.int32) == h
-    gram = g._replace(d=_compile.where(store & at, sy, g.d))
+    gram = g._replace(d=_xla.where(store & at, sy, g.d))
     if g.ri is not None:  # R^-1's and YY's row h: zero but the diagonal (complete fills YY's)
-        gram = gram._replace(ri=_set_line(g.ri, h, 0, _compile.where(at, 1 / sy_ok, 0), store),
-                             yy=_set_line(g.yy, h, 0, _compile.where(at, yy, 0), store))
+        gram = gram._replace(ri=_set_line(g.ri, h, 0, _xla.where(at, 1 / sy_ok, 0), store),
+                             yy=_set_line(g.yy, h, 0, _xla.where(at, yy, 0), store))
     if g.sy is not None:  # row h of SY: <s, y_j> (L-BFGS-B reads SY's lower triangle); SS symmetric
-        ss_line = _compile.where(at, ss, st_s)
-        gram = gram._replace(sy=_set_line(g.sy, h, 0, _compile.where(at, sy, yt_s), store),
+        ss_line = _xla.where(at, ss, st_s)
+        gram = gram._replace(sy=_set_line(g.sy, h, 0, _xla.where(at, sy, yt_s), store),
                              ss=_set_line(_set_line(g.ss, h, 0, ss_line, store), h, 1, ss_line, store))
 
     gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
-    new_head = _compile.where(store, (h + 1) % (m + 1), h)
+    new_head = _xla.where(store, (h + 1) % (m + 1), h)
     if q is not None:  # q: the next tentative pair's start
         pairs = write(pairs, y_row + new_head, _keep(active, q, q_old))
     stored = memory._replace(
         pairs=pairs,
         gram=gram,
-        scalars=jnp.concatenate([jnp.stack([_compile.where(store, gamma, memory.gamma), memory.scalars[1]]),
+        scalars=jnp.concatenate([jnp.stack([_xla.where(store, gamma, memory.gamma), memory.scalars[1]]),
                                  memory.scalars[2:]]),
-        index=jnp.stack([_compile.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
+        index=jnp.stack([_xla.where(store, jnp.minimum(memory.count + 1, m), memory.count), new_head,
                          memory.index[2]]).astype(jnp.int32),
-        flags=jnp.stack([jnp.asarray(False), _compile.where(store, True, memory.flags[1]), memory.flags[2] | store]),
+        flags=jnp.stack([jnp.asarray(False), _xla.where(store, True, memory.flags[1]), memory.flags[2] | store]),
     )
     return stored, store

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _reduced, _scipy, _trace, _tree, _unrolled
-from ._compile import where
 from ._result import OptimizeResult
 from ._solver import LBFGS
 from ._state import State, hold
 from ._status import Status, code, is_success
+from ._xla import where
 
 
 def minimize(

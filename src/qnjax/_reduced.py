@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 
 from . import _memory, _segments
-from ._compile import where
 from ._free_gram import full, incremental
 from ._tree import matmul as mm
+from ._xla import where
 
 CHANGES = 1024
 

@@ -55,9 +55,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _compile, _memory, _slope_bound
-from ._compile import where
+from . import _argsort, _memory, _slope_bound, _xla
 from ._tree import matmul as mm
+from ._xla import where
 
 CAPS = (1, 1024, 16384)
 # A level is skipped where more than REACH_MARGIN times its cap of breakpoints lie at or before
@@ -65,7 +65,7 @@ CAPS = (1, 1024, 16384)
 # every breakpoint, trying one that does not a top_k of its cap.
 REACH_MARGIN = 4
 # Breakpoints per trip of ``_blocked``'s walk on a CPU, and on other platforms, where each
-# trip is a dozen kernel launches whatever it holds (``_compile.by_platform``). With 16,384
+# trip is a dozen kernel launches whatever it holds (``_xla.by_platform``). With 16,384
 # on an NVIDIA H200, whole bounded runs at n = 1e7 (``benchmarks/bounded.py``'s problems) spent
 # most of their time in the launches of hundreds of trips; see ``_free_gram.CHUNK_ELSEWHERE``.
 BLOCK = 16384
@@ -141,7 +141,7 @@ def _blocked(memory, theta, mid, key, gm, wg, sdt):
     (n, 2(m + 1)) array is formed. ``gm`` = moving g, ``wg`` = W^T gm."""
     order = _argsort.argsort(key)
     walk_in = functools.partial(_walk_blocks, memory, theta, mid, key, gm, wg, sdt, order)
-    return _compile.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
+    return _xla.by_platform(key.shape[0], BLOCK, BLOCK_ELSEWHERE, walk_in)
 
 
 def _walk_blocks(memory, theta, mid, key, gm, wg, sdt, order, block):

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._compile import where
 from ._tree import matmul as mm
+from ._xla import where
 
 
 def slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0):

@@ -73,11 +73,11 @@ from . import (
     _two_loop,
     _verdict,
 )
-from ._compile import where
 from ._objective import Evaluated
 from ._state import State
 from ._status import Status, decide
 from ._verdict import ROUNDING_ULPS
+from ._xla import where
 from .linesearch import MoreThuente
 
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _compile, _memory, _sharding, _tree
-from ._compile import where
 from ._status import Status, code
+from ._xla import where
 from .linesearch import LineSearchStatus
 
 

@@ -55,7 +55,7 @@ import enum
 
 import jax.numpy as jnp
 
-from ._compile import where
+from ._xla import where
 
 
 class Status(enum.IntEnum):

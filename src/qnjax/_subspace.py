@@ -48,8 +48,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _bounds, _cauchy, _memory, _reduced, _tree
-from ._compile import where
 from ._products import matvec
+from ._xla import where
 
 
 def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._compile import where
+from ._xla import where
 
 
 class Trace(NamedTuple):

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compile import where
+from ._xla import where
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

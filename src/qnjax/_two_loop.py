@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _memory, _tree
-from ._compile import where
+from ._xla import where
 
 
 def inverse_hessian(memory: _memory.Memory, q, scale=1.0):

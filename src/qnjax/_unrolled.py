@@ -55,7 +55,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _tree
-from ._compile import where
+from ._xla import where
 
 
 def search_steps(linesearch, bounds) -> int:

@@ -35,9 +35,9 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from . import _bounds, _compile, _tree
-from ._compile import where
+from . import _bounds, _tree, _xla
 from ._status import Status
+from ._xla import where
 from .linesearch import LineSearchStatus
 
 # A step moving x by at most this many units in the last place counts as no step at all.
@@ -114,7 +114,7 @@ def judge(state, res, slope0, t0, floor) -> Judged:
     lost = (res.status == LineSearchStatus.DECREASE) & (value - res.value <= rounding)
     allowed = ties < where(resolved, TIE_PATIENCE, MAX_TIES)
     moved = (res.status != LineSearchStatus.FAILED) & ~lost & (~tie | allowed)
-    moved = _compile.once(state.nfev < 0, moved)  # (read by every update after it; nfev >= 0)
+    moved = _xla.once(state.nfev < 0, moved)  # (read by every update after it; nfev >= 0)
     return Judged(moved, tie, ties, promised, rounding)
 
 

@@ -39,7 +39,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .._compile import where
+from .._xla import where
 from ._base import LineSearch, acceptance
 from ._interpolate import quadratic_min
 

@@ -55,9 +55,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _compile, _tree, _unrolled
-from .._compile import where
+from .. import _tree, _unrolled, _xla
 from .._loop import batched
+from .._xla import where
 
 
 class LineSearchStatus(enum.IntEnum):
@@ -237,7 +237,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         finite = jnp.isfinite(f) & jnp.isfinite(d)
         p = point(c.t, f, d)
         rule, t_next, accept, admissible = update(c.rule, p, finite)
-        t_next, rule = _compile.once(c.k < 0, (as_s(t_next), rule))  # (k counts evaluations: k < 0 never holds)
+        t_next, rule = _xla.once(c.k < 0, (as_s(t_next), rule))  # (k counts evaluations: k < 0 never holds)
         # At the largest step with a decrease, a search that wants to go further stops there.
         at_max = (accept == REJECT) & admissible & (c.t >= t_max) & (t_next >= c.t)
         accept = where(at_max, ACCEPT, accept).astype(jnp.int32)

@@ -71,7 +71,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._compile import where
+from .._xla import where
 from ._base import LineSearch, acceptance, point
 
 # Stages: which procedure the next trial belongs to.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._compile import where
+from .._xla import where
 
 
 def cubic_min(a, fa, da, b, fb, db):

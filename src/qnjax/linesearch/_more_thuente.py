@@ -61,7 +61,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._compile import where
+from .._xla import where
 from ._base import LineSearch, acceptance, point, wolfe_tests
 
 

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._compile import where
+from .._xla import where
 from ._base import LineSearch, acceptance, point, wolfe_tests
 from ._interpolate import extrapolate, safeguarded
 
