@@ -1,0 +1,109 @@
+"""What one search's result means (``_verdict``) and scipy's first trial with bounds
+(``_bounds.first_trial``), checked rule by rule on hand-made search results: which step
+is taken, how many ties in a row, and the trial sizes L-BFGS-B's search starts from."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import needs_x64
+
+import qnjax
+from qnjax import _bounds, _verdict
+from qnjax.linesearch import LineSearchStatus
+from qnjax.linesearch._base import LineSearchResult, point
+
+
+def _result(dt, value, status, noise=0.0):
+    s = lambda v: jnp.asarray(v, dt)  # noqa: E731
+    return LineSearchResult(stepsize=s(0.5), value=s(value), slope=s(-1.0), grad=None, nfev=jnp.int32(2),
+                            status=jnp.int32(status), rising=s(jnp.inf), smallest=point(s(0.5), s(value), s(-1.0)),
+                            noise=s(noise))
+
+
+def _state(dt, value, ties=0, tie_level=np.inf, tie_start=np.inf):
+    state = qnjax.LBFGS().init(jnp.zeros(3, dt), jnp.asarray(value, dt), jnp.ones(3, dt))
+    return state._replace(ties=jnp.int32(ties), tie_level=jnp.asarray(tie_level, dt),
+                          tie_start=jnp.asarray(tie_start, dt))
+
+
+def _judge(dt, state, res, promised):
+    """``judge`` with phi'(0) = -1 and a first trial t0 = 2 promised (the model's decrease
+    -phi'(0) t0 / 2 = ``promised``)."""
+    slope0, t0 = jnp.asarray(-1.0, dt), jnp.asarray(2 * promised, dt)
+    return _verdict.judge(state, res, slope0, t0, _verdict.floor(state.value))
+
+
+def _taken(judged):
+    return bool(judged.moved)
+
+
+@pytest.mark.parametrize("dt", [jnp.float32, pytest.param(jnp.float64, marks=needs_x64)])
+def test_a_lower_f_is_taken_and_a_failed_or_lost_search_is_not(dt):
+    f = 10.0
+    assert _taken(_judge(dt, _state(dt, f), _result(dt, 9.0, LineSearchStatus.SUCCESS), 1.0))
+    assert not _taken(_judge(dt, _state(dt, f), _result(dt, f, LineSearchStatus.FAILED), 1.0))
+    # out of trials with a decrease f's rounding can hide (within the search's noise): lost
+    lost = _judge(dt, _state(dt, f), _result(dt, f - 1e-3, LineSearchStatus.DECREASE, noise=1e-2), 1.0)
+    assert not _taken(lost) and float(lost.noise) == pytest.approx(1e-2)
+    # the same decrease above the noise is kept
+    assert _taken(_judge(dt, _state(dt, f), _result(dt, f - 1e-3, LineSearchStatus.DECREASE, noise=1e-5), 1.0))
+
+
+@needs_x64
+def test_float64_takes_at_most_max_ties_in_a_row():
+    dt, f = jnp.float64, 10.0
+    tie = _result(dt, f, LineSearchStatus.NOISE)
+    for before in range(_verdict.MAX_TIES):
+        judged = _judge(dt, _state(dt, f, ties=before), tie, 1e-3)
+        assert _taken(judged) and bool(judged.tie)
+        assert int(_verdict.tie_fields(_state(dt, f, ties=before), judged)["ties"]) == before + 1
+    assert not _taken(_judge(dt, _state(dt, f, ties=_verdict.MAX_TIES), tie, 1e-3))
+
+
+def test_float32_ties_continue_while_the_promise_is_resolved_and_restart_as_it_falls():
+    """Below float64 a run of ties may hold TIE_PATIENCE while the promised decrease is
+    above eps^RESOLVED times its value at the first tie; the count restarts where the
+    promise has fallen to TIE_FALL times its value where the count began."""
+    dt, f = jnp.float32, 10.0
+    tie = _result(dt, f, LineSearchStatus.NOISE)
+    start = 1.0  # the promise at the run's first tie
+    level = 1.0  # and where the count began
+    held = _state(dt, f, ties=_verdict.MAX_TIES, tie_level=level, tie_start=start)
+    # resolved, not fallen: beyond MAX_TIES, up to TIE_PATIENCE
+    assert _taken(_judge(dt, held, tie, 0.9))
+    patient = _state(dt, f, ties=_verdict.TIE_PATIENCE, tie_level=level, tie_start=start)
+    assert not _taken(_judge(dt, patient, tie, 0.9))
+    # fallen to TIE_FALL of the level: the count restarts (0 ties before this one)
+    judged = _judge(dt, patient, tie, 0.5 * _verdict.TIE_FALL)
+    assert _taken(judged) and int(judged.ties) == 0
+    fields = _verdict.tie_fields(patient, judged)
+    assert int(fields["ties"]) == 1 and float(fields["tie_level"]) == pytest.approx(0.5 * _verdict.TIE_FALL)
+    # not resolved (below eps^1.5 of the first promise): MAX_TIES again
+    tiny = float(jnp.finfo(dt).eps) ** _verdict.RESOLVED * start / 10
+    assert not _taken(_judge(dt, held, tie, tiny))
+    # a step that lowers f ends the run of ties
+    down = _judge(dt, held, _result(dt, f - 1, LineSearchStatus.SUCCESS), 0.9)
+    fields = _verdict.tie_fields(held, down)
+    assert _taken(down) and int(fields["ties"]) == 0 and float(fields["tie_start"]) == np.inf
+
+
+@pytest.mark.parametrize("kind", ["boxed", "half", "free"])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("resolved", [False, True])
+def test_first_trial_follows_scipys_rules(kind, scaled, first, resolved):
+    """A first trial of 1 (the model's step) while no pair was stored where every variable
+    is boxed; the largest step at most 1 in the first iteration where a bound is finite;
+    neither where the step of 1 moves x by rounding only; the trial never beyond the step."""
+    dt = jnp.float32
+    x = jnp.asarray([0.5, 0.5], dt)
+    lo, hi = {"boxed": ([0.0, 0.0], [1.0, 1.0]), "half": ([0.0, -np.inf], [np.inf, np.inf]),
+              "free": ([-np.inf] * 2, [np.inf] * 2)}[kind]
+    box = _bounds.box(x, (jnp.asarray(lo, dt), jnp.asarray(hi, dt)))
+    unit, t0, t_max = jnp.asarray(1.0, dt), jnp.asarray(0.25, dt), jnp.asarray(4.0, dt)
+    t_round = jnp.asarray(1e-3 if resolved else 2.0, dt)
+    got_t0, got_max = _bounds.first_trial(box, x, jnp.asarray(scaled), jnp.asarray(first), unit, t_round, t0, t_max)
+    want_t0 = 1.0 if (kind == "boxed" and not scaled and resolved) else 0.25
+    want_max = 1.0 if (kind != "free" and first and resolved) else 4.0
+    assert (float(got_t0), float(got_max)) == (min(want_t0, want_max), want_max)
+    assert got_t0.dtype == dt and got_max.dtype == dt
