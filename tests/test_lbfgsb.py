@@ -18,7 +18,7 @@ import pytest
 from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
 
 import qnjax
-from qnjax import _bounds, _cauchy, _free_gram, _reduced, _segments, problems
+from qnjax import _bounds, _cauchy, _free_gram, _segments, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 TOL = 1e-8 if X64 else 2e-3
@@ -202,7 +202,7 @@ def test_vmap_over_starts_bounds_and_both_equals_single_runs():
 
 @x64_off_only  # batching is exact in either mode
 def test_vmap_of_large_bounded_problems_steps_the_members_in_turn_as_single_runs():
-    """Beyond ``_reduced.incremental``'s size a batch's members take their iterations one
+    """Beyond ``_free_gram.incremental``'s size a batch's members take their iterations one
     after another (``_loop``): each member's branches stay branches (under ``jax.vmap`` each
     would run for every member, and ``lax.top_k`` become a full sort of every member's
     breakpoints). Each member ends as its single run does (matrix-free NNLS from three
@@ -211,7 +211,7 @@ def test_vmap_of_large_bounded_problems_steps_the_members_in_turn_as_single_runs
     evaluations are decided by rounding, and at LLVM's O0 XLA rounds a product of the two
     programs differently, by an ulp); the compiled batch sorts no batched array."""
     n = _free_gram.SMALL_N + 904
-    assert _reduced.incremental(jnp.zeros(n))
+    assert _free_gram.incremental(jnp.zeros(n))
     (nnls,) = [p for p in problems.scalable_bounded(n) if p.name.startswith("nnls")]
     lo, hi = (np.asarray(b, np.float64) for b in (nnls.lower, nnls.upper))
     starts = np.random.default_rng(0).uniform(-0.5, 2.0, (3, n))

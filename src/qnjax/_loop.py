@@ -22,7 +22,7 @@ solver, the objective, ``fun``'s arguments) are passed explicitly, batched or no
 ``custom_vmap`` needs; ``running`` and ``body`` must not close over traced values.
 
 Where one member's iteration branches on its own data (L-BFGS-B beyond
-``_reduced.incremental``'s size: how far along its path the Cauchy point lies, how many
+``_free_gram.incremental``'s size: how far along its path the Cauchy point lies, how many
 variables changed), ``_minimize`` asks for ``sequential``: the members take the iteration
 one after another (``jax.lax.map``, a finished one skipped by a ``lax.cond``), so each
 branch stays a branch; vmapped, every branch would run for every member, and

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bounds, _callbacks, _compile, _implicit, _loop, _objective, _reduced, _scipy, _trace, _tree, _unrolled
+from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
 from ._result import OptimizeResult
 from ._solver import LBFGS
 from ._state import State, hold
@@ -274,8 +274,8 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         s = s._replace(status=where(running(s), code(Status.MAXITER), s.status))
     else:
         # (a batch of bounded problems large enough for the Cauchy point's and the products'
-        # branches: ``_reduced.incremental``)
-        sequential = state.bounds is not None and _reduced.incremental(state.params)
+        # branches: ``_free_gram.incremental``)
+        sequential = state.bounds is not None and _free_gram.incremental(state.params)
         s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records), sequential)
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,

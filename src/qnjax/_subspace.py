@@ -47,7 +47,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _bounds, _cauchy, _memory, _reduced, _tree
+from . import _bounds, _cauchy, _free_gram, _memory, _reduced, _tree
 from ._products import matvec
 from ._xla import where
 
@@ -93,7 +93,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         return _tree.sub(xbar_t, x_s), alpha, _tree.sub(xbar_t, point)
 
     keep = keeps_products(x, sdt)
-    if not _reduced.incremental(x):  # both, and a select (one kernel each under vmap)
+    if not _free_gram.incremental(x):  # both, and a select (one kernel each under vmap)
         d_t = truncation()[0]
         slopes = _tree.inners([(g, d), (g, d_t)], sdt)
         downhill = _negative(g, d, slopes[0], sdt)
@@ -120,10 +120,10 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         d_p = jax.tree.map(lambda gl, xl, lo, hi: jnp.clip(-memory.gamma * gl.astype(sdt), lo - xl, hi - xl),
                            g, x_s, box_s.lower, box_s.upper)
         slope_p = _tree.inner(g, d_p, sdt)
-        return d_p, slope_p, _negative(g, d_p, slope_p, sdt, branch=_reduced.incremental(x))
+        return d_p, slope_p, _negative(g, d_p, slope_p, sdt, branch=_free_gram.incremental(x))
 
     empty = memory.count == 0
-    if not _reduced.incremental(x):
+    if not _free_gram.incremental(x):
         d_p, slope_p, ok_p = plain()
         d, slope, ok = _tree.select(empty, d_p, d), where(empty, slope_p, slope), where(empty, ok_p, ok)
     else:
@@ -161,9 +161,9 @@ def _negative(g, d, slope, sdt, branch=False):
 
 def keeps_products(x, sdt) -> bool:
     """Whether ``direction`` keeps W^T d for ``push`` (static): with many variables
-    (``_reduced.incremental``), every one stored in the scalar dtype (a step rounded to a
+    (``_free_gram.incremental``), every one stored in the scalar dtype (a step rounded to a
     narrower dtype differs from t d by more than the scalar dtype's rounding)."""
-    return _reduced.incremental(x) and _in_scalar_dtype(x, sdt)
+    return _free_gram.incremental(x) and _in_scalar_dtype(x, sdt)
 
 
 def _in_scalar_dtype(x, sdt) -> bool:
