@@ -107,3 +107,40 @@ def test_first_trial_follows_scipys_rules(kind, scaled, first, resolved):
     want_max = 1.0 if (kind != "free" and first and resolved) else 4.0
     assert (float(got_t0), float(got_max)) == (min(want_t0, want_max), want_max)
     assert got_t0.dtype == dt and got_max.dtype == dt
+
+
+def _rules_status(dt, *, final=False, spent=False, rising=np.inf, grad=1.0, status=LineSearchStatus.SUCCESS,
+                  new_value=9.0, ftol=0.0, maxiter=None, count=0):
+    """``decide(rules + spent)`` for an iteration from f = 10 with phi'(0) = -1, its search
+    ``res`` at ``new_value`` (slope -1 at t = 1: curvature 0 along -g's smallest trial),
+    the new gradient ``grad`` everywhere, t_round = 1e-3."""
+    from qnjax._status import decide
+
+    s = lambda v: jnp.asarray(v, dt)  # noqa: E731
+    solver = qnjax.LBFGS(gtol=s(1e-5), ftol=s(ftol), maxiter=maxiter)
+    state = _state(dt, 10.0)
+    res = LineSearchResult(stepsize=s(1.0), value=s(new_value), slope=s(-1.0), grad=None, nfev=jnp.int32(1),
+                           status=jnp.int32(status), rising=s(rising), smallest=point(s(1.0), s(new_value), s(0.0)),
+                           noise=s(0.0))
+    judged = _verdict.judge(state, res, s(-1.0), s(1.0), _verdict.floor(state.value))
+    new = state._replace(value=s(new_value), grad=jnp.full(3, grad, dt), count=jnp.int32(count))
+    rules = _verdict.rules(solver, state, new, res, judged, final=jnp.asarray(final), spent=jnp.asarray(spent),
+                           slope0=s(-1.0), t_round=s(1e-3), t_model=s(np.inf), t_max=s(np.inf))
+    return qnjax.Status(int(decide(rules + _verdict.spent(solver, new))))
+
+
+@pytest.mark.parametrize("dt", [jnp.float32, pytest.param(jnp.float64, marks=needs_x64)])
+def test_status_rules_of_an_iteration_in_order(dt):
+    """GTOL first (a stationary point is converged however the search ended); after the
+    last search along -g failed: PRECISION where f rises within rounding of x, else MAXFEV
+    where ``maxfev`` cut that search short, else LINESEARCH_FAILED; FTOL only with ftol > 0
+    (ftol = 0 switches the f test off); MAXITER once the budget is spent."""
+    Status = qnjax.Status
+    assert _rules_status(dt, grad=0.0, final=True, spent=True) == Status.GTOL
+    assert _rules_status(dt, final=True, spent=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.PRECISION
+    assert _rules_status(dt, final=True, spent=True, status=LineSearchStatus.FAILED) == Status.MAXFEV
+    assert _rules_status(dt, final=True, status=LineSearchStatus.FAILED) == Status.LINESEARCH_FAILED
+    assert _rules_status(dt, new_value=10.0 - 1e-9 * 10) == Status.RUNNING  # ftol = 0: no f test
+    assert _rules_status(dt, new_value=10.0 - 1e-9 * 10, ftol=1e-6) == Status.FTOL
+    assert _rules_status(dt, new_value=9.0, ftol=1e-6) == Status.RUNNING  # a decrease of 10%
+    assert _rules_status(dt, maxiter=jnp.int32(3), count=3) == Status.MAXITER
