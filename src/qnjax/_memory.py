@@ -58,9 +58,10 @@ class Memory(NamedTuple):
     gram: Gram  # the small matrices, slot order
     last: jax.Array  # (4, m + 1) slot order: a, b, c_s, c_y of the last direction
     scalars: jax.Array  # (5,) scalar dtype: gamma (H0 = gamma I), step (u = step H q), and the tentative
-    # pair's <s, y>, <y, y>, <s, s> when it was recorded whole (``record_step`` with ``y``)
+    # pair's <s, y>, <y, y>, <s, s> when it was recorded whole (``_memory_update.record_step`` with ``y``)
     index: jax.Array  # (3,) int32: count (pairs stored), head (the free slot), count before the last clear
-    flags: jax.Array  # (3,) bool: tentative (the free slot holds a pair), pending (see complete), scaled (gamma set)
+    flags: jax.Array  # (3,) bool: tentative (the free slot holds a pair), pending (``_memory_update.complete``),
+    # scaled (gamma set)
     free: Any = None  # L-BFGS-B only (``_reduced``): bool pytree, the free set at the last Cauchy point
     fgram: Any = None  # L-BFGS-B only: (3, m + 1, m + 1) S^T F S, Y^T F S, Y^T F Y over that set
 
