@@ -224,7 +224,7 @@ class LBFGS:
             memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t, held)
             new = state._replace(params=_tree.add(params, u), value=jnp.full((), jnp.inf, sdt), memory=memory,
                                  stepsize=t.astype(sdt), count=state.count + 1)
-            gtol = jnp.asarray(0 if self.gtol is None else self.gtol).astype(sdt)
+            gtol = _verdict.tolerance(self.gtol, sdt)
             return u, new._replace(status=decide([(self.stationarity(params, grad) <= gtol, Status.GTOL)])), None
 
         def point(t):

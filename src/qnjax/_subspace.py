@@ -75,9 +75,10 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     ok = ok & jnp.all(jnp.isfinite(sol))
     sol = where(ok, sol, 0)
     coef = mc - sol / theta  # W (M c - sol / theta) / theta = Y c_y + S c_s
-    du = mask(_memory.unless_empty(memory, r0,
-                                   lambda: _memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1] / theta),
-                                   lambda: _memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1], False)))
+    def step(pairs):  # (pairs False: -r0 / theta alone, as it is with no pair stored)
+        return _memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1] / theta, pairs)
+
+    du = mask(_memory.unless_empty(memory, r0, lambda: step(True), lambda: step(False)))
     as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
     xc_s = as_s(xc)
     moved = jax.tree.map(lambda a, b: a + b, xc_s, du)

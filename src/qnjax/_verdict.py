@@ -85,6 +85,11 @@ def at_precision(res, slope0, noise, t_round, t_model):
     return in_x | in_f
 
 
+def tolerance(value, sdt):
+    """A solver's tolerance (``gtol``, ``ftol``, ``fatol``) in the scalar dtype, 0 (off) where None."""
+    return jnp.asarray(0 if value is None else value).astype(sdt)
+
+
 class Judged(NamedTuple):
     """A search's result judged (:func:`judge`)."""
 
@@ -141,12 +146,11 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     sdt = state.value.dtype
     value, f_new = state.value, new.value
     precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model) | (t_max <= 1.01 * t_round))
-    ftol = jnp.asarray(0.0 if solver.ftol is None else solver.ftol).astype(sdt)
-    fatol = jnp.asarray(0 if solver.fatol is None else solver.fatol).astype(sdt)
+    ftol, fatol = tolerance(solver.ftol, sdt), tolerance(solver.fatol, sdt)
     bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)
     normal = res.status == LineSearchStatus.SUCCESS
     converged_f = normal & ((ftol > 0) | (fatol > 0)) & (value - f_new <= bound)
-    gtol = jnp.asarray(0 if solver.gtol is None else solver.gtol).astype(sdt)
+    gtol = tolerance(solver.gtol, sdt)
     return [
         (solver.stationarity(new.params, new.grad, new.bounds) <= gtol, Status.GTOL),
         (precision, Status.PRECISION),
@@ -162,7 +166,7 @@ def start_rules(solver, state):
     RUNNING."""
     sdt = state.value.dtype
     finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
-    gtol = jnp.asarray(0 if solver.gtol is None else solver.gtol).astype(sdt)
+    gtol = tolerance(solver.gtol, sdt)
     rules = [(~finite, Status.NONFINITE),
              (solver.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
     if state.bounds is not None:
