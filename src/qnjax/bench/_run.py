@@ -1,6 +1,7 @@
 """Choosing the solvers and the problems, running, counting, timing and the JSON: the same for every solver.
 
-* Solvers: :func:`make_adapters` makes the adapters of :mod:`qnjax.bench._solvers`
+* Solvers: :func:`make_adapters` makes the adapters of :mod:`qnjax.bench._solvers` (qnjax,
+  scipy) and :mod:`qnjax.bench._peers` (optax, jaxopt, optimistix)
   under a rule, one qnjax entry per registered line search asked for
   (``qnjax.linesearch.REGISTRY``), skipping with a notice those that cannot be loaded.
 * Problems: ``--set`` names a catalogue (:data:`SETS`: ``mgh``, the 35
@@ -36,7 +37,8 @@ import jax
 import numpy as np
 
 from ._judge import judge, judge_dtype, local_minimum, verdicts
-from ._solvers import BOUNDED_SOLVER_NAMES, SOLVER_NAMES, Adapter, Budget, Jaxopt, Optax, Optimistix, Qnjax, Scipy
+from ._peers import Jaxopt, Optax, Optimistix
+from ._solvers import BOUNDED_SOLVER_NAMES, SOLVER_NAMES, Adapter, Budget, Qnjax, Scipy
 
 # Budgets (the same for every solver; maxfev where the solver takes one).
 FULL_BUDGET = Budget(maxiter=5000, maxfev=10000)

@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from .._xla import where
-from ._base import LineSearch, acceptance
+from ._acceptance import acceptance
+from ._base import LineSearch
 from ._interpolate import quadratic_min
 
 

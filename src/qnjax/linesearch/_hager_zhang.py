@@ -72,7 +72,8 @@ import jax
 import jax.numpy as jnp
 
 from .._xla import where
-from ._base import LineSearch, acceptance, point
+from ._acceptance import acceptance
+from ._base import LineSearch, point
 
 # Stages: which procedure the next trial belongs to.
 _EXPAND, _SHRINK, _SEC1, _SEC2, _MID = 0, 1, 2, 3, 4

@@ -39,7 +39,7 @@ where MINPACK-2 spends one more evaluation at t_x.
 
 Rounding (qnjax's additions; away from rounding the trials are the paper's, so
 ``minimize`` takes scipy's L-BFGS-B steps). Shared with ``Zoom``
-(``_base.wolfe_tests``): sufficient decrease is tested as phi(t) - phi(0) <= c1 t
+(``_acceptance.wolfe_tests``): sufficient decrease is tested as phi(t) - phi(0) <= c1 t
 phi'(0), so a decrease below f's rounding is not one, and once the predicted
 decrease is below rounding the approximate Wolfe test of Hager & Zhang decides
 (with phi(t) <= phi(0), a tie being NOISE). Near x (``_base.NEAR`` times the caller's
@@ -62,7 +62,8 @@ import jax
 import jax.numpy as jnp
 
 from .._xla import where
-from ._base import LineSearch, acceptance, point, wolfe_tests
+from ._acceptance import acceptance, wolfe_tests
+from ._base import LineSearch, point
 
 
 @jax.tree_util.register_dataclass

@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from .._xla import where
-from ._base import LineSearch, acceptance, point, wolfe_tests
+from ._acceptance import acceptance, wolfe_tests
+from ._base import LineSearch, point
 from ._interpolate import extrapolate, safeguarded
 
 
