@@ -228,8 +228,8 @@ def test_only_a_small_problem_skips_loop_invariant_code_motion(monkeypatch):
     more than ``SMALL_PROGRAM`` elements; the parameters or an array ``fun`` closes over
     beyond it: ``OPTIONS``, which keep the pass (the objective's invariant work on its data
     would be redone at every evaluation). Each is solved."""
-    assert _compile.SMALL_OPTIONS == {**_compile.OPTIONS,
-                                      "xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+    assert _compile.SMALL_OPTIONS == {
+        **_compile.OPTIONS, "xla_disable_hlo_passes": "tree_reduction_rewriter,while-loop-invariant-code-motion"}
     calls = _programs_taken(monkeypatch)
     big = _compile.SMALL_PROGRAM + 4
     data = jnp.linspace(0.5, 1.5, big, dtype=jnp.float32)
@@ -239,6 +239,28 @@ def test_only_a_small_problem_skips_loop_invariant_code_motion(monkeypatch):
     assert calls == ["small", "tuned", "tuned"]
     assert all(bool(r.success) for r in runs)
     np.testing.assert_allclose(np.asarray(runs[2].x), float(jnp.sum(data ** 3) / jnp.sum(data ** 2)), rtol=1e-4)
+
+
+@x64_off_only  # what XLA compiles, not what it computes
+@pytest.mark.parametrize("n", [100, 1000])
+@pytest.mark.parametrize("bounded", [False, True])
+def test_a_direct_solve_leaves_out_the_tree_reduction_rewriter(n, bounded):
+    """``OPTIONS`` and ``SMALL_OPTIONS`` leave out XLA's tree reduction rewriter: a direct
+    solve of 100 or 1,000 variables, with and without a box, compiles no windowed reduction
+    (a reduction of more than 32 elements split in two kernels), where the same lowered
+    solve compiled with XLA's defaults, as inside a caller's ``jax.jit``, has several (the
+    objective's sum, the inner products, the bounds' minima). Both solve alike."""
+    x0 = jnp.asarray(np.random.default_rng(0).uniform(-1.5, 0.7, n), jnp.float32)
+    box = (-2.0, 0.8) if bounded else None
+    lowered = jax.jit(lambda x: qnjax.minimize(rosenbrock, x, bounds=box, maxiter=20)).lower(x0)
+    options = _compile.options_for(x0)
+    assert options is _compile._KINDS["small" if n <= _compile.SMALL_PROGRAM else "tuned"]
+    ours, defaults = lowered.compile(options), lowered.compile()
+    assert "reduce-window(" not in ours.as_text()
+    assert ours.as_text().count("reduce-window(") < defaults.as_text().count("reduce-window(")
+    a, b = ours(x0), defaults(x0)
+    assert int(a.nit) == int(b.nit) == 20
+    np.testing.assert_allclose(float(a.fun), float(b.fun), rtol=1e-2)
 
 
 @x64_off_only  # which program a call takes, not what it computes

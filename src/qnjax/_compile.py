@@ -6,8 +6,8 @@ has about 150) as a module of its own. Its newer MLIR fusion emitters take longe
 kernel than its classic elemental emitters, and on an unbatched solve's kernels (small
 loops over vectors, a few matrix products) they run no faster. So a program qnjax
 compiles itself (``jit`` below: an unbatched call at the top level) asks XLA:CPU for
-the classic emitters, ``OPTIONS`` (and, with fewer cores than 32, as many code
-generation modules as cores: below). Measured on 2 CPU cores (``benchmarks/xla_options.py``:
+the classic emitters, ``OPTIONS`` (without XLA's tree reduction rewriter, and with fewer
+cores than 32, as many code generation modules as cores: below). Measured on 2 CPU cores (``benchmarks/xla_options.py``:
 the same lowered solve of 50 iterations compiled both ways in one process, n = 10 to
 1e6, float32 and float64; two runs): compile 1.4-2.8 s -> 0.9-1.9 s (0.5-0.9x), and
 the run no slower (0.78-1.07x the defaults' time, within the machine's noise). The
@@ -60,7 +60,27 @@ def _cores() -> int:
 # than they save: on 2 cores, 2 modules compiled the 2-D Rosenbrock solve in 0.90x and
 # 0.95x the time in two runs (median of 14 paired compiles in one process:
 # ``benchmarks/xla_options.py --split-rounds 14``; the program and its speed are the same).
-OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#
+# XLA's tree reduction rewriter is left out (``xla_disable_hlo_passes``). It splits a reduction
+# of more than 32 elements that XLA:CPU's library (YNN) does not take, as a solve of 32 to a few
+# thousand variables has (the objective's own sums, the inner products, the Cauchy point's
+# smallest breakpoint, the largest feasible step, the rounding steps: 9 in an unbounded solve at
+# n = 1,000, 16 with bounds), into a windowed reduction of 32 and a reduction of the partial
+# results: two kernels and a nested loop for LLVM to compile where one loop does. Without it
+# (Rosenbrock, float64, on 2 cores): paired compiles of one lowered solve in one process, n = 100
+# 0.65 -> 0.42 s (bounded 1.00 -> 0.79), n = 1,000 0.52 -> 0.43 (1.08 -> 1.00), n = 4,000
+# 0.54 -> 0.42 (1.26 -> 1.00); later iterations (medians of 21 alternating runs), n = 1,000
+# 19.5 -> 15.8 us (bounded 144 -> 104), n = 4,000 66 -> 53 (328 -> 278); first calls in fresh
+# processes (three each way, alternating), n = 100 0.74-0.78 -> 0.60-0.71 s (bounded 1.43-1.50
+# -> 1.23-1.30), n = 1,000 bounded 1.59-1.67 -> 1.34-1.47 s. ``qnjax bench --solvers qnjax
+# --rule defaults --set all --starts 1,10``: median compile 0.81 -> 0.70 s (float32) and 0.81 ->
+# 0.63 s (float64); f or the counts moved in the last bits in 121 of 316 runs, and one outcome
+# changed (Osborne 1 from 10 x0, float32: a false success became solved). From about 8,000
+# variables (YNN takes the reductions) and at 10^6 (the scalable bounded problems, float32 and
+# float64) the runs are as fast; at 2, 10 and 25 variables the program is the same. Plain sums round
+# alike or better without it (a 1,000-element float32 inner product: 3.7e-8 relative error
+# against 1.5e-7).
+OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_disable_hlo_passes": "tree_reduction_rewriter"}
 _CORES = _cores()
 if _CORES < 32:
     OPTIONS["xla_cpu_parallel_codegen_split_count"] = _CORES
@@ -77,7 +97,7 @@ if _CORES < 32:
 # their start, float32 and float64, both ways: the median compile went from 0.60-0.65 s
 # to 0.54-0.56 s, the iterations or f changed (in the last bits) in 39 of 480 runs, and
 # no run's outcome changed (solved, false success, false failure).
-SMALL_OPTIONS = {**OPTIONS, "xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+SMALL_OPTIONS = {**OPTIONS, "xla_disable_hlo_passes": "tree_reduction_rewriter,while-loop-invariant-code-motion"}
 SMALL_PROGRAM = 256
 
 # A batch of very small problems (``jax.vmap`` of an eager call, every member's arrays at
