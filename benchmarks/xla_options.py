@@ -1,6 +1,7 @@
 """What `qnjax._compile.OPTIONS` (XLA:CPU's classic emitters) does to compile and run time.
 
     .venv/bin/python benchmarks/xla_options.py [--sizes 10 1e4 1e6] [--repeats 5] [--levels K] [--split-rounds K]
+        [--reductions K]
 
 For each size and dtype: the solve of 50 iterations (every stopping test off; 2-D..1e4:
 Rosenbrock, above: a separable quartic), and `jax.vmap` of it over `--batch` random
@@ -17,6 +18,14 @@ alternating order; then the two programs run in turns (`--repeats` times). Print
 median compile time of each, the best run time of each and the median of the paired
 run-time ratios.
 
+`--reductions K` (K > 0) instead compares, for Rosenbrock's function at each of `--sizes`
+(default 100 1000 4000 10000) in float64, without and in the box [-2, 0.8]^n, the options a
+direct call of `minimize` compiles with (`_compile.options_for`: XLA's tree reduction rewriter
+left out) with the same options with the rewriter back in: K paired compiles of the solve of
+40 iterations (every stopping test off), the windowed reductions each program holds, and the
+later iterations' time (runs of 40 and of 10 iterations, all four taking turns `--repeats`
+times: the median difference over the iterations between).
+
 `--split-rounds K` (K > 0) instead compiles the unbatched 2-D Rosenbrock solve 2K times
 in one process, alternating `OPTIONS` with and without its code-generation split count
 (`xla_cpu_parallel_codegen_split_count`, set to the number of cores below 32), each time
@@ -25,6 +34,7 @@ the median over the rounds of the paired ratio.
 """
 
 import argparse
+import functools
 import time
 
 import jax
@@ -32,6 +42,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -141,15 +152,63 @@ def levels(sizes, rounds, repeats):
     return rows
 
 
+def _with_rewriter(options):
+    """``options`` with XLA's tree reduction rewriter back in (the passes it disables, but that one)."""
+    passes = [p for p in options.get("xla_disable_hlo_passes", "").split(",") if p and p != "tree_reduction_rewriter"]
+    out = {k: v for k, v in options.items() if k != "xla_disable_hlo_passes"}
+    return {**out, "xla_disable_hlo_passes": ",".join(passes)} if passes else out
+
+
+def reductions(sizes, rounds, repeats, first=10, last=40):
+    """Paired compiles and later iterations of a direct call's options with and without XLA's tree
+    reduction rewriter (the module's docstring)."""
+    table = Table(title="XLA's tree reduction rewriter left out (as a direct call compiles) and back in: "
+                        f"Rosenbrock, float64, {last} iterations")
+    for col in ("n", "box", "windowed reductions (in / out)", "compile in (s)", "compile out (s)",
+                "later us/iter in", "later us/iter out"):
+        table.add_column(col, justify="right")
+    rows = []
+    for n in sizes:
+        x0 = jnp.asarray(np.random.default_rng(0).uniform(-1.5, 0.7, n), jnp.float64)
+        for box in (None, (-2.0, 0.8)):
+            ours = _compile.options_for(x0)
+            configs = {"out": ours, "in": _with_rewriter(ours)}
+
+            def solve(k, box=box):
+                return lambda x: qnjax.minimize(rosen, x, bounds=box, maxiter=k, gtol=0.0, ftol=0.0)
+
+            compiles, programs = paired_compiles(lambda x: solve(last)(x).x, x0, configs, rounds)
+            runs = {(name, k): jax.jit(solve(k)).trace(x0).lower().compile(options)
+                    for name, options in configs.items() for k in (first, last)}
+            times = interleaved_times([functools.partial(program, x0) for program in runs.values()], reps=repeats)
+            t = dict(zip(runs, np.asarray(times)))
+            row = dict(n=int(n), bounded=box is not None)
+            for name in configs:
+                its = int(runs[(name, last)](x0).nit) - int(runs[(name, first)](x0).nit)
+                row[f"windows_{name}"] = programs[name].as_text().count("reduce-window(")
+                row[f"compile_{name}"] = float(np.median(compiles[name]))
+                row[f"later_us_{name}"] = float(np.median(t[(name, last)] - t[(name, first)])) / max(its, 1) * 1e6
+            rows.append(row)
+            table.add_row(f"{row['n']:,}", "yes" if box else "", f"{row['windows_in']} / {row['windows_out']}",
+                          f"{row['compile_in']:.2f}", f"{row['compile_out']:.2f}", f"{row['later_us_in']:.1f}",
+                          f"{row['later_us_out']:.1f}")
+    Console(width=150).print(table)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=None,
-                        help="default 10 1e4 1e6 (--levels: 2 10 100 1000)")
+                        help="default 10 1e4 1e6 (--levels: 2 10 100 1000; --reductions: 100 1000 4000 10000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000, help="the batched row: jax.vmap over this many starts")
     parser.add_argument("--split-rounds", type=int, default=0, help="paired compiles with and without the split count")
     parser.add_argument("--levels", type=int, default=0, help="paired compiles with LLVM's optimisations on and off")
+    parser.add_argument("--reductions", type=int, default=0,
+                        help="paired compiles with XLA's tree reduction rewriter out (as now) and in")
     args = parser.parse_args(argv)
+    if args.reductions:
+        return reductions([int(n) for n in args.sizes or (100, 1000, 4000, 10000)], args.reductions, args.repeats)
     if args.split_rounds:
         return split_rounds(args.split_rounds)
     if args.levels:

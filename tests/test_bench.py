@@ -576,3 +576,22 @@ def test_xla_options_script_compares_llvm_optimisation_levels():
         values = [float(cell) for cell in row.split("│")[3:8]]
         assert all(v > 0 for v in values), row
     assert "xla_backend_optimization_level" in run.stdout
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_xla_options_script_compares_the_tree_reduction_rewriter():
+    """benchmarks/xla_options.py --reductions (docs/performance.md: why a direct call leaves
+    XLA's tree reduction rewriter out) at n = 100, one round: a row without and one with the
+    box, the programs compiled as a direct call holding no windowed reduction and several
+    with the rewriter back in, compile times positive and iteration times numbers."""
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "xla_options.py"
+    run = subprocess.run([sys.executable, str(script), "--reductions", "1", "--sizes", "100", "--repeats", "2"],
+                         capture_output=True, text=True, cwd=script.parent, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split("│") for line in run.stdout.splitlines() if re.match(r"^│\s+100 │", line)]
+    assert [row[2].strip() for row in rows] == ["", "yes"], run.stdout
+    for row in rows:
+        within, without = (int(v) for v in row[3].split("/"))
+        assert without == 0 < within, row
+        assert all(float(cell) > 0 for cell in row[4:6]), row  # compiles
+        assert all(np.isfinite(float(cell)) for cell in row[6:8]), row  # (a difference of times: noise may make it < 0)

@@ -67,17 +67,15 @@ def _cores() -> int:
 # smallest breakpoint, the largest feasible step, the rounding steps: 9 in an unbounded solve at
 # n = 1,000, 16 with bounds), into a windowed reduction of 32 and a reduction of the partial
 # results: two kernels and a nested loop for LLVM to compile where one loop does. Without it
-# (Rosenbrock, float64, on 2 cores): paired compiles of one lowered solve in one process, n = 100
-# 0.65 -> 0.42 s (bounded 1.00 -> 0.79), n = 1,000 0.52 -> 0.43 (1.08 -> 1.00), n = 4,000
-# 0.54 -> 0.42 (1.26 -> 1.00); later iterations (medians of 21 alternating runs), n = 1,000
-# 19.5 -> 15.8 us (bounded 144 -> 104), n = 4,000 66 -> 53 (328 -> 278); first calls in fresh
-# processes (three each way, alternating), n = 100 0.74-0.78 -> 0.60-0.71 s (bounded 1.43-1.50
-# -> 1.23-1.30), n = 1,000 bounded 1.59-1.67 -> 1.34-1.47 s. ``qnjax bench --solvers qnjax
-# --rule defaults --set all --starts 1,10``: median compile 0.81 -> 0.70 s (float32) and 0.81 ->
-# 0.63 s (float64); f or the counts moved in the last bits in 121 of 316 runs, and one outcome
-# changed (Osborne 1 from 10 x0, float32: a false success became solved). From about 8,000
-# variables (YNN takes the reductions) and at 10^6 (the scalable bounded problems, float32 and
-# float64) the runs are as fast; at 2, 10 and 25 variables the program is the same. Plain sums round
+# (``benchmarks/xla_options.py --reductions 3 --repeats 15``: Rosenbrock, float64, 2 cores; the
+# table in docs/performance.md), paired compiles at n = 100 took 0.59 -> 0.52 s (in [-2, 0.8]^n
+# 1.40 -> 1.02), n = 4,000 0.71 -> 0.62 (1.57 -> 1.21), and later iterations at n = 1,000
+# 19.4 -> 14.2 us, n = 4,000 69 -> 53 (328 -> 281); ``qnjax bench --solvers qnjax --rule
+# defaults --set all --starts 1,10``: median compile 0.81 -> 0.70 s (float32) and 0.81 ->
+# 0.63 s (float64), f or the counts moved in the last bits in 121 of 316 runs, one outcome
+# changed (Osborne 1 from 10 x0, float32: a false success became a stationary point). From
+# about 8,000 variables (YNN takes the reductions) and at 10^6 (the scalable bounded problems)
+# the runs are as fast; at 2, 10 and 25 variables the program is the same. Plain sums round
 # alike or better without it (a 1,000-element float32 inner product: 3.7e-8 relative error
 # against 1.5e-7).
 OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_disable_hlo_passes": "tree_reduction_rewriter"}
