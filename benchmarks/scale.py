@@ -7,7 +7,10 @@ part of `make bench`); prints rich tables and writes `<out>/scale.json`.
    `benchmarks/inplace.py`) at n = 1e3, 1e4, 1e6 in float32 and float64: qnjax
    (compact and two-loop), optax.lbfgs (jitted `lax.while_loop` with
    `optax.value_and_grad_from_state`), jaxopt.LBFGS and optimistix.LBFGS, each run for
-   the same fixed number of iterations K with every stopping test off. ms/iter = the
+   the same fixed number of iterations K with every stopping test off, each in one `jax.jit`
+   (XLA's defaults), and one more qnjax row, `minimize` called as users call it (its own
+   program, compiled with qnjax's options; its ms/iter includes each call's trace of `fun`,
+   which its later ms/iter leaves out). ms/iter = the
    best of 5 timed runs of the jitted solve (after a warm-up call) / iterations;
    ms/eval = one jitted value-and-grad alone; overhead = ms/iter - (evaluations per
    iteration) x ms/eval, the solver's own cost. "later ms/iter" leaves out the run's fixed
@@ -186,6 +189,11 @@ def x64_context(name, dtype):
 
 # ---- part 1 ----
 
+# The row of ``qnjax.minimize`` called as users call it, outside any jax.jit: each call traces
+# ``fun`` to find its compiled solve (about 1.5 ms on 2 cores), which "ms/iter" counts and
+# "later ms/iter" does not; the solve compiles with qnjax's own options (qnjax/_compile.py).
+AS_CALLED = "qnjax compact, as called"
+
 def evaluation_loop(fun, reps):
     """``reps`` value-and-grads of ``fun`` in one compiled loop, each at a point moved by the
     last gradient (each evaluation depends on the last, so none is hoisted or skipped; no
@@ -221,11 +229,11 @@ def counted_evaluations(make, fun, k, x0):
     return calls[0]
 
 
-def per_iteration(solvers, sizes, dtypes, iters):
+def per_iteration(solvers, sizes, dtypes, iters, as_called=False):
     """Per (dtype, n): every solver's fixed-iteration solve (and one a third as long, for the
     later iterations' cost) compiled and checked, then timed by ``interleaved_best`` over all
     of them, so a slow spell of the machine touches every solver alike and the ratios
-    between solvers compare runs made side by side."""
+    between solvers compare runs made side by side. ``as_called``: one more row, AS_CALLED."""
     rows = []
     for dtype in dtypes:
         for n in sizes:
@@ -233,11 +241,15 @@ def per_iteration(solvers, sizes, dtypes, iters):
             x0 = jnp.zeros(n, dtype)
             per_eval = eval_time(x0)
             timed = []
-            for name, make in solvers.items():
+            rows_here = [(name, make, False) for name, make in solvers.items()]
+            if as_called and "qnjax compact" in solvers:  # minimize as users call it: its own program
+                rows_here.append((AS_CALLED, solvers["qnjax compact"], True))
+            for name, make, own_program in rows_here:
                 row = dict(dtype=dtype, n=n, solver=name, k=k, eval_ms=per_eval * 1e3)
                 try:
                     with x64_context(name, dtype):
-                        run, first = jax.jit(make(objective, k)), jax.jit(make(objective, k // 3))
+                        own = (lambda f: f) if own_program else jax.jit
+                        run, first = own(make(objective, k)), own(make(objective, k // 3))
                         _, nit, nfev_reported = jax.block_until_ready(run(x0))
                         row.update(nit=int(nit), nit_first=int(first(x0)[1]), nfev_reported=int(nfev_reported),
                                    nfev=counted_evaluations(make, objective, k, x0))
@@ -252,7 +264,7 @@ def per_iteration(solvers, sizes, dtypes, iters):
                 row.update(run_s=t, ms_per_iter=t / nit * 1e3,
                            later_ms_per_iter=(t - t_first) / max(nit - nit_first, 1) * 1e3,
                            overhead_ms=(t - row["nfev"] * per_eval) / nit * 1e3)
-            for row in rows[-len(solvers):]:
+            for row in rows[-len(rows_here):]:
                 console.print(f"  {dtype} n={n:,} {row['solver']}: " + (row.get("error") or
                               f"{row['ms_per_iter']:.3f} ms/iter, {row['nit']} it, {row['nfev']} ev"),
                               markup=False, highlight=False)
@@ -440,7 +452,7 @@ def main(argv=None):
 
     console.print(f"{jax.devices()[0].platform}, jax {jax.__version__}, {len(jax.devices())} device(s)", markup=False)
     t0 = time.perf_counter()
-    part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters) if 1 in parts else []
+    part1 = per_iteration(solvers, sizes, ("float32", "float64"), iters, as_called=True) if 1 in parts else []
     part2 = [row for size in starts for row in batched(solvers, size, 50)] if 2 in parts else []
     part3 = compile_costs(solvers, names=names) if 3 in parts else []
     wall = time.perf_counter() - t0
