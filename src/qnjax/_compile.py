@@ -97,7 +97,8 @@ if _CORES < 32:
 # their start, float32 and float64, both ways: the median compile went from 0.60-0.65 s
 # to 0.54-0.56 s, the iterations or f changed (in the last bits) in 39 of 480 runs, and
 # no run's outcome changed (solved, false success, false failure).
-SMALL_OPTIONS = {**OPTIONS, "xla_disable_hlo_passes": "tree_reduction_rewriter,while-loop-invariant-code-motion"}
+SMALL_OPTIONS = {**OPTIONS,
+                 "xla_disable_hlo_passes": OPTIONS["xla_disable_hlo_passes"] + ",while-loop-invariant-code-motion"}
 SMALL_PROGRAM = 256
 
 # A batch of very small problems (``jax.vmap`` of an eager call, every member's arrays at
