@@ -440,7 +440,8 @@ def test_bounded_refuses_solvers_and_problems_that_do_not_fit(capsys):
     assert "optax cannot take bounds" in err and "optimistix cannot take bounds" in err
     assert "rosenbrock has no bounds" in err and "hs1 is bound-constrained: run it with --bounded" in err
     assert [a.name for a in _run.make_adapters(_solvers.BOUNDED_SOLVER_NAMES, ("zoom",), pytest.fail,
-                                               bounded=True)] == ["qnjax[zoom]", "scipy", "jaxopt"]
+                                               bounded=True)] == ["qnjax[zoom]", "qnjax-projected[zoom]", "scipy",
+                                                                  "jaxopt"]
 
 
 def test_bounded_solver_without_bounds_is_a_recorded_error(monkeypatch):

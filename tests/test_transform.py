@@ -102,17 +102,19 @@ def test_state_types_fixed_at_init(loop, case):
 
 
 # With bounds (L-BFGS-B inside the transformation): the real dtype cases in lax.scan, and a
-# mixed case in a loop that carries the state differently.
-BOUNDED_PAIRS = [("scan", case) for case in ("bf16", "f16", "f32", "mixed_f32_f64", "mixed_f64_f32")] + [
-    ("eqx_checkpointed", "mixed_f16_f32")]
+# mixed case in a loop that carries the state differently; the projected method
+# (``bounds_method="projected"``, another memory) in three of them.
+BOUNDED_PAIRS = [("scan", case, "lbfgsb") for case in ("bf16", "f16", "f32", "mixed_f32_f64", "mixed_f64_f32")] + [
+    ("eqx_checkpointed", "mixed_f16_f32", "lbfgsb"), ("scan", "bf16", "projected"),
+    ("scan", "mixed_f32_f64", "projected"), ("eqx_checkpointed", "mixed_f16_f32", "projected")]
 
 
-@pytest.mark.parametrize("loop, case", BOUNDED_PAIRS)
-def test_state_types_fixed_at_init_with_bounds(loop, case):
+@pytest.mark.parametrize("loop, case, method", BOUNDED_PAIRS)
+def test_state_types_fixed_at_init_with_bounds(loop, case, method):
     if case in X64_ONLY and not X64:
         pytest.skip("needs x64")
     params = jax.tree.map(lambda p: jnp.clip(p, -0.5, 0.25), CASES[case]())  # a feasible start
-    opt = qnjax.lbfgs(memory_size=3, bounds=(-0.5, 0.25))  # Python floats: weak, must not promote
+    opt = qnjax.lbfgs(memory_size=3, bounds=(-0.5, 0.25), bounds_method=method)  # Python floats: weak, must not promote
     state = opt.init(params)
     run = functools.partial(run_loop, loop, make_step(opt, loss_any))
     new_params, new_state = run(params, state) if loop == "scan" else jax.eval_shape(run, params, state)

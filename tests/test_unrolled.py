@@ -112,6 +112,34 @@ def test_optax_face_through_a_scan_of_updates():
         jax.jit(jax.jacrev(lambda b: after(b, False)))(B0)  # (jit: refused while tracing, nothing compiled)
 
 
+@needs_x64  # (one compile of a reverse-mode unrolled solve: CI time)
+def test_projected_bounded_solve_unrolls_to_the_active_set_derivative():
+    """``bounds_method="projected"`` has no sort, so its iterations unroll: through a
+    converged box QP (free variables and both bounds active), dx*/db is A_FF^-1 on the
+    free variables and zero on the held ones, as the implicit derivative's closed form
+    (test_lbfgsb.py)."""
+    rng = np.random.default_rng(0)
+    n = 8
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = q @ np.diag(np.logspace(0, 2, n)) @ q.T
+    b = 40 * rng.normal(size=n)
+    a_j = jnp.asarray(a, DT)
+
+    def solve(b):
+        return qnjax.minimize(lambda x, b: 0.5 * x @ a_j @ x - b @ x, jnp.full(n, 0.5, DT), (b,), bounds=(0.0, 1.0),
+                              bounds_method="projected", adjoint="unrolled", maxiter=20)
+
+    res = solve(jnp.asarray(b, DT))
+    assert bool(res.success) and int(res.nit) < 20
+    x = np.asarray(res.x)
+    free = (x > 0) & (x < 1)
+    assert free.any() and (x == 0).any() and (x == 1).any()
+    jac = np.asarray(jax.jit(jax.jacrev(lambda b: solve(b).x))(jnp.asarray(b, DT)))
+    want = np.zeros((n, n))
+    want[np.ix_(free, free)] = np.linalg.inv(a[np.ix_(free, free)])
+    np.testing.assert_allclose(jac, want, atol=1e-6)
+
+
 def test_errors_name_the_fix():
     with pytest.raises(TypeError, match="maxiter as a Python integer"):
         qnjax.minimize(quadratic, jnp.zeros(3, DT), (B0,), maxiter=None, adjoint="unrolled")

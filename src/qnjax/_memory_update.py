@@ -47,22 +47,33 @@ from ._memory import CS, A, B, Memory, products, row, size, valid, write
 from ._products import matvec
 
 
-def pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt):
+def pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt, along_ray=True):
     """The whole pair of a step u = t d for :func:`record_step`: y = g_new - g (zero where
     x stays: ``moved`` False, g_new = g) and the products <s, y>, <y, y>, <s, s>. <y, y> is
     one pass over the two gradients; <s, y> = t (phi'(t) - phi'(0)) and <s, s> = t^2 <d, d>
     come from the search's slopes and the direction's norm (vector-free: no pass over s),
-    where every leaf is at least as wide as the scalar dtype; narrower leaves are rounded
-    when stored, so their products are taken of the rounded vectors."""
+    where every leaf is at least as wide as the scalar dtype and the step went along the
+    ray x + t d (``along_ray``, a bool or a traced one: not where the projected method's
+    arc held variables on a bound, ``_projected``); else, and for narrower leaves (rounded
+    when stored), the products are taken of the vectors."""
     y = jax.tree.map(lambda a, b: a - b, new_grad, grad)
     wide = all(jnp.finfo(_tree.dtype_of(leaf)).bits >= jnp.finfo(sdt).bits for leaf in jax.tree_util.tree_leaves(u))
-    if wide:  # (of g - g_new: XLA would write y out first to share it between the sum and the store)
+
+    def from_slopes():  # (of g - g_new: XLA would write y out first to share it between the sum and the store)
         minus_y = jax.tree.map(lambda a, b: b - a, new_grad, grad)
         yy = _tree.inner(minus_y, minus_y, sdt)
-        sy, ss = _xla.where(moved, t * (slope - slope0), 0), _xla.where(moved, t * t * dd, 0)
+        return jnp.stack([_xla.where(moved, t * (slope - slope0), 0), yy, _xla.where(moved, t * t * dd, 0)])
+
+    def from_vectors():
+        return jnp.stack(_tree.inners([(u, y), (y, y), (u, u)], sdt))
+
+    if not wide or along_ray is False:
+        prods = from_vectors()
+    elif along_ray is True:
+        prods = from_slopes()
     else:
-        sy, yy, ss = _tree.inners([(u, y), (y, y), (u, u)], sdt)
-    return dict(y=y, prods=jnp.stack([sy, yy, ss]).astype(sdt))
+        prods = jax.lax.cond(along_ray, from_slopes, from_vectors)
+    return dict(y=y, prods=prods.astype(sdt))
 
 
 def complete(memory: Memory, a, b) -> Memory:

@@ -50,6 +50,7 @@ def minimize(
     verbose: int | bool = False,
     jac=None,
     bounds=None,
+    bounds_method: str = "lbfgsb",
     tol=None,
     options: dict | None = None,
     implicit_diff=None,
@@ -111,7 +112,8 @@ def minimize(
         the derivative of what this run computed, converged or not (reverse mode
         stores about 2 sqrt(2 maxiter) states: keep ``maxiter`` to what the run
         needs); the loops get static trip counts (``maxiter`` and the line search's
-        ``max_steps`` must be Python integers), the iterates are the same.
+        ``max_steps`` must be Python integers), the iterates are the same. With bounds,
+        for ``bounds_method="projected"`` only.
       bounds: ``(lower, upper)``, each side None, a scalar or a pytree like ``x0``
         (+-inf: no bound; lower == upper fixes a variable), or scipy's forms (a
         ``scipy.optimize.Bounds``, a list of ``(min, max)`` pairs for a 1-D ``x0``):
@@ -123,6 +125,12 @@ def minimize(
         raises; traced, the run stops with INFEASIBLE. Derivatives of the solution hold
         the variables on a bound there (d x_i = d bound_i) and solve on the free ones
         (``qnjax._implicit``).
+      bounds_method: with ``bounds``, ``"lbfgsb"`` (default: L-BFGS-B, scipy's iterates) or
+        ``"projected"``: projected L-BFGS (``qnjax._projected``), the L-BFGS direction on
+        the variables not held on a bound and a search along the projected path. It has no
+        Cauchy point, so nothing is sorted and, with sharded parameters, nothing is
+        gathered across devices; its program is smaller (it compiles faster) and its
+        iterates are not scipy's.
       jac, tol, options: scipy's spellings (``qnjax._scipy``): ``jac=True``
         for a ``fun`` returning ``(loss, grad)``, or a callable ``jac(x, *args)``;
         ``tol`` sets ``gtol`` and ``ftol`` unless given; ``options`` takes
@@ -163,7 +171,7 @@ def minimize(
     solver = LBFGS(
         memory_size=memory_size, linesearch=_default_linesearch(linesearch), gtol=tol(gtol), ftol=tol(ftol),
         fatol=tol(fatol), maxiter=limit(maxiter), maxfev=limit(maxfev), direction_method=direction,
-        scalar_dtype=scalar_dtype,
+        scalar_dtype=scalar_dtype, bounds_method=bounds_method,
     )
     objective = _objective.Objective.build(fun, x0, args, sdt, has_aux)
     if not isinstance(trace, int) or isinstance(trace, bool) or trace < 0:
@@ -183,7 +191,8 @@ def minimize(
         if not isinstance(maxiter, int) or isinstance(maxiter, bool) or maxiter < 1:
             raise TypeError(f"adjoint='unrolled' needs maxiter as a Python integer >= 1 (the loop's static "
                             f"length), got {maxiter!r}")
-        solver = dataclasses.replace(solver, fixed_search_steps=_unrolled.search_steps(solver.linesearch, box))
+        steps = _unrolled.search_steps(solver.linesearch, box, bounds_method)
+        solver = dataclasses.replace(solver, fixed_search_steps=steps)
         return _solve(solver, objective, x0, args, state, box, trace_length=trace, callback=callback,
                       verbose=int(verbose), unrolled=2 * maxiter)
     if adjoint != "implicit":
@@ -273,9 +282,10 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
                                     unrolled)
         s = s._replace(status=where(running(s), code(Status.MAXITER), s.status))
     else:
-        # (a batch of bounded problems large enough for the Cauchy point's and the products'
-        # branches: ``_free_gram.incremental``)
-        sequential = state.bounds is not None and _free_gram.incremental(state.params)
+        # (a batch of L-BFGS-B problems large enough for the Cauchy point's and the products'
+        # branches: ``_free_gram.incremental``; the projected method has none)
+        sequential = (state.bounds is not None and solver.bounds_method == "lbfgsb"
+                      and _free_gram.incremental(state.params))
         s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records), sequential)
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,

@@ -51,6 +51,10 @@ same (in float32, d and the step sizes rescaled by a power of two), a failed
 factorisation or an uphill direction drops the memory
 as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
+With ``bounds_method="projected"`` it is projected L-BFGS (``_projected``): the compact H
+on the variables not held on a bound, the search along the projected path P(x + t d)
+(no largest step; the path's slope past the largest feasible step), the pair's products
+from the vectors where the path held a variable.
 """
 
 from __future__ import annotations
@@ -67,20 +71,23 @@ from . import (
     _compact,
     _memory,
     _memory_update,
+    _projected,
     _state,
     _subspace,
     _tree,
     _two_loop,
+    _unsearched,
     _verdict,
 )
 from ._objective import Evaluated
 from ._state import State
-from ._status import Status, decide
+from ._status import decide
 from ._verdict import ROUNDING_ULPS
 from ._xla import where
 from .linesearch import MoreThuente
 
 DIRECTIONS = {"compact": _compact, "two-loop": _two_loop}
+BOUNDS_METHODS = ("lbfgsb", "projected")
 
 
 def _static(**kw):
@@ -104,12 +111,15 @@ class LBFGS:
     scale_init_precond: bool = _static(default=True)
     scalar_dtype: Any = _static(default=None)
     fixed_search_steps: int = _static(default=0)  # > 0: the line search's loop has this static trip count
+    bounds_method: str = _static(default="lbfgsb")  # with bounds: "lbfgsb" (_subspace) or "projected" (_projected)
 
     def __post_init__(self):
         if not isinstance(self.memory_size, int) or isinstance(self.memory_size, bool) or self.memory_size < 1:
             raise ValueError(f"memory_size must be an integer >= 1, got {self.memory_size!r}")
         if self.direction_method not in DIRECTIONS:
             raise ValueError(f"unknown direction method {self.direction_method!r}; known: {', '.join(DIRECTIONS)}")
+        if self.bounds_method not in BOUNDS_METHODS:
+            raise ValueError(f"unknown bounds method {self.bounds_method!r}; known: {', '.join(BOUNDS_METHODS)}")
 
     # ----------------------------------------------------------------- state
     def init(self, params, value=None, grad=None, aux=None, bounds=None) -> State:
@@ -183,12 +193,16 @@ class LBFGS:
         whole = q is None and self.linesearch is not None
         q = grad if q is None or box is not None else q
         held = None if active is True else jnp.asarray(active)  # (the memory's writes are masked by it)
-        kept = box is not None and _subspace.keeps_products(params, sdt)
+        lbfgsb, projected = (box is not None and self.bounds_method == m for m in BOUNDS_METHODS)
+        kept = lbfgsb and _subspace.keeps_products(params, sdt)
         memory, stored = _memory_update.push(state.memory, None if whole else q, self.scale_init_precond,
-                                             direct=box is not None and not kept, kept=kept, active=held)
+                                             direct=lbfgsb and not kept, kept=kept, active=held)
         slope0 = None
         if box is None:
             d, memory = self.direction(memory, q, scale)
+            usable = True
+        elif projected:
+            d, memory = _projected.direction(memory, params, grad, box)
             usable = True
         else:
             # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
@@ -204,28 +218,16 @@ class LBFGS:
             d, slope0, dd, factor = _tree.unoverflowed(d, grad, slope0, dd, sdt)
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
-        t_max = self.max_stepsize(params, d, box)
+        t_max = self.max_stepsize(params, d, None if projected else box)  # (projected: along the arc, no end)
+        # (projected: the steps up to t_ray go along the ray x + t d, no variable held on a bound)
+        t_ray = _bounds.max_stepsize(params, d, box, sdt) if projected else None
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
-        if box is not None:  # scipy's first trial and largest step
+        if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
                                             ROUNDING_ULPS * t_ulp, t0, t_max)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
-            norm = jnp.sqrt(_tree.inner(q, q, sdt))
-            if _tree.guards_range(sdt):  # (||q||^2 overflows beyond 1.8e19 in float32)
-                def scaled_norm():
-                    scaled, factor = _tree.scaled_to_unit(q, sdt)
-                    return jnp.sqrt(_tree.inner(scaled, scaled, sdt)) / factor
-
-                norm = jax.lax.cond(jnp.isfinite(norm), lambda: norm, scaled_norm)
-            t = where(empty & self.scale_init_precond,
-                          jnp.minimum(1, 1 / jnp.maximum(norm, jnp.finfo(sdt).tiny)), 1)
-            u = _tree.scale(t.astype(sdt), d, params)
-            memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t, held)
-            new = state._replace(params=_tree.add(params, u), value=jnp.full((), jnp.inf, sdt), memory=memory,
-                                 stepsize=t.astype(sdt), count=state.count + 1)
-            gtol = _verdict.tolerance(self.gtol, sdt)
-            return u, new._replace(status=decide([(self.stationarity(params, grad) <= gtol, Status.GTOL)])), None
+            return _unsearched.step(self, state, memory, q, d, empty, held, scale)
 
         def point(t):
             # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
@@ -236,8 +238,10 @@ class LBFGS:
             return u, jax.lax.optimization_barrier(_tree.add(params, u))
 
         def phi(t):
-            f, g, aux = evaluate(point(t)[1])
-            return f, _tree.inner(g, d, sdt), Evaluated(g, aux)
+            at = point(t)[1]
+            f, g, aux = evaluate(at)
+            slope = _projected.slope(g, d, at, box, sdt, t <= t_ray) if projected else _tree.inner(g, d, sdt)
+            return f, slope, Evaluated(g, aux)
 
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
         if self.maxfev is not None:
@@ -265,7 +269,8 @@ class LBFGS:
         taken = where(moved, res.stepsize, jnp.zeros((), sdt))
         u, x_new = point(taken)  # u is zero and x_new params when x stays
         new_grad = _tree.select(moved, res.grad.grad, grad)
-        pair = _memory_update.pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt) if whole else {}
+        pair = _memory_update.pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt,
+                                   along_ray=taken <= t_ray if projected else True) if whole else {}
         memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken / unit, held, **pair)
         failed = ~moved
         memory = _memory.clear(memory, failed)
@@ -282,7 +287,7 @@ class LBFGS:
             **_verdict.tie_fields(state, judged),
         )
         final = failed & empty
-        if box is None:  # the pairs dropped for the retry are kept when the run stops (not with
+        if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
         rules = _verdict.rules(self, state, new, res, judged, final=final, spent=spent, slope0=slope0,

@@ -53,8 +53,11 @@ def fresh(solver, params, value, grad, bounds) -> State:
         value=jnp.full((), jnp.inf, sdt) if value is None else jnp.asarray(value).astype(sdt),
         grad=_tree.zeros_like(params) if grad is None else _tree.cast_like(grad, params),
         aux=None,
-        memory=_memory.init(params, solver.memory_size, sdt, bounded=bounds is not None,
-                            compact=bounds is None and solver.direction_method == "compact"),
+        # (with bounds L-BFGS-B's matrices, or the projected method's compact H, whatever the direction)
+        memory=_memory.init(params, solver.memory_size, sdt,
+                            bounded=bounds is not None and solver.bounds_method == "lbfgsb",
+                            compact=(solver.bounds_method == "projected") if bounds is not None
+                            else solver.direction_method == "compact"),
         stepsize=jnp.zeros((), sdt),
         count=jnp.zeros((), jnp.int32),
         nfev=jnp.zeros((), jnp.int32),

@@ -90,6 +90,7 @@ def lbfgs(
     direction: str = "compact",
     scalar_dtype=None,
     bounds=None,
+    bounds_method: str = "lbfgsb",
     unrolled: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS as an Optax transformation (module docstring).
@@ -105,10 +106,14 @@ def lbfgs(
       scalar_dtype: dtype of values, step sizes and inner products; default the
         widest real float among the params, at least float32.
       bounds: ``(lower, upper)`` box bounds (L-BFGS-B; module docstring).
+      bounds_method: ``"lbfgsb"`` (default: L-BFGS-B) or ``"projected"`` (projected
+        L-BFGS, ``qnjax._projected``: no Cauchy point, so no sort and, with sharded
+        parameters, no gather), as in :func:`qnjax.minimize`.
       unrolled: the line search runs a loop of static length (its ``max_steps``, a
         Python integer; trials not needed are skipped), so reverse-mode derivatives go
         through updates (``jax.grad`` of a loss after a ``lax.scan`` of updates;
-        ``qnjax._unrolled``). The updates are the same. Not with bounds.
+        ``qnjax._unrolled``). The updates are the same. With bounds, for
+        ``bounds_method="projected"`` only.
     """
     if isinstance(linesearch, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
         raise TypeError(_OPTAX_EQUIVALENTS)
@@ -119,7 +124,9 @@ def lbfgs(
                          "every point in the box)")
     solver = LBFGS(memory_size=memory_size, linesearch=linesearch, gtol=gtol, ftol=ftol, fatol=fatol,
                    direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype,
-                   fixed_search_steps=_unrolled.search_steps(linesearch, bounds) if unrolled and linesearch else 0)
+                   bounds_method=bounds_method,
+                   fixed_search_steps=_unrolled.search_steps(linesearch, bounds, bounds_method)
+                   if unrolled and linesearch else 0)
 
     def init_fn(params) -> State:
         return solver.init(params, bounds=None if bounds is None else _bounds.box(params, bounds))

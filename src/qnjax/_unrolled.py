@@ -58,12 +58,14 @@ from . import _tree
 from ._xla import where
 
 
-def search_steps(linesearch, bounds) -> int:
-    """The static trip count of the line search's loop: its ``max_steps``."""
-    if bounds is not None:
+def search_steps(linesearch, bounds, bounds_method="lbfgsb") -> int:
+    """The static trip count of the line search's loop: its ``max_steps``. With bounds, for
+    the projected method only (``_projected``: masks and a projection, no sort)."""
+    if bounds is not None and bounds_method == "lbfgsb":
         raise NotImplementedError("unrolled derivatives through L-BFGS-B are not supported yet (the Cauchy "
                                   "point's derivative is not defined through its sort); the default implicit "
-                                  "derivatives of qnjax.minimize handle bounds")
+                                  "derivatives of qnjax.minimize handle bounds, and bounds_method='projected' "
+                                  "unrolls")
     steps = linesearch.max_steps
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise TypeError(f"unrolled derivatives need the line search's max_steps as a Python integer >= 1 "

@@ -256,3 +256,34 @@ def test_collectives_per_update_do_not_grow_with_memory_or_size():
     ops, largest = counts[64, 3]
     assert set(ops) == {"all-reduce"} and ops["all-reduce"] <= 12, ops
     assert all(largest <= 2 * (m + 1) for (_, m), (_, largest) in counts.items()), counts
+
+
+@pytest.mark.parametrize("face", ["minimize", "optax"])
+def test_projected_bounded_iterations_gather_nothing(face):
+    """``bounds_method="projected"`` (``qnjax._projected``) has no Cauchy point: beyond
+    ``_cauchy.SORT_LIMIT`` variables too, its compiled iteration moves nothing across
+    devices but all-reduces of a few numbers (the products with the memory, 2 (m + 1) a
+    vector, and inner products), in both faces, and keeps every state leaf sharded; the
+    result satisfies the bounded first-order conditions."""
+    dtypes = next(iter(DTYPES.values()))
+    n_v = 8 * (_cauchy.SORT_LIMIT // 8)
+    mesh, specs, params, target, loss = problem("1d", dtypes, n_v=n_v)
+    m, lo, hi = 5, -0.5, 0.25
+    if face == "minimize":
+        compiled = jax.jit(lambda p: qnjax.minimize(loss, p, bounds=(lo, hi), memory_size=m,
+                                                    bounds_method="projected")).lower(params).compile()
+        res = compiled(params)
+        assert bool(res.success), res.status
+        x = res.x
+        assert_state_sharded(res.state, params)
+    else:
+        opt = qnjax.lbfgs(bounds=(lo, hi), memory_size=m, bounds_method="projected")
+        state = opt.init(params)
+        compiled = jax.jit(make_step(opt, loss)).lower(params, state).compile()
+        x, state = until_solved(compiled, params, state, 300)
+        assert qnjax.Status(int(state.status)).success, qnjax.Status(int(state.status))
+        assert_state_sharded(state, params)
+    ops, largest = collectives(compiled)
+    assert set(ops) == {"all-reduce"}, ops  # nothing gathered, in any branch
+    assert largest <= 2 * (m + 1), largest
+    assert_bounded_first_order(x, loss, lo, hi, dtypes)

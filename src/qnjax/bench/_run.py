@@ -79,12 +79,15 @@ def make_adapters(solvers, linesearches, notice: Callable[[str], None], rule: st
         if bounded and name in SOLVER_NAMES and name not in BOUNDED_SOLVER_NAMES:
             raise ValueError(f"{name} cannot take bounds (it has no bound-constrained L-BFGS); --bounded runs "
                              f"{', '.join(BOUNDED_SOLVER_NAMES)}")
-        if name == "qnjax":
+        if name == "qnjax-projected" and not bounded:
+            raise ValueError("qnjax-projected is qnjax's projected method for bounds: run it with --bounded")
+        if name in ("qnjax", "qnjax-projected"):
             known = linesearch_names()
             unknown = [ls for ls in linesearches if ls not in known]
             if unknown:
                 raise ValueError(f"unknown line search {unknown[0]!r}; known: {', '.join(known)}")
-            candidates = [Qnjax(ls, rule) for ls in linesearches]
+            method = "projected" if name == "qnjax-projected" else "lbfgsb"
+            candidates = [Qnjax(ls, rule, bounds_method=method) for ls in linesearches]
         elif name in _ADAPTERS:
             candidates = [_ADAPTERS[name](rule)]
         else:

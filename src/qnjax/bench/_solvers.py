@@ -48,7 +48,8 @@ RULES = ("same", "defaults")
 GTOL = {"float64": 1e-5, "float32": 1e-3}  # absolute, on max_i |grad_i| (scipy's default gtol; x100 in float32)
 MEMORY = 10  # history size for every L-BFGS under --rule same (everyone's default anyway)
 SOLVER_NAMES = ("qnjax", "scipy", "optax", "jaxopt", "optimistix")
-BOUNDED_SOLVER_NAMES = ("qnjax", "scipy", "jaxopt")  # the ones that take bounds
+# the ones that take bounds; qnjax-projected: minimize(..., bounds_method="projected")
+BOUNDED_SOLVER_NAMES = ("qnjax", "qnjax-projected", "scipy", "jaxopt")
 
 
 class Budget(NamedTuple):
@@ -95,15 +96,18 @@ class Qnjax(Adapter):
     module = "qnjax"
     OPTIONS = ("gtol", "ftol", "fatol", "maxiter", "maxfev", "memory_size")
 
-    def __init__(self, linesearch: str = "more-thuente", rule: str = "same"):
+    def __init__(self, linesearch: str = "more-thuente", rule: str = "same", bounds_method: str = "lbfgsb"):
         super().__init__(rule)
         self.linesearch = linesearch
-        self.name = f"qnjax[{linesearch}]"
+        self.bounds_method = bounds_method
+        self.name = f"qnjax[{linesearch}]" if bounds_method == "lbfgsb" else f"qnjax-{bounds_method}[{linesearch}]"
 
     takes_bounds = True
 
     def given(self, dtype, budget, bounded=False):
         box = dict(bounds="minimize(..., bounds=(lower, upper)), x0 as given (qnjax projects it)") if bounded else {}
+        if bounded and self.bounds_method != "lbfgsb":
+            box["bounds_method"] = self.bounds_method
         if self.rule == "same":
             return dict(rule="same", gtol=GTOL[dtype], ftol=0.0, fatol=0.0, maxiter=budget.maxiter,
                         maxfev=budget.maxfev, memory_size=MEMORY, linesearch=self.linesearch, **box,
@@ -118,7 +122,7 @@ class Qnjax(Adapter):
         from qnjax import _compile
 
         g = self.given(dtype, budget, bounded=bounds is not None)
-        options = _pick(g, self.OPTIONS)
+        options = _pick(g, self.OPTIONS + ("bounds_method",))
         ls = qnjax.linesearch.get(g["linesearch"])
         box = _box(bounds, dtype)
 

@@ -1,0 +1,92 @@
+"""Projected L-BFGS: box bounds without a Cauchy point, sort-free and gather-free.
+
+L-BFGS-B (``_subspace``) finds its free set from the generalized Cauchy point, which
+puts every variable's breakpoint in one order: a sort, and across devices a gather of
+the sharded variables. The two-metric projection method (Bertsekas 1982; with
+quasi-Newton metrics, Kim, Sra & Dhillon 2010) needs only elementwise operations and
+reductions. At x in the box with gradient g, the *binding* variables are those on a
+bound that the gradient pushes out of the box,
+
+    A = {i : x_i = l_i and g_i > 0} U {i : x_i = u_i and g_i < 0},
+
+F the others, P_F the projector onto F's coordinates, H the L-BFGS inverse Hessian
+(the compact form, ``_compact``). The direction
+
+    d = -P_F H P_F g
+
+is downhill unless P_F g = 0 (g^T d = -(P_F g)^T H (P_F g) < 0, H positive definite),
+and then x is stationary: the projected gradient P(x - g) - x is zero exactly when
+P_F g is (a binding variable's component is zero; a free one on its bound pushed
+inwards has the same sign as -g). The search runs along the projected arc
+x(t) = P(x + t d) (every trial in the box), phi(t) = f(x(t)), with slope
+phi'(t) = g(x(t))^T d(t), d(t) the direction with the variables the arc has clipped at
+t removed; the pair stored is the step actually taken, s = x(t) - x, with
+y = g(x(t)) - g and their products computed (not from the search's slopes, which
+describe the arc, not the segment s).
+
+The compact form's vector-free bookkeeping (``_memory_update.complete``) needs S^T g and
+Y^T g of the whole gradient; the direction needs them of P_F g. Both come from one pass
+over the memory (``_memory.products`` of two vectors), and the weighted sum is the
+second pass, as for the unconstrained direction: an iteration costs the unconstrained
+one plus a few elementwise passes. The iterates are not L-BFGS-B's (nor scipy's): this
+is the method for very large or sharded problems, where L-BFGS-B's Cauchy point sorts
+or gathers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _compact, _memory, _memory_update, _tree
+from ._xla import where
+
+
+def _pushing_out(x, v, box):
+    """Bool pytree: the variables on a bound that a step along ``v`` would leave the box by
+    (none in a complex leaf: complex leaves take no bounds)."""
+    def one(xl, vl, lo, hi):
+        if jnp.iscomplexobj(xl):
+            return jnp.zeros(jnp.shape(xl), bool)
+        return ((xl <= lo) & (vl < 0)) | ((xl >= hi) & (vl > 0))
+
+    return jax.tree.map(one, x, v, box.lower, box.upper)
+
+
+def _zero(tree, mask):
+    return jax.tree.map(lambda v, b: where(b, jnp.zeros_like(v), v), tree, mask)
+
+
+def binding(x, g, box):
+    """Bool pytree: the binding set A, the variables on a bound that -g pushes out."""
+    return _pushing_out(x, jax.tree.map(jnp.negative, g), box)
+
+
+def direction(memory: _memory.Memory, x, g, box):
+    """(d, memory): d = -P_F H P_F g (module docstring) without the components that would
+    leave the box at once (a free variable on its bound that -H P_F g pushes out: the arc
+    holds it there), the memory's pending column completed from the whole gradient's
+    products, and this direction's data recorded. d may be uphill (then the solver drops
+    the memory and searches along -gamma P_F g, which is downhill and feasible)."""
+    held = binding(x, g, box)
+    gf = _zero(g, held)
+    (a, b), (af, bf) = _memory.products(memory, g), _memory.products(memory, gf)
+    memory = _memory_update.complete(memory, a, b)
+    c_s, c_y = _compact.coefficients(memory, af, bf)
+    minus = jnp.asarray(-1, a.dtype)
+    d = _memory.weighted_sum(memory, minus * memory.gamma, gf, minus * c_s, minus * c_y)
+    d = _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box)))
+    return d, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))
+
+
+def slope(g, d, point, box, sdt, on_ray):
+    """phi'(t) at ``point`` = x(t): g^T d where the trial went along the ray x + t d
+    (``on_ray``: t at most the largest feasible step, nothing held), else :func:`arc_slope`
+    (a ``lax.cond``: most trials are on the ray, and g^T d reads two vectors, not five)."""
+    return jax.lax.cond(on_ray, lambda: _tree.inner(g, d, sdt), lambda: arc_slope(g, d, point, box, sdt))
+
+
+def arc_slope(g, d, point, box, sdt):
+    """phi'(t) along the projected arc at ``point`` = x(t) with gradient ``g`` there: g^T d
+    over the variables the arc does not hold on a bound (those on one that d pushes out)."""
+    return _tree.inner(g, _zero(d, _pushing_out(point, d, box)), sdt)
