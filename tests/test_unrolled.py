@@ -112,6 +112,25 @@ def test_optax_face_through_a_scan_of_updates():
         jax.jit(jax.jacrev(lambda b: after(b, False)))(B0)  # (jit: refused while tracing, nothing compiled)
 
 
+def test_optax_face_with_projected_bounds_through_a_scan_of_updates():
+    """The Optax face with ``bounds_method="projected"`` unrolls too, through the updates'
+    rounding nudges that keep params + updates in the box (``_bounds.trial``): 10 updates of
+    sum (x - c)^2 in [-1, 1]^3 end at clip(c), so dx/dc holds the clipped variables (0) and
+    passes the free one (1)."""
+    c0 = jnp.asarray([2.0, -3.0, 0.5], DT)
+    x0 = jnp.zeros(3, DT)
+    opt = qnjax.lbfgs(bounds=(-1.0, 1.0), bounds_method="projected", unrolled=True)
+
+    def after(c):
+        step = make_step(opt, lambda x: jnp.sum((x - c) ** 2))
+        return jax.lax.scan(lambda carry, _: (step(*carry), None), (x0, opt.init(x0)), length=10)[0][0]
+
+    x, jac = jax.jit(lambda c: (after(c), jax.jacrev(after)(c)))(c0)
+    assert np.asarray(x)[0] == 1.0 and np.asarray(x)[1] == -1.0  # on the bounds exactly
+    np.testing.assert_allclose(np.asarray(x)[2], 0.5, rtol=1e-12 if X64 else 1e-6)
+    np.testing.assert_allclose(np.asarray(jac), np.diag([0.0, 0.0, 1.0]), atol=1e-6 if X64 else 1e-4)
+
+
 @needs_x64  # (one compile of a reverse-mode unrolled solve: CI time)
 def test_projected_bounded_solve_unrolls_to_the_active_set_derivative():
     """``bounds_method="projected"`` has no sort, so its iterations unroll: through a

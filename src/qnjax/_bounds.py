@@ -201,6 +201,18 @@ def stationarity(x, g, box: Box, sdt):
     return m
 
 
+@jax.custom_jvp
+def _nudged(w, toward):
+    """``jnp.nextafter(w, toward)``, a rounding correction with the derivative of ``w`` (JAX
+    has none for ``nextafter``; unrolled derivatives of the projected method go through it)."""
+    return jnp.nextafter(w, toward)
+
+
+@_nudged.defjvp
+def _nudged_jvp(primals, tangents):
+    return _nudged(*primals), tangents[0]
+
+
 def trial(params, u, box: Box, exact_updates: bool):
     """The feasible point for the rounded step ``u`` (leaves in params' dtypes):
     ``(update, point)``.
@@ -224,8 +236,8 @@ def trial(params, u, box: Box, exact_updates: bool):
             return where(moved, c - p, v), c
         w = where(moved, c - p, v)
         y = jax.lax.optimization_barrier(p + w)
-        w = where(y > hi, jnp.nextafter(w, jnp.asarray(-jnp.inf, w.dtype)),
-                      where(y < lo, jnp.nextafter(w, jnp.asarray(jnp.inf, w.dtype)), w))
+        w = where(y > hi, _nudged(w, jnp.asarray(-jnp.inf, w.dtype)),
+                  where(y < lo, _nudged(w, jnp.asarray(jnp.inf, w.dtype)), w))
         return w, jax.lax.optimization_barrier(p + w)
 
     pairs = jax.tree.map(one, params, u, box.lower, box.upper)
