@@ -359,11 +359,13 @@ def test_optax_face_keeps_every_point_in_the_box_bit_for_bit(method):
     params = jnp.full(5, 2.0, DT)
     state = opt.init(params)
     step = jax.jit(make_step(opt, loss))
-    for _ in range(30):
+    for _ in range(30 if method == "lbfgsb" else 80):  # (the projected method takes more steps)
         new_params, new_state = step(params, state)
         assert_same_types(state, new_state)
         assert np.all(np.asarray(new_params) == np.asarray(new_state.params))  # apply_updates lands on it
         params, state = new_params, new_state
+        if int(state.status) != qnjax.Status.RUNNING:
+            break
     assert_feasible(seen, np.asarray(1.1, DT), 2.0)
     assert qnjax.Status(int(state.status)).success
     np.testing.assert_allclose(float(rosenbrock(params)), 1.3806398052, rtol=1e-9 if X64 else 2e-6)

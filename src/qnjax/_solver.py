@@ -225,6 +225,9 @@ class LBFGS:
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
                                             ROUNDING_ULPS * t_ulp, t0, t_max)
+        elif projected:
+            t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ROUNDING_ULPS * t_ulp, dd,
+                                               t_ray)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             return _unsearched.step(self, state, memory, q, d, empty, held, scale)
