@@ -20,7 +20,10 @@ P_F g is (a binding variable's component is zero; a free one on its bound pushed
 inwards has the same sign as -g). A free variable on its bound that d pushes out is
 held too (d_i = 0: the arc would hold it at once); what is left may be uphill, and then
 the solver drops the memory and searches along -gamma P_F g, which is downhill and
-moves no variable out of the box. The search runs along the projected arc
+moves no variable out of the box. With no pair stored (the first iteration, a retry)
+the step is L-BFGS-B's projected-gradient step instead: d = P(x - g) - x with H = I (not
+the scale of the pairs a retry dropped) and scipy's first trial, along the ray up to the
+largest feasible step. Otherwise the search runs along the projected arc
 x(t) = P(x + t d) (every trial in the box, no largest step), phi(t) = f(x(t)), with
 slope phi'(t) = g(x(t))^T d(t), d(t) the direction without the variables the arc holds
 on a bound at t (up to the largest feasible step, none: g^T d). The pair stored is the

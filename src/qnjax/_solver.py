@@ -53,8 +53,9 @@ as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
 With ``bounds_method="projected"`` it is projected L-BFGS (``_projected``): the compact H
 on the variables not held on a bound, the search along the projected path P(x + t d)
-(no largest step; the path's slope past the largest feasible step), the pair's products
-from the vectors where the path held a variable.
+(no largest step; the path's slope past the largest feasible step; with no pair stored,
+L-BFGS-B's step to P(x - g)), the pair's products from the vectors where the path held a
+variable.
 """
 
 from __future__ import annotations
