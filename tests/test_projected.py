@@ -4,6 +4,8 @@ conditions, published optima, every evaluated point in the box, vmap, both faces
 test_lbfgsb.py's, run with each method; the sharded programs are in
 tests/multidevice/test_8_devices.py."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from conftest import X64
 
 import qnjax
-from qnjax import _bounds, _memory_update, _projected, bench
+from qnjax import _bounds, _free_gram, _memory, _memory_update, _projected, bench, problems
 from qnjax.bench import _run, _solvers
 
 DT = jnp.float64 if X64 else jnp.float32
@@ -87,3 +89,45 @@ def test_bench_runs_the_projected_method_on_bounded_problems_only():
 def test_unknown_bounds_method_is_refused():
     with pytest.raises(ValueError, match="bounds method"):
         qnjax.minimize(rosenbrock, jnp.zeros(3, DT), bounds=(0.0, 1.0), bounds_method="cauchy")
+
+
+@pytest.mark.skipif(X64, reason="batching is exact in either mode: runs with x64 off")
+def test_large_batches_are_vmapped_and_equal_single_runs():
+    """Beyond ``_free_gram.incremental``'s size L-BFGS-B's batch members take their iterations
+    in turn (its branches); the projected method has none, so ``_minimize`` vmaps its batch:
+    each member ends as its single run does (iterations, evaluations, x), and the batch's
+    program sorts nothing."""
+    n = _free_gram.SMALL_N + 904
+    assert _free_gram.incremental(jnp.zeros(n))
+    (nnls,) = [p for p in problems.scalable_bounded(n) if p.name.startswith("nnls")]
+    starts = jnp.asarray(np.clip(np.random.default_rng(0).uniform(-0.5, 2.0, (2, n)), 0.0, None), DT)
+
+    def solve(x0):
+        return qnjax.minimize(nnls.fun, x0, bounds=(nnls.lower, nnls.upper), gtol=1e-2, bounds_method="projected")
+
+    batched = jax.jit(jax.vmap(solve))
+    batch = batched(starts)
+    for i in range(2):
+        one = jax.jit(solve)(starts[i])
+        assert bool(one.success) and bool(batch.success[i])
+        assert int(batch.nit[i]) == int(one.nit) and int(batch.nfev[i]) == int(one.nfev)
+        np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), rtol=1e-5, atol=1e-6)
+    text = batched.lower(starts).compile().as_text()
+    assert not re.search(r"\bsort\(", text)
+
+
+@pytest.mark.skipif(X64, reason="one size, one mode (CI time): runs with x64 off")
+def test_a_large_solve_branches_on_the_empty_memory():
+    """From ``_memory.SKIP_EMPTY_FROM`` variables (unbatched) the direction is a ``lax.cond``
+    on the empty memory (the projected-gradient step, or the quasi-Newton one): the banded
+    nonnegative least squares at 65,536 variables reaches its minimum (f* = 11 n / 4, half
+    the variables on their bound) with the first-order conditions."""
+    n = _memory.SKIP_EMPTY_FROM
+    (nnls,) = [p for p in problems.scalable_bounded(n) if p.name.startswith("nnls")]
+    res = qnjax.minimize(nnls.fun, jnp.asarray(nnls.x0, DT), bounds=(nnls.lower, nnls.upper), gtol=1e-2,
+                         bounds_method="projected")
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(float(res.fun), nnls.fstar, rtol=1e-5)
+    x, g = np.asarray(res.x, np.float64), np.asarray(res.grad, np.float64)
+    assert np.all(x >= 0) and np.max(np.abs(np.clip(x - g, 0, None) - x)) <= 1e-2
+    assert np.sum(x == 0) >= n // 2

@@ -46,7 +46,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _bounds, _compact, _memory, _memory_update, _tree
+from . import _bounds, _compact, _loop, _memory, _memory_update, _tree
 from ._xla import where
 
 
@@ -76,19 +76,31 @@ def direction(memory: _memory.Memory, x, g, box):
     holds it there), the memory's pending column completed from the whole gradient's
     products, and this direction's data recorded. With no pair stored (the first
     iteration, a retry after the memory was dropped) d = P(x - g) - x, L-BFGS-B's (scipy's
-    restart: H = I, not the dropped pairs' scale)."""
-    held = binding(x, g, box)
-    gf = _zero(g, held)
-    (a, b), (af, bf) = _memory.products(memory, g), _memory.products(memory, gf)
-    memory = _memory_update.complete(memory, a, b)
-    c_s, c_y = _compact.coefficients(memory, af, bf)
-    minus = jnp.asarray(-1, a.dtype)
-    d = _memory.weighted_sum(memory, minus * memory.gamma, gf, minus * c_s, minus * c_y)
-    d = _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box)))
-    gradient = jax.tree.map(lambda gl, xl, lo, hi: -gl if jnp.iscomplexobj(xl) else jnp.clip(
-        -gl, (lo - xl).astype(gl.dtype), (hi - xl).astype(gl.dtype)), g, x, box.lower, box.upper)
-    d = _tree.select(memory.count == 0, gradient, d)
-    return d, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))
+    restart: H = I, not the dropped pairs' scale): both computed and one selected, or from
+    ``_memory.SKIP_EMPTY_FROM`` variables, not batched, a ``lax.cond`` (no pass is made
+    for the other)."""
+    def quasi_newton():
+        held = binding(x, g, box)
+        gf = _zero(g, held)
+        (a, b), (af, bf) = _memory.products(memory, g), _memory.products(memory, gf)
+        done = _memory_update.complete(memory, a, b)
+        c_s, c_y = _compact.coefficients(done, af, bf)
+        minus = jnp.asarray(-1, a.dtype)
+        d = _memory.weighted_sum(done, minus * done.gamma, gf, minus * c_s, minus * c_y)
+        d = _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box)))
+        return d, _memory_update.record(done, jnp.stack([a, b, c_s, c_y]))
+
+    def gradient():  # (no pair: nothing to complete, and the recorded products are zero)
+        d = jax.tree.map(lambda gl, xl, lo, hi: -gl if jnp.iscomplexobj(xl) else jnp.clip(
+            -gl, (lo - xl).astype(gl.dtype), (hi - xl).astype(gl.dtype)), g, x, box.lower, box.upper)
+        done = memory._replace(flags=memory.flags & jnp.array([True, False, True]))
+        return d, _memory_update.record(done, jnp.zeros_like(memory.last))
+
+    if _tree.count(x) < _memory.SKIP_EMPTY_FROM or _loop.batched(x):
+        # (with no pair, quasi_newton's memory is gradient's: its products and coefficients are 0)
+        d, done = quasi_newton()
+        return _tree.select(memory.count == 0, gradient()[0], d), done
+    return jax.lax.cond(memory.count == 0, gradient, quasi_newton)
 
 
 def first_trial(box, params, empty, first, unit, t_round, dd, t_ray):
