@@ -40,13 +40,16 @@ def coefficients(memory: _memory.Memory, a, b):
     return c_s, -gamma * u
 
 
-def inverse_hessian(memory: _memory.Memory, q, scale=1.0):
+def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None):
     """(scale H q, memory) for a pytree q (real-space): completes the memory's pending
     column from this pass's products and records what the next ``push`` needs (the
-    coefficients of H q itself; the scale costs nothing, it multiplies them)."""
+    coefficients of H q itself; the scale costs nothing, it multiplies them). With ``v``
+    (``_projected``: the gradient's free part) the product is scale H v, from a second
+    pass for S^T v, Y^T v; the pending column is still completed from q's products."""
     a, b = _memory.products(memory, q)
     memory = _memory_update.complete(memory, a, b)
-    c_s, c_y = coefficients(memory, a, b)
+    av, bv = (a, b) if v is None else _memory.products(memory, v)
+    c_s, c_y = coefficients(memory, av, bv)
     scale = jnp.asarray(scale).astype(a.dtype)
-    hq = _memory.weighted_sum(memory, scale * memory.gamma, q, scale * c_s, scale * c_y)
+    hq = _memory.weighted_sum(memory, scale * memory.gamma, q if v is None else v, scale * c_s, scale * c_y)
     return hq, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))

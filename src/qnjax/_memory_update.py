@@ -67,7 +67,7 @@ def pair(u, grad, new_grad, t, slope0, slope, dd, moved, sdt, along_ray=True):
     def from_vectors():
         return jnp.stack(_tree.inners([(u, y), (y, y), (u, u)], sdt))
 
-    if not wide or along_ray is False:
+    if not wide:
         prods = from_vectors()
     elif along_ray is True:
         prods = from_slopes()

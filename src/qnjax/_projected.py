@@ -81,14 +81,8 @@ def direction(memory: _memory.Memory, x, g, box):
     for the other)."""
     def quasi_newton():
         held = binding(x, g, box)
-        gf = _zero(g, held)
-        (a, b), (af, bf) = _memory.products(memory, g), _memory.products(memory, gf)
-        done = _memory_update.complete(memory, a, b)
-        c_s, c_y = _compact.coefficients(done, af, bf)
-        minus = jnp.asarray(-1, a.dtype)
-        d = _memory.weighted_sum(done, minus * done.gamma, gf, minus * c_s, minus * c_y)
-        d = _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box)))
-        return d, _memory_update.record(done, jnp.stack([a, b, c_s, c_y]))
+        d, done = _compact.inverse_hessian(memory, g, -1.0, v=_zero(g, held))
+        return _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box))), done
 
     def gradient():  # (no pair: nothing to complete, and the recorded products are zero)
         d = jax.tree.map(lambda gl, xl, lo, hi: -gl if jnp.iscomplexobj(xl) else jnp.clip(

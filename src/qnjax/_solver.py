@@ -219,9 +219,9 @@ class LBFGS:
             d, slope0, dd, factor = _tree.unoverflowed(d, grad, slope0, dd, sdt)
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
-        t_max = self.max_stepsize(params, d, None if projected else box)  # (projected: along the arc, no end)
-        # (projected: the steps up to t_ray go along the ray x + t d, no variable held on a bound)
-        t_ray = _bounds.max_stepsize(params, d, box, sdt) if projected else None
+        t_max = self.max_stepsize(params, d, box)
+        # (projected: steps up to t_ray go along the ray x + t d, nothing held; past it, the arc)
+        t_ray = t_max if projected else None
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
