@@ -266,6 +266,40 @@ def test_bounded_gradient_below_the_rounding_of_x(scale):
     assert int(first.nit) == 1 and float(jnp.max(jnp.abs(first.x - jnp.clip(x0, 0.4, 1.0)))) > 0.1
 
 
+@x64_off_only  # (float32's range)
+@pytest.mark.parametrize("method", [None, "lbfgsb", "projected"])
+def test_float32_extreme_scales_return_the_point_fun_was_evaluated_at(method):
+    """f = s Rosenbrock (n = 4) from x = 0 in float32, s from 1e-30 to 1e25: whatever the
+    run's end, x is finite, f(x) is the value reported, and a success is solved. At 1e20
+    (no bounds) the direction after a pair overflowed to -inf; x stayed by adding 0 * d = NaN,
+    and the run returned x = NaN with f finite and PRECISION (success). In the box
+    [-2, 0.8]^4 at 1e-25 and 1e-30, the first trial P(x - g) - x moved x = 0 by 2e-25 (x's
+    rounding is that of 0, so the step counted as resolved): a decrease f cannot show, and
+    the run stopped at once with LINESEARCH_FAILED; at 1e-25 it is solved now (at 1e-30 the
+    gradient at the minimum is at the bottom of float32's range, and whether the run says so
+    depends on the build's rounding). The runs without a pair's curvature (products beyond
+    float32's range) may end on a budget: an honest failure."""
+    scales = [1e18, 1e20, 1e22, 1e25, 1e-20, 1e-25, 1e-30]
+    box = {} if method is None else dict(bounds=(-2.0, 0.8), bounds_method=method)
+    fstar = 0.0 if method is None else 0.50261859  # (the box's minimiser: x_1 = 0.8)
+
+    def f(x, s):
+        return s * rosenbrock(x)
+
+    solve = jax.jit(lambda s: qnjax.minimize(f, jnp.zeros(4, jnp.float32), (s,), maxfev=3000, **box))
+    value = jax.jit(f)
+    for s in scales:
+        s = jnp.float32(s)
+        res = solve(s)
+        assert bool(jnp.all(jnp.isfinite(res.x))), (float(s), res.message)
+        assert float(value(res.x, s)) == float(res.fun), float(s)
+        rosen = float(rosenbrock(res.x))
+        if bool(res.success):
+            assert rosen <= fstar + 1e-3, (float(s), rosen, res.message)
+        if method is not None and float(s) == float(jnp.float32(1e-25)):
+            assert bool(res.success) and rosen <= fstar + 1e-3, (float(s), rosen, res.message)
+
+
 def test_float64_runs_compile_no_overflow_guard():
     """The guard is float32's: a float64 solve's program has no branch for it (under
     ``jax.vmap`` both sides of a branch run, a few kernels an iteration)."""

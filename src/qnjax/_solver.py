@@ -144,8 +144,7 @@ class LBFGS:
         except while no curvature pair was ever stored (H = I has no scale), where it is
         1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
         norm = jnp.sqrt(where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
-        # (the select between sqrt and the division also keeps XLA from rewriting 1/sqrt as rsqrt,
-        # which rounds differently)
+        # (the select between sqrt and the division also keeps XLA's 1/sqrt from becoming rsqrt's rounding)
         return where(~memory.flags[2], 1 / where(dd > 0, norm, 1), jnp.ones_like(dd) * unit)
 
     def max_stepsize(self, params, d, bounds=None):
@@ -223,20 +222,21 @@ class LBFGS:
         # (projected: steps up to t_ray go along the ray x + t d, nothing held; past it, the arc)
         t_ray = t_max if projected else None
         t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
+        visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
-                                            ROUNDING_ULPS * t_ulp, t0, t_max)
+                                            ROUNDING_ULPS * t_ulp, t0, t_max, visible)
         elif projected:
             t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ROUNDING_ULPS * t_ulp, dd,
-                                               t_ray)
+                                               t_ray, visible)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             return _unsearched.step(self, state, memory, q, d, empty, held, scale)
 
-        def point(t):
+        def point(t, final=False):
             # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
             # precision makes the evaluated point differ from params + updates.
-            u = jax.lax.optimization_barrier(_tree.scale(t, d, params))
+            u = jax.lax.optimization_barrier(_tree.scale(t, d, params, exact_zero=final))
             if box is not None:
                 return _bounds.trial(params, u, box, exact_updates)
             return u, jax.lax.optimization_barrier(_tree.add(params, u))
@@ -271,7 +271,7 @@ class LBFGS:
         judged = _verdict.judge(state, res, slope0, t0, floor)
         moved = judged.moved
         taken = where(moved, res.stepsize, jnp.zeros((), sdt))
-        u, x_new = point(taken)  # u is zero and x_new params when x stays
+        u, x_new = point(taken, True)  # u is zero and x_new params when x stays (whatever d holds)
         new_grad = _tree.select(moved, res.grad.grad, grad)
         pair = _memory_update.pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt,
                                    along_ray=taken <= t_ray if projected else True) if whole else {}

@@ -197,16 +197,21 @@ def all_finite(a):
     return ok
 
 
-def scale(t, d, like):
+def scale(t, d, like, exact_zero=False):
     """``t * d`` leaf by leaf, computed at the scalar precision (the dtype of ``t``),
-    kept in the dtypes of ``like``.
+    kept in the dtypes of ``like``; with ``exact_zero``, zero where t = 0 whatever d holds
+    (0 * inf is NaN: the step of an iteration whose x stays along a direction that is not
+    finite; a select in the same kernel).
 
     The trial point of a line search is always ``add(x, scale(t, d, x))``, which is
     bit-for-bit what ``optax.apply_updates`` computes from the returned updates."""
 
     def one(u, x):
         wd = work_dtype(dtype_of(u), dtype_of(t))
-        return (t.astype(wd) * u.astype(wd)).astype(dtype_of(x))
+        step = t.astype(wd) * u.astype(wd)
+        if exact_zero:
+            step = where(t == 0, jnp.zeros_like(step), step)
+        return step.astype(dtype_of(x))
 
     return jax.tree.map(one, d, like)
 
