@@ -142,6 +142,33 @@ def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
     assert 0 < float(res.x[0]) < 1e-4 and int(res.nit) >= 1
 
 
+def test_a_tree_of_one_dtype_has_the_rounding_steps_of_its_concatenation():
+    """The vector's rounding step of leaves of one dtype is that of their concatenation, so a
+    leaf converging to 0 beside leaves of size 1 no longer sets it; leaves of another dtype
+    keep theirs (the least over the dtypes). f = Rosenbrock(a) + c |b|^2 from a = 0, b = 1
+    in float32, as a tree {a, b}: with c = 10 (c = 3 in the debug build) the run ended with
+    LINESEARCH_FAILED at f = 7e-13 (b ~ 2e-8 made the rounding step 6e-5, where a needs 0.2
+    to move at all, so the slopes' promise along -g counted as a decrease not found); as
+    one vector it succeeds, and so does the tree now, for every c tried."""
+    rng = np.random.default_rng(0)
+    a, b = jnp.asarray(rng.normal(size=4), DT), jnp.asarray(rng.normal(size=(2, 2)) * 1e-8, DT)
+    da, db = jnp.asarray(rng.normal(size=4) * 1e-7, DT), jnp.asarray(rng.normal(size=(2, 2)) * 1e-10, DT)
+    steps = jax.jit(qnjax._tree.ulp_stepsizes, static_argnums=2)
+    tree = steps({"a": a, "b": b}, {"a": da, "b": db}, DT)
+    flat = steps(jnp.concatenate([a, b.ravel()]), jnp.concatenate([da, db.ravel()]), DT)
+    assert np.asarray(tree).tolist() == np.asarray(flat).tolist()
+    assert float(tree[0]) == pytest.approx(float(jnp.finfo(DT).eps) * float(jnp.max(jnp.abs(a)) / jnp.max(jnp.abs(da))))
+    coarse = {"a": a, "h": a.astype(jnp.bfloat16)}, {"a": da, "h": da.astype(jnp.bfloat16)}
+    assert float(steps(*coarse, DT)[0]) == float(steps({"a": a}, {"a": da}, DT)[0])  # float32's is the least
+
+    def f(p, c):
+        return rosenbrock(p["a"]) + c * jnp.sum(p["b"] ** 2)
+
+    for c in (0.1, 1.0, 3.0, 10.0, 30.0, 100.0):
+        res = qnjax.minimize(f, {"a": jnp.zeros(4, DT), "b": jnp.ones((2, 2), DT)}, (jnp.asarray(c, DT),))
+        assert bool(res.success) and float(res.fun) < 1e-10, (c, res.message, float(res.fun))
+
+
 @pytest.mark.parametrize("leaf_dtype", ["float32", "float64", "bfloat16"])
 def test_rounding_steps_of_a_large_leaf_in_one_pass_are_the_definition(monkeypatch, leaf_dtype):
     """Above ``_tree.STACK_LIMIT`` elements a leaf's rounding steps come from one variadic

@@ -258,7 +258,11 @@ def _norms_and_ratio(ax, ad, floor):
 def ulp_stepsizes(x, d, sdt):
     """The steps t at which ``x + t d`` moves x by one unit in its last place: (2,) array of
 
-    * the vector's: min over leaves of eps(leaf) ||x_leaf||_inf / ||d_leaf||_inf;
+    * the vector's: eps ||x||_inf / ||d||_inf over the leaves of each dtype taken as one
+      vector, the least over the dtypes (so a tree of leaves of one dtype has the step of
+      their concatenation: a leaf converging to 0 beside others of size 1 made the tree's
+      rounding step that leaf's, where the concatenated vector's is the others', and a
+      run that had reached the minimum ended with LINESEARCH_FAILED);
     * the components': min over moving components of ulp_i / |d_i|, with
       ulp_i = eps(leaf) max(|x_i|, tiny(leaf) / eps(leaf)): a component at (or near) zero
       moves by its dtype's smallest normal number, not by a fraction of the others;
@@ -268,7 +272,8 @@ def ulp_stepsizes(x, d, sdt):
     zero beside large ones, such as x = (0, 100) with d along the first: its minimiser
     along d may lie far below the vector's rounding step, and the line search must be
     allowed to go there.)"""
-    t = jnp.full((2,), jnp.inf, sdt)
+    each = jnp.full((), jnp.inf, sdt)
+    norms = {}  # dtype -> (max ||x_leaf||, max ||d_leaf||) over its leaves
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
         if xl.size:
             info = jnp.finfo(dtype_of(xl))
@@ -281,6 +286,13 @@ def ulp_stepsizes(x, d, sdt):
             else:  # (a floor that underflows in sdt, a float64 leaf in float32, needs the select: 0 / 0)
                 ratio = where(ad > 0, jnp.maximum(ax, jnp.asarray(floor)) / where(ad > 0, ad, 1), jnp.inf)
                 xn, dn, rmin = _stack_reduce([ax, ad, -ratio], jnp.max) * jnp.asarray([1, 1, -1], sdt)
-            vector = where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
-            t = jnp.minimum(t, eps * jnp.stack([vector, rmin]))
-    return t
+            key = jnp.dtype(dtype_of(xl))
+            if key in norms:
+                xn, dn = jnp.maximum(norms[key][0], xn), jnp.maximum(norms[key][1], dn)
+            norms[key] = (xn, dn)
+            each = jnp.minimum(each, eps * rmin)
+    vector = jnp.full((), jnp.inf, sdt)
+    for key, (xn, dn) in norms.items():
+        vector = jnp.minimum(vector, jnp.asarray(jnp.finfo(key).eps, sdt) * where(dn > 0, xn / where(dn > 0, dn, 1),
+                                                                                   jnp.inf))
+    return jnp.stack([vector, each])
