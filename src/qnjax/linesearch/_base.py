@@ -21,7 +21,9 @@ the search would go further, is accepted), and no trial below ``min_stepsize``
 below it tries ``min_stepsize`` itself once, then stops, and a first trial below
 it is raised to it. ``rounding_stepsize`` (default ``min_stepsize``) is the step
 that moves x by a few units in its last place: trials within NEAR times it are
-"near x", where f's rounding can hide the change the slopes predict.
+"near x", where f's rounding can hide the change the slopes predict, and a search
+whose next trial would fall from above it to below it tries it first (whether phi
+rises within x's rounding is what the caller's stopping rule asks).
 ``negligible`` (default 0: never) is a decrease of f too small to look for (the
 caller's rounding level of f): the search stops once its slopes say that phi cannot
 fall by more. With c = min over the trials of (phi'(t) - phi'(0)) / t, the flattest
@@ -161,10 +163,12 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
     as_s = lambda v: jnp.asarray(v).astype(sdt)  # noqa: E731
     value0, slope0 = as_s(value0), as_s(slope0)
     t_max, t_min = as_s(max_stepsize), as_s(min_stepsize)
-    near = NEAR * (t_min if rounding_stepsize is None else as_s(rounding_stepsize))
+    rounding = t_min if rounding_stepsize is None else as_s(rounding_stepsize)
+    near = NEAR * rounding
     negligible = as_s(negligible)
     if fixed_steps:  # derivatives go through this search: not through its rounding levels
-        t_max, t_min, near, negligible = (jax.lax.stop_gradient(v) for v in (t_max, t_min, near, negligible))
+        t_max, t_min, near, negligible, rounding = (jax.lax.stop_gradient(v)
+                                                    for v in (t_max, t_min, near, negligible, rounding))
     limit = jnp.asarray(search.max_steps, jnp.int32)
     if max_steps is not None:
         limit = jnp.minimum(limit, jnp.asarray(max_steps, jnp.int32))
@@ -213,7 +217,10 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         noise = where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
         flattest = where(finite, jnp.minimum(c.flattest, (d - slope0) / c.t), c.flattest)
         t_next = jnp.minimum(t_next, t_max)
-        # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once.
+        # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once. Nor is one
+        # below the rounding step before that step (no trial between: it says whether phi rises within
+        # x's rounding, ``_verdict.at_precision``; a first trial far beyond it interpolates past it).
+        t_next = where((t_next < rounding) & (c.t > rounding), rounding, t_next)
         t_next = where((t_next < t_min) & (c.t > t_min), t_min, t_next)
         return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest), keep, g
 
