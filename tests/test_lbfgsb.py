@@ -489,3 +489,38 @@ def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
     text = jax.jit(make_step(opt, rosenbrock)).lower(params, state).as_text()
     constants = [line for line in text.splitlines() if "constant" in line]
     assert constants and max(len(line) for line in constants) < 300  # no array of n bounds inlined
+
+
+@each_method
+@x64_off_only  # float32 runs (a float32 batch's rounding is what this exercises)
+def test_a_run_of_ties_broken_by_failed_searches_ends(method):
+    """400 batched float32 least-squares fits in boxes of every kind (lower, upper, both, fixed,
+    none) with columns scaled over four decades: each ends with a success and within 2,000
+    evaluations (the longest took 935), x in the box. Before ``_verdict.tie_fields`` kept the
+    count of ties across a failed search, one L-BFGS-B run cycled at its minimum through
+    4 ties (steps that do not lower f) and a failed search until MAXFEV, 12,005 iterations."""
+    rng = np.random.default_rng(0)
+    count, n, m = 400, 8, 12
+    a = rng.normal(size=(count, m, n)) * 10.0 ** rng.uniform(-2, 2, (count, 1, n))
+    b = rng.normal(size=(count, m)) * 10.0 ** rng.uniform(-1, 2, (count, 1))
+    scale = 10.0 ** rng.uniform(-3, 3, count)
+    lo, hi = np.full((count, n), -np.inf), np.full((count, n), np.inf)
+    kind = rng.integers(0, 5, (count, n))
+    c = rng.normal(size=(count, n)) * 0.3
+    lo[kind == 1], hi[kind == 2] = c[kind == 1], c[kind == 2]
+    lo[kind == 3], hi[kind == 3] = c[kind == 3] - 0.1, c[kind == 3] + 0.5
+    lo[kind == 4], hi[kind == 4] = c[kind == 4], c[kind == 4]
+    x0 = rng.normal(size=(count, n))
+
+    def fun(x, a, b, s):
+        r = a @ x - b
+        return 0.5 * s * jnp.sum(r * r)
+
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    res = jax.jit(jax.vmap(lambda x0, a, b, s, lo, hi: qnjax.minimize(fun, x0, (a, b, s), bounds=(lo, hi),
+                                                                      bounds_method=method)))(
+        f32(x0), f32(a), f32(b), f32(scale), f32(lo), f32(hi))
+    assert np.all(np.asarray(res.success)), np.unique(np.asarray(res.status), return_counts=True)
+    assert int(np.max(np.asarray(res.nfev))) <= 2000
+    x = np.asarray(res.x)
+    assert np.all((x >= np.asarray(f32(lo))) & (x <= np.asarray(f32(hi))))

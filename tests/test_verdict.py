@@ -87,6 +87,22 @@ def test_float32_ties_continue_while_the_promise_is_resolved_and_restart_as_it_f
     assert _taken(down) and int(fields["ties"]) == 0 and float(fields["tie_start"]) == np.inf
 
 
+def test_a_failed_search_does_not_restart_the_count_of_ties():
+    """A search that moves nothing keeps the ties counted before it, even where its promise has
+    fallen below TIE_FALL times the level: only a step restarts the count. Before, a failed
+    search's small promise set the count to 0, and 1 of 400 batched float32 box least-squares
+    fits (``test_a_run_of_ties_broken_by_failed_searches_ends``) cycled through 4 ties and a failed
+    search at its minimum until MAXFEV (12,005 iterations)."""
+    dt, f = jnp.float32, 10.0
+    held = _state(dt, f, ties=4, tie_level=1.0, tie_start=1.0)
+    judged = _judge(dt, held, _result(dt, f, LineSearchStatus.FAILED), 0.5 * _verdict.TIE_FALL)
+    assert not _taken(judged)
+    assert int(judged.ties) == 0  # the restart this promise would give a step
+    fields = _verdict.tie_fields(held, judged)
+    assert int(fields["ties"]) == 4
+    assert float(fields["tie_level"]) == 1.0 and float(fields["tie_start"]) == 1.0
+
+
 @pytest.mark.parametrize("kind", ["boxed", "half", "free"])
 @pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("first", [False, True])

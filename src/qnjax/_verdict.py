@@ -128,7 +128,7 @@ def tie_fields(state, judged: Judged) -> dict:
     sdt = state.value.dtype
     moved, tie, ties, promised = judged.moved, judged.tie, judged.ties, judged.promised
     return dict(
-        ties=where(moved, where(tie, ties + 1, 0), ties).astype(jnp.int32),
+        ties=where(moved, where(tie, ties + 1, 0), state.ties).astype(jnp.int32),
         tie_level=where(moved & tie & (ties == 0), promised, state.tie_level).astype(sdt),
         tie_start=where(moved, where(tie, where(state.ties == 0, promised, state.tie_start), jnp.inf),
                         state.tie_start).astype(sdt),
