@@ -377,13 +377,14 @@ def test_float32_extreme_scales_return_the_point_fun_was_evaluated_at(method):
 
 def test_float64_runs_compile_no_overflow_guard():
     """The guard is float32's: a float64 solve's program has no branch for it (under
-    ``jax.vmap`` both sides of a branch run, a few kernels an iteration)."""
+    ``jax.vmap`` both sides of a branch run, a few kernels an iteration), nor for a probe's
+    products (``_probe``: below float64 only)."""
     if not X64:
         pytest.skip("needs float64")
     x = jnp.zeros(3, jnp.float64)
     text = {dt: jax.jit(lambda x: qnjax.minimize(rosenbrock, x, maxiter=2)).lower(x.astype(dt)).as_text()
             for dt in (jnp.float32, jnp.float64)}
-    assert text[jnp.float32].count("stablehlo.case") == text[jnp.float64].count("stablehlo.case") + 1
+    assert text[jnp.float32].count("stablehlo.case") == text[jnp.float64].count("stablehlo.case") + 2
 
 
 def curve_fits(dtype, count=1000):
@@ -421,3 +422,40 @@ def test_thousand_float32_fits_agree_with_float64():
     assert np.sum(~ok & agree) == 0  # no false failure
     assert np.sum(ok & ~agree) == 0  # no false success
     assert bool(jnp.all(r64.success))
+
+
+def least_squares_fits(count=400, n=8, m=12, seed=0):
+    """``count`` random least-squares problems f = s |A x - b|^2 / 2 with A's columns scaled
+    over four decades (Hessians conditioned up to about 1e9), b and s over several, and x0."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(count, m, n)) * 10.0 ** rng.uniform(-2, 2, (count, 1, n))
+    b = rng.normal(size=(count, m)) * 10.0 ** rng.uniform(-1, 2, (count, 1))
+    return a, b, 10.0 ** rng.uniform(-3, 3, count), rng.normal(size=(count, n))
+
+
+@x64_off_only  # float32 runs in either mode
+def test_float32_ill_conditioned_least_squares_report_success_only_where_solved():
+    """400 float32 fits (``least_squares_fits``), judged as the bench judges: f within 1e-3 of
+    the float64 minimum (relative, at least 1), or max |g| <= 1e-2. Every run reports success
+    and at most 2 are not solved. Before probes (``_probe``: the pair of a failed search's
+    trial stored, x staying), 12-19 of 400 such fits ended PRECISION with f 1e-3 to 1e-1
+    above the minimum: the memory had not seen the directions of low curvature, so the
+    decrease it promised was below f's rounding, and steepest descent's was too."""
+    a, b, s, x0 = least_squares_fits()
+
+    def fun(x, a, b, s):
+        r = a @ x - b
+        return 0.5 * s * jnp.sum(r * r)
+
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    res = jax.jit(jax.vmap(lambda x0, a, b, s: qnjax.minimize(fun, x0, (a, b, s))))(f32(x0), f32(a), f32(b), f32(s))
+    x = np.asarray(res.x, np.float64)
+    r = np.einsum("kij,kj->ki", a, x) - b
+    f = 0.5 * s * np.sum(r * r, axis=1)
+    g = s[:, None] * np.einsum("kij,ki->kj", a, r)
+    best = np.array([np.linalg.lstsq(ak, bk, rcond=None)[0] for ak, bk in zip(a, b)])
+    rs = np.einsum("kij,kj->ki", a, best) - b
+    fstar = 0.5 * s * np.sum(rs * rs, axis=1)
+    solved_ = (f <= fstar + 1e-3 * np.maximum(1.0, fstar)) | (np.max(np.abs(g), axis=1) <= 1e-2)
+    assert bool(np.all(np.asarray(res.success))), np.unique(np.asarray(res.status), return_counts=True)
+    assert int(np.sum(~solved_)) <= 2, np.nonzero(~solved_)

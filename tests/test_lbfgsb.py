@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
+from scipy.optimize import lsq_linear
 
 import qnjax
 from qnjax import _bounds, _cauchy, _free_gram, _segments, problems
@@ -491,14 +492,22 @@ def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
     assert constants and max(len(line) for line in constants) < 300  # no array of n bounds inlined
 
 
+# Of test_float32_box_least_squares_end_solved's fits, how many may end unsolved, by method
+# (measured: 7 and 1 in the test build, 6 and 0 in the default one; 9 and 4 before probes).
+MISSED = {"lbfgsb": 8, "projected": 2}
+
+
 @each_method
 @x64_off_only  # float32 runs (a float32 batch's rounding is what this exercises)
-def test_a_run_of_ties_broken_by_failed_searches_ends(method):
+def test_float32_box_least_squares_end_solved(method):
     """400 batched float32 least-squares fits in boxes of every kind (lower, upper, both, fixed,
     none) with columns scaled over four decades: each ends with a success and within 2,000
-    evaluations (the longest took 935), x in the box. Before ``_verdict.tie_fields`` kept the
-    count of ties across a failed search, one L-BFGS-B run cycled at its minimum through
-    4 ties (steps that do not lower f) and a failed search until MAXFEV, 12,005 iterations."""
+    evaluations (the longest took 1,230), x in the box, and all but MISSED[method] solved as the
+    bench judges (f within 1e-3 of the float64 minimum, scipy's bounded-variable least squares).
+    Before ``_verdict.tie_fields`` kept the count of ties across a failed search, one L-BFGS-B run
+    cycled at its minimum through 4 ties (steps that do not lower f) and a failed search until
+    MAXFEV, 12,005 iterations. Before probes (``_probe``), 9 L-BFGS-B runs and 4 projected ones
+    reported success 2e-3 to 1e-1 above the minimum (test build)."""
     rng = np.random.default_rng(0)
     count, n, m = 400, 8, 12
     a = rng.normal(size=(count, m, n)) * 10.0 ** rng.uniform(-2, 2, (count, 1, n))
@@ -524,3 +533,16 @@ def test_a_run_of_ties_broken_by_failed_searches_ends(method):
     assert int(np.max(np.asarray(res.nfev))) <= 2000
     x = np.asarray(res.x)
     assert np.all((x >= np.asarray(f32(lo))) & (x <= np.asarray(f32(hi))))
+    fstar = np.empty(count)
+    for i in range(count):  # (a fixed variable leaves the problem: lsq_linear takes a nonempty box)
+        fixed = lo[i] == hi[i]
+        rhs = b[i] - a[i][:, fixed] @ lo[i][fixed]
+        sol = lsq_linear(a[i][:, ~fixed], rhs, bounds=(lo[i][~fixed], hi[i][~fixed]), method="bvls", tol=1e-14).x
+        fstar[i] = 0.5 * scale[i] * np.sum((a[i][:, ~fixed] @ sol - rhs) ** 2)
+    x = x.astype(np.float64)
+    r = np.einsum("kij,kj->ki", a, x) - b
+    f = 0.5 * scale * np.sum(r * r, axis=1)
+    g = scale[:, None] * np.einsum("kij,ki->kj", a, r)
+    projected = np.clip(x - g, lo, hi) - x
+    missed = (f > fstar + 1e-3 * np.maximum(1.0, fstar)) & (np.max(np.abs(projected), axis=1) > 1e-2)
+    assert int(np.sum(missed)) <= MISSED[method], np.nonzero(missed)

@@ -14,7 +14,7 @@ import pytest
 from conftest import X64
 
 import qnjax
-from qnjax import _compact, _memory, _memory_update, _products, _tree, _two_loop
+from qnjax import _compact, _memory, _memory_update, _probe, _products, _tree, _two_loop
 
 DT = jnp.float64 if X64 else jnp.float32
 CT = jnp.complex128 if X64 else jnp.complex64
@@ -43,12 +43,14 @@ def as_vec(tree):
     return np.concatenate([np.ravel(tree["a"]), c.real, c.imag, np.ravel(tree["z"])]).astype(np.float64)
 
 
-def drive(method, hess, m, k, rng, whole=False):
+def drive(method, hess, m, k, rng, whole=False, probes=()):
     """k L-BFGS iterations on f = x^T hess x / 2 with random steps, the memory driven as
     the solver drives it; returns the memory, the last q and H q computed from it.
     ``whole``: as ``minimize`` does, each pair is recorded whole after its step, y with
     its products (<s, y> and <s, s> from the slopes along d and <d, d>: ``_memory_update.pair``);
-    else as the Optax face does, ``push`` takes the difference of the q it is given."""
+    else as the Optax face does, ``push`` takes the difference of the q it is given.
+    ``probes`` (with ``whole``): the iterations whose pair is a probe's (``_probe``): stored,
+    the point (and q) staying."""
     n = hess.shape[0]
     mem = _memory.init(as_tree(np.zeros(n)), m, DT, compact=method == "compact")
     push = jax.jit(lambda mem, q: _memory_update.push(mem, None if whole else q)[0])
@@ -61,6 +63,7 @@ def drive(method, hess, m, k, rng, whole=False):
         pair = _memory_update.pair(u, q, q_new, t, slope0, slope, dd, True, DT)
         return _memory_update.record_step(mem, u, -t, **pair)
 
+    later = jax.jit(lambda mem, y: _probe.complete_later(mem, jnp.asarray(True), lambda: y, None)[0])
     q = rng.normal(size=n)
     for it in range(k + 1):
         mem = push(mem, as_tree(q))
@@ -72,10 +75,13 @@ def drive(method, hess, m, k, rng, whole=False):
         q_new = q + hess @ u
         if whole:
             d = jax.tree.map(lambda a: -a, hq)
+            if it in probes:
+                mem = later(mem, as_tree(q_new - q))
             mem = record_whole(mem, as_tree(u), jnp.asarray(t, DT), as_tree(q), as_tree(q_new), d)
         else:
             mem = record(mem, as_tree(u), -t)
-        q = q_new
+        if it not in probes:
+            q = q_new
 
 
 def spd(rng, n, cond):
@@ -84,14 +90,18 @@ def spd(rng, n, cond):
     return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
 
 
-@pytest.mark.parametrize("whole", [False, True], ids=["differences", "whole"])
+@pytest.mark.parametrize("whole", [False, True, "probes"], ids=["differences", "whole", "probes"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("k, cond", [(0, 10.0), (1, 10.0), (3, 10.0), (5, 10.0), (9, 10.0), (9, 1e6)])
 def test_products_match_dense_bfgs(method, k, cond, whole):
+    """Also with probes (``_probe``: pairs from a point that stays, at three of the iterations):
+    the compact form's columns for them come from the recorded products lowered by the probe's
+    own, and a mistake there shows in R^-1, Y^T Y and H q."""
     m, n = 5, 7
     rng = np.random.default_rng(k)
     hess = spd(rng, n, cond)
-    mem, q, hq = drive(method, hess, m, k, rng, whole)
+    probes = {1, 2, 6} if whole == "probes" else ()
+    mem, q, hq = drive(method, hess, m, k, rng, bool(whole), probes)
     # The stored pairs, oldest first, read back from the ring in float64.
     count = int(mem.count)
     assert count == min(k, m)

@@ -25,7 +25,10 @@ from a state that describes the point ``params``:
    trials) finds no decrease (or, having run out of trials, only one within f's
    rounding noise), or its point is a tie beyond those allowed in a row
    (``_verdict``), x stays and the memory is dropped: the next iteration searches
-   along -g (a *retry*, not an iteration). Along -g, no decrease is final: PRECISION
+   along -g (a *retry*, not an iteration); or, below float64 and at most
+   ``_probe.MAX_PROBES`` times in a row, the memory is kept with the pair of one of the
+   search's trials (a *probe*: where f's rounding hides a decrease, the gradient still
+   measures curvature). Along -g, no decrease is final: PRECISION
    if the search saw f rise within a few units in the last place of x (a minimiser
    along -g lies there) or the decrease its slopes promise is within f's rounding
    noise (``_verdict.at_precision``), else LINESEARCH_FAILED; without bounds the
@@ -35,21 +38,17 @@ from a state that describes the point ``params``:
    minimize's y = g_{k+1} - g_k and the pair's products);
 6. the status (``_verdict.rules``) from the facts of this iteration.
 
-The seams later capabilities attach to are methods: ``direction``,
-``first_stepsize``, ``max_stepsize``, ``stationarity``.
+The seams later capabilities attach to: ``direction``, ``first_stepsize``, ``max_stepsize``, ``stationarity``.
 
 With bounds (``init(..., bounds=Box)``: the state carries them, so they are traced
 values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
 the pair's Gram row comes from the direction's kept products (``push(kept=True)``,
 ``_subspace.keeps_products``; else from a pass over the memory, ``direct=True``), the
 direction is x_bar - x from the Cauchy point and the subspace step, the first trial
-and the largest step are scipy's (the first trial, while no pair was ever stored:
-1 / ||d|| unless every variable is boxed, else 1; the step at most 1 in the first
-iteration when some bound is finite, afterwards at most the largest feasible step),
-every trial point is projected onto the box (``_bounds.trial``), the overflow guard is the
-same (in float32, d and the step sizes rescaled by a power of two), a failed
-factorisation or an uphill direction drops the memory
-as a failed search does, and the stationarity measure is ||P(x - g) - x||_inf.
+and the largest step are scipy's (``_bounds.first_trial``), every trial point is
+projected onto the box (``_bounds.trial``), a failed factorisation or an uphill
+direction drops the memory as a failed search does, and the stationarity measure is
+||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
 With ``bounds_method="projected"`` it is projected L-BFGS (``_projected``): the compact H
 on the variables not held on a bound, the search along the projected path P(x + t d)
@@ -72,6 +71,7 @@ from . import (
     _compact,
     _memory,
     _memory_update,
+    _probe,
     _projected,
     _state,
     _subspace,
@@ -174,16 +174,14 @@ class LBFGS:
 
     def step_with_search(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
                          exact_updates=False):
-        """One iteration (module docstring) from ``state``; returns (updates, new state, the
-        line search's result or None).
-
-        ``evaluate(params) -> (value, real-space grad, aux)``; ``q`` (default: the
-        gradient) is what the memory multiplies and differences; ``scale`` multiplies
-        the direction; ``active=False`` makes the line search evaluate nothing and leaves
-        the memory's buffers and small matrices as they are (a finished member of a vmapped
-        batch: ``_state.hold`` keeps the rest of its state). With bounds, ``q`` must be the
-        gradient, ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params + updates
-        bit for bit (``_bounds.trial``), else at the projection itself."""
+        """One iteration (module docstring) from ``state``: (updates, new state, the line
+        search's result or None). ``evaluate(params) -> (value, real-space grad, aux)``; ``q``
+        (default: the gradient) is what the memory multiplies and differences; ``scale``
+        multiplies the direction; ``active=False`` makes the line search evaluate nothing and
+        leaves the memory's buffers and small matrices as they are (a finished member of a
+        vmapped batch: ``_state.hold`` keeps the rest of its state). With bounds, ``q`` must be
+        the gradient, ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params +
+        updates bit for bit (``_bounds.trial``), else at the projection itself."""
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
         # With q the gradient and a search (``minimize``) the search's last evaluation gives the
@@ -197,13 +195,11 @@ class LBFGS:
         kept = lbfgsb and _subspace.keeps_products(params, sdt)
         memory, stored = _memory_update.push(state.memory, None if whole else q, self.scale_init_precond,
                                              direct=lbfgsb and not kept, kept=kept, active=held)
-        slope0 = None
+        slope0, usable = None, True
         if box is None:
             d, memory = self.direction(memory, q, scale)
-            usable = True
         elif projected:
             d, memory = _projected.direction(memory, params, grad, box)
-            usable = True
         else:
             # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
             # from ``push``: no products with q, and S^T y, Y^T Y, R^-1 are left stale.)
@@ -234,8 +230,7 @@ class LBFGS:
             return _unsearched.step(self, state, memory, q, d, empty, held, scale)
 
         def point(t, final=False):
-            # Barriers: materialise u and x in the leaves' dtypes, so no FMA or excess
-            # precision makes the evaluated point differ from params + updates.
+            # (barriers: u and x materialised in the leaves' dtypes, no FMA or excess precision)
             u = jax.lax.optimization_barrier(_tree.scale(t, d, params, exact_zero=final))
             if box is not None:
                 return _bounds.trial(params, u, box, exact_updates)
@@ -262,22 +257,26 @@ class LBFGS:
         floor = _verdict.floor(value)
         negligible = where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
+                                     keep_probe=_probe.enabled(sdt, whole),
                                      max_steps=budget, max_stepsize=t_max,
                                      min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
                                      rounding_stepsize=ROUNDING_ULPS * t_ulp, negligible=negligible,
                                      fixed_steps=self.fixed_search_steps)
         # The step is taken, or x stays (a failed search, a decrease within f's noise, a tie beyond
-        # those allowed in a row: ``_verdict``)
+        # those allowed in a row: ``_verdict``), then maybe with a trial's pair stored (``_probe``)
         judged = _verdict.judge(state, res, slope0, t0, floor)
         moved = judged.moved
         taken = where(moved, res.stepsize, jnp.zeros((), sdt))
-        u, x_new = point(taken, True)  # u is zero and x_new params when x stays (whatever d holds)
+        probe, t_pair, slope_pair = _probe.taken(state, res, moved, empty, slope0, taken)  # (None: no probes)
+        u, x_new = _probe.stays(probe, params, *point(t_pair, True))  # x_new is params where x stays
         new_grad = _tree.select(moved, res.grad.grad, grad)
-        pair = _memory_update.pair(u, grad, new_grad, taken, slope0, res.slope, dd, moved, sdt,
-                                   along_ray=taken <= t_ray if projected else True) if whole else {}
-        memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * taken / unit, held, **pair)
+        pair = _memory_update.pair(u, grad, _probe.pair_grad(probe, res, new_grad), t_pair, slope0, slope_pair, dd,
+                                   _probe.either(probe, moved), sdt,
+                                   along_ray=t_pair <= t_ray if projected else True) if whole else {}
+        memory, u = _probe.complete_later(memory, probe, lambda: jax.tree.map(jnp.subtract, res.grad.grad, grad), u)
+        memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t_pair / unit, held, **pair)
         failed = ~moved
-        memory = _memory.clear(memory, failed)
+        memory = _memory.clear(memory, _probe.unless(probe, failed))
         new = state._replace(
             params=x_new,
             value=where(moved, res.value, value),
@@ -288,6 +287,7 @@ class LBFGS:
             count=state.count + moved.astype(jnp.int32),
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
+            probes=_probe.count(state, judged, probe, res.value),
             **_verdict.tie_fields(state, judged),
         )
         final = failed & empty

@@ -41,6 +41,7 @@ class State(NamedTuple):
     ties: jax.Array  # int32: consecutive steps that moved x without lowering f (since the count restarted)
     tie_level: jax.Array  # scalar dtype: the decrease the model promised where that count began
     tie_start: jax.Array  # scalar dtype: the decrease it promised at the first of those steps (+inf: none)
+    probes: jax.Array  # int32: failed searches in a row whose trial's pair was stored, x staying (``_probe``)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
@@ -66,6 +67,7 @@ def fresh(solver, params, value, grad, bounds) -> State:
         ties=jnp.zeros((), jnp.int32),
         tie_level=jnp.full((), jnp.inf, sdt),
         tie_start=jnp.full((), jnp.inf, sdt),
+        probes=jnp.zeros((), jnp.int32),
         bounds=bounds,
     )
 

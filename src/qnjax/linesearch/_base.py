@@ -9,8 +9,8 @@ is an opaque pytree (the gradient at x + t d, plus anything the caller wants
 carried along with the accepted point). It never sees the objective, x, d or
 the pytree structure. Every search has the same call,
 
-    search(phi, value0, slope0, grad0, stepsize, *, max_steps=None,
-           max_stepsize=inf, min_stepsize=0, rounding_stepsize=None, negligible=0) -> LineSearchResult
+    search(phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=inf,
+           min_stepsize=0, rounding_stepsize=None, negligible=0, keep_probe=False) -> LineSearchResult
 
 with phi(0) = (value0, slope0, grad0) already known (slope0 < 0 required),
 ``stepsize`` the first trial and the limits of this call: at most ``max_steps``
@@ -30,7 +30,8 @@ fall by more. With c = min over the trials of (phi'(t) - phi'(0)) / t, the flatt
 curvature seen, the quadratic with slope phi'(0) and curvature c falls by at most
 phi'(0)^2 / (2 c); if c > 0 and that is below ``negligible`` after ``HOPELESS_AFTER``
 (4) trials, no further trial is worth making (a trial with c <= 0, as at a saddle, never
-ends a search this way). Evaluations are counted exactly (``nfev``).
+ends a search this way). Evaluations are counted exactly (``nfev``). ``keep_probe``: a
+search that fails keeps a trial's curvature for the caller (below).
 
 Outcomes (``LineSearchStatus``): SUCCESS, the search's acceptance test held with
 sufficient decrease; NOISE, it held through the approximate Wolfe test of Hager
@@ -44,7 +45,10 @@ trapezoid rule) over trials near x or where f came back exactly phi(0); they tel
 caller how far from x, and how large, a decrease could still be, and how large a
 change f's rounding hides. A trial whose value or slope is not finite is outside the
 domain and the step is shrunk; a search never returns a step whose value is above
-value0.
+value0. With ``keep_probe`` a FAILED search's ``grad`` is instead the payload of ``probe``,
+the last trial whose slope exceeds phi'(0) (t (phi'(t) - phi'(0)) > 0: a curvature pair
+from x, ``_probe``), where there is one (``probe``'s t > 0; else grad0); no gradient more
+is carried, the loop's slot for the best point's holds it while no decrease is found.
 :func:`run` is that shared loop; a search only supplies its update rule
 (:class:`LineSearch`).
 """
@@ -80,6 +84,7 @@ class LineSearchResult(NamedTuple):
     rising: jax.Array  # smallest trial with a finite slope >= 0 (+inf if none)
     smallest: jax.Array  # point(t, f, slope) of the smallest trial with finite value and slope (t = +inf if none)
     noise: jax.Array  # the largest change in f that the slopes do not explain, over trials near x or flat
+    probe: Any = None  # with keep_probe, point(t, f, slope) of the trial whose payload a FAILED search's grad is
 
 
 # Trials before ``negligible`` can end a search: a few, so that a step within f's rounding
@@ -117,18 +122,19 @@ class LineSearch:
     """
 
     def search(self, phi, value0, slope0, grad0, stepsize, *, max_steps=None, max_stepsize=jnp.inf,
-               min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0) -> LineSearchResult:
+               min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0,
+               keep_probe=False) -> LineSearchResult:
         return run(self, phi, value0, slope0, grad0, stepsize, max_steps, max_stepsize, min_stepsize,
-                   rounding_stepsize, negligible, fixed_steps)
+                   rounding_stepsize, negligible, fixed_steps, keep_probe)
 
 
 class _Loop(NamedTuple):
     """The loop's state, packed (XLA compiles each loop-carried value that changes into
     its own kernel): ``counts`` = [k, accepted], ``scalars`` = [t, rising, noise, *best,
-    *smallest, flattest]."""
+    *smallest, flattest, *probe]."""
 
     counts: jax.Array  # int32 (2,): evaluations made, the verdict on the last trial
-    scalars: jax.Array  # (10,) scalar dtype
+    scalars: jax.Array  # (10,) scalar dtype, (13,) with keep_probe
     rule: Any  # the search's own state
     grad: Any  # phi's grad payload at best
 
@@ -140,15 +146,17 @@ class _Loop(NamedTuple):
     best = property(lambda self: self.scalars[3:6])  # point: the lowest admissible trial, or the accepted one
     smallest = property(lambda self: self.scalars[6:9])  # point of the smallest finite trial
     flattest = property(lambda self: self.scalars[9])  # least (phi'(t) - phi'(0)) / t over finite trials (+inf: none)
+    probe = property(lambda self: self.scalars[10:13])  # point whose payload ``grad`` holds while best is phi(0)
 
 
-def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise, flattest):
+def _loop(k, t, accepted, rule, best, grad, rising, smallest, noise, flattest, probe=None):
+    probe = () if probe is None else (probe,)  # (only with keep_probe)
     return _Loop(jnp.stack([k, accepted]).astype(jnp.int32),
-                 jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest, flattest[None]]), rule, grad)
+                 jnp.concatenate([jnp.stack([t, rising, noise]), best, smallest, flattest[None], *probe]), rule, grad)
 
 
 def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsize=jnp.inf,
-        min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0) -> LineSearchResult:
+        min_stepsize=0.0, rounding_stepsize=None, negligible=0.0, fixed_steps=0, keep_probe=False) -> LineSearchResult:
     """The loop every search shares: one evaluation of phi per iteration, exact ``nfev``.
 
     ``fixed_steps`` (a Python int) > 0: the loop has that static trip count, each trial
@@ -185,6 +193,7 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         smallest=point(jnp.full((), jnp.inf, sdt), value0, slope0),
         noise=jnp.zeros((), sdt),
         flattest=jnp.full((), jnp.inf, sdt),
+        probe=point(jnp.zeros((), sdt), value0, slope0) if keep_probe else None,
     )
 
     if fixed_steps:  # derivatives go through this search (qnjax._unrolled)
@@ -216,12 +225,17 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         unexplained = jnp.abs(f - value0 - c.t * (slope0 + d) / 2)
         noise = where(finite & ((c.t <= near) | (f == value0)), jnp.maximum(c.noise, unexplained), c.noise)
         flattest = where(finite, jnp.minimum(c.flattest, (d - slope0) / c.t), c.flattest)
+        # (keep_probe: while best is phi(0), the payload slot holds the last trial with curvature)
+        probe = finite & ~keep & (c.best[0] == 0) & (d > slope0) if keep_probe else None
         t_next = jnp.minimum(t_next, t_max)
         # A trial below min_stepsize is not evaluated; the step min_stepsize itself is, once. Nor is one
         # below the rounding step before that step (no trial between: it says whether phi rises within
         # x's rounding, ``_verdict.at_precision``; a first trial far beyond it interpolates past it).
         t_next = where((t_next < rounding) & (c.t > rounding), rounding, t_next)
         t_next = where((t_next < t_min) & (c.t > t_min), t_min, t_next)
+        if keep_probe:
+            return (_loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest,
+                          where(probe, p, c.probe)), keep | probe, g)
         return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest), keep, g
 
     def take(keep, latest, c):
@@ -266,4 +280,4 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
                   where(t > 0, LineSearchStatus.DECREASE, LineSearchStatus.FAILED)),
     ).astype(jnp.int32)
     return LineSearchResult(stepsize=t, value=f, slope=d, grad=c.grad, nfev=c.k, status=status, rising=c.rising,
-                            smallest=c.smallest, noise=c.noise)
+                            smallest=c.smallest, noise=c.noise, probe=c.probe if keep_probe else None)
