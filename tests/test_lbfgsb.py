@@ -493,7 +493,7 @@ def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
 
 
 # Of test_float32_box_least_squares_end_solved's fits, how many may end unsolved, by method
-# (measured: 7 and 1 in the test build, 6 and 0 in the default one; 9 and 4 before probes).
+# (measured: 6 and 1 in the test build, 6 and 0 in the default one; 9 and 4 before probes).
 MISSED = {"lbfgsb": 8, "projected": 2}
 
 
