@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, needs_x64, rosenbrock, solve_one_of, x64_off_only
+from conftest import X64, assert_same_types, needs_x64, rosenbrock, solve_one_of, x64_off_only
 
 import qnjax
 from qnjax import Status, _verdict, problems
@@ -459,3 +459,7 @@ def test_float32_ill_conditioned_least_squares_report_success_only_where_solved(
     solved_ = (f <= fstar + 1e-3 * np.maximum(1.0, fstar)) | (np.max(np.abs(g), axis=1) <= 1e-2)
     assert bool(np.all(np.asarray(res.success))), np.unique(np.asarray(res.status), return_counts=True)
     assert int(np.sum(~solved_)) <= 2, np.nonzero(~solved_)
+    # The state after runs that probed keeps init's types (``probes`` included: int32, not weak).
+    assert int(np.max(np.asarray(res.state.probes))) > 0
+    one = jax.tree.map(lambda v: v[0], res.state)
+    assert_same_types(qnjax.LBFGS().init(one.params, one.value, one.grad), one._replace(aux=None))

@@ -41,7 +41,7 @@ class State(NamedTuple):
     ties: jax.Array  # int32: consecutive steps that moved x without lowering f (since the count restarted)
     tie_level: jax.Array  # scalar dtype: the decrease the model promised where that count began
     tie_start: jax.Array  # scalar dtype: the decrease it promised at the first of those steps (+inf: none)
-    probes: jax.Array  # int32: failed searches in a row whose trial's pair was stored, x staying (``_probe``)
+    probes: jax.Array  # int32: probes (x stayed, a trial's pair stored) since f last fell beyond its noise (``_probe``)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
