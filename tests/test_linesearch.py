@@ -405,6 +405,30 @@ def test_noise_counts_trials_where_f_came_back_unchanged(name):
     assert float(res.noise) == pytest.approx(2 * max(trials), rel=1e-6)
 
 
+def test_a_rise_within_f_floor_does_not_bracket_a_falling_search():
+    """Moré-Thuente in float32 on phi(t) = 2^23 + 4 [t > 0] - t / 2 + c t^2 / 2 (c = 5e-4),
+    slopes -1/2 + c t: the jump of 4 stands for rounding noise (a unit in f's last place is 1
+    there, its floor of 8 units is 8). At the first trial, t = 5, f is 2 above phi(0) while
+    the slopes predict a fall of 2.5: the gap, 4.5, is within f's floor, so the trial is not
+    "higher" and does not bracket [0, 5] (where no trial is lower); the search goes on
+    outwards to a step with sufficient decrease and the strong curvature condition (SUCCESS,
+    t = 105 in float32, a fall of 45; the fall is largest, 246, at t = 1000)."""
+    dtype = jnp.float32
+    big, c = jnp.asarray(2.0**23, dtype), jnp.asarray(5e-4, dtype)
+
+    def phi(t):
+        f = big + jnp.where(t > 0, 4, 0).astype(dtype) - t / 2 + c * t * t / 2
+        return f, -0.5 + c * t, t
+
+    res = jax.jit(lambda: MoreThuente().search(phi, big, jnp.asarray(-0.5, dtype), jnp.zeros((), dtype),
+                                               jnp.asarray(5.0, dtype), rounding_stepsize=jnp.asarray(1.0, dtype)))()
+    assert int(res.status) == SUCCESS
+    t = float(res.stepsize)
+    assert 5 < t and abs(-0.5 + 5e-4 * t) <= 0.9 * 0.5  # beyond the first trial, strong Wolfe
+    assert float(res.value) < float(big) - 4 * 8  # a fall well above f's floor (8)
+    assert float(res.value) == pytest.approx(float(phi(jnp.asarray(t, dtype))[0]))
+
+
 @pytest.mark.parametrize("name", SEARCHES)
 @pytest.mark.parametrize("curvature", [1.0, 0.0, -1.0])
 def test_a_negligible_decrease_ends_the_search(name, curvature):

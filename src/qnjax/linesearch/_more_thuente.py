@@ -45,12 +45,14 @@ decrease is below rounding the approximate Wolfe test of Hager & Zhang decides
 (with phi(t) <= phi(0), a tie being NOISE). Near x (``_base.NEAR`` times the caller's
 ``rounding_stepsize``: x moves by a few thousand units in its last place), a trial
 that is higher than phi(0) although its slope and phi'(0) say phi still descends is
-rounding noise: it is not "higher" (case 1) and does not bracket the step, so noise
-in f cannot end a search that the slopes would continue (Hager & Zhang's update rule U2, the noise
-recognised rather than set). The non-finite policy: a trial where phi or phi' is not
-finite becomes t_y and the next trial is t_x + 0.1 (t - t_x) while nothing has
-decreased, the midpoint afterwards. Defaults are L-BFGS-B's: c1 = 1e-3, c2 = 0.9,
-xtol = 0.1.
+rounding noise where its rise is more than twice the fall the slopes predict,
+t (phi'(0) + phi'(t)) / 2, or the rise and that fall differ by no more than f's floor
+(``FLAT_ULPS`` units in the last place of phi(0)): it is not "higher" (case 1) and does
+not bracket the step, so noise in f cannot end a search that the slopes would continue
+(Hager & Zhang's update rule U2, the noise recognised rather than set). The non-finite
+policy: a trial where phi or phi' is not finite becomes t_y and the next trial is
+t_x + 0.1 (t - t_x) while nothing has decreased, the midpoint afterwards. Defaults are
+L-BFGS-B's: c1 = 1e-3, c2 = 0.9, xtol = 0.1.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ import jax.numpy as jnp
 from .._xla import where
 from ._acceptance import acceptance, wolfe_tests
 from ._base import LineSearch, point
+
+# f's floor for the rounding test (module docstring): this many units in the last place of
+# phi(0). At its first trial, a float32 Meyer run's search along -g had slopes predicting a fall
+# of 2.5 in f = 7e6 (a unit in its last place is 0.5) and saw f rise by 1.5; taken as higher,
+# that trial bracketed [0, t], and the search failed where f falls by hundreds a few hundred
+# times further out (the run then claimed PRECISION at f = 7.0e6 rather than at 1.1e5).
+FLAT_ULPS = 8
 
 
 @jax.tree_util.register_dataclass
@@ -152,6 +161,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
     value0, slope0 = as_s(value0), as_s(slope0)
     tests, gtest = wolfe_tests(value0, slope0, c1, c2, cfg.approx_eps)
     near = as_s(near)
+    f_floor = as_s(FLAT_ULPS * jnp.finfo(sdt).eps) * jnp.abs(value0)
     zero, inf = as_s(0), as_s(jnp.inf)
 
     def bounds(x, y, bracketed, t):
@@ -172,12 +182,14 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         psi = where(use_psi, gtest, zero)
         shift = lambda q: (q[0], q[1] - psi * q[0], q[2] - psi)  # noqa: E731  phi -> psi
         # Near x (where x moves by a few thousand units in the last place at most), a rise
-        # that the slopes do not explain
-        # (they predict t (phi'(0) + phi'(t)) / 2 < 0) is rounding noise: the trial is not
-        # "higher" and, still descending, does not bracket the step (Hager & Zhang's update
-        # rule U2, with the noise recognised rather than set).
+        # that the slopes do not explain (they predict t (phi'(0) + phi'(t)) / 2 < 0) is
+        # rounding noise: the rise is more than twice the fall they predict, or the gap
+        # between the two is within f's floor. The trial is not "higher" and, still
+        # descending, does not bracket the step (Hager & Zhang's update rule U2, with the
+        # noise recognised rather than set).
         predicted = t * (slope0 + d) / 2
-        flat = finite & (d < 0) & (f > value0) & (t <= near) & (f - value0 > -2 * predicted)
+        noisy = (f - value0 > -2 * predicted) | (f - value0 - predicted <= f_floor)
+        flat = finite & (d < 0) & (f > value0) & (t <= near) & noisy
         t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift(p), r.bracketed, lo, hi, flat)
 
         # The interval update: a higher trial becomes t_y; a lower one t_x (and the old
