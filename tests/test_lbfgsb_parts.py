@@ -385,6 +385,20 @@ def test_direction_is_the_projected_reduced_newton_step(seed, monkeypatch):
         check_kept_products(mem, *data, monkeypatch)
 
 
+@x64_off_only
+@pytest.mark.parametrize("seed", range(4))
+def test_a_direction_below_x_rounding_is_kept_whole(seed):
+    """The gradient scaled by 1e-6: in float32 the direction moves x (of size 1) by about 10
+    units in its last place. It is taken as a displacement from x, x^c - x = -t_c g (clipped)
+    plus d^u, so it keeps float32's relative precision; as a difference of rounded points,
+    x_bar - x, each variable's was rounded to whole units of x's last place (3 of these 4
+    cases out of tolerance, by up to half a unit: a few per cent of d)."""
+    rng = np.random.default_rng(seed)
+    mem = drive(rng)
+    x, g, lo, hi = problem(rng)
+    assert check_direction(mem, x, 1e-6 * g, lo, hi) == "projected"
+
+
 def test_direction_falls_back_to_the_truncation_measured_from_the_cauchy_point(monkeypatch):
     """A plane where B equals a strongly coupled 2 x 2 Hessian (two A-conjugate steps
     in it: BFGS's hereditary property), the other variables held at a bound: the
