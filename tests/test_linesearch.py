@@ -429,6 +429,29 @@ def test_a_rise_within_f_floor_does_not_bracket_a_falling_search():
     assert float(res.value) == pytest.approx(float(phi(jnp.asarray(t, dtype))[0]))
 
 
+def test_a_rise_from_the_best_trial_within_f_floor_does_not_bracket_a_falling_search():
+    """As above, measured from the best trial t_x instead of 0: phi(t) = 2^20 - t / 10 +
+    c t^2 / 2 (c = 1e-4) + [t > 2] / 2, slopes -1/10 + c t, in float32 (a unit in f's last place
+    is 1/8, its floor of 8 units 1). The first trial, t = 1, is 1/8 below phi(0); the second,
+    t = 5, comes back at phi(0), above t_x = 1, where the slopes predict a fall of 0.4: the gap
+    is within f's floor, so [1, 5] is not a bracket and the search goes on outwards to a step
+    that meets the strong Wolfe conditions (t >= 100), a fall of about 9. (A float32 L-BFGS-B
+    box fit stopped PRECISION 1% above its minimum on such a bracket, along -g.)"""
+    dtype = jnp.float32
+    big, c = jnp.asarray(2.0**20, dtype), jnp.asarray(1e-4, dtype)
+
+    def phi(t):
+        f = big - t / 10 + c * t * t / 2 + jnp.where(t > 2, 0.5, 0).astype(dtype)
+        return f, -0.1 + c * t, t
+
+    res = jax.jit(lambda: MoreThuente().search(phi, big, jnp.asarray(-0.1, dtype), jnp.zeros((), dtype),
+                                               jnp.asarray(1.0, dtype), rounding_stepsize=jnp.asarray(1.0, dtype)))()
+    assert int(res.status) == SUCCESS
+    t = float(res.stepsize)
+    assert t >= 100 and abs(-0.1 + 1e-4 * t) <= 0.9 * 0.1
+    assert float(res.value) < float(big) - 4  # a fall well above f's floor (1)
+
+
 @pytest.mark.parametrize("name", SEARCHES)
 @pytest.mark.parametrize("curvature", [1.0, 0.0, -1.0])
 def test_a_negligible_decrease_ends_the_search(name, curvature):
