@@ -193,7 +193,7 @@ def _rule(cfg: MoreThuente, value0, slope0, stepsize, near=0.0):
         tx, fx, dx = r.x
         predicted = (t - tx) * (dx + d) / 2
         noisy = (f - fx > -2 * predicted) | (f - fx - predicted <= f_floor)
-        flat = finite & (d < 0) & (t > tx) & (f > fx) & (t <= near) & noisy
+        flat = finite & (d < 0) & (dx < 0) & (t > tx) & (f > fx) & (t <= near) & noisy
         t_new, higher, opposite = _trial(shift(r.x), shift(r.y), shift(p), r.bracketed, lo, hi, flat)
 
         # The interval update: a higher trial becomes t_y; a lower one t_x (and the old
