@@ -141,6 +141,19 @@ def project(x, box: Box):
                         x, box.lower, box.upper)
 
 
+def displacement(v, x, box: Box):
+    """P(x + v) - x taken as clip(v, l - x, u - x), per leaf in v's dtypes (complex leaves,
+    never bounded, as they are): the same vector, but a step that moves a variable by less
+    than a unit in its last place is kept, where the difference of the rounded points
+    P(x + v) and x loses it."""
+    def one(vl, xl, lo, hi):
+        if jnp.iscomplexobj(xl) or jnp.iscomplexobj(vl):
+            return vl
+        return jnp.clip(vl, (lo - xl).astype(vl.dtype), (hi - xl).astype(vl.dtype))
+
+    return jax.tree.map(one, v, x, box.lower, box.upper)
+
+
 def contains(x, box: Box):
     """Whether every variable of x lies in its bounds (a bool array)."""
     ok = jnp.asarray(True)

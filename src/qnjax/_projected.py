@@ -85,8 +85,7 @@ def direction(memory: _memory.Memory, x, g, box):
         return _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box))), done
 
     def gradient():  # (no pair: nothing to complete, and the recorded products are zero)
-        d = jax.tree.map(lambda gl, xl, lo, hi: -gl if jnp.iscomplexobj(xl) else jnp.clip(
-            -gl, (lo - xl).astype(gl.dtype), (hi - xl).astype(gl.dtype)), g, x, box.lower, box.upper)
+        d = _bounds.displacement(jax.tree.map(jnp.negative, g), x, box)
         done = memory._replace(flags=memory.flags & jnp.array([True, False, True]))
         return d, _memory_update.record(done, jnp.zeros_like(memory.last))
 

@@ -50,8 +50,6 @@ are kept in the memory's ``last[CS:]`` (unused by L-BFGS-B otherwise).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -94,11 +92,9 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     # to the box (a variable past its breakpoint at its bound), P(x^c + v) - x that plus v clipped.
     # (element-wise from arrays that exist anyway, in and out of the branch: nothing more is stored)
     def displaced(scale):  # (P(x^c + scale d^u) - x, x^c + scale d^u - x)
-        def leaf(gl, ul, xl, lo, hi, projected):
-            point = jnp.clip(-tc * gl, lo - xl, hi - xl) + scale * ul
-            return jnp.clip(point, lo - xl, hi - xl) if projected else point
-        sides = (gm, du, x_s, box_s.lower, box_s.upper)
-        return tuple(jax.tree.map(functools.partial(leaf, projected=p), *sides) for p in (True, False))
+        to_xc = _bounds.displacement(jax.tree.map(lambda a: -tc * a, gm), x_s, box_s)
+        point = jax.tree.map(lambda a, b: a + scale * b, to_xc, du)
+        return _bounds.displacement(point, x_s, box_s), point
 
     d, moved = displaced(1)
 
@@ -132,8 +128,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     # clip(-gamma g, l - x, u - x), not as a difference of points, in which a step below x's rounding
     # vanished (f scaled by 1e-20: d was 0, and the run stopped at x0 claiming PRECISION).
     def plain():
-        d_p = jax.tree.map(lambda gl, xl, lo, hi: jnp.clip(-memory.gamma * gl.astype(sdt), lo - xl, hi - xl),
-                           g, x_s, box_s.lower, box_s.upper)
+        d_p = _bounds.displacement(jax.tree.map(lambda gl: -memory.gamma * gl.astype(sdt), g), x_s, box_s)
         slope_p = _tree.inner(g, d_p, sdt)
         return d_p, slope_p, _negative(g, d_p, slope_p, sdt, branch=_free_gram.incremental(x))
 

@@ -234,9 +234,8 @@ def run(search, phi, value0, slope0, grad0, stepsize, max_steps=None, max_stepsi
         t_next = where((t_next < rounding) & (c.t > rounding), rounding, t_next)
         t_next = where((t_next < t_min) & (c.t > t_min), t_min, t_next)
         if keep_probe:
-            return (_loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest,
-                          where(probe, p, c.probe)), keep | probe, g)
-        return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest), keep, g
+            probe, keep = where(probe, p, c.probe), keep | probe
+        return _loop(c.k + 1, t_next, accept, rule, best, c.grad, rising, smallest, noise, flattest, probe), keep, g
 
     def take(keep, latest, c):
         return c._replace(grad=_tree.select(keep, latest, c.grad))
