@@ -640,3 +640,102 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     b, x0 = jnp.asarray(3 * rng.normal(size=n), DT), jnp.asarray(rng.uniform(0.2, 0.8, n), DT)
     kept = _bounded_run(8, x0, lo, hi, a, b, step)[1]
     assert kept.max() <= 20 * float(jnp.finfo(DT).eps) * n, kept
+
+
+def _lbfgs_pairs(rng, m=10):
+    """Pairs (s, y = A s) of L-BFGS (N&W Algorithm 7.4, near-exact line searches) on a random
+    quadratic of 3-6 variables with Hessian eigenvalues over 4-8 decades, float64: as it
+    converges its last m pairs grow nearly dependent (more pairs than variables)."""
+    dim = int(rng.integers(3, 7))
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    a = q @ np.diag(np.logspace(0, rng.uniform(4, 8), dim)) @ q.T
+    g = a @ (10 * rng.normal(size=dim))
+    g0, pairs = g.copy(), []
+    for _ in range(40):
+        r, alphas = g.copy(), []
+        for s, y in reversed(pairs[-m:]):
+            alphas.append((s @ r) / (s @ y))
+            r = r - alphas[-1] * y
+        r = r * ((pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1 / np.trace(a))
+        for (s, y), alpha in zip(pairs[-m:], reversed(alphas)):
+            r = r + s * (alpha - (y @ r) / (s @ y))
+        s = -(g @ r) / (r @ a @ r) * rng.uniform(0.7, 1.3) * r  # t d with d = -r
+        pairs.append((s, a @ s))
+        g = g + a @ s
+    return g0, pairs
+
+
+@x64_off_only  # a float32 memory's small algebra (the same program in either mode)
+def test_nearly_dependent_float32_pairs_keep_the_compact_middle_matrix():
+    """A float32 memory of 10 pairs of 6 variables, from L-BFGS on an ill-conditioned
+    quadratic, at the first pair where T = theta S^T S + L D^-1 L^T (``_cauchy``) fails its
+    float32 Cholesky factorisation (checked here): formed from the same float32 entries in
+    float64 (``_cauchy.small_dtype``) T is positive definite, and M is K^-1 (before, ``middle``
+    reported failure, and the solver dropped the memory)."""
+    g0, pairs = _lbfgs_pairs(np.random.default_rng(0))
+    dim = pairs[0][0].size
+    push = jax.jit(lambda mem, q: _memory_update.push(mem, q, direct=True)[0])
+    record = jax.jit(_memory_update.record_step)
+    mem, q = _memory.init(jnp.zeros(dim, jnp.float32), 10, jnp.float32, bounded=True), g0
+    for i, (s, y) in enumerate(pairs):
+        mem = record(push(mem, jnp.asarray(q, jnp.float32)), jnp.asarray(s, jnp.float32), 1.0)
+        q = np.asarray(q + y, np.float32)
+        full = push(mem, jnp.asarray(q))
+        valid = np.asarray(_memory.valid(full))
+        both = np.outer(valid, valid)
+        pos = np.asarray(_memory.position(full))
+        d = jnp.where(valid, full.gram.d, 1)
+        low = jnp.where(both & (pos[:, None] > pos[None, :]), full.gram.sy, 0)
+        t32 = jnp.where(both, full.gram.ss / full.gamma + (low / d[None, :]) @ low.T, jnp.eye(valid.size))
+        if i >= 10 and not bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(t32)))):
+            break
+    else:
+        pytest.fail("no pair where T's float32 factorisation fails")
+    assert int(full.count) == 10 and dim == 6
+    mid, k, _, ok = _cauchy.middle(full, small=True)
+    assert bool(ok) and mid.dtype == jnp.float64
+    mid, k = np.asarray(mid), np.asarray(k)
+    both = np.outer(np.tile(valid, 2), np.tile(valid, 2))
+    identity = np.diag(np.tile(valid, 2)).astype(np.float64)
+    assert np.abs(mid @ (k * both) - identity).max() <= 1e-4
+    mid32, _, _, ok32 = _cauchy.middle(full)  # (returned in the memory's dtype, the same M)
+    assert bool(ok32) and mid32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(mid32, np.float64), mid, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("lone", [False, True])
+def test_an_unusable_direction_keeps_the_newest_pair_below_float64(lone, monkeypatch):
+    """An L-BFGS-B direction that is not usable (a failed factorisation, or uphill: forced here
+    once the memory holds 3 pairs, or, ``lone``, whatever it holds) fails its iteration: x
+    stays, and the memory keeps only its newest pair below float64
+    (``_subspace.keeps_newest``), none in float64 (scipy's rule); a lone pair goes too."""
+    real = _subspace.direction
+
+    def unusable(memory, *args, **kwargs):
+        d, ok, memory_out, slope = real(memory, *args, **kwargs)
+        return d, ok & ~((memory.count == 3) | lone), memory_out, slope
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(N, N)))
+    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, N)) @ q.T, DT)
+    b = jnp.asarray(30 * rng.normal(size=N), DT)
+    x0, lo, hi = jnp.full(N, 0.5, DT), jnp.zeros(N, DT), jnp.ones(N, DT)
+    solver = LBFGS(memory_size=M)
+
+    def evaluate(x):
+        return 0.5 * x @ a @ x - b @ x, a @ x - b, None
+
+    state = solver.init(x0, *evaluate(x0)[:2], bounds=(lo, hi))
+    step = jax.jit(lambda st: solver.step(st, evaluate)[1])
+    # (a step's pair is pushed at the next step's start: after one step none is stored, and the
+    # next direction sees 1; once 3 = M are stored it sees 3)
+    state = step(state)
+    while not lone and int(state.memory.count) < 3:
+        state = step(state)
+    before = state
+    monkeypatch.setattr(_subspace, "direction", unusable)
+    state = jax.jit(lambda st: solver.step(st, evaluate)[1])(before)  # (traced afresh: the patched direction)
+    np.testing.assert_array_equal(np.asarray(state.params), np.asarray(before.params))
+    assert int(state.memory.count) == (1 if DT == jnp.float32 and not lone else 0)
+    if int(state.memory.count):  # the pair this step pushed (the slot that was free before it)
+        assert bool(_memory.valid(state.memory)[int(before.memory.head)])

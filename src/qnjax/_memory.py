@@ -180,15 +180,16 @@ def by_window(memory: Memory, many: bool, branch, single: bool = False):
     return jax.lax.switch(sum((memory.count > k).astype(jnp.int32) for k in sizes[:-1]), branches)
 
 
-def clear(memory: Memory, where=True) -> Memory:
-    """Drop every pair if ``where`` (the buffers keep their contents, masked by ``count``,
-    and the count is kept for :func:`restore`). gamma is kept: with no pairs H = gamma I,
-    the last curvature scale seen."""
+def clear(memory: Memory, where=True, newest=False) -> Memory:
+    """Drop every pair if ``where``, but the newest of several where also ``newest`` (the buffers
+    keep their contents, masked by ``count``, and the count is kept for :func:`restore`).
+    gamma is kept: with no pairs H = gamma I, the last curvature scale seen."""
     where = jnp.asarray(where)
     count = memory.count
     kept = _xla.where(where & (count > 0), count, memory.index[2])
+    left = _xla.where(jnp.asarray(newest) & (count > 1), 1, 0)  # (a lone pair goes: no second try of it)
     return memory._replace(
-        index=jnp.stack([_xla.where(where, 0, count), memory.head, kept]).astype(jnp.int32),
+        index=jnp.stack([_xla.where(where, left, count), memory.head, kept]).astype(jnp.int32),
         flags=memory.flags & ~(where & (jnp.arange(3, dtype=jnp.int32) == 1)),
     )
 

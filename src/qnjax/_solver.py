@@ -44,11 +44,11 @@ With bounds (``init(..., bounds=Box)``: the state carries them, so they are trac
 values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
 the pair's Gram row comes from the direction's kept products (``push(kept=True)``,
 ``_subspace.keeps_products``; else from a pass over the memory, ``direct=True``), the
-direction is x_bar - x from the Cauchy point and the subspace step, the first trial
-and the largest step are scipy's (``_bounds.first_trial``), every trial point is
-projected onto the box (``_bounds.trial``), a failed factorisation or an uphill
-direction drops the memory as a failed search does, and the stationarity measure is
-||P(x - g) - x||_inf.
+direction is x_bar - x from the Cauchy point and the subspace step, the first trial and
+the largest step are scipy's (``_bounds.first_trial``), every trial point is projected
+onto the box (``_bounds.trial``), a failed factorisation or an uphill direction drops the
+memory as a failed search does (below float64 all but the newest pair: ``_subspace``), and
+the stationarity measure is ||P(x - g) - x||_inf.
 With every bound infinite the iterates are the unconstrained ones up to rounding.
 With ``bounds_method="projected"`` it is projected L-BFGS (``_projected``): the compact H
 on the variables not held on a bound, the search along the projected path P(x + t d)
@@ -276,7 +276,7 @@ class LBFGS:
         memory, u = _probe.complete_later(memory, probe, lambda: jax.tree.map(jnp.subtract, res.grad.grad, grad), u)
         memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t_pair / unit, held, **pair)
         failed = ~moved
-        memory = _memory.clear(memory, _probe.unless(probe, failed))
+        memory = _memory.clear(memory, _probe.unless(probe, failed), lbfgsb and _subspace.keeps_newest(usable, sdt))
         new = state._replace(
             params=x_new,
             value=where(moved, res.value, value),
