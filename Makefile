@@ -65,6 +65,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/observe.py
 	$(PY) benchmarks/bounded.py --out bench-results/full
 	$(PY) benchmarks/implicit.py --out bench-results/full
+	$(PY) benchmarks/box_fits.py --out bench-results/full
 
 docs: $(VENV)/.installed
 	$(PY) -m mkdocs build --strict -d site

@@ -484,6 +484,28 @@ def run_benchmark(name, args, out):
 
 
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
+def test_box_fits_script_counts_each_end_once(tmp_path):
+    """benchmarks/box_fits.py on 12 fits of one seed, both dtypes and both methods: each fit
+    is a reported success or a failure, solved or not, exactly once; float64 solves them
+    all and says so. The judge it uses tells the fits' minima from their random starts."""
+    run, result = run_benchmark("box_fits", ["--seeds", "0", "--count", "12", "--dtypes", "float32,float64"],
+                                tmp_path)
+    assert [(r["dtype"], r["method"]) for r in result["runs"]] == [
+        ("float32", "lbfgsb"), ("float32", "projected"), ("float64", "lbfgsb"), ("float64", "projected")]
+    for r in result["runs"]:
+        assert r["fits"] == 12 and r["max_nfev"] > 0 and r["median_nit"] > 0
+        assert r["success"] + len(r["false_failures"]) + r["unsolved_failures"] == 12
+        assert all(0 <= i < 12 for i in r["false_successes"] + r["false_failures"])
+        if r["dtype"] == "float64":
+            assert r["success"] == 12 and not r["false_successes"], r
+    assert len(result["totals"]) == 4 and "false successes" in run.stdout
+    fits = problems.box_least_squares(12, seed=0)
+    fstar, xstar = problems.box_least_squares_minima(fits)
+    assert np.all(problems.box_least_squares_judged(fits, xstar, fstar, 1e-12, 0))
+    assert not np.any(problems.box_least_squares_judged(fits, np.clip(fits.x0 + 1.0, fits.lower, fits.upper), fstar))
+
+
+@pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
 def test_floor_script_runs_unchanged_on_cpu_with_small_n(tmp_path):
     """benchmarks/floor.py (the GPU script) on this CPU with a small n: a row per solver
     with a time, an overhead, the measured bandwidth and the floor."""

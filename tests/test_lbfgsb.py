@@ -16,7 +16,6 @@ import numpy as np
 import optax
 import pytest
 from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
-from scipy.optimize import lsq_linear
 
 import qnjax
 from qnjax import _bounds, _cauchy, _free_gram, _segments, problems
@@ -512,18 +511,7 @@ def test_float32_box_least_squares_end_solved(method):
     reported success 2e-3 to 1e-1 above the minimum (test build); with probes, 5 and 1; with the
     L-BFGS-B direction taken as a displacement from x (``_subspace``), 3 and 1; with Moré-Thuente's
     rounding test measured from its best trial, 0 and 1."""
-    rng = np.random.default_rng(0)
-    count, n, m = 400, 8, 12
-    a = rng.normal(size=(count, m, n)) * 10.0 ** rng.uniform(-2, 2, (count, 1, n))
-    b = rng.normal(size=(count, m)) * 10.0 ** rng.uniform(-1, 2, (count, 1))
-    scale = 10.0 ** rng.uniform(-3, 3, count)
-    lo, hi = np.full((count, n), -np.inf), np.full((count, n), np.inf)
-    kind = rng.integers(0, 5, (count, n))
-    c = rng.normal(size=(count, n)) * 0.3
-    lo[kind == 1], hi[kind == 2] = c[kind == 1], c[kind == 2]
-    lo[kind == 3], hi[kind == 3] = c[kind == 3] - 0.1, c[kind == 3] + 0.5
-    lo[kind == 4], hi[kind == 4] = c[kind == 4], c[kind == 4]
-    x0 = rng.normal(size=(count, n))
+    fits = problems.box_least_squares(400, seed=0)
 
     def fun(x, a, b, s):
         r = a @ x - b
@@ -532,21 +520,12 @@ def test_float32_box_least_squares_end_solved(method):
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     res = jax.jit(jax.vmap(lambda x0, a, b, s, lo, hi: qnjax.minimize(fun, x0, (a, b, s), bounds=(lo, hi),
                                                                       bounds_method=method)))(
-        f32(x0), f32(a), f32(b), f32(scale), f32(lo), f32(hi))
+        *(f32(v) for v in (fits.x0, fits.a, fits.b, fits.scale, fits.lower, fits.upper)))
     assert np.all(np.asarray(res.success)), np.unique(np.asarray(res.status), return_counts=True)
     assert int(np.max(np.asarray(res.nfev))) <= 2000
     x = np.asarray(res.x)
-    assert np.all((x >= np.asarray(f32(lo))) & (x <= np.asarray(f32(hi))))
-    fstar = np.empty(count)
-    for i in range(count):  # (a fixed variable leaves the problem: lsq_linear takes a nonempty box)
-        fixed = lo[i] == hi[i]
-        rhs = b[i] - a[i][:, fixed] @ lo[i][fixed]
-        sol = lsq_linear(a[i][:, ~fixed], rhs, bounds=(lo[i][~fixed], hi[i][~fixed]), method="bvls", tol=1e-14).x
-        fstar[i] = 0.5 * scale[i] * np.sum((a[i][:, ~fixed] @ sol - rhs) ** 2)
-    x = x.astype(np.float64)
-    r = np.einsum("kij,kj->ki", a, x) - b
-    f = 0.5 * scale * np.sum(r * r, axis=1)
-    g = scale[:, None] * np.einsum("kij,ki->kj", a, r)
-    projected = np.clip(x - g, lo, hi) - x
-    missed = (f > fstar + 1e-3 * np.maximum(1.0, fstar)) & (np.max(np.abs(projected), axis=1) > 1e-2)
+    assert np.all((x >= np.asarray(f32(fits.lower))) & (x <= np.asarray(f32(fits.upper))))
+    fstar, xstar = problems.box_least_squares_minima(fits)
+    assert np.max(problems.box_least_squares_value(fits, xstar)[1]) <= 1e-4  # (the reference is stationary)
+    missed = ~problems.box_least_squares_judged(fits, x, fstar)
     assert int(np.sum(missed)) <= MISSED[method], np.nonzero(missed)

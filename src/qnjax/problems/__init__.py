@@ -14,6 +14,9 @@
   objective, fixed variables); see :mod:`qnjax.problems._bounded`.
 * :func:`scalable_bounded` -- two bound-constrained problems with exact minima at any
   ``n`` (a multiple of 4), matrix-free, for n up to 1e6.
+* :func:`box_least_squares` -- families of random box least-squares fits that are hard
+  in float32, with their float64 minima and a judge (``box_least_squares_minima``,
+  ``box_least_squares_judged``); see :mod:`qnjax.problems._box_fits`.
 * :func:`get` / :func:`names` -- lookup by name.
 
 Every :attr:`Problem.fun` is pure, jittable and dtype-generic: a float32 ``x`` gives a
@@ -37,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Problem", "bounded", "cutest", "get", "mgh", "names", "scalable", "scalable_bounded"]
+__all__ = ["BoxFits", "Problem", "bounded", "box_least_squares", "box_least_squares_judged", "box_least_squares_minima",
+           "box_least_squares_value", "cutest", "get", "mgh", "names", "scalable", "scalable_bounded"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -133,6 +137,13 @@ from qnjax.problems import (  # noqa: E402
     _mgh_fixed,
     _mgh_variable,
     _scalable,
+)
+from qnjax.problems._box_fits import (  # noqa: E402
+    BoxFits,
+    box_least_squares,
+    box_least_squares_judged,
+    box_least_squares_minima,
+    box_least_squares_value,
 )
 
 # family name -> (builder(n) -> Problem, default dimensions in catalogue order)
