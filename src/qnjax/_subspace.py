@@ -74,7 +74,8 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     mask = lambda tree: jax.tree.map(lambda a, f: where(f, a, 0), tree, free)  # noqa: E731
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
-    r0 = mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))
+    # (r0 formed where it is read, inside the branch: as the branch's operand it was written out, a pass)
+    r0 = lambda: mask(jax.tree.map(lambda gl: shrink * gl.astype(sdt), g))  # noqa: E731
     with jax.enable_x64(True):  # the small algebra in M's dtype
         wide = lambda a: a.astype(mid.dtype)  # noqa: E731
         th, gw, fw = wide(theta), wide(gram), wide(fg)
@@ -88,9 +89,9 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         sol = where(ok, sol, 0)
         coef = (mc - sol / th).astype(sdt)  # W (M c - sol / theta) / theta = Y c_y + S c_s
     def step(pairs):  # (pairs False: -r0 / theta alone, as it is with no pair stored)
-        return _memory.weighted_sum(memory, -1 / theta, r0, coef[m1:], coef[:m1] / theta, pairs)
+        return _memory.weighted_sum(memory, -1 / theta, r0(), coef[m1:], coef[:m1] / theta, pairs)
 
-    du = mask(_memory.unless_empty(memory, r0, lambda: step(True), lambda: step(False)))
+    du = mask(_memory.unless_empty(memory, g, lambda: step(True), lambda: step(False)))
     as_s = lambda tree: jax.tree.map(lambda a: a.astype(sdt), tree)  # noqa: E731
     box_s = _as(box, sdt)
     x_s = as_s(x)
