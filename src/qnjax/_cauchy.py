@@ -60,16 +60,13 @@ def small_dtype(sdt):
     return jnp.dtype(jnp.float64) if wide else jnp.dtype(sdt)
 
 
-def middle(memory: _memory.Memory, small=False):
+def middle(memory: _memory.Memory):
     """(M, K, theta, ok): the compact form's middle matrix M = K^-1 and K, (2(m+1))^2 in
-    slot order ([Y block, S block]), theta = 1 / gamma, and whether T's Cholesky
-    factorisation succeeded (M finite). Computed in ``small_dtype`` (module docstring),
-    M and K returned in the memory's scalar dtype, or with ``small`` in that one (then
-    used under ``jax.enable_x64``)."""
-    sdt = memory.dtype
+    slot order ([Y block, S block]) and in ``small_dtype`` (module docstring: operate on
+    them under ``jax.enable_x64``), theta = 1 / gamma in the memory's dtype, and whether
+    T's Cholesky factorisation succeeded (M finite)."""
     with jax.enable_x64(True):
-        mid, k, theta, ok = _middle(memory, small_dtype(sdt))
-        return (mid, k, theta, ok) if small else (mid.astype(sdt), k.astype(sdt), theta, ok)
+        return _middle(memory, small_dtype(memory.dtype))
 
 
 def _middle(memory: _memory.Memory, wide):

@@ -68,7 +68,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     g^T d in ``sdt`` as the caller would compute it (None where d is rounded to a leaf
     narrower than ``sdt``: the caller takes it of the rounded d)."""
     m1 = _memory.size(memory) + 1
-    mid, k, theta, ok = _cauchy.middle(memory, small=True)  # (in float64 for a float32 memory: ``_cauchy``)
+    mid, k, theta, ok = _cauchy.middle(memory)  # (in float64 for a float32 memory: ``_cauchy``)
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid.astype(sdt), theta, x, g, box, sdt)
     gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
     mask = lambda tree: jax.tree.map(lambda a, f: where(f, a, 0), tree, free)  # noqa: E731
