@@ -2,6 +2,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 X64 = bool(jax.config.read("jax_enable_x64"))
@@ -88,6 +89,16 @@ def solve_one_of(funs, name, x0, **kwargs):
 
     i = jnp.asarray(list(funs).index(name), jnp.int32)
     return qnjax.minimize(one_program(funs.values()), x0, (i,), **kwargs)
+
+
+def dense_h(pairs, n, gamma):
+    """H from N&W eq. 7.19 over (s, y) pairs, oldest first, H0 = gamma I (eq. 7.20): numpy, float64."""
+    h = np.eye(n) * gamma
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        v = np.eye(n) - rho * np.outer(y, s)
+        h = v.T @ h @ v + rho * np.outer(s, s)
+    return h
 
 
 def rosenbrock(x):

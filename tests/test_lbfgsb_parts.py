@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, assert_same_types, float64_reference, x64_off_only
+from conftest import X64, assert_same_types, dense_h, float64_reference, x64_off_only
 
 from qnjax import (
     _bounds,
@@ -652,13 +652,8 @@ def _lbfgs_pairs(rng, m=10):
     g = a @ (10 * rng.normal(size=dim))
     g0, pairs = g.copy(), []
     for _ in range(40):
-        r, alphas = g.copy(), []
-        for s, y in reversed(pairs[-m:]):
-            alphas.append((s @ r) / (s @ y))
-            r = r - alphas[-1] * y
-        r = r * ((pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1 / np.trace(a))
-        for (s, y), alpha in zip(pairs[-m:], reversed(alphas)):
-            r = r + s * (alpha - (y @ r) / (s @ y))
+        gamma = (pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1 / np.trace(a)
+        r = dense_h(pairs[-m:], dim, gamma) @ g
         s = -(g @ r) / (r @ a @ r) * rng.uniform(0.7, 1.3) * r  # t d with d = -r
         pairs.append((s, a @ s))
         g = g + a @ s

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64
+from conftest import X64, dense_h
 
 import qnjax
 from qnjax import _compact, _memory, _memory_update, _probe, _products, _tree, _two_loop
@@ -20,16 +20,6 @@ DT = jnp.float64 if X64 else jnp.float32
 CT = jnp.complex128 if X64 else jnp.complex64
 RTOL = 1e-10 if X64 else 3e-4
 METHODS = {"compact": _compact, "two-loop": _two_loop}
-
-
-def dense_h(pairs, n, gamma):
-    """H from N&W eq. 7.19 over (s, y) pairs, oldest first, H0 = gamma I (eq. 7.20)."""
-    h = np.eye(n) * gamma
-    for s, y in pairs:
-        rho = 1.0 / (s @ y)
-        v = np.eye(n) - rho * np.outer(y, s)
-        h = v.T @ h @ v + rho * np.outer(s, s)
-    return h
 
 
 def as_tree(v):
