@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import _tree
+from . import _conjugate_gradient, _tree
 from ._inverse_hessian import InverseHessian
 from ._xla import where
 
@@ -95,36 +95,13 @@ def _zero_tangent(a):
 
 
 def conjugate_gradient(matvec, b, precond, config: ImplicitDiff, sdt):
-    """Solve A x = b (A symmetric positive definite) by preconditioned CG; NaN where that
-    is not what happened (module docstring)."""
+    """Solve A x = b (A symmetric positive definite) by preconditioned CG
+    (``_conjugate_gradient``); NaN where that is not what happened (module docstring)."""
     n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(b))
     rtol = jnp.asarray(jnp.finfo(sdt).eps ** (2 / 3) if config.rtol is None else config.rtol, sdt)
     maxiter = jnp.asarray(10 * n + 100 if config.maxiter is None else config.maxiter, jnp.int32)
-    bb = _tree.inner(b, b, sdt)
-    target = (rtol * rtol) * bb
-    x = _tree.zeros_like(b)
-    z = precond(b)
-    init = (x, b, z, z, _tree.inner(b, z, sdt), bb, jnp.zeros((), jnp.int32), jnp.asarray(False))
-
-    def going(c):
-        _, _, _, _, _, rr, k, bad = c
-        return (rr > target) & (k < maxiter) & ~bad
-
-    def body(c):
-        x, r, _, p, rz, _, k, _ = c
-        ap = matvec(p)
-        pap = _tree.inner(p, ap, sdt)
-        bad = ~(pap > 0)  # indefinite, singular, or not finite
-        alpha = where(bad, 0, rz / where(bad, 1, pap))
-        x = _tree.add(x, _tree.scale(alpha, p, x))
-        r = _tree.sub(r, _tree.scale(alpha, ap, r))
-        z = precond(r)
-        rz_new = _tree.inner(r, z, sdt)
-        p = _tree.add(z, _tree.scale(rz_new / where(rz != 0, rz, 1), p, z))
-        return x, r, z, p, rz_new, _tree.inner(r, r, sdt), k + 1, bad
-
-    x, _, _, _, _, rr, _, bad = jax.lax.while_loop(going, body, init)
-    return poison(x, jnp.isfinite(bb) & ~bad & (rr <= target))
+    res = _conjugate_gradient.solve(matvec, b, precond, rtol, maxiter, sdt)
+    return poison(res.x, jnp.isfinite(res.bb) & ~res.bad & (res.rr <= (rtol * rtol) * res.bb))
 
 
 def dense_solve(matvec, b, sdt):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
+from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
 from ._solver import LBFGS
 from ._state import State, hold
@@ -286,7 +287,10 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         # branches: ``_free_gram.incremental``; the projected method has none)
         sequential = (state.bounds is not None and solver.bounds_method == "lbfgsb"
                       and _free_gram.incremental(state.params))
-        s, records = _loop.while_running(lambda c: running(c[0]), body, operands, (state, records), sequential)
+        loop = functools.partial(_loop.while_running, lambda c: running(c[0]), body, sequential=sequential)
+        record = lambda solver, s, rec: _trace.record(rec, s, solver.stationarity(s.params, s.grad, s.bounds))  # noqa: E731
+        # below float64, the Newton model before PRECISION (``_rescue``)
+        s, records = run_with_rescues(loop, running, operands, (state, records), record if trace_length else None)
     return OptimizeResult(
         x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
         success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,

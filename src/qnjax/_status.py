@@ -20,7 +20,9 @@ The tests, checked at the start and after every iteration, first match wins:
                its slopes promise is within f's rounding noise (measured by the
                search: changes of f that its slopes do not explain, near x or where f
                came back exactly unchanged). No step along either direction lowers f
-               by more than rounding;
+               by more than rounding; in ``minimize`` below float64, also the Newton
+               model from Hessian-vector products promises no more, or a search along
+               its step found none (``_rescue``);
 * MAXFEV       the line search ran out of the evaluations ``maxfev`` leaves it;
 * LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
                rise along -g within rounding of x: a real failure (a gradient that

@@ -1,0 +1,197 @@
+"""Before a PRECISION stop below float64: the Newton model from Hessian-vector products.
+
+PRECISION says that no step along the quasi-Newton direction nor along -g lowers f by
+more than its rounding (``_verdict``). Below float64 that can hold far from a minimum:
+where the Hessian's condition number nears 1 / eps, the memory has not seen a direction
+of low curvature, and -g's decrease is that of the stiffest directions. Traced in
+float32: Beale from 100 times its start stopped at f = 0.44 (f* = 0) and BRYBND (n = 100)
+from 100 times its start at f = 0.27 (f* = 0), both reporting success (``qnjax bench
+--rule same --dtype float32 --set all --starts 1,10,100``); a batched 8-variable
+least-squares fit stopped 17% above its minimum, with the gradient's component along the
+flattest Hessian direction 0.33 (its rounding error 6e-8), a Newton step lowering f by
+3.66 and f's floor 2.4e-5.
+
+The gradient still knows what the memory does not. Its derivative along v,
+
+    H v = d/de g(x + e v) at e = 0      (``jax.jvp`` of the gradient: forward over reverse),
+
+is exact up to rounding, one product costing about two evaluations. So before the run
+stops with PRECISION, truncated conjugate gradients (``_conjugate_gradient``: at most
+STEPS products, ending at a curvature that is not positive) on the Newton equation
+
+    H p = -g
+
+give p and H p = -g - r (r the residual CG keeps) and the model's decrease
+
+    D = -(g^T p + p^T H p / 2).
+
+Where D exceeds twice f's floor (a few units in its last place, ``_verdict.floor``) and p
+moves x by more than rounding, x is not shown to be stationary: the exact pair
+
+    s = p,    y = H p        (s^T y = p^T H p > 0)
+
+goes to the memory as a step's would (the curvature guard included; the memory's last
+products become S^T (g - y), Y^T (g - y), so that the next direction's pass completes the
+pair's column, S^T y = S^T g - S^T (g - y), as after a probe, ``_probe``), the status is
+RUNNING again and the loop resumes. The BFGS update gives H_+ y = s, so where CG solved
+the equation (H p = -g) the next direction is -H_+ g = p: a Newton step, searched as any
+step is. Beale then reaches f = 4e-8 and BRYBND 2.3e-4 (0.35 in the test suite's
+unoptimised build, whose rounding differs); on 1,600 random float32 least-squares fits
+under ``jax.vmap`` (``tests/test_honest.least_squares_fits``, seeds 0-3), the runs that
+reported success above their minimum fall from 8 to 0, the median evaluations rising from
+191 to 202. Where that search and the retry along -g find no decrease either, the run
+stops PRECISION at the same x, now with the Newton model searched too. Another rescue
+needs a step since the last (``count`` moved) that lowered f by at least PROGRESS times
+what the last one's model promised: where the model does not predict f, rescues end.
+Meyer in float32 (f* = 87.9) stopped at f = 1.1e5 after 16 iterations; one rescue there
+(D = 2.0e3) and 355 iterations later it stops at f = 89.85, where the float32 model's
+step moves x by less than a few units in its last place (float64's Newton step would
+still lower f by 3: the bench counts it a false success).
+
+Not where the model's decrease is within f's floor: the point is stationary to working
+precision (CRAGGLVY from 10 times its start stops there in float32, D = 8e-3 at
+f = 1.1e5). The products are counted in ``nfev`` (each one evaluation of the gradient and
+its derivative) and are not made when ``maxfev`` leaves too few.
+
+Where: ``minimize`` without bounds, below float64 (float64 keeps scipy's steps and
+resolves 1e-16 of f), and where ``fun``'s gradient can be differentiated (a
+``jax.pure_callback`` without a JVP rule cannot: then nothing changes). The cost: the
+products at every PRECISION stop, and a program that compiles longer (the CG loop and
+the jvp of ``fun``'s gradient in it: the first call of a float32 ``minimize`` on 2-D
+Rosenbrock, 0.75 s, takes about 0.2 s more).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _conjugate_gradient, _loop, _memory, _memory_update, _tree, _verdict
+from ._state import State
+from ._status import Status, code
+from ._verdict import ROUNDING_ULPS
+from ._xla import where
+
+STEPS = 10  # Hessian-vector products at most per rescue
+PROGRESS = 0.1  # another rescue after f fell by this fraction of the last one's promise
+
+
+def enabled(state: State) -> bool:
+    """Whether a solve from ``state`` has rescues (static): below float64, without bounds."""
+    return state.bounds is None and jnp.finfo(state.value.dtype).bits < 64
+
+
+def run(loop, running, operands, carry, record=None):
+    """``minimize``'s iterations, ``loop(operands, (state, records))``, then :func:`resume` where
+    they stopped PRECISION, and again while it resumes them; under ``jax.vmap`` a finished
+    member is kept as it is (``_loop``). ``record(solver, state, records)``: the trace's record
+    of the products a rescue made (nit unchanged). Where :func:`enabled` is false, or tracing
+    the rescue fails (``fun``'s gradient has no derivative: a ``jax.pure_callback``), the loop
+    alone (an error of ``fun``'s own is raised again by it)."""
+    state = carry[0]
+    if not enabled(state):
+        return loop(operands, carry)
+
+    def trip(operands, c, active):
+        solver, objective, args = operands
+        (s, rec), since = loop(operands, c[0]), c[1]
+        checked, since = resume(solver, objective, args, s, since, active)
+        if record is not None:
+            rec = _tree.select(checked.nfev > s.nfev, record(solver, checked, rec), rec)
+        return (checked, rec), since
+
+    try:
+        return _loop.while_running(lambda c: running(c[0][0]), trip, operands, (carry, start(state.value.dtype)))[0]
+    except Exception:
+        if differentiable(operands[1], operands[2], state.params):
+            raise  # (the rescue's own error, not fun's)
+        return loop(operands, carry)
+
+
+def differentiable(objective, args, params) -> bool:
+    """Whether ``objective``'s gradient has a derivative along params (traced, not run)."""
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), params)
+    try:
+        jax.eval_shape(lambda x, v: jax.jvp(lambda p: objective(p, args)[1], (x,), (v,))[1], shapes, shapes)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def newton(objective, args, state: State, steps):
+    """(p, H p, D, products made): truncated CG on H p = -g at ``state.params``, at most
+    ``steps`` products (module docstring)."""
+    x, g, sdt = state.params, state.grad, state.value.dtype
+
+    def hvp(v):
+        return jax.jvp(lambda p: objective(p, args)[1], (x,), (v,))[1]
+
+    minus_g = jax.tree.map(jnp.negative, g)
+    res = _conjugate_gradient.solve(hvp, minus_g, lambda r: r, jnp.zeros((), sdt), steps, sdt)
+    hp = _tree.sub(minus_g, res.r)
+    gp, php = _tree.inners([(g, res.x), (res.x, hp)], sdt)
+    return res.x, hp, -(gp + php / 2), res.steps
+
+
+class Since(NamedTuple):
+    """The last rescue: ``count``, f and the model's decrease D there (:func:`start`: none yet)."""
+
+    count: jax.Array  # int32
+    value: jax.Array  # scalar dtype
+    promised: jax.Array  # scalar dtype
+
+
+def start(sdt) -> Since:
+    return Since(jnp.full((), -1, jnp.int32), jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt))
+
+
+def resume(solver, objective, args, state: State, since: Since, active=None):
+    """(state, since): where ``state`` stopped PRECISION, after a step since the last rescue
+    that lowered f by at least PROGRESS times what its model promised, and ``maxfev`` leaves
+    the products: the Newton model at x; where it promises more than rounding, its pair is
+    stored and the status is RUNNING (module docstring). ``nfev`` counts the products made.
+    ``active``: None, or a vmapped member's flag (``_loop``): the products are then made for
+    every member and every write is masked (a ``lax.cond`` would become a select over the
+    whole state, and XLA would copy the history buffer)."""
+    sdt = state.value.dtype
+    steps = min(STEPS, _tree.count(state.params))
+    want = (state.status == code(Status.PRECISION)) & (state.count > since.count)
+    if active is not None:
+        want = want & active
+    want = want & (since.value - state.value >= PROGRESS * since.promised)
+    if solver.maxfev is not None:
+        want = want & (state.nfev + steps <= jnp.asarray(solver.maxfev, jnp.int32))
+
+    def rescue():
+        p, hp, decrease, made = newton(objective, args, state, steps)
+        pp, php, hphp = _tree.inners([(p, p), (p, hp), (hp, hp)], sdt)
+        t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
+        go = (decrease > 2 * _verdict.floor(state.value)) & (ROUNDING_ULPS * t_ulp < 1) & (php > 0)
+        go = go & jnp.isfinite(decrease) & jnp.isfinite(hphp) & want
+        memory = state.memory
+        if memory.gram.ri is not None:  # (the compact direction completes the pair's column)
+            a, b = _memory.products(memory, _tree.sub(state.grad, hp))
+            memory = memory._replace(last=where(go, memory.last.at[:2].set(jnp.stack([a, b])), memory.last))
+            # (the row written depends on the products: XLA orders the buffer's read first, in place)
+            after = 0 * jnp.where(jnp.isfinite(a[0]), a[0], 0)
+            p = jax.tree.map(lambda v: v + after.astype(v.dtype), p)
+        # (the buffers' rows are written where ``go`` holds, else kept: a select over the whole
+        # state would keep both buffers alive, and XLA would copy the history)
+        written = _memory_update.record_step(memory, p, jnp.ones((), sdt), active=go, y=hp,
+                                             prods=jnp.stack([php, hphp, pp]))
+        memory = written._replace(scalars=where(go, written.scalars, memory.scalars),
+                                  flags=where(go, written.flags, memory.flags))
+        small = dict(status=code(Status.RUNNING), ties=jnp.zeros((), jnp.int32), tie_level=jnp.full((), jnp.inf, sdt),
+                     tie_start=jnp.full((), jnp.inf, sdt), probes=jnp.zeros((), jnp.int32))
+        out = state._replace(memory=memory, nfev=state.nfev + where(want, made, 0),
+                             **{k: where(go, v, getattr(state, k)).astype(v.dtype) for k, v in small.items()})
+        return out, where(go, decrease, 0).astype(sdt)
+
+    if active is None:
+        out, promised = jax.lax.cond(want, rescue, lambda: (state, jnp.zeros((), sdt)))
+    else:
+        out, promised = rescue()
+    return out, Since(where(want, state.count, since.count), where(want, state.value, since.value).astype(sdt),
+                      where(want, promised, since.promised).astype(sdt))

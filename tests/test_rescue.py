@@ -1,0 +1,197 @@
+"""The Newton model before a PRECISION stop below float64 (``qnjax._rescue``).
+
+Post-conditions recomputed from scratch: the truncated CG step against a dense solve, the
+pair's place in the memory against the dense BFGS recursion (N&W eq. 7.19), and runs that
+stopped PRECISION above their minimum in float32 (a false success) reaching it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import X64, dense_h
+
+import qnjax
+from qnjax import _memory, _rescue, _verdict, problems
+from qnjax._solver import LBFGS
+from qnjax._status import Status, code
+
+DT = jnp.float64 if X64 else jnp.float32
+RTOL = 1e-9 if X64 else 2e-3
+
+
+def spd(rng, n, cond):
+    qmat, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
+
+
+def quadratic(a, b):
+    a, b = jnp.asarray(a, DT), jnp.asarray(b, DT)
+
+    def fun(x):
+        return x @ a @ x / 2 - b @ x
+
+    def objective(x, args):
+        return fun(x), a @ x - b, None
+
+    return fun, objective
+
+
+def test_the_newton_step_is_the_dense_solve_and_its_decrease_the_model_s():
+    """n <= STEPS products: CG solves H p = -g (a quadratic's Hessian), and D = g^T H^-1 g / 2."""
+    rng = np.random.default_rng(0)
+    n = 6
+    a, b = spd(rng, n, 10.0), rng.normal(size=n)
+    _, objective = quadratic(a, b)
+    x = jnp.asarray(rng.normal(size=n), DT)
+    state = LBFGS().init(x, *objective(x, ())[:2])
+    p, hp, decrease, made = _rescue.newton(objective, (), state, min(n, _rescue.STEPS))
+    g = a @ np.asarray(x, np.float64) - b
+    want = -np.linalg.solve(a, g)
+    assert int(made) == n
+    np.testing.assert_allclose(np.asarray(p), want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+    np.testing.assert_allclose(np.asarray(hp), a @ want, rtol=RTOL, atol=RTOL * np.abs(g).max())
+    np.testing.assert_allclose(float(decrease), g @ np.linalg.solve(a, g) / 2, rtol=RTOL)
+
+
+def test_the_newton_pair_joins_the_memory_as_the_dense_bfgs_update_would():
+    """After three steps, a rescue at x and one more iteration: the stored pairs are the first
+    two steps' and (p, H p), in that order (the third step's pair was tentative, in the slot
+    the rescue writes: at a real PRECISION stop that slot holds a failed search's, never
+    stored); the direction the next iteration took is -H g with H the dense BFGS recursion
+    over them; and the compact form's matrices (Y^T Y, R^-1) are those of the stored vectors
+    (the pair's column comes from the products the rescue left)."""
+    rng = np.random.default_rng(1)
+    n, m = 7, 5
+    a, b = spd(rng, n, 10.0), rng.normal(size=n)
+    fun, objective = quadratic(a, b)
+    solver = LBFGS(memory_size=m)
+    x0 = jnp.asarray(rng.normal(size=n), DT)
+    state = solver.init(x0, *objective(x0, ())[:2])
+    evaluate = jax.jit(lambda x: objective(x, ()))
+    step = jax.jit(lambda s: solver.step_with_search(s, evaluate))
+    for _ in range(3):
+        state = step(state)[1]
+    assert int(state.memory.count) == 2  # (the third step's pair is tentative)
+    stopped = state._replace(status=code(Status.PRECISION))
+    rescued, since = _rescue.resume(solver, objective, (), stopped, _rescue.start(DT))
+    assert int(rescued.status) == Status.RUNNING and int(since.count) == int(state.count)
+    assert float(since.promised) > 0 and float(since.value) == float(state.value)
+    assert int(rescued.nfev) == int(state.nfev) + n  # the products are counted
+    g_at_x = np.asarray(rescued.grad, np.float64)
+    p_want = -np.linalg.solve(a, g_at_x)
+    u, after, _ = step(rescued)
+    mem = after.memory
+    count = int(mem.count)
+    slots = [int(_memory.slot(mem, j)) for j in range(m - count, m)]
+    S = np.stack([np.asarray(mem.s[i], np.float64) for i in slots])
+    Y = np.stack([np.asarray(mem.y[i], np.float64) for i in slots])
+    assert count == 3
+    np.testing.assert_allclose(S[-1], p_want, rtol=RTOL, atol=RTOL * np.abs(p_want).max())
+    np.testing.assert_allclose(Y[-1], a @ S[-1], rtol=RTOL, atol=RTOL * np.abs(Y[-1]).max())
+    pairs = list(zip(S, Y))
+    gamma = (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1])
+    d_want = -dense_h(pairs, n, gamma) @ g_at_x
+    d = np.asarray(u, np.float64) / float(after.stepsize)
+    np.testing.assert_allclose(d, d_want, rtol=50 * RTOL, atol=50 * RTOL * np.abs(d_want).max())
+    # where CG solved H p = -g (n <= STEPS products), the next direction is the Newton step p
+    np.testing.assert_allclose(d, p_want, rtol=50 * RTOL, atol=50 * RTOL * np.abs(p_want).max())
+    idx = np.ix_(slots, slots)
+    np.testing.assert_allclose(np.asarray(mem.gram.yy, np.float64)[idx], Y @ Y.T, rtol=RTOL,
+                               atol=RTOL * 10 * np.abs(Y @ Y.T).max())
+    r_inv = np.linalg.inv(np.triu(S @ Y.T))
+    np.testing.assert_allclose(np.asarray(mem.gram.ri, np.float64)[idx], r_inv, rtol=RTOL,
+                               atol=RTOL * 10 * np.abs(r_inv).max())
+
+
+def test_no_rescue_where_the_model_promises_no_more_than_rounding():
+    """At a quadratic's minimiser (g = 0 up to rounding) the model's decrease is within f's floor:
+    the state is returned as it was but for the products counted."""
+    rng = np.random.default_rng(2)
+    n = 5
+    a, b = spd(rng, n, 10.0), rng.normal(size=n)
+    _, objective = quadratic(a, b)
+    x = jnp.asarray(np.linalg.solve(a, b), DT)
+    state = LBFGS().init(x, *objective(x, ())[:2])._replace(status=code(Status.PRECISION))
+    _, _, decrease, _ = _rescue.newton(objective, (), state, min(n, _rescue.STEPS))
+    assert float(decrease) <= 2 * float(_verdict.floor(state.value))
+    out, _ = _rescue.resume(LBFGS(), objective, (), state, _rescue.start(DT))
+    assert int(out.status) == Status.PRECISION and int(out.nfev) == int(state.nfev) + n
+    assert all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(out.memory), jax.tree.leaves(state.memory)))
+
+
+def test_no_second_rescue_at_the_same_point_nor_after_too_little_progress():
+    """Another rescue needs a step since the last (``count`` moved) that lowered f by at least
+    PROGRESS times the decrease the last one's model promised; nothing is evaluated otherwise."""
+    rng = np.random.default_rng(3)
+    a, b = spd(rng, 4, 10.0), rng.normal(size=4)
+    _, objective = quadratic(a, b)
+    x = jnp.zeros(4, DT)
+    state = LBFGS().init(x, *objective(x, ())[:2])._replace(status=code(Status.PRECISION))
+    f = state.value
+    for since, rescued in [(_rescue.Since(state.count, f + 1, jnp.ones((), DT)), False),  # here already
+                           (_rescue.Since(state.count - 1, f + 0.5, jnp.asarray(10.0, DT)), False),  # too little
+                           (_rescue.Since(state.count - 1, f + 1.5, jnp.asarray(10.0, DT)), True)]:
+        out, _ = _rescue.resume(LBFGS(), objective, (), state, since)
+        assert (int(out.status) == Status.RUNNING) == rescued and (int(out.nfev) > int(state.nfev)) == rescued
+
+
+# Float32 runs that reported PRECISION above their minimum before the rescue (``qnjax bench
+# --rule same --dtype float32 --set all --starts 1,10,100``): each stopped where f's rounding
+# hid the decrease along the quasi-Newton direction and along -g.
+FALSE_SUCCESSES = [("beale", None, 100, 1e-6, 0.4), ("meyer", None, 1, 100.0, 1e5)]
+
+
+@pytest.mark.parametrize("name, n, factor, solved_below, before_above", FALSE_SUCCESSES)
+def test_float32_runs_that_claimed_precision_above_their_minimum_reach_it(monkeypatch, name, n, factor,
+                                                                          solved_below, before_above):
+    problem = problems.get(name, n)
+    x0 = jnp.asarray(problem.x0 * factor, jnp.float32)
+    res = qnjax.minimize(problem.fun, x0)
+    assert res.success and float(res.fun) - problem.fstar < solved_below, (float(res.fun), res.status)
+    monkeypatch.setattr(_rescue, "enabled", lambda *a: False)
+    jax.clear_caches()  # (the solve compiled with rescues is cached under the same key)
+    before = qnjax.minimize(problem.fun, x0)
+    jax.clear_caches()
+    assert before.status == Status.PRECISION and float(before.fun) > before_above  # (the false success)
+
+
+def test_none_in_float64_nor_where_the_gradient_has_no_derivative():
+    """Float64 keeps scipy's steps; a gradient computed on the host (``jax.pure_callback``, no
+    JVP rule) cannot be differentiated: the loop is traced without rescues and still solves."""
+    x = jnp.zeros(3, jnp.float32)
+    assert _rescue.enabled(LBFGS().init(x, jnp.zeros((), jnp.float32), x))
+    if X64:
+        x64 = jnp.zeros(3, jnp.float64)
+        assert not _rescue.enabled(LBFGS().init(x64, jnp.zeros(()), x64))
+
+    def host_grad(p):
+        return jax.pure_callback(lambda v: np.asarray(2 * (v - 1)), jax.ShapeDtypeStruct(p.shape, p.dtype), p)
+
+    with pytest.raises(ValueError):  # (what the rescue would trace)
+        jax.jvp(host_grad, (x,), (x,))
+    res = qnjax.minimize(lambda p: jnp.sum((p - 1.0) ** 2), x, jac=host_grad)
+    assert res.success and float(jnp.max(jnp.abs(res.x - 1))) < 1e-5
+
+
+def test_batched_members_are_rescued_each_on_its_own():
+    """Under jax.vmap a member that needs the rescue (Beale from 100 x0) gets it, beside one that
+    does not."""
+    problem = problems.get("beale")
+    x0 = jnp.asarray(np.stack([problem.x0 * 100, problem.x0]), jnp.float32)
+    batch = jax.vmap(lambda x: qnjax.minimize(problem.fun, x))(x0)
+    assert bool(jnp.all(batch.success)) and float(jnp.max(batch.fun)) < 1e-6
+
+
+def test_an_error_of_the_rescue_itself_is_raised_not_hidden(monkeypatch):
+    """Only a gradient without a derivative makes the loop go without rescues; anything else
+    that fails while tracing them is raised."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("the rescue's own error")
+
+    monkeypatch.setattr(_rescue, "resume", broken)
+    jax.clear_caches()  # (a cached solve would not be traced again)
+    try:
+        with pytest.raises(RuntimeError, match="the rescue's own error"):
+            qnjax.minimize(lambda p: jnp.sum((p - 2.0) ** 2), jnp.ones(3, jnp.float32))
+    finally:
+        jax.clear_caches()
