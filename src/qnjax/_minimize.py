@@ -77,7 +77,7 @@ def minimize(
       fatol: the same test with an absolute level: reduction <= fatol
         (``fatol=ftol`` with ``gtol=1e-5`` is scipy's rule exactly). Default 0.
       maxiter: the most iterations (default 15000, scipy's); stop with MAXITER.
-      maxfev: the most evaluations of f and its gradient (default 15000); MAXFEV.
+      maxfev: the most evaluations (f and its gradient, or a Hessian-vector product; default 15000); MAXFEV.
       memory_size: the number m of curvature pairs kept (default 10, scipy's maxcor).
       linesearch: a ``qnjax.linesearch`` config; default ``MoreThuente()``, scipy's
         L-BFGS-B search with its settings, so the steps are scipy's.
@@ -141,8 +141,10 @@ def minimize(
       An :class:`OptimizeResult`. Without tolerances that fire earlier, a run ends
       when x is stationary to working precision (PRECISION; see ``qnjax.Status``),
       whatever the scale of f; ``success`` is true for GTOL, PRECISION and FTOL only.
-      The returned ``x`` and ``fun`` always belong to the same point, never worse
-      than x0.
+      Below float64, before PRECISION, a few Hessian-vector products (counted in
+      ``nfev``) check that the Newton model promises no decrease above rounding; where
+      it does, the run goes on from the Newton step. The returned ``x`` and ``fun``
+      always belong to the same point, never worse than x0.
     """
     _scipy.check_method(method)
     given = dict(maxiter=maxiter, maxfev=maxfev, gtol=gtol, ftol=ftol, memory_size=memory_size, verbose=verbose)

@@ -35,7 +35,7 @@ products become S^T (g - y), Y^T (g - y), so that the next direction's pass comp
 pair's column, S^T y = S^T g - S^T (g - y), as after a probe, ``_probe``), the status is
 RUNNING again and the loop resumes. The BFGS update gives H_+ y = s, so where CG solved
 the equation (H p = -g) the next direction is -H_+ g = p: a Newton step, searched as any
-step is. Beale then reaches f = 4e-8 and BRYBND 2.3e-4 (0.35 in the test suite's
+step is. Beale then reaches f = 4e-8 and BRYBND 8.6e-4 (0.35 in the test suite's
 unoptimised build, whose rounding differs); on 1,600 random float32 least-squares fits
 under ``jax.vmap`` (``tests/test_honest.least_squares_fits``, seeds 0-3), the runs that
 reported success above their minimum fall from 8 to 0, the median evaluations rising from
@@ -58,7 +58,7 @@ resolves 1e-16 of f), and where ``fun``'s gradient can be differentiated (a
 ``jax.pure_callback`` without a JVP rule cannot: then nothing changes). The cost: the
 products at every PRECISION stop, and a program that compiles longer (the CG loop and
 the jvp of ``fun``'s gradient in it: the first call of a float32 ``minimize`` on 2-D
-Rosenbrock, 0.75 s, takes about 0.2 s more).
+Rosenbrock took 0.67-0.87 s before and 0.93-1.13 s after, three fresh processes each).
 """
 
 from __future__ import annotations
@@ -110,11 +110,16 @@ def run(loop, running, operands, carry, record=None):
         return loop(operands, carry)
 
 
+def hessian_product(objective, args, x, v):
+    """H v at x: the derivative of ``objective``'s gradient along v (forward over reverse)."""
+    return jax.jvp(lambda p: objective(p, args)[1], (x,), (v,))[1]
+
+
 def differentiable(objective, args, params) -> bool:
     """Whether ``objective``'s gradient has a derivative along params (traced, not run)."""
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), params)
     try:
-        jax.eval_shape(lambda x, v: jax.jvp(lambda p: objective(p, args)[1], (x,), (v,))[1], shapes, shapes)
+        jax.eval_shape(lambda x, v: hessian_product(objective, args, x, v), shapes, shapes)
     except Exception:  # noqa: BLE001
         return False
     return True
@@ -124,12 +129,9 @@ def newton(objective, args, state: State, steps):
     """(p, H p, D, products made): truncated CG on H p = -g at ``state.params``, at most
     ``steps`` products (module docstring)."""
     x, g, sdt = state.params, state.grad, state.value.dtype
-
-    def hvp(v):
-        return jax.jvp(lambda p: objective(p, args)[1], (x,), (v,))[1]
-
     minus_g = jax.tree.map(jnp.negative, g)
-    res = _conjugate_gradient.solve(hvp, minus_g, lambda r: r, jnp.zeros((), sdt), steps, sdt)
+    res = _conjugate_gradient.solve(lambda v: hessian_product(objective, args, x, v), minus_g, lambda r: r,
+                                    jnp.zeros((), sdt), steps, sdt)
     hp = _tree.sub(minus_g, res.r)
     gp, php = _tree.inners([(g, res.x), (res.x, hp)], sdt)
     return res.x, hp, -(gp + php / 2), res.steps

@@ -22,8 +22,9 @@ class OptimizeResult(NamedTuple):
     Fields: ``x`` (the solution, a pytree like ``x0``), ``fun`` (f(x), scalar dtype),
     ``grad`` (the gradient at x as ``jax.grad`` returns it; also ``jac``), ``nit``
     (iterations), ``nfev`` (evaluations of f and its gradient, the one at x0
-    included), ``status`` (a :class:`qnjax.Status` code), ``success`` (a convergence
-    code: GTOL, PRECISION or FTOL), ``aux`` (fun's aux at x with ``has_aux``),
+    included; below float64, Hessian-vector products too, ``_rescue``), ``status``
+    (a :class:`qnjax.Status` code), ``success`` (a convergence code: GTOL, PRECISION
+    or FTOL), ``aux`` (fun's aux at x with ``has_aux``),
     ``state`` (the solver's final :class:`qnjax.State`, memory included: pass it back
     as ``minimize(..., state=res.state)`` to continue the run) and ``trace`` (a
     :class:`qnjax.Trace` with ``trace=K``, else None). ``message`` gives the status's
