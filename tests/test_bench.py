@@ -485,20 +485,21 @@ def run_benchmark(name, args, out):
 
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
 def test_box_fits_script_counts_each_end_once(tmp_path):
-    """benchmarks/box_fits.py on 12 fits of one seed, both dtypes and both methods: each fit
-    is a reported success or a failure, solved or not, exactly once; float64 solves them
-    all and says so. The judge it uses tells the fits' minima from their random starts."""
+    """benchmarks/box_fits.py on 12 fits of one seed, both dtypes, both bounds methods and the
+    fits without their boxes: each fit is a reported success or a failure, solved or not,
+    exactly once; float64 solves them all and says so. The judge it uses tells the fits'
+    minima from their random starts."""
     run, result = run_benchmark("box_fits", ["--seeds", "0", "--count", "12", "--dtypes", "float32,float64"],
                                 tmp_path)
     assert [(r["dtype"], r["method"]) for r in result["runs"]] == [
-        ("float32", "lbfgsb"), ("float32", "projected"), ("float64", "lbfgsb"), ("float64", "projected")]
+        (dt, m) for dt in ("float32", "float64") for m in ("lbfgsb", "projected", "unbounded")]
     for r in result["runs"]:
         assert r["fits"] == 12 and r["max_nfev"] > 0 and r["median_nit"] > 0
         assert r["success"] + len(r["false_failures"]) + r["unsolved_failures"] == 12
         assert all(0 <= i < 12 for i in r["false_successes"] + r["false_failures"])
         if r["dtype"] == "float64":
             assert r["success"] == 12 and not r["false_successes"], r
-    assert len(result["totals"]) == 4 and "false successes" in run.stdout
+    assert len(result["totals"]) == 6 and "false successes" in run.stdout
     fits = problems.box_least_squares(12, seed=0)
     fstar, xstar = problems.box_least_squares_minima(fits)
     assert np.all(problems.box_least_squares_judged(fits, xstar, fstar, 1e-12, 0))
