@@ -12,8 +12,8 @@ until ||r|| <= rtol ||b||, ``maxiter`` steps, or a curvature p_k^T A p_k that is
 q(x) = x^T A x / 2 - b^T x, as truncated CG does (Steihaug 1983; N&W Algorithm 7.2 without
 its trust region). x_k minimises q over the Krylov space of its k steps, so in exact
 arithmetic q(x_k) = -b^T x_k / 2; r_k = b - A x_k is kept, so A x_k = b - r_k costs no
-product. Inner products accumulate in
-the scalar dtype ``sdt``; the vectors keep their leaves' dtypes.
+product. Inner products accumulate in the scalar dtype ``sdt``; the vectors keep their
+leaves' dtypes.
 
 Used by the implicit derivatives (``_implicit``: A the Hessian at the solution) and by the
 Newton model before a float32 PRECISION (``_rescue``).
