@@ -91,6 +91,12 @@ def solve_one_of(funs, name, x0, **kwargs):
     return qnjax.minimize(one_program(funs.values()), x0, (i,), **kwargs)
 
 
+def spd(rng, n, cond):
+    """An n x n SPD matrix with condition number ``cond`` (eigenvalues log-spaced from 1)."""
+    qmat, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
+
+
 def dense_h(pairs, n, gamma):
     """H from N&W eq. 7.19 over (s, y) pairs, oldest first, H0 = gamma I (eq. 7.20): numpy, float64."""
     h = np.eye(n) * gamma

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import X64, assert_same_types, dense_h, float64_reference, x64_off_only
+from conftest import spd as spd_of_size
 
 from qnjax import (
     _bounds,
@@ -54,8 +55,7 @@ def as_vec(tree):
 
 
 def spd(rng, cond=10.0):
-    qmat, _ = np.linalg.qr(rng.normal(size=(N, N)))
-    return qmat @ np.diag(np.logspace(0, np.log10(cond), N)) @ qmat.T
+    return spd_of_size(rng, N, cond)
 
 
 @jax.jit

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, dense_h
+from conftest import X64, dense_h, spd
 
 import qnjax
 from qnjax import _compact, _memory, _memory_update, _probe, _products, _tree, _two_loop
@@ -72,12 +72,6 @@ def drive(method, hess, m, k, rng, whole=False, probes=()):
             mem = record(mem, as_tree(u), -t)
         if it not in probes:
             q = q_new
-
-
-def spd(rng, n, cond):
-    """An SPD matrix with condition number ``cond``."""
-    qmat, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
 
 
 @pytest.mark.parametrize("whole", [False, True, "probes"], ids=["differences", "whole", "probes"])

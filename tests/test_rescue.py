@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, dense_h
+from conftest import X64, dense_h, spd
 
 import qnjax
 from qnjax import _memory, _rescue, _verdict, problems
@@ -17,11 +17,6 @@ from qnjax._status import Status, code
 
 DT = jnp.float64 if X64 else jnp.float32
 RTOL = 1e-9 if X64 else 2e-3
-
-
-def spd(rng, n, cond):
-    qmat, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    return qmat @ np.diag(np.logspace(0, np.log10(cond), n)) @ qmat.T
 
 
 def quadratic(a, b):

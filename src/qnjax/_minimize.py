@@ -290,7 +290,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         sequential = (state.bounds is not None and solver.bounds_method == "lbfgsb"
                       and _free_gram.incremental(state.params))
         loop = functools.partial(_loop.while_running, lambda c: running(c[0]), body, sequential=sequential)
-        record = lambda solver, s, rec: _trace.record(rec, s, solver.stationarity(s.params, s.grad, s.bounds))  # noqa: E731
+        record = lambda solver, s, rec: observe(solver, s, rec, no, no)  # noqa: E731  (the trace's part only)
         # below float64, the Newton model before PRECISION (``_rescue``)
         s, records = run_with_rescues(loop, running, operands, (state, records), record if trace_length else None)
     return OptimizeResult(
