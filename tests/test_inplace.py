@@ -72,15 +72,22 @@ def test_no_history_copy_in_the_bounded_loop(options):
 
 
 @x64_off_only
+@pytest.mark.parametrize("bounds_method", [None, "lbfgsb", "projected"])
 @pytest.mark.parametrize("options", ["defaults", "qnjax"])
-def test_no_history_copy_in_the_batched_loop(options):
+def test_no_history_copy_in_the_batched_loop(options, bounds_method):
     """Under ``jax.vmap`` each member writes its own rows (scatters): no member's kept row is
     read from the buffer as it was before the first write, so XLA updates the loop-carried
     buffer in place instead of copying it twice an iteration (6 batched 13-D problems; the
-    copies had been found in a program of 1,000 batched 10-D ones)."""
+    copies had been found in a program of 1,000 batched 10-D ones); with bounds too (the
+    Newton model's pair before PRECISION is written, masked, in the loop around the loop)."""
     batch, n, m = 6, 13, 7  # shapes that appear nowhere else in the program
     x0 = jnp.zeros((batch, n), jnp.float32)
-    run = jax.jit(jax.vmap(lambda x: inplace.solve(x, "compact", memory_size=m, maxiter=5)))
+    if bounds_method is None:
+        one = lambda x: inplace.solve(x, "compact", memory_size=m, maxiter=5)  # noqa: E731
+    else:
+        one = lambda x: qnjax.minimize(inplace.objective, x, bounds=(-1.0, 0.5), bounds_method=bounds_method,  # noqa: E731
+                                       memory_size=m, maxiter=5)
+    run = jax.jit(jax.vmap(one))
     xla = _compile.OPTIONS if options == "qnjax" else {"xla_cpu_use_fusion_emitters": True}
     text = run.lower(x0).compile(xla).as_text()
     shape = f"f32[{batch},{2 * (m + 1)},{n}]"

@@ -209,8 +209,11 @@ def test_vmap_over_starts_bounds_and_both_equals_single_runs(method):
         np.testing.assert_allclose(np.asarray(batch.x[i]), np.asarray(one.x), **close)
         assert bool(batch.success[i]) and bool(one.success)
         # (the projected method's last steps land on x* exactly alone, GTOL, and one rounding away
-        # batched, PRECISION: a batched product sums in another order)
-        assert int(batch.status[i]) == int(one.status) or method == "projected"
+        # batched, PRECISION: a batched product sums in another order; in float32 so may
+        # L-BFGS-B's after the Newton model's step before PRECISION, ``_rescue``)
+        statuses = {int(batch.status[i]), int(one.status)}
+        converged = {qnjax.Status.GTOL, qnjax.Status.PRECISION}
+        assert len(statuses) == 1 or (method == "projected" or not X64) and statuses <= converged
         assert_kkt(batch.x[i], batch.grad[i], 0.0, np.asarray(his[i]), TOL)
     # Starts batched, one box for all (unbatched bounds); batched bounds are tested above.
     starts = jax.vmap(solve, in_axes=(0, None))(x0s, his[1])

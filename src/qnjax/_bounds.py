@@ -163,6 +163,22 @@ def contains(x, box: Box):
     return ok
 
 
+def inside(x, box: Box):
+    """Bool pytree: the variables strictly inside their bounds (every one of a complex leaf)."""
+    def one(a, lo, hi):
+        if jnp.iscomplexobj(a):
+            return jnp.ones(jnp.shape(a), bool)
+        return (a > lo.astype(a.dtype)) & (a < hi.astype(a.dtype))
+
+    return jax.tree.map(one, x, box.lower, box.upper)
+
+
+def on_free(tree, free):
+    """``tree`` where the bool pytree ``free`` holds (a free set: :func:`inside`, L-BFGS-B's
+    at its Cauchy point), else 0."""
+    return jax.tree.map(lambda a, f: where(f, a, jnp.zeros_like(a)), tree, free)
+
+
 def facts(box: Box, like):
     """(3,) bool: every lower <= upper (the box is not empty); some bound is finite
     (constrained); every variable has both bounds finite (boxed)."""

@@ -48,6 +48,7 @@ solver's loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -55,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import _conjugate_gradient, _tree
+from . import _bounds, _conjugate_gradient, _tree
 from ._inverse_hessian import InverseHessian
 from ._xla import where
 
@@ -133,11 +134,11 @@ def _reduced(box, d_box, x, hvp, precond, neg):
     active ones, dx_A = d(their bound) and H_FF dx_F = -(B dtheta)_F - H_FA dx_A. Written
     as one SPD system over every variable, identity on A (BLNZ's Z^T H Z, masked):
     M v = F H (F v) + (1 - F) v, right-hand side F (-B dtheta - H dx_A) + (1 - F) dx_A."""
-    free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), x, box.lower, box.upper)
+    free = _bounds.inside(x, box)
     d_bound = jax.tree.map(lambda v, lo, dlo, dhi: jnp.broadcast_to(where(v == lo, dlo, dhi), v.shape)
                            .astype(v.dtype), x, box.lower, d_box.lower, d_box.upper)
     dx_a = jax.tree.map(lambda f, d: where(f, 0, d), free, d_bound)
-    on_free = lambda t: jax.tree.map(lambda f, a: where(f, a, 0), free, t)  # noqa: E731
+    on_free = functools.partial(_bounds.on_free, free=free)
 
     def masked(op):
         return lambda v: jax.tree.map(lambda f, a, b: where(f, a, b), free, op(on_free(v)), v)

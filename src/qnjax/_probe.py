@@ -58,7 +58,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _memory, _tree
+from . import _bounds, _memory, _tree
 from ._xla import where
 from .linesearch import LineSearchStatus
 
@@ -114,7 +114,7 @@ def complete_later(memory: _memory.Memory, probe, y, u):
     def lower():
         v = y()
         if memory.free is not None:  # L-BFGS-B: over the free set F
-            v = jax.tree.map(lambda a, f: where(f, a, jnp.zeros_like(a)), v, memory.free)
+            v = _bounds.on_free(v, memory.free)
         a, b = _memory.products(memory, v)
         return memory.last.at[:2].add(-jnp.stack([a, b]))
 

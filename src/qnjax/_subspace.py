@@ -53,6 +53,8 @@ are kept in the memory's ``last[CS:]`` (unused by L-BFGS-B otherwise).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -71,7 +73,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     mid, k, theta, ok = _cauchy.middle(memory)  # (in float64 for a float32 memory: ``_cauchy``)
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid.astype(sdt), theta, x, g, box, sdt)
     gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
-    mask = lambda tree: jax.tree.map(lambda a, f: where(f, a, 0), tree, free)  # noqa: E731
+    mask = functools.partial(_bounds.on_free, free=free)
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
     # (r0 formed where it is read, inside the branch: as the branch's operand it was written out, a pass)
