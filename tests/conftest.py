@@ -68,6 +68,20 @@ def make_step(opt, loss, value_and_grad_from_state=None):
     return step
 
 
+def until_stopped(opt, loss, x0, limit):
+    """(params, state): ``make_step`` in a ``lax.while_loop`` while the status is RUNNING, at
+    most ``limit`` updates (traceable: under jit and vmap)."""
+    import qnjax
+
+    step = make_step(opt, loss)
+
+    def body(c):
+        return *step(c[0], c[1]), c[2] + 1
+
+    running = lambda c: (c[1].status == qnjax.Status.RUNNING) & (c[2] < limit)  # noqa: E731
+    return jax.lax.while_loop(running, body, (x0, opt.init(x0), 0))[:2]
+
+
 def one_program(funs):
     """``f(x, i) = funs[i](x)``: one objective for many of the same shape and dtype, so that
     the tests solving each of them compile one solve between them (``i`` is data, an int32

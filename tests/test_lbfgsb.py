@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import COMPILES, X64, assert_same_types, make_step, x64_off_only
+from conftest import COMPILES, X64, assert_same_types, make_step, until_stopped, x64_off_only
 
 import qnjax
 from qnjax import _bounds, _cauchy, _free_gram, _segments, problems
@@ -492,6 +492,27 @@ def test_optax_face_bounds_are_state_leaves_not_compile_time_constants():
     text = jax.jit(make_step(opt, rosenbrock)).lower(params, state).as_text()
     constants = [line for line in text.splitlines() if "constant" in line]
     assert constants and max(len(line) for line in constants) < 300  # no array of n bounds inlined
+
+
+@pytest.mark.parametrize("method", ["lbfgsb", "projected"])
+def test_optax_face_with_bounds_in_a_vmapped_while_loop(method):
+    """A loop over the Optax face with bounds, under ``jax.vmap`` (as a batch of users' loops
+    runs): JAX traces the loop's body again where the carry becomes batched, outside the
+    ``jax.enable_x64`` of L-BFGS-B's float64 small algebra in float32, where a float64 product
+    named as its result dtype became float32 (a TypeError, ``_tree.matmul``). Each member ends
+    as its single loop does, at the KKT point."""
+    lo, hi = jnp.zeros((3, 4), DT), jnp.asarray([[0.5], [1.0], [3.0]], DT) * jnp.ones(4, DT)
+
+    def solve(lo, hi):
+        opt = qnjax.lbfgs(bounds=(lo, hi), bounds_method=method)
+        return until_stopped(opt, rosenbrock, jnp.clip(jnp.full(4, 0.3, DT), lo, hi), 500)
+
+    x, state = jax.jit(jax.vmap(solve))(lo, hi)
+    for i in range(3):
+        one_x, one = jax.jit(solve)(lo[i], hi[i])
+        assert qnjax.Status(int(state.status[i])).success and qnjax.Status(int(one.status)).success
+        np.testing.assert_allclose(np.asarray(x[i]), np.asarray(one_x), rtol=TOL, atol=TOL)
+        assert_kkt(x[i], state.grad[i], 0.0, np.asarray(hi[i]), TOL)
 
 
 # Of test_float32_box_least_squares_end_solved's fits, how many may end unsolved, by method

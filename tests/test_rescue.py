@@ -7,8 +7,9 @@ stopped PRECISION above their minimum in float32 (a false success) reaching it."
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from conftest import X64, dense_h, spd
+from conftest import X64, dense_h, spd, until_stopped
 
 import qnjax
 from qnjax import _cauchy, _free_gram, _memory, _rescue, _verdict, problems
@@ -75,9 +76,9 @@ def test_the_newton_pair_joins_the_memory_as_the_dense_bfgs_update_would():
         state = step(state)[1]
     assert int(state.memory.count) == 2  # (the third step's pair is tentative)
     stopped = state._replace(status=code(Status.PRECISION))
-    rescued, since = _rescue.resume(solver, objective, (), stopped, _rescue.start(DT))
-    assert int(rescued.status) == Status.RUNNING and int(since.count) == int(state.count)
-    assert float(since.promised) > 0 and float(since.value) == float(state.value)
+    rescued = _rescue.resume(solver, objective, (), stopped)
+    assert int(rescued.status) == Status.RUNNING
+    assert float(rescued.newton[1]) > 0 and float(rescued.newton[0]) == float(state.value)
     assert int(rescued.nfev) == int(state.nfev) + n  # the products are counted
     g_at_x = np.asarray(rescued.grad, np.float64)
     p_want = -np.linalg.solve(a, g_at_x)
@@ -113,13 +114,13 @@ def test_no_rescue_where_the_model_promises_no_more_than_rounding():
     state = LBFGS().init(x, *objective(x, ())[:2])._replace(status=code(Status.PRECISION))
     _, _, decrease, _ = _rescue.newton(objective, (), state, min(n, _rescue.STEPS))
     assert float(decrease) <= 2 * float(_verdict.floor(state.value))
-    out, _ = _rescue.resume(LBFGS(), objective, (), state, _rescue.start(DT))
+    out = _rescue.resume(LBFGS(), objective, (), state)
     assert int(out.status) == Status.PRECISION and int(out.nfev) == int(state.nfev) + n
     assert all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(out.memory), jax.tree.leaves(state.memory)))
 
 
 def test_no_second_rescue_at_the_same_point_nor_after_too_little_progress():
-    """Another rescue needs a step since the last (``count`` moved) that lowered f by at least
+    """Another rescue needs f below that of the last check (``State.newton``), lower by at least
     PROGRESS times the decrease the last one's model promised; nothing is evaluated otherwise."""
     rng = np.random.default_rng(3)
     a, b = spd(rng, 4, 10.0), rng.normal(size=4)
@@ -127,10 +128,10 @@ def test_no_second_rescue_at_the_same_point_nor_after_too_little_progress():
     x = jnp.zeros(4, DT)
     state = LBFGS().init(x, *objective(x, ())[:2])._replace(status=code(Status.PRECISION))
     f = state.value
-    for since, rescued in [(_rescue.Since(state.count, f + 1, jnp.ones((), DT)), False),  # here already
-                           (_rescue.Since(state.count - 1, f + 0.5, jnp.asarray(10.0, DT)), False),  # too little
-                           (_rescue.Since(state.count - 1, f + 1.5, jnp.asarray(10.0, DT)), True)]:
-        out, _ = _rescue.resume(LBFGS(), objective, (), state, since)
+    for last, rescued in [((f, jnp.zeros((), DT)), False),  # here already (a check that found nothing)
+                          ((f + 0.5, jnp.asarray(10.0, DT)), False),  # too little
+                          ((f + 1.5, jnp.asarray(10.0, DT)), True)]:
+        out = _rescue.resume(LBFGS(), objective, (), state._replace(newton=jnp.stack(last).astype(DT)))
         assert (int(out.status) == Status.RUNNING) == rescued and (int(out.nfev) > int(state.nfev)) == rescued
 
 
@@ -226,7 +227,7 @@ def test_with_bounds_the_pair_is_the_free_variables_newton_step_and_the_next_dir
         state = step(state)[1]
     assert np.all(np.asarray(state.params)[:2] == lo[:2]) and np.all(np.asarray(state.grad)[:2] > 0)
     stopped = state._replace(status=code(Status.PRECISION))
-    rescued, _ = jax.jit(lambda s: _rescue.resume(solver, objective, (), s, _rescue.start(DT)))(stopped)
+    rescued = jax.jit(lambda s: _rescue.resume(solver, objective, (), s))(stopped)
     assert int(rescued.status) == Status.RUNNING and int(rescued.nfev) > int(state.nfev)
     g = np.asarray(rescued.grad, np.float64)
     free = np.arange(n) >= 2
@@ -277,3 +278,65 @@ def test_float32_box_fits_that_claimed_precision_above_their_minimum_reach_it(mo
     before = solve()
     jax.clear_caches()
     assert before.status == Status.PRECISION and float(before.fun) / fstar - 1 > 1e-3  # (the false success)
+
+
+def test_in_the_optax_face_the_pair_is_written_as_its_pairs_are():
+    """The Optax face's pairs are differences of the q it is given: the check writes s = p and
+    q - H p as y's start, so the next update (the same gradient, x having stayed) stores
+    (p, H p); its direction is then the Newton step, and the compact form's matrices are those
+    of the stored vectors."""
+    rng = np.random.default_rng(11)
+    n, m = 7, 5
+    a, b = spd(rng, n, 10.0), rng.normal(size=n)
+    fun, objective = quadratic(a, b)
+    opt = qnjax.lbfgs(memory_size=m)
+    x = jnp.asarray(rng.normal(size=n), DT)
+    state = opt.init(x)
+    update = jax.jit(lambda g, s, x, v: opt.update(g, s, x, value=v, grad=g, value_fn=fun))
+    for _ in range(3):
+        v, g = jax.value_and_grad(fun)(x)
+        u, state = update(g, state, x, v)
+        x = optax.apply_updates(x, u)
+    stopped = state._replace(status=code(Status.PRECISION))
+    rescued = jax.jit(lambda s: _rescue.resume(LBFGS(memory_size=m), objective, None, s, q=s.grad))(stopped)
+    assert int(rescued.status) == Status.RUNNING and int(rescued.nfev) == int(state.nfev) + n
+    g_at_x = np.asarray(rescued.grad, np.float64)
+    p_want = -np.linalg.solve(a, g_at_x)
+    u, after = update(rescued.grad, rescued, x, rescued.value)
+    slots, S, Y = stored(after.memory)
+    np.testing.assert_allclose(S[-1], p_want, rtol=RTOL, atol=RTOL * np.abs(p_want).max())
+    np.testing.assert_allclose(Y[-1], a @ S[-1], rtol=RTOL, atol=10 * RTOL * np.abs(Y[-1]).max())
+    d = np.asarray(u, np.float64) / float(after.stepsize)
+    np.testing.assert_allclose(d, p_want, rtol=50 * RTOL, atol=50 * RTOL * np.abs(p_want).max())
+    idx = np.ix_(slots, slots)
+    np.testing.assert_allclose(np.asarray(after.memory.gram.yy, np.float64)[idx], Y @ Y.T, rtol=RTOL,
+                               atol=RTOL * 10 * np.abs(Y @ Y.T).max())
+    r_inv = np.linalg.inv(np.triu(S @ Y.T))
+    np.testing.assert_allclose(np.asarray(after.memory.gram.ri, np.float64)[idx], r_inv, rtol=RTOL,
+                               atol=RTOL * 10 * np.abs(r_inv).max())
+
+
+# Fits (``problems.box_least_squares(400, seed)`` without their boxes) that a loop over
+# ``qnjax.lbfgs`` ended with PRECISION above their minimum before the Optax face had the check
+# (in this build's rounding: 1.9% and 2.7% above).
+OPTAX_FALSE_SUCCESSES = [(0, 136), (2, 0)]
+
+
+@pytest.mark.parametrize("seed, index", OPTAX_FALSE_SUCCESSES)
+def test_float32_optax_loops_that_claimed_precision_above_their_minimum_reach_it(seed, index):
+    """(``newton_check=False``: as before the check, the false success.)"""
+    fits = problems.box_least_squares(400, seed)
+    fits = fits._replace(lower=np.full_like(fits.lower, -np.inf), upper=np.full_like(fits.upper, np.inf))
+    fstar = problems.box_least_squares_minima(fits)[0][index]
+    a, b, s, x0 = (jnp.asarray(getattr(fits, k)[index], jnp.float32) for k in ("a", "b", "scale", "x0"))
+
+    def fun(x):
+        return 0.5 * s * jnp.sum((a @ x - b) ** 2)
+
+    def solve(newton_check=True):
+        return jax.jit(lambda x: until_stopped(qnjax.lbfgs(newton_check=newton_check), fun, x, 2000)[1])(x0)
+
+    state = solve()
+    assert Status(int(state.status)).success and float(state.value) / fstar - 1 < 1e-5, float(state.value)
+    before = solve(newton_check=False)
+    assert int(before.status) == Status.PRECISION and float(before.value) / fstar - 1 > 1e-3  # (the false success)

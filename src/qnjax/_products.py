@@ -54,7 +54,10 @@ def _batched(plain, contracting):
         ca = tuple(i + a_batched for i in ca)
         cb = tuple(i + b_batched for i in cb)
         batch = ((0,), (0,)) if a_batched and b_batched else ((), ())
-        out = jax.lax.dot_general(a, b, ((ca, cb), batch), precision=HIGHEST, preferred_element_type=a.dtype)
+        # (no result dtype named where the operands share one: a float64 one under jax.enable_x64
+        # with x64 off became float32 where vmap of a loop traced its body again, ``_tree.matmul``)
+        out = jax.lax.dot_general(a, b, ((ca, cb), batch), precision=HIGHEST,
+                                  preferred_element_type=None if a.dtype == b.dtype else a.dtype)
         if b_batched and not a_batched:  # (the batch axis comes after a's free axes)
             out = jnp.moveaxis(out, a.ndim - len(ca), 0)
         return out, True

@@ -76,7 +76,6 @@ the box [-2, 0.5]^2, L-BFGS-B's 1.25-1.30 s and 1.53-1.63 s, the projected metho
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,18 +109,25 @@ def run(loop, running, operands, carry, record=None):
 
     def trip(operands, c, active):
         solver, objective, args = operands
-        (s, rec), since = loop(operands, c[0]), c[1]
-        checked, since = resume(solver, objective, args, s, since, active)
+        s, rec = loop(operands, c)
+        checked = resume(solver, objective, args, s, active)
         if record is not None:
             rec = _tree.select(checked.nfev > s.nfev, record(solver, checked, rec), rec)
-        return (checked, rec), since
+        return checked, rec
 
+    return guarded(lambda: _loop.while_running(lambda c: running(c[0]), trip, operands, carry),
+                   lambda: loop(operands, carry), *operands[1:], state.params)
+
+
+def guarded(with_rescue, without, objective, args, params):
+    """``with_rescue()``, traced; where that fails and ``objective``'s gradient has no
+    derivative (a ``jax.pure_callback``), ``without()``; any other error is raised."""
     try:
-        return _loop.while_running(lambda c: running(c[0][0]), trip, operands, (carry, start(state.value.dtype)))[0]
+        return with_rescue()
     except Exception:
-        if differentiable(operands[1], operands[2], state.params):
+        if differentiable(objective, args, params):
             raise  # (the rescue's own error, not fun's)
-        return loop(operands, carry)
+        return without()
 
 
 def hessian_product(objective, args, x, v):
@@ -153,39 +159,34 @@ def newton(objective, args, state: State, steps, free=None):
     return res.x, hp, -(gp + php / 2), res.steps
 
 
-class Since(NamedTuple):
-    """The last rescue: ``count``, f and the model's decrease D there (:func:`start`: none yet)."""
-
-    count: jax.Array  # int32
-    value: jax.Array  # scalar dtype
-    promised: jax.Array  # scalar dtype
-
-
-def start(sdt) -> Since:
-    return Since(jnp.full((), -1, jnp.int32), jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt))
-
-
-def resume(solver, objective, args, state: State, since: Since, active=None):
-    """(state, since): where ``state`` stopped PRECISION, after a step since the last rescue
-    that lowered f by at least PROGRESS times what its model promised, and ``maxfev`` leaves
-    the products: the Newton model at x; where it promises more than rounding, its pair is
-    stored and the status is RUNNING (module docstring). ``nfev`` counts the products made.
-    ``active``: None, or a vmapped member's flag (``_loop``): the products are then made for
-    every member and every write is masked (a ``lax.cond`` would become a select over the
-    whole state, and XLA would copy the history buffer)."""
+def resume(solver, objective, args, state: State, active=None, q=None):
+    """The state after the Newton check (module docstring): where ``state`` stopped PRECISION
+    at an f below that of the last check by at least PROGRESS times what its model promised
+    (``State.newton``), and ``maxfev`` leaves the products, the Newton model at x; where it
+    promises more than rounding, its pair is stored and the status is RUNNING. ``nfev``
+    counts the products made. ``active``: None, or a vmapped member's flag (``_loop``): the
+    products are then made for every member and every write is masked (a ``lax.cond`` would
+    become a select over the whole state, and XLA would copy the history buffer). ``q``: None
+    (``minimize``: the pair is written whole), or the Optax face's q of this update (which
+    its memory's free slot holds, and which the pair is made only where it is the gradient):
+    s = p is written, and q - H p as the start of y, which the next update's ``push``
+    subtracts from its q (the same gradient, x having stayed) to give H p."""
     sdt = state.value.dtype
     steps = min(STEPS, _tree.count(state.params))
-    want = (state.status == code(Status.PRECISION)) & (state.count > since.count)
+    last, promised = state.newton[0], state.newton[1]
+    want = (state.status == code(Status.PRECISION)) & (state.value < last)
     if active is not None:
         want = want & active
-    want = want & (since.value - state.value >= PROGRESS * since.promised)
+    want = want & (last - state.value >= PROGRESS * promised)
     if solver.maxfev is not None:
         want = want & (state.nfev + steps <= jnp.asarray(solver.maxfev, jnp.int32))
 
     def rescue():
         box = state.bounds
         free = None if box is None else _bounds.inside(state.params, box)
-        p, hp, _, made = newton(objective, args, state, steps, free)
+        # (no product where not wanted: under jax.vmap, where the lax.cond below is a select, the
+        # CG loop runs while some member wants it, none when none does)
+        p, hp, _, made = newton(objective, args, state, where(want, steps, 0), free)
         pp, php, hphp, gp = _tree.inners([(p, p), (p, hp), (hp, hp), (state.grad, p)], sdt)
         # (with bounds, the model's decrease at the largest feasible step along p, if below 1)
         t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
@@ -193,25 +194,34 @@ def resume(solver, objective, args, state: State, since: Since, active=None):
         t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
         go = (decrease > 2 * _verdict.floor(state.value)) & (ROUNDING_ULPS * t_ulp < t) & (php > 0)
         go = go & jnp.isfinite(decrease) & jnp.isfinite(hphp) & want
+        if q is not None:  # (the pair's y is of the gradient's change: only where q is the gradient)
+            go = go & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
+                                                          zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
         memory, p = _book(state, go, p, hp)
         # (the buffers' rows are written where ``go`` holds, else kept: a select over the whole
         # state would keep both buffers alive, and XLA would copy the history)
-        written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go, y=hp,
-                                             prods=jnp.stack([php, hphp, pp]))
+        if q is None:
+            written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go, y=hp,
+                                                 prods=jnp.stack([php, hphp, pp]))
+        else:
+            written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go)
+            at = _memory.size(memory) + 1 + memory.head  # (y's free slot)
+            kept = _memory.row(written.pairs, at)
+            written = written._replace(pairs=_memory.write(written.pairs, at, _tree.select(
+                go, _tree.cast_like(_tree.sub(q, hp), kept), kept)))
         memory = written._replace(scalars=where(go, written.scalars, memory.scalars),
                                   flags=where(go, written.flags, memory.flags))
         small = dict(status=code(Status.RUNNING), ties=jnp.zeros((), jnp.int32), tie_level=jnp.full((), jnp.inf, sdt),
                      tie_start=jnp.full((), jnp.inf, sdt), probes=jnp.zeros((), jnp.int32))
-        out = state._replace(memory=memory, nfev=state.nfev + where(want, made, 0),
+        out = state._replace(memory=memory, nfev=state.nfev + made,
+                             newton=jnp.stack([state.value, where(go, decrease, 0)]).astype(sdt),
                              **{k: where(go, v, getattr(state, k)).astype(v.dtype) for k, v in small.items()})
-        return out, where(go, decrease, 0).astype(sdt)
+        return out
 
     if active is None:
-        out, promised = jax.lax.cond(want, rescue, lambda: (state, jnp.zeros((), sdt)))
-    else:
-        out, promised = rescue()
-    return out, Since(where(want, state.count, since.count), where(want, state.value, since.value).astype(sdt),
-                      where(want, promised, since.promised).astype(sdt))
+        return jax.lax.cond(want, rescue, lambda: state)
+    out = rescue()
+    return out._replace(newton=where(want, out.newton, state.newton))
 
 
 def _book(state: State, go, p, hp):

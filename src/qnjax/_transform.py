@@ -30,7 +30,10 @@ equivalent named.
 ``state.status`` is a :class:`qnjax.Status` code for this update, decided by the
 same rule as ``minimize`` (``_status``): RUNNING after an update that moved, or
 after one that dropped the memory (its updates are zero; the next update
-searches along steepest descent); GTOL, PRECISION or FTOL (success: a loop can
+searches along steepest descent), or, below float64, after one whose Newton check
+before PRECISION stored a pair (``_rescue``: updates zero, x stays; its products
+are counted in ``nfev``; where the updates given are the gradient and ``value_fn``'s
+gradient can be differentiated); GTOL, PRECISION or FTOL (success: a loop can
 stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; NONFINITE
 when the given value or gradient is not finite (updates zero, state kept).
 ``extra_args`` are passed on to ``value_fn``.
@@ -63,7 +66,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from . import _bounds, _compile, _objective, _tree, _unrolled
+from . import _bounds, _compile, _objective, _rescue, _tree, _unrolled
 from ._solver import LBFGS
 from ._state import State
 from ._status import Status, code
@@ -92,6 +95,7 @@ def lbfgs(
     bounds=None,
     bounds_method: str = "lbfgsb",
     unrolled: bool = False,
+    newton_check: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS as an Optax transformation (module docstring).
 
@@ -114,6 +118,11 @@ def lbfgs(
         through updates (``jax.grad`` of a loss after a ``lax.scan`` of updates;
         ``qnjax._unrolled``). The updates are the same. With bounds, for
         ``bounds_method="projected"`` only.
+      newton_check: below float64, before an update reports PRECISION, the Newton model
+        from Hessian-vector products (``qnjax._rescue``; module docstring). Under
+        ``jax.vmap`` each member's check runs in every member's lanes (a batch of loops
+        over updates pays the products of any member's check at that update): False
+        leaves it out.
     """
     if isinstance(linesearch, (optax.GradientTransformation, optax.GradientTransformationExtraArgs)):
         raise TypeError(_OPTAX_EQUIVALENTS)
@@ -144,6 +153,11 @@ def lbfgs(
         here = state._replace(params=params, value=value, grad=g)
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
         u, new = solver.step(here, evaluate, q=q, scale=lr, exact_updates=True)
+        if newton_check and evaluate is not None and _rescue.enabled(new) and not solver.fixed_search_steps:
+            # below float64, the Newton model before PRECISION (``_rescue``; x stays, u is zero)
+            objective = lambda x, _: evaluate(x)  # noqa: E731
+            new = _rescue.guarded(lambda: _rescue.resume(solver, objective, None, new, q=q), lambda: new,
+                                  objective, None, params)
         u = _tree.select(finite, u, _tree.zeros_like(u))
         new = _tree.select(finite, new, here._replace(status=code(Status.NONFINITE)))
         if state.bounds is not None:

@@ -37,8 +37,10 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def matmul(a, b):
-    """``a @ b`` at full precision (module docstring)."""
-    return jnp.matmul(a, b, precision=HIGHEST)
+    """``a @ b`` (1-D or 2-D, one dtype) at full precision, naming no result dtype: under ``jax.vmap``
+    a loop's body is traced again outside ``jax.enable_x64`` (``_cauchy``), where ``jnp.matmul``'s
+    float64 result dtype became float32."""
+    return jax.lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())), precision=HIGHEST)
 
 
 def dtype_of(x) -> np.dtype:
