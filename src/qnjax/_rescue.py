@@ -181,7 +181,7 @@ def resume(solver, objective, args, state: State, active=None, q=None):
     if solver.maxfev is not None:
         want = want & (state.nfev + steps <= jnp.asarray(solver.maxfev, jnp.int32))
 
-    def rescue():
+    def model():  # (p, y's row, go, products made, D, the memory's ``last``, the pair's products)
         box = state.bounds
         free = None if box is None else _bounds.inside(state.params, box)
         # (no product where not wanted: under jax.vmap, where the lax.cond below is a select, the
@@ -197,50 +197,53 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         if q is not None:  # (the pair's y is of the gradient's change: only where q is the gradient)
             go = go & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
                                                           zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
-        memory, p = _book(state, go, p, hp)
-        # (the buffers' rows are written where ``go`` holds, else kept: a select over the whole
-        # state would keep both buffers alive, and XLA would copy the history)
-        if q is None:
-            written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go, y=hp,
-                                                 prods=jnp.stack([php, hphp, pp]))
-        else:
-            written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go)
-            at = _memory.size(memory) + 1 + memory.head  # (y's free slot)
-            kept = _memory.row(written.pairs, at)
-            written = written._replace(pairs=_memory.write(written.pairs, at, _tree.select(
-                go, _tree.cast_like(_tree.sub(q, hp), kept), kept)))
-        memory = written._replace(scalars=where(go, written.scalars, memory.scalars),
-                                  flags=where(go, written.flags, memory.flags))
-        small = dict(status=code(Status.RUNNING), ties=jnp.zeros((), jnp.int32), tie_level=jnp.full((), jnp.inf, sdt),
-                     tie_start=jnp.full((), jnp.inf, sdt), probes=jnp.zeros((), jnp.int32))
-        out = state._replace(memory=memory, nfev=state.nfev + made,
-                             newton=jnp.stack([state.value, where(go, decrease, 0)]).astype(sdt),
-                             **{k: where(go, v, getattr(state, k)).astype(v.dtype) for k, v in small.items()})
-        return out
+        y = hp if q is None else _tree.cast_like(_tree.sub(q, hp), q)
+        return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), jnp.stack([php, hphp, pp])
 
-    if active is None:
-        return jax.lax.cond(want, rescue, lambda: state)
-    out = rescue()
-    return out._replace(newton=where(want, out.newton, state.newton))
+    def nothing():
+        zeros = _tree.zeros_like(state.params)
+        return (zeros, zeros if q is None else _tree.zeros_like(q), jnp.asarray(False), jnp.zeros((), jnp.int32),
+                jnp.zeros((), sdt), state.memory.last, jnp.zeros((3,), sdt))
+
+    # (only small values and two vectors leave the branch, and the buffers' rows are written
+    # after it where ``go`` holds, else kept: a select over the whole state, as the lax.cond is
+    # under jax.vmap, would keep both buffers alive, and XLA would copy the history)
+    p, y, go, made, decrease, last, prods = model() if active is not None else jax.lax.cond(want, model, nothing)
+    memory = state.memory._replace(last=last)
+    # (the rows written depend on ``last``, read from the buffer: XLA orders that read first, in place)
+    after = 0 * jnp.where(jnp.isfinite(last[0, 0]), last[0, 0], 0)
+    p, y = (jax.tree.map(lambda v: v + after.astype(v.dtype), t) for t in (p, y))
+    if q is None:
+        written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go, y=y, prods=prods)
+    else:
+        written = _memory_update.record_step(memory, p, -jnp.ones((), sdt), active=go)
+        at = _memory.size(memory) + 1 + memory.head  # (y's free slot: the start of the pair's y)
+        kept = _memory.row(written.pairs, at)
+        written = written._replace(pairs=_memory.write(written.pairs, at,
+                                                       _tree.select(go, _tree.cast_like(y, kept), kept)))
+    memory = written._replace(scalars=where(go, written.scalars, memory.scalars),
+                              flags=where(go, written.flags, memory.flags))
+    small = dict(status=code(Status.RUNNING), ties=jnp.zeros((), jnp.int32), tie_level=jnp.full((), jnp.inf, sdt),
+                 tie_start=jnp.full((), jnp.inf, sdt), probes=jnp.zeros((), jnp.int32))
+    checked = where(want, jnp.stack([state.value, where(go, decrease, 0)]), state.newton).astype(sdt)
+    return state._replace(memory=memory, nfev=state.nfev + made, newton=checked,
+                          **{k: where(go, v, getattr(state, k)).astype(v.dtype) for k, v in small.items()})
 
 
-def _book(state: State, go, p, hp):
-    """(memory, p): the memory's kept products made ready for the pair (p, H p) where ``go``
-    (the row written next, p, made to depend on them: XLA orders the buffer's reads first and
-    writes it in place). The next direction completes the pair's column from its products at
-    g, S^T y = S^T g - S^T (g - y) as after a probe (``_probe``): so the memory's ``last[:2]``
-    becomes S^T (g - y), Y^T (g - y) for the compact direction (without bounds, and
-    ``bounds_method="projected"``), and over L-BFGS-B's kept free set F (``_reduced``)
-    S^T F (g - y), Y^T F (g - y); where L-BFGS-B's direction keeps W^T d for ``push``
-    (``_subspace.keeps_products``), S^T p, Y^T p go to ``last[CS:]`` (read with the step -1)."""
+def _last(state: State, go, p, hp):
+    """The memory's ``last`` made ready for the pair (p, H p) where ``go``. The next direction
+    completes the pair's column from its products at g, S^T y = S^T g - S^T (g - y) as after a
+    probe (``_probe``): so ``last[:2]`` becomes S^T (g - y), Y^T (g - y) for the compact
+    direction (without bounds, and ``bounds_method="projected"``), and over L-BFGS-B's kept free
+    set F (``_reduced``) S^T F (g - y), Y^T F (g - y); where L-BFGS-B's direction keeps W^T d for
+    ``push`` (``_subspace.keeps_products``), S^T p, Y^T p go to ``last[CS:]`` (read with the step -1)."""
     memory, sdt = state.memory, state.value.dtype
     if memory.gram.ri is None and memory.free is None:
-        return memory, p
+        return memory.last
     before = _tree.sub(state.grad, hp)
     if memory.free is not None:
         before = _bounds.on_free(before, memory.free)
     last = memory.last.at[:2].set(jnp.stack(_memory.products(memory, before)))
     if memory.free is not None and _subspace.keeps_products(state.params, sdt):
         last = last.at[CS:].set(jnp.stack(_memory.products(memory, p)))
-    after = 0 * jnp.where(jnp.isfinite(last[0, 0]), last[0, 0], 0)
-    return memory._replace(last=where(go, last, memory.last)), jax.tree.map(lambda v: v + after.astype(v.dtype), p)
+    return where(go, last, memory.last)
