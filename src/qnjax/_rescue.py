@@ -69,8 +69,8 @@ with or without bounds, and where ``fun``'s gradient can be differentiated (a
 products at every PRECISION stop, and a program that compiles longer (the CG loop and
 the jvp of ``fun``'s gradient in it: the first call of a float32 ``minimize`` on 2-D
 Rosenbrock took 0.67-0.87 s before and 0.93-1.13 s after, three fresh processes each; in
-the box [-2, 0.5]^2, L-BFGS-B's 1.25-1.30 s and 1.53-1.63 s, the projected method's
-0.66-0.73 s and 0.92-1.02 s).
+the box [-2, 0.5]^2, L-BFGS-B's 1.25-1.58 s and 1.65-1.76 s, the projected method's
+0.71-0.87 s and 0.94-1.06 s, interleaved).
 """
 
 from __future__ import annotations
