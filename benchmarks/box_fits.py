@@ -1,7 +1,10 @@
 """Honesty on random box least-squares fits: how often each bounds method claims success above the minimum.
 
 `python benchmarks/box_fits.py [--seeds 0-7] [--count 400] [--dtypes float32] [--methods lbfgsb,projected,unbounded]
-[--batched] [--out DIR]` (part of `make bench`); prints a rich table and writes `<out>/box_fits.json`.
+[--batched] [--face minimize|optax] [--out DIR]` (part of `make bench`); prints a rich table and writes
+`<out>/box_fits.json`. ``--face optax``: each fit is a ``lax.while_loop`` of ``qnjax.lbfgs`` updates
+while the status is RUNNING (at most MAX_UPDATES; with a box, from x0 clipped into it), as a user's
+loop that stops on the status runs, judged the same way.
 Method ``unbounded`` solves the same fits without their boxes (their minima then least squares'),
 which is how the unconstrained solver's claims are counted (``qnjax._rescue``).
 
@@ -17,6 +20,7 @@ fits end where).
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -25,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+MAX_UPDATES = 3000  # --face optax: a loop's updates at most
 
 
 def seeds_of(text):
@@ -35,7 +41,7 @@ def seeds_of(text):
     return out
 
 
-def run(seed, count, dtype, method, batched):
+def run(seed, count, dtype, method, batched, face="minimize"):
     import jax
     import jax.numpy as jnp
 
@@ -53,23 +59,47 @@ def run(seed, count, dtype, method, batched):
 
     cast = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     data = [cast(v) for v in (fits.x0, fits.a, fits.b, fits.scale, fits.lower, fits.upper)]
-    def solve(x0, a, b, s, lo, hi):
+    def solve(x0, a, b, s, lo, hi):  # (success, nit, nfev, x)
+        if face == "optax":
+            return optax_loop(lambda x: fun(x, a, b, s), x0, lo, hi)
         if method == "unbounded":
-            return qnjax.minimize(fun, x0, (a, b, s))
-        return qnjax.minimize(fun, x0, (a, b, s), bounds=(lo, hi), bounds_method=method)
+            res = qnjax.minimize(fun, x0, (a, b, s))
+        else:
+            res = qnjax.minimize(fun, x0, (a, b, s), bounds=(lo, hi), bounds_method=method)
+        return res.success, res.nit, res.nfev, res.x
+
+    def optax_loop(f, x0, lo, hi):
+        """``qnjax.lbfgs`` updates in a ``lax.while_loop`` while the status is RUNNING (at most
+        MAX_UPDATES), from x0 clipped into the box."""
+        import optax
+
+        boxed = method != "unbounded"
+        opt = qnjax.lbfgs(bounds=(lo, hi), bounds_method=method) if boxed else qnjax.lbfgs()
+        value_and_grad = qnjax.value_and_grad_from_state(f)
+
+        def body(c):
+            x, state, k = c
+            v, g = value_and_grad(x, state=state)
+            u, state = opt.update(g, state, x, value=v, grad=g, value_fn=f)
+            return optax.apply_updates(x, u), state, k + 1
+
+        x0 = jnp.clip(x0, lo, hi) if boxed else x0
+        running = lambda c: (c[1].status == qnjax.Status.RUNNING) & (c[2] < MAX_UPDATES)  # noqa: E731
+        x, state, _ = jax.lax.while_loop(running, body, (x0, opt.init(x0), 0))
+        success = functools.reduce(jnp.logical_or, [state.status == s for s in qnjax.Status if s.success])
+        return success, state.count, state.nfev, x
 
     t = time.perf_counter()
     if batched:
-        res = jax.jit(jax.vmap(solve))(*data)
-        success, nit, nfev, x = (np.asarray(v) for v in (res.success, res.nit, res.nfev, res.x))
+        success, nit, nfev, x = (np.asarray(v) for v in jax.jit(jax.vmap(solve))(*data))
     else:
-        ends = [solve(*fit) for fit in zip(*data)]
-        success, nit, nfev, x = (np.stack([np.asarray(getattr(r, k)) for r in ends])
-                                 for k in ("success", "nit", "nfev", "x"))
+        one = jax.jit(solve) if face == "optax" else solve
+        ends = [one(*fit) for fit in zip(*data)]
+        success, nit, nfev, x = (np.stack([np.asarray(r[k]) for r in ends]) for k in range(4))
     wall = time.perf_counter() - t
     tol = (1e-3, 1e-2) if dtype == "float32" else (1e-5, 1e-4)
     solved = problems.box_least_squares_judged(fits, x, fstar, *tol)
-    return dict(seed=seed, dtype=dtype, method=method, batched=batched, fits=count,
+    return dict(seed=seed, dtype=dtype, method=method, face=face, batched=batched, fits=count,
                 success=int(success.sum()), false_successes=[int(i) for i in np.nonzero(success & ~solved)[0]],
                 false_failures=[int(i) for i in np.nonzero(~success & solved)[0]],
                 unsolved_failures=int(np.sum(~success & ~solved)), median_nit=float(np.median(nit)),
@@ -83,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32")
     parser.add_argument("--methods", default="lbfgsb,projected,unbounded", help="lbfgsb, projected, unbounded (no box)")
     parser.add_argument("--batched", action="store_true")
+    parser.add_argument("--face", default="minimize", choices=("minimize", "optax"),
+                        help="optax: a lax.while_loop of qnjax.lbfgs updates while the status is RUNNING")
     parser.add_argument("--out", default="bench-results/box_fits")
     args = parser.parse_args(argv)
     dtypes = args.dtypes.split(",")
@@ -90,10 +122,10 @@ def main(argv=None):
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    rows = [run(seed, args.count, dtype, method, args.batched)
+    rows = [run(seed, args.count, dtype, method, args.batched, args.face)
             for dtype in dtypes for method in args.methods.split(",") for seed in seeds_of(args.seeds)]
-    table = Table(title=f"random box least-squares fits ({'batched' if args.batched else 'one by one'}), "
-                        f"{args.count} per seed")
+    table = Table(title=f"random box least-squares fits ({'batched' if args.batched else 'one by one'}, "
+                        f"{'qnjax.lbfgs loops' if args.face == 'optax' else 'qnjax.minimize'}), {args.count} per seed")
     for col in ("dtype", "method", "seeds", "fits", "reported success", "false successes", "false failures",
                 "unsolved failures", "false successes per seed", "median nit", "max nfev"):
         table.add_column(col, justify="right")

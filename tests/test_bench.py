@@ -506,6 +506,18 @@ def test_box_fits_script_counts_each_end_once(tmp_path):
     assert not np.any(problems.box_least_squares_judged(fits, np.clip(fits.x0 + 1.0, fits.lower, fits.upper), fstar))
 
 
+def test_box_fits_script_runs_the_optax_face_s_loops(tmp_path):
+    """``--face optax``: each fit a loop of ``qnjax.lbfgs`` updates under ``jax.vmap``, with and
+    without its box; every end counted once, and float64's all reported solved."""
+    run, result = run_benchmark("box_fits", ["--seeds", "0", "--count", "6", "--dtypes", "float64", "--face", "optax",
+                                             "--batched", "--methods", "lbfgsb,unbounded"], tmp_path)
+    assert [(r["method"], r["face"]) for r in result["runs"]] == [("lbfgsb", "optax"), ("unbounded", "optax")]
+    for r in result["runs"]:
+        assert r["fits"] == 6 and r["max_nfev"] > 0 and r["median_nit"] > 0
+        assert r["success"] == 6 and not r["false_successes"], r
+    assert "qnjax.lbfgs loops" in run.stdout
+
+
 @pytest.mark.skipif(X64, reason="a subprocess that sets its own x64 mode: run once, in the x64-off session")
 def test_floor_script_runs_unchanged_on_cpu_with_small_n(tmp_path):
     """benchmarks/floor.py (the GPU script) on this CPU with a small n: a row per solver
