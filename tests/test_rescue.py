@@ -298,7 +298,10 @@ def test_in_the_optax_face_the_pair_is_written_as_its_pairs_are():
         u, state = update(g, state, x, v)
         x = optax.apply_updates(x, u)
     stopped = state._replace(status=code(Status.PRECISION))
-    rescued = jax.jit(lambda s: _rescue.resume(LBFGS(memory_size=m), objective, None, s, q=s.grad))(stopped)
+    check = jax.jit(lambda s, q: _rescue.resume(LBFGS(memory_size=m), objective, None, s, q=q))
+    scaled = check(stopped, jax.tree.map(lambda g: 2 * g, stopped.grad))  # (a transformation before lbfgs)
+    assert int(scaled.status) == Status.PRECISION and int(scaled.nfev) == int(state.nfev)  # (no product)
+    rescued = check(stopped, stopped.grad)
     assert int(rescued.status) == Status.RUNNING and int(rescued.nfev) == int(state.nfev) + n
     g_at_x = np.asarray(rescued.grad, np.float64)
     p_want = -np.linalg.solve(a, g_at_x)

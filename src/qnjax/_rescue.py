@@ -184,19 +184,20 @@ def resume(solver, objective, args, state: State, active=None, q=None):
     def model():  # (p, y's row, go, products made, D, the memory's ``last``, the pair's products)
         box = state.bounds
         free = None if box is None else _bounds.inside(state.params, box)
+        wanted = want
+        if q is not None:  # (the pair's y is of the gradient's change: only where q is the gradient)
+            wanted = wanted & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
+                                                                  zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
         # (no product where not wanted: under jax.vmap, where the lax.cond below is a select, the
         # CG loop runs while some member wants it, none when none does)
-        p, hp, _, made = newton(objective, args, state, where(want, steps, 0), free)
+        p, hp, _, made = newton(objective, args, state, where(wanted, steps, 0), free)
         pp, php, hphp, gp = _tree.inners([(p, p), (p, hp), (hp, hp), (state.grad, p)], sdt)
         # (with bounds, the model's decrease at the largest feasible step along p, if below 1)
         t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
         decrease = -(t * gp + t * t * php / 2)
         t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
         go = (decrease > 2 * _verdict.floor(state.value)) & (ROUNDING_ULPS * t_ulp < t) & (php > 0)
-        go = go & jnp.isfinite(decrease) & jnp.isfinite(hphp) & want
-        if q is not None:  # (the pair's y is of the gradient's change: only where q is the gradient)
-            go = go & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
-                                                          zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
+        go = go & jnp.isfinite(decrease) & jnp.isfinite(hphp) & wanted
         y = hp if q is None else _tree.cast_like(_tree.sub(q, hp), q)
         return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), jnp.stack([php, hphp, pp])
 
