@@ -20,7 +20,6 @@ fits end where).
 """
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -47,6 +46,7 @@ def run(seed, count, dtype, method, batched, face="minimize"):
 
     import qnjax
     from qnjax import problems
+    from qnjax._status import is_success
 
     fits = problems.box_least_squares(count, seed)
     if method == "unbounded":
@@ -86,8 +86,7 @@ def run(seed, count, dtype, method, batched, face="minimize"):
         x0 = jnp.clip(x0, lo, hi) if boxed else x0
         running = lambda c: (c[1].status == qnjax.Status.RUNNING) & (c[2] < MAX_UPDATES)  # noqa: E731
         x, state, _ = jax.lax.while_loop(running, body, (x0, opt.init(x0), 0))
-        success = functools.reduce(jnp.logical_or, [state.status == s for s in qnjax.Status if s.success])
-        return success, state.count, state.nfev, x
+        return is_success(state.status), state.count, state.nfev, x
 
     t = time.perf_counter()
     if batched:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _loop, _memory, _segments, _tree
+from . import _argsort, _bounds, _loop, _memory, _segments, _tree
 from ._tree import matmul as mm
 from ._xla import where
 
@@ -176,5 +176,5 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
         point = where(key <= tc, where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
         xc.append(jnp.broadcast_to(point, xl.shape).astype(xl.dtype))
     xc = jax.tree_util.tree_unflatten(treedef, xc)
-    free = jax.tree.map(lambda v, lo, hi: (v > lo) & (v < hi), xc, box.lower, box.upper)
+    free = _bounds.inside(xc, box)
     return xc, c_star, free, tc, wg, gm
