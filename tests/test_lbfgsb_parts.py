@@ -181,7 +181,7 @@ def box(lo, hi):
 def _cauchy_point(mem, x, g, bx):
     mid, _, theta, _ = _cauchy.middle(mem)
     xc, c, free, _, wg, gm = _cauchy.cauchy_point(mem, mid.astype(DT), theta, x, g, bx, DT)
-    return xc, c, free, _cauchy.w_rows(mem, theta, DT), wg, gm
+    return xc(), c, free, _cauchy.w_rows(mem, theta, DT), wg, gm
 
 
 @float64_reference

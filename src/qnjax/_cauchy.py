@@ -120,8 +120,9 @@ FIRST_FROM = 64
 
 
 def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
-    """(x^c, c, free, t_c, W^T (moving g), moving g): the generalized Cauchy point (leaves in
-    x's dtypes; bound-hitting variables exactly on their bound), c = W^T (x^c - x), which
+    """(x^c, c, free, t_c, W^T (moving g), moving g): the generalized Cauchy point (a function
+    of no arguments that forms it, leaves in x's dtypes; bound-hitting variables exactly on
+    their bound), c = W^T (x^c - x), which
     variables are strictly between their bounds at x^c (bool pytree), where it is on the
     path, the products of W with the moving variables' gradient (None up to SORT_LIMIT
     variables) and that gradient (a pytree like x in ``sdt``, zero where a variable does
@@ -169,12 +170,15 @@ def cauchy_point(memory: _memory.Memory, mid, theta, x, g, box, sdt):
             wg = products
             tc, c_star = jax.lax.cond(memory.count == 0, lambda: _segments.no_pairs(keys, gms, theta, mid, sdt),
                                       lambda: _segments.first_segment(memory, theta, mid, keys, gms, wg, sdt))
-    xc = []
-    for (xl, gl, lo, hi), key, gml in zip(zip(*sides), keys, gms):
-        lo, hi, gs = lo.astype(sdt), hi.astype(sdt), gl.astype(sdt)
-        # (x is in the box)
-        point = where(key <= tc, where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
-        xc.append(jnp.broadcast_to(point, xl.shape).astype(xl.dtype))
-    xc = jax.tree_util.tree_unflatten(treedef, xc)
-    free = _bounds.inside(xc, box)
-    return xc, c_star, free, tc, wg, gm
+    def xc():
+        point = []
+        for (xl, gl, lo, hi), key, gml in zip(zip(*sides), keys, gms):
+            lo, hi, gs = lo.astype(sdt), hi.astype(sdt), gl.astype(sdt)
+            # (x is in the box)
+            at = where(key <= tc, where(gs < 0, hi, lo), jnp.clip(xl.astype(sdt) - tc * gml, lo, hi))
+            point.append(jnp.broadcast_to(at, xl.shape).astype(xl.dtype))
+        return jax.tree_util.tree_unflatten(treedef, point)
+
+    # (x^c is formed where it is read: the free set, in the kernel that writes the mask, and in the
+    # subspace step's truncation, a branch; written out once to be read twice it was a pass)
+    return xc, c_star, _bounds.inside(xc(), box), tc, wg, gm

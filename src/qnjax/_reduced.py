@@ -78,10 +78,13 @@ def sparse_products(memory: _memory.Memory, e, sdt):
     else one pass (``_memory.products``)."""
     m1 = _memory.size(memory) + 1
     leaves = [a.astype(sdt) for a in jax.tree_util.tree_leaves(e)]
-    # How many are nonzero (NaN counts), in one reduction per leaf that writes nothing:
-    # counted in float32 (exact to 2^24, and beyond still above CHANGES) as in ``update``.
-    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
-    count = sum((jnp.sum(where(a != 0, one, zero)) for a in leaves), zero)
+    # How many are nonzero, as sum |sign(e_i)| in ``sdt`` (exact to 2^24 in float32, and beyond
+    # still above CHANGES; NaN makes it NaN, and the full pass): in one reduction per leaf that
+    # writes nothing. XLA:CPU's library (YNN) reduces after the sign in one kernel, where a select
+    # (a comparison) is an element-wise pass of its own that writes its result for the reduction
+    # to read (1e6 float32 variables: 0.12 ms against 0.24).
+    zero = jnp.zeros((), sdt)
+    count = sum((jnp.sum(jnp.abs(jnp.sign(a))) for a in leaves), zero)
 
     def gathered():
         with jax.named_scope(_segments.GATHERED):

@@ -108,7 +108,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     d, moved = displaced(1)
 
     def truncation():  # Morales-Nocedal: if the projected point is not downhill, truncate from x^c
-        alpha = jnp.minimum(_bounds.max_stepsize(as_s(xc), du, box_s, sdt), 1)
+        alpha = jnp.minimum(_bounds.max_stepsize(as_s(xc()), du, box_s, sdt), 1)
         d_t, point = displaced(alpha)
         return d_t, alpha, _tree.sub(d_t, point)
 
