@@ -56,6 +56,69 @@ def test_the_newton_step_is_the_dense_solve_and_its_decrease_the_model_s():
     np.testing.assert_allclose(float(decrease), g @ np.linalg.solve(a, g) / 2, rtol=RTOL)
 
 
+def _cg_replica(a, b, floor):
+    """Two CG steps on A x = b in float64 (numpy), the second at curvature |kappa| when
+    kappa = p^T A p / p^T p is not positive: (x, A-as-used x, kappa of the second step)."""
+    x, r, p = np.zeros_like(b), b.copy(), b.copy()
+    mu = None
+    for k in range(2):
+        ap = a @ p
+        pap, pp = p @ ap, p @ p
+        if k == 0:
+            mu = floor * pap / pp
+        kappa = pap / pp
+        if kappa <= 0:
+            used = -kappa if kappa < 0 else mu
+            ap = ap + (used - kappa) * p
+            pap = used * pp
+        alpha = (r @ r) / pap
+        x, r_new = x + alpha * p, r - alpha * ap
+        p, r = r_new + (r_new @ r_new) / (r @ r) * p, r_new
+    return x, b - r, kappa
+
+
+@pytest.mark.parametrize("second", [-3.0, 0.0])
+def test_a_curvature_that_is_not_positive_is_stepped_across_at_its_size(second):
+    """The check's CG (``floor``): the first step along the stiff -g, then a direction of
+    negative (or zero) curvature with a slope of its own: taken at |kappa| (or eps times the
+    first curvature), the last step, and the pair's curvature p^T (H-as-used) p positive; plain
+    CG stops before it. A = diag(1e4, second), b dominated by the stiff variable (Meyer from
+    10 times its start in float32 ended PRECISION at such a point, f 1e7 times its minimum)."""
+    from qnjax import _conjugate_gradient
+
+    a = np.diag([1e4, second])
+    b = np.array([-1.0, -0.5])
+    eps = float(jnp.finfo(DT).eps)
+    mv = lambda v: jnp.asarray(a, DT) @ v  # noqa: E731
+    plain = _conjugate_gradient.solve(mv, jnp.asarray(b, DT), lambda r: r, jnp.zeros((), DT), 2, DT)
+    stepped = _conjugate_gradient.solve(mv, jnp.asarray(b, DT), lambda r: r, jnp.zeros((), DT), 2, DT, floor=eps)
+    x1 = b * (b @ b) / (b @ a @ b)  # plain CG's one step
+    want, used, kappa = _cg_replica(a, b, eps)
+    assert kappa <= 0 and bool(plain.bad) and bool(stepped.bad) and int(stepped.steps) == 2
+    np.testing.assert_allclose(np.asarray(plain.x), x1, rtol=RTOL)
+    np.testing.assert_allclose(np.asarray(stepped.x), want, rtol=RTOL)
+    np.testing.assert_allclose(np.asarray(b - stepped.r), used, rtol=RTOL, atol=RTOL * np.abs(used).max())
+    assert float(want @ used) > 0 and float(b @ want) > float(b @ x1)  # (the model falls further along it)
+
+
+def test_a_gradient_whose_products_overflow_float32_still_gets_its_model():
+    """CG runs on -g scaled to unit size (a power of two), p and H p scaled back: with
+    |g| = 1e15 and H's eigenvalues near 1e10, g^T H g overflows float32 (g^T H^-1 g does not),
+    and the check had found nothing (float64: 1e150)."""
+    n = 4
+    a = np.diag([1.0, 2.0, 4.0, 8.0]) * 1e10
+    b = np.full(n, 1e150 if X64 else 1e15)
+    _, objective = quadratic(a, b)
+    x = jnp.zeros(n, DT)
+    state = LBFGS().init(x, *objective(x, ())[:2])
+    p, hp, decrease, made = _rescue.newton(objective, (), state, n)
+    want = np.linalg.solve(a, b)
+    np.testing.assert_allclose(np.asarray(p, np.float64), want, rtol=RTOL)
+    np.testing.assert_allclose(np.asarray(hp, np.float64), b, rtol=RTOL)
+    assert int(made) == n
+    np.testing.assert_allclose(float(decrease), b @ want / 2, rtol=RTOL)
+
+
 def test_the_newton_pair_joins_the_memory_as_the_dense_bfgs_update_would():
     """After three steps, a rescue at x and one more iteration: the stored pairs are the first
     two steps' and (p, H p), in that order (the third step's pair was tentative, in the slot

@@ -15,8 +15,16 @@ arithmetic q(x_k) = -b^T x_k / 2; r_k = b - A x_k is kept, so A x_k = b - r_k co
 product. Inner products accumulate in the scalar dtype ``sdt``; the vectors keep their
 leaves' dtypes.
 
+With a ``floor`` c, a curvature that is not positive (but finite) after the first step is
+taken as mu = c p_0^T A p_0 / p_0^T p_0 instead (c times the curvature along b, at most A's
+largest eigenvalue), and that step is the last: A p_k is replaced by A p_k + (mu - kappa) p_k,
+kappa = p_k^T A p_k / p_k^T p_k, so r stays b - (the products used) x. Where products with A are
+rounded to about eps ||A|| (a Hessian's below float64), such a curvature is within their
+rounding, and along p_k the model still falls at the rate r_k^T p_k: the step is the one a
+curvature at the rounding level mu gives, where A alone would end at x_k.
+
 Used by the implicit derivatives (``_implicit``: A the Hessian at the solution) and by the
-Newton model before a float32 PRECISION (``_rescue``).
+Newton model before a float32 PRECISION (``_rescue``: ``floor`` = eps).
 """
 
 from __future__ import annotations
@@ -39,30 +47,42 @@ class Solved(NamedTuple):
     bad: Any  # bool: a curvature p^T A p that was not positive (or not finite) ended it
 
 
-def solve(matvec, b, precond, rtol, maxiter, sdt) -> Solved:
-    """CG on ``matvec(x) = b`` (module docstring); ``rtol`` and ``maxiter`` may be traced."""
+def solve(matvec, b, precond, rtol, maxiter, sdt, floor=None) -> Solved:
+    """CG on ``matvec(x) = b`` (module docstring); ``rtol`` and ``maxiter`` may be traced;
+    ``floor``: None, or c for the last step at a curvature that is not positive (module docstring)."""
     bb = _tree.inner(b, b, sdt)
     target = (rtol * rtol) * bb
     z = precond(b)
-    init = (_tree.zeros_like(b), b, z, _tree.inner(b, z, sdt), bb, jnp.zeros((), jnp.int32), jnp.asarray(False))
+    zero = jnp.zeros((), sdt)
+    init = (_tree.zeros_like(b), b, z, _tree.inner(b, z, sdt), bb, jnp.zeros((), jnp.int32), jnp.asarray(False), zero)
 
     def going(c):
-        *_, rr, k, bad = c
+        *_, rr, k, bad, _ = c
         return (rr > target) & (k < maxiter) & ~bad
 
     def body(c):
-        x, r, p, rz, _, k, _ = c
+        x, r, p, rz, _, k, _, mu = c
         ap = matvec(p)
         pap = _tree.inner(p, ap, sdt)
         bad = ~((pap > 0) & jnp.isfinite(pap))  # indefinite, singular, or not finite
-        alpha = where(bad, 0, rz / where(bad, 1, pap))
+        take = ~bad
+        if floor is not None:
+            pp = _tree.inner(p, p, sdt)
+            mu = where(k == 0, floor * pap / where(pp > 0, pp, 1), mu).astype(sdt)
+            weak = bad & jnp.isfinite(pap) & (k > 0) & (mu > 0) & jnp.isfinite(mu) & (pp > 0)
+            kappa = pap / where(weak, pp, 1)
+            taken = where(kappa < 0, -kappa, mu)  # |kappa|, or mu for a zero curvature
+            ap = _tree.add(ap, _tree.scale(where(weak, taken - kappa, 0), p, ap))
+            pap = where(weak, taken * pp, pap)
+            take = take | weak
+        alpha = where(take, rz / where(take, pap, 1), 0)
         x = _tree.add(x, _tree.scale(alpha, p, x))
         r_new = _tree.sub(r, _tree.scale(alpha, ap, r))
-        r = _tree.select(bad, r, r_new)  # (a bad step changes neither x nor r)
+        r = _tree.select(take, r_new, r)  # (a bad step changes neither x nor r)
         z = precond(r)
         rz_new = _tree.inner(r, z, sdt)
         p = _tree.add(z, _tree.scale(rz_new / where(rz != 0, rz, 1), p, z))
-        return x, r, p, rz_new, _tree.inner(r, r, sdt), k + 1, bad
+        return x, r, p, rz_new, _tree.inner(r, r, sdt), k + 1, bad, mu
 
-    x, r, _, _, rr, k, bad = jax.lax.while_loop(going, body, init)
+    x, r, _, _, rr, k, bad, _ = jax.lax.while_loop(going, body, init)
     return Solved(x, r, rr, bb, k, bad)

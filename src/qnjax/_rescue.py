@@ -17,11 +17,13 @@ The gradient still knows what the memory does not. Its derivative along v,
 
 is exact up to rounding, one product costing about two evaluations. So before the run
 stops with PRECISION, truncated conjugate gradients (``_conjugate_gradient``: at most
-STEPS products, ending at a curvature that is not positive) on the Newton equation
+STEPS products) on the Newton equation
 
     H p = -g
 
-give p and H p = -g - r (r the residual CG keeps) and the model's decrease
+(-g scaled to unit size by a power of two, p and H p scaled back: far from a minimum
+g^T H g overflowed float32) give p and H p = -g - r (r the residual CG keeps) and the
+model's decrease
 
     D = -(g^T p + p^T H p / 2).
 
@@ -47,6 +49,15 @@ Meyer in float32 (f* = 87.9) stopped at f = 1.1e5 after 16 iterations; one rescu
 (D = 2.0e3) and 355 iterations later it stops at f = 89.85, where the float32 model's
 step moves x by less than a few units in its last place (float64's Newton step would
 still lower f by 3: the bench counts it a false success).
+
+A curvature that is not positive ends CG, but after its first step not before a step along
+that direction at the curvature's absolute value (``floor``: eps times the first curvature
+for a zero one; the pair is then of that modified H, s^T y > 0): along it the model still
+falls at the rate of its slope, so x is not a minimum, however small the decrease along the
+stiff -g. Meyer from 10 times its start in float32 had stopped PRECISION after 2 iterations at
+f = 9.6e8 (f* = 87.9), -g along its stiffest variable (curvature 8.8e14) and CG's second
+direction at curvature -330 (float64's Hessian: smallest eigenvalue -342), the model's
+decrease 7e-3 against f's floor of 912.
 
 Not where the model's decrease is within f's floor: the point is stationary to working
 precision (CRAGGLVY from 10 times its start stops there in float32, D = 8e-3 at
@@ -151,12 +162,15 @@ def newton(objective, args, state: State, steps, free=None):
     alone, F H F p = -F g, and H p is F H p."""
     x, g, sdt = state.params, state.grad, state.value.dtype
     mask = (lambda t: t) if free is None else functools.partial(_bounds.on_free, free=free)
-    minus_g = mask(jax.tree.map(jnp.negative, g))
+    # (CG on H p = -g scaled by a power of two to unit size, p and H p scaled back: far from a
+    # minimum, g^T g and g^T H g overflowed float32, and the model was not seen)
+    minus_g, factor = _tree.scaled_to_unit(mask(jax.tree.map(jnp.negative, g)), sdt)
     res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, lambda r: r,
-                                    jnp.zeros((), sdt), steps, sdt)
-    hp = _tree.sub(minus_g, res.r)
-    gp, php = _tree.inners([(g, res.x), (res.x, hp)], sdt)
-    return res.x, hp, -(gp + php / 2), res.steps
+                                    jnp.zeros((), sdt), steps, sdt, floor=jnp.finfo(sdt).eps)
+    back = lambda t: jax.tree.map(lambda a: a / factor.astype(a.dtype), t)  # noqa: E731
+    p, hp = back(res.x), back(_tree.sub(minus_g, res.r))
+    gp, php = _tree.inners([(g, p), (p, hp)], sdt)
+    return p, hp, -(gp + php / 2), res.steps
 
 
 def resume(solver, objective, args, state: State, active=None, q=None):
