@@ -464,3 +464,35 @@ def test_float32_ill_conditioned_least_squares_report_success_only_where_solved(
     assert int(np.max(np.asarray(res.state.probes))) > 0
     one = jax.tree.map(lambda v: v[0], res.state)
     assert_same_types(qnjax.LBFGS().init(one.params, one.value, one.grad), one._replace(aux=None))
+
+
+def test_a_run_that_maxfev_cut_short_reports_maxfev_not_precision():
+    """Rosenbrock scaled by 1e-20 (float32 at x64 off: its slopes near float32's smallest normal
+    numbers) with budgets from 20 to 200 evaluations: a search that the budget cut short does
+    not certify PRECISION, so no run reports success away from x* = 1 (26 of 40 such budgets
+    did, spending their whole budget)."""
+    scale = 1e-20
+
+    def fun(x):
+        return scale * jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    x0 = jnp.asarray([-1.2, 1.0, -1.2, 1.0], DT)
+    for maxfev in range(20, 201, 20):
+        res = qnjax.minimize(fun, x0, maxfev=maxfev)
+        assert int(res.nfev) <= maxfev
+        if bool(res.success):
+            assert float(jnp.max(jnp.abs(res.x - 1))) < 1e-2, (maxfev, res.message, res.x)
+        elif int(res.nfev) >= maxfev:
+            assert Status(int(res.status)) == Status.MAXFEV, (maxfev, res.message)
+
+
+@pytest.mark.parametrize("maxfev", [20, 25, 15000])
+def test_a_failed_search_is_maxfev_only_where_the_budget_ended_it(maxfev):
+    """A gradient that does not match f fails its searches after 7 evaluations whatever the
+    budget: LINESEARCH_FAILED, not MAXFEV because fewer than the search's 30 trials were left."""
+    def wrong_gradient(x):  # (docs/statuses.md's: the gradient of -f)
+        return rosenbrock(x), -jax.grad(rosenbrock)(x)
+
+    res = qnjax.minimize(wrong_gradient, jnp.asarray([-1.2, 1.0], DT), jac=True, maxfev=maxfev)
+    assert int(res.nfev) < 20
+    assert Status(int(res.status)) == Status.LINESEARCH_FAILED, res.message

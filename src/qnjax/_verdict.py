@@ -138,7 +138,8 @@ def tie_fields(state, judged: Judged) -> dict:
 def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_round, t_model, t_max):
     """The status rules of an iteration from ``state`` to ``new`` after the search ``res``
     (``_status.decide`` them, with :func:`spent` after them). ``final``: x stays
-    after a search along -g (no retry is left); ``spent``: ``maxfev`` cut that search short;
+    after a search along -g (no retry is left); ``spent``: ``maxfev`` cut that search short (it
+    made every trial the budget left it, fewer than its own limit): MAXFEV, before PRECISION;
     ``t_round`` the step that moves x by a few units in the last place, ``t_model`` the step
     that minimises the model along -g (:func:`at_precision`), ``t_max`` the largest feasible
     step: with bounds, PRECISION also when the whole feasible part of the direction (up to
@@ -153,8 +154,9 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     gtol = tolerance(solver.gtol, sdt)
     return [
         (solver.stationarity(new.params, new.grad, new.bounds) <= gtol, Status.GTOL),
-        (precision, Status.PRECISION),
+        # (a search that maxfev cut short says nothing of what its next trials would have found)
         (final & spent, Status.MAXFEV),
+        (precision, Status.PRECISION),
         (final, Status.LINESEARCH_FAILED),
         (converged_f, Status.FTOL),
     ]
