@@ -220,3 +220,21 @@ def test_an_eager_grad_runs_the_solve_and_the_tangent_as_programs():
     others = [name for name in names if name not in ("jit(_solve)", "jit(_tangent)")]
     assert {"jit(_solve)", "jit(_tangent)"} <= set(names) and len(others) <= 2, names  # (JAX's seed of 1)
     np.testing.assert_allclose(g, 2 * a / 3, rtol=1e-4 if X64 else 1e-3)
+
+
+@pytest.mark.parametrize("bounds", [None, (-5.0, 5.0)])
+def test_reverse_mode_where_a_leaf_of_x_does_not_depend_on_the_data(bounds):
+    """x = {"a": t, "b": 1} for f = (a - t)^2 + (b - 1)^2: d a / d t = 1, d b / d t = 0, in
+    reverse mode as in forward (the right-hand side's "b" leaf, zero whatever t, had made
+    ``jax.grad`` fail in custom_linear_solve's transpose rule)."""
+    def f(p, t):
+        return (p["a"] - t) ** 2 + (p["b"] - 1.0) ** 2
+
+    def x(t):
+        return qnjax.minimize(f, {"a": jnp.zeros((), DT), "b": jnp.zeros((), DT)}, args=(t,), bounds=bounds).x
+
+    t = jnp.asarray(2.0, DT)
+    for leaf, want in (("a", 1.0), ("b", 0.0)):
+        got = jax.grad(lambda s, leaf=leaf: x(s)[leaf])(t)
+        np.testing.assert_allclose(float(got), want, atol=TOL)
+        np.testing.assert_allclose(float(jax.jacfwd(lambda s, leaf=leaf: x(s)[leaf])(t)), want, atol=TOL)
