@@ -319,6 +319,13 @@ def test_bounds_errors_name_the_leaf_and_traced_empty_boxes_stop():
         qnjax.minimize(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex64), bounds=(None, None))
     res = jax.jit(lambda lo: qnjax.minimize(loss, p0, bounds=(lo, 1.0)))(jnp.asarray(2.0, DT))
     assert int(res.status) == qnjax.Status.INFEASIBLE and not bool(res.success) and int(res.nit) == 0
+    # a bound of +-inf on the wrong side leaves no number between: empty too
+    for lo, hi in ((np.inf, np.inf), (-np.inf, -np.inf)):
+        with pytest.raises(ValueError, match=r"lower > upper .*x0\['a'\] at index \(0,\)"):
+            qnjax.minimize(loss, p0, bounds=(lo, hi))
+        solve = jax.jit(lambda lo, hi: qnjax.minimize(loss, p0, bounds=(lo, hi)))
+        res = solve(jnp.asarray(lo, DT), jnp.asarray(hi, DT))
+        assert int(res.status) == qnjax.Status.INFEASIBLE and not bool(res.success), (lo, hi)
 
 
 def test_scipy_bounds_spellings():

@@ -14,7 +14,8 @@ Rules (``box``):
   Where no representable value lies in [lower, upper] (a variable fixed at 0.1 in
   float32), both become the value nearest to lower. Python floats never change a
   leaf's dtype (the bounds take the leaf's, never the reverse).
-* Concrete bounds with lower > upper (or NaN) raise ``ValueError`` naming the leaf;
+* Concrete bounds with lower > upper (or NaN, or lower = +inf, upper = -inf: no number lies
+  between) raise ``ValueError`` naming the leaf;
   traced ones (under ``jit`` or ``vmap``) are checked by the solver, which then stops
   before evaluating anything with ``Status.INFEASIBLE``.
 
@@ -120,9 +121,9 @@ def box(params, bounds) -> Box:
             lo_c, hi_c = _inward(lo, hi, dtype, jnp)
         else:
             lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-            bad = ~(lo <= hi)
+            bad = ~((lo <= hi) & (lo < np.inf) & (hi > -np.inf))  # (a bound of +-inf on the wrong side: empty)
             if np.any(bad):
-                raise ValueError(f"bounds: lower > upper (or NaN) for {label} at index "
+                raise ValueError(f"bounds: lower > upper (or NaN, lower = +inf, upper = -inf) for {label} at index "
                                  f"{tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, np.shape(leaf)))[0])}")
             lo_c, hi_c = (jax.device_put(np.asarray(c, dtype)) for c in _inward(lo, hi, dtype, np))
         out_l.append(lo_c)
@@ -180,14 +181,14 @@ def on_free(tree, free):
 
 
 def facts(box: Box, like):
-    """(3,) bool: every lower <= upper (the box is not empty); some bound is finite
-    (constrained); every variable has both bounds finite (boxed)."""
+    """(3,) bool: every lower <= upper, lower < +inf and upper > -inf (the box is not empty);
+    some bound is finite (constrained); every variable has both bounds finite (boxed)."""
     ok, finite, boxed = jnp.asarray(True), jnp.asarray(False), jnp.asarray(True)
     for leaf, lo, hi in _leaves(box, like):
         if jnp.iscomplexobj(leaf) or not leaf.size:
             continue
         lo, hi = jnp.broadcast_to(lo, leaf.shape), jnp.broadcast_to(hi, leaf.shape)
-        ok = ok & jnp.all(lo <= hi)
+        ok = ok & jnp.all((lo <= hi) & (lo < jnp.inf) & (hi > -jnp.inf))
         finite = finite | jnp.any(jnp.isfinite(lo) | jnp.isfinite(hi))
         boxed = boxed & jnp.all(jnp.isfinite(lo) & jnp.isfinite(hi))
     return jnp.stack([ok, finite, boxed])
