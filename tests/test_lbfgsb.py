@@ -359,6 +359,12 @@ def test_resume_with_bounds_is_bitwise_one_run(method):
                          state=half.state)
     assert int(two.nit) == int(one.nit) == 24
     np.testing.assert_array_equal(np.asarray(two.x), np.asarray(one.x))
+    # the state's box goes with it: other bounds raise (they had been ignored, silently)
+    for other in ((1.0, 100.0), None):
+        with pytest.raises(ValueError, match="bounds other than|without bounds"):
+            state = half.state if other else qnjax.minimize(driver1, x0, maxiter=2).state
+            qnjax.minimize(driver1, half.x, bounds_method=method, bounds=other or bounds, maxiter=12,
+                           memory_size=5, state=state)
 
 
 @each_method

@@ -24,7 +24,7 @@ from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _obje
 from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
 from ._solver import LBFGS
-from ._state import State, hold
+from ._state import State, check_resumed, hold
 from ._status import Status, code, is_success
 from ._xla import where
 
@@ -89,8 +89,8 @@ def minimize(
       trace: K > 0 records the run (f, max |g|, step size, nfev, statuses) inside the
         compiled loop: the first K and the last K records, in ``res.trace`` (a
         :class:`qnjax.Trace`; see its docstring). It changes no iterate.
-      state: a previous result's ``res.state`` (same ``fun``, options and dtypes):
-        the run continues from it, memory included, without evaluating ``fun``
+      state: a previous result's ``res.state`` (same ``fun``, options and dtypes; its box:
+        other bounds raise): the run continues from it, memory included, without evaluating ``fun``
         again; ``x0`` is not used (pass ``res.x``). ``maxiter`` and ``maxfev`` count
         this call's iterations and evaluations; ``nit`` and ``nfev`` in the result
         are totals, so two runs of 50 iterations end where one of 100 does.
@@ -181,6 +181,7 @@ def minimize(
         raise ValueError(f"trace must be an integer >= 0 (records kept: the first and the last trace), got {trace!r}")
     if state is not None and not isinstance(state, State):
         raise TypeError(f"state must be a qnjax.State (a previous result's res.state), got {type(state).__name__}")
+    check_resumed(box, state)
     if verbose is True:
         verbose = 1
     if not isinstance(verbose, int) or verbose < 0:

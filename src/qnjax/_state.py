@@ -117,3 +117,20 @@ def hold(active, new: State, old: State) -> State:
 
     held = jax.tree.map(lambda a, b: b if a is b else where(active, a, b), small(new), small(old))
     return held._replace(memory=held.memory._replace(pairs=new.memory.pairs, gram=new.memory.gram))
+
+
+def check_resumed(box, state) -> None:
+    """A resumed ``state`` goes on in its own box (``minimize(..., state=res.state)``): bounds
+    given with it must be that box, else ValueError (the state's point, gradient and memory
+    are of the old box: start a new run from ``res.x``). Concrete bounds are compared; traced
+    ones cannot be here, and the state's box is used."""
+    if box is None or state is None:
+        return
+    if state.bounds is None:
+        raise ValueError("bounds given with the state of a run without bounds: start a new run from res.x")
+    pairs = list(zip(jax.tree.leaves(box), jax.tree.leaves(state.bounds)))
+    if any(isinstance(a, jax.core.Tracer) for pair in pairs for a in pair):
+        return
+    if len(pairs) != len(jax.tree.leaves(box)) or not all(np.array_equal(a, b) for a, b in pairs):
+        raise ValueError("bounds other than those of the run the state comes from: a resumed run keeps its box "
+                         "(pass bounds=None, or start a new run from res.x with the new bounds)")
