@@ -17,7 +17,8 @@ Rules (``box``):
 * Concrete bounds with lower > upper (or NaN, or lower = +inf, upper = -inf: no number lies
   between) raise ``ValueError`` naming the leaf;
   traced ones (under ``jit`` or ``vmap``) are checked by the solver, which then stops
-  before evaluating anything with ``Status.INFEASIBLE``.
+  with ``Status.INFEASIBLE`` before its first iteration (x is x0 clipped, where ``fun``
+  was evaluated once, as at every start: no point lies in an empty box).
 
 Operations, for x in the box and a direction d (N&W Sec. 16.7; BLNZ 1995 Sec. 2):
 

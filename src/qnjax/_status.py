@@ -34,7 +34,8 @@ The tests, checked at the start and after every iteration, first match wins:
 * CALLBACK     ``minimize``'s callback returned True;
 * INFEASIBLE   the bounds are empty for some variable (lower > upper or NaN, known only
                under ``jit``/``vmap``: concrete ones raise), or the Optax face was given
-               params outside its bounds; nothing was changed.
+               params outside its bounds; no iteration was made (``minimize``: x is x0
+               clipped, where ``fun`` was evaluated once as at every start).
 
 Why this default (``gtol = 0``, ``ftol = fatol = 0``): by default a run ends when x is
 stationary to working precision, whatever the dtype. A gradient small *relative to
@@ -108,7 +109,7 @@ _MESSAGES = {
     Status.CALLBACK: "stopped: the callback asked to stop",
     Status.INFEASIBLE: (
         "stopped: the box is empty (lower > upper or NaN) for some variable, or params are outside it; "
-        "nothing was changed"
+        "no iteration was made"
     ),
 }
 
