@@ -496,3 +496,19 @@ def test_a_failed_search_is_maxfev_only_where_the_budget_ended_it(maxfev):
     res = qnjax.minimize(wrong_gradient, jnp.asarray([-1.2, 1.0], DT), jac=True, maxfev=maxfev)
     assert int(res.nfev) < 20
     assert Status(int(res.status)) == Status.LINESEARCH_FAILED, res.message
+
+
+def test_float16_leaves_of_a_float32_f_reach_the_minimum_their_grid_holds():
+    """Rosenbrock of float16 parameters, f in float32: a unit in a float16 leaf's last place
+    changes f far beyond f's rounding, so a step of a few is a step (``_verdict.rounding_ulps``:
+    one unit, not ROUNDING_ULPS). The run had stopped PRECISION at [1, 0.9995, 0.999, 0.998]
+    (f = 2.5e-5), the Newton step there rounding to the minimum x = 1, which float16 holds."""
+    def rosen(x):
+        x = x.astype(jnp.float32)
+        return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    res = qnjax.minimize(rosen, jnp.asarray([-1.2, 1.0, -1.2, 1.0], jnp.float16))
+    assert res.x.dtype == jnp.float16 and bool(res.success), res.message
+    np.testing.assert_array_equal(np.asarray(res.x, np.float32), np.ones(4, np.float32))
+    assert _verdict.rounding_ulps(res.x, jnp.float32) == 1
+    assert _verdict.rounding_ulps(res.x.astype(jnp.float32), jnp.float32) == _verdict.ROUNDING_ULPS

@@ -95,7 +95,6 @@ from . import _bounds, _conjugate_gradient, _loop, _memory, _memory_update, _sub
 from ._memory import CS
 from ._state import State
 from ._status import Status, code
-from ._verdict import ROUNDING_ULPS
 from ._xla import where
 
 STEPS = 10  # Hessian-vector products at most per rescue
@@ -210,7 +209,8 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
         decrease = -(t * gp + t * t * php / 2)
         t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
-        go = (decrease > 2 * _verdict.floor(state.value)) & (ROUNDING_ULPS * t_ulp < t) & (php > 0)
+        ulps = _verdict.rounding_ulps(state.params, sdt)  # (p moves x by more than rounding)
+        go = (decrease > 2 * _verdict.floor(state.value)) & (ulps * t_ulp < t) & (php > 0)
         go = go & jnp.isfinite(decrease) & jnp.isfinite(hphp) & wanted
         y = hp if q is None else _tree.cast_like(_tree.sub(q, hp), q)
         return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), jnp.stack([php, hphp, pp])

@@ -83,7 +83,6 @@ from . import (
 from ._objective import Evaluated
 from ._state import State
 from ._status import decide
-from ._verdict import ROUNDING_ULPS
 from ._xla import where
 from .linesearch import MoreThuente
 
@@ -184,6 +183,7 @@ class LBFGS:
         updates bit for bit (``_bounds.trial``), else at the projection itself."""
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
+        ulps = _verdict.rounding_ulps(params, sdt)  # (a step of fewer units in x's last place is none)
         # With q the gradient and a search (``minimize``) the search's last evaluation gives the
         # next gradient, so the pair is recorded whole at the end of this step (``_memory_update.pair``)
         # and ``push`` reads and writes no buffer row; else (the Optax face: q is given at each call)
@@ -221,9 +221,9 @@ class LBFGS:
         visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
-                                            ROUNDING_ULPS * t_ulp, t0, t_max, visible)
+                                            ulps * t_ulp, t0, t_max, visible)
         elif projected:
-            t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ROUNDING_ULPS * t_ulp, dd,
+            t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ulps * t_ulp, dd,
                                                t_ray, visible)
 
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
@@ -259,8 +259,8 @@ class LBFGS:
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      keep_probe=_probe.enabled(sdt, whole),
                                      max_steps=budget, max_stepsize=t_max,
-                                     min_stepsize=jnp.minimum(ROUNDING_ULPS * jnp.minimum(t_ulp, t_ulp_each), t_max),
-                                     rounding_stepsize=ROUNDING_ULPS * t_ulp, negligible=negligible,
+                                     min_stepsize=jnp.minimum(ulps * jnp.minimum(t_ulp, t_ulp_each), t_max),
+                                     rounding_stepsize=ulps * t_ulp, negligible=negligible,
                                      fixed_steps=self.fixed_search_steps)
         # The step is taken, or x stays (a failed search, a decrease within f's noise, a tie beyond
         # those allowed in a row: ``_verdict``), then maybe with a trial's pair stored (``_probe``)
@@ -295,6 +295,6 @@ class LBFGS:
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
         rules = _verdict.rules(self, state, new, res, judged, final=final, spent=short[0] & (res.nfev >= short[1]),
-                               slope0=slope0, t_round=ROUNDING_ULPS * t_ulp,
+                               slope0=slope0, t_round=ulps * t_ulp,
                                t_model=where(memory.flags[2], unit, jnp.inf).astype(sdt), t_max=t_max)
         return u, new._replace(status=decide(rules + _verdict.spent(self, new))), res

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from . import _bounds, _tree, _xla
@@ -40,7 +41,8 @@ from ._status import Status
 from ._xla import where
 from .linesearch import LineSearchStatus
 
-# A step moving x by at most this many units in the last place counts as no step at all.
+# A step moving x by at most this many units in the last place counts as no step at all
+# (``rounding_ulps``: where x is stored in the scalar dtype).
 ROUNDING_ULPS = 8
 # Steps in a row that move x without lowering f (ties): MAX_TIES while the decrease the model
 # promises is not resolved, TIE_PATIENCE while it is but has not fallen to TIE_FALL times its
@@ -50,6 +52,14 @@ TIE_PATIENCE = 10
 TIE_FALL = 0.7
 # Resolved: the promise above eps^RESOLVED times its value at the run's first tie.
 RESOLVED = 1.5
+
+
+def rounding_ulps(params, sdt) -> int:
+    """ROUNDING_ULPS where every leaf of ``params`` is stored in the scalar dtype ``sdt``; 1 where
+    one is narrower (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
+    place changes f far beyond f's rounding, and a step of a few of them is a step (bfloat16
+    Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units)."""
+    return ROUNDING_ULPS if all(_tree.dtype_of(a) == sdt for a in jax.tree.leaves(params)) else 1
 
 
 def floor(value):
