@@ -148,12 +148,14 @@ def _rules_status(dt, *, final=False, spent=False, rising=np.inf, grad=1.0, stat
 @pytest.mark.parametrize("dt", [jnp.float32, pytest.param(jnp.float64, marks=needs_x64)])
 def test_status_rules_of_an_iteration_in_order(dt):
     """GTOL first (a stationary point is converged however the search ended); after the
-    last search along -g failed: PRECISION where f rises within rounding of x, else MAXFEV
-    where ``maxfev`` cut that search short, else LINESEARCH_FAILED; FTOL only with ftol > 0
-    (ftol = 0 switches the f test off); MAXITER once the budget is spent."""
+    last search along -g failed: MAXFEV where ``maxfev`` cut that search short (its next
+    trials unknown, even where f rose within rounding of x), else PRECISION where f rises
+    within rounding of x, else LINESEARCH_FAILED; FTOL only with ftol > 0 (ftol = 0 switches
+    the f test off); MAXITER once the budget is spent."""
     Status = qnjax.Status
     assert _rules_status(dt, grad=0.0, final=True, spent=True) == Status.GTOL
-    assert _rules_status(dt, final=True, spent=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.PRECISION
+    assert _rules_status(dt, final=True, spent=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.MAXFEV
+    assert _rules_status(dt, final=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.PRECISION
     assert _rules_status(dt, final=True, spent=True, status=LineSearchStatus.FAILED) == Status.MAXFEV
     assert _rules_status(dt, final=True, status=LineSearchStatus.FAILED) == Status.LINESEARCH_FAILED
     assert _rules_status(dt, new_value=10.0 - 1e-9 * 10) == Status.RUNNING  # ftol = 0: no f test

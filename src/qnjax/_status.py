@@ -12,18 +12,21 @@ The tests, checked at the start and after every iteration, first match wins:
                Optax face: the params, value or gradients of this update);
 * GTOL         max_i |g_i| <= ``gtol`` (scipy's absolute test; default 0, i.e. an
                exactly zero gradient);
+* MAXFEV       ``maxfev`` cut the line search along -g short (it made every trial the
+               budget left it, fewer than its own limit): what its next trials would have
+               found is not known, so this comes before PRECISION;
 * PRECISION    stationary to working precision: the quasi-Newton step moved x by no
                more than rounding or lowered f by no more than its rounding noise, so
                the memory was dropped, and then the line search along -g found no
                decrease (none above the noise) and either bracketed a minimiser of f
-               along -g within a few units in the last place of x, or the decrease
+               along -g within a few units in the last place of x (one, for leaves
+               narrower than the scalar dtype: ``_verdict.rounding_ulps``), or the decrease
                its slopes promise is within f's rounding noise (measured by the
                search: changes of f that its slopes do not explain, near x or where f
                came back exactly unchanged). No step along either direction lowers f
                by more than rounding; in ``minimize`` below float64, also the Newton
                model from Hessian-vector products promises no more, or a search along
                its step found none (``_rescue``);
-* MAXFEV       the line search ran out of the evaluations ``maxfev`` leaves it;
 * LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
                rise along -g within rounding of x: a real failure (a gradient that
                does not match f, a non-smooth point, the edge of f's domain);

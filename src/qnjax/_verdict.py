@@ -24,8 +24,8 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
 * **Stationary to working precision** (``at_precision``), after a failed search along
   -g: a minimiser along -g lies within rounding of x, or the largest decrease along -g
   is within twice f's noise.
-* **The status** (``rules``): GTOL, PRECISION, MAXFEV (a search cut short by
-  ``maxfev``), LINESEARCH_FAILED, FTOL, then the budgets (``spent``), the first true
+* **The status** (``rules``): GTOL, MAXFEV (the search along -g cut short by
+  ``maxfev``), PRECISION, LINESEARCH_FAILED, FTOL, then the budgets (``spent``), the first true
   wins (``_status.decide``); before the first iteration, ``start_rules``.
 """
 
