@@ -512,3 +512,5 @@ def test_float16_leaves_of_a_float32_f_reach_the_minimum_their_grid_holds():
     np.testing.assert_array_equal(np.asarray(res.x, np.float32), np.ones(4, np.float32))
     assert _verdict.rounding_ulps(res.x, jnp.float32) == 1
     assert _verdict.rounding_ulps(res.x.astype(jnp.float32), jnp.float32) == _verdict.ROUNDING_ULPS
+    # (a complex leaf's parts are in its real dtype: not narrower)
+    assert _verdict.rounding_ulps({"z": jnp.zeros(2, jnp.complex64)}, jnp.float32) == _verdict.ROUNDING_ULPS

@@ -195,10 +195,12 @@ def _tangent(config: ImplicitDiff, objective, args, box, d_objective, d_args, d_
     neg = jax.tree.map(jnp.negative, rhs)
     if box is not None:
         hvp, precond, neg = _reduced(box, d_box, x, hvp, precond, neg)
-    # Every leaf of the right-hand side linear in the tangents (0 times their sum added): a leaf
-    # that does not depend on them (a parameter the data never touch) is a constant, and
-    # ``jax.grad`` failed in custom_linear_solve's transpose rule, which asks all to be linear.
-    link = 0 * sum((jnp.sum(jnp.real(a)).astype(sdt) for a in jax.tree.leaves(neg)), jnp.zeros((), sdt))
+    # Every leaf of the right-hand side linear in the tangents (0 times the sum of each leaf's
+    # first entry added; a whole sum could overflow): a leaf that does not depend on them (a
+    # parameter the data never touch) is a constant, and ``jax.grad`` failed in
+    # custom_linear_solve's transpose rule, which asks all to be linear.
+    firsts = (jnp.sum(jnp.real(jnp.ravel(a))[:1]).astype(sdt) for a in jax.tree.leaves(neg))
+    link = 0 * sum(firsts, jnp.zeros((), sdt))
     neg = jax.tree.map(lambda a: a + link.astype(a.dtype), neg)
     if config.solver == "dense":
         linear_solve = lambda mv, b: dense_solve(mv, b, sdt)  # noqa: E731

@@ -166,7 +166,11 @@ def newton(objective, args, state: State, steps, free=None):
     minus_g, factor = _tree.scaled_to_unit(mask(jax.tree.map(jnp.negative, g)), sdt)
     res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, lambda r: r,
                                     jnp.zeros((), sdt), steps, sdt, floor=jnp.finfo(sdt).eps)
-    back = lambda t: jax.tree.map(lambda a: a / factor.astype(a.dtype), t)  # noqa: E731
+    def back(tree):  # (a narrow leaf in the scalar dtype: 1 / factor may exceed float16's range)
+        wide = lambda a: jnp.iscomplexobj(a) or jnp.finfo(a.dtype).nmant >= jnp.finfo(sdt).nmant  # noqa: E731
+        return jax.tree.map(lambda a: a / factor.astype(a.dtype) if wide(a) else (a.astype(sdt) / factor).astype(
+            a.dtype), tree)
+
     p, hp = back(res.x), back(_tree.sub(minus_g, res.r))
     gp, php = _tree.inners([(g, p), (p, hp)], sdt)
     return p, hp, -(gp + php / 2), res.steps

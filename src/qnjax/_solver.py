@@ -245,7 +245,7 @@ class LBFGS:
         budget = jnp.asarray(self.linesearch.max_steps, jnp.int32)
         if self.maxfev is not None:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
-        short = (budget < self.linesearch.max_steps), budget  # (maxfev cuts it short where it makes them all)
+        allowed = budget  # (what maxfev leaves: it cut the search short where the search made them all)
         # A directional derivative below the smallest normal number cannot guide a search
         # (and its tests underflow): no evaluation, as a search that found nothing.
         budget = where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
@@ -294,7 +294,7 @@ class LBFGS:
         if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
-        rules = _verdict.rules(self, state, new, res, judged, final=final, spent=short[0] & (res.nfev >= short[1]),
-                               slope0=slope0, t_round=ulps * t_ulp,
+        rules = _verdict.rules(self, state, new, res, judged, final=final, slope0=slope0, t_round=ulps * t_ulp,
+                               spent=(allowed < self.linesearch.max_steps) & (res.nfev >= allowed),
                                t_model=where(memory.flags[2], unit, jnp.inf).astype(sdt), t_max=t_max)
         return u, new._replace(status=decide(rules + _verdict.spent(self, new))), res

@@ -131,6 +131,7 @@ def check_resumed(box, state) -> None:
     pairs = list(zip(jax.tree.leaves(box), jax.tree.leaves(state.bounds)))
     if any(isinstance(a, jax.core.Tracer) for pair in pairs for a in pair):
         return
-    if len(pairs) != len(jax.tree.leaves(box)) or not all(np.array_equal(a, b) for a, b in pairs):
+    same = jax.tree.structure(box) == jax.tree.structure(state.bounds)
+    if not same or not all(np.shape(a) == np.shape(b) and np.array_equal(a, b) for a, b in pairs):
         raise ValueError("bounds other than those of the run the state comes from: a resumed run keeps its box "
                          "(pass bounds=None, or start a new run from res.x with the new bounds)")

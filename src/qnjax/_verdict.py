@@ -55,11 +55,12 @@ RESOLVED = 1.5
 
 
 def rounding_ulps(params, sdt) -> int:
-    """ROUNDING_ULPS where every leaf of ``params`` is stored in the scalar dtype ``sdt``; 1 where
-    one is narrower (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
+    """ROUNDING_ULPS where no leaf of ``params`` is narrower than the scalar dtype ``sdt`` (fewer
+    mantissa bits); 1 where one is (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
     place changes f far beyond f's rounding, and a step of a few of them is a step (bfloat16
     Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units)."""
-    return ROUNDING_ULPS if all(_tree.dtype_of(a) == sdt for a in jax.tree.leaves(params)) else 1
+    nmant = jnp.finfo(sdt).nmant  # (a complex leaf's parts are its real dtype)
+    return ROUNDING_ULPS if all(jnp.finfo(_tree.dtype_of(a)).nmant >= nmant for a in jax.tree.leaves(params)) else 1
 
 
 def floor(value):
