@@ -15,13 +15,13 @@ arithmetic q(x_k) = -b^T x_k / 2; r_k = b - A x_k is kept, so A x_k = b - r_k co
 product. Inner products accumulate in the scalar dtype ``sdt``; the vectors keep their
 leaves' dtypes.
 
-With a ``floor`` c, a curvature that is not positive (but finite) after the first step is
-taken as mu = c p_0^T A p_0 / p_0^T p_0 instead (c times the curvature along b, at most A's
-largest eigenvalue), and that step is the last: A p_k is replaced by A p_k + (mu - kappa) p_k,
-kappa = p_k^T A p_k / p_k^T p_k, so r stays b - (the products used) x. Where products with A are
-rounded to about eps ||A|| (a Hessian's below float64), such a curvature is within their
-rounding, and along p_k the model still falls at the rate r_k^T p_k: the step is the one a
-curvature at the rounding level mu gives, where A alone would end at x_k.
+With a ``floor`` c, a curvature kappa = p_k^T A p_k / p_k^T p_k that is not positive (but
+finite) after the first step is taken at its absolute value |kappa| instead, or, where it is
+exactly zero, at mu = c p_0^T A p_0 / p_0^T p_0 (c times the curvature along b), and that step
+is the last: A p_k is replaced by A p_k + (|kappa| - kappa) p_k (or + mu p_k), so r stays
+b - (the products used) x, and p^T (those products) p > 0. Along p_k the model still falls at
+the rate r_k^T p_k, which A alone would leave unseen by ending at x_k (a Hessian with one
+stiff direction and one of negative curvature: ``_rescue``).
 
 Used by the implicit derivatives (``_implicit``: A the Hessian at the solution) and by the
 Newton model before a float32 PRECISION (``_rescue``: ``floor`` = eps).

@@ -167,9 +167,8 @@ def newton(objective, args, state: State, steps, free=None):
     res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, lambda r: r,
                                     jnp.zeros((), sdt), steps, sdt, floor=jnp.finfo(sdt).eps)
     def back(tree):  # (a narrow leaf in the scalar dtype: 1 / factor may exceed float16's range)
-        wide = lambda a: jnp.iscomplexobj(a) or jnp.finfo(a.dtype).nmant >= jnp.finfo(sdt).nmant  # noqa: E731
-        return jax.tree.map(lambda a: a / factor.astype(a.dtype) if wide(a) else (a.astype(sdt) / factor).astype(
-            a.dtype), tree)
+        return jax.tree.map(lambda a: (a.astype(sdt) / factor).astype(a.dtype) if _verdict.narrower(a, sdt)
+                            else a / factor.astype(a.dtype), tree)
 
     p, hp = back(res.x), back(_tree.sub(minus_g, res.r))
     gp, php = _tree.inners([(g, p), (p, hp)], sdt)

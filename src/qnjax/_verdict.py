@@ -59,8 +59,13 @@ def rounding_ulps(params, sdt) -> int:
     mantissa bits); 1 where one is (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
     place changes f far beyond f's rounding, and a step of a few of them is a step (bfloat16
     Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units)."""
-    nmant = jnp.finfo(sdt).nmant  # (a complex leaf's parts are its real dtype)
-    return ROUNDING_ULPS if all(jnp.finfo(_tree.dtype_of(a)).nmant >= nmant for a in jax.tree.leaves(params)) else 1
+    return 1 if any(narrower(a, sdt) for a in jax.tree.leaves(params)) else ROUNDING_ULPS
+
+
+def narrower(leaf, sdt) -> bool:
+    """Whether ``leaf`` is stored with fewer mantissa bits than the scalar dtype ``sdt`` (static;
+    a complex leaf's parts are its real dtype's)."""
+    return jnp.finfo(_tree.dtype_of(leaf)).nmant < jnp.finfo(sdt).nmant
 
 
 def floor(value):
