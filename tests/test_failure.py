@@ -75,7 +75,9 @@ CASES = {
                      lambda x: ill_conditioned(x) <= 1e-6 * ill_conditioned(jnp.zeros(6, x.dtype))),
     "nearly_singular": (lambda x: (x[0] - x[1]) ** 2 + 1e-6 * (x[0] + x[1] - 2) ** 2, [3.0, -1.0],
                         {Status.GTOL, Status.PRECISION, Status.FTOL}, lambda x: abs(x[0] - x[1]) < 1e-2),
-    "unbounded_below": (lambda x: -jnp.sum(x), [0.0, 0.0], {Status.MAXITER, Status.LINESEARCH_FAILED}, None),
+    # f falls until the next trials overflow, or for maxiter iterations (backtracking grows its steps slowly).
+    "unbounded_below": (lambda x: -jnp.sum(x), [0.0, 0.0], {Status.MAXITER, Status.UNBOUNDED}, None),
+    "unbounded_quadratic": (lambda x: -jnp.sum(x**2), [1.0, 0.5], {Status.MAXITER, Status.UNBOUNDED}, None),
 }
 
 
@@ -83,7 +85,7 @@ CASES = {
 AT_X0 = {"nan_at_x0", "inf_at_x0", "flat_zero_gradient", "exact_saddle"}
 # With x64 on, every search meets the non-finite and the unbounded cases; the other cases,
 # which test the solver's statuses, run with the default search (CI time).
-EVERY_SEARCH = {"nan_grad_midway", "unbounded_below"} if X64 else set(CASES) - AT_X0
+EVERY_SEARCH = {"nan_grad_midway", "unbounded_below", "unbounded_quadratic"} if X64 else set(CASES) - AT_X0
 PAIRS = [(case, search) for case in sorted(CASES) for search in sorted(LINESEARCHES)
          if case in EVERY_SEARCH or search == "more-thuente"]
 

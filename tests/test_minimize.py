@@ -93,6 +93,37 @@ def test_linesearch_failure_keeps_last_good_point():
     assert float(res.fun) == float(uphill(x0))
 
 
+def test_unbounded_below_has_its_own_status():
+    """f = -|x|^2 falls until its next trials overflow: UNBOUNDED (not a failed search, whose
+    message asks whether the gradient matches f), x finite and f(x) within 2^10 of -max; in
+    the Optax face too."""
+    f = lambda x: -jnp.sum(x**2)  # noqa: E731
+    x0 = jnp.array([1.0, 0.5], DT)
+    res = qnjax.minimize(f, x0)
+    assert Status(int(res.status)) == Status.UNBOUNDED and not bool(res.success), res.message
+    assert "unbounded below" in res.message
+    assert np.all(np.isfinite(np.asarray(res.x))) and float(res.fun) == float(f(res.x))
+    assert float(res.fun) <= -float(jnp.finfo(DT).max) / 2**10
+
+    opt = qnjax.lbfgs()
+    step = jax.jit(lambda p, s: _optax_step(opt, f, p, s))
+    params, state = x0, opt.init(x0)
+    for _ in range(200):
+        params, state = step(params, state)
+        if int(state.status) != Status.RUNNING:
+            break
+    assert Status(int(state.status)) == Status.UNBOUNDED
+    assert np.all(np.isfinite(np.asarray(params)))
+
+
+def _optax_step(opt, f, params, state):
+    import optax
+
+    value, grad = qnjax.value_and_grad_from_state(f)(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=f)
+    return optax.apply_updates(params, updates), state
+
+
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
 def test_nonfinite_at_x0(bad):
     f = lambda x: jnp.sum(x**2) * bad  # noqa: E731

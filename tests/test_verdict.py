@@ -126,7 +126,7 @@ def test_first_trial_follows_scipys_rules(kind, scaled, first, resolved):
 
 
 def _rules_status(dt, *, final=False, spent=False, rising=np.inf, grad=1.0, status=LineSearchStatus.SUCCESS,
-                  new_value=9.0, ftol=0.0, maxiter=None, count=0):
+                  new_value=9.0, ftol=0.0, maxiter=None, count=0, value=10.0):
     """``decide(rules + spent)`` for an iteration from f = 10 with phi'(0) = -1, its search
     ``res`` at ``new_value`` (slope -1 at t = 1: curvature 0 along -g's smallest trial),
     the new gradient ``grad`` everywhere, t_round = 1e-3."""
@@ -134,7 +134,7 @@ def _rules_status(dt, *, final=False, spent=False, rising=np.inf, grad=1.0, stat
 
     s = lambda v: jnp.asarray(v, dt)  # noqa: E731
     solver = qnjax.LBFGS(gtol=s(1e-5), ftol=s(ftol), maxiter=maxiter)
-    state = _state(dt, 10.0)
+    state = _state(dt, value)
     res = LineSearchResult(stepsize=s(1.0), value=s(new_value), slope=s(-1.0), grad=None, nfev=jnp.int32(1),
                            status=jnp.int32(status), rising=s(rising), smallest=point(s(1.0), s(new_value), s(0.0)),
                            noise=s(0.0))
@@ -151,9 +151,20 @@ def test_status_rules_of_an_iteration_in_order(dt):
     last search along -g failed: MAXFEV where ``maxfev`` cut that search short (its next
     trials unknown, even where f rose within rounding of x), else PRECISION where f rises
     within rounding of x, else LINESEARCH_FAILED; FTOL only with ftol > 0 (ftol = 0 switches
-    the f test off); MAXITER once the budget is spent."""
+    the f test off); MAXITER once the budget is spent. UNBOUNDED before all the failed
+    search's statuses where f is within 2^10 of the dtype's largest magnitude below 0."""
     Status = qnjax.Status
     assert _rules_status(dt, grad=0.0, final=True, spent=True) == Status.GTOL
+    low = -float(jnp.finfo(dt).max) / 2**10
+    for spent, rising in [(True, 5e-4), (False, 5e-4), (False, np.inf)]:
+        got = _rules_status(dt, final=True, spent=spent, rising=rising, status=LineSearchStatus.FAILED, value=low,
+                            new_value=low)
+        assert got == Status.UNBOUNDED, (spent, rising)
+    high = -float(jnp.finfo(dt).max) / 2**11  # not within 2^10 of the largest magnitude (and there a
+    # decrease of 1/2 that the slope promises is within f's rounding)
+    assert _rules_status(dt, final=True, status=LineSearchStatus.FAILED, value=high,
+                         new_value=high) == Status.PRECISION
+    assert _rules_status(dt, value=low, new_value=2 * low) == Status.RUNNING  # a step taken: f still falls
     assert _rules_status(dt, final=True, spent=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.MAXFEV
     assert _rules_status(dt, final=True, rising=5e-4, status=LineSearchStatus.FAILED) == Status.PRECISION
     assert _rules_status(dt, final=True, spent=True, status=LineSearchStatus.FAILED) == Status.MAXFEV

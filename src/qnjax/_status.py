@@ -12,6 +12,9 @@ The tests, checked at the start and after every iteration, first match wins:
                Optax face: the params, value or gradients of this update);
 * GTOL         max_i |g_i| <= ``gtol`` (scipy's absolute test; default 0, i.e. an
                exactly zero gradient);
+* UNBOUNDED    the line search along -g failed (any of the three below) where f is at
+               most -max / 2^10 (``max`` the scalar dtype's largest finite value): f fell
+               towards -inf until its next trials overflowed, not a failure of the search;
 * MAXFEV       ``maxfev`` cut the line search along -g short (it made every trial the
                budget left it, fewer than its own limit): what its next trials would have
                found is not known, so this comes before PRECISION;
@@ -77,6 +80,7 @@ class Status(enum.IntEnum):
     RUNNING = 7
     CALLBACK = 8
     INFEASIBLE = 9
+    UNBOUNDED = 10
 
     @property
     def message(self) -> str:
@@ -110,6 +114,10 @@ _MESSAGES = {
     Status.NONFINITE: "stopped: f or its gradient is not finite at the point given; nothing was changed",
     Status.RUNNING: "running: the last update made progress",
     Status.CALLBACK: "stopped: the callback asked to stop",
+    Status.UNBOUNDED: (
+        "stopped: f appears unbounded below: it fell to within 2^10 of its dtype's largest magnitude "
+        "and the line search found no further decrease it could represent; x is the last good point"
+    ),
     Status.INFEASIBLE: (
         "stopped: the box is empty (lower > upper or NaN) for some variable, or params are outside it; "
         "no iteration was made"

@@ -34,7 +34,7 @@ searches along steepest descent), or, below float64, after one whose Newton chec
 before PRECISION stored a pair (``_rescue``: updates zero, x stays; its products
 are counted in ``nfev``; where the updates given are the gradient and ``value_fn``'s
 gradient can be differentiated); GTOL, PRECISION or FTOL (success: a loop can
-stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; NONFINITE
+stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; UNBOUNDED; NONFINITE
 when the given value or gradient is not finite (updates zero, state kept).
 ``extra_args`` are passed on to ``value_fn``.
 

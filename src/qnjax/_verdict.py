@@ -24,7 +24,7 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
 * **Stationary to working precision** (``at_precision``), after a failed search along
   -g: a minimiser along -g lies within rounding of x, or the largest decrease along -g
   is within twice f's noise.
-* **The status** (``rules``): GTOL, MAXFEV (the search along -g cut short by
+* **The status** (``rules``): GTOL, UNBOUNDED, MAXFEV (the search along -g cut short by
   ``maxfev``), PRECISION, LINESEARCH_FAILED, FTOL, then the budgets (``spent``), the first true
   wins (``_status.decide``); before the first iteration, ``start_rules``.
 """
@@ -50,6 +50,8 @@ ROUNDING_ULPS = 8
 MAX_TIES = 2
 TIE_PATIENCE = 10
 TIE_FALL = 0.7
+# UNBOUNDED: a failed search where f is at most -(the scalar dtype's largest value) / this.
+UNBOUNDED_MARGIN = 2.0**10
 # Resolved: the promise above eps^RESOLVED times its value at the run's first tie.
 RESOLVED = 1.5
 
@@ -170,6 +172,7 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     gtol = tolerance(solver.gtol, sdt)
     return [
         (solver.stationarity(new.params, new.grad, new.bounds) <= gtol, Status.GTOL),
+        (final & (value <= -jnp.finfo(sdt).max / UNBOUNDED_MARGIN), Status.UNBOUNDED),
         # (a search that maxfev cut short says nothing of what its next trials would have found)
         (final & spent, Status.MAXFEV),
         (precision, Status.PRECISION),
