@@ -93,6 +93,22 @@ def test_linesearch_failure_keeps_last_good_point():
     assert float(res.fun) == float(uphill(x0))
 
 
+def test_result_keeps_the_weak_types_of_x0():
+    """x and grad come back with x0's types, weak type included (a weakly typed x0 had come back
+    strong), eagerly, under jit and vmap, and derivatives of the solution still flow."""
+    f = lambda p, c: (p["a"] - c) ** 2 + jnp.sum((p["b"] - c) ** 2)  # noqa: E731
+    x0 = {"a": jnp.asarray(1.0), "b": jnp.ones(2, DT)}  # "a" weakly typed
+    c = jnp.asarray(2.0, DT)
+    for res in (qnjax.minimize(f, x0, (c,)), jax.jit(lambda x, c: qnjax.minimize(f, x, (c,)))(x0, c)):
+        for out in (res.x, res.grad):
+            assert (out["a"].dtype, out["a"].weak_type, out["b"].dtype, out["b"].weak_type) == (DT, True, DT, False)
+        np.testing.assert_allclose(res.x["a"], 2.0, rtol=1e-5)
+    batched = jax.vmap(lambda c: qnjax.minimize(f, x0, (c,)).x)(jnp.asarray([2.0, 3.0], DT))
+    assert batched["a"].weak_type and not batched["b"].weak_type
+    da = jax.grad(lambda c: qnjax.minimize(f, x0, (c,)).x["a"])(c)
+    np.testing.assert_allclose(da, 1.0, rtol=1e-4)
+
+
 def test_unbounded_below_has_its_own_status():
     """f = -|x|^2 falls until its next trials overflow: UNBOUNDED (not a failed search, whose
     message asks whether the gradient matches f), x finite and f(x) within 2^10 of -max; in

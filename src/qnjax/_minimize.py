@@ -24,7 +24,7 @@ from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _obje
 from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
 from ._solver import LBFGS
-from ._state import State, check_resumed, hold
+from ._state import State, check_resumed, hold, typed_like
 from ._status import Status, code, is_success
 from ._xla import where
 
@@ -294,7 +294,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         record = lambda solver, s, rec: observe(solver, s, rec, no, no)  # noqa: E731  (the trace's part only)
         # below float64, the Newton model before PRECISION (``_rescue``)
         s, records = run_with_rescues(loop, running, operands, (state, records), record if trace_length else None)
-    return OptimizeResult(
-        x=s.params, fun=s.value, grad=_tree.conj(s.grad), nit=s.count, nfev=s.nfev, status=s.status,
-        success=is_success(s.status), aux=s.aux, state=s, trace=_trace.finish(records) if trace_length else None,
-    )
+    return OptimizeResult(  # (x and grad weakly typed where x0's leaves are: the loop carries strong types)
+        x=typed_like(s.params, x0), fun=s.value, grad=typed_like(_tree.conj(s.grad), x0), nit=s.count,
+        nfev=s.nfev, status=s.status, success=is_success(s.status), aux=s.aux, state=s,
+        trace=_trace.finish(records) if trace_length else None)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _bounds, _compile, _memory, _sharding, _tree
+from ._state_types import _weaken as weaken
 from ._status import Status, code
 from ._xla import where
 from .linesearch import LineSearchStatus
@@ -76,6 +77,12 @@ def fresh(solver, params, value, grad, bounds) -> State:
 
 
 _fresh_jitted = jax.jit(fresh)
+
+
+def typed_like(x, like):
+    """``x`` (of ``like``'s dtypes) with each leaf weakly typed where ``like``'s is, values unchanged
+    (``minimize``'s x and gradient: its loop carries strong types)."""
+    return jax.tree.map(lambda a, b: weaken(a, a.dtype) if getattr(b, "weak_type", False) else a, x, like)
 
 
 def create(solver, params, value, grad, bounds) -> State:
