@@ -498,17 +498,20 @@ def test_a_failed_search_is_maxfev_only_where_the_budget_ended_it(maxfev):
     assert Status(int(res.status)) == Status.LINESEARCH_FAILED, res.message
 
 
-def test_float16_leaves_of_a_float32_f_reach_the_minimum_their_grid_holds():
-    """Rosenbrock of float16 parameters, f in float32: a unit in a float16 leaf's last place
-    changes f far beyond f's rounding, so a step of a few is a step (``_verdict.rounding_ulps``:
-    one unit, not ROUNDING_ULPS). The run had stopped PRECISION at [1, 0.9995, 0.999, 0.998]
-    (f = 2.5e-5), the Newton step there rounding to the minimum x = 1, which float16 holds."""
+@pytest.mark.parametrize("narrow", [jnp.float16, jnp.bfloat16])
+def test_narrow_leaves_of_a_float32_f_reach_the_minimum_their_grid_holds(narrow):
+    """Rosenbrock of float16 or bfloat16 parameters, f in float32: a unit in a narrow leaf's last
+    place changes f far beyond f's rounding, so a step of a few is a step (``_verdict.rounding_ulps``:
+    one unit, not ROUNDING_ULPS). float16 had stopped PRECISION at [1, 0.9995, 0.999, 0.998]
+    (f = 2.5e-5), the Newton step there rounding to the minimum x = 1, which float16 holds;
+    bfloat16 at [0.988, 0.980, 0.961, 0.922] (f = 0.0037) until the Newton check's CG made more
+    than n products (``_rescue``)."""
     def rosen(x):
         x = x.astype(jnp.float32)
         return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
 
-    res = qnjax.minimize(rosen, jnp.asarray([-1.2, 1.0, -1.2, 1.0], jnp.float16))
-    assert res.x.dtype == jnp.float16 and bool(res.success), res.message
+    res = qnjax.minimize(rosen, jnp.asarray([-1.2, 1.0, -1.2, 1.0], narrow))
+    assert res.x.dtype == narrow and bool(res.success), res.message
     np.testing.assert_array_equal(np.asarray(res.x, np.float32), np.ones(4, np.float32))
     assert _verdict.rounding_ulps(res.x, jnp.float32) == 1
     assert _verdict.rounding_ulps(res.x.astype(jnp.float32), jnp.float32) == _verdict.ROUNDING_ULPS
