@@ -145,6 +145,14 @@ def record_step(memory: Memory, u, step, active=None, y=None, prods=None) -> Mem
     )
 
 
+def guard(sy, yy, ss):
+    """The curvature guard (module docstring) on a pair's <s, y>, <y, y>, <s, s> (scalar dtype):
+    <s, y> > eps ||s|| ||y||, every product finite, and 1 / <s, y>, <s, y> / <y, y> too."""
+    eps = jnp.finfo(sy.dtype).eps
+    ok = (sy > eps * jnp.sqrt(yy * ss)) & jnp.isfinite(sy) & jnp.isfinite(yy) & jnp.isfinite(ss)
+    return ok & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
+
+
 def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept: bool = False, active=None):
     """Turn the tentative pair into (s, y) with y = q - q_old and store it if it passes
     the curvature guard; q goes to the free slot of y, the next tentative pair's start.
@@ -184,8 +192,7 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
         after = jnp.zeros((), sdt) * (prods[0] + (jnp.sum(yt_s) if direct and g.sy is not None else 0))
         pairs = write(pairs, y_row + h, jax.tree.map(lambda new: new + after.astype(new.dtype), y))
     sy, yy, ss = prods[0], prods[1], prods[2]
-    store = memory.flags[0] & (sy > jnp.finfo(sdt).eps * jnp.sqrt(yy * ss)) & jnp.all(jnp.isfinite(prods))
-    store = store & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy) & (True if active is None else active)
+    store = memory.flags[0] & guard(sy, yy, ss) & (True if active is None else active)
     store = _xla.once(memory.count < 0, store)  # (read by every write below; count >= 0)
     # Divisions by what a stored pair has (a rejected one's may be zero): the values are
     # the same, and a derivative taken through this update (``_unrolled``) sees no 1 / 0.

@@ -231,11 +231,11 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         promising = (decrease > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & wanted
         # (where the memory's guard would refuse (p, H p), the pair of H + mu I: module docstring)
         eps = jnp.finfo(sdt).eps
-        plain = php > eps * jnp.sqrt(hphp * pp)
+        plain = _memory_update.guard(php, hphp, pp)
         mu = where(plain, 0, 2 * eps * jnp.sqrt(hphp / where(pp > 0, pp, 1)))
         hp = _tree.add(hp, _tree.scale(mu, p, hp))
         php, hphp = php + mu * pp, hphp + mu * (2 * php + mu * pp)
-        go = promising & (plain | (gp < -2 * floor)) & (php > eps * jnp.sqrt(hphp * pp)) & jnp.isfinite(hphp)
+        go = promising & (plain | (gp < -2 * floor)) & _memory_update.guard(php, hphp, pp)
         y = hp if q is None else _tree.cast_like(_tree.sub(q, hp), q)
         return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), jnp.stack([php, hphp, pp])
 
