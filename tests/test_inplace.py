@@ -72,6 +72,25 @@ def test_no_history_copy_in_the_bounded_loop(options):
 
 
 @x64_off_only
+@pytest.mark.parametrize("options", ["defaults", "qnjax"])
+def test_bounds_add_no_copy_of_x(options):
+    """L-BFGS-B's pair s = P(x + t d) - x reads x, whose new value is written over it in place:
+    x's new value is formed after the write of s (``_memory_update.after_write``), so the
+    bounded program copies no more parameter-sized vectors than the unbounded one (it had
+    copied x once an iteration)."""
+    n = 70001  # a size that appears nowhere else in the program
+    x0 = jnp.full(n, 0.3, jnp.float32)
+    xla = _compile.OPTIONS if options == "qnjax" else {"xla_cpu_use_fusion_emitters": True}
+    copies = []
+    for bounds in (None, (0.0, 0.4)):
+        run = jax.jit(lambda x, bounds=bounds: qnjax.minimize(inplace.objective, x, bounds=bounds, maxiter=5))
+        text = run.lower(x0).compile(xla).as_text()
+        copies.append(len(re.findall(rf"= f32\[{n}\]\{{0\}} copy\(", text)))
+    assert copies[0] > 0  # (the pattern finds the copies there are)
+    assert copies[1] <= copies[0]
+
+
+@x64_off_only
 @pytest.mark.parametrize("bounds_method", [None, "lbfgsb", "projected"])
 @pytest.mark.parametrize("options", ["defaults", "qnjax"])
 def test_no_history_copy_in_the_batched_loop(options, bounds_method):

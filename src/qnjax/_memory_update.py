@@ -145,6 +145,19 @@ def record_step(memory: Memory, u, step, active=None, y=None, prods=None) -> Mem
     )
 
 
+def after_write(memory: Memory, value):
+    """``value`` as it is, computed only once ``memory``'s buffers are written (it reads one
+    element of each: ``_xla.once``). L-BFGS-B's s = P(x + t d) - x reads x, and x's new value
+    is written over x in place: formed from a step that follows the write of s, it needs no
+    copy of x (XLA drops an optimization barrier's order: it copied x, 4 MB an iteration at
+    10^6 float32 variables)."""
+    never = memory.count < 0
+    for buf in jax.tree_util.tree_leaves(memory.pairs):
+        if buf.size:
+            never = never & jnp.isnan(buf.reshape(-1)[0])
+    return _xla.once(never, value)
+
+
 def guard(sy, yy, ss):
     """The curvature guard (module docstring) on a pair's <s, y>, <y, y>, <s, s> (scalar dtype):
     <s, y> > eps ||s|| ||y||, every product finite, and 1 / <s, y>, <s, y> / <y, y> too."""

@@ -275,6 +275,8 @@ class LBFGS:
                                    along_ray=t_pair <= t_ray if projected else True) if whole else {}
         memory, u = _probe.complete_later(memory, probe, lambda: jax.tree.map(jnp.subtract, res.grad.grad, grad), u)
         memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t_pair / unit, held, **pair)
+        if box is not None:  # (x_new formed again once the memory has read x: no copy of x)
+            x_new = _probe.stays(probe, params, *point(_memory_update.after_write(memory, t_pair), True))[1]
         failed = ~moved
         memory = _memory.clear(memory, _probe.unless(probe, failed), lbfgsb and _subspace.keeps_newest(usable, sdt))
         new = state._replace(
