@@ -49,6 +49,33 @@ def test_a_lower_f_is_taken_and_a_failed_or_lost_search_is_not(dt):
     assert _taken(_judge(dt, _state(dt, f), _result(dt, f - 1e-3, LineSearchStatus.DECREASE, noise=1e-5), 1.0))
 
 
+@pytest.mark.parametrize("dt", [jnp.float32, pytest.param(jnp.float64, marks=needs_x64)])
+def test_after_a_search_that_moved_nothing_a_decrease_within_the_measured_noise_is_a_tie(dt):
+    """After an iteration whose search moved nothing (``stepsize`` 0: a failed or lost
+    search, whose retry this is), a search that ends in success with a decrease within the
+    noise its own trials measured (changes of f that their slopes do not explain) lowered f
+    by rounding only: a tie, taken at most as many in a row as ties are. Float32 BRYBND from
+    10 x0 had crawled 700 such retries along -g to MAXFEV (f's noise 1e-8, each retry's
+    decrease 3e-11), each after a quasi-Newton search lost in the noise. After a step, the same
+    decrease is progress: a stiff f's unexplained changes are its curvature, not rounding
+    (Meyer's QN steps lowered f by 2e4 each where the trapezoid rule missed by 2e5)."""
+    f = 10.0
+    retry = _state(dt, f)._replace(stepsize=jnp.zeros((), dt))
+    after_step = retry._replace(stepsize=jnp.asarray(0.5, dt))
+    within = _result(dt, f - 1e-3, LineSearchStatus.SUCCESS, noise=1e-2)
+    judged = _judge(dt, retry, within, 1.0)
+    assert _taken(judged) and bool(judged.tie)
+    assert int(_verdict.tie_fields(retry, judged)["ties"]) == 1
+    assert not _taken(_judge(dt, retry._replace(ties=jnp.int32(_verdict.MAX_TIES)), within, 1.0))
+    judged = _judge(dt, after_step._replace(ties=jnp.int32(_verdict.MAX_TIES)), within, 1.0)
+    assert _taken(judged) and not bool(judged.tie)
+    # beyond the noise, or with none measured, a retry's decrease is progress
+    for noise in (1e-5, 0.0):
+        res = _result(dt, f - 1e-3, LineSearchStatus.SUCCESS, noise=noise)
+        judged = _judge(dt, retry._replace(ties=jnp.int32(_verdict.MAX_TIES)), res, 1.0)
+        assert _taken(judged) and not bool(judged.tie)
+
+
 @needs_x64
 def test_float64_takes_at_most_max_ties_in_a_row():
     dt, f = jnp.float64, 10.0

@@ -9,7 +9,8 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
   of trials with a decrease within the noise found nothing (it only chases rounding)
   and counts as failed.
 * **Ties** (``judge``). A step that does not lower f (the approximate Wolfe test let it
-  through, Hager & Zhang 2005) lets the slopes lead through a region where f is flat
+  through, Hager & Zhang 2005), or lowers it by no more than the noise its own search
+  measured (``res.noise``), lets the slopes lead through a region where f is flat
   at its rounding: a plateau, a saddle in float32, or f = 1e6 + a sum of squares,
   whose rounding hides what the exact gradient still sees. Ties wander at a minimum,
   where the gradient is its own rounding noise, so few are taken in a row: MAX_TIES,
@@ -125,7 +126,8 @@ def judge(state, res, slope0, t0, floor) -> Judged:
     levels), ``t0`` the search's first trial, ``floor`` :func:`floor` of f at x."""
     value = state.value
     sdt = value.dtype
-    tie = res.value >= value
+    # (after a search that moved nothing, a decrease within the noise this search measured is none)
+    tie = (res.value >= value) | ((state.stepsize == 0) & (value - res.value <= res.noise))
     promised = -slope0 * t0 / 2
     if jnp.finfo(sdt).bits >= 64:
         resolved = jnp.zeros((), bool)
