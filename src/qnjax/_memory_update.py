@@ -154,7 +154,7 @@ def after_write(memory: Memory, value):
     never = memory.count < 0
     for buf in jax.tree_util.tree_leaves(memory.pairs):
         if buf.size:
-            never = never & jnp.isnan(buf.reshape(-1)[0])
+            never = never & jnp.isnan(buf[(0,) * buf.ndim])  # (no reshape: a sharded leaf is not gathered)
     return _xla.once(never, value)
 
 
