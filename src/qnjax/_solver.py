@@ -262,11 +262,10 @@ class LBFGS:
                                      min_stepsize=jnp.minimum(ulps * jnp.minimum(t_ulp, t_ulp_each), t_max),
                                      rounding_stepsize=ulps * t_ulp, negligible=negligible,
                                      fixed_steps=self.fixed_search_steps)
-        # The step is taken, or x stays (a failed search, a decrease within f's noise, a tie beyond
-        # those allowed in a row: ``_verdict``), then maybe with a trial's pair stored (``_probe``)
+        # The step is taken, or x stays (``_verdict``), then maybe with a trial's pair stored (``_probe``)
         judged = _verdict.judge(state, res, slope0, t0, floor)
         moved = judged.moved
-        taken = where(moved, res.stepsize, jnp.zeros((), sdt))
+        taken, failed = where(moved, res.stepsize, jnp.zeros((), sdt)), ~moved
         probe, t_pair, slope_pair = _probe.taken(state, res, moved, empty, slope0, taken)  # (None: no probes)
         u, x_new = _probe.stays(probe, params, *point(t_pair, True))  # x_new is params where x stays
         new_grad = _tree.select(moved, res.grad.grad, grad)
@@ -277,7 +276,6 @@ class LBFGS:
         memory = _memory_update.record_step(memory, u, -jnp.asarray(scale).astype(sdt) * t_pair / unit, held, **pair)
         if box is not None:  # (x_new formed again once the memory has read x: no copy of x)
             x_new = _probe.stays(probe, params, *point(_memory_update.after_write(memory, t_pair), True))[1]
-        failed = ~moved
         memory = _memory.clear(memory, _probe.unless(probe, failed), lbfgsb and _subspace.keeps_newest(usable, sdt))
         new = state._replace(
             params=x_new,

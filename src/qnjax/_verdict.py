@@ -9,8 +9,9 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
   of trials with a decrease within the noise found nothing (it only chases rounding)
   and counts as failed.
 * **Ties** (``judge``). A step that does not lower f (the approximate Wolfe test let it
-  through, Hager & Zhang 2005), or lowers it by no more than the noise its own search
-  measured (``res.noise``), lets the slopes lead through a region where f is flat
+  through, Hager & Zhang 2005), or, right after a search that moved nothing, lowers it by
+  no more than the noise its own search measured (``res.noise``; after a step, a stiff f's
+  unexplained changes are its curvature), lets the slopes lead through a region where f is flat
   at its rounding: a plateau, a saddle in float32, or f = 1e6 + a sum of squares,
   whose rounding hides what the exact gradient still sees. Ties wander at a minimum,
   where the gradient is its own rounding noise, so few are taken in a row: MAX_TIES,
