@@ -127,7 +127,8 @@ def judge(state, res, slope0, t0, floor) -> Judged:
     levels), ``t0`` the search's first trial, ``floor`` :func:`floor` of f at x."""
     value = state.value
     sdt = value.dtype
-    # (after a search that moved nothing, a decrease within the noise this search measured is none)
+    # (stepsize 0: after a search that moved nothing, or in the first iteration; there a decrease
+    # within the noise this search measured is none)
     tie = (res.value >= value) | ((state.stepsize == 0) & (value - res.value <= res.noise))
     promised = -slope0 * t0 / 2
     if jnp.finfo(sdt).bits >= 64:
