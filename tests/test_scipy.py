@@ -106,6 +106,53 @@ def test_result_by_key_and_njev(reference):
         reference["hessian"]
 
 
+def _printed(res):
+    """The printed result as {name: text} (a field's continuation lines joined to it)."""
+    fields, name = {}, None
+    for line in repr(res).splitlines():
+        head, sep, text = line.partition(": ")
+        if sep and head.strip() in res.keys() + ("message",) and head == head.rjust(len(head)) and head.strip():
+            name = head.strip()
+            fields[name] = text
+        else:
+            fields[name] += "\n" + line.strip()
+    return fields
+
+
+def test_printed_like_scipy_s_result(reference):
+    """One line per field, the message first and the state summarised: printed whole, the
+    memory's buffers and small matrices made a 2-variable result over 7,000 characters."""
+    text = repr(reference)
+    fields = _printed(reference)
+    assert list(fields)[:3] == ["message", "success", "status"]
+    assert fields["message"] == reference.message
+    assert fields["status"] == f"{int(reference.status)} ({qnjax.Status(int(reference.status)).name})"
+    assert fields["nit"] == str(int(reference.nit)) and fields["nfev"] == str(int(reference.nfev))
+    np.testing.assert_allclose(np.asarray(fields["x"].strip("[]").split(), np.float64), np.asarray(reference.x),
+                               rtol=1e-5)
+    assert fields["state"].startswith("<qnjax.State: ") and f" of {10} pairs stored" in fields["state"]
+    assert "trace" not in fields and "aux" not in fields and "Memory(" not in text and len(text) < 1000
+
+
+def test_printed_pytree_batch_and_traced():
+    """A pytree a line per leaf, a long leaf summarised, a batch's statuses counted; under
+    jax.jit, where the fields are tracers, the plain tuple."""
+    x0 = {"a": jnp.zeros(1000, DT), "b": jnp.ones((2, 2), DT)}
+    res = qnjax.minimize(lambda p: jnp.sum((p["a"] - 1) ** 2) + jnp.sum((p["b"] - 2) ** 2), x0, trace=2)
+    fields = _printed(res)
+    assert fields["x"].splitlines() == ["['a']: [1. 1. 1. ... 1. 1. 1.]", "['b']: [[2. 2.]", "[2. 2.]]"]
+    # (a leaf's second row under its first, after the field's and the leaf's names)
+    assert "\n" + " " * len("      x: ['b']: [") + "[2. 2.]]" in repr(res) and len(repr(res)) < 2000
+    kept = int(np.asarray(res.trace.kept).sum())
+    assert fields["trace"].startswith(f"<qnjax.Trace: {int(res.trace.records)} records made, {kept} kept")
+    batch = jax.vmap(lambda m: qnjax.minimize(rosenbrock, X0, maxiter=m))(jnp.asarray([2, 2, 500]))
+    counts = dict(item.split(" x ") for item in _printed(batch)["message"].split(", "))
+    assert counts == {"MAXITER": "2", qnjax.Status(int(batch.status[2])).name: "1"}
+    seen = []
+    jax.jit(lambda x: seen.append(repr(qnjax.minimize(rosenbrock, x))) or 0)(X0)
+    assert seen[0].startswith("OptimizeResult(x=") and "Tracer" in seen[0]
+
+
 @pytest.mark.parametrize("direction", ["compact", "two-loop"])
 def test_hess_inv_is_the_memory_s_inverse_hessian(direction):
     """H is symmetric positive definite and satisfies the secant equation of the newest

@@ -4,16 +4,28 @@ A pytree (a ``NamedTuple``), so a result passes through ``jax.jit`` and ``jax.vm
 (batched fields) and can be returned from a user's compiled function; the scipy
 conveniences (``jac``, ``njev``, ``hess_inv``, ``res["fun"]``, ``keys()``,
 ``message``) are properties and methods on top of it.
+
+Printed, it reads as scipy's does: one ``name: value`` line per field, the message
+first, each array summarised by numpy (at most EDGE elements from either end of a long
+one), a pytree a line per leaf, and the solver's state and trace one line each (the
+state is what ``minimize(..., state=res.state)`` continues from, its memory buffers
+among it: printed whole they were thousands of lines at a million variables). A batch
+(``jax.vmap``) counts its members' statuses. Under a trace, where the fields are not
+values yet, it prints as the plain tuple.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from ._status import Status
+
+# Elements shown from either end of a long array (numpy's ``edgeitems``; up to 2 EDGE whole).
+EDGE = 3
 
 
 class OptimizeResult(NamedTuple):
@@ -79,3 +91,58 @@ class OptimizeResult(NamedTuple):
         if codes.ndim == 0:
             return Status(int(codes)).message
         return np.vectorize(lambda c: Status(int(c)).message, otypes=[object])(codes)
+
+    def __repr__(self) -> str:
+        try:
+            return _described(self)
+        except Exception:  # noqa: BLE001  (tracers: no values to show)
+            return "OptimizeResult(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
+
+
+def _described(res: OptimizeResult) -> str:
+    """The module docstring's layout (raises on a traced field)."""
+    rows = [("message", _message(res.status)), ("success", _array(res.success)), ("status", _status(res.status)),
+            ("fun", _array(res.fun)), ("x", _tree(res.x)), ("nit", _array(res.nit)), ("nfev", _array(res.nfev)),
+            ("grad", _tree(res.grad))]
+    if res.aux is not None:
+        rows.append(("aux", _tree(res.aux)))
+    if res.state is not None:
+        memory = res.state.memory
+        pairs = np.asarray(memory.index[..., 0])  # (the count stored; batched: per member)
+        kept = f"{pairs.min()}" if pairs.min() == pairs.max() else f"{pairs.min()}-{pairs.max()}"
+        rows.append(("state", f"<qnjax.State: {kept} of {memory.gram.d.shape[-1] - 1} pairs stored; continue with "
+                              "minimize(..., state=res.state)>"))
+    if res.trace is not None:
+        made, kept = np.asarray(res.trace.records), np.asarray(res.trace.kept).sum(axis=-1)
+        rows.append(("trace", f"<qnjax.Trace: {_array(made)} records made, {_array(kept)} kept; res.trace.as_numpy()>"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(name.rjust(width) + ": " + text.replace("\n", "\n" + " " * (width + 2)) for name, text in rows)
+
+
+def _array(a) -> str:
+    with np.printoptions(threshold=2 * EDGE, edgeitems=EDGE, precision=6):
+        return np.array2string(np.asarray(a), separator=" ")
+
+
+def _tree(tree) -> str:
+    """An array, or one ``path: array`` line per leaf of a pytree."""
+    if isinstance(tree, (jax.Array, np.ndarray, np.generic, float, int, complex)):
+        return _array(tree)
+    lines = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        head = f"{jax.tree_util.keystr(path)}: "
+        lines.append(head + _array(leaf).replace("\n", "\n" + " " * len(head)))
+    return "\n".join(lines) or repr(tree)
+
+
+def _message(status) -> str:
+    codes = np.asarray(status)
+    if codes.ndim == 0:
+        return Status(int(codes)).message
+    counts = Counter(Status(int(c)).name for c in codes.ravel())
+    return ", ".join(f"{name} x {k}" for name, k in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _status(status) -> str:
+    codes = np.asarray(status)
+    return f"{int(codes)} ({Status(int(codes)).name})" if codes.ndim == 0 else _array(codes)
