@@ -79,6 +79,26 @@ def test_verbose_prints_and_changes_nothing(capsys):
     assert lines[-1].split()[-1] == Status(int(plain.status)).name
 
 
+@x64_off_only
+def test_verbose_n_prints_every_nth_iteration_and_true_its_schedule(capsys):
+    """verbose=N: a line at the start, at every N-th iteration (1: every one) and at the end,
+    however fast the solve (its lines had been rate-limited to ten a second: a 38-iteration
+    solve printed its first and last lines only); verbose=True: lines from its schedule."""
+    nits = {}
+    for every in (1, 5, True):
+        res = qnjax.minimize(rosenbrock, X0, verbose=every)
+        jax.effects_barrier()
+        nit = int(res.nit)
+        nits[every] = [int(line.split()[0]) for line in capsys.readouterr().out.strip().splitlines()[1:]]
+        if every is True:
+            schedule = {0, nit} | {k for k in range(1, nit + 1) if (k & (k - 1)) == 0 or k % 64 == 0}
+            assert set(nits[True]) <= schedule and nits[True][0] == 0 and nits[True][-1] == nit
+        else:
+            # (the end's line repeats nit where the pass that ended the run moved nothing: a retry)
+            lines = nits[every] if nits[every][-2] < nit else nits[every][:-1]
+            assert lines == sorted({*range(0, nit + 1, every), nit}), (every, nits[every])
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="verbose"):
         qnjax.minimize(rosenbrock, X0, verbose=-2)

@@ -16,9 +16,11 @@ equal its ``nit`` (``intermediate_result.x`` is that member's point).
 
 ``verbose=N`` prints a line every N iterations and the last one (iteration, f,
 max |g|, step size, nfev, elapsed time), through ``jax.debug.callback`` under a
-``lax.cond`` (the host is called only for a line); ``verbose=True`` at iterations 1,
-2, 4, ..., 64 and every 64th after. At most ten lines a second reach the terminal
-apart from the first and the last; with rich installed and a terminal, in bold/rich.
+``lax.cond`` (the host is called only for a line); ``verbose=True`` (AUTO) at iterations 1,
+2, 4, ..., 64 and every 64th after, at most ten lines a second apart from the first and
+the last (a fast solve's every 64th iteration could be a thousand lines a second). N's
+lines all print, as asked, but under ``jax.vmap`` (each member prints its own) at most
+ten a second too. With rich installed and a terminal, in bold/rich.
 A user ``callback`` is a host round trip per iteration (about 0.4 ms on a CPU): on a
 fast solve it dominates, by design of what it is. Neither changes an iterate: both
 only read values the loop computes anyway. The function objects are part of the
@@ -36,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _loop
 from ._status import Status
 
 
@@ -83,9 +86,9 @@ class _Printer:
         self.last = -np.inf
         self._print(f"{'nit':>7} {'f':>14} {'max|g|':>11} {'step':>10} {'nfev':>7} {'time':>8}  status")
 
-    def line(self, nit, fun, gnorm, stepsize, nfev, status, final):
+    def line(self, nit, fun, gnorm, stepsize, nfev, status, final, limited=True):
         now = time.perf_counter()
-        if not final and now - self.last < self.MIN_INTERVAL:
+        if limited and not final and now - self.last < self.MIN_INTERVAL:
             return
         self.last = now
         name = Status(int(status)).name
@@ -106,13 +109,15 @@ class _Printer:
 
 
 PRINTER = _Printer()
+# ``verbose=True``: the schedule of ``due``, rate-limited (module docstring).
+AUTO = -1
 
 
 def due(every: int, nit):
-    """Whether iteration ``nit`` gets a line: every ``every``-th, or with ``every == 1``
+    """Whether iteration ``nit`` gets a line: every ``every``-th, or with ``every == AUTO``
     (``verbose=True``) iterations 1, 2, 4, ..., 64 and every 64th after (so host calls
     never dominate a fast solve)."""
-    if every > 1:
+    if every != AUTO:
         return nit % every == 0
     return ((nit & (nit - 1)) == 0) & (nit <= 64) | (nit % 64 == 0)
 
@@ -124,12 +129,13 @@ def progress(every: int, state, gnorm, active, moved, start=False):
     then (``lax.cond``; under ``vmap`` it is called every pass and filters)."""
     final = state.status != Status.RUNNING
     start = jnp.asarray(start)
+    limited = every == AUTO or _loop.batched(state.params)
     call = start | (active & (final | (moved & due(every, state.count))))
 
     def host(is_start, nit, fun, g, stepsize, nfev, status):
         if bool(is_start):
             PRINTER.header()
-        PRINTER.line(nit, fun, g, stepsize, nfev, status, bool(is_start) or int(status) != Status.RUNNING)
+        PRINTER.line(nit, fun, g, stepsize, nfev, status, bool(is_start) or int(status) != Status.RUNNING, limited)
 
     def show():
         jax.debug.callback(host, start, state.count, state.value, gnorm, state.stepsize, state.nfev, state.status)

@@ -99,10 +99,10 @@ def minimize(
         ``nit``, ``nfev``, ``stepsize``, ``status`` as numpy arrays), from inside the
         compiled loop; returning True (or raising StopIteration) stops the run with
         status CALLBACK. Under ``jax.vmap``, called for each member that moved.
-      verbose: N prints a line at the start, every N-th iteration and at the end
-        (iteration, f, max |g|, step size, nfev, elapsed time, status); True at
-        iterations 1, 2, 4, ..., 64 and every 64th after. Neither option changes an
-        iterate.
+      verbose: N prints a line at the start, every N-th iteration (1: every one) and at
+        the end (iteration, f, max |g|, step size, nfev, elapsed time, status); True at
+        iterations 1, 2, 4, ..., 64 and every 64th after, at most ten lines a second
+        (so under ``jax.vmap`` N's lines too). Neither option changes an iterate.
       implicit_diff: a :class:`qnjax.ImplicitDiff` (the linear solve behind derivatives
         of the solution; default ``ImplicitDiff()``). ``jax.grad``, ``jax.jvp`` and
         friends of ``x``, ``fun``, ``grad`` and ``aux`` with respect to ``args`` and the
@@ -183,8 +183,8 @@ def minimize(
         raise TypeError(f"state must be a qnjax.State (a previous result's res.state), got {type(state).__name__}")
     check_resumed(box, state)
     if verbose is True:
-        verbose = 1
-    if not isinstance(verbose, int) or verbose < 0:
+        verbose = _callbacks.AUTO
+    elif not isinstance(verbose, int) or verbose < 0:
         raise ValueError(f"verbose must be True, False or an integer N >= 0 (a line every N iterations), "
                          f"got {verbose!r}")
     if callback is not None and not callable(callback):

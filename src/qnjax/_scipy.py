@@ -36,7 +36,7 @@ OPTIONS = {"maxiter": "maxiter", "maxfun": "maxfev", "maxfev": "maxfev", "gtol":
 REJECTED = {
     "eps": "qnjax differentiates fun exactly (jax.grad, or jac=); there is no finite-difference step",
     "finite_diff_rel_step": "qnjax differentiates fun exactly (jax.grad, or jac=); there is no finite-difference step",
-    "iprint": "use verbose=True (a line per iteration) or verbose=N",
+    "iprint": "use verbose=N (a line every N iterations, 1: every one) or verbose=True",
     "maxls": "pass linesearch=qnjax.linesearch.MoreThuente(max_steps=...)",
     "workers": "solve many problems at once with jax.vmap(lambda x0: qnjax.minimize(fun, x0))",
 }
