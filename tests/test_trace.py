@@ -93,6 +93,10 @@ def test_trace_under_jit_and_vmap():
         np.testing.assert_allclose(res.trace.fun[i], one.trace.fun, rtol=1e-4 if not X64 else 1e-10,
                                    atol=1e-6 * float(one.trace.fun[0]))
         assert float(res.trace.fun[i, -1]) == float(res.fun[i])  # the last record is the result
+        member = jax.tree.map(lambda a, i=i: a[i], res.trace).as_numpy()
+        np.testing.assert_array_equal(member["nit"], np.asarray(res.trace.nit[i])[np.asarray(res.trace.kept[i])])
+    with pytest.raises(ValueError, match="index one member"):  # (flattened, the members' rows had run together)
+        res.trace.as_numpy()
 
 
 def test_bad_trace_and_state_arguments():

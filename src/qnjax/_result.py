@@ -114,7 +114,8 @@ def _described(res: OptimizeResult) -> str:
                               "minimize(..., state=res.state)>"))
     if res.trace is not None:
         made, kept = np.asarray(res.trace.records), np.asarray(res.trace.kept).sum(axis=-1)
-        rows.append(("trace", f"<qnjax.Trace: {_array(made)} records made, {_array(kept)} kept; res.trace.as_numpy()>"))
+        rows.append(("trace", f"<qnjax.Trace: {_array(made)} records made, {_array(kept)} kept"
+                              f"{'; res.trace.as_numpy()' if made.ndim == 0 else ''}>"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(name.rjust(width) + ": " + text.replace("\n", "\n" + " " * (width + 2)) for name, text in rows)
 

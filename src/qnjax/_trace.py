@@ -49,9 +49,13 @@ class Trace(NamedTuple):
         return self.nit >= 0
 
     def as_numpy(self):
-        """The kept rows as a dict of numpy arrays, in order (host only, unbatched)."""
+        """The kept rows as a dict of numpy arrays, in order (host only, unbatched: a batch's
+        members keep different rows, which flattened together were one member's records)."""
         import numpy as np
 
+        if np.ndim(self.records):
+            raise ValueError("as_numpy of a batched trace: index one member first "
+                             "(jax.tree.map(lambda a: a[i], res.trace))")
         keep = np.asarray(self.kept)
         return {name: np.asarray(getattr(self, name))[keep] for name in Trace._fields if name != "records"}
 
