@@ -264,8 +264,10 @@ def _product_operands(seed=0):
 @pytest.mark.parametrize("batched", ["both", "matrix", "vector"])
 def test_small_products_under_vmap_are_one_batched_dot_equal_to_the_plain_form(batched):
     """``_products``: A v and v^T A of a (k, *shape) stack, batched over either operand or
-    both, equal the float64 reference to rounding; batched, the program is a dot_general (the
-    batching rule), unbatched a multiply and a reduction (fused with its neighbours)."""
+    both, equal the float64 reference to rounding; batched, A v's program is a dot_general
+    (the batching rule) and v^T A's of k <= UNROLL rows its sum written out (neither a dot nor a
+    reduction), of more rows a dot_general; unbatched a multiply and a reduction (fused with
+    its neighbours)."""
     a, v, w = _product_operands()
     ax_a, ax_v = {"both": (0, 0), "matrix": (0, None), "vector": (None, 0)}[batched]
     a_in, v_in, w_in = (a if ax_a == 0 else a[0]), (v if ax_v == 0 else v[0]), (w if ax_v == 0 else w[0])
@@ -280,9 +282,18 @@ def test_small_products_under_vmap_are_one_batched_dot_equal_to_the_plain_form(b
         got = batch(*args)
         assert got.dtype == DT and got.shape == want.shape, name
         np.testing.assert_allclose(np.asarray(got, np.float64), want, **tol, err_msg=name)
-        assert "dot_general" in batch.lower(*args).as_text(), name
+        text = batch.lower(*args).as_text()
+        if name == "vecmat":
+            assert a.shape[1] <= _products.UNROLL and "dot_general" not in text and "reduce" not in text
+        else:
+            assert "dot_general" in text, name
         one = jax.jit(fn).lower(*(x if ax is None else x[0] for x, ax in zip(args, axes))).as_text()
         assert "dot_general" not in one and "reduce" in one, name
+    rows = _products.UNROLL + 1  # (beyond it, v^T A batched is a dot again)
+    long_a, long_w = jnp.ones((4, rows, 3), DT), jnp.ones((4, rows), DT)
+    batch = jax.jit(jax.vmap(_products.vecmat))
+    np.testing.assert_allclose(np.asarray(batch(long_w, long_a)), rows)
+    assert "dot_general" in batch.lower(long_w, long_a).as_text()
 
 
 def test_small_products_differentiate_in_both_modes_and_under_vmap():
