@@ -52,17 +52,21 @@ def _plain_vecmat(v, a):
 
 def _written_vecmat(v, a, v_batched, a_batched):
     """Batched ``vecmat`` as the sum sum_i v_i A_i written out (batch axis first), or None
-    beyond UNROLL rows."""
+    beyond UNROLL rows or for operands of two dtypes. (``lax`` operations: they keep a float64
+    operand float64 where a vmapped loop's body is traced again with x64 off, ``_tree.matmul``.)"""
     k = a.shape[a_batched]
-    if not 0 < k <= UNROLL:
+    if not 0 < k <= UNROLL or v.dtype != a.dtype:
         return None
-    rank = a.ndim - 1 - a_batched  # (the leaf's axes, after the batch's and the rows')
-    terms = [(v[:, i].reshape((-1,) + (1,) * rank) if v_batched else v[i]) * (a[:, i] if a_batched else a[i])
-             for i in range(k)]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total.astype(a.dtype)
+    out_shape = (v.shape[0] if v_batched else a.shape[0],) + a.shape[1 + a_batched:]  # (one is batched)
+    total = None
+    for i in range(k):
+        vi = jax.lax.index_in_dim(v, i, axis=int(v_batched), keepdims=False)  # () or (B,)
+        ai = jax.lax.index_in_dim(a, i, axis=int(a_batched), keepdims=False)  # ([B], *shape)
+        vi = jax.lax.broadcast_in_dim(vi, out_shape, (0,) if v_batched else ())
+        ai = jax.lax.broadcast_in_dim(ai, out_shape, tuple(range(len(out_shape) - ai.ndim, len(out_shape))))
+        term = jax.lax.mul(vi, ai)
+        total = term if total is None else jax.lax.add(total, term)
+    return total
 
 
 def _batched(plain, contracting, written=None):
