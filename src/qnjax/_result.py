@@ -9,7 +9,7 @@ Printed, it reads as scipy's does: one ``name: value`` line per field, the messa
 first, each array summarised by numpy (at most EDGE elements from either end of a long
 one), a pytree a line per leaf, and the solver's state and trace one line each (the
 state is what ``minimize(..., state=res.state)`` continues from, its memory buffers
-among it: printed whole they were thousands of lines at a million variables). A batch
+and small matrices among it: printed whole, 100-130 lines whatever n). A batch
 (``jax.vmap``) counts its members' statuses. Under a trace, where the fields are not
 values yet, it prints as the plain tuple.
 """
