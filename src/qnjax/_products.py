@@ -17,13 +17,17 @@ which XLA:CPU runs 2-3 times slower than one batched matrix product (1,000 probl
 batch dimension (or as a free one when only one operand is batched), at full precision
 (``_tree.HIGHEST``). The two forms agree to rounding (the summation order differs).
 
-``vecmat`` over at most UNROLL rows (the memory's weighted sum of its 2 (m + 1) slots,
-a Gram matrix's rows) is batched faster still written out, v_0 A_0 + v_1 A_1 + ..., an
-element-wise kernel over the batch: on 2 CPU cores, 1,000 float64 members, the (22, 10)
+A float64 ``vecmat`` over at most UNROLL rows (the memory's weighted sum of its 2 (m + 1)
+slots, a Gram matrix's rows) is batched faster still written out, v_0 A_0 + v_1 A_1 + ...,
+an element-wise kernel over the batch: on 2 CPU cores, 1,000 float64 members, the (22, 10)
 slots' sum took 16 us against 96 as the batched dot, and 1,000 batched 10-D Rosenbrock
 solves (float64, 50 iterations, ``benchmarks/scale.py --parts 2``'s batch) 45.8-46.4 ms
-against 48.9-50.0 (best of 30, three alternating runs). ``matvec`` keeps the dot: written
-out, the memory's products with a vector (22 sums of 10 terms) made that batch 56-57 ms.
+against 48.9-50.0 (best of 30, three alternating runs). In float32 it was as fast (56 against
+61 ms) but rounded worse: batched float32 box fits through the Optax face (``python
+benchmarks/box_fits.py --face optax --batched --seeds 0-15``, 19,200 fits a method) claimed
+success above their minimum 11 times against the dot's 4; summed pairwise, it was no faster
+than the dot. ``matvec`` keeps the dot: written out, the memory's products with a vector (22
+sums of 10 terms) made that batch 56-57 ms.
 
 ``custom_vmap`` functions cannot be differentiated in reverse mode, so each product is
 wrapped in ``jax.custom_jvp`` with the product rule written in the plain form (linear in
@@ -52,10 +56,11 @@ def _plain_vecmat(v, a):
 
 def _written_vecmat(v, a, v_batched, a_batched):
     """Batched ``vecmat`` as the sum sum_i v_i A_i written out (batch axis first), or None
-    beyond UNROLL rows or for operands of two dtypes. (``lax`` operations: they keep a float64
-    operand float64 where a vmapped loop's body is traced again with x64 off, ``_tree.matmul``.)"""
+    beyond UNROLL rows, below float64 (module docstring) or for operands of two dtypes.
+    (``lax`` operations: they keep a float64 operand float64 where a vmapped loop's body is
+    traced again with x64 off, ``_tree.matmul``.)"""
     k = a.shape[a_batched]
-    if not 0 < k <= UNROLL or v.dtype != a.dtype:
+    if not 0 < k <= UNROLL or v.dtype != a.dtype or jnp.finfo(a.dtype).bits < 64:
         return None
     out_shape = (v.shape[0] if v_batched else a.shape[0],) + a.shape[1 + a_batched:]  # (one is batched)
     total = None
