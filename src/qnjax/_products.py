@@ -24,10 +24,10 @@ slots' sum took 16 us against 96 as the batched dot, and 1,000 batched 10-D Rose
 solves (float64, 50 iterations, ``benchmarks/scale.py --parts 2``'s batch) 45.8-46.4 ms
 against 48.9-50.0 (best of 30, three alternating runs). In float32 it was as fast (56 against
 61 ms) but rounded worse: batched float32 box fits through the Optax face (``python
-benchmarks/box_fits.py --face optax --batched --seeds 0-15``, 19,200 fits a method) claimed
-success above their minimum 11 times against the dot's 4; summed pairwise, it was no faster
-than the dot. ``matvec`` keeps the dot: written out, the memory's products with a vector (22
-sums of 10 terms) made that batch 56-57 ms.
+benchmarks/box_fits.py --face optax --batched --seeds 0-15``: 6,400 fits for each of its three
+methods) claimed success above their minimum 11 times against the dot's 4; summed pairwise, it
+was no faster than the dot. ``matvec`` keeps the dot: written out, the memory's products with
+a vector (22 sums of 10 terms) made that batch 56-57 ms.
 
 ``custom_vmap`` functions cannot be differentiated in reverse mode, so each product is
 wrapped in ``jax.custom_jvp`` with the product rule written in the plain form (linear in
