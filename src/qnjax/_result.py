@@ -101,7 +101,7 @@ class OptimizeResult(NamedTuple):
 
 def _described(res: OptimizeResult) -> str:
     """The module docstring's layout (raises on a traced field)."""
-    rows = [("message", _message(res.status)), ("success", _array(res.success)), ("status", _status(res.status)),
+    rows = [("message", _message(res)), ("success", _array(res.success)), ("status", _status(res.status)),
             ("fun", _array(res.fun)), ("x", _tree(res.x)), ("nit", _array(res.nit)), ("nfev", _array(res.nfev)),
             ("grad", _tree(res.grad))]
     if res.aux is not None:
@@ -117,7 +117,12 @@ def _described(res: OptimizeResult) -> str:
         rows.append(("trace", f"<qnjax.Trace: {_array(made)} records made, {_array(kept)} kept"
                               f"{'; res.trace.as_numpy()' if made.ndim == 0 else ''}>"))
     width = max(len(name) for name, _ in rows)
-    return "\n".join(name.rjust(width) + ": " + text.replace("\n", "\n" + " " * (width + 2)) for name, text in rows)
+    return "\n".join(_headed(name.rjust(width) + ": ", text) for name, text in rows)
+
+
+def _headed(head, text) -> str:
+    """``head`` then ``text``, its later lines indented under the first."""
+    return head + text.replace("\n", "\n" + " " * len(head))
 
 
 def _array(a) -> str:
@@ -129,17 +134,16 @@ def _tree(tree) -> str:
     """An array, or one ``path: array`` line per leaf of a pytree."""
     if isinstance(tree, (jax.Array, np.ndarray, np.generic, float, int, complex)):
         return _array(tree)
-    lines = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        head = f"{jax.tree_util.keystr(path)}: "
-        lines.append(head + _array(leaf).replace("\n", "\n" + " " * len(head)))
+    lines = [_headed(f"{jax.tree_util.keystr(path)}: ", _array(leaf))
+             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
     return "\n".join(lines) or repr(tree)
 
 
-def _message(status) -> str:
-    codes = np.asarray(status)
+def _message(res: OptimizeResult) -> str:
+    """``res.message``, or a batch's statuses counted."""
+    codes = np.asarray(res.status)
     if codes.ndim == 0:
-        return Status(int(codes)).message
+        return res.message
     counts = Counter(Status(int(c)).name for c in codes.ravel())
     return ", ".join(f"{name} x {k}" for name, k in sorted(counts.items(), key=lambda kv: -kv[1]))
 
