@@ -40,16 +40,23 @@ def coefficients(memory: _memory.Memory, a, b):
     return c_s, -gamma * u
 
 
-def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None):
+def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None, newest=None):
     """(scale H q, memory) for a pytree q (real-space): completes the memory's pending
     column from this pass's products and records what the next ``push`` needs (the
     coefficients of H q itself; the scale costs nothing, it multiplies them). With ``v``
     (``_projected``: the gradient's free part) the product is scale H v, from a second
-    pass for S^T v, Y^T v; the pending column is still completed from q's products."""
+    pass for S^T v, Y^T v; the pending column is still completed from q's products.
+    Where ``newest`` (a traced bool) holds, the result is -scale s of the newest pair
+    instead (``_rescued_step.pending``: the weighted sum with h0 = 0 and one coefficient, so
+    no pass of its own)."""
     a, b = _memory.products(memory, q)
     memory = _memory_update.complete(memory, a, b)
     av, bv = (a, b) if v is None else _memory.products(memory, v)
     c_s, c_y = coefficients(memory, av, bv)
     scale = jnp.asarray(scale).astype(a.dtype)
-    hq = _memory.weighted_sum(memory, scale * memory.gamma, q if v is None else v, scale * c_s, scale * c_y)
+    h0, w_s, w_y = scale * memory.gamma, scale * c_s, scale * c_y
+    if newest is not None:
+        at = jnp.arange(_memory.size(memory) + 1, dtype=jnp.int32) == _memory.slot(memory, _memory.size(memory) - 1)
+        h0, w_s, w_y = where(newest, 0, h0), where(newest, where(at, -scale, 0), w_s), where(newest, 0, w_y)
+    hq = _memory.weighted_sum(memory, h0, q if v is None else v, w_s, w_y)
     return hq, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))

@@ -4,12 +4,10 @@ PRECISION says that no step along the quasi-Newton direction nor along -g lowers
 more than its rounding (``_verdict``). Below float64 that can hold far from a minimum:
 where the Hessian's condition number nears 1 / eps, the memory has not seen a direction
 of low curvature, and -g's decrease is that of the stiffest directions. Traced in
-float32: Beale from 100 times its start stopped at f = 0.44 (f* = 0) and BRYBND (n = 100)
-from 100 times its start at f = 0.27 (f* = 0), both reporting success (``qnjax bench
---rule same --dtype float32 --set all --starts 1,10,100``); a batched 8-variable
-least-squares fit stopped 17% above its minimum, with the gradient's component along the
-flattest Hessian direction 0.33 (its rounding error 6e-8), a Newton step lowering f by
-3.66 and f's floor 2.4e-5.
+float32: Beale and BRYBND (n = 100) from 100 times their starts stopped at f = 0.44 and
+0.27 (f* = 0), both reporting success (``qnjax bench --rule same --dtype float32 --set all
+--starts 1,10,100``); a batched 8-variable least-squares fit stopped 17% above its minimum,
+where a Newton step lowered f by 3.66 and f's floor was 2.4e-5.
 
 The gradient still knows what the memory does not. Its derivative along v,
 
@@ -35,20 +33,17 @@ moves x by more than rounding, x is not shown to be stationary: the exact pair
 goes to the memory as a step's would (the curvature guard included; the memory's last
 products become S^T (g - y), Y^T (g - y), so that the next direction's pass completes the
 pair's column, S^T y = S^T g - S^T (g - y), as after a probe, ``_probe``), the status is
-RUNNING again and the loop resumes. The BFGS update gives H_+ y = s, so where CG solved
-the equation (H p = -g) the next direction is -H_+ g = p: a Newton step, searched as any
-step is. Beale then reaches f = 4e-8 and BRYBND 8.6e-4 (0.35 in the test suite's
-unoptimised build, whose rounding differs); on 1,600 random float32 least-squares fits
-(``python benchmarks/box_fits.py --methods unbounded --seeds 0-3``), the runs that reported
-success above their minimum fall from 11 to 0 (under ``jax.vmap``, ``--batched``: 7 to 0).
+RUNNING again and the loop resumes, its next iteration searching along p itself
+(``_rescued_step``). Beale then reaches f = 4e-8 and BRYBND 8.6e-4; on 1,600 random float32
+least-squares fits (``python benchmarks/box_fits.py --methods unbounded --seeds 0-3``), the
+runs that reported success above their minimum fall from 11 to 0 (``--batched``: 7 to 0).
 Where that search and the retry along -g find no decrease either, the run
 stops PRECISION at the same x, now with the Newton model searched too. Another rescue
 needs a step since the last (``count`` moved) that lowered f by at least PROGRESS times
 what the last one's model promised: where the model does not predict f, rescues end.
-Meyer in float32 (f* = 87.9) stopped at f = 1.1e5 after 16 iterations; one rescue there
-(D = 2.0e3) and 355 iterations later it stopped at f = 89.85 (a false success), where CG's
-n = 3 products had lost conjugacy to rounding (the Hessian's condition number is near
-1e16): ``minimize``'s CG makes STEPS products whatever n; with 10, rescues reach 87.7.
+``minimize``'s CG makes STEPS products whatever n: Meyer in float32 (f* = 87.9, its
+Hessian's condition number near 1e16), rescued with n = 3 products, stopped at f = 89.85
+(a false success) where they had lost conjugacy to rounding; with 10 it reaches 87.7.
 
 A curvature that is not positive ends CG, but after its first step not before a step along
 that direction at the curvature's absolute value (``floor``: eps times the first curvature
@@ -66,12 +61,12 @@ Where the model promises more than that but the memory's curvature guard would r
 pair, p^T H p <= eps |p| |H p| (``_memory_update.push``: there p^T H p is within its own
 rounding error), the pair stored is that of H + mu I along p, y = H p + mu p with
 mu = 2 eps |H p| / |p| (the least shift the guard then takes, s^T y > eps |s| |y|), where
-g^T p < -2 floor. The BFGS update gives H_+ y = s, and -g = H p + r, so -H_+ g = p -
-mu H_+ p + H_+ r: H_+ p is nearly s s^T p / s^T y, about 2/3 p, and the next direction is
-about p / 3, searched as any step is. Before, the refused pair left the next direction the
-last one again: Meyer in float32 from 100 times its start stopped PRECISION at f = 1.4e9
-(f* = 87.9) after 3 iterations, its check's p of cosine 1e-7 with H p. It now goes on for
-4,611 iterations, and still stops PRECISION far from it, at f = 1.25e9.
+g^T p < -2 floor; the next direction is p (above). Before, the refused pair left the next
+direction the last one again: Meyer in float32 from 100 times its start stopped PRECISION at
+f = 1.4e9 (f* = 87.9) after 3 iterations, its check's p of cosine 1e-7 with H p. With the
+pair (and -H_+ g, about p / 3, as the next direction) it stopped PRECISION at f = 1.25e9 after
+4,611 iterations (a false success); searching along p, it makes no such claim (5,000
+iterations, the bench's limit, at f = 1.27e9).
 
 The products are counted in ``nfev`` (each one evaluation of the gradient and its
 derivative) and are not made when ``maxfev`` leaves too few.
@@ -79,9 +74,9 @@ derivative) and are not made when ``maxfev`` leaves too few.
 With bounds (both methods) the model is that of the variables strictly inside their
 bounds, F (those on a bound stay there): CG on F H F p = -F g, the pair (p, F H p), and
 the decrease D(t) = -(t g^T p + t^2 p^T H p / 2) at t = 1 or, where it is smaller, the
-largest feasible step along p (which must also move x beyond rounding). Where CG solved
-the reduced equation, L-BFGS-B's next subspace step over F and the projected method's
--P_F H P_F g are again p (``tests/test_rescue.py``). On 9,600 random float32 box
+largest feasible step along p (which must also move x beyond rounding); the next direction
+is p (L-BFGS-B: with its slope g^T p, and for ``push`` S^T p, Y^T p from SS's and SY's rows,
+which ``push`` wrote). On 9,600 random float32 box
 least-squares fits (``python benchmarks/box_fits.py --methods lbfgsb,projected --seeds
 0-23``), runs that reported success above their minimum fell from 16 to 0 (L-BFGS-B)
 and from 7 to 0 (projected).
@@ -264,7 +259,7 @@ def resume(solver, objective, args, state: State, active=None, q=None):
                               flags=where(go, written.flags, memory.flags))
     small = dict(status=code(Status.RUNNING), ties=jnp.zeros((), jnp.int32), tie_level=jnp.full((), jnp.inf, sdt),
                  tie_start=jnp.full((), jnp.inf, sdt), probes=jnp.zeros((), jnp.int32))
-    checked = where(want, jnp.stack([state.value, where(go, decrease, 0)]), state.newton).astype(sdt)
+    checked = where(want, jnp.stack([state.value, where(go, decrease, 0), go.astype(sdt)]), state.newton).astype(sdt)
     return state._replace(memory=memory, nfev=state.nfev + made, newton=checked,
                           **{k: where(go, v, getattr(state, k)).astype(v.dtype) for k, v in small.items()})
 
@@ -286,3 +281,4 @@ def _last(state: State, go, p, hp):
     if memory.free is not None and _subspace.keeps_products(state.params, sdt):
         last = last.at[CS:].set(jnp.stack(_memory.products(memory, p)))
     return where(go, last, memory.last)
+

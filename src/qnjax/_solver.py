@@ -10,10 +10,10 @@ from a state that describes the point ``params``:
    passes the curvature guard (``minimize`` recorded it whole at the end of that
    iteration, ``_memory_update.pair``; the Optax face's q arrives now, and ``push``
    takes the difference);
-2. ``direction``: d = -scale H q (q the gradient, or what the Optax face was given)
-   by the compact representation (``_compact``, default) or the two-loop recursion; in
-   float32, where <g, d> or <d, d> overflow (a gradient beyond 1.8e19), d is scaled by a
-   power of two and the step sizes by its inverse (``_tree.unoverflowed``);
+2. ``direction``: d = -scale H q (q the gradient, or what the Optax face was given) by the
+   compact representation (``_compact``, default) or the two-loop recursion (after a rescue,
+   its step p: ``_rescued_step``); in float32, where <g, d> or <d, d> overflow (a gradient beyond
+   1.8e19), d is scaled by a power of two and the step sizes by its inverse (``_tree.unoverflowed``);
 3. ``first_stepsize``: 1, or 1 / ||d||_2 (a first step of unit length in x, as
    scipy's L-BFGS-B) while no curvature pair was ever stored; both make the iterates
    invariant to scaling f (a dropped memory keeps its scale gamma, H = gamma I);
@@ -73,6 +73,7 @@ from . import (
     _memory_update,
     _probe,
     _projected,
+    _rescued_step,
     _state,
     _subspace,
     _tree,
@@ -133,10 +134,13 @@ class LBFGS:
         return state._replace(params=params, aux=aux)
 
     # ----------------------------------------------------------------- seams
-    def direction(self, memory, q, scale):
-        """(d = -scale H q, memory)."""
-        sdt = memory.dtype
-        return DIRECTIONS[self.direction_method].inverse_hessian(memory, q, -jnp.asarray(scale).astype(sdt))
+    def direction(self, memory, q, scale, newest=None):
+        """(d = -scale H q, memory); where ``newest`` holds, scale times the newest s (``_rescued_step``)."""
+        minus = -jnp.asarray(scale).astype(memory.dtype)
+        if self.direction_method == "compact":
+            return _compact.inverse_hessian(memory, q, minus, newest=newest)
+        d, memory = _two_loop.inverse_hessian(memory, q, minus)
+        return _rescued_step.along(newest, memory, d, scale), memory
 
     def first_stepsize(self, memory, dd, unit=1.0):
         """``unit`` (1: the model's step; ``step`` rescales d where its products overflow),
@@ -149,17 +153,13 @@ class LBFGS:
     def max_stepsize(self, params, d, bounds=None):
         """inf, or with bounds the largest feasible step along d."""
         sdt = _tree.scalar_dtype(params, self.scalar_dtype)
-        if bounds is None:
-            return jnp.full((), jnp.inf, sdt)
-        return _bounds.max_stepsize(params, d, bounds, sdt)
+        return jnp.full((), jnp.inf, sdt) if bounds is None else _bounds.max_stepsize(params, d, bounds, sdt)
 
     def stationarity(self, params, grad, bounds=None):
         """The measure GTOL compares with ``gtol``: max |g_i|, or with bounds the
         projected gradient's ||P(x - g) - x||_inf."""
         sdt = _tree.scalar_dtype(params, self.scalar_dtype)
-        if bounds is None:
-            return _tree.norm_inf(grad, sdt)
-        return _bounds.stationarity(params, grad, bounds, sdt)
+        return _tree.norm_inf(grad, sdt) if bounds is None else _bounds.stationarity(params, grad, bounds, sdt)
 
     # ----------------------------------------------------------------- iteration
     def start_status(self, state: State):
@@ -184,10 +184,9 @@ class LBFGS:
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
         ulps = _verdict.rounding_ulps(params, sdt)  # (a step of fewer units in x's last place is none)
-        # With q the gradient and a search (``minimize``) the search's last evaluation gives the
-        # next gradient, so the pair is recorded whole at the end of this step (``_memory_update.pair``)
-        # and ``push`` reads and writes no buffer row; else (the Optax face: q is given at each call)
-        # ``push`` differences q with the q it left in the free slot.
+        # With q the gradient and a search (``minimize``) the search's last evaluation gives the next gradient,
+        # so the pair is recorded whole at the end of this step (``_memory_update.pair``) and ``push`` reads and
+        # writes no buffer row; else (the Optax face: q given at each call) it differences q with the free slot's.
         whole = q is None and self.linesearch is not None
         q = grad if q is None or box is not None else q
         held = None if active is True else jnp.asarray(active)  # (the memory's writes are masked by it)
@@ -196,14 +195,15 @@ class LBFGS:
         memory, stored = _memory_update.push(state.memory, None if whole else q, self.scale_init_precond,
                                              direct=lbfgsb and not kept, kept=kept, active=held)
         slope0, usable = None, True
+        newest = _rescued_step.pending(state, stored)  # (the direction is the last rescue's p: ``_rescued_step``)
         if box is None:
-            d, memory = self.direction(memory, q, scale)
+            d, memory = self.direction(memory, q, scale, newest)
         elif projected:
             d, memory = _projected.direction(memory, params, grad, box)
-        else:
-            # (L-BFGS-B needs S^T S, the lower triangle of S^T Y and its diagonal only, all
-            # from ``push``: no products with q, and S^T y, Y^T Y, R^-1 are left stale.)
-            d, usable, memory, slope0 = _subspace.direction(memory, params, grad, box, sdt, stored)
+            d = _rescued_step.along(newest, memory, d)
+        else:  # (L-BFGS-B needs S^T S and S^T Y's lower triangle only, from ``push``: S^T y, Y^T Y, R^-1 stale)
+            d, usable, memory, slope0 = _rescued_step.along_subspace(
+                newest, kept, grad, *_subspace.direction(memory, params, grad, box, sdt, stored))
         empty = memory.count == 0
         if slope0 is None:
             slope0, dd = _tree.inners([(grad, d), (d, d)], sdt)
@@ -246,8 +246,7 @@ class LBFGS:
         if self.maxfev is not None:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
         allowed = budget  # (what maxfev leaves: it cut the search short where the search made them all)
-        # A directional derivative below the smallest normal number cannot guide a search
-        # (and its tests underflow): no evaluation, as a search that found nothing.
+        # A slope below the smallest normal number cannot guide a search (its tests underflow): no evaluation.
         budget = where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
         # A decrease within f's rounding is not worth trials (``linesearch._base``: the search stops
         # when its slopes bound phi's fall below it) where the model agrees: a pair has given H its
@@ -288,6 +287,7 @@ class LBFGS:
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
             probes=_probe.count(state, judged, probe, res.value),
+            newton=_rescued_step.taken(state),
             **_verdict.tie_fields(state, judged),
         )
         final = failed & empty

@@ -43,8 +43,8 @@ class State(NamedTuple):
     tie_level: jax.Array  # scalar dtype: the decrease the model promised where that count began
     tie_start: jax.Array  # scalar dtype: the decrease it promised at the first of those steps (+inf: none)
     probes: jax.Array  # int32: probes (x stayed, a trial's pair stored) since f last fell beyond its noise (``_probe``)
-    newton: jax.Array  # (2,) scalar dtype: f where the last Newton model was taken and the decrease it
-    # promised (``_rescue``; [inf, 0]: none yet)
+    newton: jax.Array  # (3,) scalar dtype: f where the last Newton model was taken, the decrease it
+    # promised, and 1 where its step p is the next direction (``_rescue``; [inf, 0, 0]: none yet)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
@@ -71,7 +71,7 @@ def fresh(solver, params, value, grad, bounds) -> State:
         tie_level=jnp.full((), jnp.inf, sdt),
         tie_start=jnp.full((), jnp.inf, sdt),
         probes=jnp.zeros((), jnp.int32),
-        newton=jnp.array([jnp.inf, 0], sdt),
+        newton=jnp.array([jnp.inf, 0, 0], sdt),
         bounds=bounds,
     )
 
