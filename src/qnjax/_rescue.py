@@ -281,4 +281,3 @@ def _last(state: State, go, p, hp):
     if memory.free is not None and _subspace.keeps_products(state.params, sdt):
         last = last.at[CS:].set(jnp.stack(_memory.products(memory, p)))
     return where(go, last, memory.last)
-
