@@ -12,7 +12,7 @@ import pytest
 from conftest import X64, dense_h, spd, until_stopped
 
 import qnjax
-from qnjax import _cauchy, _free_gram, _memory, _memory_update, _rescue, _verdict, problems
+from qnjax import _bounds, _cauchy, _free_gram, _memory, _memory_update, _rescue, _verdict, problems
 from qnjax._solver import LBFGS
 from qnjax._status import Status, code
 
@@ -354,6 +354,42 @@ def test_with_bounds_the_pair_is_the_free_variables_newton_step_and_the_next_dir
     for got, want in zip(mem.fgram, [S[:, f] @ S[:, f].T, Y[:, f] @ S[:, f].T, Y[:, f] @ Y[:, f].T]):
         close(got, want)
 
+
+
+def test_with_bounds_a_free_variable_just_inside_its_bound_does_not_hide_the_model():
+    """Where a free variable sits just inside its bound, the largest feasible step along p is tiny
+    and the model's decrease up to it below f's floor, while p's own decrease D(1) is far above it:
+    x is not shown stationary, and the rescue goes on (the step along p then puts the variable on
+    its bound). Float32, in both modes (a box fit of the Optax face stopped PRECISION 1e-3 above
+    its minimum so: 9.4e-5 promised up to t = 2.3e-4, f's floor 1.6e-4, 0.2 at t = 1)."""
+    dt = jnp.float32
+    rng = np.random.default_rng(13)
+    n = 5
+    a, b = spd(rng, n, 10.0), rng.normal(size=n)
+    a32, b32 = jnp.asarray(a, dt), jnp.asarray(b, dt)
+
+    def objective(x, args):  # (f far from 0: its floor above the decrease up to the bound)
+        return x @ a32 @ x / 2 - b32 @ x + 1e4, a32 @ x - b32, None
+
+    x0 = rng.normal(size=n).astype(np.float32)
+    g = a @ x0 - b
+    p = -np.linalg.solve(a, g)
+    i = int(np.argmax(np.abs(p)))
+    lo, hi = np.full(n, -np.inf, np.float32), np.full(n, np.inf, np.float32)
+    gap = np.float32(1e-4 * abs(p[i]))
+    if p[i] < 0:  # (p[i] toward the bound, gap / |p[i]| = 1e-4 away)
+        lo[i] = x0[i] - gap
+    else:
+        hi[i] = x0[i] + gap
+    solver = LBFGS()
+    x = jnp.asarray(x0)
+    state = solver.init(x, *objective(x, ())[:2], bounds=(jnp.asarray(lo), jnp.asarray(hi)))
+    state = state._replace(status=code(Status.PRECISION))
+    t = float(_bounds.max_stepsize(state.params, jnp.asarray(p, dt), state.bounds, dt))
+    floor = float(_verdict.floor(state.value))
+    assert t < 1e-3 and -(t * (g @ p) + t * t * (p @ a @ p) / 2) < 2 * floor < -(g @ p + p @ a @ p / 2)
+    out = jax.jit(lambda s: _rescue.resume(solver, objective, (), s))(state)
+    assert int(out.status) == Status.RUNNING and float(out.newton[2]) == 1
 
 # Random float32 box least-squares fits (``problems.box_least_squares(400, seed)``, fit
 # ``index``) that reported PRECISION above their minimum before the rescue had bounds (in

@@ -73,8 +73,12 @@ derivative) and are not made when ``maxfev`` leaves too few.
 
 With bounds (both methods) the model is that of the variables strictly inside their
 bounds, F (those on a bound stay there): CG on F H F p = -F g, the pair (p, F H p), and
-the decrease D(t) = -(t g^T p + t^2 p^T H p / 2) at t = 1 or, where it is smaller, the
-largest feasible step along p (which must also move x beyond rounding); the next direction
+the decrease D(t) = -(t g^T p + t^2 p^T H p / 2) at t = 1 decides; the largest feasible
+step along p, where below 1, must move x beyond rounding, and D there is what is promised.
+(D at that step decided before: where a free variable sat just inside its bound it could be
+below f's floor while D(1) was far above, and a loop over ``qnjax.lbfgs`` stopped PRECISION
+1e-3 above its minimum, 9.4e-5 promised up to t = 2.3e-4 against a floor of 1.6e-4 and 0.2
+at t = 1; the step along p puts that variable on its bound and the run goes on.) The next direction
 is p (L-BFGS-B: with its slope g^T p, and for ``push`` S^T p, Y^T p from SS's and SY's rows,
 which ``push`` wrote). On 9,600 random float32 box
 least-squares fits (``python benchmarks/box_fits.py --methods lbfgsb,projected --seeds
@@ -217,13 +221,14 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         # CG loop runs while some member wants it, none when none does)
         p, hp, _, made = newton(objective, args, state, where(wanted, steps, 0), free)
         pp, php, hphp, gp = _tree.inners([(p, p), (p, hp), (hp, hp), (state.grad, p)], sdt)
-        # (with bounds, the model's decrease at the largest feasible step along p, if below 1)
+        # (with bounds, the largest feasible step along p, if below 1: the decrease promised up to it)
         t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
         decrease = -(t * gp + t * t * php / 2)
         t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
         ulps = _verdict.rounding_ulps(state.params, sdt)  # (p moves x by more than rounding)
         floor = _verdict.floor(state.value)
-        promising = (decrease > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & wanted
+        full = -(gp + php / 2)  # (D(1) decides: module docstring)
+        promising = (full > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & wanted
         # (where the memory's guard would refuse (p, H p), the pair of H + mu I: module docstring)
         eps = jnp.finfo(sdt).eps
         plain = _memory_update.guard(php, hphp, pp)
