@@ -487,7 +487,7 @@ def test_float32_optax_loops_that_claimed_precision_above_their_minimum_reach_it
 @pytest.mark.parametrize("face", ["compact", "two-loop", "optax", "lbfgsb", "lbfgsb-kept", "projected"])
 def test_after_a_rescue_the_direction_is_its_step_itself(face, monkeypatch):
     """Where CG stops short of solving H p = -g (n > STEPS products: a residual r), the BFGS
-    update of (p, H p) gives -H_+ g = p - H_+ r, not p; the iteration after a rescue searches
+    update of (p, H p) gives -H_+ g = p + H_+ r, not p; the iteration after a rescue searches
     along p itself (the memory's newest s) in every direction method, bounds method and face,
     and the one after it along the quasi-Newton direction again. In float32 in both modes (the
     rescue's precision)."""
