@@ -25,8 +25,9 @@ success above their minimum fell from 1 to 0 (unbounded) and from 3 to 0 (L-BFGS
 the projected method before and after; the four now end within 4.2e-7 of f* (relative).
 One L-BFGS-B fit that had stopped PRECISION 10% above f* (within the bench's tolerance of a
 fit whose f* is 1.2e-4, batched and not) now goes on lowering f, a little at each update, to
-the loop's limit (a false failure there: 7% above f* after 2,000 updates). The float32 catalogue (``qnjax bench --solvers qnjax --set all
---starts 1,10,100 --dtype float32``): 227 of 237 solved before and after; the false successes
+the loop's limit (a false failure there: 7% above f* after 2,000 updates). The float32
+catalogue (``qnjax bench --solvers qnjax --set all --starts 1,10,100 --dtype float32``):
+227 of 237 solved before and after; the false successes
 fell from 3 to 2 (Meyer from 100 times its start, which had stopped PRECISION at f = 1.25e9,
 runs to the iteration limit), and 8 runs changed their iteration counts.
 """
