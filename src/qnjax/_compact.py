@@ -56,7 +56,7 @@ def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None, newest=None):
     scale = jnp.asarray(scale).astype(a.dtype)
     h0, w_s, w_y = scale * memory.gamma, scale * c_s, scale * c_y
     if newest is not None:
-        at = jnp.arange(_memory.size(memory) + 1, dtype=jnp.int32) == _memory.slot(memory, _memory.size(memory) - 1)
+        at = jnp.arange(_memory.size(memory) + 1, dtype=jnp.int32) == _memory.newest(memory)
         h0, w_s, w_y = where(newest, 0, h0), where(newest, where(at, -scale, 0), w_s), where(newest, 0, w_y)
     hq = _memory.weighted_sum(memory, h0, q if v is None else v, w_s, w_y)
     return hq, _memory_update.record(memory, jnp.stack([a, b, c_s, c_y]))

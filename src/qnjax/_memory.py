@@ -163,6 +163,11 @@ def slot(memory: Memory, j):
     return (memory.head + 1 + j) % (size(memory) + 1)
 
 
+def newest(memory: Memory):
+    """The newest pair's slot: ``slot(memory, m - 1)``, the free slot's predecessor."""
+    return (memory.head + size(memory)) % (size(memory) + 1)
+
+
 def by_window(memory: Memory, many: bool, branch, single: bool = False):
     """``branch(slots)`` with ``slots`` the k newest slots (chronological positions
     m - k .. m - 1; None: all m + 1), k the fewest of a quarter, a half or all of the

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from . import _tree, _xla
 from ._memory import CS, A, B, Memory, products, row, size, valid, write
+from ._memory import newest as _newest
 from ._products import matvec
 
 
@@ -84,7 +85,7 @@ def complete(memory: Memory, a, b) -> Memory:
     if g.ri is None:
         return memory
     m = size(memory)
-    newest = (memory.head + m) % (m + 1)
+    newest = _newest(memory)
     i = jnp.arange(m + 1, dtype=jnp.int32)
     fill = memory.flags[1] & valid(memory) & (i != newest)
     r = _xla.where(fill, a - memory.last[A], 0)

@@ -100,7 +100,7 @@ def sparse_products(memory: _memory.Memory, e, sdt):
 def _newest(memory: _memory.Memory, buffer, sdt):
     """The newest pair's s or y (``buffer``), per leaf in ``sdt`` (read where it is used: a
     copy passed on would be a pass)."""
-    row = _memory.row(buffer, _memory.slot(memory, _memory.size(memory) - 1))
+    row = _memory.row(buffer, _memory.newest(memory))
     return [a.astype(sdt) for a in jax.tree_util.tree_leaves(row)]
 
 
@@ -130,7 +130,7 @@ def _row_sums(memory: _memory.Memory, free, gm, g, stored):
                           mm((ys * sign[:, None]).T, ys)])
         g_out = where(out, gm[idx], 0)
         s_out = where(moved, s_new[idx], 0)
-        newest = _memory.slot(memory, m1 - 2)
+        newest = _memory.newest(memory)
         d_old = sign * (gf[idx] - ys[:, newest])  # g'_i = g_i - y_i on the gathered rows
         return gram, jnp.stack([mm(g_out, ss), mm(g_out, ys), mm(s_out, ss), mm(s_out, ys), mm(d_old, ss),
                                 mm(d_old, ys)])
@@ -147,7 +147,7 @@ def _updated(memory: _memory.Memory, free, gm, g, wg, stored, count):
     fg = wg - sums[0:2]  # [S^T F g, Y^T F g]
 
     def newest_pair():
-        newest = _memory.slot(memory, m1 - 2)  # (chronological position m - 1: the newest pair)
+        newest = _memory.newest(memory)
         st_fs = memory.gram.ss[newest] - sums[2]
         yt_fs = memory.gram.sy[newest] - sums[3]  # its own entry: s^T F y = s^T y - (rows)
         old = memory.last[:2] + sums[4:6]  # W^T F g' (stale at ``newest``)

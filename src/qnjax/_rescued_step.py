@@ -61,7 +61,7 @@ def along(newest, memory, d, scale=1.0):
     directions that do not form p from their coefficients (``_compact``'s does)."""
     if newest is None:
         return d
-    p = _memory.row(memory.s, _memory.slot(memory, _memory.size(memory) - 1))
+    p = _memory.row(memory.s, _memory.newest(memory))
     return _tree.select(newest, _tree.scale(jnp.asarray(scale).astype(memory.dtype), p, d), d)
 
 
@@ -73,7 +73,7 @@ def along_subspace(newest, kept, grad, d, usable, memory, slope):
         return d, usable, memory, slope
     d = along(newest, memory, d)
     if kept:
-        j, ok = _memory.slot(memory, _memory.size(memory) - 1), _memory.valid(memory)
+        j, ok = _memory.newest(memory), _memory.valid(memory)
         rows = jnp.stack([where(ok, memory.gram.ss[j], 0), where(ok, memory.gram.sy[j], 0)])
         memory = memory._replace(last=where(newest, memory.last.at[CS:].set(rows), memory.last))
     if slope is not None:  # (else the solver takes d's slope from d; a pass over g and p only for p's)
