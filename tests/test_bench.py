@@ -246,6 +246,27 @@ def test_a_false_success_is_diagnosed_as_a_local_minimum_or_not(x0, local, line)
     assert solved["solved"] and "local_minimum" not in solved  # (only false successes are diagnosed)
 
 
+def _trough(x):
+    return (x[0] + x[1]) ** 2 + 0.1 * (x[0] + x[1])  # H = [[2, 2], [2, 2]] everywhere: eigenvalues 0 and 4
+
+
+def test_a_false_success_where_the_hessian_is_singular_is_not_called_a_saddle():
+    """Where the Hessian's smallest eigenvalue is within its rounding (n eps |H|) of 0, its sign
+    says nothing: the diagnosis is undetermined (None), not "not at a local minimum" (which
+    a rounded -1e-17 had decided), and the report says why."""
+    trough = problems.Problem(name="trough", number=None, n=2, fun=_trough, x0=np.array([0.5, 1.0]), fstar=-0.0025)
+    rec = _run.run_one(_Fixed([1.0, 1.0], True), trough, DTYPE, _run.QUICK_BUDGET)
+    assert rec["error"] is None and rec["false_success"], rec
+    assert rec["local_minimum"] is None and rec["newton_decrease"] is None
+    assert abs(rec["hessian_min_eig"]) <= 2 * np.finfo(DTYPE).eps * 4 and rec["hessian_max_eig"] == pytest.approx(4)
+    assert "singular to working precision" in _report._where(rec)
+    # a clearly negative eigenvalue is still decided (the double well's hump: f'' = -4)
+    well = problems.Problem(name="double_well", number=None, n=2, fun=_double_well, x0=np.array([0.5, 1.0]),
+                            fstar=-1.0)
+    hump = _run.run_one(_Fixed([0.0, 0.0], True), well, DTYPE, _run.QUICK_BUDGET)
+    assert hump["local_minimum"] is False and "smallest eigenvalue" in _report._where(hump)
+
+
 def test_summary_counts_false_verdicts():
     rosen = problems.get("rosenbrock")
     cases = [(ROSEN_MIN, True), (ROSEN_MIN, False), (ROSEN_START, True), (ROSEN_START, True), (ROSEN_START, False)]

@@ -125,6 +125,9 @@ def _where(r: dict) -> str:
     """What a false success's x is (``_judge.local_minimum``), where the bench diagnosed it."""
     if "local_minimum" not in r:
         return ""
+    if r["local_minimum"] is None:
+        return (f" [the Hessian is singular to working precision (eigenvalues from {_fmt(r['hessian_min_eig'], '.3g')} "
+                f"to {_fmt(r.get('hessian_max_eig'), '.3g')}): whether x is near a minimum is not told]")
     if r["local_minimum"]:
         return (f" [near a local minimum other than fstar's (within the bench's f tolerance): Hessian positive "
                 f"definite, a Newton step would lower f by {_fmt(r['newton_decrease'], '.2g')}]")
