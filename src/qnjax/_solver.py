@@ -215,9 +215,9 @@ class LBFGS:
             unit = 1 / factor
         t0 = self.first_stepsize(memory, dd, unit)
         t_max = self.max_stepsize(params, d, box)
-        # (projected: steps up to t_ray go along the ray x + t d, nothing held; past it, the arc)
-        t_ray = t_max if projected else None
-        t_ulp, t_ulp_each = _tree.ulp_stepsizes(params, d, sdt)
+        t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
+        t_ulp, t_ulp_each, x_norm = _tree.ulp_stepsizes(params, d, sdt)
+        origin = _verdict.at_origin(x_norm, state.x_scale, sdt) if box is None else jnp.asarray(False)
         visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
@@ -247,7 +247,7 @@ class LBFGS:
             budget = jnp.minimum(budget, jnp.asarray(self.maxfev, jnp.int32) - state.nfev)
         allowed = budget  # (what maxfev leaves: it cut the search short where the search made them all)
         # A slope below the smallest normal number cannot guide a search (its tests underflow): no evaluation.
-        budget = where(active & usable & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
+        budget = where(active & usable & ~origin & (-slope0 >= jnp.finfo(sdt).tiny), jnp.maximum(budget, 0), 0)
         # A decrease within f's rounding is not worth trials (``linesearch._base``: the search stops
         # when its slopes bound phi's fall below it) where the model agrees: a pair has given H its
         # scale (trials are at the model's scale: a far trial's curvature says nothing of phi near 0)
@@ -290,11 +290,11 @@ class LBFGS:
             newton=_rescued_step.taken(state),
             **_verdict.tie_fields(state, judged),
         )
-        final = failed & empty
+        final = (failed & empty) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)
         if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
         rules = _verdict.rules(self, state, new, res, judged, final=final, slope0=slope0, t_round=ulps * t_ulp,
                                spent=(allowed < self.linesearch.max_steps) & (res.nfev >= allowed),
-                               t_model=where(memory.flags[2], unit, jnp.inf).astype(sdt), t_max=t_max)
+                               t_model=where(memory.flags[2], unit, jnp.inf).astype(sdt), t_max=t_max, origin=origin)
         return u, new._replace(status=decide(rules + _verdict.spent(self, new))), res

@@ -258,7 +258,7 @@ def _norms_and_ratio(ax, ad, floor):
 
 
 def ulp_stepsizes(x, d, sdt):
-    """The steps t at which ``x + t d`` moves x by one unit in its last place: (2,) array of
+    """The steps t at which ``x + t d`` moves x by one unit in its last place, and max |x_i|: (3,) array of
 
     * the vector's: eps ||x||_inf / ||d||_inf over the leaves of each dtype taken as one
       vector, the least over the dtypes (so a tree of leaves of one dtype has the step of
@@ -269,11 +269,10 @@ def ulp_stepsizes(x, d, sdt):
       ulp_i = eps(leaf) max(|x_i|, tiny(leaf) / eps(leaf)): a component at (or near) zero
       moves by its dtype's smallest normal number, not by a fraction of the others;
 
-    (+inf where d is zero). A smaller step changes no component (the vector) at more
-    than its rounding level. Both come from one reduction per leaf. (A component at
-    zero beside large ones, such as x = (0, 100) with d along the first: its minimiser
-    along d may lie far below the vector's rounding step, and the line search must be
-    allowed to go there.)"""
+    (+inf where d is zero), then max |x_i| over the leaves. A smaller step changes no component (the
+    vector) at more than its rounding level. All come from one reduction per leaf. (A component at zero
+    beside large ones, such as x = (0, 100) with d along the first: its minimiser along d may lie far
+    below the vector's rounding step, and the line search must be allowed to go there.)"""
     each = jnp.full((), jnp.inf, sdt)
     norms = {}  # dtype -> (max ||x_leaf||, max ||d_leaf||) over its leaves
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
@@ -293,8 +292,9 @@ def ulp_stepsizes(x, d, sdt):
                 xn, dn = jnp.maximum(norms[key][0], xn), jnp.maximum(norms[key][1], dn)
             norms[key] = (xn, dn)
             each = jnp.minimum(each, eps * rmin)
-    vector = jnp.full((), jnp.inf, sdt)
+    vector, largest = jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt)
     for key, (xn, dn) in norms.items():
         vector = jnp.minimum(vector, jnp.asarray(jnp.finfo(key).eps, sdt) * where(dn > 0, xn / where(dn > 0, dn, 1),
                                                                                    jnp.inf))
-    return jnp.stack([vector, each])
+        largest = jnp.maximum(largest, xn)
+    return jnp.stack([vector, each, largest])
