@@ -204,8 +204,6 @@ def resume(solver, objective, args, state: State, active=None, q=None):
     steps = STEPS if q is None else min(STEPS, _tree.count(state.params))
     last, promised = state.newton[0], state.newton[1]
     want = (state.status == code(Status.PRECISION)) & (state.value < last)
-    if state.bounds is None:  # (x at the origin: no model is wanted, ``_verdict.at_origin``)
-        want = want & ~_verdict.at_origin(_tree.norm_inf(state.params, sdt), state.x_scale, sdt)
     if active is not None:
         want = want & active
     want = want & (last - state.value >= PROGRESS * promised)

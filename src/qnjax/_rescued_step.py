@@ -51,9 +51,12 @@ def pending(state: State, stored):
     return None if not enabled(state) else (state.newton[2] > 0) & stored
 
 
-def taken(state: State):
-    """``State.newton`` once an iteration has searched (its direction was p or not: p once)."""
-    return state.newton if not enabled(state) else state.newton.at[2].set(0)
+def taken(state: State, origin=False):
+    """``State.newton`` once an iteration has searched (its direction was p or not: p once); where x
+    is at the origin (``_verdict.at_origin``), as if a model had been taken at f: none is wanted."""
+    if not enabled(state):
+        return state.newton
+    return jnp.stack([where(origin, state.value, state.newton[0]), state.newton[1], jnp.zeros_like(state.value)])
 
 
 def along(newest, memory, d, scale=1.0):

@@ -287,7 +287,7 @@ class LBFGS:
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
             probes=_probe.count(state, judged, probe, res.value),
-            newton=_rescued_step.taken(state),
+            newton=_rescued_step.taken(state, origin),
             **_verdict.tie_fields(state, judged),
         )
         final = (failed & empty) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)
