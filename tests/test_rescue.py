@@ -355,7 +355,6 @@ def test_with_bounds_the_pair_is_the_free_variables_newton_step_and_the_next_dir
         close(got, want)
 
 
-
 def test_with_bounds_a_free_variable_just_inside_its_bound_does_not_hide_the_model():
     """Where a free variable sits just inside its bound, the largest feasible step along p is tiny
     and the model's decrease up to it below f's floor, while p's own decrease D(1) is far above it:

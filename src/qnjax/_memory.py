@@ -164,8 +164,8 @@ def slot(memory: Memory, j):
 
 
 def newest(memory: Memory):
-    """The newest pair's slot: ``slot(memory, m - 1)``, the free slot's predecessor."""
-    return (memory.head + size(memory)) % (size(memory) + 1)
+    """The newest pair's slot (chronological position m - 1), the free slot's predecessor."""
+    return slot(memory, size(memory) - 1)
 
 
 def by_window(memory: Memory, many: bool, branch, single: bool = False):
