@@ -217,7 +217,7 @@ class LBFGS:
         t_max = self.max_stepsize(params, d, box)
         t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
         t_ulp, t_ulp_each, x_norm = _tree.ulp_stepsizes(params, d, sdt)
-        origin = _verdict.at_origin(x_norm, state.x_scale, sdt) if box is None else jnp.asarray(False)
+        origin = _verdict.origin(state, x_norm, sdt)
         visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
@@ -225,7 +225,6 @@ class LBFGS:
         elif projected:
             t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ulps * t_ulp, dd,
                                                t_ray, visible)
-
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             return _unsearched.step(self, state, memory, q, d, empty, held, scale)
 
@@ -288,6 +287,7 @@ class LBFGS:
             linesearch_status=res.status,
             probes=_probe.count(state, judged, probe, res.value),
             newton=_rescued_step.taken(state, origin),
+            start_scale=_verdict.start_scale(state, x_norm),
             **_verdict.tie_fields(state, judged),
         )
         final = (failed & empty) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)

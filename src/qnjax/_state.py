@@ -45,7 +45,8 @@ class State(NamedTuple):
     probes: jax.Array  # int32: probes (x stayed, a trial's pair stored) since f last fell beyond its noise (``_probe``)
     newton: jax.Array  # (3,) scalar dtype: f where the last Newton model was taken, the decrease it
     # promised, and 1 where its step p is the next direction (``_rescue``; [inf, 0, 0]: none yet)
-    x_scale: jax.Array  # scalar dtype: max |x_i| at the start (init's params; 0 with bounds): ``_verdict.at_origin``
+    start_scale: jax.Array  # (2,) scalar dtype: max |x0_i| and |f(x0)|, set by the first iteration
+    # (``_verdict.start_scale``; 0 until then): ``_verdict.at_origin``
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
@@ -73,8 +74,7 @@ def fresh(solver, params, value, grad, bounds) -> State:
         tie_start=jnp.full((), jnp.inf, sdt),
         probes=jnp.zeros((), jnp.int32),
         newton=jnp.array([jnp.inf, 0, 0], sdt),
-        # (with bounds 0: the test is of unconstrained runs, and the reduction made L-BFGS-B copy x)
-        x_scale=_tree.norm_inf(params, sdt) if bounds is None else jnp.zeros((), sdt),
+        start_scale=jnp.zeros((2,), sdt),
         bounds=bounds,
     )
 

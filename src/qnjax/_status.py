@@ -29,9 +29,10 @@ The tests, checked at the start and after every iteration, first match wins:
                came back exactly unchanged). No step along either direction lowers f
                by more than rounding; in ``minimize`` below float64, also the Newton
                model from Hessian-vector products promises no more, or a search along
-               its step found none (``_rescue``). Also, without bounds, where x is 0 to working
-               precision on the scale of its start, max |x_i| < eps max |x0_i|
-               (``_verdict.at_origin``; never where x0 = 0: a minimum at x* = 0 has no scale of its own);
+               its step found none (``_rescue``). Also where x and f are 0 to working
+               precision on the scale of the start, max |x_i| < eps max |x0_i| and
+               0 <= f <= eps |f(x0)| (``_verdict.at_origin``; never where x0 = 0: a minimum at
+               x* = 0 has no scale of its own);
 * LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
                rise along -g within rounding of x: a real failure (a gradient that
                does not match f, a non-smooth point, the edge of f's domain);
@@ -58,7 +59,8 @@ without being converged, so it is never on by default. A minimum with no intrins
 scale (f* = 0 at x* = 0: near it f(c x) behaves as c^k f(x)) has no place to stop that
 ignores where the run began, whatever its Hessian: its iterates stay resolved to their
 last place all the way to underflow. So there x's scale is taken from the start, and only
-to say that x is 0: PRECISION once max |x_i| < eps max |x0_i| (``_verdict.at_origin``).
+to say that x is 0: PRECISION once max |x_i| < eps max |x0_i| and 0 <= f <= eps |f(x0)|
+(``_verdict.at_origin``).
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ _MESSAGES = {
     Status.GTOL: "converged: max |grad| <= gtol",
     Status.PRECISION: (
         "converged to working precision: no step along the quasi-Newton direction or along "
-        "steepest descent lowers f by more than its rounding (or x is 0 to working precision on the scale of x0)"
+        "steepest descent lowers f by more than its rounding (or x and f are 0 to working precision on the "
+        "scale of x0 and f(x0))"
     ),
     Status.FTOL: (
         "converged in f: the last step reduced f by at most ftol relative (or fatol absolute); "
