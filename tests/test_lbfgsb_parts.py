@@ -665,7 +665,7 @@ def test_nearly_dependent_float32_pairs_keep_the_compact_middle_matrix():
     """A float32 memory of 10 pairs of 6 variables, from L-BFGS on an ill-conditioned
     quadratic, at the first pair where T = theta S^T S + L D^-1 L^T (``_cauchy``) fails its
     float32 Cholesky factorisation (checked here): formed from the same float32 entries in
-    float64 (``_cauchy.small_dtype``) T is positive definite, and M is K^-1 (before, ``middle``
+    float64 (``_xla.small_dtype``) T is positive definite, and M is K^-1 (before, ``middle``
     reported failure, and the solver dropped the memory)."""
     g0, pairs = _lbfgs_pairs(np.random.default_rng(0))
     dim = pairs[0][0].size

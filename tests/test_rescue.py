@@ -392,8 +392,10 @@ def test_with_bounds_a_free_variable_just_inside_its_bound_does_not_hide_the_mod
 
 # Random float32 box least-squares fits (``problems.box_least_squares(400, seed)``, fit
 # ``index``) that reported PRECISION above their minimum before the rescue had bounds (in
-# this build's rounding; ``benchmarks/box_fits.py`` counts them in users' builds).
-BOX_FALSE_SUCCESSES = [("lbfgsb", 7, 107), ("lbfgsb", 6, 283), ("projected", 3, 58)]
+# this build's rounding; ``benchmarks/box_fits.py`` counts them in users' builds). Seed 6's fit
+# 283 was one until the Cauchy point's model steps were taken in float64 (``_segments._model_steps``);
+# its fit 301 still is.
+BOX_FALSE_SUCCESSES = [("lbfgsb", 7, 107), ("lbfgsb", 6, 301), ("projected", 3, 58)]
 
 
 @pytest.mark.parametrize("method, seed, index", BOX_FALSE_SUCCESSES)

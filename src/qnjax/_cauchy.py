@@ -16,7 +16,7 @@ ring's slot order with chronological order carried by each slot's position
 empty slots get identity rows in K and zero rows in M.
 
 This small algebra (M, K, and the subspace step's solve) runs in float64 for a float32
-memory (``small_dtype``; under ``jax.enable_x64`` whatever the precision mode, the memory's own
+memory (``_xla.small_dtype``; under ``jax.enable_x64`` whatever the precision mode, the memory's own
 Gram matrices staying float32): T's condition number grows past float32's 1 / eps as
 pairs become nearly dependent (a box fit of 8 variables, 5 of them free, holds 10 pairs),
 and there T's float32 factorisation failed where T, formed in float64 from the same float32
@@ -48,25 +48,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _argsort, _bounds, _loop, _memory, _segments, _tree
+from . import _argsort, _bounds, _loop, _memory, _segments, _tree, _xla
 from ._tree import matmul as mm
 from ._xla import where
 
 
-def small_dtype(sdt):
-    """The dtype of L-BFGS-B's small algebra for a memory in ``sdt`` (module docstring; on a
-    TPU, which has no float64 arithmetic of its own, ``sdt``)."""
-    wide = jnp.dtype(sdt) == jnp.float32 and jax.default_backend() != "tpu"
-    return jnp.dtype(jnp.float64) if wide else jnp.dtype(sdt)
-
-
 def middle(memory: _memory.Memory):
     """(M, K, theta, ok): the compact form's middle matrix M = K^-1 and K, (2(m+1))^2 in
-    slot order ([Y block, S block]) and in ``small_dtype`` (module docstring: operate on
+    slot order ([Y block, S block]) and in ``_xla.small_dtype`` (module docstring: operate on
     them under ``jax.enable_x64``), theta = 1 / gamma in the memory's dtype, and whether
     T's Cholesky factorisation succeeded (M finite)."""
     with jax.enable_x64(True):
-        return _middle(memory, small_dtype(memory.dtype))
+        return _middle(memory, _xla.small_dtype(memory.dtype))
 
 
 def _middle(memory: _memory.Memory, wide):

@@ -22,8 +22,10 @@ walks 500,000 breakpoints in 31 trips, 30 of which the bound skips.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
+from . import _xla
 from ._tree import matmul as mm
 from ._xla import where
 
@@ -50,6 +52,12 @@ def slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0):
 
 def rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
     """Whether the slope may reach 0 in those segments (``slope_bound``'s arguments): False
-    only where U < 0 by a margin of sqrt(eps) times its terms' size, and G stays positive."""
-    bound, size = slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0)
-    return ~((bound + jnp.sqrt(jnp.finfo(sdt).eps) * size < 0) & (g0 - jnp.sum(wt * wt) > 0))
+    only where U < 0 by a margin of sqrt(eps) times its terms' size, and G stays positive. In
+    ``_xla.small_dtype``, as ``_segments.walk``: its terms of the order of f's scale cubed
+    underflowed in float32 (A^2 ||M||, theta G)."""
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a).astype(_xla.small_dtype(sdt)) for a in (ts, wt, norms, theta, mid, mid_norm, t0, q0,
+                                                                       p0, g0)]
+        bound, size = slope_bound(*args)
+        wt, g0 = args[1], args[9]
+        return ~((bound + jnp.sqrt(jnp.finfo(sdt).eps) * size < 0) & (g0 - jnp.sum(wt * wt) > 0))

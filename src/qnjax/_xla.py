@@ -82,3 +82,10 @@ def by_platform(size, cpu_size, other_size, fun):
     if min(size, cpu_size) == min(size, other_size):
         return fun(cpu_size)
     return jax.lax.platform_dependent(cpu=lambda: fun(cpu_size), default=lambda: fun(other_size))
+
+
+def small_dtype(sdt):
+    """The dtype of L-BFGS-B's small algebra (``_cauchy``, ``_segments``) for a memory in ``sdt``:
+    float64 for float32 (on a TPU, which has no float64 arithmetic of its own, ``sdt``)."""
+    wide = jnp.dtype(sdt) == jnp.float32 and jax.default_backend() != "tpu"
+    return jnp.dtype(jnp.float64) if wide else jnp.dtype(sdt)
