@@ -36,8 +36,8 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
   ``minimize``'s defaults, from x0 = 1 (n = 100, float64), sum i x_i^2 took 1,474 iterations to
   f = 0, sum (i x_i)^2 13,602 to 1.8e-306, sum i x_i^4 and CUTEst's POWER and SPARSQUR ended
   MAXFEV at 15,000 evaluations near 1e-215; stopping here, 165, 1,653, 134, 219 and 134
-  iterations (f = 6e-32, 3e-31, 2e-62, 7e-62, 7e-63). Only x's scale is taken from the start,
-  and only to say that x is 0: a far start elsewhere (x* != 0) never comes within eps |x0| of
+  iterations (f = 6e-32, 3e-31, 2e-62, 7e-62, 7e-63). Only the scales of x and f are taken from
+  the start, and only to say that they are 0: a far start elsewhere (x* != 0) never comes within eps |x0| of
   the origin in every component, and multiplying f by a constant changes nothing. f's condition
   is for a singularity at 0 (log x^2, -1 / x^2: f falls without end as x creeps to 0): there f
   turns negative, or stays within a factor of f(x0) (log x^2 + 100), where at a minimum
