@@ -599,7 +599,7 @@ SINGULAR = [pytest.param(lambda x: jnp.sum(jnp.log(x * x)), None, id="log_of_x_s
 @pytest.mark.parametrize("fun, bounds", SINGULAR)
 def test_a_singularity_at_the_origin_is_not_a_minimum_there(fun, bounds):
     """Where f falls without end as x -> 0, x creeps to 0 as at a minimum there, but f is
-    negative or has not fallen by eps on its start's (the origin test's f condition,
+    negative or has not fallen to eps |f(x0)| (the origin test's f condition,
     ``_verdict.at_origin``): without it these runs stopped PRECISION, claiming success at
     f = -224 to -4.7e32 (float64) with max |x_i| below eps max |x0_i|. (In float32 with XLA's
     default emitters log x^2 ends PRECISION another way, a search along -g that saw f rise
