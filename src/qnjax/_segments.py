@@ -141,8 +141,7 @@ def _model_steps(p, c, big_g, theta, t_prev, mid, sdt):
     and each search took 10 evaluations to come back (1,955 in 241 iterations; with f scaled
     by 2^20, 53 in 49)."""
     with jax.enable_x64(True):
-        p, c, big_g, theta, t_prev, mid = (jnp.asarray(a).astype(_xla.small_dtype(sdt))
-                                           for a in (p, c, big_g, theta, t_prev, mid))
+        p, c, big_g, theta, t_prev, mid = _xla.widened(sdt, p, c, big_g, theta, t_prev, mid)
         pm = mm(p, mid)
         fp = -big_g + theta * t_prev * big_g - jnp.sum(pm * c, axis=1)
         fpp = theta * big_g - jnp.sum(pm * p, axis=1)

@@ -56,8 +56,7 @@ def rises_within(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0, sdt):
     ``_xla.small_dtype``, as ``_segments.walk``: its terms of the order of f's scale cubed
     underflowed in float32 (A^2 ||M||, theta G)."""
     with jax.enable_x64(True):
-        args = [jnp.asarray(a).astype(_xla.small_dtype(sdt)) for a in (ts, wt, norms, theta, mid, mid_norm, t0, q0,
-                                                                       p0, g0)]
-        bound, size = slope_bound(*args)
-        wt, g0 = args[1], args[9]
+        ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0 = _xla.widened(sdt, ts, wt, norms, theta, mid, mid_norm,
+                                                                            t0, q0, p0, g0)
+        bound, size = slope_bound(ts, wt, norms, theta, mid, mid_norm, t0, q0, p0, g0)
         return ~((bound + jnp.sqrt(jnp.finfo(sdt).eps) * size < 0) & (g0 - jnp.sum(wt * wt) > 0))

@@ -89,3 +89,8 @@ def small_dtype(sdt):
     float64 for float32 (on a TPU, which has no float64 arithmetic of its own, ``sdt``)."""
     wide = jnp.dtype(sdt) == jnp.float32 and jax.default_backend() != "tpu"
     return jnp.dtype(jnp.float64) if wide else jnp.dtype(sdt)
+
+
+def widened(sdt, *arrays):
+    """``arrays`` in ``small_dtype(sdt)`` (call it under ``jax.enable_x64(True)``, as what reads them)."""
+    return tuple(jnp.asarray(a).astype(small_dtype(sdt)) for a in arrays)
