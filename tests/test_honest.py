@@ -74,8 +74,39 @@ def test_precision_is_judged_from_the_slope_at_x(slope0, at_precision):
     res = LineSearchResult(stepsize=s(0.5), value=s(1e-6), slope=s(-10.0), grad=None, nfev=jnp.int32(3),
                            status=jnp.int32(LineSearchStatus.DECREASE), rising=s(jnp.inf),
                            smallest=point(s(t), s(1e-6), s(slope0 + t)), noise=s(1e-12))
-    got = _verdict.at_precision(res, s(slope0), s(1e-12), s(1e-9), s(1.0))
+    got = _verdict.at_precision(res, s(slope0), s(1e-12), s(1e-9), s(1.0), s(0.0))
     assert bool(got) == at_precision
+
+
+def test_a_trial_far_beyond_the_minimiser_along_minus_g_does_not_measure_its_curvature():
+    """phi(t) = phi(0) + phi'(0) t + A t^20 with the smallest trial where phi'(t) = 1e6 |phi'(0)|:
+    its secant curvature (1e6) would promise phi'(0)^2 / 2c = 5e-13 <= 2e-12, but phi rose by a
+    tenth of the trapezoid (phi'(0) + phi'(t)) t / 2 that a quadratic's rise equals; the slopes'
+    own bound, |phi'(0)| t / 2 = 5e-7 at t = 1e-3, is not within the noise."""
+    from qnjax.linesearch._base import LineSearchResult, LineSearchStatus, point
+
+    s = lambda v: jnp.asarray(v, DT)  # noqa: E731
+    t, slope0, d = 1e-3, -1e-3, 1e3
+    rise = (d - slope0) * t / 20 + slope0 * t  # (A t^20 = (phi'(t) - phi'(0)) t / 20)
+    res = LineSearchResult(stepsize=s(0.0), value=s(1.0), slope=s(slope0), grad=None, nfev=jnp.int32(30),
+                           status=jnp.int32(LineSearchStatus.FAILED), rising=s(t),
+                           smallest=point(s(t), s(1.0 + rise), s(d)), noise=s(1e-12))
+    assert not bool(_verdict.at_precision(res, s(slope0), s(1e-12), s(1e-9), s(jnp.inf), s(1.0)))
+    quadratic = res._replace(smallest=point(s(t), s(1.0 + (slope0 + d) * t / 2), s(d)))  # (its rise is the trapezoid)
+    assert bool(_verdict.at_precision(quadratic, s(slope0), s(1e-12), s(1e-9), s(jnp.inf), s(1.0)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_failed_first_search_far_from_a_minimum_is_not_precision(dtype):
+    """Chebyquad (n = 10, f a polynomial of degree 20) from 10 times its start with bounds of
+    +-1e30: scipy's first trial, the step to P(x - g), lies 10^29 times beyond phi's minimiser, and
+    the search's 30 trials end where phi is still far above f(x0). That run claimed PRECISION
+    at x0 (f = 2.7e28, max |g| = 4.4e28, float64) on a curvature read from its last trial."""
+    if dtype == "float64" and not X64:
+        pytest.skip("needs x64")
+    problem = problems.get("chebyquad_n10")
+    res = qnjax.minimize(problem.fun, jnp.asarray(problem.x0 * 10, dtype), bounds=(-1e30, 1e30))
+    assert not bool(res.success) or solved(problem, res.x, dtype), (Status(int(res.status)), float(res.fun))
 
 
 @x64_off_only

@@ -102,7 +102,7 @@ def noise(res, floor):
     return jnp.maximum(floor, res.noise)
 
 
-def at_precision(res, slope0, noise, t_round, t_model):
+def at_precision(res, slope0, noise, t_round, t_model, value0):
     """After a search along -g (phi(t) = f(x - t g), phi'(0) = ``slope0``) that found no
     decrease, or one within the noise (then ``res`` is at its best trial): is x stationary to
     working precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
@@ -112,11 +112,21 @@ def at_precision(res, slope0, noise, t_round, t_model):
     the smallest trial t, and at most |phi'(0)| t_r / 2 with t_r the smallest trial whose
     slope is not negative or the step ``t_model`` that minimises the quasi-Newton model along
     -g (1 once the memory has given H0 = gamma I a curvature scale: the model's decrease
-    g^T H0 g / 2). ``noise`` is f's rounding noise at x (:func:`noise`)."""
+    g^T H0 g / 2). ``noise`` is f's rounding noise at x (:func:`noise`).
+
+    The curvature is phi's near 0 only where phi grows as a quadratic out to the smallest
+    trial: its rise phi(t) - phi(0) (``value0`` = phi(0)) is at least half the trapezoid
+    (phi'(0) + phi'(t)) t / 2 that a quadratic's equals (t^k gives 2 / k of it), or within
+    the noise. Where phi grows faster the secant measures that growth, not phi near 0: from
+    10 times Chebyquad's start (n = 10; f a polynomial of degree 20) with bounds of +-1e30,
+    scipy's first trial, the step to P(x - g), lay 10^29 times beyond phi's minimiser, the
+    search ended after 30 trials at t = 1e-22 (rise a tenth of the trapezoid), and the estimate
+    2e-73 claimed PRECISION at f = 2.7e28, max |g| = 4.4e28; there only the slopes' bound holds."""
     in_x = res.rising <= 1.01 * t_round
-    t, _, d = res.smallest
+    t, f_t, d = res.smallest
     curvature = (d - slope0) / t
-    decrease = where(curvature > 0, slope0 * slope0 / (2 * curvature), jnp.inf)
+    quadratic = f_t - value0 + 2 * noise >= (slope0 + d) * t / 4
+    decrease = where((curvature > 0) & quadratic, slope0 * slope0 / (2 * curvature), jnp.inf)
     decrease = jnp.minimum(decrease, -slope0 * jnp.minimum(res.rising, t_model) / 2)
     in_f = decrease <= 2 * noise  # the decrease is itself an upper bound
     return in_x | in_f
@@ -223,7 +233,7 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     origin (:func:`at_origin`) and nothing was searched."""
     sdt = state.value.dtype
     value, f_new = state.value, new.value
-    precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model) | (t_max <= 1.01 * t_round))
+    precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model, value) | (t_max <= 1.01 * t_round))
     ftol, fatol = tolerance(solver.ftol, sdt), tolerance(solver.fatol, sdt)
     bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)
     normal = res.status == LineSearchStatus.SUCCESS
