@@ -21,6 +21,7 @@ memory's vector-free update needs the coefficients, which are recorded.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from . import _memory, _memory_update
@@ -28,16 +29,34 @@ from ._products import matvec, vecmat
 from ._xla import where
 
 
-def coefficients(memory: _memory.Memory, a, b):
-    """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q."""
+def coefficients(memory: _memory.Memory, a, b, ri=None, yy=None):
+    """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q;
+    R^-1 and Y^T Y the memory's unless given (L-BFGS-B's memory keeps neither: ``_subspace``)."""
     mask = _memory.valid(memory)
     g = memory.gram
+    ri = g.ri if ri is None else ri
+    yy = g.yy if yy is None else yy
     gamma = memory.gamma
     # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
-    u = where(mask, matvec(g.ri, a), 0)
-    w = where(mask, g.d * u + gamma * matvec(g.yy, u) - gamma * b, 0)
-    c_s = where(mask, vecmat(w, g.ri), 0)  # R^-T w
+    u = where(mask, matvec(ri, a), 0)
+    w = where(mask, g.d * u + gamma * matvec(yy, u) - gamma * b, 0)
+    c_s = where(mask, vecmat(w, ri), 0)  # R^-T w
     return c_s, -gamma * u
+
+
+def r_inverse(memory: _memory.Memory, sy):
+    """R^-1 (zero where no pair) for R, the upper triangle of S^T Y in chronological order
+    (R_ij = s_i^T y_j for pair i not newer than pair j), from slot-order ``sy`` = S^T Y, in its
+    dtype: the rows of empty slots are the identity's while it is inverted, by a triangular
+    solve in chronological order (no factorisation: a batched LU inside the solver's loop
+    deadlocked XLA:CPU, 400 vmapped 8-variable fits)."""
+    ok, pos = _memory.valid(memory), _memory.position(memory)
+    both = ok[:, None] & ok[None, :]
+    eye = jnp.eye(ok.shape[0], dtype=sy.dtype)
+    r = where(both & (pos[:, None] <= pos[None, :]), sy, 0) + where(ok[:, None], 0, eye)
+    order = jnp.argsort(pos)  # (chronological position -> slot)
+    inverse = jax.scipy.linalg.solve_triangular(r[order][:, order], eye, lower=False)
+    return where(both, inverse[pos][:, pos], 0)
 
 
 def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None, newest=None):

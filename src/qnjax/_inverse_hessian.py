@@ -24,21 +24,14 @@ import jax
 import jax.numpy as jnp
 
 from . import _compact, _compile, _free_gram, _memory, _memory_update, _tree
-from ._xla import where
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:
     """Every small matrix (``_memory.Gram``) recomputed from the stored pairs: O(n m^2), for
     a memory without the compact direction's (L-BFGS-B's, the two-loop recursion's)."""
-    m1 = _memory.size(memory) + 1
-    sdt = memory.dtype
     every = jax.tree.map(lambda buf: jnp.ones(buf.shape[1:], bool), memory.s)
     ss, ys, yy = _free_gram.full(memory, every)  # zero where no pair
-    ok, pos = _memory.valid(memory), _memory.position(memory)
-    both = ok[:, None] & ok[None, :]
-    eye = jnp.eye(m1, dtype=sdt)
-    r = where(both & (pos[:, None] <= pos[None, :]), ys.T, 0) + where(ok[:, None], 0, eye)
-    ri = where(both, jnp.linalg.inv(r), 0)
+    ri = _compact.r_inverse(memory, ys.T)
     return memory._replace(gram=_memory.Gram(d=jnp.diagonal(ys), yy=yy, ri=ri, sy=ys.T, ss=ss),
                            flags=memory.flags & jnp.array([True, False, True]))
 

@@ -15,6 +15,14 @@ and by Sherman-Morrison-Woodbury (their eqs. 5.6-5.11), with N = I - M W^T Z Z^T
 where N^-1 M = (K - W^T Z Z^T W / theta)^-1 (K = M^-1, ``_cauchy.middle``): one
 solve with a small symmetric matrix (in float64 for a float32 memory, as M: ``_cauchy``)
 whose factorisation failing drops the memory (below).
+Where every variable is free at x^c (bounds that bind nothing, an interior iterate), the
+model's minimiser over all of them is x - H g wherever x^c lies: d^u = -H g + t_c g, with H
+in the inverse compact form (Byrd, Nocedal & Schnabel 1994, eq. 2.6; ``_compact``) from S^T g,
+Y^T g, Y^T Y and R (the upper triangle of S^T Y), all kept here. The solve above gives the
+same in exact arithmetic, but its S-S block theta S^T S - theta S^T F S is then 0 and comes
+out as the rounding of a difference, which the solve amplifies where the pairs are nearly
+dependent: Meyer (float64, f* = 87.9459) with bounds (-inf, inf) stopped PRECISION at
+f = 804.5, without bounds the run reaches f*; in float32 at 1.1e5, now 87.72.
 W^T Z Z^T W is the Gram matrix of the rows of W that belong to free variables, and
 W^T Z Z^T g their product with the gradient, both kept from one iteration to the next
 (``_reduced``). On the free variables x^c - x = -t_c g (the Cauchy point's step), so
@@ -58,7 +66,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _bounds, _cauchy, _free_gram, _memory, _reduced, _tree
+from . import _bounds, _cauchy, _compact, _free_gram, _memory, _reduced, _tree
 from ._products import matvec
 from ._xla import where
 
@@ -73,6 +81,7 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     mid, k, theta, ok = _cauchy.middle(memory)  # (in float64 for a float32 memory: ``_cauchy``)
     xc, c, free, tc, wg, gm = _cauchy.cauchy_point(memory, mid.astype(sdt), theta, x, g, box, sdt)
     gram, fg, memory = _reduced.update(memory, free, g, wg, gm, theta, stored)
+    every = functools.reduce(jnp.logical_and, [jnp.all(f) for f in jax.tree_util.tree_leaves(free)], True)
     mask = functools.partial(_bounds.on_free, free=free)
     # r0, W^T Z r and d^u as in the module docstring (x^c - x = -t_c g on the free variables)
     shrink = 1 - theta * tc
@@ -87,9 +96,12 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         mc = matvec(mid, wide(c))
         v = (1 - th * wide(tc)) * jnp.concatenate([fw[1], th * fw[0]]) - matvec(wzw, mc)  # W^T Z r
         sol = jnp.linalg.solve(k - wzw / th, v)
-        ok = ok & jnp.all(jnp.isfinite(sol))
-        sol = where(ok, sol, 0)
-        coef = (mc - sol / th).astype(sdt)  # W (M c - sol / theta) / theta = Y c_y + S c_s
+        # Every variable free at x^c: d^u = -H g + t_c g from H's compact form (module docstring)
+        c_s, c_y = _compact.coefficients(memory, fw[0], fw[1], _compact.r_inverse(memory, gw[1].T), gw[2])
+        inverse = jnp.concatenate([-th * c_y, -c_s])
+        ok = ok & jnp.all(jnp.isfinite(where(every, inverse, sol)))
+        # W (M c - sol / theta) / theta = Y c_y + S c_s
+        coef = where(ok, where(every, inverse, mc - sol / th), 0).astype(sdt)
     def step(pairs):  # (pairs False: -r0 / theta alone, as it is with no pair stored)
         return _memory.weighted_sum(memory, -1 / theta, r0(), coef[m1:], coef[:m1] / theta, pairs)
 
