@@ -97,16 +97,19 @@ def test_a_trial_far_beyond_the_minimiser_along_minus_g_does_not_measure_its_cur
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_failed_first_search_far_from_a_minimum_is_not_precision(dtype):
+def test_a_failed_first_search_from_the_whole_step_is_searched_again(dtype):
     """Chebyquad (n = 10, f a polynomial of degree 20) from 10 times its start with bounds of
     +-1e30: scipy's first trial, the step to P(x - g), lies 10^29 times beyond phi's minimiser, and
     the search's 30 trials end where phi is still far above f(x0). That run claimed PRECISION
-    at x0 (f = 2.7e28, max |g| = 4.4e28, float64) on a curvature read from its last trial."""
+    at x0 (f = 2.7e28, max |g| = 4.4e28, float64) on a curvature read from its last trial, then
+    (``_verdict.at_precision``) stopped LINESEARCH_FAILED there; now the search is made again
+    from a step of unit length in x (``_first_trial``), and the run reaches the minimum."""
     if dtype == "float64" and not X64:
         pytest.skip("needs x64")
     problem = problems.get("chebyquad_n10")
     res = qnjax.minimize(problem.fun, jnp.asarray(problem.x0 * 10, dtype), bounds=(-1e30, 1e30))
-    assert not bool(res.success) or solved(problem, res.x, dtype), (Status(int(res.status)), float(res.fun))
+    assert bool(res.success) and solved(problem, res.x, dtype), (Status(int(res.status)), float(res.fun))
+    assert int(res.nfev) > 31  # (the first search's 30 trials, then the second search's)
 
 
 @x64_off_only

@@ -1,5 +1,5 @@
 """What one search's result means (``_verdict``) and scipy's first trial with bounds
-(``_bounds.first_trial``), checked rule by rule on hand-made search results: which step
+(``_first_trial``), checked rule by rule on hand-made search results: which step
 is taken, how many ties in a row, and the trial sizes L-BFGS-B's search starts from."""
 
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 from conftest import needs_x64
 
 import qnjax
-from qnjax import _bounds, _verdict
+from qnjax import _bounds, _first_trial, _verdict
 from qnjax.linesearch import LineSearchStatus
 from qnjax.linesearch._base import LineSearchResult, point
 
@@ -137,7 +137,8 @@ def test_a_failed_search_does_not_restart_the_count_of_ties():
 def test_first_trial_follows_scipys_rules(kind, scaled, first, resolved):
     """A first trial of 1 (the model's step) while no pair was stored where every variable
     is boxed; the largest step at most 1 in the first iteration where a bound is finite;
-    neither where the step of 1 moves x by rounding only; the trial never beyond the step."""
+    neither where the step of 1 moves x by rounding only; the trial never beyond the step. A
+    first search from the whole step that leaves x is searched again, from the shorter trial."""
     dt = jnp.float32
     x = jnp.asarray([0.5, 0.5], dt)
     lo, hi = {"boxed": ([0.0, 0.0], [1.0, 1.0]), "half": ([0.0, -np.inf], [np.inf, np.inf]),
@@ -145,11 +146,19 @@ def test_first_trial_follows_scipys_rules(kind, scaled, first, resolved):
     box = _bounds.box(x, (jnp.asarray(lo, dt), jnp.asarray(hi, dt)))
     unit, t0, t_max = jnp.asarray(1.0, dt), jnp.asarray(0.25, dt), jnp.asarray(4.0, dt)
     t_round = jnp.asarray(1e-3 if resolved else 2.0, dt)
-    got_t0, got_max = _bounds.first_trial(box, x, jnp.asarray(scaled), jnp.asarray(first), unit, t_round, t0, t_max)
-    want_t0 = 1.0 if (kind == "boxed" and not scaled and resolved) else 0.25
+    state = _state(dt, 1.0)._replace(count=jnp.int32(0 if first else 3))
+    got_t0, got_max, again = _first_trial.lbfgsb(state, box, x, jnp.asarray(scaled), unit, t_round, t0, t_max)
+    whole = kind == "boxed" and not scaled and resolved
+    want_t0 = 1.0 if whole else 0.25
     want_max = 1.0 if (kind != "free" and first and resolved) else 4.0
     assert (float(got_t0), float(got_max)) == (min(want_t0, want_max), want_max)
     assert got_t0.dtype == dt and got_max.dtype == dt
+    # A first search from the whole step that leaves x is searched again from the shorter trial
+    assert bool(again) == (whole and first)
+    failed = state._replace(linesearch_status=jnp.int32(LineSearchStatus.FAILED))
+    got = _first_trial.lbfgsb(failed, box, x, jnp.asarray(scaled), unit, t_round, t0, t_max)
+    want = (0.25, want_max, False) if first else (min(want_t0, want_max), want_max, False)
+    assert (float(got[0]), float(got[1]), bool(got[2])) == want
 
 
 def _rules_status(dt, *, final=False, spent=False, rising=np.inf, grad=1.0, status=LineSearchStatus.SUCCESS,

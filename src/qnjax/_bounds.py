@@ -276,22 +276,3 @@ def trial(params, u, box: Box, exact_updates: bool):
     upd = jax.tree_util.tree_unflatten(treedef, [a for a, _ in treedef.flatten_up_to(pairs)])
     point = jax.tree_util.tree_unflatten(treedef, [b for _, b in treedef.flatten_up_to(pairs)])
     return upd, point
-
-
-def first_trial(box, params, scaled, first, unit, t_round, t0, t_max, visible=True):
-    """scipy's first trial and largest step of L-BFGS-B's search, given the unconstrained
-    solver's ``t0`` and the largest feasible step ``t_max``: a first trial of ``unit`` (the
-    step the model gives) when every variable is boxed while no pair was ever stored
-    (``scaled`` False), and a step of at most ``unit`` when some bound is finite in the
-    ``first`` iteration only (later searches along a direction without curvature
-    information may go as far as the box allows); neither where that step moves x by
-    rounding only (``t_round``; f scaled by 1e-20: d = P(x - g) - x ~ 1e-20) nor where the
-    decrease it promises, -phi'(0) ``unit``, is below the smallest normal number (``visible``
-    False: f scaled by 1e-25 from x = 0, whose rounding is that of 0, so the step of 2e-25
-    counted as resolved, and the run stopped there with LINESEARCH_FAILED): there the first
-    trial is of unit length in x, as without bounds. Returns (t0, t_max), t0 <= t_max."""
-    _, constrained, boxed = facts(box, params)
-    resolved = (unit > t_round) & visible
-    t0 = where(~scaled & boxed & resolved, unit, t0).astype(unit.dtype)
-    t_max = where(first & constrained & resolved, jnp.minimum(t_max, unit), t_max)
-    return jnp.minimum(t0, t_max), t_max

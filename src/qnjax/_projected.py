@@ -96,19 +96,6 @@ def direction(memory: _memory.Memory, x, g, box):
     return jax.lax.cond(memory.count == 0, gradient, quasi_newton)
 
 
-def first_trial(box, params, empty, first, unit, t_round, dd, t_ray, visible=True):
-    """(t0, largest step): while pairs are stored the model's step ``unit`` and none (the
-    arc); with none, L-BFGS-B's (``_bounds.first_trial``, as if no pair had ever been
-    stored: 1, the whole step to P(x - g), when every variable is boxed, else one of unit
-    length in x, 1 / ||d||; at most 1 in the first iteration) along the ray, at most
-    ``t_ray``, the largest feasible step (``dd`` = <d, d>, ``t_round`` the step that moves x
-    by rounding, ``visible`` whether the decrease the step ``unit`` promises is a normal number)."""
-    norm = jnp.sqrt(where(dd > 0, dd, 1))
-    t0, t_max = _bounds.first_trial(box, params, jnp.asarray(False), first, unit, t_round, 1 / norm, t_ray,
-                                    visible)
-    return where(empty, t0, unit), where(empty, t_max, jnp.inf)
-
-
 def slope(g, d, point, box, sdt, on_ray):
     """phi'(t) at ``point`` = x(t): g^T d where the trial went along the ray x + t d
     (``on_ray``: t at most the largest feasible step, nothing held), else :func:`arc_slope`

@@ -45,11 +45,10 @@ values) the iteration is L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995; ``_subspace``):
 the pair's Gram row comes from the direction's kept products (``push(kept=True)``,
 ``_subspace.keeps_products``; else from a pass over the memory, ``direct=True``), the
 direction is x_bar - x from the Cauchy point and the subspace step, the first trial and
-the largest step are scipy's (``_bounds.first_trial``), every trial point is projected
+the largest step are scipy's (``_first_trial``), every trial point is projected
 onto the box (``_bounds.trial``), a failed factorisation or an uphill direction drops the
 memory as a failed search does (below float64 all but the newest pair: ``_subspace``), and
 the stationarity measure is ||P(x - g) - x||_inf.
-With every bound infinite the iterates are the unconstrained ones up to rounding.
 With ``bounds_method="projected"`` it is projected L-BFGS (``_projected``): the compact H
 on the variables not held on a bound, the search along the projected path P(x + t d)
 (no largest step; the path's slope past the largest feasible step; with no pair stored,
@@ -69,6 +68,7 @@ import jax.numpy as jnp
 from . import (
     _bounds,
     _compact,
+    _first_trial,
     _memory,
     _memory_update,
     _probe,
@@ -194,7 +194,7 @@ class LBFGS:
         kept = lbfgsb and _subspace.keeps_products(params, sdt)
         memory, stored = _memory_update.push(state.memory, None if whole else q, self.scale_init_precond,
                                              direct=lbfgsb and not kept, kept=kept, active=held)
-        slope0, usable = None, True
+        slope0, usable, again = None, True, jnp.asarray(False)  # (again: searched again, ``_first_trial``)
         newest = _rescued_step.pending(state, stored)  # (the direction is the last rescue's p: ``_rescued_step``)
         if box is None:
             d, memory = self.direction(memory, q, scale, newest)
@@ -220,11 +220,11 @@ class LBFGS:
         origin = _verdict.origin(state, x_norm, sdt)
         visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
         if lbfgsb:  # scipy's first trial and largest step
-            t0, t_max = _bounds.first_trial(box, params, memory.flags[2], state.count == 0, unit,
-                                            ulps * t_ulp, t0, t_max, visible)
+            t0, t_max, again = _first_trial.lbfgsb(state, box, params, memory.flags[2], unit, ulps * t_ulp, t0,
+                                                   t_max, visible)
         elif projected:
-            t0, t_max = _projected.first_trial(box, params, empty, state.count == 0, unit, ulps * t_ulp, dd,
-                                               t_ray, visible)
+            t0, t_max, again = _first_trial.projected(state, box, params, empty, unit, ulps * t_ulp, dd, t_ray,
+                                                      visible)
         if self.linesearch is None:  # the Optax face without a line search: the step is d itself
             return _unsearched.step(self, state, memory, q, d, empty, held, scale)
 
@@ -290,7 +290,7 @@ class LBFGS:
             start_scale=_verdict.start_scale(state, x_norm),
             **_verdict.tie_fields(state, judged),
         )
-        final = (failed & empty) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)
+        final = (failed & empty & ~again) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)
         if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
