@@ -54,7 +54,7 @@ def r_inverse(memory: _memory.Memory, sy):
     both = ok[:, None] & ok[None, :]
     eye = jnp.eye(ok.shape[0], dtype=sy.dtype)
     r = where(both & (pos[:, None] <= pos[None, :]), sy, 0) + where(ok[:, None], 0, eye)
-    order = jnp.argsort(pos)  # (chronological position -> slot)
+    order = _memory.slot(memory, jnp.arange(ok.shape[0]))  # (chronological position -> slot)
     inverse = jax.scipy.linalg.solve_triangular(r[order][:, order], eye, lower=False)
     return where(both, inverse[pos][:, pos], 0)
 

@@ -93,15 +93,19 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
         # (theta (theta S^T F S), not theta^2 S^T F S: theta^2 alone overflows float32 beyond 1.8e19, where
         # the product, of the order of Y^T F Y, does not)
         wzw = jnp.block([[gw[2], th * gw[1]], [th * gw[1].T, th * (th * gw[0])]])
-        mc = matvec(mid, wide(c))
-        v = (1 - th * wide(tc)) * jnp.concatenate([fw[1], th * fw[0]]) - matvec(wzw, mc)  # W^T Z r
-        sol = jnp.linalg.solve(k - wzw / th, v)
-        # Every variable free at x^c: d^u = -H g + t_c g from H's compact form (module docstring)
-        c_s, c_y = _compact.coefficients(memory, fw[0], fw[1], _compact.r_inverse(memory, gw[1].T), gw[2])
-        inverse = jnp.concatenate([-th * c_y, -c_s])
-        ok = ok & jnp.all(jnp.isfinite(where(every, inverse, sol)))
-        # W (M c - sol / theta) / theta = Y c_y + S c_s
-        coef = where(ok, where(every, inverse, mc - sol / th), 0).astype(sdt)
+
+        def solved():  # W (M c - sol / theta) / theta = Y c_y + S c_s
+            mc = matvec(mid, wide(c))
+            v = (1 - th * wide(tc)) * jnp.concatenate([fw[1], th * fw[0]]) - matvec(wzw, mc)  # W^T Z r
+            return mc - jnp.linalg.solve(k - wzw / th, v) / th
+
+        def inverse():  # every variable free at x^c: d^u = -H g + t_c g, H's compact form (module docstring)
+            c_s, c_y = _compact.coefficients(memory, fw[0], fw[1], _compact.r_inverse(memory, gw[1].T), gw[2])
+            return jnp.concatenate([-th * c_y, -c_s])
+
+        coef = jax.lax.cond(every, inverse, solved)  # (under vmap both, and a select)
+        ok = ok & jnp.all(jnp.isfinite(coef))
+        coef = where(ok, coef, 0).astype(sdt)
     def step(pairs):  # (pairs False: -r0 / theta alone, as it is with no pair stored)
         return _memory.weighted_sum(memory, -1 / theta, r0(), coef[m1:], coef[:m1] / theta, pairs)
 
