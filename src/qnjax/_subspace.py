@@ -21,8 +21,10 @@ in the inverse compact form (Byrd, Nocedal & Schnabel 1994, eq. 2.6; ``_compact`
 Y^T g, Y^T Y and R (the upper triangle of S^T Y), all kept here. The solve above gives the
 same in exact arithmetic, but its S-S block theta S^T S - theta S^T F S is then 0 and comes
 out as the rounding of a difference, which the solve amplifies where the pairs are nearly
-dependent: Meyer (float64, f* = 87.9459) with bounds (-inf, inf) stopped PRECISION at
-f = 804.5, without bounds the run reaches f*; in float32 at 1.1e5, now 87.72.
+dependent: Meyer in float32 (f* = 87.9459) with bounds (-inf, inf) stopped PRECISION at
+f = 1.1e5, now at 87.72 as without bounds (in float64 it still stops above f*, at 100.4 where
+it had at 804.5: there -g no longer resolves Meyer's valley, ``_rescue``). Only the form taken
+is computed (a ``lax.cond``: under ``jax.vmap`` both, and a select).
 W^T Z Z^T W is the Gram matrix of the rows of W that belong to free variables, and
 W^T Z Z^T g their product with the gradient, both kept from one iteration to the next
 (``_reduced``). On the free variables x^c - x = -t_c g (the Cauchy point's step), so
