@@ -256,6 +256,24 @@ def test_both_faces_under_strict_promotion(dtype):
     assert float(state.value) < float(fun(x0)) * 1e-3
 
 
+@pytest.mark.parametrize("method", ["lbfgsb", "projected"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bounded_runs_under_strict_promotion(dtype, method):
+    """Both bounds methods under jax.numpy_dtype_promotion('strict'), in a box and with bounds
+    that bind nothing (L-BFGS-B's inverse form of H where every variable is free, its small
+    algebra in float64 for float32: a float32 gamma times a float64 vector, and an int64
+    arange beside the int32 ring index under x64, were refused)."""
+    if dtype == "float64" and not X64:
+        pytest.skip("needs x64")
+    dt = jnp.dtype(dtype)
+    weights = jnp.arange(1, 5, dtype=dt)
+    fun = lambda x: jnp.sum(weights * (x - 0.3) ** 2) + jnp.sum(x[1:] * x[:-1])  # noqa: E731
+    with jax.numpy_dtype_promotion("strict"):
+        for bounds in ((0.0, 1.0), (-jnp.inf, jnp.inf)):
+            res = qnjax.minimize(fun, jnp.full(4, 0.9, dt), bounds=bounds, bounds_method=method)
+            assert bool(res.success) and int(res.nit) > 2, res.message
+
+
 def test_status_loop_ends_with_success_soon_after_the_loss_settles():
     """The README's loop: stop on state.status; it ends with a success code, at most two
     updates after the loss last changed."""

@@ -31,15 +31,17 @@ from ._xla import where
 
 def coefficients(memory: _memory.Memory, a, b, ri=None, yy=None):
     """(c_s, c_y) with H q = gamma q + S c_s + Y c_y, from chronological a = S^T q, b = Y^T q;
-    R^-1 and Y^T Y the memory's unless given (L-BFGS-B's memory keeps neither: ``_subspace``)."""
+    R^-1 and Y^T Y the memory's unless given (L-BFGS-B's memory keeps neither: ``_subspace``),
+    all in a's dtype (``_subspace``: float64 for a float32 memory; no implicit promotion, which
+    ``jax.numpy_dtype_promotion("strict")`` refuses)."""
     mask = _memory.valid(memory)
     g = memory.gram
     ri = g.ri if ri is None else ri
     yy = g.yy if yy is None else yy
-    gamma = memory.gamma
+    gamma, d = memory.gamma.astype(a.dtype), g.d.astype(a.dtype)
     # The vectors are masked (a, b are zero where no pair), so no matrix needs to be.
     u = where(mask, matvec(ri, a), 0)
-    w = where(mask, g.d * u + gamma * matvec(yy, u) - gamma * b, 0)
+    w = where(mask, d * u + gamma * matvec(yy, u) - gamma * b, 0)
     c_s = where(mask, vecmat(w, ri), 0)  # R^-T w
     return c_s, -gamma * u
 
@@ -54,7 +56,7 @@ def r_inverse(memory: _memory.Memory, sy):
     both = ok[:, None] & ok[None, :]
     eye = jnp.eye(ok.shape[0], dtype=sy.dtype)
     r = where(both & (pos[:, None] <= pos[None, :]), sy, 0) + where(ok[:, None], 0, eye)
-    order = _memory.slot(memory, jnp.arange(ok.shape[0]))  # (chronological position -> slot)
+    order = _memory.slot(memory, jnp.arange(ok.shape[0], dtype=jnp.int32))  # (chronological position -> slot)
     inverse = jax.scipy.linalg.solve_triangular(r[order][:, order], eye, lower=False)
     return where(both, inverse[pos][:, pos], 0)
 
