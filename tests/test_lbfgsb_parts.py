@@ -625,6 +625,7 @@ def test_large_n_paths_take_the_same_steps(monkeypatch):
     monkeypatch.setattr(_segments, "BLOCK", 3)
     monkeypatch.setattr(_free_gram, "SMALL_N", 0)
     monkeypatch.setattr(_reduced, "CHANGES", 4)
+    monkeypatch.setattr(_reduced, "MANY_CHANGES", 10)
     monkeypatch.setattr(_memory, "SKIP_EMPTY_FROM", 0)
     assert _subspace.keeps_products(x0, DT)  # push's products from the direction's algebra, checked below
     assert not _subspace.keeps_products({"a": x0, "b": x0.astype(jnp.bfloat16)}, DT)  # (a rounded step: a pass)
