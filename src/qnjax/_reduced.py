@@ -27,13 +27,16 @@ previous gradient:
 and the new pair's own entries (its slot held another pair) s^T F y = s^T y - sum_{i not
 in F} s_i y_i and y^T F y = sum_{i in F} y_i^2 (one pass over y).
 The rows gathered are the union of these sets: at most CHANGES, else at most MANY_CHANGES
-(a second branch: ``lax.top_k`` of the larger count, about 3.5 ms at n = 10^6 on 2 cores, where
-the recompute reads every slot, about 25 ms in float32 and 63 in float64). Rosenbrock's
+(a second branch, from 4 MANY_CHANGES variables: ``lax.top_k`` of the larger count, about
+3.5 ms at n = 10^6 on 2 cores, where the recompute reads every slot, about 25 ms in float32
+and 63 in float64). Rosenbrock's
 function in [-2, 0.8]^n at n = 10^6 from a random start in the box (bounds as arrays) changes
 F in 1,000 to 20,000 variables an iteration for hundreds of iterations: with CHANGES alone,
 nearly every iteration recomputed, and 200 iterations took 11.9 s in float32 and 22.4 s in
 float64; now 7.0-7.6 and 11.6-11.7 (65,536 for the second cap: 7.5 and 13.5; the free set's
-count decides the branch, so the iterates are the same up to rounding). What the kept G
+count decides the branch, so the iterates are the same up to rounding). The branch is
+compiled too: a bounded solve at n = 10^5 (float32) compiled in 8.1-8.2 s instead of 7.4-8.1
+(three fresh processes each). What the kept G
 then accumulates: 2.3e-5 of its largest entry after 40 such iterations in float32 (recomputed
 at every one of them before, it was exact), the run's f after 40 iterations 2 parts in 10^5
 from the recomputing run's. The memory keeps F, G
@@ -56,7 +59,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _memory, _segments
+from . import _memory, _segments, _tree
 from ._free_gram import full, incremental
 from ._tree import matmul as mm
 from ._xla import where
@@ -200,11 +203,15 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
                                        one, zero))
                      for (now, before, gml), s in zip(_leaves(free, memory.free, gm), s_new)), zero)
         wg = jnp.stack([wg[m1:] / theta, wg[:m1]])
-        branch = where(memory.count == 0, 0, where(count <= CHANGES, 1, where(count <= MANY_CHANGES, 2, 3)))
+        # (the second cap only where it leaves most variables out: gathering them all is no
+        # cheaper than the recompute, and a sharded leaf's gather of every row was all its memory)
+        caps = [c for c in (CHANGES, MANY_CHANGES) if c == CHANGES or 4 * c <= _tree.count(free)]
+        branch = where(memory.count == 0, 0, len(caps) + 1)
+        for i, cap in reversed(list(enumerate(caps))):
+            branch = where((memory.count > 0) & (count <= cap), i + 1, branch)
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
-            lambda: _updated(memory, free, gm, g, wg, stored, count, CHANGES),
-            lambda: _updated(memory, free, gm, g, wg, stored, count, MANY_CHANGES),
+            *[functools.partial(_updated, memory, free, gm, g, wg, stored, count, cap) for cap in caps],
             lambda: full(memory, free, g)])
     both = _memory.valid(memory)[:, None] & _memory.valid(memory)[None, :]
     fg = where(_memory.valid(memory), fg, 0)
