@@ -38,7 +38,7 @@ def _env(devices):
 def test_eight_device_suite():
     run, tail = run_pytest("-W", "ignore::DeprecationWarning", str(HERE / "multidevice"), env=_env(8))
     assert run.returncode == 0, tail
-    assert "10 passed" in run.stdout and "skipped" not in run.stdout, tail
+    assert "11 passed" in run.stdout and "skipped" not in run.stdout, tail
 
 
 def _free_port():

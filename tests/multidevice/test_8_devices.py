@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import qnjax
-from qnjax import _cauchy, _segments
+from qnjax import _cauchy, _reduced, _segments
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="run by tests/test_sharding.py with 8 CPU devices")
 
@@ -199,8 +199,8 @@ def test_bounded_solves_keep_shardings_and_satisfy_the_first_order_conditions():
         assert_bounded_first_order(x, loss, -0.5, 0.25, dtypes)
 
 
-@pytest.mark.parametrize("face", ["minimize", "optax"])
-def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one_order(face):
+@pytest.mark.parametrize("face,caps", [("minimize", None), ("optax", None), ("minimize", (256, 1024))])
+def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one_order(face, caps, monkeypatch):
     """Beyond ``_cauchy.SORT_LIMIT`` variables L-BFGS-B's iteration is per leaf: the only
     gathers are in the branches that put every variable in one order (the Cauchy point
     beyond its first breakpoint, the free set's rows when it changed), which a settled
@@ -208,7 +208,11 @@ def test_large_bounded_iterations_gather_only_where_the_variables_are_put_in_one
     (its rows are gathered by index: each device's, summed across devices); everything
     else reduces a few numbers across devices (at most the 3 (m + 1)^2 of the free
     variables' Gram matrices), in as many all-reduces for every memory size and n. The
-    result satisfies the bounded first-order conditions."""
+    result satisfies the bounded first-order conditions. ``caps``: the free set's two gather
+    caps (``_reduced``), small enough that both gathering branches are compiled here."""
+    if caps is not None:
+        monkeypatch.setattr(_reduced, "CHANGES", caps[0])
+        monkeypatch.setattr(_reduced, "MANY_CHANGES", caps[1])
     dtypes = next(iter(DTYPES.values()))
     n_v = 8 * (_cauchy.SORT_LIMIT // 8)  # with w and c: more than SORT_LIMIT variables
     mesh, specs, params, target, loss = problem("1d", dtypes, n_v=n_v)
