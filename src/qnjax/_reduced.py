@@ -29,17 +29,17 @@ in F} s_i y_i and y^T F y = sum_{i in F} y_i^2 (one pass over y).
 The rows gathered are the union of these sets: at most CHANGES, else at most MANY_CHANGES
 (a second branch, from 4 MANY_CHANGES variables: ``lax.top_k`` of the larger count, about
 3.5 ms at n = 10^6 on 2 cores, where the recompute reads every slot, about 25 ms in float32
-and 63 in float64). Rosenbrock's
-function in [-2, 0.8]^n at n = 10^6 from a random start in the box (bounds as arrays) changes
-F in 1,000 to 20,000 variables an iteration for hundreds of iterations: with CHANGES alone,
-nearly every iteration recomputed, and 200 iterations took 11.9 s in float32 and 22.4 s in
-float64; now 7.0-7.6 and 11.6-11.7 (65,536 for the second cap: 7.5 and 13.5; the free set's
-count decides the branch, so the iterates are the same up to rounding). The branch is
-compiled too: a bounded solve at n = 10^5 (float32) compiled in 8.1-8.2 s instead of 7.4-8.1
-(three fresh processes each). What the kept G
-then accumulates: 2.3e-5 of its largest entry after 40 such iterations in float32 (recomputed
-at every one of them before, it was exact), the run's f after 40 iterations 2 parts in 10^5
-from the recomputing run's. The memory keeps F, G
+and 63 in float64). Rosenbrock's function in [-2, 0.8]^n at n = 10^6 from a random start in
+the box (bounds as arrays) changes F in 1,000 to 20,000 variables an iteration for hundreds
+of iterations: with CHANGES alone, nearly every iteration recomputed, and 200 iterations
+took 11.9 s in float32 and 22.4 s in float64; now 7.0-7.6 and 11.6-11.7 (65,536 for the
+second cap: 7.5 and 13.5; the branch changes only how G is formed, so the iterates are the
+same up to rounding). The branch is compiled too: a bounded solve at n = 10^5 (float32)
+compiled in 8.1-8.2 s instead of 7.4-8.1 (three fresh processes each). What the kept G
+accumulates there in float32, against G recomputed (which it had been at nearly every
+iteration): 2.3e-5, 2.6e-5 and 1.3e-5 of its largest entry after 40, 100 and 200 iterations
+(a recompute, where more than MANY_CHANGES change, resets it), and f after 40 iterations 2
+parts in 10^5 from the recomputing run's. The memory keeps F, G
 and [S^T F g, Y^T F g] (``Memory.free``, ``Memory.fgram``, ``Memory.last``; F empty and
 both zero at ``init``, which agree): a pair's entries are right from the iteration it is
 stored in, and a slot becomes valid again only by being rewritten. With no pair stored
@@ -70,7 +70,7 @@ MANY_CHANGES = 16384
 
 
 def _gather(memory: _memory.Memory, mask, sdt, cap=None):
-    """(idx, rows): the flat indices of the at most ``cap`` (CHANGES; at least one) variables set
+    """(idx, rows): the flat indices of the at most ``cap`` (default CHANGES; at least one) variables set
     in the flat bool vector ``mask`` (padded with others) and their rows [y_i, s_i],
     (cap, 2 (m + 1)) (at most n)."""
     k = min(CHANGES if cap is None else cap, mask.shape[0])
