@@ -205,10 +205,8 @@ def update(memory: _memory.Memory, free, g, wg, gm, theta, stored):
         wg = jnp.stack([wg[m1:] / theta, wg[:m1]])
         # (the second cap only where it leaves most variables out: gathering them all is no
         # cheaper than the recompute, and a sharded leaf's gather of every row was all its memory)
-        caps = [c for c in (CHANGES, MANY_CHANGES) if c == CHANGES or 4 * c <= _tree.count(free)]
-        branch = where(memory.count == 0, 0, len(caps) + 1)
-        for i, cap in reversed(list(enumerate(caps))):
-            branch = where((memory.count > 0) & (count <= cap), i + 1, branch)
+        caps = [CHANGES] + ([MANY_CHANGES] if 4 * MANY_CHANGES <= _tree.count(free) else [])
+        branch = where(memory.count == 0, 0, 1 + sum((count > cap).astype(jnp.int32) for cap in caps))
         fgram, fg = jax.lax.switch(branch, [
             lambda: (jnp.zeros_like(memory.fgram), jnp.zeros((2, m1), sdt)),
             *[functools.partial(_updated, memory, free, gm, g, wg, stored, count, cap) for cap in caps],

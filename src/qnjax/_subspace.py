@@ -92,11 +92,10 @@ def direction(memory: _memory.Memory, x, g, box, sdt, stored=True):
     with jax.enable_x64(True):  # the small algebra in M's dtype
         wide = lambda a: a.astype(mid.dtype)  # noqa: E731
         th, gw, fw = wide(theta), wide(gram), wide(fg)
-        # (theta (theta S^T F S), not theta^2 S^T F S: theta^2 alone overflows float32 beyond 1.8e19, where
-        # the product, of the order of Y^T F Y, does not)
-        wzw = jnp.block([[gw[2], th * gw[1]], [th * gw[1].T, th * (th * gw[0])]])
-
         def solved():  # W (M c - sol / theta) / theta = Y c_y + S c_s
+            # (theta (theta S^T F S), not theta^2 S^T F S: theta^2 alone overflows float32 beyond 1.8e19, where
+            # the product, of the order of Y^T F Y, does not)
+            wzw = jnp.block([[gw[2], th * gw[1]], [th * gw[1].T, th * (th * gw[0])]])
             mc = matvec(mid, wide(c))
             v = (1 - th * wide(tc)) * jnp.concatenate([fw[1], th * fw[0]]) - matvec(wzw, mc)  # W^T Z r
             return mc - jnp.linalg.solve(k - wzw / th, v) / th
