@@ -403,6 +403,16 @@ def test_optax_face_keeps_every_point_in_the_box_bit_for_bit(method):
     update = jax.jit(lambda p, s: opt.update(s.grad, s, p, value=s.value, grad=s.grad, value_fn=rosenbrock))
     updates, bad = update(params + 1, state)
     assert int(bad.status) == qnjax.Status.INFEASIBLE and not np.any(np.asarray(updates))
+    # concrete params outside the box: init names the leaf and the index; traced, INFEASIBLE as above
+    tree_opt = qnjax.lbfgs(bounds_method=method, bounds=({"a": 0.0, "b": jnp.zeros(3, DT)}, 1.0))
+    inside = {"a": jnp.asarray(0.5, DT), "b": jnp.asarray([0.0, 1.0, 0.5], DT)}
+    assert int(tree_opt.init(inside).status) == qnjax.Status.RUNNING
+    with pytest.raises(ValueError, match=r"params\['b'\] at index \(2,\) is outside the bounds"):
+        tree_opt.init({**inside, "b": jnp.asarray([0.0, 1.0, 1.0 + 1e-3], DT)})
+    with pytest.raises(ValueError, match=r"params\['a'\] at index \(\)"):
+        tree_opt.init({**inside, "a": -jnp.finfo(DT).tiny})
+    traced = jax.jit(tree_opt.init)({**inside, "a": jnp.asarray(2.0, DT)})
+    assert int(traced.status) == qnjax.Status.RUNNING
     with pytest.raises(ValueError, match="learning_rate"):
         qnjax.lbfgs(0.1, bounds_method=method, bounds=(0.0, 1.0))
     assert isinstance(opt, optax.GradientTransformationExtraArgs)

@@ -52,8 +52,9 @@ rules for bounds, ``_bounds``), so the line search sees the box: every point
 the box bit for bit (rounding included; a variable the step projects onto a bound
 lands on it unless rounding params + update cannot reach it, then within rounding
 inside). The bounds are cast at ``init`` and kept in the state (traced leaves, not
-constants of a compiled update). Params outside the box give status INFEASIBLE and
-zero updates (start from ``jnp.clip(params, lower, upper)``). With bounds the
+constants of a compiled update). Params outside the box make ``init`` raise
+``ValueError`` (naming the leaf and index) where they and the bounds are concrete, else
+give status INFEASIBLE and zero updates (start from ``jnp.clip(params, lower, upper)``). With bounds the
 direction uses the gradient (``grad``, else ``updates``), and ``learning_rate`` and
 ``linesearch=None`` are refused.
 """
@@ -138,7 +139,10 @@ def lbfgs(
                    if unrolled and linesearch else 0)
 
     def init_fn(params) -> State:
-        return solver.init(params, bounds=None if bounds is None else _bounds.box(params, bounds))
+        box = None if bounds is None else _bounds.box(params, bounds)
+        if box is not None:
+            _outside(params, box)
+        return solver.init(params, bounds=box)
 
     def step(updates, state: State, params, value, grad, evaluate):
         sdt = state.value.dtype
@@ -242,3 +246,20 @@ def value_and_grad_from_state(value_fn):
         return jax.lax.cond(jnp.isinf(value), evaluate, lambda: (value, grad))
 
     return wrapped
+
+
+def _outside(params, box):
+    """Raise ``ValueError`` naming the first leaf and index of ``params`` outside ``box`` (its bounds
+    as cast, the test ``update`` makes), where both are concrete; traced (``init`` under ``jit``),
+    nothing: ``update`` then gives status INFEASIBLE and zero updates."""
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    for path, x, lo, hi in zip(paths, *(jax.tree_util.tree_leaves(t) for t in (params, box.lower, box.upper))):
+        if any(isinstance(a, jax.core.Tracer) for a in (x, lo, hi)) or jnp.iscomplexobj(x):
+            continue
+        x = np.asarray(x)
+        lo, hi = (np.broadcast_to(np.asarray(b, x.dtype), x.shape) for b in (lo, hi))
+        bad = ~((x >= lo) & (x <= hi))
+        if np.any(bad):
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"qnjax.lbfgs: params{path} at index {at} is outside the bounds ({x[at]} not in "
+                             f"[{lo[at]}, {hi[at]}]); start from jnp.clip(params, lower, upper)")
