@@ -344,13 +344,15 @@ def test_float32_bounded_gradient_whose_square_overflows():
     had no usable direction and ended as MAXFEV after 9 of its 30,000 evaluations."""
     problem = problems.get("chebyquad_n8")
     x0 = jnp.asarray(problem.x0 * 10, jnp.float32)
+    inf = jnp.asarray(jnp.inf, jnp.float32)  # (traced below: concrete infinite bounds are no box)
+    run = jax.jit(lambda lo, hi, k: qnjax.minimize(problem.fun, x0, bounds=(lo, hi), maxiter=k))
     for k in (1, 3, 5):
-        free = qnjax.minimize(problem.fun, x0, maxiter=k)
-        boxed = qnjax.minimize(problem.fun, x0, bounds=(-jnp.inf, jnp.inf), maxiter=k)
+        free = jax.jit(lambda k: qnjax.minimize(problem.fun, x0, maxiter=k))(k)
+        boxed = run(-inf, inf, k)
         np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
         assert int(boxed.nfev) == int(free.nfev) and int(boxed.nit) == int(free.nit) == k
-    for bounds in [(-jnp.inf, jnp.inf), (-20.0, 20.0)]:
-        res = qnjax.minimize(problem.fun, x0, bounds=bounds)
+    for bounds in [(-inf, inf), (-20.0, 20.0)]:
+        res = run(*(jnp.asarray(b, jnp.float32) for b in bounds), None)
         assert bool(res.success) and solved(problem, res.x, "float32"), (Status(int(res.status)), float(res.fun))
 
     def steep(x):
@@ -376,8 +378,9 @@ def test_bounded_gradient_below_the_rounding_of_x(scale):
         return jnp.sum(scale * ((x - 0.3) ** 2 + 0.1 * (x - 0.3) ** 4))
 
     x0 = jnp.asarray([2.0, -1.0, 0.5], DT)
-    free = qnjax.minimize(f, x0)
-    boxed = qnjax.minimize(f, x0, bounds=(-jnp.inf, jnp.inf))
+    free = jax.jit(lambda: qnjax.minimize(f, x0))()
+    inf = jnp.asarray(jnp.inf, DT)  # (traced: concrete infinite bounds are no box)
+    boxed = jax.jit(lambda lo, hi: qnjax.minimize(f, x0, bounds=(lo, hi)))(-inf, inf)
     assert bool(free.success) and bool(boxed.success), (free.message, boxed.message)
     np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
     assert (int(boxed.nit), int(boxed.nfev)) == (int(free.nit), int(free.nfev))

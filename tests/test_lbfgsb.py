@@ -160,12 +160,29 @@ def test_a_bound_at_a_singularity_is_a_failure_not_a_success(method):
 
 @each_method
 def test_infinite_bounds_take_the_unconstrained_steps(method):
+    """Concrete bounds that bound nothing (None or +-inf, scalars or per leaf) are no box: the
+    unconstrained run, iterate for iterate. Traced (the bounds an argument of ``jax.jit``) they
+    run the bounded method, whose steps are the unconstrained ones up to rounding."""
     x0 = jnp.linspace(-1.2, 1.0, 8, dtype=DT)
-    for k in (1, 3, 10):
+    traced = jax.jit(lambda lo, k: qnjax.minimize(rosenbrock, x0, maxiter=k, bounds_method=method, bounds=(lo, None)))
+    for k in (1, 3, 10, None):
         free = qnjax.minimize(rosenbrock, x0, maxiter=k)
-        boxed = qnjax.minimize(rosenbrock, x0, maxiter=k, bounds_method=method, bounds=(-jnp.inf, None))
-        assert int(boxed.nfev) == int(free.nfev)
-        np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-12 if X64 else 1e-4, atol=1e-13)
+        for bounds in ((-jnp.inf, None), (None, None), (np.full(8, -np.inf), jnp.inf)):
+            boxed = qnjax.minimize(rosenbrock, x0, maxiter=k, bounds_method=method, bounds=bounds)
+            assert boxed.state.bounds is None
+            assert (int(boxed.nit), int(boxed.nfev), int(boxed.status)) == (int(free.nit), int(free.nfev),
+                                                                            int(free.status))
+            np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
+        if k is not None:
+            boxed = traced(-jnp.inf, k)
+            assert boxed.state.bounds is not None and int(boxed.nfev) == int(free.nfev)
+            np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-12 if X64 else 1e-4,
+                                       atol=1e-13)
+    # a finite bound anywhere, or a resumed state with a box: L-BFGS-B
+    assert qnjax.minimize(rosenbrock, x0, maxiter=2, bounds=(-jnp.inf, x0.at[3].set(jnp.inf))).state.bounds is not None
+    res = qnjax.minimize(rosenbrock, x0, maxiter=2, bounds=(-5.0, 5.0))
+    with pytest.raises(ValueError, match="bounds other than those"):
+        qnjax.minimize(rosenbrock, res.x, state=res.state, bounds=(-jnp.inf, jnp.inf))
 
 
 @pytest.mark.parametrize("bounds", [(-jnp.inf, jnp.inf), (-1e30, 1e30)], ids=["infinite", "1e30"])
@@ -176,7 +193,8 @@ def test_bounds_that_bind_nothing_reach_the_unconstrained_minimum(bounds):
     solve, whose S-S block theta S^T S - theta S^T F S is then 0 in exact arithmetic and
     came out as rounding, both runs stopped PRECISION near f = 1.1e5; without bounds the
     run reaches 87.7, and now so does the first, the second 88.3 or (with the tests' XLA
-    flags) 103.3: Meyer's valley in float32 is at the edge of what its rounding follows."""
+    flags) 103.3: Meyer's valley in float32 is at the edge of what its rounding follows. (Concrete
+    infinite bounds are now no box, ``_bounds.binding``: the first is the unconstrained run.)"""
     p = problems.get("meyer")
     res = qnjax.minimize(p.fun, jnp.asarray(p.x0, jnp.float32), bounds=bounds)
     assert float(res.fun) < 2 * p.fstar, (res.message, float(res.fun))

@@ -132,6 +132,21 @@ def box(params, bounds) -> Box:
     return Box(jax.tree_util.tree_unflatten(treedef, out_l), jax.tree_util.tree_unflatten(treedef, out_u))
 
 
+def binding(params, bounds, state=None):
+    """``box(params, bounds)``, or None where concrete ``bounds`` bound nothing (each side None,
+    or -inf below and +inf above for every variable) and ``state`` (a resumed run's) has no box
+    of its own: ``minimize`` then runs the unconstrained solver, its iterates exactly (traced
+    bounds run L-BFGS-B, whose iterates are the unconstrained ones up to rounding)."""
+    out = box(params, bounds)
+    if getattr(state, "bounds", None) is not None:
+        return out
+    for side, inf in ((bounds[0], -np.inf), (bounds[1], np.inf)):
+        for b in _side(side, params, ""):
+            if b is not None and (isinstance(b, jax.core.Tracer) or not np.all(np.asarray(b, np.float64) == inf)):
+                return out
+    return None
+
+
 def _leaves(box: Box, like):
     return zip(jax.tree_util.tree_leaves(like), jax.tree_util.tree_leaves(box.lower),
                jax.tree_util.tree_leaves(box.upper))

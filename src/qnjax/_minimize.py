@@ -122,8 +122,8 @@ def minimize(
         change; vmappable) and rounded inward to each leaf's dtype (``qnjax._bounds``);
         ``x0`` is projected onto the box and every point ``fun`` sees lies in it, on the
         boundary included (``log(x)`` with lower 0 meets -inf and the run fails). GTOL
-        then tests the projected gradient ||P(x - g) - x||_inf. Concrete lower > upper
-        raises; traced, the run stops with INFEASIBLE. Derivatives of the solution hold
+        then tests the projected gradient ||P(x - g) - x||_inf. Concrete lower > upper raises
+        (traced: INFEASIBLE); concrete +-inf everywhere is no box. Derivatives of the solution hold
         the variables on a bound there (d x_i = d bound_i) and solve on the free ones
         (``qnjax._implicit``).
       bounds_method: with ``bounds``, ``"lbfgsb"`` (default: L-BFGS-B, scipy's iterates) or
@@ -157,7 +157,7 @@ def minimize(
         raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
     _tree.check_params(x0, "x0")
     sdt = _tree.scalar_dtype(x0, scalar_dtype)
-    box = None if bounds is None else _bounds.box(x0, _scipy.bounds_pair(bounds, x0))
+    box = None if bounds is None else _bounds.binding(x0, _scipy.bounds_pair(bounds, x0), state)
     # Every tolerance a leaf of one type (defaults resolved here), so changing one, or
     # passing it as a numpy scalar instead of a Python number, never recompiles. A
     # number becomes a NumPy scalar array (jnp.asarray would run a JAX computation per
