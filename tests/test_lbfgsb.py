@@ -178,6 +178,12 @@ def test_infinite_bounds_take_the_unconstrained_steps(method):
             assert boxed.state.bounds is not None and int(boxed.nfev) == int(free.nfev)
             np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-12 if X64 else 1e-4,
                                        atol=1e-13)
+    # the Optax face alike: its state has no box, its updates are the unconstrained face's
+    free_p, free_s = jax.jit(lambda x: until_stopped(qnjax.lbfgs(), rosenbrock, x, 30))(x0)
+    boxed_p, boxed_s = jax.jit(lambda x: until_stopped(qnjax.lbfgs(bounds_method=method, bounds=(-jnp.inf, None)),
+                                                       rosenbrock, x, 30))(x0)
+    assert boxed_s.bounds is None and int(boxed_s.count) == int(free_s.count) > 10
+    np.testing.assert_array_equal(np.asarray(boxed_p), np.asarray(free_p))
     # a finite bound anywhere, or a resumed state with a box: L-BFGS-B
     assert qnjax.minimize(rosenbrock, x0, maxiter=2, bounds=(-jnp.inf, x0.at[3].set(jnp.inf))).state.bounds is not None
     res = qnjax.minimize(rosenbrock, x0, maxiter=2, bounds=(-5.0, 5.0))

@@ -52,7 +52,8 @@ rules for bounds, ``_bounds``), so the line search sees the box: every point
 the box bit for bit (rounding included; a variable the step projects onto a bound
 lands on it unless rounding params + update cannot reach it, then within rounding
 inside). The bounds are cast at ``init`` and kept in the state (traced leaves, not
-constants of a compiled update). Params outside the box make ``init`` raise
+constants of a compiled update; concrete ones that bound nothing, +-inf everywhere, are no
+box: the unconstrained updates exactly). Params outside the box make ``init`` raise
 ``ValueError`` (naming the leaf and index) where they and the bounds are concrete, else
 give status INFEASIBLE and zero updates (start from ``jnp.clip(params, lower, upper)``). With bounds the
 direction uses the gradient (``grad``, else ``updates``), and ``learning_rate`` and
@@ -139,7 +140,7 @@ def lbfgs(
                    if unrolled and linesearch else 0)
 
     def init_fn(params) -> State:
-        box = None if bounds is None else _bounds.box(params, bounds)
+        box = None if bounds is None else _bounds.binding(params, bounds)  # (None: bounds that bound nothing)
         if box is not None:
             _outside(params, box)
         return solver.init(params, bounds=box)
