@@ -251,11 +251,13 @@ def value_and_grad_from_state(value_fn):
 
 def _outside(params, box):
     """Raise ``ValueError`` naming the first leaf and index of ``params`` outside ``box`` (its bounds
-    as cast, the test ``update`` makes), where both are concrete; traced (``init`` under ``jit``),
-    nothing: ``update`` then gives status INFEASIBLE and zero updates."""
+    as cast, the test ``update`` makes), where both are concrete and in this process (read on the
+    host: on a CPU without a copy, no program compiled); traced (``init`` under ``jit``) or spread
+    over processes, nothing: ``update`` then gives status INFEASIBLE and zero updates."""
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     for path, x, lo, hi in zip(paths, *(jax.tree_util.tree_leaves(t) for t in (params, box.lower, box.upper))):
-        if any(isinstance(a, jax.core.Tracer) for a in (x, lo, hi)) or jnp.iscomplexobj(x):
+        if any(isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and not a.is_fully_addressable)
+               for a in (x, lo, hi)) or jnp.iscomplexobj(x):
             continue
         x = np.asarray(x)
         lo, hi = (np.broadcast_to(np.asarray(b, x.dtype), x.shape) for b in (lo, hi))
