@@ -99,6 +99,24 @@ def test_verbose_n_prints_every_nth_iteration_and_true_its_schedule(capsys):
             assert lines == sorted({*range(0, nit + 1, every), nit}), (every, nits[every])
 
 
+@x64_off_only
+def test_verbose_under_vmap_prints_each_member_s_start_and_end_once(capsys):
+    """Under ``jax.vmap`` the host is called for every member of every pass (the cond is a
+    select) and filters: one header, each member's start line and its last line once (a
+    finished member's last line had printed again at every pass of the others)."""
+    starts = jnp.stack([X0, jnp.full_like(X0, 0.5), jnp.full_like(X0, 2.0)])
+    res = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, verbose=True))(starts)
+    jax.effects_barrier()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines].count("nit") == 1 and lines[0].split()[0] == "nit"
+    rows = [line.split() for line in lines[1:]]
+    np.testing.assert_allclose(sorted(float(r[1]) for r in rows if r[0] == "0"),
+                               sorted(float(rosenbrock(x)) for x in starts), rtol=1e-7)  # (printed to 8 digits)
+    ends = sorted((int(r[0]), r[-1]) for r in rows if r[-1] != "RUNNING")
+    assert ends == sorted((int(n), Status(int(s)).name) for n, s in zip(res.nit, res.status)), ends
+    assert len(set(int(n) for n in res.nit)) == 3  # (three different runs)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="verbose"):
         qnjax.minimize(rosenbrock, X0, verbose=-2)

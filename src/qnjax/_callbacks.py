@@ -80,6 +80,14 @@ class _Printer:
     def __init__(self):
         self.start = time.perf_counter()
         self.last = -np.inf
+        self.starting = False
+
+    def begin(self, is_start):
+        """The header, once per solve: under ``jax.vmap`` every member's start line comes from
+        the same pass, one call after the other."""
+        if is_start and not self.starting:
+            self.header()
+        self.starting = is_start
 
     def header(self):
         self.start = time.perf_counter()
@@ -126,18 +134,22 @@ def progress(every: int, state, gnorm, active, moved, start=False):
     """Print ``state``'s line at the start, at the iterations ``due`` selects, and at the
     pass that ended the run (``active``: the run was still running before this pass; a
     finished member of a vmapped batch prints nothing more). The host is called only
-    then (``lax.cond``; under ``vmap`` it is called every pass and filters)."""
+    then (``lax.cond``; under ``vmap``, where the cond becomes a select, for every member
+    of every pass, and it filters on ``call``: a finished member's last line had printed at
+    every pass, and the iterations ``due`` were lost among the others' calls)."""
     final = state.status != Status.RUNNING
     start = jnp.asarray(start)
     limited = every == AUTO or _loop.batched(state.params)
     call = start | (active & (final | (moved & due(every, state.count))))
 
-    def host(is_start, nit, fun, g, stepsize, nfev, status):
-        if bool(is_start):
-            PRINTER.header()
-        PRINTER.line(nit, fun, g, stepsize, nfev, status, bool(is_start) or int(status) != Status.RUNNING, limited)
+    def host(wanted, is_start, nit, fun, g, stepsize, nfev, status):
+        PRINTER.begin(bool(is_start))
+        if bool(wanted):  # (under vmap the host is called for every member of every pass)
+            PRINTER.line(nit, fun, g, stepsize, nfev, status, bool(is_start) or int(status) != Status.RUNNING,
+                         limited)
 
     def show():
-        jax.debug.callback(host, start, state.count, state.value, gnorm, state.stepsize, state.nfev, state.status)
+        jax.debug.callback(host, call, start, state.count, state.value, gnorm, state.stepsize, state.nfev,
+                           state.status)
 
     jax.lax.cond(call, show, lambda: None)
