@@ -115,6 +115,11 @@ def test_verbose_under_vmap_prints_each_member_s_start_and_end_once(capsys):
     ends = sorted((int(r[0]), r[-1]) for r in rows if r[-1] != "RUNNING")
     assert ends == sorted((int(n), Status(int(s)).name) for n, s in zip(res.nit, res.status)), ends
     assert len(set(int(n) for n in res.nit)) == 3  # (three different runs)
+    # unbatched, each solve its header
+    for _ in range(2):
+        qnjax.minimize(rosenbrock, X0, verbose=True)
+    jax.effects_barrier()
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()].count("nit") == 2
 
 
 def test_bad_arguments():

@@ -83,8 +83,10 @@ class _Printer:
         self.starting = False
 
     def begin(self, is_start):
-        """The header, once per solve: under ``jax.vmap`` every member's start line comes from
-        the same pass, one call after the other."""
+        """The header at a solve's first start call: under ``jax.vmap`` every member's start
+        line comes from the same pass, one call after the other (the start is traced before
+        the loop, where the batch cannot be told: ``_loop.batched``). So solves in a row whose
+        only line is the start, at x0 already solved, share one header."""
         if is_start and not self.starting:
             self.header()
         self.starting = is_start
