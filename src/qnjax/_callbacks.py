@@ -137,8 +137,9 @@ def progress(every: int, state, gnorm, active, moved, start=False):
     pass that ended the run (``active``: the run was still running before this pass; a
     finished member of a vmapped batch prints nothing more). The host is called only
     then (``lax.cond``; under ``vmap``, where the cond becomes a select, for every member
-    of every pass, and it filters on ``call``: a finished member's last line had printed at
-    every pass, and the iterations ``due`` were lost among the others' calls)."""
+    of every pass, and it filters on ``call``: before, every member's line was printed at
+    every pass, at most ten a second at iterations not due, and a finished member's last
+    line at every pass of the others)."""
     final = state.status != Status.RUNNING
     start = jnp.asarray(start)
     limited = every == AUTO or _loop.batched(state.params)
