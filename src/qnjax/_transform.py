@@ -256,8 +256,9 @@ def _outside(params, box):
     over processes, nothing: ``update`` then gives status INFEASIBLE and zero updates."""
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     for path, x, lo, hi in zip(paths, *(jax.tree_util.tree_leaves(t) for t in (params, box.lower, box.upper))):
+        # (no complex leaf gets here: ``_bounds.box`` refuses them)
         if any(isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and not a.is_fully_addressable)
-               for a in (x, lo, hi)) or jnp.iscomplexobj(x):
+               for a in (x, lo, hi)):
             continue
         x = np.asarray(x)
         lo, hi = (np.broadcast_to(np.asarray(b, x.dtype), x.shape) for b in (lo, hi))
