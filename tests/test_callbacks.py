@@ -8,7 +8,7 @@ import pytest
 from conftest import X64, rosenbrock, x64_off_only
 
 import qnjax
-from qnjax import Status
+from qnjax import Status, problems
 
 DT = jnp.float64 if X64 else jnp.float32
 X0 = jnp.asarray(np.tile([-1.2, 1.0], 3), DT)
@@ -120,6 +120,23 @@ def test_verbose_under_vmap_prints_each_member_s_start_and_end_once(capsys):
         qnjax.minimize(rosenbrock, X0, verbose=True)
     jax.effects_barrier()
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()].count("nit") == 2
+
+
+def test_verbose_s_last_line_comes_after_a_rescue_s_products(capsys):
+    """Below float64 a PRECISION stop first checks the Newton model with Hessian-vector
+    products (``_rescue``), counted in nfev: the last line is printed after them, once, and
+    no line before it shows a stop (Beale from 100 x0 in float32 had printed PRECISION at
+    nit 36, where a rescue went on, and its last line showed nfev 148 of the run's 155)."""
+    beale = problems.get("beale")
+    x0 = jnp.asarray(beale.x0 * 100, jnp.float32)
+    res = qnjax.minimize(beale.fun, x0, verbose=1)
+    jax.effects_barrier()
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    # (the trace's last two records: the loop's PRECISION stop, then the rescue's check after it)
+    trace = qnjax.minimize(beale.fun, x0, trace=1000).trace.as_numpy()
+    assert list(trace["status"][-2:]) == [Status.PRECISION] * 2 and trace["nfev"][-2] < trace["nfev"][-1] == res.nfev
+    assert [r[-1] for r in rows[:-1]] == ["RUNNING"] * (len(rows) - 1)
+    assert (int(rows[-1][0]), int(rows[-1][4]), rows[-1][-1]) == (int(res.nit), int(res.nfev), "PRECISION")
 
 
 def test_bad_arguments():

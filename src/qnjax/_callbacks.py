@@ -132,18 +132,18 @@ def due(every: int, nit):
     return ((nit & (nit - 1)) == 0) & (nit <= 64) | (nit % 64 == 0)
 
 
-def progress(every: int, state, gnorm, active, moved, start=False):
-    """Print ``state``'s line at the start, at the iterations ``due`` selects, and at the
-    pass that ended the run (``active``: the run was still running before this pass; a
-    finished member of a vmapped batch prints nothing more). The host is called only
-    then (``lax.cond``; under ``vmap``, where the cond becomes a select, for every member
-    of every pass, and it filters on ``call``: before, every member's line was printed at
-    every pass, at most ten a second at iterations not due, and a finished member's last
-    line at every pass of the others)."""
+def progress(every: int, state, gnorm, active, moved, start=False, last=False):
+    """Print ``state``'s line at the start and at the iterations ``due`` selects while the
+    run goes on (``active``: it was running before this pass; a finished member of a
+    vmapped batch prints nothing more), or with ``last`` where ``active`` holds (:func:`last_line`).
+    The host is called only then (``lax.cond``; under ``vmap``, where the cond becomes a
+    select, for every member of every pass, and it filters on ``call``: before, every
+    member's line was printed at every pass, at most ten a second at iterations not due,
+    and a finished member's last line at every pass of the others)."""
     final = state.status != Status.RUNNING
     start = jnp.asarray(start)
     limited = every == AUTO or _loop.batched(state.params)
-    call = start | (active & (final | (moved & due(every, state.count))))
+    call = jnp.asarray(active) if last else start | (active & moved & ~final & due(every, state.count))
 
     def host(wanted, is_start, nit, fun, g, stepsize, nfev, status):
         PRINTER.begin(bool(is_start))
@@ -156,3 +156,15 @@ def progress(every: int, state, gnorm, active, moved, start=False):
                            state.status)
 
     jax.lax.cond(call, show, lambda: None)
+
+
+def last_line(every: int, solver, state, before):
+    """The run's last line, printed after its loop and after any rescue (``_rescue``), whose
+    Hessian-vector products count in nfev: from the loop's last pass, a PRECISION line
+    showed the nfev before them (Beale from 100 x0 in float32: 148 of 155), and a rescue that
+    went on had printed PRECISION mid-run. Not where nothing happened since the start line
+    (``before``), which then says it all."""
+    if every:
+        changed = (state.nfev != before.nfev) | (state.status != before.status)
+        progress(every, state, solver.stationarity(state.params, state.grad, state.bounds), changed, changed,
+                 last=True)

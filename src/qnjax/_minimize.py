@@ -248,11 +248,10 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
             (("maxiter", solver.maxiter, state.count), ("maxfev", solver.maxfev, state.nfev)) if limit is not None})
     state = state._replace(status=solver.start_status(state))
 
-    def running(s: State):
-        return s.status == code(Status.RUNNING)
+    running = lambda s: s.status == code(Status.RUNNING)  # noqa: E731
 
     def observe(solver, s, records, active, moved, start=False):
-        """The trace and the progress display: read-only."""
+        """The trace and the progress display (the last line: ``_callbacks.last_line``): read-only."""
         if trace_length or verbose:
             gnorm = solver.stationarity(s.params, s.grad, s.bounds)
         if verbose:
@@ -294,6 +293,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         record = lambda solver, s, rec: observe(solver, s, rec, no, no)  # noqa: E731  (the trace's part only)
         # below float64, the Newton model before PRECISION (``_rescue``)
         s, records = run_with_rescues(loop, running, operands, (state, records), record if trace_length else None)
+    _callbacks.last_line(verbose, solver, s, state)
     return OptimizeResult(  # (x and grad weakly typed where x0's leaves are: the loop carries strong types)
         x=typed_like(s.params, x0), fun=s.value, grad=typed_like(_tree.conj(s.grad), x0), nit=s.count,
         nfev=s.nfev, status=s.status, success=is_success(s.status), aux=s.aux, state=s,
