@@ -111,15 +111,17 @@ def test_result_keeps_the_weak_types_of_x0():
 
 def test_unbounded_below_has_its_own_status():
     """f = -|x|^2 falls until its next trials overflow: UNBOUNDED (not a failed search, whose
-    message asks whether the gradient matches f), x finite and f(x) within 2^10 of -max; in
-    the Optax face too."""
+    message asks whether the gradient matches f), x finite and f(x) within 2^10 of -max (below
+    float64, f times the run's power of two, ``_scale``, which is above 1 here); in the Optax
+    face too."""
     f = lambda x: -jnp.sum(x**2)  # noqa: E731
     x0 = jnp.array([1.0, 0.5], DT)
     res = qnjax.minimize(f, x0)
     assert Status(int(res.status)) == Status.UNBOUNDED and not bool(res.success), res.message
     assert "unbounded below" in res.message
     assert np.all(np.isfinite(np.asarray(res.x))) and float(res.fun) == float(f(res.x))
-    assert float(res.fun) <= -float(jnp.finfo(DT).max) / 2**10
+    scale = float(res.state.scale)
+    assert float(res.fun) * scale <= -float(jnp.finfo(DT).max) / 2**10 and (scale > 1) == (DT == jnp.float32)
 
     opt = qnjax.lbfgs()
     step = jax.jit(lambda p, s: _optax_step(opt, f, p, s))
@@ -311,9 +313,10 @@ def test_searches_at_the_floor_of_f_end_after_a_few_trials():
 
     res = qnjax.minimize(noisy_quadratic, jnp.zeros(20, DT))
     assert Status(int(res.status)) == Status.PRECISION, res.message
-    value_and_grad = jax.value_and_grad(noisy_quadratic)
+    value_and_grad, scale = jax.value_and_grad(noisy_quadratic), res.state.scale  # (the state's f is scale f)
     solver = qnjax.LBFGS()
-    step = jax.jit(lambda s: solver.step_with_search(s, lambda x: (*value_and_grad(x), None))[1:])
+    scaled = lambda x: (lambda v, g: (v * scale, g * scale, None))(*value_and_grad(x))  # noqa: E731
+    step = jax.jit(lambda s: solver.step_with_search(s, scaled)[1:])
     state, spent = res.state._replace(status=jnp.asarray(int(Status.RUNNING), jnp.int32)), []
     for _ in range(8):
         new, search = step(state)

@@ -27,10 +27,13 @@ def test_trace_equals_a_step_by_step_run():
     got = res.trace.as_numpy()
 
     solver = qnjax.LBFGS(gtol=0.0, ftol=0.0, fatol=0.0, maxiter=15000, maxfev=15000)
+    # (below float64 minimize solves scale f, a power of two: ``_scale``; the trace shows f's values)
+    scale = float(res.state.scale)
+    assert (scale != 1) == (not X64)
 
     def evaluate(x):
         f, g = jax.value_and_grad(convex)(x)
-        return f, g, None
+        return f * scale, g * scale, None
 
     f0, g0, _ = evaluate(X0)
     state = solver.init(X0, f0, g0)._replace(nfev=jnp.ones((), jnp.int32))
@@ -38,8 +41,9 @@ def test_trace_equals_a_step_by_step_run():
     step = jax.jit(lambda s: solver.step(s, evaluate)[1])
     rows = []
     while True:
-        rows.append((int(state.count), int(state.nfev), float(state.value), float(jnp.max(jnp.abs(state.grad))),
-                     float(state.stepsize), int(state.linesearch_status), int(state.status)))
+        rows.append((int(state.count), int(state.nfev), float(state.value) / scale,
+                     float(jnp.max(jnp.abs(state.grad))) / scale, float(state.stepsize), int(state.linesearch_status),
+                     int(state.status)))
         if int(state.status) != Status.RUNNING:
             break
         state = step(state)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _loop
+from . import _loop, _scale, _tree
 from ._status import Status
 
 
@@ -54,8 +54,12 @@ class IntermediateResult(NamedTuple):
     status: int
 
 
-def call(callback, state, grad, moved):
-    """Run ``callback`` on the host if ``moved``; returns whether it asked to stop (bool)."""
+def call(callback, state, moved):
+    """Run ``callback`` on the host if ``moved``; returns whether it asked to stop (bool). It
+    sees f and the gradient in the user's units (``_scale.unscaled``; the gradient conjugated
+    back to ``jax.grad``'s convention for complex leaves)."""
+    state = _scale.unscaled(state)
+    grad = _tree.conj(state.grad)
 
     def host(active, x, fun, g, nit, nfev, stepsize, status):
         if not bool(active):
@@ -165,6 +169,7 @@ def last_line(every: int, solver, state, before):
     went on had printed PRECISION mid-run. Not where nothing happened since the start line
     (``before``), which then says it all."""
     if every:
+        state = _scale.unscaled(state)
         changed = (state.nfev != before.nfev) | (state.status != before.status)
         progress(every, state, solver.stationarity(state.params, state.grad, state.bounds), changed, changed,
                  last=True)

@@ -212,7 +212,7 @@ def _tangent(config: ImplicitDiff, objective, args, box, d_objective, d_args, d_
     # plus g_A dx_A with bounds (the gradient is not zero on the active variables).
     _, d_value = jax.jvp(lambda obj, a: obj(x, a)[0], (objective, args), (d_objective, d_args))
     if box is not None:
-        d_value = d_value + _tree.inner(_tree.conj(res.state.grad), dx, sdt).astype(d_value.dtype)
+        d_value = d_value + _tree.inner(res.grad, dx, sdt).astype(d_value.dtype)  # (f's gradient: not scale f's)
     if not config.accept_unconverged:
         dx, d_value, d_grad, d_aux = poison((dx, d_value, d_grad, d_aux), res.success)
     zero = jax.tree.map(_zero_tangent, res)

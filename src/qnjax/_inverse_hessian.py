@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _compact, _compile, _free_gram, _memory, _memory_update, _tree
+from ._scale import times
 
 
 def rebuild(memory: _memory.Memory) -> _memory.Memory:
@@ -48,21 +49,22 @@ def _final_memory(memory, grad):
 
 
 @_compile.jit(users=lambda arguments: arguments["v"])
-def _apply(memory, v):
-    return _compact.inverse_hessian(memory, v)[0]
+def _apply(memory, v, scale):
+    # (H of scale f times scale: f's, ``_scale``)
+    return times(_compact.inverse_hessian(memory, v)[0], scale)
 
 
 @_compile.jit(users=lambda arguments: arguments["v"])
-def _apply_array(memory, v, like):
+def _apply_array(memory, v, like, scale):
     """H v for x one array and v any array of its size (a flat vector, or shaped like x)."""
-    hv = _compact.inverse_hessian(memory, v.reshape(like.shape).astype(like.dtype))[0]
+    hv = times(_compact.inverse_hessian(memory, v.reshape(like.shape).astype(like.dtype))[0], scale)
     return hv.reshape(v.shape)
 
 
 @_compile.jit(users=lambda arguments: arguments["x"])
-def _dense(memory, x):
+def _dense(memory, x, scale):
     eye = jnp.eye(x.size, dtype=x.dtype)
-    return jax.vmap(lambda e: jnp.ravel(_apply(memory, e.reshape(x.shape))))(eye).T
+    return jax.vmap(lambda e: jnp.ravel(_apply(memory, e.reshape(x.shape), scale)))(eye).T
 
 
 class InverseHessian:
@@ -79,6 +81,7 @@ class InverseHessian:
             raise ValueError("hess_inv of a batched result: index one member first (jax.tree.map(lambda a: a[i], res))")
         self.params = state.params
         self.memory = _final_memory(state.memory, state.grad)
+        self.scale = state.scale  # (the memory's H is scale f's, f's divided by scale: ``_scale``)
 
     @property
     def shape(self):
@@ -98,11 +101,11 @@ class InverseHessian:
             v = jnp.asarray(v)
             if v.size != self.params.size:
                 raise ValueError(f"H multiplies a vector of x's {self.params.size} entries, got shape {v.shape}")
-            return _apply_array(self.memory, v, self.params)
+            return _apply_array(self.memory, v, self.params, self.scale)
         if jax.tree.structure(v) != jax.tree.structure(self.params):
             raise TypeError(f"x is a pytree ({jax.tree.structure(self.params)}): H multiplies a pytree of that "
                             f"structure, got {jax.tree.structure(v)}")
-        return _apply(self.memory, _tree.cast_like(v, self.params))
+        return _apply(self.memory, _tree.cast_like(v, self.params), self.scale)
 
     def matmat(self, v):
         """H V for an (n, k) matrix V (x one array of n entries): each column."""
@@ -134,4 +137,4 @@ class InverseHessian:
     def todense(self):
         if not isinstance(self.params, jax.Array):
             raise TypeError("todense needs x to be one array (apply matvec to the pytree instead)")
-        return _dense(self.memory, self.params)
+        return _dense(self.memory, self.params, self.scale)

@@ -23,6 +23,7 @@ import numpy as np
 from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
 from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
+from ._scale import scale_for, scaled_problem, times, unscaled
 from ._solver import LBFGS
 from ._state import State, check_resumed, hold, typed_like
 from ._status import Status, code, is_success
@@ -35,11 +36,8 @@ def minimize(
     args=(),
     *,
     method: str = "lbfgs",
-    gtol=None,
-    ftol=None,
-    fatol=None,
-    maxiter=15000,
-    maxfev=15000,
+    gtol=None, ftol=None, fatol=None,
+    maxiter=15000, maxfev=15000,
     memory_size: int = 10,
     linesearch=None,
     direction: str = "compact",
@@ -50,12 +48,9 @@ def minimize(
     callback=None,
     verbose: int | bool = False,
     jac=None,
-    bounds=None,
-    bounds_method: str = "lbfgsb",
-    tol=None,
-    options: dict | None = None,
-    implicit_diff=None,
-    adjoint: str = "implicit",
+    bounds=None, bounds_method: str = "lbfgsb",
+    tol=None, options: dict | None = None,
+    implicit_diff=None, adjoint: str = "implicit",
 ) -> OptimizeResult:
     """Minimise ``fun(x, *args)`` from ``x0`` with L-BFGS.
 
@@ -239,19 +234,23 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         if box is not None:
             x0 = _bounds.project(x0, box)
         value0, grad0, aux0 = objective(x0, args)
-        state = solver.init(x0, value0, grad0, aux0, bounds=box)
-        state = state._replace(nfev=state.nfev + 1)
+        # (f's power of two below float64, 1 where a bound is finite: ``_scale``)
+        scale = scale_for(value0, grad0, box is not None and _bounds.facts(box, x0)[1])
+        state = solver.init(x0, value0 * scale, times(grad0, scale), aux0, bounds=box)
+        state = state._replace(nfev=state.nfev + 1, scale=scale)
     else:  # continue: the budgets count from here
         state = state0
         solver = dataclasses.replace(solver, **{
             name: limit + counter for name, limit, counter in
             (("maxiter", solver.maxiter, state.count), ("maxfev", solver.maxfev, state.nfev)) if limit is not None})
+    objective, solver = scaled_problem(objective, solver, state.scale)
     state = state._replace(status=solver.start_status(state))
 
     running = lambda s: s.status == code(Status.RUNNING)  # noqa: E731
 
     def observe(solver, s, records, active, moved, start=False):
         """The trace and the progress display (the last line: ``_callbacks.last_line``): read-only."""
+        s = unscaled(s)
         if trace_length or verbose:
             gnorm = solver.stationarity(s.params, s.grad, s.bounds)
         if verbose:
@@ -271,7 +270,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         s = solver.step(before, lambda x: objective(x, args), active=True if active is None else on)[1]
         moved = s.count > before.count
         if callback is not None:
-            stop = _callbacks.call(callback, s, _tree.conj(s.grad), moved)
+            stop = _callbacks.call(callback, s, moved)
             s = s._replace(status=where(stop & running(s), code(Status.CALLBACK), s.status))
         new_records = observe(solver, s, records, on, moved)
         if active is not None:
@@ -294,7 +293,8 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         # below float64, the Newton model before PRECISION (``_rescue``)
         s, records = run_with_rescues(loop, running, operands, (state, records), record if trace_length else None)
     _callbacks.last_line(verbose, solver, s, state)
+    user = unscaled(s)  # (f and its gradient in the user's units)
     return OptimizeResult(  # (x and grad weakly typed where x0's leaves are: the loop carries strong types)
-        x=typed_like(s.params, x0), fun=s.value, grad=typed_like(_tree.conj(s.grad), x0), nit=s.count,
+        x=typed_like(s.params, x0), fun=user.value, grad=typed_like(_tree.conj(user.grad), x0), nit=s.count,
         nfev=s.nfev, status=s.status, success=is_success(s.status), aux=s.aux, state=s,
         trace=_trace.finish(records) if trace_length else None)

@@ -226,7 +226,7 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         decrease = -(t * gp + t * t * php / 2)
         t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
         ulps = _verdict.rounding_ulps(state.params, sdt)  # (p moves x by more than rounding)
-        floor = _verdict.floor(state.value)
+        floor = _verdict.floor(state.value, state.scale)
         full = -(gp + php / 2)  # (D(1) decides: module docstring)
         promising = (full > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & wanted
         # (where the memory's guard would refuse (p, H p), the pair of H + mu I: module docstring)

@@ -252,7 +252,7 @@ class LBFGS:
         # scale (trials are at the model's scale: a far trial's curvature says nothing of phi near 0)
         # and the model's own decrease along d, -phi'(0) t0 / 2 at its minimiser t0 = 1, is within
         # the floor (where the model promises more, a few trials' slopes may just have missed it).
-        floor = _verdict.floor(value)
+        floor = _verdict.floor(value, state.scale)
         negligible = where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      keep_probe=_probe.enabled(sdt, whole),

@@ -47,6 +47,8 @@ class State(NamedTuple):
     # promised, and 1 where its step p is the next direction (``_rescue``; [inf, 0, 0]: none yet)
     start_scale: jax.Array  # (2,) scalar dtype: max |x0_i| and |f(x0)|, set by the first iteration
     # (``_verdict.start_scale``; 0 until then): ``_verdict.at_origin``
+    scale: jax.Array  # scalar dtype: the power of two f and its gradient are multiplied by (``_scale``;
+    # value, grad, the memory and f's tolerances are of scale * f; 1 in the Optax face)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained
 
 
@@ -75,6 +77,7 @@ def fresh(solver, params, value, grad, bounds) -> State:
         probes=jnp.zeros((), jnp.int32),
         newton=jnp.array([jnp.inf, 0, 0], sdt),
         start_scale=jnp.zeros((2,), sdt),
+        scale=jnp.ones((), sdt),
         bounds=bounds,
     )
 

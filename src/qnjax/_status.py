@@ -122,7 +122,8 @@ _MESSAGES = {
     Status.CALLBACK: "stopped: the callback asked to stop",
     Status.UNBOUNDED: (
         "stopped: f appears unbounded below: it fell to within 2^10 of its dtype's largest magnitude "
-        "and the line search found no further decrease it could represent; x is the last good point"
+        "(below float64, f times the power of two the run scales it by, res.state.scale) and the line search "
+        "found no further decrease it could represent; x is the last good point"
     ),
     Status.INFEASIBLE: (
         "stopped: the box is empty (lower > upper or NaN) for some variable, or params are outside it; "

@@ -89,10 +89,13 @@ def narrower(leaf, sdt) -> bool:
     return jnp.finfo(_tree.dtype_of(leaf)).nmant < jnp.finfo(sdt).nmant
 
 
-def floor(value):
-    """A few units in the last place of f at ``value``: the least change rounding can hide."""
+def floor(value, scale=1):
+    """A few units in the last place of f at ``value``: the least change rounding can hide. With
+    ``scale`` (f's power of two, ``_scale``: ``value`` is scale f) no less than scale times the
+    smallest normal number, below which f itself is flushed to 0."""
     sdt = value.dtype
-    return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), jnp.finfo(sdt).tiny)
+    tiny = jnp.finfo(sdt).tiny * jnp.maximum(jnp.asarray(scale, sdt), 1)
+    return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), tiny)
 
 
 def noise(res, floor):

@@ -1,0 +1,168 @@
+"""f's power-of-two scale below float64 (``_scale``): f times 2^-k runs as f does, to the edge of
+float32's range, and everything that leaves the solve is in f's own units."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import qnjax
+from qnjax import Status, _scale
+
+F32 = jnp.float32
+WEIGHTS = jnp.arange(1, 101, dtype=F32)
+X0 = jnp.ones(100, F32)
+
+
+def quartic(x, c):
+    """sum_i i x_i^4 times c: its minimum (0 at 0) is degenerate, so |g| falls by 20 orders."""
+    return c * jnp.sum(WEIGHTS * x**4)
+
+
+def run(c, **kw):
+    return qnjax.minimize(quartic, X0, (jnp.asarray(c, F32),), trace=500, **kw)
+
+
+def test_f_times_a_power_of_two_runs_as_f_to_the_edge_of_the_range():
+    """sum_i i x_i^4 in float32 times 2^-k: the same iterates, times 2^-k, bit for bit, and the
+    same stop. Unscaled, the runs parted where the gradient's components fell below 2^-63 (their
+    squares underflow): 2^-20 took 528 iterations instead of 69, 2^-30 ran out of evaluations."""
+    plain = run(1.0)
+    assert Status(int(plain.status)) == Status.PRECISION and bool(plain.success)
+    for k in (20, 30):
+        res = run(2.0**-k)
+        assert (int(res.nit), int(res.nfev), int(res.status)) == (int(plain.nit), int(plain.nfev), int(plain.status))
+        np.testing.assert_array_equal(np.asarray(res.x), np.asarray(plain.x))
+        np.testing.assert_array_equal(res.trace.as_numpy()["fun"], plain.trace.as_numpy()["fun"] * 2.0**-k)
+        assert float(res.state.scale) == float(plain.state.scale) * 2.0**k
+
+
+def test_what_leaves_the_solve_is_in_fs_units():
+    """fun, grad, the trace, the callback and hess_inv are f's (not scale f's), and the state
+    says its scale."""
+    c = jnp.asarray(2.0**-30, F32)
+    seen = []
+    res = qnjax.minimize(quartic, X0, (c,), trace=500, callback=lambda r: seen.append((r.x, r.fun, r.grad)) and None)
+    plain = qnjax.minimize(quartic, X0, (jnp.asarray(1.0, F32),))
+    assert float(res.state.scale) > 2.0**30  # (a power of two: max |g(x0)| brought to 2^20)
+    # (f and g at x, as this process computes them: another program, which may round otherwise)
+    np.testing.assert_allclose(float(res.fun), float(quartic(res.x, c)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.grad), np.asarray(jax.grad(quartic)(res.x, c)), rtol=1e-6)
+    assert float(res.fun) == float(plain.fun) * 2.0**-30  # (the same run: f's values times 2^-30)
+    assert float(res.trace.as_numpy()["fun"][-1]) == float(res.fun)
+    np.testing.assert_array_equal(res.trace.as_numpy()["gnorm"][-1], np.max(np.abs(np.asarray(res.grad))))
+    x, fun, grad = seen[-1]
+    np.testing.assert_array_equal(x, np.asarray(res.x))
+    assert float(fun) == float(res.fun) and np.array_equal(grad, np.asarray(res.grad))
+    # (the same memory, of the same scaled f: H of f times 2^-30 is 2^30 times f's, exactly)
+    v = jnp.linspace(-1, 1, 100, dtype=F32)
+    np.testing.assert_array_equal(np.asarray(res.hess_inv @ v), np.asarray(plain.hess_inv @ v) * 2.0**30)
+
+
+def test_tolerances_are_in_fs_units():
+    """gtol on max |g_i| and fatol on f's change, as given (the solve's are times its scale)."""
+    c = jnp.asarray(2.0**-30, F32)
+    gtol = 1e-9 * 2.0**-30
+    res = qnjax.minimize(quartic, X0, (c,), gtol=gtol)
+    same = qnjax.minimize(quartic, X0, (jnp.asarray(1.0, F32),), gtol=1e-9)
+    assert Status(int(res.status)) == Status.GTOL and float(jnp.max(jnp.abs(res.grad))) <= gtol
+    assert (int(res.nit), int(res.nfev)) == (int(same.nit), int(same.nfev))
+    res = qnjax.minimize(quartic, X0, (c,), fatol=1e-3 * 2.0**-30, ftol=0.0)
+    same = qnjax.minimize(quartic, X0, (jnp.asarray(1.0, F32),), fatol=1e-3, ftol=0.0)
+    assert Status(int(res.status)) == Status.FTOL and (int(res.nit), int(res.nfev)) == (int(same.nit), int(same.nfev))
+
+
+def test_a_resumed_run_keeps_its_scale():
+    """minimize(state=res.state) goes on with the state's scale: the run split in two is the
+    run whole."""
+    c = (jnp.asarray(2.0**-30, F32),)
+    whole = qnjax.minimize(quartic, X0, c)
+    first = qnjax.minimize(quartic, X0, c, maxiter=20)
+    second = qnjax.minimize(quartic, first.x, c, state=first.state)
+    assert float(second.state.scale) == float(first.state.scale) != 1
+    assert (int(second.nit), int(second.nfev)) == (int(whole.nit), int(whole.nfev))
+    np.testing.assert_array_equal(np.asarray(second.x), np.asarray(whole.x))
+
+
+def test_batched_members_have_their_own_scale():
+    """Under jax.vmap over f's factor each member is scaled alone: every member runs as the
+    plain f."""
+    cs = jnp.asarray([1.0, 2.0**-20, 2.0**-30, 2.0**10], F32)
+    res = jax.vmap(lambda c: qnjax.minimize(quartic, X0, (c,)))(cs)
+    np.testing.assert_array_equal(np.asarray(res.nit), int(res.nit[0]))
+    for x in np.asarray(res.x):
+        np.testing.assert_array_equal(x, np.asarray(res.x[0]))
+    np.testing.assert_array_equal(np.asarray(res.state.scale) * np.asarray(cs), float(res.state.scale[0]))
+    plain = qnjax.minimize(quartic, X0, (cs[0],))  # (another program: the same run up to rounding)
+    assert abs(int(res.nit[0]) - int(plain.nit)) <= 3 and float(plain.state.scale) == float(res.state.scale[0])
+
+
+def test_a_float16_leaf_keeps_its_gradient_in_range():
+    """A leaf of a smaller range than the scalar dtype (float16: largest 65504) bounds the scale
+    (its gradient times the scale stays below 2^8), and the run reaches the minimum."""
+    def f(p):
+        return 1e-6 * (jnp.sum((p["a"].astype(F32) - 3) ** 2) + jnp.sum((p["b"] - 1) ** 2))
+
+    p0 = {"a": jnp.zeros(4, jnp.float16), "b": jnp.zeros(3, F32)}
+    res = qnjax.minimize(f, p0)
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(np.asarray(res.x["a"], np.float32), 3, atol=4e-3)  # (2 float16 steps)
+    g0 = jax.grad(f)(p0)["a"]
+    scale = float(res.state.scale)
+    assert 1 < scale and scale * float(jnp.max(jnp.abs(g0))) < 2.0**8
+
+
+def test_every_bound_infinite_is_scaled_as_no_bound():
+    """Traced infinite bounds (a box, L-BFGS-B) are scaled as no bound: the run is the unconstrained
+    one (up to rounding: L-BFGS-B's small algebra is in float64, ``_subspace``)."""
+    c = (jnp.asarray(2.0**-30, F32),)
+    inf = jnp.asarray(jnp.inf, F32)
+    boxed = jax.jit(lambda lo, hi: qnjax.minimize(quartic, X0, c, bounds=(lo, hi)))(-inf, inf)
+    free = jax.jit(lambda: qnjax.minimize(quartic, X0, c))()  # (compiled alike: XLA's defaults)
+    assert float(boxed.state.scale) == float(free.state.scale) > 1 and boxed.state.bounds is not None
+    assert bool(boxed.success) and bool(free.success) and abs(int(boxed.nit) - int(free.nit)) <= 3
+    np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["float64", "bounds", "optax"])
+def test_scale_is_one_where_f_is_not_scaled(case):
+    """Not in float64, not where a bound is finite (L-BFGS-B's first trial, scipy's P(x - g), and
+    its projected gradient are not homogeneous in f), and not in the Optax face, whose state's
+    value and gradient are the user's."""
+    c = jnp.asarray(2.0**-30, F32)
+    if case == "float64":
+        if not jax.config.jax_enable_x64:
+            pytest.skip("needs jax_enable_x64")
+        state = qnjax.minimize(lambda x: jnp.sum(x**4), jnp.ones(3, jnp.float64)).state
+    elif case == "bounds":
+        state = qnjax.minimize(quartic, X0, (c,), bounds=(-2.0, 2.0)).state
+    else:
+        opt = qnjax.lbfgs()
+        params, state = X0, opt.init(X0)
+        for _ in range(3):
+            value, grad = optax.value_and_grad_from_state(lambda x: quartic(x, c))(params, state=state)
+            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=lambda x: quartic(x, c))
+            params = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(float(state.value), float(quartic(params, c)), rtol=1e-6)
+    assert float(state.scale) == 1.0 and state.scale.dtype == state.value.dtype
+
+
+def test_choose_caps():
+    """The scale: max |g(x0)| below 2^20 up to [2^20, 2^21), beyond 2^50 down to 2^50, at most 2^100
+    up and 2^40 down, |scale f(x0)| < 2^40; 1 where f or g is not finite or g is 0, or where a
+    bound is finite."""
+    def scale_of(value, grad):
+        return float(_scale.scale_for(jnp.asarray(value, F32), jnp.asarray(grad, F32), False))
+
+    assert scale_of(1.0, [0.75, -0.1]) == 2.0**21  # (0.75 2^21 = 1.5 2^20)
+    assert scale_of(2.0**30, [1.0]) == 2.0**9  # (|f| capped: 2^30 2^9 < 2^40)
+    assert scale_of(0.0, [2.0**-60]) == 2.0**80 and scale_of(1.0, [2.0**30]) == 1.0  # (2^20 to 2^50: as it is)
+    assert scale_of(0.0, [2.0**60]) == 2.0**-11  # (beyond 2^50: down to [2^49, 2^50))
+    assert scale_of(0.0, [2.0**-110]) == 2.0**100 and scale_of(0.0, [2.0**100]) == 2.0**-40  # (the caps)
+    assert scale_of(1.0, [2.0**-60]) == 2.0**39  # (|f| capped: 2^39 < 2^40)
+    assert scale_of(0.0, [2.0**-5]) == 2.0**25
+    assert scale_of(2.0**-30, [2.0**60]) == 2.0**-10  # (|f| kept above 2^-40 where g scales down)
+    assert scale_of(np.inf, [1.0]) == scale_of(1.0, [np.nan]) == scale_of(1.0, [0.0]) == 1.0
+    assert float(_scale.scale_for(jnp.asarray(1.0, F32), jnp.asarray([1e-9], F32), True)) == 1.0
+    assert float(_scale.scale_for(jnp.asarray(1.0, F32), jnp.asarray([1e-9], F32), jnp.asarray(True))) == 1.0
