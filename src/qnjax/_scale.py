@@ -20,9 +20,9 @@ guard takes over), and one beyond 2^HIGH, whose squares near the overflow, down 
 [2^(HIGH - 1), 2^HIGH) (not further: a far start's gradient, 1e36 for Jennrich-Sampson from
 10 x0, falls to a normal size near the minimum, where a scale of 2^-99 underflowed it: three
 MGH runs from 10 and 100 x0 ran out of evaluations with it); between, e = 0. Also 2^-DOWN
-<= sigma <= 2^UP; |sigma f(x0)| stays below 2^F_ROOM (the line search's trials, which may be
-far larger than f(x0), keep 2^87 before float32 overflows) and, where sigma scales down, not
-below 2^-F_ROOM; and a gradient leaf of a dtype with a smaller range than the scalar dtype's
+<= sigma <= 2^UP; where these allow, |sigma f(x0)| stays below 2^F_ROOM (the line search's
+trials, which may be far larger than f(x0), keep 2^87 before float32 overflows) and, where
+sigma scales down, not below 2^-F_ROOM; and a gradient leaf of a dtype with a smaller range than the scalar dtype's
 (float16) stays below 2^-NARROW_ROOM of its largest number. f times a power of two then
 runs as f does, to the edge of the range: the quartic above times 1, 2^-10, 2^-20 and 2^-30
 takes the same 63 iterations and 64 evaluations, and stops PRECISION; times 2^-40 f itself
