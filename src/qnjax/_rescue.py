@@ -104,6 +104,7 @@ import jax.numpy as jnp
 
 from . import _bounds, _conjugate_gradient, _loop, _memory, _memory_update, _subspace, _tree, _verdict
 from ._memory import CS
+from ._scale import times
 from ._state import State
 from ._status import Status, code
 from ._xla import where
@@ -177,11 +178,8 @@ def newton(objective, args, state: State, steps, free=None):
     minus_g, factor = _tree.scaled_to_unit(mask(jax.tree.map(jnp.negative, g)), sdt)
     res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, lambda r: r,
                                     jnp.zeros((), sdt), steps, sdt, floor=jnp.finfo(sdt).eps)
-    def back(tree):  # (a narrow leaf in the scalar dtype: 1 / factor may exceed float16's range)
-        return jax.tree.map(lambda a: (a.astype(sdt) / factor).astype(a.dtype) if _verdict.narrower(a, sdt)
-                            else a / factor.astype(a.dtype), tree)
-
-    p, hp = back(res.x), back(_tree.sub(minus_g, res.r))
+    # (scaled back by 1 / factor, a normal power of two; a float16 leaf in the scalar dtype: ``_scale.times``)
+    p, hp = times(res.x, 1 / factor), times(_tree.sub(minus_g, res.r), 1 / factor)
     gp, php = _tree.inners([(g, p), (p, hp)], sdt)
     return p, hp, -(gp + php / 2), res.steps
 
