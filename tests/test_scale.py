@@ -81,6 +81,10 @@ def test_a_resumed_run_keeps_its_scale():
     first = qnjax.minimize(quartic, X0, c, maxiter=20)
     second = qnjax.minimize(quartic, first.x, c, state=first.state)
     assert float(second.state.scale) == float(first.state.scale) != 1
+    # (the leaf's type is init's, as every state leaf's: a resumed run compiles no new program)
+    fresh = qnjax.LBFGS().init(X0, jnp.asarray(1.0, F32), X0).scale
+    for s in (first.state.scale, second.state.scale):
+        assert (s.dtype, s.weak_type, s.shape) == (fresh.dtype, fresh.weak_type, fresh.shape) == (F32, False, ())
     assert (int(second.nit), int(second.nfev)) == (int(whole.nit), int(whole.nfev))
     np.testing.assert_array_equal(np.asarray(second.x), np.asarray(whole.x))
 
