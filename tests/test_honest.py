@@ -626,7 +626,8 @@ def test_the_optax_face_stops_at_the_origin_on_its_initial_params_scale():
             break
     assert Status(int(state.status)) == Status.PRECISION
     assert float(jnp.max(jnp.abs(x))) <= float(jnp.finfo(DT).eps)
-    np.testing.assert_array_equal(np.asarray(state.start_scale), [1.0, float(jnp.sum(w))])
+    # (|f(x0)| of f times the state's power of two, as the state's memory is: ``_scale``)
+    np.testing.assert_array_equal(np.asarray(state.start_scale), [1.0, float(jnp.sum(w)) * float(state.scale)])
 
 
 SINGULAR = [pytest.param(lambda x: jnp.sum(jnp.log(x * x)), None, id="log_of_x_squared"),

@@ -12,7 +12,7 @@ import pytest
 from conftest import X64, dense_h, spd, until_stopped
 
 import qnjax
-from qnjax import _bounds, _cauchy, _free_gram, _memory, _memory_update, _rescue, _verdict, problems
+from qnjax import _bounds, _cauchy, _free_gram, _memory, _memory_update, _rescue, _scale, _verdict, problems
 from qnjax._solver import LBFGS
 from qnjax._status import Status, code
 
@@ -418,6 +418,15 @@ def test_float32_box_fits_that_claimed_precision_above_their_minimum_reach_it(mo
     assert before.status == Status.PRECISION and float(before.fun) / fstar - 1 > 1e-3  # (the false success)
 
 
+def optax_check(solver, objective, state, q):
+    """The Newton check on an Optax face's state as its update makes it: in the solver's units
+    (f, its gradient and q times ``state.scale``; the state's value and grad are the user's)."""
+    sigma = state.scale
+    inner = _rescue.resume(solver, _scale.Scaled(objective, sigma), None, _scale.scaled(state),
+                           q=_scale.times(q, sigma))
+    return _scale.unscaled(inner)
+
+
 def test_in_the_optax_face_the_pair_is_written_as_its_pairs_are():
     """The Optax face's pairs are differences of the q it is given: the check writes s = p and
     q - H p as y's start, so the next update (the same gradient, x having stayed) stores
@@ -436,7 +445,7 @@ def test_in_the_optax_face_the_pair_is_written_as_its_pairs_are():
         u, state = update(g, state, x, v)
         x = optax.apply_updates(x, u)
     stopped = state._replace(status=code(Status.PRECISION))
-    check = jax.jit(lambda s, q: _rescue.resume(LBFGS(memory_size=m), objective, None, s, q=q))
+    check = jax.jit(lambda s, q: optax_check(LBFGS(memory_size=m), objective, s, q))
     scaled = check(stopped, jax.tree.map(lambda g: 2 * g, stopped.grad))  # (a transformation before lbfgs)
     assert int(scaled.status) == Status.PRECISION and int(scaled.nfev) == int(state.nfev)  # (no product)
     rescued = check(stopped, stopped.grad)
@@ -446,7 +455,8 @@ def test_in_the_optax_face_the_pair_is_written_as_its_pairs_are():
     u, after = update(rescued.grad, rescued, x, rescued.value)
     slots, S, Y = stored(after.memory)
     np.testing.assert_allclose(S[-1], p_want, rtol=RTOL, atol=RTOL * np.abs(p_want).max())
-    np.testing.assert_allclose(Y[-1], a @ S[-1], rtol=RTOL, atol=10 * RTOL * np.abs(Y[-1]).max())
+    y = Y[-1] / float(after.scale)  # (the memory is of f times the scale)
+    np.testing.assert_allclose(y, a @ S[-1], rtol=RTOL, atol=10 * RTOL * np.abs(y).max())
     d = np.asarray(u, np.float64) / float(after.stepsize)
     np.testing.assert_allclose(d, p_want, rtol=50 * RTOL, atol=50 * RTOL * np.abs(p_want).max())
     idx = np.ix_(slots, slots)
@@ -533,12 +543,15 @@ def test_after_a_rescue_the_direction_is_its_step_itself(face, monkeypatch):
         q = None
     state = state._replace(params=x) if face == "optax" else state
     stopped = state._replace(status=code(Status.PRECISION))
-    rescued = jax.jit(lambda s: _rescue.resume(solver, objective, (), s, q=q))(stopped)
+    if face == "optax":
+        rescued = jax.jit(lambda s: optax_check(solver, objective, s, q))(stopped)
+    else:
+        rescued = jax.jit(lambda s: _rescue.resume(solver, objective, (), s, q=q))(stopped)
     assert int(rescued.status) == Status.RUNNING and float(rescued.newton[2]) == 1
     u, after = step(rescued)
     assert float(after.stepsize) > 0 and float(after.newton[2]) == 0
     slots, S, Y = stored(after.memory)
-    p, g = S[-1], np.asarray(rescued.grad, np.float64)
+    p, g = S[-1], np.asarray(rescued.grad, np.float64) * float(rescued.scale)  # (the memory's units)
     d = np.asarray(u, np.float64) / float(after.stepsize)
     np.testing.assert_allclose(d, p, rtol=1e-5, atol=1e-5 * np.abs(p).max())
     if not bounded:  # (-H_+ g from the stored pairs, H0 = gamma I of the newest: measurably not p)

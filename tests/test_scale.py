@@ -129,11 +129,25 @@ def test_every_bound_infinite_is_scaled_as_no_bound():
     np.testing.assert_allclose(np.asarray(boxed.x), np.asarray(free.x), rtol=1e-3)
 
 
-@pytest.mark.parametrize("case", ["float64", "bounds", "optax"])
+def optax_loop(c, updates=3, **kw):
+    """(params, state) after ``updates`` updates of ``qnjax.lbfgs(**kw)`` on the quartic times c, the
+    README's loop (``optax.value_and_grad_from_state`` reads the state's value and grad)."""
+    fun = lambda x: quartic(x, c)  # noqa: E731
+    opt = qnjax.lbfgs(**kw)
+    update = jax.jit(lambda g, s, x, v: opt.update(g, s, x, value=v, grad=g, value_fn=fun))
+    params, state = X0, opt.init(X0)
+    for _ in range(updates):
+        value, grad = optax.value_and_grad_from_state(fun)(params, state=state)
+        u, state = update(grad, state, params, value)
+        params = optax.apply_updates(params, u)
+    return params, state
+
+
+@pytest.mark.parametrize("case", ["float64", "bounds", "optax-bounds", "optax-no-search"])
 def test_scale_is_one_where_f_is_not_scaled(case):
     """Not in float64, not where a bound is finite (L-BFGS-B's first trial, scipy's P(x - g), and
-    its projected gradient are not homogeneous in f), and not in the Optax face, whose state's
-    value and gradient are the user's."""
+    its projected gradient are not homogeneous in f), in either face, and not in the Optax face
+    without a line search (its first update, -g / ||g||, is not homogeneous in f)."""
     c = jnp.asarray(2.0**-30, F32)
     if case == "float64":
         if not jax.config.jax_enable_x64:
@@ -141,15 +155,30 @@ def test_scale_is_one_where_f_is_not_scaled(case):
         state = qnjax.minimize(lambda x: jnp.sum(x**4), jnp.ones(3, jnp.float64)).state
     elif case == "bounds":
         state = qnjax.minimize(quartic, X0, (c,), bounds=(-2.0, 2.0)).state
+    elif case == "optax-bounds":
+        state = optax_loop(c, bounds=(-2.0, 2.0))[1]
     else:
-        opt = qnjax.lbfgs()
-        params, state = X0, opt.init(X0)
-        for _ in range(3):
-            value, grad = optax.value_and_grad_from_state(lambda x: quartic(x, c))(params, state=state)
-            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=lambda x: quartic(x, c))
-            params = optax.apply_updates(params, updates)
-        np.testing.assert_allclose(float(state.value), float(quartic(params, c)), rtol=1e-6)
+        state = optax_loop(c, linesearch=None, learning_rate=1e-3)[1]
     assert float(state.scale) == 1.0 and state.scale.dtype == state.value.dtype
+
+
+def test_the_optax_face_runs_f_times_a_power_of_two_as_f():
+    """The Optax face chooses its scale at the first update, as ``minimize`` does at x0: the
+    quartic times 2^-30 takes the updates of the quartic, bit for bit, to the same stop (unscaled,
+    a loop of 3,000 updates did not finish), and the state's value and grad stay the user's (what
+    ``optax.value_and_grad_from_state`` reads), with the scale in the state's own type."""
+    plain, plain_state = optax_loop(jnp.asarray(1.0, F32), updates=80)
+    c = jnp.asarray(2.0**-30, F32)
+    params, state = optax_loop(c, updates=80)
+    assert Status(int(plain_state.status)).success and int(state.status) == int(plain_state.status)
+    assert int(state.count) == int(plain_state.count) and int(state.nfev) == int(plain_state.nfev)
+    np.testing.assert_array_equal(np.asarray(params), np.asarray(plain))
+    assert float(state.value) == float(plain_state.value) * 2.0**-30
+    np.testing.assert_array_equal(np.asarray(state.grad), np.asarray(plain_state.grad) * 2.0**-30)
+    np.testing.assert_allclose(float(state.value), float(quartic(params, c)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.grad), np.asarray(jax.grad(quartic)(params, c)), rtol=1e-6)
+    assert float(state.scale) == float(plain_state.scale) * 2.0**30 > 2.0**30
+    assert (state.scale.dtype, state.scale.shape, state.scale.weak_type) == (F32, (), False)
 
 
 def test_choose_caps():

@@ -36,7 +36,10 @@ are counted in ``nfev``; where the updates given are the gradient and ``value_fn
 gradient can be differentiated); GTOL, PRECISION or FTOL (success: a loop can
 stop on ``qnjax.Status(state.status).success``); LINESEARCH_FAILED; UNBOUNDED; NONFINITE
 when the given value or gradient is not finite (updates zero, state kept).
-``extra_args`` are passed on to ``value_fn``.
+``extra_args`` are passed on to ``value_fn``. Below float64, with a line search, f is
+multiplied by a power of two chosen at the first update (``_scale``: the products of
+gradients stay in float32's range; ``state.scale``), and the state's ``value`` and ``grad``
+stay the user's.
 
 Called outside ``jax.jit`` (as a notebook's loop may), ``update`` and
 ``value_and_grad_from_state`` each run as one compiled program, with ``value_fn`` as
@@ -68,7 +71,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from . import _bounds, _compile, _objective, _rescue, _tree, _unrolled
+from . import _bounds, _compile, _objective, _rescue, _scale, _tree, _unrolled
 from ._solver import LBFGS
 from ._state import State
 from ._status import Status, code
@@ -155,21 +158,28 @@ def lbfgs(
             value = jnp.full((), jnp.inf, sdt)
         lr = 1.0 if learning_rate is None else (
             learning_rate(state.count) if callable(learning_rate) else learning_rate)
-        here = state._replace(params=params, value=value, grad=g)
+        box = None if state.bounds is None else _bounds.facts(state.bounds, params)
+        # (below float64, with a line search: f times sigma, chosen at the first update, ``_scale``;
+        # the state's value and grad stay the user's, the rest is of sigma f)
+        sigma = jnp.ones((), sdt) if linesearch is None or not _tree.guards_range(sdt) else jax.lax.cond(
+            state.count == 0, lambda: _scale.scale_for(value, g, box is not None and box[1]), lambda: state.scale)
+        here, q = _scale.scaled(state._replace(params=params, value=value, grad=g, scale=sigma)), _scale.times(q, sigma)
+        objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), solver, sigma)
+        value, g = here.value, here.grad
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
-        u, new = solver.step(here, evaluate, q=q, scale=lr, exact_updates=True)
+        u, new = scaled.step(here, None if evaluate is None else lambda x: objective(x, None), q=q, scale=lr,
+                             exact_updates=True)
         if newton_check and evaluate is not None and _rescue.enabled(new) and not solver.fixed_search_steps:
             # below float64, the Newton model before PRECISION (``_rescue``; x stays, u is zero)
-            objective = lambda x, _: evaluate(x)  # noqa: E731
-            new = _rescue.guarded(lambda: _rescue.resume(solver, objective, None, new, q=q), lambda: new,
+            new = _rescue.guarded(lambda: _rescue.resume(scaled, objective, None, new, q=q), lambda: new,
                                   objective, None, params)
         u = _tree.select(finite, u, _tree.zeros_like(u))
         new = _tree.select(finite, new, here._replace(status=code(Status.NONFINITE)))
-        if state.bounds is not None:
-            inside = _bounds.facts(state.bounds, params)[0] & _bounds.contains(params, state.bounds)
+        if box is not None:
+            inside = box[0] & _bounds.contains(params, state.bounds)
             u = _tree.select(inside, u, _tree.zeros_like(u))
             new = _tree.select(inside, new, here._replace(status=code(Status.INFEASIBLE)))
-        return u, new
+        return u, _scale.unscaled(new)
 
     def compiled(updates, state, params, value, grad, objective, extra_args):
         evaluate = None if objective is None else (lambda x: objective(x, (((), extra_args),)))
