@@ -223,16 +223,17 @@ def max_stepsize(x, d, box: Box, sdt):
     return t
 
 
-def stationarity(x, g, box: Box, sdt):
-    """||P(x - g) - x||_inf in ``sdt`` (complex leaves, which are free: max |g|)."""
-    m = jnp.zeros((), sdt)
+def stationarity(x, g, box: Box, sdt, scale=None):
+    """||P(x - g) - x||_inf in ``sdt`` (complex leaves, which are free: max |g|); with ``scale``, ``g``
+    is of f times it (``_scale``): scale ||P(x - g / scale) - x||_inf, f's own measure, times scale."""
+    m, inverse = jnp.zeros((), sdt), 1 if scale is None else 1 / scale
     for (xl, lo, hi), gl in zip(_leaves(box, x), jax.tree_util.tree_leaves(g)):
         if not xl.size:
             continue
         if jnp.iscomplexobj(xl):
-            m = jnp.maximum(m, jnp.max(jnp.abs(gl)).astype(sdt))
+            m = jnp.maximum(m, jnp.max(jnp.abs(gl)).astype(sdt) * inverse)
             continue
-        xs, ng = xl.astype(sdt), -gl.astype(sdt)
+        xs, ng = xl.astype(sdt), -gl.astype(sdt) * inverse
         below, above = lo.astype(sdt) - xs, hi.astype(sdt) - xs
         if jnp.ndim(lo) < xl.ndim or jnp.ndim(hi) < xl.ndim:
             # The same values as a select: XLA:CPU's library reductions take the clip below
@@ -244,7 +245,7 @@ def stationarity(x, g, box: Box, sdt):
         else:
             pg = jnp.minimum(jnp.maximum(ng, below), above)
         m = jnp.maximum(m, jnp.max(jnp.abs(pg)))
-    return m
+    return m if scale is None else m * scale
 
 
 @jax.custom_jvp

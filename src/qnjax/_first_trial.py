@@ -11,8 +11,11 @@ feasible one (the caller's ``t0`` and ``t_max``). qnjax departs from it in two w
    (``t_round``; f scaled by 1e-20: d = P(x - g) - x ~ 1e-20), nor where the decrease it
    promises, -phi'(0), is below the smallest normal number (``visible`` False: f scaled by
    1e-25 from x = 0, whose rounding is that of 0, so the step of 2e-25 counted as
-   resolved, and the run stopped there with LINESEARCH_FAILED): there the first trial is
-   of unit length in x.
+   resolved, and the run stopped there with LINESEARCH_FAILED), nor, below float64, where
+   it is within twice f's floor (``visible``: the same f times 1e-30 in [-2, 0.8]^4, whose
+   power of two 2^100 (``_scale``) makes -phi'(0) normal, 1e-29 against f's 3.8: the
+   search from t = 1 could not extrapolate to a decrease in its 30 trials, and the run
+   ended LINESEARCH_FAILED at x0): there the first trial is of unit length in x.
 2. A first search from the whole step that leaves x where it was is not final (``again``):
    the next search starts from the step of unit length in x, and only its failure ends the
    run. Finite bounds need not set x's scale: with bounds of +-1e30 the whole step is as
@@ -34,8 +37,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ._bounds import facts
+from ._tree import guards_range
 from ._xla import where
 from .linesearch import LineSearchStatus
+
+
+def visible(slope0, unit, floor, sdt):
+    """Whether the decrease the model's step promises, -phi'(0) ``unit``, is a normal number and,
+    below float64, beyond twice f's ``floor`` (module docstring)."""
+    level = jnp.finfo(sdt).tiny
+    return -slope0 * unit >= (jnp.maximum(level, 2 * floor) if guards_range(sdt) else level)
 
 
 def lbfgsb(state, box, params, scaled, unit, t_round, t0, t_max, visible=True):

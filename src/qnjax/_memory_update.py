@@ -222,7 +222,7 @@ def push(memory: Memory, q, scale_init: bool = True, direct: bool = False, kept:
         gram = gram._replace(sy=_set_line(g.sy, h, 0, _xla.where(at, sy, yt_s), store),
                              ss=_set_line(_set_line(g.ss, h, 0, ss_line, store), h, 1, ss_line, store))
 
-    gamma = sy_ok / yy_ok if scale_init else jnp.ones((), sdt)
+    gamma = sy_ok / yy_ok if scale_init else memory.gamma  # (H0 = I: as init set it, ``_scale.unit_h0``)
     new_head = _xla.where(store, (h + 1) % (m + 1), h)
     if q is not None:  # q: the next tentative pair's start
         pairs = write(pairs, y_row + new_head, _keep(active, q, q_old))

@@ -23,7 +23,7 @@ import numpy as np
 from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
 from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
-from ._scale import scale_for, scaled_problem, times, unscaled
+from ._scale import scale_for, scaled_problem, times, unit_h0, unscaled
 from ._solver import LBFGS
 from ._state import State, check_resumed, hold, typed_like
 from ._status import Status, code, is_success
@@ -234,10 +234,10 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         if box is not None:
             x0 = _bounds.project(x0, box)
         value0, grad0, aux0 = objective(x0, args)
-        # (f's power of two below float64, 1 where a bound is finite: ``_scale``)
-        scale = scale_for(value0, grad0, box is not None and _bounds.facts(box, x0)[1])
+        scale = scale_for(value0, grad0)  # (f's power of two below float64: ``_scale``)
         state = solver.init(x0, value0 * scale, times(grad0, scale), aux0, bounds=box)
         state = state._replace(nfev=state.nfev + 1, scale=scale)
+        state = state if box is None else unit_h0(state)  # (with bounds, H0 = I is f's: ``_scale``)
     else:  # continue: the budgets count from here
         state = state0
         solver = dataclasses.replace(solver, **{

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _bounds, _compact, _loop, _memory, _memory_update, _tree
+from ._scale import times
 from ._xla import where
 
 
@@ -70,13 +71,14 @@ def binding(x, g, box):
     return _pushing_out(x, jax.tree.map(jnp.negative, g), box)
 
 
-def direction(memory: _memory.Memory, x, g, box):
+def direction(memory: _memory.Memory, x, g, box, scale=1.0):
     """(d, memory): d = -P_F H P_F g (module docstring) without the components that would
     leave the box at once (a free variable on its bound that -H P_F g pushes out: the arc
     holds it there), the memory's pending column completed from the whole gradient's
     products, and this direction's data recorded. With no pair stored (the first
     iteration, a retry after the memory was dropped) d = P(x - g) - x, L-BFGS-B's (scipy's
-    restart: H = I, not the dropped pairs' scale): both computed and one selected, or from
+    restart: H = I, not the dropped pairs' scale; with ``g`` of f times ``scale``, ``_scale``, the
+    identity of f's units, d = P(x - g / scale) - x): both computed and one selected, or from
     ``_memory.SKIP_EMPTY_FROM`` variables, not batched, a ``lax.cond`` (no pass is made
     for the other)."""
     def quasi_newton():
@@ -85,7 +87,7 @@ def direction(memory: _memory.Memory, x, g, box):
         return _zero(d, jax.tree.map(jnp.logical_or, held, _pushing_out(x, d, box))), done
 
     def gradient():  # (no pair: nothing to complete, and the recorded products are zero)
-        d = _bounds.displacement(jax.tree.map(jnp.negative, g), x, box)
+        d = _bounds.displacement(times(g, -1 / jnp.asarray(scale, memory.dtype)), x, box)
         done = memory._replace(flags=memory.flags & jnp.array([True, False, True]))
         return d, _memory_update.record(done, jnp.zeros_like(memory.last))
 

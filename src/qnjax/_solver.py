@@ -155,11 +155,11 @@ class LBFGS:
         sdt = _tree.scalar_dtype(params, self.scalar_dtype)
         return jnp.full((), jnp.inf, sdt) if bounds is None else _bounds.max_stepsize(params, d, bounds, sdt)
 
-    def stationarity(self, params, grad, bounds=None):
+    def stationarity(self, params, grad, bounds=None, scale=None):
         """The measure GTOL compares with ``gtol``: max |g_i|, or with bounds the
-        projected gradient's ||P(x - g) - x||_inf."""
+        projected gradient's ||P(x - g) - x||_inf (of f's own g, ``grad`` being f times ``scale``'s)."""
         sdt = _tree.scalar_dtype(params, self.scalar_dtype)
-        return _tree.norm_inf(grad, sdt) if bounds is None else _bounds.stationarity(params, grad, bounds, sdt)
+        return _tree.norm_inf(grad, sdt) if bounds is None else _bounds.stationarity(params, grad, bounds, sdt, scale)
 
     # ----------------------------------------------------------------- iteration
     def start_status(self, state: State):
@@ -199,7 +199,7 @@ class LBFGS:
         if box is None:
             d, memory = self.direction(memory, q, scale, newest)
         elif projected:
-            d, memory = _projected.direction(memory, params, grad, box)
+            d, memory = _projected.direction(memory, params, grad, box, state.scale)
             d = _rescued_step.along(newest, memory, d)
         else:  # (L-BFGS-B needs S^T S and S^T Y's lower triangle only, from ``push``: S^T y, Y^T Y, R^-1 stale)
             d, usable, memory, slope0 = _rescued_step.along_subspace(
@@ -218,7 +218,8 @@ class LBFGS:
         t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
         t_ulp, t_ulp_each, x_norm = _tree.ulp_stepsizes(params, d, sdt)
         origin = _verdict.origin(state, x_norm, sdt)
-        visible = -slope0 * unit >= jnp.finfo(sdt).tiny  # (the model step's decrease: a normal number)
+        floor = _verdict.floor(value, state.scale)
+        visible = _first_trial.visible(slope0, unit, floor, sdt)  # (the model step's decrease is seen)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max, again = _first_trial.lbfgsb(state, box, params, memory.flags[2], unit, ulps * t_ulp, t0,
                                                    t_max, visible)
@@ -252,7 +253,6 @@ class LBFGS:
         # scale (trials are at the model's scale: a far trial's curvature says nothing of phi near 0)
         # and the model's own decrease along d, -phi'(0) t0 / 2 at its minimiser t0 = 1, is within
         # the floor (where the model promises more, a few trials' slopes may just have missed it).
-        floor = _verdict.floor(value, state.scale)
         negligible = where(memory.flags[2] & (-slope0 * t0 <= 2 * floor), floor, 0).astype(sdt)
         res = self.linesearch.search(phi, value, slope0, Evaluated(grad, state.aux), t0,
                                      keep_probe=_probe.enabled(sdt, whole),

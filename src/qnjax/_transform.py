@@ -158,12 +158,13 @@ def lbfgs(
             value = jnp.full((), jnp.inf, sdt)
         lr = 1.0 if learning_rate is None else (
             learning_rate(state.count) if callable(learning_rate) else learning_rate)
-        box = None if state.bounds is None else _bounds.facts(state.bounds, params)
         # (below float64, with a line search: f times sigma, chosen at the first update, ``_scale``;
         # the state's value and grad stay the user's, the rest is of sigma f)
         sigma = jnp.ones((), sdt) if linesearch is None or not _tree.guards_range(sdt) else jax.lax.cond(
-            state.count == 0, lambda: _scale.scale_for(value, g, box is not None and box[1]), lambda: state.scale)
+            state.count == 0, lambda: _scale.scale_for(value, g), lambda: state.scale)
         here, q = _scale.scaled(state._replace(params=params, value=value, grad=g, scale=sigma)), _scale.times(q, sigma)
+        if state.bounds is not None or not scale_init_precond:  # (H0 = I is f's: ``_scale``)
+            here = _scale.unit_h0(here)
         objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), solver, sigma)
         value, g = here.value, here.grad
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
@@ -175,8 +176,8 @@ def lbfgs(
                                   objective, None, params)
         u = _tree.select(finite, u, _tree.zeros_like(u))
         new = _tree.select(finite, new, here._replace(status=code(Status.NONFINITE)))
-        if box is not None:
-            inside = box[0] & _bounds.contains(params, state.bounds)
+        if state.bounds is not None:
+            inside = _bounds.facts(state.bounds, params)[0] & _bounds.contains(params, state.bounds)
             u = _tree.select(inside, u, _tree.zeros_like(u))
             new = _tree.select(inside, new, here._replace(status=code(Status.INFEASIBLE)))
         return u, _scale.unscaled(new)

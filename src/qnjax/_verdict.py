@@ -243,7 +243,7 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     converged_f = normal & ((ftol > 0) | (fatol > 0)) & (value - f_new <= bound)
     gtol = tolerance(solver.gtol, sdt)
     return [
-        (solver.stationarity(new.params, new.grad, new.bounds) <= gtol, Status.GTOL),
+        (solver.stationarity(new.params, new.grad, new.bounds, new.scale) <= gtol, Status.GTOL),
         (origin, Status.PRECISION),
         (final & (value <= -jnp.finfo(sdt).max / UNBOUNDED_MARGIN), Status.UNBOUNDED),
         # (a search that maxfev cut short says nothing of what its next trials would have found)
@@ -262,7 +262,7 @@ def start_rules(solver, state):
     finite = jnp.isfinite(state.value) & _tree.all_finite(state.grad)
     gtol = tolerance(solver.gtol, sdt)
     rules = [(~finite, Status.NONFINITE),
-             (solver.stationarity(state.params, state.grad, state.bounds) <= gtol, Status.GTOL)]
+             (solver.stationarity(state.params, state.grad, state.bounds, state.scale) <= gtol, Status.GTOL)]
     if state.bounds is not None:
         rules.insert(0, (~_bounds.facts(state.bounds, state.params)[0], Status.INFEASIBLE))
     return rules + spent(solver, state)
