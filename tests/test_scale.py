@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import x64_off_only
 
 import qnjax
 from qnjax import Status, _scale
@@ -161,6 +162,7 @@ def rosenbrock(x, c):
     return c * jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
 
 
+@x64_off_only  # (float32 programs, the same in either mode)
 @pytest.mark.parametrize("face", ["lbfgsb", "projected", "optax"])
 def test_with_bounds_f_times_a_power_of_two_runs_as_f(face):
     """Rosenbrock (n = 4, from 0) in [-2, 0.8]^4 times 2^30 (scale 1: max |g(x0)| = 2^31) and
@@ -193,6 +195,7 @@ def test_with_bounds_f_times_a_power_of_two_runs_as_f(face):
         np.testing.assert_array_equal(f, f30)
 
 
+@x64_off_only  # (float32 programs, the same in either mode)
 def test_with_bounds_the_first_trial_and_the_stationarity_are_fs_own():
     """The scale leaves scipy's rules that are not homogeneous in f as they are for f: the first
     trial is the whole step to P(x - g) of f's own gradient (1/2 ||x - a||^2 in a box that holds
@@ -211,6 +214,7 @@ def test_with_bounds_the_first_trial_and_the_stationarity_are_fs_own():
     assert float(solver.stationarity(x, g * 2.0**19, box, jnp.asarray(2.0**19, F32))) == plain * 2.0**19
 
 
+@x64_off_only  # (float32 programs, the same in either mode)
 def test_below_float64_a_whole_step_within_fs_rounding_is_not_the_first_trial():
     """Rosenbrock in [-2, 0.8]^4 times 1e-30 from 0 (scale 2^100): scipy's whole first step,
     P(x - g), moves x by 2e-30 and promises a decrease far below f's rounding; the first trial
@@ -224,6 +228,7 @@ def test_below_float64_a_whole_step_within_fs_rounding_is_not_the_first_trial():
     np.testing.assert_allclose(np.asarray(res.x), np.asarray(plain.x), atol=1e-3)
 
 
+@x64_off_only  # (float32 programs, the same in either mode)
 def test_the_optax_face_runs_f_times_a_power_of_two_as_f():
     """The Optax face chooses its scale at the first update, as ``minimize`` does at x0: the
     quartic times 2^-30 takes the updates of the quartic, bit for bit, to the same stop (unscaled,
@@ -260,6 +265,7 @@ def test_choose_caps():
     assert scale_of(np.inf, [1.0]) == scale_of(1.0, [np.nan]) == scale_of(1.0, [0.0]) == 1.0
 
 
+@x64_off_only  # (float32 programs, the same in either mode)
 def test_without_scale_init_precond_h0_is_the_identity_of_fs_units():
     """``qnjax.lbfgs(scale_init_precond=False)``: H0 = I of f itself, not of f times the scale
     (2^15 here), so the float32 updates follow float64's, where the scale is 1 (H0 = I of the
