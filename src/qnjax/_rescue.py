@@ -3,11 +3,9 @@
 PRECISION says that no step along the quasi-Newton direction nor along -g lowers f by
 more than its rounding (``_verdict``). Below float64 that can hold far from a minimum:
 where the Hessian's condition number nears 1 / eps, the memory has not seen a direction
-of low curvature, and -g's decrease is that of the stiffest directions. Traced in
-float32: Beale and BRYBND (n = 100) from 100 times their starts stopped at f = 0.44 and
-0.27 (f* = 0), both reporting success (``qnjax bench --rule same --dtype float32 --set all
---starts 1,10,100``); a batched 8-variable least-squares fit stopped 17% above its minimum,
-where a Newton step lowered f by 3.66 and f's floor was 2.4e-5.
+of low curvature, and -g's decrease is that of the stiffest directions (float32: Beale and
+BRYBND, n = 100, from 100 times their starts stopped at f = 0.44 and 0.27, f* = 0, reporting
+success; ``qnjax bench --rule same --dtype float32 --set all --starts 1,10,100``).
 
 The gradient still knows what the memory does not. Its derivative along v,
 
@@ -30,69 +28,64 @@ moves x by more than rounding, x is not shown to be stationary: the exact pair
 
     s = p,    y = H p        (s^T y = p^T H p > 0)
 
-goes to the memory as a step's would (the curvature guard included; the memory's last
-products become S^T (g - y), Y^T (g - y), so that the next direction's pass completes the
-pair's column, S^T y = S^T g - S^T (g - y), as after a probe, ``_probe``), the status is
-RUNNING again and the loop resumes, its next iteration searching along p itself
+goes to the memory as a step's would (the guard included; its last products become S^T (g - y),
+Y^T (g - y), as after a probe, ``_probe``), the status is RUNNING and the loop resumes, searching along p
 (``_rescued_step``). Beale then reaches f = 4e-8 and BRYBND 8.6e-4; on 1,600 random float32
 least-squares fits (``python benchmarks/box_fits.py --methods unbounded --seeds 0-3``), the
-runs that reported success above their minimum fall from 11 to 0 (``--batched``: 7 to 0).
-Where that search and the retry along -g find no decrease either, the run
-stops PRECISION at the same x, now with the Newton model searched too. Another rescue
-needs a step since the last (``count`` moved) that lowered f by at least PROGRESS times
-what the last one's model promised: where the model does not predict f, rescues end.
-``minimize``'s CG makes STEPS products whatever n: Meyer in float32 (f* = 87.9, its
-Hessian's condition number near 1e16), rescued with n = 3 products, stopped at f = 89.85
-(a false success) where they had lost conjugacy to rounding; with 10 it reaches 87.7.
+false successes fell from 11 to 0 (``--batched``: 7 to 0). Where that search and the retry
+along -g find no decrease either, the run stops PRECISION, the Newton model searched too.
+
+**Another rescue** needs a step since the last (``count`` moved) that lowered f by at least
+PROGRESS times what the last one's model promised, or by more than FLOORS times f's floor (a
+decrease rounding cannot make: the run is moving); where the model does not predict f and f
+has stopped falling, rescues end. (With PROGRESS alone, Meyer from 100 times its start in
+float32, its Hessian's eigenvalues from -4.2 to 3.4e25, stopped PRECISION at f = 1.27e9 after
+4,975 iterations, a false success: the last check had promised 8e7, the steps since had found
+1.2e6, 1,000 of f's floors.)
+
+**CG in x's own units.** Where the Euclidean CG gives no pair to store, it runs again
+preconditioned by diag((|x_i| / max |x|)^2) (``x_metric``): the metric in which steps of the
+same relative size in every variable have the same length, as rounding measures x (m_i = 0
+where x_i = 0: the Euclidean CG has seen that variable). The Euclidean CG starts along -g, the
+stiffest variable's, which at a badly scaled point may move where the model means nothing:
+Meyer (x1 = 2e-9, g1 = -1.8e16, x3 = 8.5e3, f = 1.15e9; the Euclidean CG alone stopped PRECISION
+there), whose Euclidean p (cosine 2e-15 with H p) raises f by 2.5e6 floors, the scaled p lowers
+it by 2.2e5. With both rules, Meyer from 100 times its start runs to the bench's limit, 5,000
+iterations, at f = 1.25e9 (MAXITER), claiming nothing.
 
 A curvature that is not positive ends CG, but after its first step not before a step along
 that direction at the curvature's absolute value (``floor``: eps times the first curvature
 for a zero one; the pair is then of that modified H, s^T y > 0): along it the model still
 falls at the rate of its slope, so x is not a minimum, however small the decrease along the
-stiff -g. Meyer from 10 times its start in float32 had stopped PRECISION after 2 iterations at
-f = 9.6e8 (f* = 87.9), -g along its stiffest variable (curvature 8.8e14) and CG's second
-direction at curvature -330 (float64's Hessian: smallest eigenvalue -342), the model's
-decrease 7e-3 against f's floor of 912.
+stiff -g (Meyer from 10 times its start had stopped PRECISION at f = 9.6e8, CG's second
+direction at curvature -330, the decrease 7e-3 against f's floor of 912). Not where the model's
+decrease is within f's floor: x is stationary to working precision (CRAGGLVY from 10 times its
+start in float32, D = 8e-3, f = 1.1e5: a local minimum among tan's branches).
 
-Not where the model's decrease is within f's floor: the point is stationary to working
-precision (CRAGGLVY from 10 times its start stops there in float32, D = 8e-3, f = 1.1e5).
-
-Where the model promises more than that but the memory's curvature guard would refuse the
-pair, p^T H p <= eps |p| |H p| (``_memory_update.push``: there p^T H p is within its own
-rounding error), the pair stored is that of H + mu I along p, y = H p + mu p with
-mu = 2 eps |H p| / |p| (the least shift the guard then takes, s^T y > eps |s| |y|), where
-g^T p < -2 floor; the next direction is p (above). Before, the refused pair left the next
-direction the last one again: Meyer in float32 from 100 times its start stopped PRECISION at
-f = 1.4e9 (f* = 87.9) after 3 iterations, its check's p of cosine 1e-7 with H p. With the
-pair (and -H_+ g, about p / 3, as the next direction) it stopped PRECISION at f = 1.25e9 after
-4,611 iterations (a false success); searching along p, it makes no such claim (5,000
-iterations, the bench's limit, at f = 1.27e9).
-
-The products are counted in ``nfev`` (each one evaluation of the gradient and its
-derivative) and are not made when ``maxfev`` leaves too few.
+Where the model promises more but the memory's guard would refuse the pair, p^T H p <= eps |p|
+|H p| (``_memory_update.push``: p^T H p within its own rounding), the pair stored is that of
+H + mu I along p, y = H p + mu p, mu = 2 eps |H p| / |p| (the least shift the guard takes),
+where g^T p < -2 floor (the refused pair had left the next direction the last one: Meyer from
+100 times its start stopped PRECISION at f = 1.4e9 after 3 iterations). The products are
+counted in ``nfev`` (each one evaluation of the gradient and its derivative) and are not made
+where ``maxfev`` leaves too few.
 
 With bounds (both methods) the model is that of the variables strictly inside their
 bounds, F (those on a bound stay there): CG on F H F p = -F g, the pair (p, F H p), and
 the decrease D(t) = -(t g^T p + t^2 p^T H p / 2) at t = 1 decides; the largest feasible
-step along p, where below 1, must move x beyond rounding, and D there is what is promised.
-(D at that step decided before: where a free variable sat just inside its bound it could be
-below f's floor while D(1) was far above, and a loop over ``qnjax.lbfgs`` stopped PRECISION
-1e-3 above its minimum, 9.4e-5 promised up to t = 2.3e-4 against a floor of 1.6e-4 and 0.2
-at t = 1; the step along p puts that variable on its bound and the run goes on.) The next direction
-is p (L-BFGS-B: with its slope g^T p, and for ``push`` S^T p, Y^T p from SS's and SY's rows,
-which ``push`` wrote). On 9,600 random float32 box
-least-squares fits (``python benchmarks/box_fits.py --methods lbfgsb,projected --seeds
-0-23``), runs that reported success above their minimum fell from 16 to 0 (L-BFGS-B)
-and from 7 to 0 (projected).
+step along p, where below 1, must move x beyond rounding, and D there is what is promised
+(not D at that step: a free variable just inside its bound made it below f's floor where D(1)
+was far above, and a loop over ``qnjax.lbfgs`` stopped PRECISION 1e-3 above its minimum). The
+next direction is p (L-BFGS-B: with its slope g^T p, and for ``push`` S^T p, Y^T p from SS's
+and SY's rows). On 9,600 random float32 box least-squares fits (``python benchmarks/box_fits.py
+--methods lbfgsb,projected --seeds 0-23``), runs that reported success above their minimum
+fell from 16 to 0 (L-BFGS-B) and from 7 to 0 (projected).
 
-Where: ``minimize`` below float64 (float64 keeps scipy's steps and resolves 1e-16 of f),
-with or without bounds, and where ``fun``'s gradient can be differentiated (a
-``jax.pure_callback`` without a JVP rule cannot: then nothing changes). The cost: the
-products at every PRECISION stop, and a program that compiles longer (the CG loop and
-the jvp of ``fun``'s gradient in it: the first call of a float32 ``minimize`` on 2-D
-Rosenbrock took 0.67-0.87 s before and 0.93-1.13 s after, three fresh processes each; in
-the box [-2, 0.5]^2, L-BFGS-B's 1.25-1.58 s and 1.65-1.76 s, the projected method's
-0.71-0.87 s and 0.94-1.06 s, interleaved).
+Where: below float64 (float64 keeps scipy's steps), with or without bounds, where ``fun``'s
+gradient has a derivative (not a ``jax.pure_callback`` without a JVP rule). The cost: the products
+at each PRECISION stop, and a longer compile (the first call of a float32 ``minimize`` on 2-D
+Rosenbrock took 0.67-0.87 s without, 0.93-1.13 s with, fresh processes; CG's second metric
+added about 0.1 s, 0.15 s in a box: median of five, caches cleared).
 """
 
 from __future__ import annotations
@@ -110,7 +103,8 @@ from ._status import Status, code
 from ._xla import where
 
 STEPS = 10  # Hessian-vector products at most per rescue
-PROGRESS = 0.1  # another rescue after f fell by this fraction of the last one's promise
+PROGRESS = 0.1  # another rescue after f fell by this fraction of the last one's promise,
+FLOORS = 4  # or by more than this many times f's floor
 
 
 def enabled(state: State) -> bool:
@@ -167,16 +161,18 @@ def differentiable(objective, args, params) -> bool:
     return True
 
 
-def newton(objective, args, state: State, steps, free=None):
+def newton(objective, args, state: State, steps, free=None, metric=None):
     """(p, H p, D, products made): truncated CG on H p = -g at ``state.params``, at most
     ``steps`` products (module docstring); with ``free`` (a bool pytree) on those variables
-    alone, F H F p = -F g, and H p is F H p."""
+    alone, F H F p = -F g, and H p is F H p; with ``metric`` (a pytree like x) preconditioned
+    by diag(metric)."""
     x, g, sdt = state.params, state.grad, state.value.dtype
     mask = (lambda t: t) if free is None else functools.partial(_bounds.on_free, free=free)
+    precond = (lambda r: r) if metric is None else (lambda r: jax.tree.map(jnp.multiply, metric, r))
     # (CG on H p = -g scaled by a power of two to unit size, p and H p scaled back: far from a
     # minimum, g^T g and g^T H g overflowed float32, and the model was not seen)
     minus_g, factor = _tree.scaled_to_unit(mask(jax.tree.map(jnp.negative, g)), sdt)
-    res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, lambda r: r,
+    res = _conjugate_gradient.solve(lambda v: mask(hessian_product(objective, args, x, v)), minus_g, precond,
                                     jnp.zeros((), sdt), steps, sdt, floor=jnp.finfo(sdt).eps)
     # (scaled back by 1 / factor, a normal power of two; a float16 leaf in the scalar dtype: ``_scale.times``)
     p, hp = times(res.x, 1 / factor), times(_tree.sub(minus_g, res.r), 1 / factor)
@@ -184,19 +180,25 @@ def newton(objective, args, state: State, steps, free=None):
     return p, hp, -(gp + php / 2), res.steps
 
 
+def x_metric(params, sdt):
+    """(|x_i| / max |x|)^2, a pytree like x: the preconditioner of CG in x's own units (module docstring)."""
+    big = _tree.norm_inf(params, sdt)
+    inv = where(big > 0, 1 / where(big > 0, big, 1), 0)
+    return jax.tree.map(lambda a: jnp.square(jnp.abs(a) * inv.astype(_tree.real_dtype(a.dtype))).astype(a.dtype),
+                        params)
+
+
 def resume(solver, objective, args, state: State, active=None, q=None):
-    """The state after the Newton check (module docstring): where ``state`` stopped PRECISION
-    at an f below that of the last check by at least PROGRESS times what its model promised
-    (``State.newton``), and ``maxfev`` leaves the products, the Newton model at x; where it
-    promises more than rounding, its pair is stored (shifted where the memory's guard would refuse
-    it) and the status is RUNNING. ``nfev``
-    counts the products made. ``active``: None, or a vmapped member's flag (``_loop``): the
-    products are then made for every member and every write is masked (a ``lax.cond`` would
-    become a select over the whole state, and XLA would copy the history buffer). ``q``: None
-    (``minimize``: the pair is written whole), or the Optax face's q of this update (which
-    its memory's free slot holds, and which the pair is made only where it is the gradient):
-    s = p is written, and q - H p as the start of y, which the next update's ``push``
-    subtracts from its q (the same gradient, x having stayed) to give H p."""
+    """The state after the Newton check (module docstring) where ``state`` stopped PRECISION and
+    another rescue is due (``State.newton``) and ``maxfev`` leaves the products: where the model
+    promises more than rounding, its pair is stored and the status is RUNNING; ``nfev`` counts the
+    products. ``active``: None, or a vmapped member's flag (``_loop``): the products are made for
+    every member and every write masked (a ``lax.cond``, a select under vmap, would copy the
+    history buffer). ``q``: None (``minimize``: the pair is written whole), or the Optax face's q
+    of this update (in its memory's free slot; the pair is made only where q is the gradient):
+    s = p is written, and q - H p as the start of y, which the next ``push`` subtracts from its q
+    (the same gradient, x having stayed) to give H p. CG makes STEPS products whatever n (Meyer
+    from its start with n = 3 stopped at f = 89.85 (f* = 87.9), with 10 it reaches 87.7)."""
     sdt = state.value.dtype
     # (the Optax face: n at most; with STEPS, its batched loops over float32 box fits made 8 false successes)
     steps = STEPS if q is None else min(STEPS, _tree.count(state.params))
@@ -204,7 +206,8 @@ def resume(solver, objective, args, state: State, active=None, q=None):
     want = (state.status == code(Status.PRECISION)) & (state.value < last)
     if active is not None:
         want = want & active
-    want = want & (last - state.value >= PROGRESS * promised)
+    fallen = last - state.value
+    want = want & ((fallen >= PROGRESS * promised) | (fallen > FLOORS * _verdict.floor(state.value, state.scale)))
     if solver.maxfev is not None:
         want = want & (state.nfev + steps <= jnp.asarray(solver.maxfev, jnp.int32))
 
@@ -215,27 +218,38 @@ def resume(solver, objective, args, state: State, active=None, q=None):
         if q is not None:  # (the pair's y is of the gradient's change: only where q is the gradient)
             wanted = wanted & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
                                                                   zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
-        # (no product where not wanted: under jax.vmap, where the lax.cond below is a select, the
-        # CG loop runs while some member wants it, none when none does)
-        p, hp, _, made = newton(objective, args, state, where(wanted, steps, 0), free)
-        pp, php, hphp, gp = _tree.inners([(p, p), (p, hp), (hp, hp), (state.grad, p)], sdt)
-        # (with bounds, the largest feasible step along p, if below 1: the decrease promised up to it)
-        t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
-        decrease = -(t * gp + t * t * php / 2)
-        t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
+        # (no product where not wanted: under jax.vmap, where lax.cond is a select, CG runs while a member wants it)
         ulps = _verdict.rounding_ulps(state.params, sdt)  # (p moves x by more than rounding)
         floor = _verdict.floor(state.value, state.scale)
-        full = -(gp + php / 2)  # (D(1) decides: module docstring)
-        promising = (full > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & wanted
-        # (where the memory's guard would refuse (p, H p), the pair of H + mu I: module docstring)
         eps = jnp.finfo(sdt).eps
-        plain = _memory_update.guard(php, hphp, pp)
-        mu = where(plain, 0, 2 * eps * jnp.sqrt(hphp / where(pp > 0, pp, 1)))
-        hp = _tree.add(hp, _tree.scale(mu, p, hp))
-        php, hphp = php + mu * pp, hphp + mu * (2 * php + mu * pp)
-        go = promising & (plain | (gp < -2 * floor)) & _memory_update.guard(php, hphp, pp)
+        scaled = x_metric(state.params, sdt)
+
+        def attempt(c):  # (CG in the Euclidean metric, then in x's own where that gave no pair)
+            k, made = c[0], c[1]
+            again = wanted if solver.maxfev is None else wanted & (
+                state.nfev + made + steps <= jnp.asarray(solver.maxfev, jnp.int32))
+            metric = jax.tree.map(lambda m: where(k == 0, jnp.ones_like(m), m), scaled)
+            p, hp, _, more = newton(objective, args, state, where(again, steps, 0), free, metric)
+            gp, php, pp, hphp = _tree.inners([(state.grad, p), (p, hp), (p, p), (hp, hp)], sdt)
+            # (with bounds, the largest feasible step along p, if below 1: the decrease promised up to it)
+            t = jnp.ones((), sdt) if box is None else jnp.minimum(_bounds.max_stepsize(state.params, p, box, sdt), 1)
+            decrease = -(t * gp + t * t * php / 2)
+            t_ulp = _tree.ulp_stepsizes(state.params, p, sdt)[0]
+            full = -(gp + php / 2)  # (D(1) decides: module docstring)
+            promising = (full > 2 * floor) & (ulps * t_ulp < t) & jnp.isfinite(decrease) & again
+            # (where the memory's guard would refuse (p, H p), the pair of H + mu I: module docstring)
+            plain = _memory_update.guard(php, hphp, pp)
+            mu = where(plain, 0, 2 * eps * jnp.sqrt(hphp / where(pp > 0, pp, 1)))
+            hp = _tree.add(hp, _tree.scale(mu, p, hp))
+            php, hphp = php + mu * pp, hphp + mu * (2 * php + mu * pp)
+            go = promising & (plain | (gp < -2 * floor)) & _memory_update.guard(php, hphp, pp)
+            return k + 1, made + more, go, p, hp, decrease, jnp.stack([php, hphp, pp])
+
+        z = _tree.zeros_like(state.params)
+        start = (*jnp.zeros((2,), jnp.int32), jnp.asarray(False), z, z, jnp.zeros((), sdt), jnp.zeros((3,), sdt))
+        _, made, go, p, hp, decrease, prods = jax.lax.while_loop(lambda c: (c[0] < 2) & ~c[2], attempt, start)
         y = hp if q is None else _tree.cast_like(_tree.sub(q, hp), q)
-        return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), jnp.stack([php, hphp, pp])
+        return p, y, go, made, decrease.astype(sdt), _last(state, go, p, hp), prods
 
     def nothing():
         zeros = _tree.zeros_like(state.params)
