@@ -350,8 +350,9 @@ def test_float32_bounded_gradient_whose_square_overflows():
     x0 = jnp.asarray(problem.x0 * 10, jnp.float32)
     inf = jnp.asarray(jnp.inf, jnp.float32)  # (traced below: concrete infinite bounds are no box)
     run = jax.jit(lambda lo, hi, k: qnjax.minimize(problem.fun, x0, bounds=(lo, hi), maxiter=k))
+    run_free = jax.jit(lambda k: qnjax.minimize(problem.fun, x0, maxiter=k))  # (one program for the three k)
     for k in (1, 3, 5):
-        free = jax.jit(lambda k: qnjax.minimize(problem.fun, x0, maxiter=k))(k)
+        free = run_free(k)
         boxed = run(-inf, inf, k)
         np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
         assert int(boxed.nfev) == int(free.nfev) and int(boxed.nit) == int(free.nit) == k
@@ -378,25 +379,26 @@ def test_bounded_gradient_below_the_rounding_of_x(scale):
     if DT == jnp.float64 and scale < 1e-25:
         pytest.skip("float64's products do not underflow there")
 
-    def f(x):
-        return jnp.sum(scale * ((x - 0.3) ** 2 + 0.1 * (x - 0.3) ** 4))
+    def f(x, s):  # (the scale is data: both scales run the same programs)
+        return jnp.sum(s * ((x - 0.3) ** 2 + 0.1 * (x - 0.3) ** 4))
 
     x0 = jnp.asarray([2.0, -1.0, 0.5], DT)
-    free = jax.jit(lambda: qnjax.minimize(f, x0))()
+    s = (jnp.asarray(scale, DT),)
+    free = jax.jit(lambda s: qnjax.minimize(f, x0, s))(s)
     inf = jnp.asarray(jnp.inf, DT)  # (traced: concrete infinite bounds are no box)
-    boxed = jax.jit(lambda lo, hi: qnjax.minimize(f, x0, bounds=(lo, hi)))(-inf, inf)
+    boxed = jax.jit(lambda lo, hi, s: qnjax.minimize(f, x0, s, bounds=(lo, hi)))(-inf, inf, s)
     assert bool(free.success) and bool(boxed.success), (free.message, boxed.message)
     np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
     assert (int(boxed.nit), int(boxed.nfev)) == (int(free.nit), int(free.nfev))
     # (in float32 at 1e-30 f itself is flushed to 0 within 6e-5 of 0.3, 1e-30 (x - 0.3)^2 < 1.2e-38:
     # f's run, scaled by a power of two as without bounds, ``_scale``, stops there, PRECISION)
     np.testing.assert_allclose(np.asarray(free.x), 0.3, rtol=3e-4 if DT == jnp.float32 and scale < 1e-25 else 1e-5)
-    inside = qnjax.minimize(f, x0, bounds=(0.0, 1.0))
+    inside = qnjax.minimize(f, x0, s, bounds=(0.0, 1.0))
     assert bool(inside.success) and int(inside.nit) >= 2, inside.message
     np.testing.assert_allclose(np.asarray(inside.x), 0.3, rtol=1e-5)
     # scipy's first step of at most P(x - g) - x, within x's rounding here, does not bind either:
     # the first iteration moves x (0.4 is on the box's lower side: the minimiser is there)
-    first = qnjax.minimize(f, x0, bounds=(0.4, 1.0), maxiter=1)
+    first = qnjax.minimize(f, x0, s, bounds=(0.4, 1.0), maxiter=1)
     assert int(first.nit) == 1 and float(jnp.max(jnp.abs(first.x - jnp.clip(x0, 0.4, 1.0)))) > 0.1
 
 
@@ -598,7 +600,8 @@ def test_a_minimum_at_the_origin_stops_where_x_is_0_on_its_start_s_scale(fun, mo
     assert Status(int(res.status)) == Status.PRECISION and bool(res.success), res.message
     assert int(res.nit) <= most, int(res.nit)
     assert float(jnp.max(jnp.abs(res.x))) <= eps  # (the stop: 0 to working precision on x0's scale)
-    scaled = qnjax.minimize(lambda x, w: 2.0**20 * fun(x, w), jnp.ones(n, DT), (w,))  # (a power of 2: exact)
+    # (f times 2^20 as f of 2^20 w, the same program: w_i x_i^k times a power of 2, and their sum, are exact)
+    scaled = qnjax.minimize(fun, jnp.ones(n, DT), (2.0**20 * w,))
     assert Status(int(scaled.status)) == Status.PRECISION and (int(scaled.nit) == int(res.nit) or not invariant)
     wide = qnjax.minimize(fun, 1e3 * jnp.ones(n, DT), (w,))
     assert bool(wide.success) and 0 < float(jnp.max(jnp.abs(wide.x))) <= 1e3 * eps

@@ -299,7 +299,7 @@ def test_float32_runs_that_claimed_precision_above_their_minimum_reach_it(monkey
 def test_meyer_far_from_its_start_claims_nothing_in_float32():
     """Meyer from 100 times its start in float32 (its Hessian's eigenvalues from -4 to 3e25; f* =
     87.9) with the bench's budget: it had stopped PRECISION at f = 1.27e9, a false success, where the
-    steps since the last rescue had lowered f by 1,000 of its floors but a tenth of what that
+    steps since the last rescue had lowered f by 3,500 of its floors but a twentieth of what that
     rescue's model promised; another rescue is now due (FLOORS), and where the Euclidean CG gives
     no pair, CG in x's units does. It claims success only where solved."""
     problem = problems.get("meyer")

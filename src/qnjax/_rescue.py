@@ -40,8 +40,8 @@ PROGRESS times what the last one's model promised, or by more than FLOORS times 
 decrease rounding cannot make: the run is moving); where the model does not predict f and f
 has stopped falling, rescues end. (With PROGRESS alone, Meyer from 100 times its start in
 float32, its Hessian's eigenvalues from -4.2 to 3.4e25, stopped PRECISION at f = 1.27e9 after
-4,975 iterations, a false success: the last check had promised 8e7, the steps since had found
-1.2e6, 1,000 of f's floors.)
+4,975 iterations, a false success: the last check had promised 8.3e7, the steps since had found
+4.2e6, 3,500 of f's floors.)
 
 **CG in x's own units.** Where the Euclidean CG gives no pair to store, it runs again
 preconditioned by diag((|x_i| / max |x|)^2) (``x_metric``): the metric in which steps of the
