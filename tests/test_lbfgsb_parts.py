@@ -732,3 +732,22 @@ def test_an_unusable_direction_keeps_the_newest_pair_below_float64(lone, monkeyp
     assert int(state.memory.count) == (1 if DT == jnp.float32 and not lone else 0)
     if int(state.memory.count):  # the pair this step pushed (the slot that was free before it)
         assert bool(_memory.valid(state.memory)[int(before.memory.head)])
+
+
+@pytest.mark.parametrize("k", [1, 4, 11])
+def test_upper_inverse_is_the_inverse_and_calls_no_lapack_kernel_under_vmap(k):
+    """``_compact.upper_inverse`` (R^-1 by back substitution) against numpy's inverse, in the
+    dtype it is given (float64 inside ``jax.enable_x64``, as the solver's small algebra runs); its
+    vmapped program has no custom call (a batched LAPACK kernel beside another one, the two
+    branches of a ``lax.cond`` under vmap, hung XLA:CPU for good: ``upper_inverse``'s docstring)."""
+    rng = np.random.default_rng(k)
+    r = np.triu(rng.normal(size=(k, k))) + np.diag(2.0 + rng.random(k))
+    with jax.enable_x64(True):
+        got = np.asarray(jax.jit(_compact.upper_inverse)(jnp.asarray(r, jnp.float64)))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, np.linalg.inv(r), rtol=1e-12, atol=1e-13)
+        text = jax.jit(jax.vmap(_compact.upper_inverse)).lower(jnp.asarray(np.stack([r, r]), jnp.float64)).as_text()
+    assert "custom_call" not in text
+    got32 = np.asarray(_compact.upper_inverse(jnp.asarray(r, jnp.float32)))
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, np.linalg.inv(r), rtol=1e-4, atol=1e-5)

@@ -49,16 +49,32 @@ def coefficients(memory: _memory.Memory, a, b, ri=None, yy=None):
 def r_inverse(memory: _memory.Memory, sy):
     """R^-1 (zero where no pair) for R, the upper triangle of S^T Y in chronological order
     (R_ij = s_i^T y_j for pair i not newer than pair j), from slot-order ``sy`` = S^T Y, in its
-    dtype: the rows of empty slots are the identity's while it is inverted, by a triangular
-    solve in chronological order (no factorisation: a batched LU inside the solver's loop
-    deadlocked XLA:CPU, 400 vmapped 8-variable fits)."""
+    dtype: the rows of empty slots are the identity's while it is inverted (``upper_inverse``)."""
     ok, pos = _memory.valid(memory), _memory.position(memory)
     both = ok[:, None] & ok[None, :]
     eye = jnp.eye(ok.shape[0], dtype=sy.dtype)
     r = where(both & (pos[:, None] <= pos[None, :]), sy, 0) + where(ok[:, None], 0, eye)
     order = _memory.slot(memory, jnp.arange(ok.shape[0], dtype=jnp.int32))  # (chronological position -> slot)
-    inverse = jax.scipy.linalg.solve_triangular(r[order][:, order], eye, lower=False)
+    inverse = upper_inverse(r[order][:, order])
     return where(both, inverse[pos][:, pos], 0)
+
+
+def upper_inverse(r):
+    """R^-1 for an upper triangular (k, k) R by back substitution, a row at a time from the last,
+    x_i = (e_i - R_i x) / R_ii (rows of x below i already solved, the others 0): array operations
+    only, no LAPACK call. Under ``jax.vmap`` XLA:CPU runs a LAPACK kernel's batch on its thread pool,
+    and two such kernels running at once (``lax.cond``'s two branches, both taken under vmap) each
+    waited for pool threads the other held: 400 vmapped box fits in a loop over ``qnjax.lbfgs``
+    with L-BFGS-B hung for good (two ``lapack_dtrsm_ffi`` in ``ParallelBatchMap``; before, a batched
+    LU in its place hung as well)."""
+    k = r.shape[0]
+    with jax.enable_x64(r.dtype == jnp.float64):  # (r's dtype where it is float64, as it is traced)
+        eye = jnp.eye(k, dtype=r.dtype)
+        rows = [None] * k
+        for i in reversed(range(k)):  # (k = memory_size + 1: unrolled)
+            below = jnp.stack(rows[i + 1:]) if i + 1 < k else jnp.zeros((0, k), r.dtype)
+            rows[i] = (eye[i] - jnp.sum(r[i, i + 1:, None] * below, axis=0)) / r[i, i]
+        return jnp.stack(rows)
 
 
 def inverse_hessian(memory: _memory.Memory, q, scale=1.0, v=None, newest=None):
