@@ -356,8 +356,8 @@ def test_float32_bounded_gradient_whose_square_overflows():
         boxed = run(-inf, inf, k)
         np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
         assert int(boxed.nfev) == int(free.nfev) and int(boxed.nit) == int(free.nit) == k
-    for bounds in [(-inf, inf), (-20.0, 20.0)]:
-        res = run(*(jnp.asarray(b, jnp.float32) for b in bounds), None)
+    for bounds in [(-inf, inf), (-20.0, 20.0)]:  # (maxiter 15,000, minimize's default, as data: the same program)
+        res = run(*(jnp.asarray(b, jnp.float32) for b in bounds), 15000)
         assert bool(res.success) and solved(problem, res.x, "float32"), (Status(int(res.status)), float(res.fun))
 
     def steep(x):
@@ -386,19 +386,21 @@ def test_bounded_gradient_below_the_rounding_of_x(scale):
     s = (jnp.asarray(scale, DT),)
     free = jax.jit(lambda s: qnjax.minimize(f, x0, s))(s)
     inf = jnp.asarray(jnp.inf, DT)  # (traced: concrete infinite bounds are no box)
-    boxed = jax.jit(lambda lo, hi, s: qnjax.minimize(f, x0, s, bounds=(lo, hi)))(-inf, inf, s)
+    # (every bounded run below in one program: the bounds and maxiter as data; 15,000 is minimize's default)
+    run = jax.jit(lambda lo, hi, s, k: qnjax.minimize(f, x0, s, bounds=(lo, hi), maxiter=k))
+    boxed = run(-inf, inf, s, 15000)
     assert bool(free.success) and bool(boxed.success), (free.message, boxed.message)
     np.testing.assert_array_equal(np.asarray(boxed.x), np.asarray(free.x))
     assert (int(boxed.nit), int(boxed.nfev)) == (int(free.nit), int(free.nfev))
     # (in float32 at 1e-30 f itself is flushed to 0 within 6e-5 of 0.3, 1e-30 (x - 0.3)^2 < 1.2e-38:
     # f's run, scaled by a power of two as without bounds, ``_scale``, stops there, PRECISION)
     np.testing.assert_allclose(np.asarray(free.x), 0.3, rtol=3e-4 if DT == jnp.float32 and scale < 1e-25 else 1e-5)
-    inside = qnjax.minimize(f, x0, s, bounds=(0.0, 1.0))
+    inside = run(jnp.asarray(0.0, DT), jnp.asarray(1.0, DT), s, 15000)
     assert bool(inside.success) and int(inside.nit) >= 2, inside.message
     np.testing.assert_allclose(np.asarray(inside.x), 0.3, rtol=1e-5)
     # scipy's first step of at most P(x - g) - x, within x's rounding here, does not bind either:
     # the first iteration moves x (0.4 is on the box's lower side: the minimiser is there)
-    first = qnjax.minimize(f, x0, s, bounds=(0.4, 1.0), maxiter=1)
+    first = run(jnp.asarray(0.4, DT), jnp.asarray(1.0, DT), s, 1)
     assert int(first.nit) == 1 and float(jnp.max(jnp.abs(first.x - jnp.clip(x0, 0.4, 1.0)))) > 0.1
 
 
