@@ -95,6 +95,36 @@ def test_short_run_is_the_derivative_of_what_it_computed():
     assert np.max(np.abs(rev)) > 1e-3  # not trivially zero
 
 
+def test_callback_and_verbose_once_per_iteration_in_both_modes_of_differentiation(capsys):
+    """With ``adjoint="unrolled"`` the callback is called and ``verbose`` prints once per
+    iteration, in reverse mode too, whose backward pass runs the iterations again (each
+    line had printed a second time there, in reverse order); a run the callback stops is
+    the run differentiated (its derivative had failed: JAX has no derivative rule for the
+    callback's ``pure_callback``), that of the same iterations stopped by ``maxiter``.
+    maxiter=9: the iterations in blocks, each checkpointed (``_unrolled.FLAT_LIMIT``)."""
+    calls = []
+
+    def stop_at_6(info):
+        calls.append(info.nit)
+        return info.nit >= 6
+
+    def solve(c, callback=None, verbose=False, maxiter=9):
+        return qnjax.minimize(rosenbrock_c, jnp.zeros(4, DT), (c,), maxiter=maxiter, adjoint="unrolled",
+                              callback=callback, verbose=verbose).x
+
+    rev = np.asarray(jax.jit(jax.jacrev(lambda c: solve(c, stop_at_6, 1)))(1.3))
+    jax.effects_barrier()
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["nit", *map(str, range(7))]
+    assert calls == list(range(1, 7))
+    calls.clear()
+    fwd = np.asarray(jax.jit(jax.jacfwd(lambda c: solve(c, stop_at_6)))(1.3))
+    assert calls == list(range(1, 7))
+    want = np.asarray(jax.jit(jax.jacfwd(lambda c: solve(c, maxiter=6)))(1.3))
+    np.testing.assert_allclose(fwd, want, rtol=1e-5 if X64 else 1e-3)
+    np.testing.assert_allclose(rev, want, rtol=1e-5 if X64 else 1e-3)
+    assert np.max(np.abs(want)) > 1e-2  # not trivially zero
+
+
 @needs_x64
 def test_optax_face_through_a_scan_of_updates():
     """jax.grad through 12 updates in lax.scan (reverse mode needs unrolled=True): on the

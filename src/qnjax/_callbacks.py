@@ -26,6 +26,16 @@ fast solve it dominates, by design of what it is. Neither changes an iterate: bo
 only read values the loop computes anyway. The function objects are part of the
 compiled program (define a callback once, not a new lambda per call, or each call
 compiles anew).
+
+Differentiated with ``adjoint="unrolled"`` (``_unrolled``), both are called once per
+iteration of the run, as without derivatives: no derivative flows through the host, and
+the backward pass of reverse mode, which runs the iterations again (checkpoints), takes
+the callback's answers saved from the run instead of asking again (the policy
+``_unrolled.host_calls_saved``), and does not print again: ``jax.debug.callback`` is
+left out of a checkpoint's recomputation only where its operands are values the policy
+saves, so they are named (HOST) in the branch that prints. Before, a callback made
+the derivative fail (JAX has no derivative rule for ``pure_callback``) and each line
+printed a second time, in reverse order, during the backward pass.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from . import _loop, _scale, _tree
 from ._status import Status
@@ -58,7 +69,9 @@ def call(callback, state, moved):
     """Run ``callback`` on the host if ``moved``; returns whether it asked to stop (bool). It
     sees f and the gradient in the user's units (``_scale.unscaled``; the gradient conjugated
     back to ``jax.grad``'s convention for complex leaves)."""
-    state = _scale.unscaled(state)
+    # (no derivative flows into or out of the host: differentiated with ``adjoint="unrolled"``,
+    # JAX has no derivative rule for ``pure_callback``)
+    state = jax.lax.stop_gradient(_scale.unscaled(state))
     grad = _tree.conj(state.grad)
 
     def host(active, x, fun, g, nit, nfev, stepsize, status):
@@ -123,6 +136,9 @@ class _Printer:
 
 
 PRINTER = _Printer()
+# The name of the values ``verbose``'s lines are printed from (``jax.ad_checkpoint.checkpoint_name``),
+# which ``_unrolled``'s checkpoints save (module docstring).
+HOST = "qnjax_host_call"
 # ``verbose=True``: the schedule of ``due``, rate-limited (module docstring).
 AUTO = -1
 
@@ -155,9 +171,9 @@ def progress(every: int, state, gnorm, active, moved, start=False, last=False):
             PRINTER.line(nit, fun, g, stepsize, nfev, status, bool(is_start) or int(status) != Status.RUNNING,
                          limited)
 
-    def show():
-        jax.debug.callback(host, call, start, state.count, state.value, gnorm, state.stepsize, state.nfev,
-                           state.status)
+    def show():  # (its operands named HOST here, inside the branch: module docstring)
+        operands = (call, start, state.count, state.value, gnorm, state.stepsize, state.nfev, state.status)
+        jax.debug.callback(host, *checkpoint_name(jax.lax.stop_gradient(operands), HOST))
 
     jax.lax.cond(call, show, lambda: None)
 

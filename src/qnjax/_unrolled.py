@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import _tree
+from . import _callbacks, _tree
 from ._xla import where
 
 
@@ -80,6 +80,15 @@ def search_steps(linesearch, bounds, bounds_method="lbfgsb") -> int:
 FLAT_LIMIT = 16
 
 
+def host_calls_saved(primitive, *_, **params) -> bool:
+    """The checkpoints' policy: save nothing but the host calls' answers and operands
+    (``_callbacks``). So the backward pass, which runs the iterations again, does not call
+    the host again: ``callback``'s answers are the run's (one that counts its calls could
+    otherwise stop the recomputed run elsewhere), and ``verbose`` prints each line once."""
+    return (primitive.name in ("pure_callback", "debug_callback")
+            or (primitive.name == "name" and params.get("name") == _callbacks.HOST))
+
+
 def loop(running, body, carry, n: int, blocks: bool = True):
     """``while running(carry): carry = body(carry)``, at most ``n`` times (static), as
     checkpointed ``fori_loop``-s (scans) whose iterations are skipped by ``lax.cond``
@@ -92,7 +101,8 @@ def loop(running, body, carry, n: int, blocks: bool = True):
     n = int(n)
     if n <= 0:
         return carry
-    step = jax.checkpoint(lambda c: jax.lax.cond(running(c), body, lambda c: c, c), prevent_cse=False)
+    step = jax.checkpoint(lambda c: jax.lax.cond(running(c), body, lambda c: c, c), prevent_cse=False,
+                          policy=host_calls_saved)
     if not blocks or n <= FLAT_LIMIT:
         return jax.lax.fori_loop(0, n, lambda _, c: step(c), carry)
     size = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) iterations per block
@@ -101,7 +111,8 @@ def loop(running, body, carry, n: int, blocks: bool = True):
     def block(c):
         return jax.lax.fori_loop(0, size, lambda _, c: step(c), c)
 
-    return jax.lax.fori_loop(0, count, lambda _, c: jax.checkpoint(block, prevent_cse=False)(c), carry)
+    outer = jax.checkpoint(block, prevent_cse=False, policy=host_calls_saved)
+    return jax.lax.fori_loop(0, count, lambda _, c: outer(c), carry)
 
 
 def forward_derivative(fn):
