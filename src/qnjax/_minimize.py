@@ -270,7 +270,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         s = solver.step(before, lambda x: objective(x, args), active=True if active is None else on)[1]
         moved = s.count > before.count
         if callback is not None:
-            stop = _callbacks.call(callback, s, moved)
+            stop = _callbacks.call(callback, s, moved & on)  # (vmapped unrolled: a finished member steps too)
             s = s._replace(status=where(stop & running(s), code(Status.CALLBACK), s.status))
         new_records = observe(solver, s, records, on, moved)
         if active is not None:
