@@ -179,6 +179,26 @@ def test_signature_is_optax_s():
             qnjax.minimize(lambda x: jnp.sum(x**2), jnp.ones(2, DT), memory_size=bad)
 
 
+def test_inject_hyperparams_with_memory_size_static():
+    """optax.inject_hyperparams makes an array of every numeric argument, memory_size (which
+    sizes the state) included: the error names the fix, and with it the injected learning
+    rate is a hyperparameter of the state, the update that of plain lbfgs."""
+    with pytest.raises(TypeError, match=r"static_args=\('memory_size',\)"):
+        optax.inject_hyperparams(qnjax.lbfgs)(learning_rate=0.5).init(jnp.ones(2, DT))
+    fun = lambda x: jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)  # noqa: E731
+    x = jnp.asarray([-1.2, 1.0], DT)
+    value, grad = jax.value_and_grad(fun)(x)
+    updates = []
+    for opt in (optax.inject_hyperparams(qnjax.lbfgs, static_args=("memory_size",))(learning_rate=0.5),
+                qnjax.lbfgs(0.5)):
+        state = opt.init(x)
+        updates.append(opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)[0])
+        if len(updates) == 1:
+            assert float(state.hyperparams["learning_rate"]) == 0.5
+    np.testing.assert_array_equal(np.asarray(updates[0]), np.asarray(updates[1]))
+    assert np.all(np.asarray(updates[0]) != 0)
+
+
 def test_learning_rate_and_schedules_scale_the_update():
     """Without a line search the update is -learning_rate H g; a schedule gets the count."""
     fun = lambda x: jnp.sum((x - 3.0) ** 2 * jnp.arange(1, 5, dtype=x.dtype))  # noqa: E731

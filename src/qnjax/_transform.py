@@ -136,6 +136,9 @@ def lbfgs(
     if bounds is not None and (learning_rate is not None or linesearch is None):
         raise ValueError("qnjax.lbfgs with bounds needs a line search and no learning_rate (the search keeps "
                          "every point in the box)")
+    if isinstance(memory_size, jax.Array):  # (what optax.inject_hyperparams passes for every number)
+        raise TypeError(f"memory_size must be a Python integer (it sizes the state), got {memory_size!r}: with "
+                        "optax.inject_hyperparams, name it static: static_args=('memory_size',)")
     solver = LBFGS(memory_size=memory_size, linesearch=linesearch, gtol=gtol, ftol=ftol, fatol=fatol,
                    direction_method=direction, scale_init_precond=scale_init_precond, scalar_dtype=scalar_dtype,
                    bounds_method=bounds_method,
