@@ -1,12 +1,14 @@
 """qnjax.plot: a PNG from traces, one line per run in each panel, the data plotted are
 the trace's, and the gap between the first and last records is a break."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import X64, rosenbrock, x64_off_only
 
 import qnjax
+from qnjax import _plot
 
 pytest.importorskip("matplotlib")
 pytestmark = x64_off_only  # drawing does not depend on the precision mode
@@ -41,6 +43,30 @@ def test_truncated_trace_draws_a_break_and_bad_inputs():
         qnjax.plot(qnjax.minimize(rosenbrock, X0))
     with pytest.raises(ValueError, match="labels"):
         qnjax.plot([res, res], labels=["one"])
+
+
+def test_batched_run_draws_a_line_per_member_and_a_zero_near_the_least_positive_value():
+    """A vmapped result (multi-start) draws each member's trace, labelled run 0[i]; where
+    f - f* is exactly 0 (fstar the run's own end) it is drawn at FLOOR times the panel's
+    least positive value, not at float64's tiny (which stretched the axis to 1e-308)."""
+    starts = jnp.stack([X0, 0.5 * X0, jnp.zeros_like(X0)])
+    res = jax.vmap(lambda x: qnjax.minimize(rosenbrock, x, trace=500))(starts)
+    fig = qnjax.plot(res)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["run 0[0]", "run 0[1]", "run 0[2]"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["run 0[0]", "run 0[1]", "run 0[2]"]
+    for i, line in enumerate(lines):
+        rec = jax.tree.map(lambda a, i=i: a[i], res.trace).as_numpy()
+        np.testing.assert_array_equal(line.get_data()[0], rec["nit"])
+        y, f = line.get_data()[1], np.abs(rec["fun"])
+        np.testing.assert_allclose(y[f > 0], f[f > 0])
+        assert np.all(y > 1e-30)  # (a zero: the next assertions)
+    one = jax.tree.map(lambda a: a[0], res)
+    fig = qnjax.plot(one, fstar=float(one.fun))
+    y = fig.axes[0].get_lines()[0].get_data()[1]
+    gap = np.abs(one.trace.as_numpy()["fun"] - float(one.fun))
+    assert gap[-1] == 0 and np.isclose(y[-1], _plot.FLOOR * float(np.min(gap[gap > 0])), rtol=1e-6)
+    assert fig.axes[0].get_ylim()[0] > 1e-30
 
 
 def test_performance_profile_steps_are_the_fractions_solved_within_tau(tmp_path):

@@ -3,7 +3,8 @@ performance profiles (matplotlib, an optional extra).
 
 ``plot``: one figure, four panels: f (or f - f* when ``fstar`` is given) and max |g| on a
 log scale, each against iterations (``nit``) and against evaluations (``nfev``),
-one line per run, so runs of different solvers or settings compare on one figure.
+one line per run (per member of a batched run: multi-start), so runs of different
+solvers or settings compare on one figure.
 A run is a ``qnjax.OptimizeResult`` made with ``trace=K``, or its ``Trace``; a
 trace keeps the first and the last K records, so a long run shows a gap between
 them (drawn as a break in the line, not as a straight segment across it).
@@ -23,12 +24,25 @@ import math
 import numpy as np
 
 
-def _records(run):
+def _trace(run):
     trace = getattr(run, "trace", run)
     if trace is None or not hasattr(trace, "as_numpy"):
         raise TypeError("plot needs results made with minimize(..., trace=K) or their .trace")
-    if np.ndim(trace.records) != 0:
-        raise ValueError("plot takes unbatched traces: index one member of a vmapped result first")
+    return trace
+
+
+def _members(trace, label):
+    """(trace, label) of each member of a batched trace (``jax.vmap``, any number of batch
+    axes: member ``label[i]``, or ``label[i, j]``), or the trace itself."""
+    shape = np.shape(trace.records)
+    if not shape:
+        return [(trace, label)]
+    fields = [np.asarray(f) for f in trace]
+    return [(type(trace)(*(f[index] for f in fields)), f"{label}[{', '.join(map(str, index))}]")
+            for index in np.ndindex(*shape)]
+
+
+def _records(trace):
     k = np.shape(trace.nit)[0] // 2
     gap = k if int(trace.records) > 2 * k else None  # records were dropped between row k-1 and row k
     return trace.as_numpy(), gap
@@ -50,10 +64,18 @@ def _pyplot(path):
     return plt
 
 
+# The most lines (runs, or a batch's members) drawn with a legend.
+LEGEND_LINES = 20
+# Where a zero is drawn on a log axis, relative to its panels' least positive value.
+FLOOR = 0.1
+
+
 def plot(runs, labels=None, fstar=None, path=None, title=None):
     """Draw convergence of one run or a list of runs; returns the matplotlib Figure
     (and writes it to ``path`` if given). ``fstar``: the known minimum (a number, or
-    one per run), to plot f - f* instead of f."""
+    one per run), to plot f - f* instead of f. A batched run (``jax.vmap`` of
+    ``minimize``) draws a line per member, labelled ``label[i]`` (a legend up to
+    LEGEND_LINES lines)."""
     plt = _pyplot(path)
 
     one = hasattr(runs, "_fields") or not isinstance(runs, (list, tuple))  # a result or trace is a NamedTuple
@@ -63,14 +85,22 @@ def plot(runs, labels=None, fstar=None, path=None, title=None):
         raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
     fstars = list(fstar) if isinstance(fstar, (list, tuple)) else [fstar] * len(runs)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row", constrained_layout=True)
-    for run, label, fs in zip(runs, labels, fstars):
-        rec, gap = _records(run)
+    lines = [(member, name, fs) for run, label, fs in zip(runs, labels, fstars)
+             for member, name in _members(_trace(run), label)]
+    drawn = []
+    for trace, label, fs in lines:
+        rec, gap = _records(trace)
         f = rec["fun"] - fs if fs is not None else rec["fun"]
-        tiny = np.finfo(np.float64).tiny
-        for row, y in enumerate((np.maximum(np.abs(f), tiny), np.maximum(rec["gnorm"], tiny))):
+        drawn.append((rec, gap, label, (np.abs(f).astype(float), rec["gnorm"].astype(float))))
+    # zeros (f = f* or a gradient exactly 0) drawn at FLOOR times the least positive value of their
+    # panels, not at float64's tiny: a run that reached f = 0 stretched the axis to 1e-308 for every line
+    floors = [FLOOR * min((np.min(y[y > 0]) for *_, ys in drawn for y in ys[row:row + 1] if np.any(y > 0)),
+                          default=1.0) for row in range(2)]
+    for rec, gap, label, ys in drawn:
+        for row, y in enumerate(ys):
             for col, x in enumerate((rec["nit"], rec["nfev"])):
-                xs, ys = _with_break(x, y, gap)
-                axes[row, col].plot(xs, ys, label=label)
+                xs, yb = _with_break(x, np.maximum(y, floors[row]), gap)
+                axes[row, col].plot(xs, yb, label=label)
     for row, name in enumerate(("f - f*" if fstar is not None else "f", "max |g|")):
         for col, xname in enumerate(("iterations", "evaluations")):
             ax = axes[row, col]
@@ -79,7 +109,8 @@ def plot(runs, labels=None, fstar=None, path=None, title=None):
             ax.set_xlabel(xname)
             if col == 0:
                 ax.set_ylabel(name)
-    axes[0, 0].legend(fontsize="small")
+    if len(lines) <= LEGEND_LINES:
+        axes[0, 0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
     if path is not None:
