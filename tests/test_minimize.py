@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COMPILES, X64, rosenbrock
+from conftest import COMPILES, X64, needs_x64, rosenbrock
 
 import qnjax
 from qnjax import Status
@@ -354,6 +354,25 @@ def test_mixed_precision_pytree_and_complex():
     assert res.x["h"].dtype == jnp.bfloat16 and res.x["z"].dtype == jnp.complex64
     np.testing.assert_allclose(res.x["z"], c, atol=1e-3)
     np.testing.assert_allclose(np.asarray(res.x["h"], np.float32), 3.0, atol=2e-2)
+
+
+@needs_x64  # (the float64 leaf makes the scalar dtype float64)
+def test_a_complex64_leaf_beside_a_float64_one_moves_in_both_parts():
+    """f's power-of-two scaling (``_scale.times``) multiplied the complex64 leaf's gradient
+    in float64, the scalar dtype, which dropped its imaginary part: z's imaginary part never
+    moved and the run stopped PRECISION, success claimed, at f = 7.44 (the minimum: -0.558)."""
+    c = jnp.asarray([1.0 + 2.0j, 1.0 + 2.0j], jnp.complex64)
+
+    def f(p):
+        d = p["z"] - c
+        return (jnp.sum(jnp.real(d * jnp.conj(d))) + jnp.sum((p["r"] - jnp.asarray([2.0, -3.0, 0.5])) ** 2)
+                + 0.5 * jnp.sum(p["r"]) * jnp.real(p["z"][0]))
+
+    res = qnjax.minimize(f, {"z": jnp.zeros(2, jnp.complex64), "r": jnp.zeros(3, jnp.float64)})
+    wide = qnjax.minimize(f, {"z": jnp.zeros(2, jnp.complex128), "r": jnp.zeros(3, jnp.float64)})
+    assert bool(wide.success) and res.x["z"].dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(res.x["z"]), np.asarray(wide.x["z"]), atol=1e-5)
+    np.testing.assert_allclose(float(res.fun), float(wide.fun), rtol=1e-6)
 
 
 def _host_rosenbrock(x):

@@ -126,7 +126,8 @@ def times(tree, factor):
     multiplied in that dtype (2^40 is not a float16)."""
     def one(a):
         if jnp.finfo(_tree.dtype_of(a)).maxexp < jnp.finfo(factor.dtype).maxexp:
-            return (a.astype(factor.dtype) * factor).astype(a.dtype)
+            wide = _tree.work_dtype(_tree.dtype_of(a), factor.dtype)  # (complex64 by a float64: complex128)
+            return (a.astype(wide) * factor.astype(wide)).astype(a.dtype)
         return a * factor.astype(_tree.dtype_of(a))  # (a complex leaf: factor + 0j, exact)
 
     return jax.tree.map(one, tree)
