@@ -652,3 +652,9 @@ def test_xla_options_script_compares_the_tree_reduction_rewriter():
         assert without == 0 < within, row
         assert all(float(cell) > 0 for cell in row[4:6]), row  # compiles
         assert all(np.isfinite(float(cell)) for cell in row[6:8]), row  # (a difference of times: noise may make it < 0)
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"qnjax {qnjax.__version__}"

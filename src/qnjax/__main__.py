@@ -9,6 +9,9 @@ import sys
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="qnjax", description="qnjax command line")
+    from qnjax import __version__
+
+    parser.add_argument("--version", action="version", version=f"qnjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from qnjax import bench  # light: the heavy imports happen inside the command
 
