@@ -30,10 +30,10 @@ compiles anew).
 Differentiated with ``adjoint="unrolled"`` (``_unrolled``), both are called once per
 iteration of the run, as without derivatives: no derivative flows through the host, and
 the backward pass of reverse mode, which runs the iterations again (checkpoints), takes
-the callback's answers saved from the run instead of asking again (the policy
-``_unrolled.host_calls_saved``), and does not print again: ``jax.debug.callback`` is
-left out of a checkpoint's recomputation only where its operands are values the policy
-saves, so they are named (HOST) in the branch that prints. Before, a callback made
+the callback's answers saved from the run instead of asking again (named HOST, which
+the policy ``_unrolled.host_calls_saved`` saves), and does not print again:
+``jax.debug.callback`` is left out of a checkpoint's recomputation only where its operands
+are values the policy saves, so they are named too, in the branch that prints. Before, a callback made
 the derivative fail (JAX has no derivative rule for ``pure_callback``) and each line
 printed a second time, in reverse order, during the backward pass.
 """
@@ -85,8 +85,10 @@ def call(callback, state, moved):
         except StopIteration:  # scipy's other way to stop
             return np.asarray(True)
 
-    return jax.pure_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), moved, state.params, state.value, grad,
-                             state.count, state.nfev, state.stepsize, state.status, vmap_method="sequential")
+    # (the answer named HOST: ``_unrolled``'s checkpoints save it, module docstring)
+    return checkpoint_name(jax.pure_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), moved, state.params,
+                                             state.value, grad, state.count, state.nfev, state.stepsize,
+                                             state.status, vmap_method="sequential"), HOST)
 
 
 class _Printer:

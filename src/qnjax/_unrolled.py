@@ -81,12 +81,13 @@ FLAT_LIMIT = 16
 
 
 def host_calls_saved(primitive, *_, **params) -> bool:
-    """The checkpoints' policy: save nothing but the host calls' answers and operands
-    (``_callbacks``). So the backward pass, which runs the iterations again, does not call
-    the host again: ``callback``'s answers are the run's (one that counts its calls could
-    otherwise stop the recomputed run elsewhere), and ``verbose`` prints each line once."""
-    return (primitive.name in ("pure_callback", "debug_callback")
-            or (primitive.name == "name" and params.get("name") == _callbacks.HOST))
+    """The checkpoints' policy: save nothing but the values ``_callbacks`` names HOST (the
+    callback's answers, the printed operands) and let ``jax.debug.callback`` be saved. So
+    the backward pass, which runs the iterations again, does not call the host again:
+    ``callback``'s answers are the run's (one that counts its calls could otherwise stop the
+    recomputed run elsewhere), and ``verbose`` prints each line once. (A ``pure_callback`` in
+    ``fun`` is recomputed as before: its outputs, saved, would be residuals per trial.)"""
+    return primitive.name == "debug_callback" or (primitive.name == "name" and params.get("name") == _callbacks.HOST)
 
 
 def loop(running, body, carry, n: int, blocks: bool = True):
