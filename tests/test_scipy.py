@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import X64, rosenbrock, x64_off_only
+from conftest import COMPILES, X64, rosenbrock, x64_off_only
 
 import qnjax
 
@@ -38,6 +38,27 @@ def test_list_x0_is_an_array(reference):
     assert isinstance(res.x, jax.Array) and res.x.dtype == DT
     same(res, reference)
     assert float(qnjax.minimize(lambda x: (x - 2.0) ** 2, 3).x) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_args_may_hold_strings_as_scipy_s_do():
+    """A string in ``args`` (JAX cannot trace one) is bound into fun as a constant; the
+    arrays beside it stay data: another array, the same program; the derivative flows to
+    the array (it had raised "Error interpreting argument ... as an abstract array")."""
+    def fun(x, a, mode):
+        return jnp.sum((x - a) ** 2) if mode == "square" else jnp.sum((x - a) ** 2 + (x - a) ** 4)
+
+    x0, a = jnp.zeros(3, DT), jnp.asarray([1.0, -2.0, 0.5], DT)
+    square, a2 = qnjax.minimize(fun, x0, (a, "square")), 2 * a
+    before = COMPILES.count
+    again = qnjax.minimize(fun, x0, (a2, "square"))
+    assert COMPILES.count == before
+    quartic = qnjax.minimize(fun, x0, (a, "quartic"))
+    for res, want in ((square, a), (again, a2), (quartic, a)):
+        assert bool(res.success)
+        np.testing.assert_allclose(res.x, want, atol=1e-3 if X64 else 5e-3)
+    assert int(quartic.nit) != int(square.nit)  # (the string chose the objective)
+    np.testing.assert_allclose(jax.jacfwd(lambda a: qnjax.minimize(fun, x0, (a, "square")).x)(a), np.eye(3),
+                               atol=1e-4)
 
 
 @x64_off_only  # which gradient is used, and how often fun is called

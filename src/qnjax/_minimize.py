@@ -61,7 +61,8 @@ def minimize(
         data (a new closure over new arrays reuses the compiled solve).
       x0: the starting point, any pytree of float or complex arrays; the result
         keeps its structure and dtypes.
-      args: a tuple of extra arguments to ``fun`` (arrays or pytrees; traced).
+      args: a tuple of extra arguments to ``fun`` (arrays, numbers or pytrees: traced;
+        other values, such as a string, are bound into ``fun`` as constants).
       method: ``"L-BFGS-B"`` (scipy's name), ``"lbfgs"``: the same solver.
       gtol: stop with GTOL when max_i |grad_i| <= gtol (scipy's absolute test).
         Default 0: only an exactly zero gradient.
@@ -147,9 +148,7 @@ def minimize(
     maxiter, maxfev, gtol, ftol, memory_size, verbose = (given[k] for k in (
         "maxiter", "maxfev", "gtol", "ftol", "memory_size", "verbose"))
     x0 = _scipy.as_params(x0)
-    fun = _scipy.with_jac(fun, jac, has_aux)
-    if not isinstance(args, tuple):
-        raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
+    fun, args = _objective.bind_static_args(_scipy.with_jac(fun, jac, has_aux), args)  # (a string: a constant)
     _tree.check_params(x0, "x0")
     sdt = _tree.scalar_dtype(x0, scalar_dtype)
     box = None if bounds is None else _bounds.binding(x0, _scipy.bounds_pair(bounds, x0), state)

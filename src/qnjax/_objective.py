@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 
 from . import _tree
 
@@ -84,6 +85,28 @@ def value_and_grad(fun: Callable, like, sdt, has_aux: bool = False):
         return jnp.asarray(f).astype(sdt), _tree.conj(_tree.cast_like(g, like)), aux
 
     return evaluate
+
+
+def bind_static_args(fun: Callable, args):
+    """``(fun, args)`` with the leaves of ``args`` that are neither arrays nor numbers (a
+    string, an option object: scipy passes ``args`` through as they are) bound into ``fun``
+    as constants, since JAX cannot trace them; they are part of ``fun``'s trace, so another
+    value that changes the computation is another program. Arrays and numbers stay ``args``."""
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of extra arguments to fun, got {type(args).__name__}")
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    static = [not isinstance(v, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+              and not hasattr(v, "__jax_array__") for v in leaves]
+    if not any(static):
+        return fun, args
+    constants = [v if s else None for v, s in zip(leaves, static)]  # (the arrays are not closed over)
+
+    def bound(params, *dynamic):
+        given = iter(dynamic)
+        return fun(params, *jax.tree_util.tree_unflatten(treedef, [c if s else next(given)
+                                                                   for c, s in zip(constants, static)]))
+
+    return bound, tuple(v for v, s in zip(leaves, static) if not s)
 
 
 def _user_functions(obj, depth: int = 0) -> tuple:
