@@ -94,8 +94,11 @@ def plot(runs, labels=None, fstar=None, path=None, title=None):
         drawn.append((rec, gap, label, (np.abs(f).astype(float), rec["gnorm"].astype(float))))
     # zeros (f = f* or a gradient exactly 0) drawn at FLOOR times the least positive value of their
     # panels, not at float64's tiny: a run that reached f = 0 stretched the axis to 1e-308 for every line
-    floors = [FLOOR * min((np.min(y[y > 0]) for *_, ys in drawn for y in ys[row:row + 1] if np.any(y > 0)),
-                          default=1.0) for row in range(2)]
+    def floor(row):
+        positive = [ys[row][ys[row] > 0] for *_, ys in drawn]
+        return FLOOR * min((np.min(p) for p in positive if p.size), default=1.0)
+
+    floors = [floor(0), floor(1)]
     for rec, gap, label, ys in drawn:
         for row, y in enumerate(ys):
             for col, x in enumerate((rec["nit"], rec["nfev"])):
