@@ -191,6 +191,7 @@ ROUNDING_OF_THE_OPTIMISED_BUILD = (
     "tests/test_memory.py::test_a_run_stopped_after_a_failed_retry_keeps_its_pairs",
     "tests/test_lbfgsb.py::test_bounded_catalogue_optimum_and_active_set",
     "tests/test_bounded_problems.py::test_lbfgsb_from_x0_reaches_fstar",
+    "tests/test_trace.py::test_a_resumed_run_ends_bitwise_where_one_run_does",
 )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import _bounds, _callbacks, _compile, _free_gram, _implicit, _loop, _objective, _scipy, _trace, _tree, _unrolled
 from ._rescue import run as run_with_rescues
 from ._result import OptimizeResult
-from ._scale import scale_for, scaled_problem, times, unit_h0, unscaled
+from ._scale import resumed, scale_for, scaled_problem, times, unit_h0, unscaled
 from ._solver import LBFGS
 from ._state import State, check_resumed, hold, typed_like
 from ._status import Status, code, is_success
@@ -238,7 +238,7 @@ def _solve(solver: LBFGS, objective, x0, args, state0, box, *, trace_length, cal
         state = state._replace(nfev=state.nfev + 1, scale=scale)
         state = state if box is None else unit_h0(state)  # (with bounds, H0 = I is f's: ``_scale``)
     else:  # continue: the budgets count from here
-        state = state0
+        state = resumed(state0)
         solver = dataclasses.replace(solver, **{
             name: limit + counter for name, limit, counter in
             (("maxiter", solver.maxiter, state.count), ("maxfev", solver.maxfev, state.nfev)) if limit is not None})
