@@ -33,6 +33,25 @@ def test_one_call_per_iteration_with_the_trace_values():
     assert isinstance(last, qnjax.IntermediateResult) and isinstance(last.x, np.ndarray)
 
 
+@x64_off_only  # (the host side of a callback)
+def test_scipy_s_older_callback_xk_is_given_x():
+    """A callback whose one parameter is named xk (scipy's older signature) gets x, a numpy
+    array (``np.asarray(xk)`` had raised an internal error from the host), and a pytree of
+    them for a pytree x; its None does not stop the run."""
+    points, results = [], []
+
+    def legacy(xk):
+        points.append(np.asarray(xk).copy())
+
+    res = qnjax.minimize(rosenbrock, X0, callback=legacy)
+    qnjax.minimize(rosenbrock, X0, callback=results.append)
+    assert len(points) == int(res.nit) == len(results) and bool(res.success)
+    np.testing.assert_array_equal(np.stack(points), np.stack([r.x for r in results]))
+    trees = []
+    qnjax.minimize(lambda p: rosenbrock(p["a"]), {"a": X0}, callback=lambda xk: trees.append(xk), maxiter=2)
+    assert [set(t) for t in trees] == [{"a"}] * 2 and isinstance(trees[0]["a"], np.ndarray)
+
+
 @x64_off_only  # (the host side of a callback: the call per iteration above runs in both modes)
 @pytest.mark.parametrize("how", ["return True", "StopIteration"])
 def test_callback_stops_the_run(how):

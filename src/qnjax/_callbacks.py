@@ -4,7 +4,10 @@
 that moved x; retries along -g, which move nothing, are not iterations), so the
 number of calls equals ``nit``. It receives an :class:`IntermediateResult` (scipy's
 names: ``x``, ``fun``, ``grad``, ``nit``, ``nfev``, plus ``stepsize`` and ``status``)
-with numpy arrays, and may return True to stop the run (status CALLBACK).
+with numpy arrays, and may return True to stop the run (status CALLBACK). scipy's older
+signature ``callback(xk)``, its one parameter named ``xk``, is given x alone (``takes_xk``;
+scipy gives x to every name but ``intermediate_result``, which would make qnjax's own
+``lambda r: r.fun`` fail): an ``np.asarray(xk)`` had raised an internal error from the host.
 
 Because the callback returns a value, it runs through ``jax.pure_callback`` (JAX
 rejects ``io_callback`` inside a vmapped while loop, jax#20628). Its result feeds the
@@ -40,6 +43,7 @@ printed a second time, in reverse order, during the backward pass.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from typing import Any, NamedTuple
@@ -65,6 +69,15 @@ class IntermediateResult(NamedTuple):
     status: int
 
 
+def takes_xk(callback) -> bool:
+    """Whether ``callback`` has scipy's older signature ``callback(xk)`` (module docstring)."""
+    try:
+        parameters = list(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):  # (a builtin such as list.append: no signature to read)
+        return False
+    return parameters == ["xk"]
+
+
 def call(callback, state, moved):
     """Run ``callback`` on the host if ``moved``; returns whether it asked to stop (bool). It
     sees f and the gradient in the user's units (``_scale.unscaled``; the gradient conjugated
@@ -73,6 +86,7 @@ def call(callback, state, moved):
     # JAX has no derivative rule for ``pure_callback``)
     state = jax.lax.stop_gradient(_scale.unscaled(state))
     grad = _tree.conj(state.grad)
+    xk = takes_xk(callback)
 
     def host(active, x, fun, g, nit, nfev, stepsize, status):
         if not bool(active):
@@ -81,7 +95,7 @@ def call(callback, state, moved):
         info = IntermediateResult(x=x, fun=fun, grad=g, nit=int(nit), nfev=int(nfev), stepsize=stepsize,
                                   status=int(status))
         try:
-            return np.asarray(bool(callback(info)))
+            return np.asarray(bool(callback(x if xk else info)))
         except StopIteration:  # scipy's other way to stop
             return np.asarray(True)
 

@@ -94,7 +94,7 @@ def minimize(
         calls; a :class:`qnjax.IntermediateResult` with ``x``, ``fun``, ``grad``,
         ``nit``, ``nfev``, ``stepsize``, ``status`` as numpy arrays), from inside the
         compiled loop; returning True (or raising StopIteration) stops the run with
-        status CALLBACK. Under ``jax.vmap``, called for each member that moved.
+        status CALLBACK. Under ``jax.vmap``, called for each member that moved. scipy's ``callback(xk)``: x.
       verbose: N prints a line at the start, every N-th iteration (1: every one) and at
         the end (iteration, f, max |g|, step size, nfev, elapsed time, status); True at
         iterations 1, 2, 4, ..., 64 and every 64th after, at most ten lines a second
