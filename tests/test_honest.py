@@ -186,8 +186,8 @@ def test_a_component_at_zero_beside_a_large_one_is_not_within_rounding():
     problem = problems.get("powell_badly_scaled")
     x0 = jnp.asarray([0.0, 100.0], DT)
     x, d = x0, jnp.asarray([1.0, 0.0], DT)
-    t_vector, t_each, x_max = qnjax._tree.ulp_stepsizes(x, d, DT)
-    assert float(x_max) == 100.0
+    t_vector, t_each, x_max, t_coarsest = qnjax._tree.ulp_stepsizes(x, d, DT)
+    assert float(x_max) == 100.0 and float(t_coarsest) == float(t_vector)  # (one dtype)
     assert float(t_vector) == pytest.approx(float(jnp.finfo(DT).eps) * 100, rel=1e-6)
     assert float(t_each) == pytest.approx(float(jnp.finfo(DT).tiny), rel=1e-6, abs=0)  # x_1: its smallest normal
     res = qnjax.minimize(problem.fun, x0)
@@ -268,6 +268,43 @@ def test_float64_runs_at_their_minimum_say_so_over_random_scales():
     statuses = np.unique(np.asarray(res.status), return_counts=True)
     assert int(jnp.sum(res.status == Status.LINESEARCH_FAILED)) == 0, statuses
     assert bool(jnp.all(res.success)) and float(jnp.max(jnp.where(res.fun < 1, res.fun, 0))) < 1e-18, statuses
+
+
+@needs_x64
+@pytest.mark.parametrize("coarse", ["float32", "bfloat16", "complex64"])
+def test_leaves_of_two_precisions_at_their_minimum_say_so(coarse):
+    """f in float64 of float64 leaves beside coarser ones. PRECISION asked f's slope along -g to
+    turn non-negative at the finest leaves' rounding step, where the coarse leaves do not move and
+    their gradient, at their own rounding, kept it negative: from 6 starts, 2 (float32) and 3
+    (bfloat16) runs ended LINESEARCH_FAILED at the minimum, and so did a complex64 leaf's from 0. It
+    is now asked at the coarsest leaves' step, with the Newton check (``_rescue``) before it."""
+    target = jnp.asarray([2.0, -3.0, 0.5])
+
+    def f(p):
+        a = p["a"].astype(jnp.complex128)  # (complex64: x's first three are Re a + Im a / 2)
+        x = jnp.concatenate([jnp.real(a) + jnp.imag(a) / 2, p["b"]])
+        return jnp.sum((x - jnp.linspace(0.3, 2.7, 6)) ** 2 * jnp.arange(1, 7)) + 0.3 * x[0] * x[-1]
+
+    def g(p):  # (complex64: |z - (1 + 2i)|^2, in z's dtype, coupled to float64 r)
+        z, r = p["a"], p["b"]
+        return (jnp.sum(jnp.real((z - (1 + 2j)) * jnp.conj(z - (1 + 2j)))) + jnp.sum((r - target) ** 2)
+                + 0.5 * jnp.sum(r) * jnp.real(z[0]))
+
+    fun = g if coarse == "complex64" else f
+    n_a = 2 if coarse == "complex64" else 3
+    best = qnjax.minimize(fun, {"a": jnp.zeros(n_a, jnp.complex128 if coarse == "complex64" else jnp.float64),
+                                "b": jnp.zeros(3)})
+    assert bool(best.success)
+    rng, statuses = np.random.default_rng(0), []
+    for _ in range(1 if coarse == "complex64" else 6):
+        x0 = {"a": jnp.asarray(rng.uniform(-1.5, 1.5, n_a), coarse), "b": jnp.asarray(rng.uniform(-1.5, 1.5, 3))}
+        x0 = jax.tree.map(jnp.zeros_like, x0) if coarse == "complex64" else x0
+        res = qnjax.minimize(fun, x0)
+        statuses.append(Status(int(res.status)))
+        tol = 10 * float(jnp.finfo(jnp.dtype(coarse)).eps) * abs(float(best.fun))
+        assert abs(float(res.fun) - float(best.fun)) <= tol, (float(res.fun), float(best.fun))  # (z's rounding)
+    # (still 1 of 6 LINESEARCH_FAILED at the minimum, float32 and bfloat16: docs/precision.md)
+    assert sum(s in (Status.GTOL, Status.PRECISION) for s in statuses) >= max(1, len(statuses) - 1), statuses
 
 
 @pytest.mark.parametrize("leaf_dtype", ["float32", "float64", "bfloat16"])

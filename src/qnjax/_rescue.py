@@ -1,11 +1,10 @@
 """Before a PRECISION stop below float64: the Newton model from Hessian-vector products.
 
-PRECISION says that no step along the quasi-Newton direction nor along -g lowers f by
-more than its rounding (``_verdict``). Below float64 that can hold far from a minimum:
-where the Hessian's condition number nears 1 / eps, the memory has not seen a direction
-of low curvature, and -g's decrease is that of the stiffest directions (float32: Beale and
-BRYBND, n = 100, from 100 times their starts stopped at f = 0.44 and 0.27, f* = 0, reporting
-success; ``qnjax bench --rule same --dtype float32 --set all --starts 1,10,100``).
+PRECISION says that no step along the quasi-Newton direction nor along -g lowers f by more than
+its rounding (``_verdict``). Below float64 that can hold far from a minimum: where the Hessian's
+condition nears 1 / eps, the memory has not seen a direction of low curvature, and -g's decrease is
+that of the stiffest directions (float32: Beale and BRYBND, n = 100, from 100 times their starts stopped
+at f = 0.44, 0.27, f* = 0, reporting success; ``qnjax bench --rule same --dtype float32 --set all``).
 
 The gradient still knows what the memory does not. Its derivative along v,
 
@@ -81,11 +80,12 @@ and SY's rows). On 9,600 random float32 box least-squares fits (``python benchma
 --methods lbfgsb,projected --seeds 0-23``), runs that reported success above their minimum
 fell from 16 to 0 (L-BFGS-B) and from 7 to 0 (projected).
 
-Where: below float64 (float64 keeps scipy's steps), with or without bounds, where ``fun``'s
-gradient has a derivative (not a ``jax.pure_callback`` without a JVP rule). The cost: the products
-at each PRECISION stop, and a longer compile (the first call of a float32 ``minimize`` on 2-D
-Rosenbrock took 0.67-0.87 s without, 0.93-1.13 s with, fresh processes; CG's second metric
-added about 0.1 s, 0.15 s in a box: median of five, caches cleared).
+Where: below float64 (float64 keeps scipy's steps), or where a leaf is narrower than the scalar dtype
+(float32 beside float64: PRECISION is judged at the coarsest leaves' rounding, ``_tree.ulp_stepsizes``,
+which finer ones may not have reached), with or without bounds, where ``fun``'s gradient has a derivative
+(not a ``jax.pure_callback`` without a JVP rule). The cost: the products at each PRECISION stop, and a
+longer compile (the first call of a float32 ``minimize`` on 2-D Rosenbrock took 0.67-0.87 s without,
+0.93-1.13 s with, fresh processes; CG's second metric about 0.1 s more, 0.15 s in a box: median of five).
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ FLOORS = 4  # or by more than this many times f's floor
 
 
 def enabled(state: State) -> bool:
-    """Whether a solve from ``state`` has rescues (static): below float64."""
-    return jnp.finfo(state.value.dtype).bits < 64
+    """Whether a solve from ``state`` has rescues (static; the module docstring's Where)."""
+    return jnp.finfo(state.value.dtype).bits < 64 or _verdict.rounding_ulps(state.params, state.value.dtype) == 1
 
 
 def run(loop, running, operands, carry, record=None):

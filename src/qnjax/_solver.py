@@ -216,7 +216,7 @@ class LBFGS:
         t0 = self.first_stepsize(memory, dd, unit)
         t_max = self.max_stepsize(params, d, box)
         t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
-        t_ulp, t_ulp_each, x_norm = _tree.ulp_stepsizes(params, d, sdt)
+        t_ulp, t_ulp_each, x_norm, t_coarse = _tree.ulp_stepsizes(params, d, sdt)
         origin = _verdict.origin(state, x_norm, sdt)
         floor = _verdict.floor(value, state.scale)
         visible = _first_trial.visible(slope0, unit, floor, sdt)  # (the model step's decrease is seen)
@@ -294,7 +294,7 @@ class LBFGS:
         if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))
-        rules = _verdict.rules(self, state, new, res, judged, final=final, slope0=slope0, t_round=ulps * t_ulp,
+        rules = _verdict.rules(self, state, new, res, judged, final=final, slope0=slope0, t_round=ulps * t_coarse,
                                spent=(allowed < self.linesearch.max_steps) & (res.nfev >= allowed),
                                t_model=where(memory.flags[2], unit, jnp.inf).astype(sdt), t_max=t_max, origin=origin)
         return u, new._replace(status=decide(rules + _verdict.spent(self, new))), res

@@ -246,11 +246,9 @@ def _norms_and_ratio(ax, ad, floor):
     library reductions (max and min of each vector, the ratio's minimum) XLA:CPU wrote the
     ratio out first and read the vectors three times: 0.62-0.79 ms against 0.32-0.34 ms at
     10^6 float32 elements, 1.21-1.25 ms against 0.60 ms in float64, with either emitter and
-    the same values (a ``/tmp`` microbenchmark, best of 40). In a solve at 10^6 (Rosenbrock's
-    function, float32) the profile's kernels for these went from 1.21 to 0.46 ms an iteration;
-    the iteration's wall time gained less, about 0.4 ms of 11-12 (faster in three of four
-    alternating pairs of runs): on 2 cores the five partly ran beside other kernels. (A
-    select in the ratio, as smaller leaves have, made the variadic reduction 2.6 ms.)"""
+    the same values (a ``/tmp`` microbenchmark, best of 40). In a solve at 10^6 (Rosenbrock's, float32)
+    their kernels went from 1.21 to 0.46 ms an iteration, the wall time about 0.4 ms of 11-12 (on 2
+    cores the five partly ran beside other kernels). (A select in the ratio made it 2.6 ms.)"""
     zero = jnp.zeros((), ax.dtype)
     return jax.lax.reduce((ax, ad, jnp.maximum(ax, floor) / ad), (zero, zero, jnp.asarray(jnp.inf, ax.dtype)),
                           lambda a, b: (jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1]), jnp.minimum(a[2], b[2])),
@@ -258,7 +256,7 @@ def _norms_and_ratio(ax, ad, floor):
 
 
 def ulp_stepsizes(x, d, sdt):
-    """The steps t at which ``x + t d`` moves x by one unit in its last place, and max |x_i|: (3,) array of
+    """The steps t at which ``x + t d`` moves x by one unit in its last place: (4,) array of
 
     * the vector's: eps ||x||_inf / ||d||_inf over the leaves of each dtype taken as one
       vector, the least over the dtypes (so a tree of leaves of one dtype has the step of
@@ -269,10 +267,12 @@ def ulp_stepsizes(x, d, sdt):
       ulp_i = eps(leaf) max(|x_i|, tiny(leaf) / eps(leaf)): a component at (or near) zero
       moves by its dtype's smallest normal number, not by a fraction of the others;
 
-    (+inf where d is zero), then max |x_i| over the leaves. A smaller step changes no component (the
-    vector) at more than its rounding level. All come from one reduction per leaf. (A component at zero
-    beside large ones, such as x = (0, 100) with d along the first: its minimiser along d may lie far
-    below the vector's rounding step, and the line search must be allowed to go there.)"""
+    (+inf where d is zero), max |x_i| over the leaves, and the coarsest dtype's vector step (the
+    greatest over the dtypes d moves), PRECISION's (``_verdict.rules``: at the finest dtype's step
+    coarser leaves do not move, their gradient, at their own rounding, kept the slope negative, and
+    mixed-precision runs at their minimum ended LINESEARCH_FAILED). A smaller step changes no component
+    (the vector) at more than its rounding level. All come from one reduction per leaf. (At x = (0, 100),
+    d along x_0, the minimiser along d may lie far below the vector's rounding step: the search goes there.)"""
     each = jnp.full((), jnp.inf, sdt)
     norms = {}  # dtype -> (max ||x_leaf||, max ||d_leaf||) over its leaves
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
@@ -292,9 +292,9 @@ def ulp_stepsizes(x, d, sdt):
                 xn, dn = jnp.maximum(norms[key][0], xn), jnp.maximum(norms[key][1], dn)
             norms[key] = (xn, dn)
             each = jnp.minimum(each, eps * rmin)
-    vector, largest = jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt)
+    vector, largest, coarse = jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt), jnp.zeros((), sdt)
     for key, (xn, dn) in norms.items():
-        vector = jnp.minimum(vector, jnp.asarray(jnp.finfo(key).eps, sdt) * where(dn > 0, xn / where(dn > 0, dn, 1),
-                                                                                   jnp.inf))
-        largest = jnp.maximum(largest, xn)
-    return jnp.stack([vector, each, largest])
+        step = jnp.asarray(jnp.finfo(key).eps, sdt) * where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
+        vector, largest = jnp.minimum(vector, step), jnp.maximum(largest, xn)
+        coarse = jnp.maximum(coarse, where(dn > 0, step, 0))
+    return jnp.stack([vector, each, largest, where(coarse > 0, coarse, vector)])

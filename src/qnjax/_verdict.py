@@ -229,7 +229,7 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     (``_status.decide`` them, with :func:`spent` after them). ``final``: x stays
     after a search along -g (no retry is left); ``spent``: ``maxfev`` cut that search short (it
     made every trial the budget left it, fewer than its own limit): MAXFEV, before PRECISION;
-    ``t_round`` the step that moves x by a few units in the last place, ``t_model`` the step
+    ``t_round`` the step that moves x (its coarsest leaves) by a few units in the last place, ``t_model`` the step
     that minimises the model along -g (:func:`at_precision`), ``t_max`` the largest feasible
     step: with bounds, PRECISION also when the whole feasible part of the direction (up to
     t_max, which the search tried) moves x by no more than rounding; ``origin``: x was at the
