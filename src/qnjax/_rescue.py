@@ -109,7 +109,7 @@ FLOORS = 4  # or by more than this many times f's floor
 
 def enabled(state: State) -> bool:
     """Whether a solve from ``state`` has rescues (static; the module docstring's Where)."""
-    return jnp.finfo(state.value.dtype).bits < 64 or _verdict.rounding_ulps(state.params, state.value.dtype) == 1
+    return jnp.finfo(state.value.dtype).bits < 64 or _verdict.has_narrower(state.params, state.value.dtype)
 
 
 def run(loop, running, operands, carry, record=None):

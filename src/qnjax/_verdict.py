@@ -80,7 +80,12 @@ def rounding_ulps(params, sdt) -> int:
     mantissa bits); 1 where one is (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
     place changes f far beyond f's rounding, and a step of a few of them is a step (bfloat16
     Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units)."""
-    return 1 if any(narrower(a, sdt) for a in jax.tree.leaves(params)) else ROUNDING_ULPS
+    return 1 if has_narrower(params, sdt) else ROUNDING_ULPS
+
+
+def has_narrower(params, sdt) -> bool:
+    """Whether a leaf of ``params`` is :func:`narrower` than the scalar dtype ``sdt`` (static)."""
+    return any(narrower(a, sdt) for a in jax.tree.leaves(params))
 
 
 def narrower(leaf, sdt) -> bool:
