@@ -312,10 +312,11 @@ def test_none_in_float64_nor_where_the_gradient_has_no_derivative():
     """Float64 keeps scipy's steps; a gradient computed on the host (``jax.pure_callback``, no
     JVP rule) cannot be differentiated: the loop is traced without rescues and still solves."""
     x = jnp.zeros(3, jnp.float32)
-    assert _rescue.enabled(LBFGS().init(x, jnp.zeros((), jnp.float32), x))
-    if X64:
+    assert _rescue.enabled(LBFGS().init(x, jnp.zeros((), jnp.float32), x), LBFGS())
+    if X64:  # (but where f is returned in float32: ``_verdict.value_dtype``)
         x64 = jnp.zeros(3, jnp.float64)
-        assert not _rescue.enabled(LBFGS().init(x64, jnp.zeros(()), x64))
+        assert not _rescue.enabled(LBFGS().init(x64, jnp.zeros(()), x64), LBFGS())
+        assert _rescue.enabled(LBFGS().init(x64, jnp.zeros(()), x64), LBFGS(value_dtype=jnp.dtype(jnp.float32)))
 
     def host_grad(p):
         return jax.pure_callback(lambda v: np.asarray(2 * (v - 1)), jax.ShapeDtypeStruct(p.shape, p.dtype), p)

@@ -209,3 +209,25 @@ def test_status_rules_of_an_iteration_in_order(dt):
     assert _rules_status(dt, new_value=10.0 - 1e-9 * 10, ftol=1e-6) == Status.FTOL
     assert _rules_status(dt, new_value=9.0, ftol=1e-6) == Status.RUNNING  # a decrease of 10%
     assert _rules_status(dt, maxiter=jnp.int32(3), count=3) == Status.MAXITER
+
+
+@needs_x64
+def test_value_dtype_is_fs_dtype_only_where_narrower_than_the_scalar_dtype():
+    """The dtype ``fun`` returns f in, where it is narrower than the scalar dtype (float64 x, f in
+    float32), else None: a run whose f is of the scalar dtype keeps its floor and rounding steps, and
+    a narrower f gets its own floor (and a Newton check before PRECISION, ``_rescue.enabled``)."""
+    f64, f32 = jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)
+    assert _verdict.value_dtype(jnp.ones((), f32), f64) == f32
+    assert _verdict.value_dtype(jnp.ones((), jnp.bfloat16), f32) == jnp.bfloat16
+    for value, sdt in ((jnp.ones((), f64), f64), (jnp.ones((), f32), f32), (1.0, f64), (jnp.ones((), f64), f32)):
+        assert _verdict.value_dtype(value, sdt) is None, (value, sdt)
+    objective = qnjax._objective.Objective.build(lambda x: jnp.sum(x.astype(f32) ** 2), jnp.ones(3, f64), (), f64)
+    assert objective.value_dtype == f32
+    value = jnp.asarray(1.0, f64)
+    assert float(_verdict.floor(value, 1, f32)) == _verdict.ROUNDING_ULPS * float(jnp.finfo(f32).eps)
+    assert float(_verdict.floor(value)) == _verdict.ROUNDING_ULPS * float(jnp.finfo(f64).eps)
+    assert _verdict.has_narrower(jnp.ones(3, f64), f64, f32) and not _verdict.has_narrower(jnp.ones(3, f64), f64)
+    x, d = {"a": jnp.asarray([1.0, -2.0], f64)}, {"a": jnp.asarray([0.5, 0.25], f64)}
+    steps = [qnjax._tree.ulp_stepsizes(x, d, f64, fdt) for fdt in (None, f32)]  # (x as f sees it: float32)
+    assert float(steps[0][3]) == float(steps[0][0]) == float(jnp.finfo(f64).eps) * 2 / 0.5
+    assert float(steps[1][3]) == float(jnp.finfo(f32).eps) * 2 / 0.5 and float(steps[1][0]) == float(steps[0][0])

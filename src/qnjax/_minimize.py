@@ -165,12 +165,11 @@ def minimize(
     def limit(v):
         return None if v is None else leaf(v, jnp.int32)
 
+    objective = _objective.Objective.build(fun, x0, args, sdt, has_aux)
     solver = LBFGS(
         memory_size=memory_size, linesearch=_default_linesearch(linesearch), gtol=tol(gtol), ftol=tol(ftol),
         fatol=tol(fatol), maxiter=limit(maxiter), maxfev=limit(maxfev), direction_method=direction,
-        scalar_dtype=scalar_dtype, bounds_method=bounds_method,
-    )
-    objective = _objective.Objective.build(fun, x0, args, sdt, has_aux)
+        scalar_dtype=scalar_dtype, bounds_method=bounds_method, value_dtype=objective.value_dtype)
     if not isinstance(trace, int) or isinstance(trace, bool) or trace < 0:
         raise ValueError(f"trace must be an integer >= 0 (records kept: the first and the last trace), got {trace!r}")
     if state is not None and not isinstance(state, State):

@@ -191,6 +191,13 @@ class Objective:
                    differentiated)
         return cls(key, closed.consts)
 
+    @property
+    def value_dtype(self):
+        """f's dtype where narrower than the scalar dtype, else None (``_verdict.value_dtype``; static)."""
+        from ._verdict import value_dtype
+
+        return value_dtype(self.key.closed.out_avals[0], self.key.sdt)
+
     def __call__(self, params, args):
         key = self.key
         run = jex.core.jaxpr_as_fun(jex.core.ClosedJaxpr(key.closed.jaxpr, self.consts))

@@ -80,12 +80,11 @@ and SY's rows). On 9,600 random float32 box least-squares fits (``python benchma
 --methods lbfgsb,projected --seeds 0-23``), runs that reported success above their minimum
 fell from 16 to 0 (L-BFGS-B) and from 7 to 0 (projected).
 
-Where: below float64 (float64 keeps scipy's steps), or where a leaf is narrower than the scalar dtype
-(float32 beside float64: PRECISION is judged at the coarsest leaves' rounding, ``_tree.ulp_stepsizes``,
-which finer ones may not have reached), with or without bounds, where ``fun``'s gradient has a derivative
-(not a ``jax.pure_callback`` without a JVP rule). The cost: the products at each PRECISION stop, and a
-longer compile (the first call of a float32 ``minimize`` on 2-D Rosenbrock took 0.67-0.87 s without,
-0.93-1.13 s with, fresh processes; CG's second metric about 0.1 s more, 0.15 s in a box: median of five).
+Where: below float64 (float64 keeps scipy's steps), or where a leaf, or f (``_verdict.value_dtype``), is
+narrower than the scalar dtype (PRECISION is then judged at the coarsest rounding, ``_tree.ulp_stepsizes``,
+which finer leaves may not have reached), with or without bounds, where ``fun``'s gradient has a derivative
+(not a ``jax.pure_callback``). The cost: the products at each PRECISION stop, and a longer compile (float32
+2-D Rosenbrock's first call: 0.67-0.87 s without, 0.93-1.13 s with; CG's second metric 0.1 s more).
 """
 
 from __future__ import annotations
@@ -107,9 +106,10 @@ PROGRESS = 0.1  # another rescue after f fell by this fraction of the last one's
 FLOORS = 4  # or by more than this many times f's floor
 
 
-def enabled(state: State) -> bool:
-    """Whether a solve from ``state`` has rescues (static; the module docstring's Where)."""
-    return jnp.finfo(state.value.dtype).bits < 64 or _verdict.has_narrower(state.params, state.value.dtype)
+def enabled(state: State, solver) -> bool:
+    """Whether ``solver``'s solve from ``state`` has rescues (static; the module docstring's Where)."""
+    sdt = state.value.dtype
+    return jnp.finfo(sdt).bits < 64 or _verdict.has_narrower(state.params, sdt, solver.value_dtype)
 
 
 def run(loop, running, operands, carry, record=None):
@@ -120,7 +120,7 @@ def run(loop, running, operands, carry, record=None):
     the rescue fails (``fun``'s gradient has no derivative: a ``jax.pure_callback``), the loop
     alone (an error of ``fun``'s own is raised again by it)."""
     state = carry[0]
-    if not enabled(state):
+    if not enabled(state, operands[0]):
         return loop(operands, carry)
 
     def trip(operands, c, active):
@@ -207,7 +207,8 @@ def resume(solver, objective, args, state: State, active=None, q=None):
     if active is not None:
         want = want & active
     fallen = last - state.value
-    want = want & ((fallen >= PROGRESS * promised) | (fallen > FLOORS * _verdict.floor(state.value, state.scale)))
+    floor = _verdict.floor(state.value, state.scale, solver.value_dtype)
+    want = want & ((fallen >= PROGRESS * promised) | (fallen > FLOORS * floor))
     if solver.maxfev is not None:
         want = want & (state.nfev + steps <= jnp.asarray(solver.maxfev, jnp.int32))
 
@@ -219,8 +220,7 @@ def resume(solver, objective, args, state: State, active=None, q=None):
             wanted = wanted & functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in
                                                                   zip(jax.tree.leaves(q), jax.tree.leaves(state.grad))])
         # (no product where not wanted: under jax.vmap, where lax.cond is a select, CG runs while a member wants it)
-        ulps = _verdict.rounding_ulps(state.params, sdt)  # (p moves x by more than rounding)
-        floor = _verdict.floor(state.value, state.scale)
+        ulps = _verdict.rounding_ulps(state.params, sdt, solver.value_dtype)  # (p moves x beyond rounding)
         eps = jnp.finfo(sdt).eps
         scaled = x_metric(state.params, sdt)
 

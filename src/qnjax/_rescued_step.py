@@ -44,17 +44,17 @@ from ._state import State
 from ._xla import where
 
 
-def pending(state: State, stored):
+def pending(state: State, stored, solver):
     """Whether this iteration's direction is the last rescue's step p (module docstring): the
     rescue asked for it and this iteration's ``push`` stored its pair (the newest s is p).
-    None where rescues are off (static)."""
-    return None if not enabled(state) else (state.newton[2] > 0) & stored
+    None where ``solver``'s rescues are off (static)."""
+    return None if not enabled(state, solver) else (state.newton[2] > 0) & stored
 
 
-def taken(state: State, origin=False):
+def taken(state: State, solver, origin=False):
     """``State.newton`` once an iteration has searched (its direction was p or not: p once); where x
     is at the origin (``_verdict.at_origin``), as if a model had been taken at f: none is wanted."""
-    if not enabled(state):
+    if not enabled(state, solver):
         return state.newton
     return jnp.stack([where(origin, state.value, state.newton[0]), state.newton[1], jnp.zeros_like(state.value)])
 

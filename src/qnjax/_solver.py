@@ -113,6 +113,7 @@ class LBFGS:
     scalar_dtype: Any = _static(default=None)
     fixed_search_steps: int = _static(default=0)  # > 0: the line search's loop has this static trip count
     bounds_method: str = _static(default="lbfgsb")  # with bounds: "lbfgsb" (_subspace) or "projected" (_projected)
+    value_dtype: Any = _static(default=None)  # f's dtype where narrower than the scalar dtype (_verdict.value_dtype)
 
     def __post_init__(self):
         if not isinstance(self.memory_size, int) or isinstance(self.memory_size, bool) or self.memory_size < 1:
@@ -173,17 +174,16 @@ class LBFGS:
 
     def step_with_search(self, state: State, evaluate: Callable, *, q=None, scale=1.0, active=True,
                          exact_updates=False):
-        """One iteration (module docstring) from ``state``: (updates, new state, the line
-        search's result or None). ``evaluate(params) -> (value, real-space grad, aux)``; ``q``
-        (default: the gradient) is what the memory multiplies and differences; ``scale``
-        multiplies the direction; ``active=False`` makes the line search evaluate nothing and
-        leaves the memory's buffers and small matrices as they are (a finished member of a
-        vmapped batch: ``_state.hold`` keeps the rest of its state). With bounds, ``q`` must be
-        the gradient, ``scale`` is 1, and ``exact_updates`` (the Optax face) evaluates at params +
-        updates bit for bit (``_bounds.trial``), else at the projection itself."""
+        """One iteration (module docstring) from ``state``: (updates, new state, the line search's result
+        or None). ``evaluate(params) -> (value, real-space grad, aux)``; ``q`` (default: the gradient) is
+        what the memory multiplies and differences; ``scale`` multiplies the direction; ``active=False``
+        makes the line search evaluate nothing and leaves the memory's buffers and small matrices as
+        they are (a finished member of a vmapped batch: ``_state.hold`` keeps the rest of its state). With
+        bounds, ``q`` must be the gradient, ``scale`` is 1, and ``exact_updates`` (the Optax face)
+        evaluates at params + updates bit for bit (``_bounds.trial``), else at the projection itself."""
         params, value, grad, box = state.params, state.value, state.grad, state.bounds
         sdt = value.dtype
-        ulps = _verdict.rounding_ulps(params, sdt)  # (a step of fewer units in x's last place is none)
+        ulps = _verdict.rounding_ulps(params, sdt, self.value_dtype)  # (fewer units in x's last place: no step)
         # With q the gradient and a search (``minimize``) the search's last evaluation gives the next gradient,
         # so the pair is recorded whole at the end of this step (``_memory_update.pair``) and ``push`` reads and
         # writes no buffer row; else (the Optax face: q given at each call) it differences q with the free slot's.
@@ -195,7 +195,7 @@ class LBFGS:
         memory, stored = _memory_update.push(state.memory, None if whole else q, self.scale_init_precond,
                                              direct=lbfgsb and not kept, kept=kept, active=held)
         slope0, usable, again = None, True, jnp.asarray(False)  # (again: searched again, ``_first_trial``)
-        newest = _rescued_step.pending(state, stored)  # (the direction is the last rescue's p: ``_rescued_step``)
+        newest = _rescued_step.pending(state, stored, self)  # (the direction is the last rescue's p)
         if box is None:
             d, memory = self.direction(memory, q, scale, newest)
         elif projected:
@@ -216,9 +216,9 @@ class LBFGS:
         t0 = self.first_stepsize(memory, dd, unit)
         t_max = self.max_stepsize(params, d, box)
         t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
-        t_ulp, t_ulp_each, x_norm, t_coarse = _tree.ulp_stepsizes(params, d, sdt)
+        t_ulp, t_ulp_each, x_norm, t_coarse = _tree.ulp_stepsizes(params, d, sdt, self.value_dtype)
         origin = _verdict.origin(state, x_norm, sdt)
-        floor = _verdict.floor(value, state.scale)
+        floor = _verdict.floor(value, state.scale, self.value_dtype)
         visible = _first_trial.visible(slope0, unit, floor, sdt)  # (the model step's decrease is seen)
         if lbfgsb:  # scipy's first trial and largest step
             t0, t_max, again = _first_trial.lbfgsb(state, box, params, memory.flags[2], unit, ulps * t_ulp, t0,
@@ -286,7 +286,7 @@ class LBFGS:
             nfev=state.nfev + res.nfev,
             linesearch_status=res.status,
             probes=_probe.count(state, judged, probe, res.value),
-            newton=_rescued_step.taken(state, origin),
+            newton=_rescued_step.taken(state, self, origin),
             start_scale=_verdict.start_scale(state, x_norm),
             **_verdict.tie_fields(state, judged),
         )

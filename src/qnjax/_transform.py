@@ -65,13 +65,15 @@ direction uses the gradient (``grad``, else ``updates``), and ``learning_rate`` 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from . import _bounds, _compile, _objective, _rescue, _scale, _tree, _unrolled
+from . import _bounds, _compile, _objective, _rescue, _scale, _tree, _unrolled, _verdict
 from ._solver import LBFGS
 from ._state import State
 from ._status import Status, code
@@ -155,6 +157,7 @@ def lbfgs(
         sdt = state.value.dtype
         q = _tree.cast_like(updates, params)
         g = q if grad is None else _tree.cast_like(grad, params)
+        given = value
         if linesearch is not None:
             value = jnp.asarray(value).astype(sdt)
         else:
@@ -168,12 +171,15 @@ def lbfgs(
         here, q = _scale.scaled(state._replace(params=params, value=value, grad=g, scale=sigma)), _scale.times(q, sigma)
         if state.bounds is not None or not scale_init_precond:  # (H0 = I is f's: ``_scale``)
             here = _scale.unit_h0(here)
-        objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), solver, sigma)
+        # (f's own dtype, where narrower than the scalar dtype: ``_verdict.value_dtype``)
+        fdt = None if linesearch is None else _verdict.value_dtype(given, sdt)
+        here_solver = dataclasses.replace(solver, value_dtype=fdt)
+        objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), here_solver, sigma)
         value, g = here.value, here.grad
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
         u, new = scaled.step(here, None if evaluate is None else lambda x: objective(x, None), q=q, scale=lr,
                              exact_updates=True)
-        if newton_check and evaluate is not None and _rescue.enabled(new) and not solver.fixed_search_steps:
+        if newton_check and evaluate is not None and _rescue.enabled(new, scaled) and not solver.fixed_search_steps:
             # below float64, the Newton model before PRECISION (``_rescue``; x stays, u is zero)
             new = _rescue.guarded(lambda: _rescue.resume(scaled, objective, None, new, q=q), lambda: new,
                                   objective, None, params)

@@ -1,28 +1,24 @@
 """Dtype rules and pytree arithmetic shared by every qnjax algorithm.
 
-Parameters stay pytrees; each leaf keeps its own dtype. All scalars (values,
-slopes, step sizes, inner products) live in one *scalar dtype*, decided at
-``init``: the widest real float among the leaves (the real part's dtype for
-complex leaves), at least ``float32``, canonicalised for the current x64 mode;
-or the dtype the user gives explicitly.
+Parameters stay pytrees; each leaf keeps its own dtype. All scalars (values, slopes, step sizes, inner
+products) live in one *scalar dtype*, decided at ``init``: the widest real float among the leaves (the real
+part's dtype for complex leaves), at least ``float32``, canonicalised for the current x64 mode; or the
+dtype the user gives explicitly.
 
-Complex parameters are treated as real vectors in R^{2n}. For a real loss
-f(z), ``jax.grad`` returns the *conjugate* of the steepest-ascent direction;
-:func:`conj` turns it into the real-space gradient (optax's convention for the
-gradients it is given), so every formula is the real-space one, with inner
-product <a, b> = Re sum(conj(a) * b) (= sum(a.real * b.real + a.imag * b.imag)).
-Inner products accumulate in the scalar dtype, so bf16/f16 leaves are summed in
-at least float32.
+Complex parameters are treated as real vectors in R^{2n}. For a real loss f(z), ``jax.grad`` returns the
+*conjugate* of the steepest-ascent direction; :func:`conj` turns it into the real-space gradient (optax's
+convention for the gradients it is given), so every formula is the real-space one, with inner product
+<a, b> = Re sum(conj(a) * b) (= sum(a.real * b.real + a.imag * b.imag)). Inner products accumulate in the
+scalar dtype, so bf16/f16 leaves are summed in at least float32.
 
 Every mixed-dtype operation is an explicit cast, so qnjax runs under
 ``jax.numpy_dtype_promotion('strict')``.
 
-Every matrix product of the solver's own arrays asks for full precision
-(:data:`HIGHEST`): JAX's default precision for float32 products allows TF32 on NVIDIA
-GPUs from Ampere on (inputs rounded to 11 significant bits) and bfloat16 passes on
-TPUs. On an H200 the default made the memory's products five times less accurate than
-float32 summation (and the iteration slower). The user's ``fun`` keeps whatever
-precision it asks for.
+Every matrix product of the solver's own arrays asks for full precision (:data:`HIGHEST`): JAX's default
+precision for float32 products allows TF32 on NVIDIA GPUs from Ampere on (inputs rounded to 11 significant
+bits) and bfloat16 passes on TPUs. On an H200 the default made the memory's products five times less
+accurate than float32 summation (and the iteration slower). The user's ``fun`` keeps whatever precision it
+asks for.
 """
 
 from __future__ import annotations
@@ -255,7 +251,7 @@ def _norms_and_ratio(ax, ad, floor):
                           tuple(range(ax.ndim)))
 
 
-def ulp_stepsizes(x, d, sdt):
+def ulp_stepsizes(x, d, sdt, fdt=None):
     """The steps t at which ``x + t d`` moves x by one unit in its last place: (4,) array of
 
     * the vector's: eps ||x||_inf / ||d||_inf over the leaves of each dtype taken as one
@@ -267,12 +263,12 @@ def ulp_stepsizes(x, d, sdt):
       ulp_i = eps(leaf) max(|x_i|, tiny(leaf) / eps(leaf)): a component at (or near) zero
       moves by its dtype's smallest normal number, not by a fraction of the others;
 
-    (+inf where d is zero), max |x_i| over the leaves, and the coarsest dtype's vector step (the
-    greatest over the dtypes d moves), PRECISION's (``_verdict.rules``: at the finest dtype's step
-    coarser leaves do not move, their gradient, at their own rounding, kept the slope negative, and
-    mixed-precision runs at their minimum ended LINESEARCH_FAILED). A smaller step changes no component
-    (the vector) at more than its rounding level. All come from one reduction per leaf. (At x = (0, 100),
-    d along x_0, the minimiser along d may lie far below the vector's rounding step: the search goes there.)"""
+    (+inf where d is zero), max |x_i| over the leaves, and the coarsest dtype's vector step (the greatest over
+    the dtypes d moves, and f's, ``fdt``: ``_verdict.value_dtype``), PRECISION's (``_verdict.rules``: at the
+    finest dtype's step coarser leaves do not move, their gradient, at their own rounding, kept the slope
+    negative, and mixed-precision runs at their minimum ended LINESEARCH_FAILED). A smaller step changes no
+    component (the vector) at more than its rounding level. All come from one reduction per leaf. (At x =
+    (0, 100), d along x_0, the minimiser along d lies far below the vector's step: the search goes there.)"""
     each = jnp.full((), jnp.inf, sdt)
     norms = {}  # dtype -> (max ||x_leaf||, max ||d_leaf||) over its leaves
     for xl, dl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(d)):
@@ -293,8 +289,11 @@ def ulp_stepsizes(x, d, sdt):
             norms[key] = (xn, dn)
             each = jnp.minimum(each, eps * rmin)
     vector, largest, coarse = jnp.full((), jnp.inf, sdt), jnp.zeros((), sdt), jnp.zeros((), sdt)
+    if fdt is not None and norms:  # (x as f sees it: every leaf in f's dtype)
+        norms[None] = tuple(jnp.max(jnp.stack(v)) for v in zip(*norms.values()))
     for key, (xn, dn) in norms.items():
-        step = jnp.asarray(jnp.finfo(key).eps, sdt) * where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
-        vector, largest = jnp.minimum(vector, step), jnp.maximum(largest, xn)
+        eps = jnp.asarray(jnp.finfo(fdt if key is None else key).eps, sdt)
+        step = eps * where(dn > 0, xn / where(dn > 0, dn, 1), jnp.inf)
+        vector, largest = (vector if key is None else jnp.minimum(vector, step)), jnp.maximum(largest, xn)
         coarse = jnp.maximum(coarse, where(dn > 0, step, 0))
     return jnp.stack([vector, each, largest, where(coarse > 0, coarse, vector)])

@@ -75,17 +75,30 @@ UNBOUNDED_MARGIN = 2.0**10
 RESOLVED = 1.5
 
 
-def rounding_ulps(params, sdt) -> int:
+def rounding_ulps(params, sdt, fdt=None) -> int:
     """ROUNDING_ULPS where no leaf of ``params`` is narrower than the scalar dtype ``sdt`` (fewer
     mantissa bits); 1 where one is (bfloat16 or float16 leaves of a float32 f): a unit in such a leaf's last
     place changes f far beyond f's rounding, and a step of a few of them is a step (bfloat16
-    Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units)."""
-    return 1 if has_narrower(params, sdt) else ROUNDING_ULPS
+    Rosenbrock had stopped PRECISION at f = 0.027, its Newton step moving x by 6 units). So too
+    where f is (``fdt``: :func:`value_dtype`)."""
+    return 1 if has_narrower(params, sdt, fdt) else ROUNDING_ULPS
 
 
-def has_narrower(params, sdt) -> bool:
-    """Whether a leaf of ``params`` is :func:`narrower` than the scalar dtype ``sdt`` (static)."""
-    return any(narrower(a, sdt) for a in jax.tree.leaves(params))
+def has_narrower(params, sdt, fdt=None) -> bool:
+    """Whether a leaf of ``params``, or f (``fdt``, :func:`value_dtype`), is :func:`narrower` than the
+    scalar dtype ``sdt`` (static)."""
+    return fdt is not None or any(narrower(a, sdt) for a in jax.tree.leaves(params))
+
+
+def value_dtype(value, sdt):
+    """The dtype ``fun`` returns f in (``value``, an array or its abstract value), where it is narrower
+    than the scalar dtype ``sdt`` (float64 x, f computed in float32), else None (static): the solver's
+    ``value_dtype``. Such an f's rounding is its dtype's (:func:`floor`), its x the coarsest leaves
+    (``_tree.ulp_stepsizes``): runs at f's minimum had ended LINESEARCH_FAILED, every trial within the
+    rounding of x that f sees, and a quadratic with x cast to float32 in f (float64 x) did so from 6 of 6 starts."""
+    dtype = jnp.dtype(getattr(value, "dtype", None) or jnp.result_type(value))
+    real = jnp.issubdtype(dtype, jnp.floating)
+    return dtype if real and jnp.finfo(dtype).nmant < jnp.finfo(sdt).nmant else None
 
 
 def narrower(leaf, sdt) -> bool:
@@ -94,13 +107,15 @@ def narrower(leaf, sdt) -> bool:
     return jnp.finfo(_tree.dtype_of(leaf)).nmant < jnp.finfo(sdt).nmant
 
 
-def floor(value, scale=1):
+def floor(value, scale=1, fdt=None):
     """A few units in the last place of f at ``value``: the least change rounding can hide. With
     ``scale`` (f's power of two, ``_scale``: ``value`` is scale f) no less than scale times the
-    smallest normal number, below which f itself is flushed to 0."""
+    smallest normal number, below which f itself is flushed to 0. Of f's own dtype where ``fun``
+    returns it narrower than ``value``'s (``fdt``: :func:`value_dtype`)."""
     sdt = value.dtype
-    tiny = jnp.finfo(sdt).tiny * jnp.maximum(jnp.asarray(scale, sdt), 1)
-    return ROUNDING_ULPS * jnp.maximum(jnp.finfo(sdt).eps * jnp.abs(value), tiny)
+    info = jnp.finfo(sdt if fdt is None else fdt)
+    tiny = jnp.asarray(info.tiny, sdt) * jnp.maximum(jnp.asarray(scale, sdt), 1)
+    return ROUNDING_ULPS * jnp.maximum(jnp.asarray(info.eps, sdt) * jnp.abs(value), tiny)
 
 
 def noise(res, floor):
@@ -110,7 +125,7 @@ def noise(res, floor):
     return jnp.maximum(floor, res.noise)
 
 
-def at_precision(res, slope0, noise, t_round, t_model, value0):
+def at_precision(res, slope0, noise, t_round, t_model, value0, narrow=False):
     """After a search along -g (phi(t) = f(x - t g), phi'(0) = ``slope0``) that found no
     decrease, or one within the noise (then ``res`` is at its best trial): is x stationary to
     working precision? Yes if a minimiser of phi lies within rounding of x (f rises, with a
@@ -129,8 +144,16 @@ def at_precision(res, slope0, noise, t_round, t_model, value0):
     10 times Chebyquad's start (n = 10; f a polynomial of degree 20) with bounds of +-1e30,
     scipy's first trial, the step to P(x - g), lay 10^29 times beyond phi's minimiser, the
     search ended after 30 trials at t = 1e-22 (rise a tenth of the trapezoid), and the estimate
-    2e-73 claimed PRECISION at f = 2.7e28, max |g| = 4.4e28; there only the slopes' bound holds."""
+    2e-73 claimed PRECISION at f = 2.7e28, max |g| = 4.4e28; there only the slopes' bound holds.
+
+    ``narrow`` (static: a leaf, or f, narrower than the scalar dtype, :func:`has_narrower`; then the
+    Newton check, ``_rescue``, vets every PRECISION stop): x is also within rounding where the model's
+    minimiser along -g, ``t_model``, is within ``t_round``, the coarsest leaves' rounding step. Trials
+    below it move the finer leaves only, or nothing f sees: no trial had reached it, and runs at their
+    minimum ended LINESEARCH_FAILED (1 in 6 of a quadratic with float32 beside float64 leaves)."""
     in_x = res.rising <= 1.01 * t_round
+    if narrow:  # (the model's minimiser within the coarse leaves' rounding: ``narrow``, docstring above)
+        in_x = in_x | (t_model <= t_round)
     t, f_t, d = res.smallest
     curvature = (d - slope0) / t
     quadratic = f_t - value0 + 2 * noise >= (slope0 + d) * t / 4
@@ -241,7 +264,9 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     origin (:func:`at_origin`) and nothing was searched."""
     sdt = state.value.dtype
     value, f_new = state.value, new.value
-    precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model, value) | (t_max <= 1.01 * t_round))
+    narrow = has_narrower(state.params, sdt, solver.value_dtype)
+    precision = final & (at_precision(res, slope0, judged.noise, t_round, t_model, value, narrow)
+                         | (t_max <= 1.01 * t_round))
     ftol, fatol = tolerance(solver.ftol, sdt), tolerance(solver.fatol, sdt)
     bound = jnp.maximum(ftol * jnp.maximum(jnp.abs(value), jnp.abs(f_new)), fatol)
     normal = res.status == LineSearchStatus.SUCCESS
