@@ -46,7 +46,7 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
-from . import _tree
+from . import _tree, _verdict
 
 
 class Evaluated(NamedTuple):
@@ -194,9 +194,7 @@ class Objective:
     @property
     def value_dtype(self):
         """f's dtype where narrower than the scalar dtype, else None (``_verdict.value_dtype``; static)."""
-        from ._verdict import value_dtype
-
-        return value_dtype(self.key.closed.out_avals[0], self.key.sdt)
+        return _verdict.value_dtype(self.key.closed.out_avals[0], self.key.sdt)
 
     def __call__(self, params, args):
         key = self.key

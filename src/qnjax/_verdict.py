@@ -96,7 +96,7 @@ def value_dtype(value, sdt):
     ``value_dtype``. Such an f's rounding is its dtype's (:func:`floor`), its x the coarsest leaves
     (``_tree.ulp_stepsizes``): runs at f's minimum had ended LINESEARCH_FAILED, every trial within the
     rounding of x that f sees, and a quadratic with x cast to float32 in f (float64 x) did so from 6 of 6 starts."""
-    dtype = jnp.dtype(getattr(value, "dtype", None) or jnp.result_type(value))
+    dtype = jnp.dtype(value.dtype if hasattr(value, "dtype") else jnp.result_type(value))
     real = jnp.issubdtype(dtype, jnp.floating)
     return dtype if real and jnp.finfo(dtype).nmant < jnp.finfo(sdt).nmant else None
 
