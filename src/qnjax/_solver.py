@@ -98,8 +98,9 @@ def _static(**kw):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LBFGS:
-    """L-BFGS with a line search. Numeric settings are pytree leaves (changing them does
-    not recompile); ``None`` tolerances take the scalar dtype's defaults (``_status``)."""
+    """L-BFGS with a line search. Numeric settings are pytree leaves (changing them does not recompile);
+    ``None`` tolerances take the scalar dtype's defaults (``_status``). ``value_dtype`` is set by both faces,
+    from the dtype f comes in (``minimize``: what ``fun`` returns; ``lbfgs``: ``value``): leave it None."""
 
     memory_size: int = _static(default=10)
     linesearch: Any = dataclasses.field(default_factory=MoreThuente)
@@ -113,7 +114,7 @@ class LBFGS:
     scalar_dtype: Any = _static(default=None)
     fixed_search_steps: int = _static(default=0)  # > 0: the line search's loop has this static trip count
     bounds_method: str = _static(default="lbfgsb")  # with bounds: "lbfgsb" (_subspace) or "projected" (_projected)
-    value_dtype: Any = _static(default=None)  # f's dtype where narrower than the scalar dtype (_verdict.value_dtype)
+    value_dtype: Any = _static(default=None)  # f's, where narrower than the scalar dtype (_verdict.value_dtype)
 
     def __post_init__(self):
         if not isinstance(self.memory_size, int) or isinstance(self.memory_size, bool) or self.memory_size < 1:
@@ -144,9 +145,8 @@ class LBFGS:
         return _rescued_step.along(newest, memory, d, scale), memory
 
     def first_stepsize(self, memory, dd, unit=1.0):
-        """``unit`` (1: the model's step; ``step`` rescales d where its products overflow),
-        except while no curvature pair was ever stored (H = I has no scale), where it is
-        1 / ||d||_2 (``dd`` = <d, d>), a step of unit length in x."""
+        """``unit`` (1: the model's step; ``step`` rescales d where its products overflow), except while no
+        curvature pair was ever stored (H = I has no scale): 1 / ||d||_2 (``dd`` = <d, d>), a unit step in x."""
         norm = jnp.sqrt(where(dd > 0, dd, 1))  # (no sqrt(0): its derivative is infinite)
         # (the select between sqrt and the division also keeps XLA's 1/sqrt from becoming rsqrt's rounding)
         return where(~memory.flags[2], 1 / where(dd > 0, norm, 1), jnp.ones_like(dd) * unit)
