@@ -252,13 +252,17 @@ def test_state_is_type_stable_with_a_loss_of_another_dtype(dtype):
 
 
 @needs_x64
-@pytest.mark.parametrize("dtype", ["float64", "complex64", "mixed"])
+@pytest.mark.parametrize("dtype", ["float64", "complex64", "mixed", "f_in_float32"])
 def test_both_faces_under_strict_promotion(dtype):
     """JAX's own test suite runs with jax.numpy_dtype_promotion('strict'). (complex64 has a
-    float32 scalar dtype under x64, mixed a float32 and a float64 leaf.)"""
+    float32 scalar dtype under x64, mixed a float32 and a float64 leaf, f_in_float32 float64
+    leaves and f returned in float32: ``_verdict.value_dtype``.)"""
     if dtype == "mixed":
         x0 = {"a": jnp.zeros(2, jnp.float32), "b": jnp.zeros(2, jnp.float64)}
         fun = lambda p: jnp.sum((p["a"] - 1) ** 2).astype(jnp.float64) + jnp.sum((p["b"] + 2) ** 2)  # noqa: E731
+    elif dtype == "f_in_float32":
+        x0 = jnp.zeros(3, jnp.float64)
+        fun = lambda x: jnp.sum((x.astype(jnp.float32) - jnp.asarray([1.0, -2.0, 0.5], jnp.float32)) ** 2)  # noqa: E731
     else:
         dt = jnp.dtype(dtype)
         x0 = jnp.zeros(3, dt)

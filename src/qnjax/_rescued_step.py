@@ -53,7 +53,7 @@ def pending(state: State, stored, solver):
 
 def taken(state: State, solver, origin=False):
     """``State.newton`` once an iteration has searched (its direction was p or not: p once); where x
-    is at the origin (``_verdict.at_origin``), as if a model had been taken at f: none is wanted."""
+    is at the origin (``_origin.at_origin``), as if a model had been taken at f: none is wanted."""
     if not enabled(state, solver):
         return state.newton
     return jnp.stack([where(origin, state.value, state.newton[0]), state.newton[1], jnp.zeros_like(state.value)])

@@ -34,8 +34,7 @@ from a state that describes the point ``params``:
    noise (``_verdict.at_precision``), else LINESEARCH_FAILED; without bounds the
    dropped pairs are then restored (``_memory.restore``), so the final state and
    ``hess_inv`` keep what was learnt;
-5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot (with
-   minimize's y = g_{k+1} - g_k and the pair's products);
+5. otherwise x_{k+1} = x_k + t d, and the update goes to the memory's free slot (with minimize's y = g_{k+1} - g_k);
 6. the status (``_verdict.rules``) from the facts of this iteration.
 
 The seams later capabilities attach to: ``direction``, ``first_stepsize``, ``max_stepsize``, ``stationarity``.
@@ -71,6 +70,7 @@ from . import (
     _first_trial,
     _memory,
     _memory_update,
+    _origin,
     _probe,
     _projected,
     _rescued_step,
@@ -217,7 +217,7 @@ class LBFGS:
         t_max = self.max_stepsize(params, d, box)
         t_ray = t_max if projected else None  # (projected: up to t_ray along the ray x + t d; past it, the arc)
         t_ulp, t_ulp_each, x_norm, t_coarse = _tree.ulp_stepsizes(params, d, sdt, self.value_dtype)
-        origin = _verdict.origin(state, x_norm, sdt)
+        origin = _origin.origin(state, x_norm, sdt, self.value_dtype)
         floor = _verdict.floor(value, state.scale, self.value_dtype)
         visible = _first_trial.visible(slope0, unit, floor, sdt)  # (the model step's decrease is seen)
         if lbfgsb:  # scipy's first trial and largest step
@@ -287,10 +287,10 @@ class LBFGS:
             linesearch_status=res.status,
             probes=_probe.count(state, judged, probe, res.value),
             newton=_rescued_step.taken(state, self, origin),
-            start_scale=_verdict.start_scale(state, x_norm),
+            start_scale=_origin.start_scale(state, x_norm),
             **_verdict.tie_fields(state, judged),
         )
-        final = (failed & empty & ~again) | origin  # (at the origin nothing was searched: ``_verdict.at_origin``)
+        final = (failed & empty & ~again) | origin  # (at the origin nothing was searched: ``_origin``)
         if not lbfgsb:  # the pairs dropped for the retry are kept when the run stops (not with
             # bounds: L-BFGS-B's free-set products of the dropped pairs are not kept)
             new = new._replace(memory=_memory.restore(new.memory, final))

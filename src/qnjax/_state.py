@@ -46,7 +46,7 @@ class State(NamedTuple):
     newton: jax.Array  # (3,) scalar dtype: f where the last Newton model was taken, the decrease it
     # promised, and 1 where its step p is the next direction (``_rescue``; [inf, 0, 0]: none yet)
     start_scale: jax.Array  # (2,) scalar dtype: max |x0_i| and |f(x0)|, set by the first iteration
-    # (``_verdict.start_scale``; 0 until then): ``_verdict.at_origin``
+    # (``_origin.start_scale``; 0 until then): ``_origin.at_origin``
     scale: jax.Array  # scalar dtype: the power of two f and its gradient are multiplied by (``_scale``:
     # the memory and f's tolerances are of scale * f, and minimize's value and grad; the Optax face's are the user's)
     bounds: Any = None  # a _bounds.Box (leaves in the params' dtypes), or None: unconstrained

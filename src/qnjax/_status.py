@@ -31,7 +31,7 @@ The tests, checked at the start and after every iteration, first match wins:
                model from Hessian-vector products promises no more, or a search along
                its step found none (``_rescue``). Also where x and f are 0 to working
                precision on the scale of the start, max |x_i| < eps max |x0_i| and
-               0 <= f <= eps |f(x0)| (``_verdict.at_origin``; never where x0 = 0: a minimum at
+               0 <= f <= eps |f(x0)| (``_origin.at_origin``; never where x0 = 0: a minimum at
                x* = 0 has no scale of its own);
 * LINESEARCH_FAILED  no decrease along -g (with an empty memory), and f does not
                rise along -g within rounding of x: a real failure (a gradient that
@@ -60,7 +60,7 @@ scale (f* = 0 at x* = 0: near it f(c x) behaves as c^k f(x)) has no place to sto
 ignores where the run began, whatever its Hessian: its iterates stay resolved to their
 last place all the way to underflow. So there x's scale is taken from the start, and only
 to say that x is 0: PRECISION once max |x_i| < eps max |x0_i| and 0 <= f <= eps |f(x0)|
-(``_verdict.at_origin``).
+(``_origin.at_origin``).
 """
 
 from __future__ import annotations

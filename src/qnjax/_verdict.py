@@ -26,23 +26,8 @@ After the search along d from x (phi(t) = f(x + t d), phi'(0) = ``slope0``):
 * **Stationary to working precision** (``at_precision``), after a failed search along
   -g: a minimiser along -g lies within rounding of x, or the largest decrease along -g
   is within twice f's noise.
-* **At the origin** (``at_origin``): max |x_i| < eps max |x0_i| and 0 <= f <= eps |f(x0)|, x and f
-  are 0 to working precision on the scale of the start, and the run stops PRECISION without a search
-  (with bounds, x0 in the box, and only where every variable on a bound is held there by its
-  gradient: ``origin``). A minimum at
-  x* = 0 with f* = 0 has no scale of its own: near it f(c x) behaves as c^k f(x) (a quadratic, k = 2),
-  so every iterate looks like the last one shrunk, and no rule that ignores where the run began
-  can stop there: f and x stay resolved to their last place all the way to underflow. With
-  ``minimize``'s defaults, from x0 = 1 (n = 100, float64), sum i x_i^2 took 1,474 iterations to
-  f = 0, sum (i x_i)^2 13,602 to 1.8e-306, sum i x_i^4 and CUTEst's POWER and SPARSQUR ended
-  MAXFEV at 15,000 evaluations near 1e-215; stopping here, 165, 1,653, 134, 219 and 134
-  iterations (f = 6e-32, 3e-31, 2e-62, 7e-62, 7e-63). Only the scales of x and f are taken from
-  the start, and only to say that they are 0: a far start elsewhere (x* != 0) never comes within eps |x0| of
-  the origin in every component, and multiplying f by a constant changes nothing. f's condition
-  is for a singularity at 0 (log x^2, -1 / x^2: f falls without end as x creeps to 0): there f
-  turns negative, or stays within a factor of f(x0) (log x^2 + 100), where at a minimum
-  f(c x) ~ c^k f(x) has fallen by eps^k. Without it those runs stopped PRECISION, claiming
-  success at f = -224 to -4.7e32 (float64).
+* **At the origin** (``_origin``): x and f are 0 to working precision on the scale of the start,
+  and the run stops PRECISION without a search.
 * **The status** (``rules``): GTOL, PRECISION at the origin, UNBOUNDED, MAXFEV (the search along -g cut short by
   ``maxfev``), PRECISION, LINESEARCH_FAILED, FTOL, then the budgets (``spent``), the first true
   wins (``_status.decide``); before the first iteration, ``start_rules``.
@@ -163,43 +148,6 @@ def at_precision(res, slope0, noise, t_round, t_model, value0, narrow=False):
     return in_x | in_f
 
 
-def at_origin(x_norm, value, scale, sdt):
-    """Whether x, of max |x_i| = ``x_norm`` and f = ``value``, is 0 to working precision on the
-    scale of its start (``scale``: max |x0_i| and |f(x0)|; the module docstring): max |x_i| <
-    eps max |x0_i| (never where x0 = 0) and 0 <= f <= eps |f(x0)| (where f falls without end
-    as x -> 0, log |x| or -1 / x^2, x also creeps to 0: there f is negative or has not fallen)."""
-    eps = jnp.finfo(sdt).eps
-    return (x_norm < eps * scale[0]) & (value >= 0) & (value <= eps * scale[1])
-
-
-def origin(state, x_norm, sdt):
-    """Whether the iteration from ``state`` (x of max |x_i| = ``x_norm``) stops at the origin
-    (``at_origin``); with bounds, only where every variable on a bound is held there by its
-    gradient (``_held``: a pass over x and g, made only near the origin, ``lax.cond``)."""
-    near = at_origin(x_norm, state.value, state.start_scale, sdt)
-    if state.bounds is None:
-        return near
-    return jax.lax.cond(near, lambda: _held(state.params, state.grad, state.bounds), lambda: jnp.zeros((), bool))
-
-
-def _held(x, g, box):
-    """Whether every variable on a bound is held there by its gradient (g_i >= 0 at its lower
-    bound, g_i <= 0 at its upper one; a fixed variable always): P(x - g) - x is 0 there."""
-    ok = jnp.ones((), bool)
-    for xl, gl, lo, hi in zip(*(jax.tree_util.tree_leaves(t) for t in (x, g, box.lower, box.upper))):
-        if xl.size and not jnp.iscomplexobj(xl):
-            ok = ok & ~jnp.any(((xl == lo) & (gl < 0) & (xl < hi)) | ((xl == hi) & (gl > 0) & (xl > lo)))
-    return ok
-
-
-def start_scale(state, x_norm):
-    """The new state's ``start_scale``: [max |x0_i|, |f(x0)|], taken by the first iteration (x0
-    in the box; the Optax face's value arrives with its first update; at ``init`` the reduction
-    made L-BFGS-B's program copy x), from the max |x_i| it computes anyway."""
-    now = jnp.stack([x_norm, jnp.abs(state.value)]).astype(state.start_scale.dtype)
-    return where(state.count == 0, now, state.start_scale)
-
-
 def tolerance(value, sdt):
     """A solver's tolerance (``gtol``, ``ftol``, ``fatol``) in the scalar dtype, 0 (off) where None."""
     return jnp.asarray(0 if value is None else value).astype(sdt)
@@ -261,7 +209,7 @@ def rules(solver, state, new, res, judged: Judged, *, final, spent, slope0, t_ro
     that minimises the model along -g (:func:`at_precision`), ``t_max`` the largest feasible
     step: with bounds, PRECISION also when the whole feasible part of the direction (up to
     t_max, which the search tried) moves x by no more than rounding; ``origin``: x was at the
-    origin (:func:`at_origin`) and nothing was searched."""
+    origin (``_origin.at_origin``) and nothing was searched."""
     sdt = state.value.dtype
     value, f_new = state.value, new.value
     narrow = has_narrower(state.params, sdt, solver.value_dtype)
