@@ -39,10 +39,10 @@ def at_origin(x_norm, value, scale, sdt, eps_x=None, fdt=None):
     scale of its start (``scale``: max |x0_i| and |f(x0)|; the module docstring): max |x_i| <
     eps max |x0_i| (never where x0 = 0) and 0 <= f <= eps |f(x0)| (where f falls without end
     as x -> 0, log |x| or -1 / x^2, x also creeps to 0: there f is negative or has not fallen).
-    x's eps is ``eps_x`` where given (:func:`origin`), f's that of ``fdt``
-    where given (f narrower than ``sdt``: ``_verdict.value_dtype``)."""
+    x's eps is ``eps_x`` where given (:func:`origin`), else ``sdt``'s; f's that of ``fdt`` where given
+    (f narrower than ``sdt``: ``_verdict.value_dtype``)."""
     eps = jnp.asarray(jnp.finfo(sdt if fdt is None else fdt).eps, sdt)  # (in sdt: strict promotion)
-    eps_x = eps if eps_x is None else jnp.asarray(eps_x, sdt)
+    eps_x = jnp.asarray(jnp.finfo(sdt).eps if eps_x is None else eps_x, sdt)
     return (x_norm < eps_x * scale[0]) & (value >= 0) & (value <= eps * scale[1])
 
 
