@@ -157,7 +157,8 @@ def lbfgs(
         sdt = state.value.dtype
         q = _tree.cast_like(updates, params)
         g = q if grad is None else _tree.cast_like(grad, params)
-        given = value
+        # (f's own dtype, where narrower than the scalar dtype: ``_verdict.value_dtype``)
+        fdt = None if linesearch is None else _verdict.value_dtype(value, sdt)
         if linesearch is not None:
             value = jnp.asarray(value).astype(sdt)
         else:
@@ -171,10 +172,8 @@ def lbfgs(
         here, q = _scale.scaled(state._replace(params=params, value=value, grad=g, scale=sigma)), _scale.times(q, sigma)
         if state.bounds is not None or not scale_init_precond:  # (H0 = I is f's: ``_scale``)
             here = _scale.unit_h0(here)
-        # (f's own dtype, where narrower than the scalar dtype: ``_verdict.value_dtype``)
-        fdt = None if linesearch is None else _verdict.value_dtype(given, sdt)
-        here_solver = dataclasses.replace(solver, value_dtype=fdt)
-        objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), here_solver, sigma)
+        solver_here = dataclasses.replace(solver, value_dtype=fdt)
+        objective, scaled = _scale.scaled_problem(lambda x, _: evaluate(x), solver_here, sigma)
         value, g = here.value, here.grad
         finite = (jnp.isfinite(value) | (linesearch is None)) & _tree.all_finite(g) & _tree.all_finite(q)
         u, new = scaled.step(here, None if evaluate is None else lambda x: objective(x, None), q=q, scale=lr,

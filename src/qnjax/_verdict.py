@@ -83,12 +83,12 @@ def value_dtype(value, sdt):
     rounding of x that f sees (16 of 24 float32 least-squares fits of float64 x, in each face)."""
     dtype = jnp.dtype(value.dtype if hasattr(value, "dtype") else jnp.result_type(value))
     real = jnp.issubdtype(dtype, jnp.floating)
-    return dtype if real and jnp.finfo(dtype).nmant < jnp.finfo(sdt).nmant else None
+    return dtype if real and narrower(dtype, sdt) else None
 
 
 def narrower(leaf, sdt) -> bool:
-    """Whether ``leaf`` is stored with fewer mantissa bits than the scalar dtype ``sdt`` (static;
-    a complex leaf's parts are its real dtype's)."""
+    """Whether ``leaf`` (or a dtype) is stored with fewer mantissa bits than the scalar dtype ``sdt``
+    (static; a complex leaf's parts are its real dtype's)."""
     return jnp.finfo(_tree.dtype_of(leaf)).nmant < jnp.finfo(sdt).nmant
 
 
