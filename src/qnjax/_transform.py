@@ -125,8 +125,8 @@ def lbfgs(
         through updates (``jax.grad`` of a loss after a ``lax.scan`` of updates;
         ``qnjax._unrolled``). The updates are the same. With bounds, for
         ``bounds_method="projected"`` only.
-      newton_check: below float64 (or with leaves narrower than f), before an update reports PRECISION, the Newton model
-        from Hessian-vector products (``qnjax._rescue``; module docstring). Under
+      newton_check: below float64 (or where a leaf, or f, is narrower than the scalar dtype), before an update
+        reports PRECISION, the Newton model from Hessian-vector products (``qnjax._rescue``; module docstring). Under
         ``jax.vmap`` each member's check runs in every member's lanes (a batch of loops
         over updates pays the products of any member's check at that update): False
         leaves it out.
